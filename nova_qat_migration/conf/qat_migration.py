@@ -1,0 +1,245 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Options of the ``[qat_migration]`` group in nova.conf."""
+
+from oslo_config import cfg
+from oslo_config import types
+
+#: Every page-compression method the planner knows. ``none`` is plain
+#: pre-copy; ``xbzrle`` and ``mt`` are single-stream methods; ``zlib``,
+#: ``zstd`` and ``qatzip`` are multifd (parallel) methods.
+METHODS = ('none', 'xbzrle', 'mt', 'zlib', 'zstd', 'qatzip')
+
+qat_migration_group = cfg.OptGroup(
+    'qat_migration',
+    title='Per-instance live-migration planning',
+    help="""
+Options of nova-qat-migration, which plans every libvirt live migration per
+instance (compression method, parallel channels, XBZRLE cache, auto-converge,
+post-copy, downtime) instead of using Nova's host-wide migration flags.
+These options take effect only with
+``[DEFAULT] compute_driver = qat_migration.QATLibvirtDriver``.
+""")
+
+planning_opts = [
+    cfg.BoolOpt('enabled',
+        default=True,
+        help="""
+Plan live migrations per instance.
+
+When False, the driver behaves exactly like Nova's libvirt driver: the flags
+and parameters come from the ``[libvirt] live_migration_*`` options only.
+"""),
+    cfg.StrOpt('policy',
+        default='adaptive',
+        help="""
+Name of the migration policy plugin that chooses the plan.
+
+Policies are loaded from the ``nova_qat_migration.policies`` entry-point
+namespace. Built in: ``adaptive`` (chooses from host resources and the
+instance), ``static`` (the fixed choice made by the ``static_*`` options)
+and ``nova_default`` (exactly what Nova itself would do). An unknown name
+stops nova-compute at start-up with the list of installed policies. A
+flavor extra spec or image property ``qat_migration:policy`` overrides it
+per instance.
+"""),
+    cfg.ListOpt('allowed_methods',
+        item_type=types.String(choices=METHODS),
+        default=['none', 'xbzrle', 'zlib', 'zstd', 'qatzip'],
+        help="""
+Page-compression methods a plan may use.
+
+``none`` is always allowed. ``mt`` (QEMU's legacy compression threads, gone
+in QEMU 9.1) is only used when listed here; see ``legacy_mt_uses_qat``.
+"""),
+    cfg.IntOpt('zlib_level',
+        default=1, min=0, max=9,
+        help='Compression level for multifd zlib (0 fastest .. 9 best).'),
+    cfg.IntOpt('zstd_level',
+        default=1, min=0, max=20,
+        help='Compression level for multifd zstd (0 .. 20).'),
+    cfg.IntOpt('qatzip_level',
+        default=1, min=1, max=9,
+        help='Compression level for multifd qatzip (1 .. 9).'),
+    cfg.IntOpt('mt_level',
+        default=1, min=0, max=9,
+        help='Compression level for the legacy ``mt`` method (0 .. 9).'),
+    cfg.IntOpt('max_parallel_connections',
+        default=4, min=1, max=32,
+        help="""
+Upper bound of multifd channels (libvirt ``parallel.connections``) a plan
+may use. Software compression uses at most one channel per idle source CPU.
+"""),
+    cfg.IntOpt('cpu_idle_threshold',
+        default=50, min=0, max=100,
+        help="""
+Percentage of source host CPU that must be idle before software compression
+(zlib/zstd) is chosen. Below it, only methods that cost little CPU are used
+(XBZRLE, plain multifd, or QAT-offloaded compression).
+"""),
+    cfg.IntOpt('memory_headroom_mb',
+        default=2048, min=0,
+        help="""
+Free memory (MiB) the source host keeps for itself. The XBZRLE cache is only
+sized from memory above this headroom.
+"""),
+    cfg.IntOpt('xbzrle_cache_min_mb',
+        default=64, min=1,
+        help="""
+Smallest XBZRLE cache (MiB) worth using. When less memory is spare, XBZRLE
+is not chosen. Must not exceed ``xbzrle_cache_max_mb``.
+"""),
+    cfg.IntOpt('xbzrle_cache_max_mb',
+        default=4096, min=1,
+        help="""
+Largest XBZRLE cache (MiB) a single migration may take, including growth
+while it runs. Caches are rounded down to a power of two.
+"""),
+    cfg.FloatOpt('xbzrle_cache_ratio',
+        default=0.5, min=0.01, max=1.0,
+        help="""
+XBZRLE cache as a fraction of the instance's writable working set (or of
+its RAM when the working set is unknown), before the bounds above apply.
+"""),
+    cfg.IntOpt('auto_converge_initial',
+        default=20, min=1, max=100,
+        help='Initial auto-converge CPU throttle (percent).'),
+    cfg.IntOpt('auto_converge_increment',
+        default=10, min=1, max=100,
+        help='Auto-converge throttle increment per stalled iteration.'),
+    cfg.ListOpt('throttle_schedule',
+        item_type=types.Integer(min=1, max=99),
+        default=[20, 40, 60, 80, 99],
+        help="""
+Stepped auto-converge schedule for instances that will not converge
+otherwise: the throttle (percent) the adaptive policy starts from and the
+steps it may climb. The start is picked by how far the dirty rate exceeds
+the link; the increment is the gap between steps. Values must increase.
+"""),
+    cfg.BoolOpt('permit_auto_converge',
+        default=True,
+        help="""
+Whether plans may throttle guest vCPUs (auto-converge). A flavor extra spec
+``qat_migration:allow_throttle=false`` forbids it for an instance.
+"""),
+    cfg.IntOpt('downtime_ms',
+        default=500, min=10, max=60000,
+        help="""
+Target maximum downtime (milliseconds) of the switch-over. Nova's downtime
+steps climb to this value (instead of ``[libvirt] live_migration_downtime``)
+for planned migrations.
+"""),
+    cfg.BoolOpt('permit_post_copy',
+        default=False,
+        help="""
+Whether plans may switch to post-copy. Post-copy always finishes, but if the
+source or network fails during it the guest is lost, so it is opt-in here
+and per instance (``qat_migration:allow_post_copy``).
+"""),
+    cfg.IntOpt('post_copy_after_stalled',
+        default=3, min=1, max=100,
+        help="""
+Number of stalled iterations (remaining data not reaching a new low) after
+which a plan that permits post-copy switches to it.
+"""),
+    cfg.IntOpt('progress_timeout',
+        default=150, min=0,
+        help="""
+Abort a migration whose remaining data has not reached a new low for this
+many seconds (0 disables). Nova's own completion timeout still applies.
+"""),
+    cfg.FloatOpt('link_gbps',
+        default=10.0, min=0.01,
+        help="""
+Migration network speed (Gbit/s) assumed before throughput of past
+migrations has been observed.
+"""),
+    cfg.IntOpt('dirty_rate_sample_seconds',
+        default=1, min=0, max=60,
+        help="""
+Seconds to sample an instance's dirty rate with libvirt's dirty-rate
+calculation before planning (0 disables measuring; the history is used).
+"""),
+]
+
+static_opts = [
+    cfg.StrOpt('static_method',
+        default='none', choices=METHODS,
+        help='Compression method used by the ``static`` policy.'),
+    cfg.IntOpt('static_parallel_connections',
+        default=1, min=1, max=32,
+        help='Multifd channels used by the ``static`` policy (1 = none).'),
+    cfg.IntOpt('static_xbzrle_cache_mb',
+        default=256, min=1,
+        help='XBZRLE cache (MiB) used by the ``static`` policy.'),
+    cfg.BoolOpt('static_auto_converge',
+        default=False,
+        help='Whether the ``static`` policy enables auto-converge.'),
+]
+
+qat_opts = [
+    cfg.IntOpt('qat_endpoints_for_migration',
+        default=1, min=0,
+        help="""
+Compression-capable QAT endpoints (VFs, or PFs without SR-IOV) kept for
+migrations. They are reported as ``reserved`` in Placement so instances
+cannot claim them, and bound how many migrations hold a QAT lease at once.
+"""),
+    cfg.BoolOpt('qemu_monitor_passthrough',
+        default=False,
+        help="""
+Allow multifd compression methods libvirt does not know (``qatzip``) by
+setting them on the source QEMU through libvirt's QEMU monitor passthrough
+and on the destination with a ``-global`` argument. libvirt marks such
+domains as tainted; enable only if that is acceptable.
+"""),
+    cfg.BoolOpt('legacy_mt_uses_qat',
+        default=False,
+        help="""
+Declare that this host's QEMU (older than 9.1) accelerates the legacy
+``mt`` compression threads with QAT, as some vendor builds do. Nothing can
+detect such a build; only set this if yours is one.
+"""),
+    cfg.StrOpt('sysfs_root',
+        default='/sys',
+        help='Root of sysfs, where QAT devices are discovered (for tests).'),
+    cfg.StrOpt('debugfs_root',
+        default='/sys/kernel/debug',
+        help='Root of debugfs, where QAT heartbeat and telemetry are read.'),
+    cfg.StrOpt('qatzip_library',
+        default='libqatzip.so.3',
+        help='QATzip shared library name or path used for the self-test.'),
+]
+
+state_opts = [
+    cfg.StrOpt('state_path',
+        default='$state_path/qat_migration',
+        help="""
+Directory for the per-host migration history the adaptive policy learns
+from (one small JSON file).
+"""),
+    cfg.IntOpt('history_max_entries',
+        default=1000, min=1, max=1000000,
+        help='Instances remembered in the migration history (oldest first '
+             'out).'),
+]
+
+ALL_OPTS = planning_opts + static_opts + qat_opts + state_opts
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(qat_migration_group)
+    conf.register_opts(ALL_OPTS, group=qat_migration_group)
+
+
+def list_opts() -> dict:
+    return {qat_migration_group: ALL_OPTS}

@@ -1,0 +1,358 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The data a policy sees (facts) and decides (plan), and the policy ABC.
+
+Everything here is a frozen dataclass: facts are gathered once per
+migration, the plan is computed from them by a pure function, and both can
+be printed, logged and compared. Policies never import libvirt.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence
+
+MIB = 1024 * 1024
+
+#: Methods that run on the multifd (``VIR_MIGRATE_PARALLEL``) path.
+MULTIFD_METHODS = frozenset({'zlib', 'zstd', 'qatzip'})
+#: Methods that only run on a single migration stream.
+SINGLE_STREAM_METHODS = frozenset({'xbzrle', 'mt'})
+
+
+def version_str(version: Sequence[int]) -> str:
+    return '.'.join(str(v) for v in version)
+
+
+@dataclasses.dataclass(frozen=True)
+class HypervisorCaps:
+    """What the source host's libvirt and QEMU can do (probed at start-up).
+
+    :param multifd_methods: values of QEMU's ``multifd-compression`` enum the
+        binary accepts (from ``query-qmp-schema``), e.g. none/zlib/zstd.
+        Empty when unknown: then libvirt-version rules alone decide.
+    """
+
+    libvirt_version: tuple[int, int, int] = (11, 3, 0)
+    qemu_version: tuple[int, int, int] = (10, 0, 0)
+    multifd_methods: frozenset[str] = frozenset({'none', 'zlib', 'zstd'})
+    postcopy: bool = True
+
+    @property
+    def libvirt_methods(self) -> frozenset[str]:
+        """Compression methods libvirt's migration API accepts."""
+        methods = {'xbzrle', 'mt'}
+        if self.libvirt_version >= (9, 4, 0):
+            methods |= {'zlib', 'zstd'}
+        return frozenset(methods)
+
+    @property
+    def has_mt(self) -> bool:
+        """QEMU removed the legacy compression threads in 9.1."""
+        return self.qemu_version < (9, 1, 0)
+
+    @property
+    def postcopy_with_multifd(self) -> bool:
+        return self.qemu_version >= (10, 1, 0)
+
+    def accepts(self, method: str) -> bool:
+        """Whether this source can send ``method`` (ignoring backends)."""
+        if method == 'none' or method == 'xbzrle':
+            return True
+        if method == 'mt':
+            return self.has_mt
+        if self.multifd_methods and method not in self.multifd_methods:
+            return False
+        if method in ('zlib', 'zstd'):
+            return self.libvirt_version >= (9, 4, 0) and (
+                bool(self.multifd_methods) or self.qemu_version >= (5, 0, 0))
+        # qatzip & co. only exist when the QMP schema lists them.
+        return method in self.multifd_methods
+
+
+@dataclasses.dataclass(frozen=True)
+class DestinationCaps:
+    """What the destination can receive, as published in its traits.
+
+    ``known`` is False when the destination's traits could not be read:
+    then only plans that need nothing from the destination are allowed.
+    """
+
+    known: bool = False
+    methods: frozenset[str] = frozenset()
+    multifd: bool = False
+    postcopy_with_multifd: bool = False
+    qat: bool = False
+
+    def accepts(self, method: str) -> bool:
+        if method in ('none', 'xbzrle'):
+            # Every QEMU Nova supports decodes XBZRLE and plain pre-copy.
+            return True
+        return self.known and method in self.methods
+
+
+@dataclasses.dataclass(frozen=True)
+class HostLoad:
+    """Source host resources when the migration starts."""
+
+    cpus: int = 2
+    cpu_idle_pct: float = 100.0
+    mem_free_mb: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class QATState:
+    """The source's QAT capacity for this migration."""
+
+    endpoints: int = 0          # healthy, compression-capable endpoints
+    free_leases: int = 0        # leases a migration could take now
+    hardware: bool = False      # QATzip self-test ran on hardware
+    throughput_mbps: float = 0.0  # measured MiB/s of one endpoint / self-test
+    ratio: float = 0.0          # compressed/original on the self-test sample
+
+    @property
+    def available(self) -> bool:
+        return self.endpoints > 0 and self.free_leases > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    """What the last migration of this instance showed."""
+
+    migrations: int = 0
+    dirty_rate_mbps: Optional[float] = None
+    wire_mbps: Optional[float] = None
+    compression_ratio: Optional[float] = None   # wire bytes / RAM bytes
+    xbzrle_hit_ratio: Optional[float] = None
+    method: Optional[str] = None
+    converged: Optional[bool] = None
+    total_s: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Hints:
+    """Per-instance overrides from ``qat_migration:*`` extra specs/props.
+
+    Validated by :mod:`nova_qat_migration.policy.hints`; ``None`` = no hint.
+    """
+
+    policy: Optional[str] = None
+    method: Optional[str] = None
+    level: Optional[int] = None
+    parallel_connections: Optional[int] = None
+    max_downtime_ms: Optional[int] = None
+    allow_post_copy: Optional[bool] = None
+    allow_throttle: Optional[bool] = None
+    working_set_mb: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceFacts:
+    uuid: str = ''
+    name: str = ''
+    memory_mb: int = 1024
+    vcpus: int = 1
+    paused: bool = False
+    hints: Hints = Hints()
+    #: Measured dirty rate (MiB/s) from libvirt's dirty-rate calculation.
+    dirty_rate_mbps: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NovaSettings:
+    """The ``[libvirt]`` options Nova's own plan is made of."""
+
+    tunnelled: bool = False
+    native_tls: bool = False
+    permit_post_copy: bool = False
+    permit_auto_converge: bool = False
+    parallel_connections: int = 1
+    bandwidth_mbps: int = 0
+    downtime_ms: int = 500
+    downtime_steps: int = 10
+    downtime_delay_s: int = 75
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> 'NovaSettings':
+        lv = conf.libvirt
+        return cls(
+            tunnelled=lv.live_migration_tunnelled,
+            native_tls=lv.live_migration_with_native_tls,
+            permit_post_copy=lv.live_migration_permit_post_copy,
+            permit_auto_converge=lv.live_migration_permit_auto_converge,
+            parallel_connections=lv.live_migration_parallel_connections,
+            bandwidth_mbps=lv.live_migration_bandwidth,
+            downtime_ms=lv.live_migration_downtime,
+            downtime_steps=lv.live_migration_downtime_steps,
+            downtime_delay_s=lv.live_migration_downtime_delay)
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """Everything a policy may base a plan on, gathered per migration."""
+
+    instance: InstanceFacts = InstanceFacts()
+    host: HostLoad = HostLoad()
+    qat: QATState = QATState()
+    hypervisor: HypervisorCaps = HypervisorCaps()
+    destination: DestinationCaps = DestinationCaps()
+    nova: NovaSettings = NovaSettings()
+    history: History = History()
+    link_mbps: float = 1192.0     # MiB/s of the migration network
+    block_migration: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How to migrate one instance.
+
+    The plan is what a policy wants; :func:`translate.to_libvirt` turns it
+    into what libvirt accepts and may degrade it (recording why).
+
+    :param method: ``none``, ``xbzrle``, ``mt``, ``zlib``, ``zstd`` or
+        ``qatzip``.
+    :param parallel_connections: multifd channels; 1 means single stream.
+    :param throttle_initial: auto-converge start (percent); ``None`` = no
+        auto-converge.
+    :param max_downtime_ms: the downtime Nova's downtime steps climb to.
+    :param post_copy: whether a switch to post-copy is permitted.
+    :param post_copy_after_stalled: stalled iterations before switching.
+    :param nova_baseline: the plan is Nova's own; translation must produce
+        exactly Nova's flags and parameters.
+    """
+
+    policy: str
+    method: str = 'none'
+    level: Optional[int] = None
+    parallel_connections: int = 1
+    xbzrle_cache_mb: Optional[int] = None
+    xbzrle_cache_max_mb: Optional[int] = None
+    mt_threads: Optional[int] = None
+    mt_dthreads: Optional[int] = None
+    throttle_initial: Optional[int] = None
+    throttle_increment: Optional[int] = None
+    max_downtime_ms: int = 500
+    post_copy: bool = False
+    post_copy_after_stalled: Optional[int] = None
+    progress_timeout_s: int = 0
+    bandwidth_mbps: int = 0
+    qat_lease: bool = False
+    nova_baseline: bool = False
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def auto_converge(self) -> bool:
+        return self.throttle_initial is not None
+
+    @property
+    def multifd(self) -> bool:
+        return self.parallel_connections > 1 or self.method in MULTIFD_METHODS
+
+    def because(self, *reasons: str, **changes: Any) -> 'Plan':
+        """A copy with ``changes`` applied and ``reasons`` appended."""
+        return dataclasses.replace(
+            self, reasons=self.reasons + tuple(reasons), **changes)
+
+    def describe(self) -> str:
+        """One line a human can read in a log."""
+        parts = [self.method]
+        if self.level is not None:
+            parts.append('-%d' % self.level)
+        text = ''.join(parts)
+        if self.parallel_connections > 1:
+            text += ' x%d' % self.parallel_connections
+        if self.xbzrle_cache_mb:
+            text += ' cache=%dMiB' % self.xbzrle_cache_mb
+        if self.auto_converge:
+            text += ' throttle=%d+%d' % (self.throttle_initial,
+                                         self.throttle_increment or 0)
+        if self.post_copy:
+            text += ' post-copy'
+        return '%s[%s] downtime<=%dms' % (self.policy, text,
+                                          self.max_downtime_ms)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data['reasons'] = list(self.reasons)
+        return data
+
+
+class Policy(metaclass=abc.ABCMeta):
+    """A migration policy: facts in, plan out.
+
+    Loaded by name from the ``nova_qat_migration.policies`` entry-point
+    namespace. Implementations must be pure (no I/O, no libvirt): the
+    driver gathers facts and executes plans.
+    """
+
+    #: The entry-point name, used in plans and logs.
+    name: str = ''
+
+    def __init__(self, conf: Any) -> None:
+        self.conf = conf
+
+    @abc.abstractmethod
+    def plan(self, facts: Facts) -> Plan:
+        """Choose a plan for one migration."""
+
+    def on_progress(self, plan: Plan, progress: 'Progress',
+                    ) -> Sequence['Action']:
+        """Escalations to apply while the migration runs.
+
+        The default reacts like the built-in monitor (see
+        :mod:`nova_qat_migration.monitor`); policies may override.
+        """
+        from nova_qat_migration import monitor
+        return monitor.escalate(plan, progress)
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A job-stats sample of a running migration, plus monitor memory."""
+
+    elapsed_s: float
+    remaining_mb: float
+    total_mb: float = 0.0
+    dirty_rate_mbps: float = 0.0      # pages dirtied per second, in MiB/s
+    iteration: int = 0
+    throttle_pct: int = 0
+    xbzrle_cache_mb: float = 0.0
+    xbzrle_cache_miss_rate: float = 0.0
+    bandwidth_mbps: float = 0.0
+    lowest_remaining_mb: float = float('inf')
+    lowest_at_s: float = 0.0
+    stalled_iterations: int = 0
+    downtime_ms: int = 0
+    post_copy_active: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One escalation the driver applies to a running migration.
+
+    ``kind`` is one of ``downtime`` (value ms), ``xbzrle_cache`` (value MiB),
+    ``post_copy``, ``abort``.
+    """
+
+    kind: str
+    value: Optional[int] = None
+    reason: str = ''
+
+
+def merge_mapping(*maps: Optional[Mapping[str, Any]]) -> dict:
+    """Merge mappings, later ones winning, skipping ``None``."""
+    out: dict = {}
+    for m in maps:
+        if m:
+            out.update(m)
+    return out
