@@ -210,6 +210,9 @@ class Facts:
     history: History = History()
     link_mbps: float = 1192.0     # MiB/s of the migration network
     block_migration: bool = False
+    #: The operator allows QEMU monitor passthrough for methods libvirt does
+    #: not know (``[qat_migration] qemu_monitor_passthrough``).
+    passthrough_allowed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +230,9 @@ class Plan:
     :param max_downtime_ms: the downtime Nova's downtime steps climb to.
     :param post_copy: whether a switch to post-copy is permitted.
     :param post_copy_after_stalled: stalled iterations before switching.
+    :param fallbacks: methods (names, or ``(name, level)`` pairs) to try, in
+        order, when ``method`` cannot run on this pair of hosts (``none`` is
+        always the last resort).
     :param nova_baseline: the plan is Nova's own; translation must produce
         exactly Nova's flags and parameters.
     """
@@ -247,6 +253,7 @@ class Plan:
     progress_timeout_s: int = 0
     bandwidth_mbps: int = 0
     qat_lease: bool = False
+    fallbacks: tuple = ()
     nova_baseline: bool = False
     reasons: tuple[str, ...] = ()
 
