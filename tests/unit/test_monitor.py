@@ -1,0 +1,254 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Escalation logic against job-stat sequences of three kinds of guests.
+
+The sequences have the shape of libvirt ``jobStats()`` output sampled every
+0.5 s (Nova's monitor interval) from a 4 GiB guest on a 10 Gbit/s link:
+converging (idle guest), stalling (a working set the link cannot drain)
+and an exploding dirty rate (a guest that starts writing mid-migration).
+"""
+
+import testtools
+
+from nova_qat_migration import monitor
+from nova_qat_migration.policy import base
+
+MIB = base.MIB
+TOTAL = 4096 * MIB
+
+
+def _stats(t_ms, iteration, remaining_mib, dirty_pps=0, bps_mib=1100,
+           **extra):
+    stats = {
+        'type': 2,                      # VIR_DOMAIN_JOB_UNBOUNDED
+        'time_elapsed': t_ms,
+        'memory_total': TOTAL,
+        'memory_remaining': int(remaining_mib * MIB),
+        'memory_processed': TOTAL - int(remaining_mib * MIB),
+        'memory_iteration': iteration,
+        'memory_dirty_rate': dirty_pps,
+        'memory_page_size': 4096,
+        'memory_bps': int(bps_mib * MIB),
+    }
+    stats.update(extra)
+    return stats
+
+
+# An idle guest: the first pass sends almost everything, later passes are
+# small and each reaches a new low.
+CONVERGING = [
+    _stats(500, 1, 3500), _stats(1000, 1, 2950), _stats(1500, 1, 2400),
+    _stats(2000, 1, 1850), _stats(2500, 1, 1300), _stats(3000, 1, 750),
+    _stats(3500, 1, 200), _stats(4000, 2, 60, 2000), _stats(4500, 2, 20),
+    _stats(5000, 3, 8, 1500), _stats(5500, 3, 2),
+]
+
+# A guest rewriting ~1.5 GiB/s of a 1.5 GiB working set: after the first
+# pass every iteration ends where the previous one did.
+STALLING = ([_stats(500 * i, 1, 4096 - 449.4 * i) for i in range(1, 7)] +
+            [_stats(3000 + 500 * i, 1 + (i + 1) // 2,
+                    1400 + (i % 2) * 300, 400000)
+             for i in range(1, 30)])
+
+# Converging at first, then the guest starts writing: the dirty rate goes
+# from nothing to well above the link and remaining climbs back.
+EXPLODING = (CONVERGING[:7] +
+             [_stats(4000 + 500 * i, 2 + i, 200 + 250 * i, 100000 * i)
+              for i in range(1, 12)])
+
+
+def _plan(**kw):
+    defaults = dict(policy='adaptive', max_downtime_ms=500,
+                    progress_timeout_s=0)
+    defaults.update(kw)
+    return base.Plan(**defaults)
+
+
+def _run(plan, sequence, tracker=None):
+    """Feed ``sequence``; apply every action; return all actions."""
+    tracker = tracker or monitor.ProgressTracker()
+    seen = []
+    for stats in sequence:
+        progress = tracker.update(stats)
+        for action in monitor.escalate(plan, progress):
+            seen.append((stats['time_elapsed'], action))
+            tracker.applied(action)
+    return tracker, seen
+
+
+class ProgressTrackerTest(testtools.TestCase):
+
+    def test_converging_reaches_new_lows(self):
+        tracker = monitor.ProgressTracker()
+        for stats in CONVERGING:
+            progress = tracker.update(stats)
+        self.assertEqual(0, progress.stalled_iterations)
+        self.assertAlmostEqual(2, progress.lowest_remaining_mb, places=3)
+        self.assertEqual(5.5, progress.lowest_at_s)
+        self.assertEqual(3, progress.iteration)
+        self.assertEqual(4096, progress.total_mb)
+
+    def test_stalling_counts_iterations_without_new_low(self):
+        tracker = monitor.ProgressTracker()
+        for stats in STALLING:
+            progress = tracker.update(stats)
+        self.assertGreaterEqual(progress.stalled_iterations, 10)
+        self.assertAlmostEqual(1400, progress.lowest_remaining_mb, delta=1)
+        # The first 1400 MiB was seen at the end of the first pass.
+        self.assertEqual(3.0, progress.lowest_at_s)
+
+    def test_dirty_rate_is_pages_times_page_size(self):
+        tracker = monitor.ProgressTracker()
+        progress = tracker.update(_stats(500, 1, 100, dirty_pps=256000))
+        self.assertEqual(1000, progress.dirty_rate_mbps)
+        progress = tracker.update(_stats(1000, 1, 100, dirty_pps=1000,
+                                         memory_page_size=2 * MIB))
+        self.assertEqual(2000, progress.dirty_rate_mbps)
+        self.assertEqual(2000, tracker.summary()['max_dirty_rate_mbps'])
+
+    def test_without_time_elapsed_uses_clock(self):
+        tracker = monitor.ProgressTracker()
+        tracker.update({'type': 2, 'memory_remaining': MIB}, now_s=100.0)
+        progress = tracker.update({'type': 2, 'memory_remaining': MIB},
+                                  now_s=102.5)
+        self.assertEqual(2.5, progress.elapsed_s)
+
+    def test_garbage_values_do_not_raise(self):
+        tracker = monitor.ProgressTracker()
+        progress = tracker.update({'type': 2, 'memory_remaining': 'x',
+                                   'memory_iteration': None})
+        self.assertEqual(0, progress.remaining_mb)
+
+    def test_xbzrle_miss_rate_window_resets_on_resize(self):
+        tracker = monitor.ProgressTracker()
+        xb = dict(compression_cache=256 * MIB)
+        tracker.update(_stats(500, 1, 900, compression_cache_misses=0,
+                              compression_pages=0, **xb))
+        progress = tracker.update(_stats(1000, 2, 800,
+                                         compression_cache_misses=6000,
+                                         compression_pages=4000, **xb))
+        self.assertAlmostEqual(0.6, progress.xbzrle_cache_miss_rate)
+        tracker.applied(base.Action(monitor.ACTION_XBZRLE_CACHE, 512))
+        progress = tracker.update(_stats(1500, 2, 700,
+                                         compression_cache_misses=6500,
+                                         compression_pages=4100,
+                                         compression_cache=512 * MIB))
+        self.assertEqual(0, progress.xbzrle_cache_miss_rate)
+        self.assertEqual(512, progress.xbzrle_cache_mb)
+
+
+class EscalateTest(testtools.TestCase):
+
+    def test_converging_needs_nothing(self):
+        plan = _plan(post_copy=True, post_copy_after_stalled=2,
+                     progress_timeout_s=3)
+        _, seen = _run(plan, CONVERGING)
+        self.assertEqual([], seen)
+
+    def test_stalling_steps_downtime_to_max_once_per_iteration(self):
+        plan = _plan(max_downtime_ms=500)
+        tracker, seen = _run(plan, STALLING)
+        values = [a.value for _, a in seen if a.kind == 'downtime']
+        self.assertEqual([100, 200, 300, 400, 500], values)
+        self.assertTrue(all(a.kind == 'downtime' for _, a in seen))
+        self.assertEqual(500, tracker.downtime_ms)
+
+    def test_stalling_switches_to_post_copy_when_permitted(self):
+        plan = _plan(post_copy=True, post_copy_after_stalled=3)
+        tracker, seen = _run(plan, STALLING)
+        kinds = [a.kind for _, a in seen]
+        self.assertEqual(1, kinds.count('post_copy'))
+        # Nothing after the switch: aborting now would lose the guest.
+        self.assertEqual('post_copy', kinds[-1])
+        self.assertTrue(tracker.post_copy_active)
+
+    def test_stalling_without_post_copy_aborts_on_progress_timeout(self):
+        plan = _plan(progress_timeout_s=10)
+        _, seen = _run(plan, STALLING)
+        aborts = [(t, a) for t, a in seen if a.kind == 'abort']
+        self.assertTrue(aborts)
+        t_ms, action = aborts[0]
+        # The low (1400 MiB) was reached at 3 s; over 10 s later it aborts.
+        self.assertEqual(13500, t_ms)
+        self.assertIn('progress timeout 10 s', action.reason)
+
+    def test_progress_timeout_prefers_post_copy_when_permitted(self):
+        plan = _plan(progress_timeout_s=2, post_copy=True,
+                     post_copy_after_stalled=100)
+        _, seen = _run(plan, STALLING)
+        self.assertEqual('post_copy', seen[-1][1].kind)
+        self.assertNotIn('abort', [a.kind for _, a in seen])
+
+    def test_exploding_dirty_rate_escalates(self):
+        plan = _plan(max_downtime_ms=1000, post_copy=True,
+                     post_copy_after_stalled=4)
+        tracker, seen = _run(plan, EXPLODING)
+        kinds = [a.kind for _, a in seen]
+        self.assertIn('downtime', kinds)
+        self.assertEqual('post_copy', kinds[-1])
+        self.assertGreater(tracker.summary()['max_dirty_rate_mbps'], 3000)
+
+    def test_downtime_jumps_to_what_is_needed_when_it_fits(self):
+        plan = _plan(max_downtime_ms=2000)
+        progress = base.Progress(elapsed_s=10, remaining_mb=550,
+                                 bandwidth_mbps=1100, stalled_iterations=1)
+        (action,) = monitor.escalate(plan, progress)
+        self.assertEqual('downtime', action.kind)
+        self.assertEqual(600, action.value)     # 0.5 s * 1.2 margin
+
+    def test_xbzrle_cache_doubles_up_to_max(self):
+        plan = _plan(method='xbzrle', xbzrle_cache_mb=256,
+                     xbzrle_cache_max_mb=1024)
+        tracker = monitor.ProgressTracker(xbzrle_cache_mb=256)
+        grown = []
+        misses = pages = 0
+        cache = 256
+        for i in range(1, 20):
+            misses += 5000
+            pages += 1000
+            progress = tracker.update(_stats(
+                500 * i, i, 500 - i, compression_cache=cache * MIB,
+                compression_cache_misses=misses, compression_pages=pages))
+            for action in monitor.escalate(plan, progress):
+                if action.kind == 'xbzrle_cache':
+                    grown.append(action.value)
+                    cache = action.value
+                tracker.applied(action)
+        self.assertEqual([512, 1024], grown)
+
+    def test_xbzrle_not_grown_for_other_methods(self):
+        plan = _plan(method='zstd', xbzrle_cache_max_mb=1024)
+        progress = base.Progress(elapsed_s=1, remaining_mb=10,
+                                 xbzrle_cache_mb=64,
+                                 xbzrle_cache_miss_rate=0.9)
+        self.assertEqual([], monitor.escalate(plan, progress))
+
+    def test_nothing_in_post_copy(self):
+        plan = _plan(progress_timeout_s=1, post_copy=True,
+                     post_copy_after_stalled=1)
+        progress = base.Progress(elapsed_s=100, remaining_mb=10,
+                                 lowest_remaining_mb=5, lowest_at_s=1,
+                                 stalled_iterations=50,
+                                 post_copy_active=True)
+        self.assertEqual([], monitor.escalate(plan, progress))
+
+    def test_policy_default_on_progress_delegates(self):
+        class P(base.Policy):
+            name = 'p'
+
+            def plan(self, facts):
+                return _plan()
+
+        progress = base.Progress(elapsed_s=1, remaining_mb=100,
+                                 stalled_iterations=1)
+        self.assertEqual(monitor.escalate(_plan(), progress),
+                         list(P(None).on_progress(_plan(), progress)))
