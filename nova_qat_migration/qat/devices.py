@@ -1,0 +1,403 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Discovery of Intel QAT physical and virtual functions in sysfs.
+
+Everything here is read-only and reads sysfs only: counting capacity through
+qatlib (``icp_sal_userStart``) would take the VFs for this process, so it is
+never done. Discovery runs inside nova-compute's periodic task, therefore a
+missing, unreadable or garbled file never raises: the function (or the one
+attribute) is skipped and a warning is logged once per path and problem.
+
+NOTE: no QAT hardware exists where this was written. The layout follows the
+kernel's (``drivers/crypto/intel/qat``) and is exercised against sysfs trees
+built by ``tests/fixtures/qat_sysfs.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Iterable, Optional
+
+LOG = logging.getLogger(__name__)
+
+INTEL_VENDOR = 0x8086
+
+#: Services a QAT device can be configured for (``qat/cfg_services``).
+KNOWN_SERVICES = frozenset({'sym', 'asym', 'dc', 'dcc', 'decomp'})
+#: Services that give an endpoint a (de)compression engine.
+COMPRESSION_SERVICES = frozenset({'dc', 'dcc', 'decomp'})
+#: Gen1-3 have no ``cfg_services``: their default configuration runs every
+#: service on every function.
+LEGACY_SERVICES = ('sym', 'asym', 'dc')
+
+#: Drivers that give a function to userspace through VFIO. On Gen4+ this is
+#: how qatlib (and so QATzip and QEMU's ``qatzip`` method) reaches VFs.
+VFIO_DRIVERS = frozenset({'vfio-pci', 'qat_vfio_pci'})
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """One QAT product line: PCI IDs and kernel naming.
+
+    :param name: the kernel's device class name, which is also the name of
+        its PCI driver and part of the debugfs directory
+        (``qat_<name>_<BDF>``).
+    """
+
+    name: str
+    generation: int
+    pf_id: int
+    vf_id: int
+
+    @property
+    def vf_name(self) -> str:
+        return self.name + 'vf'
+
+    @property
+    def has_cfg_services(self) -> bool:
+        """Gen4 introduced ``qat/state`` and ``qat/cfg_services``."""
+        return self.generation >= 4
+
+
+#: Every generation in REFERENCE section 5 (DH895xCC .. 6xxx).
+MODELS = (
+    Model('dh895xcc', 1, 0x0435, 0x0443),
+    Model('c6xx', 2, 0x37c8, 0x37c9),      # C62x
+    Model('c3xxx', 2, 0x19e2, 0x19e3),
+    Model('d15xx', 2, 0x6f54, 0x6f55),
+    Model('4xxx', 4, 0x4940, 0x4941),
+    Model('4xxx', 4, 0x4942, 0x4943),      # 401xx (same kernel driver)
+    Model('4xxx', 4, 0x4944, 0x4945),      # 402xx (same kernel driver)
+    Model('420xx', 4, 0x4946, 0x4947),
+    Model('6xxx', 6, 0x4948, 0x4949),
+)
+_BY_ID: dict[int, tuple[Model, bool]] = {}
+for _m in MODELS:
+    _BY_ID[_m.pf_id] = (_m, False)
+    _BY_ID[_m.vf_id] = (_m, True)
+#: Marketing names by PF device ID, for humans only.
+PRODUCT_NAMES = {
+    0x0435: 'DH895xCC', 0x37c8: 'C62x', 0x19e2: 'C3xxx', 0x6f54: 'D15xx',
+    0x4940: '4xxx', 0x4942: '401xx', 0x4944: '402xx', 0x4946: '420xx',
+    0x4948: '6xxx',
+}
+#: Every driver name a QAT kernel driver registers (PF and VF).
+QAT_KERNEL_DRIVERS = frozenset(
+    [m.name for m in MODELS] + [m.vf_name for m in MODELS]
+    + ['qat_' + m.name for m in MODELS] + ['qat_' + m.vf_name for m in MODELS])
+
+
+def lookup(device_id: int) -> Optional[tuple[Model, bool]]:
+    """``(model, is_vf)`` for a PCI device ID, None if not a QAT device."""
+    return _BY_ID.get(device_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class VirtualFunction:
+    address: str
+    driver: Optional[str]
+
+    @property
+    def driver_kind(self) -> str:
+        return driver_kind(self.driver)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicalFunction:
+    """A QAT PF and its VFs, as sysfs shows them.
+
+    ``state`` is None on Gen1-3 (no ``qat/state``) and ``'unknown'`` when the
+    file could not be read or parsed.
+    """
+
+    address: str
+    device_id: int
+    model: Model
+    driver: Optional[str]
+    numa_node: int
+    sriov_numvfs: int
+    sriov_totalvfs: int
+    state: Optional[str]
+    services: tuple[str, ...]
+    vfs: tuple[VirtualFunction, ...] = ()
+
+    @property
+    def generation(self) -> int:
+        return self.model.generation
+
+    @property
+    def product(self) -> str:
+        return PRODUCT_NAMES.get(self.device_id, self.model.name)
+
+    @property
+    def compression_capable(self) -> bool:
+        return bool(COMPRESSION_SERVICES.intersection(self.services))
+
+    @property
+    def up(self) -> bool:
+        """Whether the PF runs: bound to its QAT driver and not ``down``.
+
+        A PF bound to vfio-pci (passed to a guest) or to nothing serves no
+        host endpoint, and its VFs vanish with it anyway.
+        """
+        if driver_kind(self.driver) != 'qat':
+            return False
+        return self.state in (None, 'up')
+
+    @property
+    def sriov(self) -> bool:
+        return self.sriov_numvfs > 0 or bool(self.vfs)
+
+    def endpoints(self) -> tuple[str, ...]:
+        """PCI addresses of the functions that can serve a QAT session.
+
+        With SR-IOV on these are the VFs userspace can open: on Gen4+ VFs
+        bound to vfio-pci (how qatlib uses them) or to the QAT VF driver; on
+        Gen1-2 only VFs bound to the QAT VF driver (how the out-of-tree
+        driver and usdm use them) -- there a vfio-pci VF is taken to be
+        assigned to a guest. With SR-IOV off it is the PF itself.
+        """
+        if not self.sriov:
+            return (self.address,) if self.up else ()
+        usable = ('qat', 'vfio') if self.generation >= 4 else ('qat',)
+        return tuple(vf.address for vf in self.vfs
+                     if vf.driver_kind in usable)
+
+    def to_dict(self) -> dict:
+        return {
+            'address': self.address,
+            'device_id': '0x%04x' % self.device_id,
+            'product': self.product,
+            'generation': self.generation,
+            'driver': self.driver,
+            'numa_node': self.numa_node,
+            'sriov_numvfs': self.sriov_numvfs,
+            'sriov_totalvfs': self.sriov_totalvfs,
+            'state': self.state,
+            'services': list(self.services),
+            'compression_capable': self.compression_capable,
+            'vfs': [{'address': vf.address, 'driver': vf.driver}
+                    for vf in self.vfs],
+        }
+
+
+def driver_kind(driver: Optional[str]) -> str:
+    """``qat``, ``vfio``, ``none`` (unbound) or ``other``."""
+    if not driver:
+        return 'none'
+    if driver in QAT_KERNEL_DRIVERS:
+        return 'qat'
+    if driver in VFIO_DRIVERS:
+        return 'vfio'
+    return 'other'
+
+
+def parse_services(text: str) -> tuple[tuple[str, ...], list[str]]:
+    """Split ``cfg_services`` (``sym;dc``) into (known, unknown) services."""
+    known: list[str] = []
+    unknown: list[str] = []
+    for token in text.replace(',', ';').split(';'):
+        token = token.strip().lower()
+        if not token:
+            continue
+        (known if token in KNOWN_SERVICES else unknown).append(token)
+    return tuple(known), unknown
+
+
+class Scanner:
+    """Reads QAT functions under ``<sysfs_root>/bus/pci/devices``.
+
+    Holds only the set of problems already warned about, so a broken file
+    on a host is reported once, not on every periodic update.
+    """
+
+    def __init__(self, sysfs_root: str = '/sys') -> None:
+        self.sysfs_root = sysfs_root
+        self.devices_dir = os.path.join(sysfs_root, 'bus', 'pci', 'devices')
+        self._warned: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    # -- reading helpers ---------------------------------------------------
+
+    def warn(self, path: str, problem: str, *args: object) -> None:
+        key = (path, problem)
+        with self._lock:
+            if key in self._warned:
+                return
+            self._warned.add(key)
+        LOG.warning('QAT discovery: %s: ' + problem, path, *args)
+
+    def _read(self, path: str, required: bool = True) -> Optional[str]:
+        try:
+            with open(path, 'rb') as f:
+                return f.read(4096).decode('ascii').strip()
+        except FileNotFoundError:
+            if required:
+                self.warn(path, 'missing, skipped')
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            self.warn(path, 'unreadable (%s), skipped', exc)
+            return None
+
+    def _read_int(self, path: str, base: int = 10,
+                  required: bool = True) -> Optional[int]:
+        text = self._read(path, required)
+        if text is None:
+            return None
+        try:
+            return int(text, base)
+        except ValueError:
+            self.warn(path, 'not a number (%r), skipped', text[:40])
+            return None
+
+    @staticmethod
+    def _link_name(path: str) -> Optional[str]:
+        try:
+            return os.path.basename(os.readlink(path))
+        except OSError:
+            return None
+
+    # -- discovery ---------------------------------------------------------
+
+    def _identify(self, dev_dir: str) -> Optional[tuple[int, Model, bool]]:
+        vendor = self._read(os.path.join(dev_dir, 'vendor'))
+        if vendor is None:
+            return None
+        try:
+            if int(vendor, 16) != INTEL_VENDOR:
+                return None
+        except ValueError:
+            self.warn(os.path.join(dev_dir, 'vendor'),
+                      'not a PCI vendor ID (%r), skipped', vendor[:40])
+            return None
+        device_path = os.path.join(dev_dir, 'device')
+        device_id = self._read_int(device_path, 16)
+        if device_id is None:
+            return None
+        found = lookup(device_id)
+        if found is None:
+            return None
+        return device_id, found[0], found[1]
+
+    def _read_pf(self, address: str, device_id: int,
+                 model: Model) -> PhysicalFunction:
+        d = os.path.join(self.devices_dir, address)
+        driver = self._link_name(os.path.join(d, 'driver'))
+        numa = self._read_int(os.path.join(d, 'numa_node'))
+        numvfs = self._read_int(os.path.join(d, 'sriov_numvfs'),
+                                required=False)
+        totalvfs = self._read_int(os.path.join(d, 'sriov_totalvfs'),
+                                  required=False)
+        vf_addrs = []
+        try:
+            with os.scandir(d) as it:
+                for entry in it:
+                    if entry.name.startswith('virtfn'):
+                        target = self._link_name(entry.path)
+                        if target:
+                            vf_addrs.append((entry.name, target))
+        except OSError as exc:
+            self.warn(d, 'cannot list (%s)', exc)
+        # virtfn0, virtfn1, ... virtfn10: sort by index, not by name.
+        vf_addrs.sort(key=lambda p: int(p[0][6:]) if p[0][6:].isdigit()
+                      else 1 << 30)
+        state: Optional[str] = None
+        services: tuple[str, ...] = LEGACY_SERVICES
+        if model.has_cfg_services:
+            state_path = os.path.join(d, 'qat', 'state')
+            text = self._read(state_path)
+            if text in ('up', 'down'):
+                state = text
+            else:
+                if text is not None:
+                    self.warn(state_path, 'unknown state %r', text[:40])
+                state = 'unknown'
+            svc_path = os.path.join(d, 'qat', 'cfg_services')
+            text = self._read(svc_path)
+            if text is None:
+                services = ()
+            else:
+                services, unknown = parse_services(text)
+                if unknown:
+                    self.warn(svc_path, 'unknown services %s ignored',
+                              ','.join(unknown)[:80])
+        return PhysicalFunction(
+            address=address, device_id=device_id, model=model,
+            driver=driver,
+            numa_node=numa if numa is not None else -1,
+            sriov_numvfs=numvfs or 0, sriov_totalvfs=totalvfs or 0,
+            state=state, services=services,
+            vfs=tuple(VirtualFunction(a, None) for _n, a in vf_addrs))
+
+    def scan(self) -> list[PhysicalFunction]:
+        """Every QAT PF with its VFs, sorted by PCI address. Never raises."""
+        try:
+            return self._scan()
+        except Exception:  # noqa: discovery must never break nova-compute
+            LOG.exception('QAT discovery failed under %s; reporting no QAT',
+                          self.sysfs_root)
+            return []
+
+    def _scan(self) -> list[PhysicalFunction]:
+        try:
+            names = sorted(os.listdir(self.devices_dir))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            self.warn(self.devices_dir, 'cannot list (%s)', exc)
+            return []
+        pfs: list[PhysicalFunction] = []
+        vf_drivers: dict[str, Optional[str]] = {}
+        orphans: list[str] = []
+        for name in names:
+            dev_dir = os.path.join(self.devices_dir, name)
+            ident = self._identify(dev_dir)
+            if ident is None:
+                continue
+            device_id, model, is_vf = ident
+            if is_vf:
+                vf_drivers[name] = self._link_name(
+                    os.path.join(dev_dir, 'driver'))
+                continue
+            pfs.append(self._read_pf(name, device_id, model))
+        claimed: set[str] = set()
+        result = []
+        for pf in pfs:
+            vfs = []
+            for vf in pf.vfs:
+                if vf.address not in vf_drivers:
+                    # A virtfn link to something that is not a QAT VF (or
+                    # whose ID file was garbage): not an endpoint.
+                    continue
+                claimed.add(vf.address)
+                vfs.append(VirtualFunction(vf.address,
+                                           vf_drivers[vf.address]))
+            result.append(dataclasses.replace(pf, vfs=tuple(vfs)))
+        orphans = sorted(set(vf_drivers) - claimed)
+        if orphans:
+            # VFs whose PF is not visible (e.g. inside a guest, or a PF with
+            # an unreadable ID): nothing to attach their capacity to.
+            self.warn(self.devices_dir, 'QAT VFs without a PF ignored: %s',
+                      ' '.join(orphans)[:200])
+        return result
+
+
+def discover(sysfs_root: str = '/sys') -> list[PhysicalFunction]:
+    """One-shot discovery; see :class:`Scanner` for repeated scans."""
+    return Scanner(sysfs_root).scan()
+
+
+def endpoints(pfs: Iterable[PhysicalFunction]) -> int:
+    return sum(len(pf.endpoints()) for pf in pfs)

@@ -1,0 +1,422 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""A minimal QATzip binding (cffi, ABI mode) and the host's self-test.
+
+QATzip is what QEMU's ``qatzip`` multifd method compresses with, so a
+round trip through the same library tells the adaptive policy what this
+host really gets: whether the hardware path ran (or QATzip's software
+fallback), the throughput, and the ratio on memory-like data.
+
+ABI mode (``ffi.dlopen``) needs no compiler or headers on the compute host;
+the declarations below follow ``qatzip.h`` of QATzip 1.x (the session
+struct's first member is a ``signed long``). Nothing is loaded at import
+time, and ``cffi`` itself is imported lazily: a host without cffi or QATzip
+gets a result whose status is "QATzip not installed", never an ImportError
+inside nova-compute.
+
+Finding the library: the ``[qat_migration] qatzip_library`` option (a
+soname or a full path), then the soname through the normal dynamic loader
+search (``LD_LIBRARY_PATH``, ldconfig cache -- Debian 13 installs
+``libqatzip3`` into the system library directory), then the directories in
+``$QATZIP_LIBDIR`` and :data:`SEARCH_DIRS` (where ``tools/setup-host.sh``
+unpacks the Debian 13 packages on Debian 12). The unpacked libraries carry
+no RUNPATH, so when loading from a directory its ``libusdm.so.0`` and
+``libqat.so.4`` are opened first by full path with ``RTLD_GLOBAL``; the
+loader then satisfies ``libqatzip.so.3``'s dependencies by soname from the
+already-loaded objects, and no ``LD_LIBRARY_PATH`` is needed.
+
+NOTE: no QAT hardware exists where this was written: the software path is
+what the tests exercise; the hardware/software decision follows QATzip's
+documented status codes and ``QZ_SW_EXECUTION`` bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any, Optional, Sequence
+
+LOG = logging.getLogger(__name__)
+
+SONAME = 'libqatzip.so.3'
+#: Libraries libqatzip.so.3 needs that are not in a stock Debian 12.
+DEPENDENCIES = ('libusdm.so.0', 'libqat.so.4')
+#: Where the QATzip packages may live when not in the loader's path.
+SEARCH_DIRS = (
+    '/opt/nova-qat-migration/qatzip/usr/lib/x86_64-linux-gnu',
+    '/usr/local/lib',
+    '/usr/local/lib64',
+)
+
+STATUS_OK = 'ok'
+STATUS_MISSING = 'QATzip not installed'
+STATUS_FAILED = 'QATzip self-test failed'
+
+# Return codes (qatzip.h).
+QZ_OK = 0
+QZ_DUPLICATE = 1
+QZ_FORCE_SW = 2
+QZ_NO_HW = 11
+QZ_NO_MDRV = 12
+QZ_NO_INST_ATTACH = 13
+QZ_LOW_MEM = 14
+#: Codes meaning "works, but in software".
+SOFTWARE_CODES = frozenset({QZ_FORCE_SW, QZ_NO_HW, QZ_NO_MDRV,
+                            QZ_NO_INST_ATTACH, QZ_LOW_MEM})
+QZ_SW_EXECUTION_MASK = 1 << 4
+RC_NAMES = {
+    0: 'QZ_OK', 1: 'QZ_DUPLICATE', 2: 'QZ_FORCE_SW', -1: 'QZ_PARAMS',
+    -2: 'QZ_FAIL', -3: 'QZ_BUF_ERROR', -4: 'QZ_DATA_ERROR',
+    -5: 'QZ_TIMEOUT', 11: 'QZ_NO_HW', 12: 'QZ_NO_MDRV',
+    13: 'QZ_NO_INST_ATTACH', 14: 'QZ_LOW_MEM', -101: 'QZ_NOSW_NO_HW',
+    -102: 'QZ_NOSW_NO_MDRV', -103: 'QZ_NOSW_NO_INST_ATTACH',
+    -104: 'QZ_NOSW_LOW_MEM', -105: 'QZ_NO_SW_AVAIL',
+}
+
+CDEF = """
+typedef struct QzSession_S {
+    signed long int hw_session_stat;
+    int thd_sess_stat;
+    void *internal;
+    unsigned long total_in;
+    unsigned long total_out;
+} QzSession_T;
+int qzInit(QzSession_T *sess, unsigned char sw_backup);
+int qzSetupSession(QzSession_T *sess, void *params);
+int qzCompressExt(QzSession_T *sess, const unsigned char *src,
+                  unsigned int *src_len, unsigned char *dest,
+                  unsigned int *dest_len, unsigned int last,
+                  uint64_t *ext_rc);
+int qzDecompress(QzSession_T *sess, const unsigned char *src,
+                 unsigned int *src_len, unsigned char *dest,
+                 unsigned int *dest_len);
+int qzTeardownSession(QzSession_T *sess);
+int qzClose(QzSession_T *sess);
+unsigned int qzMaxCompressedLength(unsigned int src_sz, QzSession_T *sess);
+void qzSetLogLevel(int level);
+"""
+
+
+def rc_name(rc: Optional[int]) -> str:
+    if rc is None:
+        return '-'
+    return '%s(%d)' % (RC_NAMES.get(rc, 'rc'), rc)
+
+
+class QATzipError(Exception):
+    """A QATzip call returned an error code."""
+
+    def __init__(self, call: str, rc: int) -> None:
+        super().__init__('%s failed: %s' % (call, rc_name(rc)))
+        self.call = call
+        self.rc = rc
+
+
+class QATzipMissing(Exception):
+    """cffi or libqatzip could not be loaded."""
+
+
+_LOAD_LOCK = threading.Lock()
+_LOADED: dict[str, tuple[Any, Any, str]] = {}
+
+
+def _candidates(library: str,
+                extra_dirs: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``(path, dependencies to preload)`` in the order to try them."""
+    if '/' in library:
+        d = os.path.dirname(library)
+        return [(library, [os.path.join(d, dep) for dep in DEPENDENCIES])]
+    out: list[tuple[str, list[str]]] = [(library, [])]
+    dirs = []
+    env = os.environ.get('QATZIP_LIBDIR')
+    if env:
+        dirs.extend(env.split(':'))
+    dirs.extend(extra_dirs)
+    dirs.extend(SEARCH_DIRS)
+    for d in dirs:
+        path = os.path.join(d, library)
+        if d and os.path.exists(path):
+            out.append((path, [os.path.join(d, dep) for dep in DEPENDENCIES]))
+    return out
+
+
+def load(library: str = SONAME,
+         extra_dirs: Sequence[str] = ()) -> tuple[Any, Any, str]:
+    """``(ffi, lib, path)`` for QATzip; cached per name.
+
+    :raises QATzipMissing: cffi is not installed or no candidate loads.
+    """
+    with _LOAD_LOCK:
+        key = '%s|%s' % (library, ':'.join(extra_dirs))
+        if key in _LOADED:
+            return _LOADED[key]
+        try:
+            import cffi
+        except ImportError as exc:
+            raise QATzipMissing('cffi is not installed (%s)' % exc)
+        ffi = cffi.FFI()
+        ffi.cdef(CDEF)
+        errors = []
+        for path, deps in _candidates(library, extra_dirs):
+            try:
+                for dep in deps:
+                    if os.path.exists(dep):
+                        # Kept alive by the loader (RTLD_GLOBAL, never
+                        # closed): they satisfy libqatzip's DT_NEEDED.
+                        ffi.dlopen(dep, ffi.RTLD_NOW | ffi.RTLD_GLOBAL)
+                lib = ffi.dlopen(path, ffi.RTLD_NOW)
+                # Touch one symbol: a wrong library fails here, not later.
+                lib.qzInit
+            except (OSError, AttributeError) as exc:
+                errors.append('%s: %s' % (path, exc))
+                continue
+            _LOADED[key] = (ffi, lib, path)
+            return _LOADED[key]
+        raise QATzipMissing('; '.join(errors) or 'no candidate for %s'
+                            % library)
+
+
+def sample_buffer(size: int, seed: int = 4242) -> bytes:
+    """Memory-like sample: zero, repetitive and random 4 KiB pages.
+
+    Guest RAM is neither text nor noise: a share of pages is zero, many
+    hold structured data, some hold compressed or encrypted data. The mix
+    (30 % zero, 45 % structured, 25 % random) is fixed and seeded so runs
+    are comparable; ratios measured on it are indicative, not a promise.
+    """
+    rng = random.Random(seed)
+    page = 4096
+    words = [b'%08x' % rng.getrandbits(32) for _ in range(64)]
+    out = bytearray()
+    while len(out) < size:
+        pick = rng.random()
+        if pick < 0.30:
+            out += bytes(page)
+        elif pick < 0.75:
+            chunk = bytearray()
+            while len(chunk) < page:
+                chunk += words[rng.randrange(len(words))]
+                chunk += b'\0' * rng.randrange(0, 24)
+            out += chunk[:page]
+        else:
+            out += rng.randbytes(page)
+    return bytes(out[:size])
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfTestResult:
+    """What one QATzip round trip showed.
+
+    :param status: :data:`STATUS_OK`, :data:`STATUS_MISSING` or
+        :data:`STATUS_FAILED`.
+    :param engine: ``hardware``, ``software`` or ``none``.
+    :param ratio: compressed size / original size (smaller is better),
+        as :class:`~nova_qat_migration.policy.base.QATState` expects.
+    :param compress_mbps: MiB/s of original data compressed.
+    """
+
+    status: str
+    library: Optional[str] = None
+    engine: str = 'none'
+    init_rc: Optional[int] = None
+    session_status: Optional[int] = None
+    ext_rc: Optional[int] = None
+    input_bytes: int = 0
+    compressed_bytes: int = 0
+    ratio: float = 0.0
+    compress_mbps: float = 0.0
+    decompress_mbps: float = 0.0
+    roundtrip_ok: bool = False
+    message: str = ''
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    @property
+    def hardware(self) -> bool:
+        return self.ok and self.engine == 'hardware'
+
+    def describe(self) -> str:
+        if not self.ok:
+            return '%s: %s' % (self.status, self.message)
+        return ('QATzip %s: %.1f MiB/s compress, %.1f MiB/s decompress, '
+                'ratio %.3f on %d KiB (%s)'
+                % (self.engine, self.compress_mbps, self.decompress_mbps,
+                   self.ratio, self.input_bytes // 1024, self.library))
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data['hardware'] = self.hardware
+        return data
+
+
+class Session:
+    """One QATzip session (``qzInit`` with software fallback + defaults).
+
+    QATzip binds sessions to the calling thread's instance; use a session
+    from the thread that opened it and close it there.
+    """
+
+    def __init__(self, ffi: Any, lib: Any, sw_backup: bool = True,
+                 quiet: bool = True) -> None:
+        self.ffi = ffi
+        self.lib = lib
+        if quiet:
+            try:
+                # LOG_NONE: QATzip otherwise prints "no hardware" errors
+                # on every init of a host without QAT.
+                lib.qzSetLogLevel(0)
+            except AttributeError:
+                pass
+        self.sess = ffi.new('QzSession_T *')
+        self.init_rc = lib.qzInit(self.sess, 1 if sw_backup else 0)
+        if self.init_rc < 0:
+            raise QATzipError('qzInit', self.init_rc)
+        rc = lib.qzSetupSession(self.sess, ffi.NULL)
+        if rc < 0:
+            lib.qzClose(self.sess)
+            raise QATzipError('qzSetupSession', rc)
+        self.setup_rc = rc
+        self.last_ext_rc = 0
+
+    @property
+    def session_status(self) -> int:
+        return int(self.sess.hw_session_stat)
+
+    @property
+    def software(self) -> bool:
+        """Whether the software fallback is (or was last) doing the work."""
+        return (self.init_rc in SOFTWARE_CODES
+                or self.setup_rc in SOFTWARE_CODES
+                or self.session_status in SOFTWARE_CODES
+                or bool(self.last_ext_rc & QZ_SW_EXECUTION_MASK))
+
+    def max_compressed(self, size: int) -> int:
+        bound = int(self.lib.qzMaxCompressedLength(size, self.sess))
+        # Never trust a bound below a safe margin of our own.
+        return max(bound, size + size // 8 + 65536)
+
+    def compress(self, data: bytes) -> bytes:
+        ffi = self.ffi
+        cap = self.max_compressed(len(data))
+        dst = ffi.new('unsigned char[]', cap)
+        src_len = ffi.new('unsigned int *', len(data))
+        dst_len = ffi.new('unsigned int *', cap)
+        ext = ffi.new('uint64_t *', 0)
+        rc = self.lib.qzCompressExt(self.sess, data, src_len, dst, dst_len,
+                                    1, ext)
+        self.last_ext_rc = int(ext[0])
+        if rc != QZ_OK:
+            raise QATzipError('qzCompress', rc)
+        if src_len[0] != len(data):
+            raise QATzipError('qzCompress (partial input)', -3)
+        return bytes(ffi.buffer(dst, dst_len[0]))
+
+    def decompress(self, data: bytes, original_size: int) -> bytes:
+        ffi = self.ffi
+        dst = ffi.new('unsigned char[]', max(original_size, 1))
+        src_len = ffi.new('unsigned int *', len(data))
+        dst_len = ffi.new('unsigned int *', original_size)
+        rc = self.lib.qzDecompress(self.sess, data, src_len, dst, dst_len)
+        if rc != QZ_OK:
+            raise QATzipError('qzDecompress', rc)
+        return bytes(ffi.buffer(dst, dst_len[0]))
+
+    def close(self) -> None:
+        if self.sess is not None:
+            self.lib.qzTeardownSession(self.sess)
+            self.lib.qzClose(self.sess)
+            self.sess = None
+
+    def __enter__(self) -> 'Session':
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class QATzip:
+    """The QATzip library named by ``[qat_migration] qatzip_library``."""
+
+    def __init__(self, library: str = SONAME,
+                 extra_dirs: Sequence[str] = ()) -> None:
+        self.library = library
+        self.extra_dirs = tuple(extra_dirs)
+        self.error: Optional[str] = None
+        self.path: Optional[str] = None
+        self._ffi: Any = None
+        self._lib: Any = None
+
+    def available(self) -> bool:
+        """Load the library if not yet done; False (and ``error``) if not."""
+        if self._lib is not None:
+            return True
+        try:
+            self._ffi, self._lib, self.path = load(self.library,
+                                                   self.extra_dirs)
+        except QATzipMissing as exc:
+            self.error = str(exc)
+            return False
+        return True
+
+    def session(self, sw_backup: bool = True) -> Session:
+        if not self.available():
+            raise QATzipMissing(self.error)
+        return Session(self._ffi, self._lib, sw_backup=sw_backup)
+
+    def selftest(self, size: int = 4 * 1024 * 1024,
+                 data: Optional[bytes] = None) -> SelfTestResult:
+        """Compress and decompress a sample; never raises.
+
+        :param size: bytes of :func:`sample_buffer` to use (if no ``data``).
+        """
+        if not self.available():
+            return SelfTestResult(status=STATUS_MISSING, message=self.error
+                                  or 'library not found')
+        if data is None:
+            data = sample_buffer(size)
+        try:
+            with self.session() as s:
+                t0 = time.perf_counter()
+                packed = s.compress(data)
+                t1 = time.perf_counter()
+                unpacked = s.decompress(packed, len(data))
+                t2 = time.perf_counter()
+                engine = 'software' if s.software else 'hardware'
+                init_rc, stat, ext = (s.init_rc, s.session_status,
+                                      s.last_ext_rc)
+        except (QATzipError, MemoryError, OverflowError) as exc:
+            LOG.warning('QATzip self-test failed: %s', exc)
+            return SelfTestResult(status=STATUS_FAILED, library=self.path,
+                                  message=str(exc))
+        same = unpacked == data
+        mib = len(data) / (1024.0 * 1024.0)
+        return SelfTestResult(
+            status=STATUS_OK if same else STATUS_FAILED,
+            library=self.path, engine=engine, init_rc=init_rc,
+            session_status=stat, ext_rc=ext,
+            input_bytes=len(data), compressed_bytes=len(packed),
+            ratio=round(len(packed) / len(data), 4) if data else 0.0,
+            compress_mbps=round(mib / max(t1 - t0, 1e-9), 1),
+            decompress_mbps=round(mib / max(t2 - t1, 1e-9), 1),
+            roundtrip_ok=same,
+            message='' if same else 'decompressed data differs')
+
+
+def selftest(library: str = SONAME,
+             size: int = 4 * 1024 * 1024) -> SelfTestResult:
+    return QATzip(library).selftest(size)
