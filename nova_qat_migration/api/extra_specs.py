@@ -1,0 +1,42 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Validators for ``qat_migration:*`` flavor extra specs.
+
+Registered through Nova's ``nova.api.extra_spec_validators`` entry point,
+so ``openstack flavor set --property qat_migration:method=bogus`` is
+refused with HTTP 400 naming the key, before any instance uses it.
+"""
+
+from nova.api.validation.extra_specs import base
+
+from nova_qat_migration.policy import hints
+
+
+def _value(key: hints.Key) -> dict:
+    value: dict = {'type': key.type}
+    if key.min is not None:
+        value['min'] = key.min
+    if key.max is not None:
+        value['max'] = key.max
+    if key.enum is not None:
+        value['enum'] = list(key.enum)
+    elif key.type is str:
+        value['pattern'] = r'[a-z][a-z0-9_]*'
+    return value
+
+
+def register():
+    return [
+        base.ExtraSpecValidator(name=key.spec, description=key.description,
+                                value=_value(key))
+        for key in hints.KEYS
+    ]

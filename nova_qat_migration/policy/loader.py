@@ -1,0 +1,79 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Loading migration policies from the ``nova_qat_migration.policies``
+entry-point namespace (stevedore)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stevedore import driver
+from stevedore import exception as stevedore_exc
+from stevedore import extension
+
+from nova_qat_migration.policy import base
+
+NAMESPACE = 'nova_qat_migration.policies'
+
+
+class UnknownPolicy(ValueError):
+    """A policy name no installed plugin provides."""
+
+
+def available() -> list:
+    """Names of the installed policies (without importing them)."""
+    mgr = extension.ExtensionManager(NAMESPACE, invoke_on_load=False)
+    return sorted(mgr.names())
+
+
+def load_policy(name: str, conf: Any) -> base.Policy:
+    """Load and instantiate the policy ``name`` with ``conf``.
+
+    :raises UnknownPolicy: naming the installed policies, when ``name`` is
+        not one, or when its plugin fails to import.
+    """
+    def _failed(manager, entrypoint, exc):
+        raise UnknownPolicy('Migration policy %r failed to load: %s'
+                            % (entrypoint.name, exc))
+
+    try:
+        mgr = driver.DriverManager(NAMESPACE, name, invoke_on_load=True,
+                                   invoke_args=(conf,),
+                                   on_load_failure_callback=_failed)
+    except stevedore_exc.NoMatches:
+        raise UnknownPolicy(
+            'Unknown migration policy %r ([qat_migration] policy or the '
+            'qat_migration:policy extra spec); installed policies: %s'
+            % (name, ', '.join(available()) or 'none'))
+    policy = mgr.driver
+    if not isinstance(policy, base.Policy):
+        raise UnknownPolicy('Migration policy %r is not a Policy (%r)'
+                            % (name, type(policy)))
+    return policy
+
+
+class PolicySet:
+    """The configured policy plus any named by instances, loaded once."""
+
+    def __init__(self, conf: Any) -> None:
+        self.conf = conf
+        self._loaded: dict = {}
+        self.default = self.get(conf.qat_migration.policy)
+
+    def get(self, name: str) -> base.Policy:
+        policy = self._loaded.get(name)
+        if policy is None:
+            policy = self._loaded[name] = load_policy(name, self.conf)
+        return policy
+
+    def for_hints(self, hints: base.Hints) -> base.Policy:
+        return self.get(hints.policy) if hints.policy else self.default

@@ -1,0 +1,60 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``static``: the operator's fixed choice from the ``static_*`` options.
+
+For operators who know their workloads and want one predictable plan
+(still per instance where flavors or images say so).
+"""
+
+from nova_qat_migration.policy import base
+from nova_qat_migration.policy import common
+
+
+class StaticPolicy(base.Policy):
+    name = 'static'
+
+    def plan(self, facts: base.Facts) -> base.Plan:
+        group = self.conf.qat_migration
+        lim = common.limits(self.conf, facts)
+        method = lim.forced_method or group.static_method
+        reasons = ['static: [qat_migration] static_method=%s'
+                   % group.static_method]
+        if lim.forced_method:
+            reasons.append('method %s forced by qat_migration:method'
+                           % lim.forced_method)
+        if method not in lim.methods:
+            reasons.append('%s not in [qat_migration] allowed_methods: none'
+                           % method)
+            method = 'none'
+        channels = lim.forced_channels or group.static_parallel_connections
+        xbzrle = None
+        if method == 'xbzrle':
+            xbzrle = group.static_xbzrle_cache_mb
+        throttle = group.static_auto_converge and lim.throttle
+        return base.Plan(
+            policy=self.name,
+            method=method,
+            level=(lim.forced_level if lim.forced_level is not None
+                   else common.default_level(self.conf, method)),
+            parallel_connections=min(channels, lim.max_channels),
+            xbzrle_cache_mb=xbzrle,
+            xbzrle_cache_max_mb=xbzrle,
+            throttle_initial=group.auto_converge_initial if throttle else None,
+            throttle_increment=(group.auto_converge_increment
+                                if throttle else None),
+            max_downtime_ms=lim.max_downtime_ms,
+            post_copy=lim.post_copy,
+            post_copy_after_stalled=group.post_copy_after_stalled,
+            progress_timeout_s=group.progress_timeout,
+            bandwidth_mbps=facts.nova.bandwidth_mbps,
+            qat_lease=method == 'qatzip',
+            reasons=tuple(reasons))
