@@ -31,6 +31,8 @@ import logging
 import os
 from typing import Callable, Optional
 
+from nova_qat_migration.qat import devices
+
 LOG = logging.getLogger(__name__)
 
 
@@ -62,6 +64,36 @@ class Health:
 
 
 UNKNOWN = Health()
+
+
+@dataclasses.dataclass(frozen=True)
+class PFStatus:
+    """A PF as discovered plus its health: what placement and leases use."""
+
+    pf: devices.PhysicalFunction
+    health: Health = UNKNOWN
+
+    @property
+    def address(self) -> str:
+        return self.pf.address
+
+    @property
+    def healthy(self) -> bool:
+        """Up (driver bound, state up) and heartbeat not failing."""
+        return self.pf.up and self.health.healthy
+
+    def compression_endpoints(self) -> tuple[str, ...]:
+        """Addresses of healthy endpoints that can (de)compress."""
+        if not (self.healthy and self.pf.compression_capable):
+            return ()
+        return self.pf.endpoints()
+
+    def to_dict(self) -> dict:
+        data = self.pf.to_dict()
+        data['health'] = self.health.to_dict()
+        data['healthy'] = self.healthy
+        data['compression_endpoints'] = list(self.compression_endpoints())
+        return data
 
 Warn = Callable[..., None]
 
