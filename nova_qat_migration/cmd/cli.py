@@ -1,0 +1,239 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``nova-qat-migration``: the operator's command line.
+
+``plan`` explains what a policy would do for given facts (a dry run, no
+libvirt needed); other subcommands (``devices``, ``selftest``, ``bench``,
+``demo``) come from their own modules when installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import sys
+from typing import Any, Optional, Sequence
+
+from nova_qat_migration.conf import CONF
+from nova_qat_migration.policy import base
+from nova_qat_migration.policy import hints as hints_mod
+from nova_qat_migration.policy import loader
+from nova_qat_migration.virt.libvirt import translate
+
+#: Modules contributing subcommands through ``add_parsers(subparsers)``.
+SUBCOMMAND_MODULES = ('nova_qat_migration.cmd.qat',
+                      'nova_qat_migration.lab.cli')
+
+
+class UsageError(Exception):
+    """Bad input from the command line: message and exit code 2."""
+
+
+def _version(text: str) -> tuple:
+    try:
+        parts = [int(p) for p in text.split('.')]
+    except ValueError:
+        raise UsageError('bad version %r (expected like 10.0.2)' % text)
+    return tuple((parts + [0, 0, 0])[:3])
+
+
+_NESTED = {
+    'instance': base.InstanceFacts, 'host': base.HostLoad,
+    'qat': base.QATState, 'hypervisor': base.HypervisorCaps,
+    'destination': base.DestinationCaps, 'nova': base.NovaSettings,
+    'history': base.History,
+}
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise UsageError('%s must be an object, got %r' % (where, data))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for name, value in data.items():
+        if name not in fields:
+            raise UsageError('unknown field %s.%s (known: %s)'
+                             % (where, name, ', '.join(sorted(fields))))
+        if name in _NESTED and cls is base.Facts:
+            value = _build(_NESTED[name], value, name)
+        elif name == 'hints':
+            value = hints_mod.from_instance(extra_specs={
+                '%s:%s' % (hints_mod.NAMESPACE, k): v
+                for k, v in value.items()})
+        elif name.endswith('_version'):
+            value = _version(value) if isinstance(value, str) else tuple(
+                value)
+        elif name in ('multifd_methods', 'methods'):
+            value = frozenset(value)
+        values[name] = value
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise UsageError('%s: %s' % (where, exc))
+
+
+def facts_from_json(text: str) -> base.Facts:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError('facts are not valid JSON: %s' % exc)
+    try:
+        return _build(base.Facts, data, 'facts')
+    except hints_mod.InvalidHint as exc:
+        raise UsageError(str(exc))
+
+
+def facts_from_args(args: argparse.Namespace) -> base.Facts:
+    if args.facts:
+        try:
+            with open(args.facts) as f:
+                facts = facts_from_json(f.read())
+        except OSError as exc:
+            raise UsageError('cannot read %s: %s' % (args.facts, exc))
+    else:
+        facts = base.Facts()
+    inst = facts.instance
+    changes = {}
+    for attr, field in (('ram', 'memory_mb'), ('vcpus', 'vcpus'),
+                        ('dirty_rate', 'dirty_rate_mbps')):
+        if getattr(args, attr) is not None:
+            changes[field] = getattr(args, attr)
+    if args.hint:
+        specs = {}
+        for item in args.hint:
+            key, sep, value = item.partition('=')
+            if not sep:
+                raise UsageError('--hint wants KEY=VALUE, got %r' % item)
+            specs['%s:%s' % (hints_mod.NAMESPACE, key)] = value
+        try:
+            changes['hints'] = hints_mod.from_instance(extra_specs=specs)
+        except hints_mod.InvalidHint as exc:
+            raise UsageError(str(exc))
+    if changes:
+        facts = dataclasses.replace(
+            facts, instance=dataclasses.replace(inst, **changes))
+    host = {}
+    if args.cpu_idle is not None:
+        host['cpu_idle_pct'] = args.cpu_idle
+    if args.cpus is not None:
+        host['cpus'] = args.cpus
+    if args.mem_free is not None:
+        host['mem_free_mb'] = args.mem_free
+    if host:
+        facts = dataclasses.replace(
+            facts, host=dataclasses.replace(facts.host, **host))
+    if args.link_gbps is not None:
+        facts = dataclasses.replace(facts,
+                                    link_mbps=args.link_gbps * 1e9 / 8 /
+                                    base.MIB)
+    if args.dest_methods is not None:
+        methods = frozenset(m for m in args.dest_methods.split(',') if m)
+        facts = dataclasses.replace(facts, destination=base.DestinationCaps(
+            known=True, methods=methods, multifd=True))
+    return facts
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    facts = facts_from_args(args)
+    name = args.policy or CONF.qat_migration.policy
+    try:
+        policy = loader.load_policy(name, CONF)
+    except loader.UnknownPolicy as exc:
+        raise UsageError(str(exc))
+    plan = policy.plan(facts)
+    call = translate.to_libvirt(plan, facts)
+    if args.json:
+        print(json.dumps(call.to_dict(), indent=2, sort_keys=True))
+        return 0
+    print('plan:   %s' % call.plan.describe())
+    print('flags:  %s (%d)' % ('|'.join(call.flag_names()), call.flags))
+    print('params: %s' % json.dumps(call.params, sort_keys=True))
+    if call.passthrough:
+        print('qemu:   %s' % json.dumps(call.passthrough, sort_keys=True))
+    print('reasons:')
+    for reason in call.reasons:
+        print('  - %s' % reason)
+    return 0
+
+
+def _add_plan_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        'plan', help='show the plan a policy chooses for given facts')
+    p.add_argument('--facts', metavar='FILE',
+                   help='JSON file with the facts (fields of policy.base.'
+                        'Facts; nested objects per section)')
+    p.add_argument('--policy', help='policy name (default: the configured '
+                   'one)')
+    p.add_argument('--ram', type=int, metavar='MiB')
+    p.add_argument('--vcpus', type=int)
+    p.add_argument('--dirty-rate', type=float, metavar='MiB/s')
+    p.add_argument('--cpus', type=int)
+    p.add_argument('--cpu-idle', type=float, metavar='PCT')
+    p.add_argument('--mem-free', type=int, metavar='MiB')
+    p.add_argument('--link-gbps', type=float)
+    p.add_argument('--dest-methods', metavar='M1,M2',
+                   help='methods the destination advertises')
+    p.add_argument('--hint', action='append', metavar='KEY=VALUE',
+                   help='a qat_migration:KEY flavor extra spec')
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(func=cmd_plan)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit code 2, no traceback
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog='nova-qat-migration',
+                     description='Per-instance live-migration planning for '
+                                 "Nova's libvirt driver.")
+    parser.add_argument('--config-file', action='append', default=[],
+                        help='nova.conf to read [qat_migration] from')
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND',
+                                       parser_class=_Parser)
+    _add_plan_parser(subparsers)
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        module.add_parsers(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, 'func', None):
+            parser.print_help()
+            return 2
+        CONF(args=[], project='nova', default_config_files=args.config_file,
+             validate_default_values=True)
+        return args.func(args)
+    except UsageError as exc:
+        print('nova-qat-migration: error: %s' % exc, file=sys.stderr)
+        return 2
+    except Exception as exc:  # config errors and the like: no traceback
+        if type(exc).__module__.startswith('oslo_config'):
+            print('nova-qat-migration: configuration error: %s' % exc,
+                  file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == '__main__':
+    sys.exit(main())
