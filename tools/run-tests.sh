@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The project's test command (README): set the machine up, then run the
+# unit, functional (Nova's in-process stack) and lab (real libvirt + QEMU
+# migrations) suites and the quick benchmark. Ends with one line
+# "tests: N passed, M failed, K skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+bash tools/bootstrap.sh || { echo "bootstrap failed"; exit 1; }
+. tools/env.sh
+PY="$VENV/bin/python"
+passed=0 failed=0 skipped=0 rc=0
+log=$(mktemp)
+run_suite() {
+    local name=$1; shift
+    echo "=== $name"
+    "$PY" -m stestr --test-path "$@" 2>&1 | tee "$log"
+    local st=${PIPESTATUS[0]}
+    local p f s
+    p=$(sed -n 's/^ - Passed: \([0-9]*\).*/\1/p' "$log" | tail -1)
+    f=$(sed -n 's/^ - Failed: \([0-9]*\).*/\1/p' "$log" | tail -1)
+    s=$(sed -n 's/^ - Skipped: \([0-9]*\).*/\1/p' "$log" | tail -1)
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+    skipped=$((skipped + ${s:-0}))
+    if [ "$st" != 0 ] || [ -z "$p" ]; then
+        echo "=== $name: FAILED (exit $st)"; rc=1
+        [ -z "$f" ] || [ "$f" != 0 ] || failed=$((failed + 1))
+    fi
+}
+run_suite unit ./tests/unit run
+if [ -d tests/functional ] && ls tests/functional/test_*.py >/dev/null 2>&1; then
+    run_suite functional ./tests/functional run --concurrency 2
+fi
+if [ -d tests/lab ] && ls tests/lab/test_*.py >/dev/null 2>&1; then
+    run_suite lab ./tests/lab run --concurrency 1
+fi
+if "$VENV/bin/nova-qat-migration" bench --help >/dev/null 2>&1; then
+    echo "=== bench --quick"
+    if "$VENV/bin/nova-qat-migration" bench --quick; then
+        passed=$((passed + 1))
+    else
+        echo "=== bench --quick: FAILED"; failed=$((failed + 1)); rc=1
+    fi
+fi
+rm -f "$log"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+exit $rc
