@@ -95,6 +95,7 @@ class PFStatus:
         data['compression_endpoints'] = list(self.compression_endpoints())
         return data
 
+
 Warn = Callable[..., None]
 
 
