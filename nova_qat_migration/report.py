@@ -1,0 +1,155 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""One structured record per migration: what was planned, what happened.
+
+The record is logged as a single line (``qat_migration report: {json}``)
+so operators can grep and parse it, and its numbers are fed to the
+per-host :mod:`~nova_qat_migration.history` the adaptive policy learns
+from.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Optional, Sequence
+
+from oslo_log import log as logging
+
+from nova_qat_migration.policy import base
+
+LOG = logging.getLogger(__name__)
+
+PREFIX = 'qat_migration report: '
+
+OUTCOME_COMPLETED = 'completed'
+OUTCOME_FAILED = 'failed'
+OUTCOME_CANCELLED = 'cancelled'
+OUTCOME_ABORTED = 'aborted'      # by our own escalation (progress timeout)
+
+#: Params never worth a log line (large XML documents).
+_HIDDEN_PARAMS = frozenset({'destination_xml', 'persistent_xml'})
+
+
+def _num(stats: Mapping[str, Any], key: str) -> Optional[float]:
+    try:
+        value = stats.get(key)
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def build(*, instance_uuid: str, instance_name: str = '',
+          requested: Optional[base.Plan] = None,
+          call: Any = None, outcome: str = OUTCOME_FAILED,
+          total_s: float = 0.0,
+          last_stats: Optional[Mapping[str, Any]] = None,
+          summary: Optional[Mapping[str, Any]] = None,
+          sent_params: Optional[Mapping[str, Any]] = None,
+          sent_flags: Optional[Sequence[str]] = None,
+          actions: Sequence[base.Action] = (),
+          notes: Sequence[str] = (),
+          facts: Optional[base.Facts] = None) -> dict:
+    """Assemble the record of one finished migration.
+
+    :param requested: the plan the policy asked for.
+    :param call: the ``MigrationCall`` that was executed (its ``plan`` is
+        the effective plan after degradation).
+    :param last_stats: the last libvirt job stats seen by the monitor.
+    :param summary: :meth:`ProgressTracker.summary` of the migration.
+    :param sent_params: params ``migrateToURI3`` really received.
+    :param notes: what the driver changed on the way (fallbacks, lease).
+    """
+    stats = dict(last_stats or {})
+    plan = getattr(call, 'plan', None) or requested
+    memory_total = _num(stats, 'memory_total')
+    processed = _num(stats, 'memory_processed') or _num(stats,
+                                                        'data_processed')
+    elapsed_ms = _num(stats, 'time_elapsed')
+    record = {
+        'instance': instance_uuid,
+        'name': instance_name,
+        'policy': plan.policy if plan else None,
+        'plan': plan.describe() if plan else None,
+        'method': plan.method if plan else None,
+        'requested': requested.describe() if requested else None,
+        'reasons': list(getattr(call, 'reasons', ()) or
+                        (plan.reasons if plan else ())),
+        'flags': list(sent_flags if sent_flags is not None else
+                      (call.flag_names() if call is not None else [])),
+        'params': {k: v for k, v in (sent_params if sent_params is not None
+                                     else getattr(call, 'params', {})
+                                     ).items()
+                   if k not in _HIDDEN_PARAMS},
+        'backend': getattr(call, 'backend', None),
+        'outcome': outcome,
+        'total_s': round(total_s, 3),
+        'downtime_ms': _num(stats, 'downtime'),
+        'memory_total_bytes': memory_total,
+        'bytes': processed,
+        'compression': {
+            'bytes': _num(stats, 'compression_bytes'),
+            'pages': _num(stats, 'compression_pages'),
+            'cache': _num(stats, 'compression_cache'),
+            'cache_misses': _num(stats, 'compression_cache_misses'),
+            'overflow': _num(stats, 'compression_overflow'),
+        },
+        'monitor': dict(summary or {}),
+        'actions': [{'kind': a.kind, 'value': a.value, 'reason': a.reason}
+                    for a in actions],
+        'notes': list(notes),
+    }
+    if memory_total and processed:
+        record['wire_ratio'] = round(processed / memory_total, 4)
+    if processed and elapsed_ms:
+        record['wire_mbps'] = round(processed / base.MIB /
+                                    (elapsed_ms / 1000.0), 1)
+    if facts is not None:
+        record['dirty_rate_mbps_before'] = facts.instance.dirty_rate_mbps
+    return record
+
+
+def history_values(record: Mapping[str, Any]) -> dict:
+    """The fields of a record the history keeps for the next plan."""
+    monitor = record.get('monitor') or {}
+    dirty = record.get('dirty_rate_mbps_before')
+    if dirty is None and monitor.get('max_dirty_rate_mbps'):
+        dirty = monitor['max_dirty_rate_mbps']
+    return {
+        'dirty_rate_mbps': dirty,
+        'wire_mbps': record.get('wire_mbps'),
+        'compression_ratio': record.get('wire_ratio'),
+        'xbzrle_hit_ratio': monitor.get('xbzrle_hit_ratio'),
+        'method': record.get('method'),
+        'converged': record.get('outcome') == OUTCOME_COMPLETED,
+        'total_s': record.get('total_s'),
+    }
+
+
+def emit(record: Mapping[str, Any], history: Any = None) -> None:
+    """Log ``record`` as one line and feed it into ``history``.
+
+    Never raises: a report that cannot be written must not turn a finished
+    migration into a failed one.
+    """
+    try:
+        line = json.dumps(record, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        line = repr(record)
+    level = (LOG.info if record.get('outcome') == OUTCOME_COMPLETED
+             else LOG.warning)
+    level('%s%s', PREFIX, line)
+    if history is not None:
+        try:
+            history.record(record['instance'], history_values(record))
+        except Exception:   # noqa: BLE001 - best effort, see docstring
+            LOG.exception('Could not record migration history for %s',
+                          record.get('instance'))

@@ -1,0 +1,765 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Nova's libvirt driver, planning every live migration per instance.
+
+:class:`QATMigrationMixin` hooks Nova's own live-migration path without
+copying any of its methods:
+
+``_live_migration`` (caller's thread)
+    gathers the facts, runs the policy, translates the plan, takes a QAT
+    lease when the plan wants one and registers a :class:`MigrationSession`
+    under the instance UUID for the duration of this migration only; then
+    Nova's ``_live_migration`` runs unchanged.
+``_live_migration_operation`` (Nova's migration thread)
+    hands Nova a :class:`~nova.virt.libvirt.guest.Guest` whose domain is a
+    :class:`_PlannedDomain`: Nova builds its params and flags as always and
+    the proxy's ``migrateToURI3`` swaps in the planned flags and merges the
+    planned params. If libvirt refuses the plan before the migration
+    starts, the proxy retries once with exactly what Nova built.
+``_live_migration_monitor`` (caller's thread)
+    the monitor sees this migration's flags through a thread-local read by
+    ``_get_migration_flags``, and a proxied domain whose ``jobStats()``
+    feeds the progress tracker and the policy's escalations, and whose
+    ``migrateSetMaxDowntime`` scales Nova's downtime steps to the plan's
+    maximum downtime.
+
+Nothing host-wide is mutated (``_live_migration_flags`` stays Nova's), so
+concurrent migrations each see only their own plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+import time
+from typing import Any, Optional
+
+from nova.compute import vm_states
+from nova import exception
+from nova import objects
+from nova.virt.libvirt import driver as nova_driver
+from nova.virt.libvirt import guest as libvirt_guest
+from nova.virt.libvirt import migration as libvirt_migrate
+from oslo_log import log as logging
+
+from nova_qat_migration import conf as qat_conf
+from nova_qat_migration import history as qat_history
+from nova_qat_migration import monitor
+from nova_qat_migration.policy import base
+from nova_qat_migration.policy import hints as qat_hints
+from nova_qat_migration.policy import loader
+from nova_qat_migration import report
+from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration.virt.libvirt import constants as c
+from nova_qat_migration.virt.libvirt import measure
+from nova_qat_migration.virt.libvirt import translate
+
+CONF = qat_conf.CONF
+LOG = logging.getLogger(__name__)
+
+NOVA_DEFAULT = 'nova_default'
+
+#: libvirt error codes that mean "this call's arguments are not supported"
+#: (raised while libvirt validates the call, before anything is sent).
+#: Looked up by name at run time: the fake libvirt in Nova's tests uses
+#: other numbers than the real library for some of them.
+_REFUSAL_CODES = ('VIR_ERR_ARGUMENT_UNSUPPORTED', 'VIR_ERR_CONFIG_UNSUPPORTED',
+                  'VIR_ERR_INVALID_ARG', 'VIR_ERR_OPERATION_UNSUPPORTED')
+#: libvirt's values, used when the loaded module lacks a name.
+_REFUSAL_DEFAULTS = {'VIR_ERR_ARGUMENT_UNSUPPORTED': 74,
+                     'VIR_ERR_CONFIG_UNSUPPORTED': 67,
+                     'VIR_ERR_INVALID_ARG': 8,
+                     'VIR_ERR_OPERATION_UNSUPPORTED': 84}
+
+_JOB_UNBOUNDED = 2
+
+
+def _libvirt() -> Any:
+    """The libvirt module Nova's driver uses (the fake one in tests)."""
+    return nova_driver.libvirt
+
+
+def _refusal_codes() -> frozenset:
+    lv = _libvirt()
+    return frozenset(getattr(lv, name, _REFUSAL_DEFAULTS[name])
+                     for name in _REFUSAL_CODES)
+
+
+def _qat_manager_class() -> Any:
+    """The QAT device manager class, or None while it is not installed."""
+    try:
+        from nova_qat_migration import qat
+    except ImportError:
+        return None
+    cls = getattr(qat, 'QATManager', None)
+    if cls is None:
+        try:
+            from nova_qat_migration.qat import manager
+        except ImportError:
+            return None
+        cls = getattr(manager, 'QATManager', None)
+    return cls
+
+
+def link_mbps(conf: Any) -> float:
+    """``[qat_migration] link_gbps`` in MiB/s (the unit plans use)."""
+    return conf.qat_migration.link_gbps * 1e9 / 8 / base.MIB
+
+
+class MigrationSession:
+    """Everything about one running migration, shared by its threads.
+
+    Created in ``_live_migration`` and looked up by instance UUID from the
+    operation thread and the monitor; an instance has at most one live
+    migration at a time (Nova's ``active_migrations`` relies on the same).
+    """
+
+    def __init__(self, instance: Any, facts: base.Facts,
+                 policy: base.Policy, requested: base.Plan,
+                 call: translate.MigrationCall,
+                 nova_call: translate.MigrationCall,
+                 migration: Any = None) -> None:
+        self.instance = instance
+        self.instance_uuid = instance.uuid
+        self.facts = facts
+        self.policy = policy
+        self.requested = requested
+        self.call = call
+        self.nova_call = nova_call
+        self.migration = migration
+        self.tracker = monitor.ProgressTracker()
+        self.started = time.monotonic()
+        self.actions: list = []
+        self.notes: list = []
+        self.sent_params: Optional[dict] = None
+        self.sent_flags: Optional[int] = None
+        self.outcome = report.OUTCOME_FAILED
+        self.aborted_by_us = False
+        self.lock = threading.Lock()
+
+    @property
+    def plan(self) -> base.Plan:
+        return self.call.plan
+
+    @property
+    def planned(self) -> bool:
+        """Whether this migration deviates from Nova's own call at all."""
+        return not self.call.plan.nova_baseline
+
+    def fall_back_to_nova(self, why: str) -> None:
+        """Run the rest of this migration as Nova would have."""
+        with self.lock:
+            self.notes.append(why)
+            self.call = self.nova_call
+
+
+class _PlannedDomain:
+    """A ``virDomain`` stand-in for one migration.
+
+    Delegates everything to the real domain except the calls the plan
+    changes. One instance wraps the domain for Nova's operation thread
+    (``migrateToURI3``) and another for its monitor (job stats, downtime).
+    """
+
+    def __init__(self, domain: Any, session: MigrationSession,
+                 guest: Any = None, observe: bool = False) -> None:
+        self._qat_domain = domain
+        self._qat_session = session
+        self._qat_guest = guest
+        self._qat_observe = observe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._qat_domain, name)
+
+    # -- the migration call ------------------------------------------------
+
+    def migrateToURI3(self, dconnuri: str, params: dict, flags: int) -> Any:
+        session = self._qat_session
+        call = session.call
+        planned_flags = call.flags
+        # NOTE(qat-migration): Nova's Guest.migrate() drops NON_SHARED_INC
+        # when no disk is copied (a libvirt binding quirk would copy all
+        # of them, volumes included) and its operation drops POSTCOPY for
+        # paused guests. Keep both decisions for the planned flags too.
+        if not params.get('migrate_disks'):
+            planned_flags &= ~c.VIR_MIGRATE_NON_SHARED_INC
+        if (session.nova_call.flags & c.VIR_MIGRATE_POSTCOPY and
+                not flags & c.VIR_MIGRATE_POSTCOPY):
+            planned_flags &= ~c.VIR_MIGRATE_POSTCOPY
+        planned_params = translate.merge_params(params, call)
+        if not session.planned:
+            # Nova's own plan: hand over exactly what Nova built.
+            planned_params, planned_flags = params, flags
+        LOG.info('Live migration plan %(plan)s: flags %(flags)s, params '
+                 '%(params)s', {'plan': call.plan.describe(),
+                                'flags': '|'.join(c.flag_names(planned_flags)),
+                                'params': _loggable(planned_params)},
+                 instance=session.instance)
+        session.sent_params, session.sent_flags = planned_params, planned_flags
+        try:
+            return self._qat_domain.migrateToURI3(
+                dconnuri, params=planned_params, flags=planned_flags)
+        except Exception as exc:
+            if not (session.planned and _is_refusal(exc)):
+                raise
+            LOG.warning('libvirt refused the planned migration (%(plan)s, '
+                        'flags %(flags)s, params %(params)s): %(exc)s; '
+                        'retrying once with the call Nova would have made '
+                        '(flags %(nflags)s, params %(nparams)s).',
+                        {'plan': call.plan.describe(),
+                         'flags': '|'.join(c.flag_names(planned_flags)),
+                         'params': _loggable(planned_params), 'exc': exc,
+                         'nflags': '|'.join(c.flag_names(flags)),
+                         'nparams': _loggable(params)},
+                        instance=session.instance)
+            session.fall_back_to_nova(
+                'libvirt refused %s (%s): ran Nova\'s plan instead'
+                % (call.plan.describe(), exc))
+            session.sent_params, session.sent_flags = params, flags
+            return self._qat_domain.migrateToURI3(
+                dconnuri, params=params, flags=flags)
+
+    # -- the monitor -------------------------------------------------------
+
+    def jobStats(self, *args: Any, **kwargs: Any) -> dict:
+        stats = self._qat_domain.jobStats(*args, **kwargs)
+        if self._qat_observe:
+            try:
+                self._qat_escalate(stats)
+            except Exception:  # noqa: BLE001 - never break Nova's monitor
+                LOG.exception('Migration escalation failed; Nova\'s monitor '
+                              'continues without it.',
+                              instance=self._qat_session.instance)
+        return stats
+
+    def migrateSetMaxDowntime(self, downtime: int, *args: Any) -> Any:
+        """Nova's downtime steps, scaled to the plan's maximum downtime."""
+        session = self._qat_session
+        value = int(downtime)
+        if session.planned:
+            nova_max = max(1, CONF.libvirt.live_migration_downtime)
+            value = max(1, int(round(downtime * session.plan.max_downtime_ms
+                                     / nova_max)))
+            if value <= session.tracker.downtime_ms:
+                LOG.debug('Downtime step %(nova)d ms (scaled %(value)d ms) '
+                          'not applied: escalation already set %(cur)d ms',
+                          {'nova': downtime, 'value': value,
+                           'cur': session.tracker.downtime_ms},
+                          instance=session.instance)
+                return 0
+        result = self._qat_domain.migrateSetMaxDowntime(value, *args)
+        session.tracker.applied(base.Action(monitor.ACTION_DOWNTIME, value))
+        return result
+
+    def _qat_escalate(self, stats: dict) -> None:
+        session = self._qat_session
+        if not stats or stats.get('type') != _JOB_UNBOUNDED:
+            return
+        with session.lock:
+            progress = session.tracker.update(stats, now_s=time.monotonic())
+            plan = session.plan
+            policy = (session.policy if session.planned
+                      else None)
+        if policy is None:
+            return
+        actions = list(policy.on_progress(plan, progress) or ())
+        for action in actions:
+            self._qat_apply(action)
+
+    def _qat_apply(self, action: base.Action) -> None:
+        session = self._qat_session
+        instance = session.instance
+        lv = _libvirt()
+        LOG.info('Migration escalation: %(kind)s %(value)s (%(reason)s)',
+                 {'kind': action.kind, 'value': action.value or '',
+                  'reason': action.reason}, instance=instance)
+        try:
+            if action.kind == monitor.ACTION_DOWNTIME:
+                self._qat_domain.migrateSetMaxDowntime(int(action.value))
+            elif action.kind == monitor.ACTION_XBZRLE_CACHE:
+                self._qat_domain.migrateSetCompressionCache(
+                    int(action.value) * base.MIB)
+            elif action.kind == monitor.ACTION_POST_COPY:
+                guest = self._qat_guest or libvirt_guest.Guest(self)
+                # Nova's own switch: it also marks the migration
+                # 'running (post-copy)', which stops Nova's timeout.
+                if session.migration is not None:
+                    libvirt_migrate.trigger_postcopy_switch(
+                        guest, instance, session.migration)
+                else:
+                    guest.migrate_start_postcopy()
+            elif action.kind == monitor.ACTION_ABORT:
+                self._qat_domain.abortJob()
+                session.aborted_by_us = True
+            else:
+                LOG.warning('Unknown escalation %s ignored', action.kind,
+                            instance=instance)
+                return
+        except lv.libvirtError as exc:
+            LOG.warning('Escalation %(kind)s failed: %(exc)s',
+                        {'kind': action.kind, 'exc': exc}, instance=instance)
+            return
+        session.tracker.applied(action)
+        session.actions.append(action)
+
+
+def _is_refusal(exc: Exception) -> bool:
+    lv = _libvirt()
+    if not isinstance(exc, getattr(lv, 'libvirtError', ())):
+        return False
+    try:
+        return exc.get_error_code() in _refusal_codes()
+    except Exception:  # noqa: BLE001 - a malformed error is no refusal
+        return False
+
+
+def _loggable(params: Optional[dict]) -> dict:
+    return {k: v for k, v in (params or {}).items()
+            if k not in (c.PARAM_DESTINATION_XML, c.PARAM_PERSIST_XML)}
+
+
+class QATMigrationMixin:
+    """Per-instance live-migration planning for ``LibvirtDriver``.
+
+    Mix in before ``LibvirtDriver``. With ``[qat_migration] enabled =
+    False`` every hook calls straight through to Nova.
+    """
+
+    #: Replaceable in tests (Nova's fake libvirt has no QEMU to ask).
+    qat_probe_hypervisor = staticmethod(capabilities.probe_hypervisor)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._qat_sessions: dict = {}
+        self._qat_sessions_lock = threading.Lock()
+        self._qat_local = threading.local()
+        self._qat_policies: Optional[loader.PolicySet] = None
+        self._qat_caps: Optional[base.HypervisorCaps] = None
+        self._qat_history: Optional[qat_history.HistoryStore] = None
+        self._qat_manager: Any = None
+
+    # -- start-up ----------------------------------------------------------
+
+    @staticmethod
+    def _qat_enabled() -> bool:
+        return bool(CONF.qat_migration.enabled)
+
+    def init_host(self, host: str) -> Any:
+        result = super().init_host(host)
+        if not self._qat_enabled():
+            LOG.info('[qat_migration] enabled is False: live migrations use '
+                     'Nova\'s own plan.')
+            return result
+        try:
+            qat_conf.check(CONF)
+            self._qat_policies = loader.PolicySet(CONF)
+            # Load the fallback now so a broken install fails at start-up.
+            self._qat_policies.get(NOVA_DEFAULT)
+        except (qat_conf.ConfigError, loader.UnknownPolicy) as exc:
+            raise exception.InvalidConfiguration(str(exc))
+        self._qat_caps = self._qat_probe()
+        self._qat_history = self._qat_make_history()
+        self._qat_manager = self._qat_make_manager()
+        LOG.info('Live-migration planning enabled: policy %(policy)s, '
+                 'traits %(traits)s',
+                 {'policy': CONF.qat_migration.policy,
+                  'traits': ', '.join(sorted(
+                      capabilities.traits_for(self._qat_caps)))})
+        return result
+
+    def _qat_probe(self) -> base.HypervisorCaps:
+        try:
+            return self.qat_probe_hypervisor(self._host.get_connection())
+        except Exception as exc:  # noqa: BLE001 - degrade, never fail start
+            LOG.warning('Could not probe migration capabilities (%s); only '
+                        'plans that need no hypervisor feature are used.',
+                        exc)
+            # NOTE(qat-migration): conservative: no multifd compression
+            # (libvirt 0), no mt (QEMU >= 9.1), no post-copy.
+            return base.HypervisorCaps(libvirt_version=(0, 0, 0),
+                                       qemu_version=(9, 1, 0),
+                                       multifd_methods=frozenset({'none'}),
+                                       postcopy=False)
+
+    @staticmethod
+    def _qat_make_history() -> qat_history.HistoryStore:
+        try:
+            return qat_history.HistoryStore.from_conf(CONF)
+        except Exception as exc:  # noqa: BLE001
+            LOG.warning('Migration history unavailable (%s); kept in memory',
+                        exc)
+            return qat_history.HistoryStore(
+                None, CONF.qat_migration.history_max_entries)
+
+    @staticmethod
+    def _qat_make_manager() -> Any:
+        cls = _qat_manager_class()
+        if cls is None:
+            LOG.info('QAT device manager not installed: plans use no QAT.')
+            return None
+        try:
+            return cls(CONF)
+        except Exception as exc:  # noqa: BLE001
+            LOG.warning('QAT device manager failed to start (%s): plans use '
+                        'no QAT.', exc)
+            return None
+
+    # -- placement ---------------------------------------------------------
+
+    def update_provider_tree(self, provider_tree: Any, nodename: str,
+                             allocations: Optional[dict] = None) -> None:
+        super().update_provider_tree(provider_tree, nodename,
+                                     allocations=allocations)
+        ours: set = set()
+        if self._qat_enabled() and self._qat_caps is not None:
+            qat_healthy = False
+            if self._qat_manager is not None:
+                try:
+                    state = self._qat_manager.state()
+                    qat_healthy = state.endpoints > 0
+                except Exception as exc:  # noqa: BLE001
+                    LOG.warning('QAT state unavailable: %s', exc)
+            ours = capabilities.traits_for(self._qat_caps,
+                                           qat_healthy=qat_healthy)
+        try:
+            current = set(provider_tree.data(nodename).traits)
+        except Exception:  # noqa: BLE001 - provider not in the tree
+            current = set()
+        # NOTE(qat-migration): only our own namespace is ever removed, so
+        # Nova's traits (and an operator's) survive; stale ones of ours
+        # (e.g. after a QEMU downgrade or disabling the planner) do not.
+        stale = {t for t in current
+                 if t.startswith(capabilities.TRAIT_PREFIX)} - ours
+        if ours:
+            provider_tree.add_traits(nodename, *sorted(ours))
+        if stale:
+            provider_tree.remove_traits(nodename, *sorted(stale))
+        if self._qat_enabled() and self._qat_manager is not None:
+            try:
+                self._qat_manager.update_provider_tree(
+                    provider_tree, nodename, allocations)
+            except Exception as exc:  # noqa: BLE001
+                LOG.warning('QAT inventory not updated: %s', exc)
+
+    # -- pre-checks --------------------------------------------------------
+
+    def _qat_check_hints(self, instance: Any) -> base.Hints:
+        """Validated hints of ``instance``.
+
+        :raises MigrationPreCheckError: naming the bad key, so the request
+            fails before anything happens to the instance.
+        """
+        try:
+            hints = qat_hints.from_instance(
+                _extra_specs(instance), None, _system_metadata(instance))
+            if hints.policy and self._qat_policies is not None:
+                self._qat_policies.get(hints.policy)
+            return hints
+        except (qat_hints.InvalidHint, loader.UnknownPolicy) as exc:
+            raise exception.MigrationPreCheckError(
+                reason='invalid live-migration hint: %s' % exc)
+
+    def check_can_live_migrate_source(self, context: Any, instance: Any,
+                                      dest_check_data: Any,
+                                      block_device_info: Any = None) -> Any:
+        if self._qat_enabled():
+            self._qat_check_hints(instance)
+        return super().check_can_live_migrate_source(
+            context, instance, dest_check_data,
+            block_device_info=block_device_info)
+
+    # -- planning ----------------------------------------------------------
+
+    def _qat_destination(self, context: Any, dest: str,
+                         migrate_data: Any) -> base.DestinationCaps:
+        """The destination's capabilities from its Placement traits."""
+        try:
+            migration = getattr(migrate_data, 'migration', None)
+            node = getattr(migration, 'dest_node', None) if migration else None
+            if node:
+                nodes = [objects.ComputeNode.get_by_host_and_nodename(
+                    context, dest, node)]
+            else:
+                nodes = objects.ComputeNodeList.get_all_by_host(context, dest)
+            reportclient = self.virtapi.reportclient
+            traits: set = set()
+            for cn in nodes:
+                traits |= set(reportclient.get_provider_traits(
+                    context, cn.uuid).traits)
+            return capabilities.destination_from_traits(traits)
+        except Exception as exc:  # noqa: BLE001 - unknown is a valid answer
+            LOG.warning('Could not read the traits of destination %(dest)s '
+                        '(%(exc)s): only plans needing nothing from it.',
+                        {'dest': dest, 'exc': exc})
+            return base.DestinationCaps()
+
+    def _qat_gather(self, context: Any, instance: Any, dest: str,
+                    migrate_data: Any, hints: base.Hints,
+                    measured: bool) -> base.Facts:
+        """The facts of one migration.
+
+        :param measured: sample host load, dirty rate and QAT state (not
+            needed by Nova's own plan, and not free: they take ~1 s).
+        """
+        flavor = getattr(instance, 'flavor', None)
+        paused = getattr(instance, 'vm_state', None) == vm_states.PAUSED
+        dirty = None
+        host = base.HostLoad()
+        qat = base.QATState()
+        if measured:
+            host = measure.host_load()
+            seconds = CONF.qat_migration.dirty_rate_sample_seconds
+            if seconds and not paused:
+                try:
+                    guest = self._host.get_guest(instance)
+                    dirty = measure.dirty_rate_mbps(guest._domain, seconds)
+                except Exception as exc:  # noqa: BLE001
+                    LOG.info('Dirty rate not measured: %s', exc,
+                             instance=instance)
+            if self._qat_manager is not None:
+                try:
+                    qat = self._qat_manager.state()
+                except Exception as exc:  # noqa: BLE001
+                    LOG.warning('QAT state unavailable: %s', exc)
+        inst = base.InstanceFacts(
+            uuid=instance.uuid, name=getattr(instance, 'name', ''),
+            memory_mb=int(getattr(flavor, 'memory_mb', 0) or
+                          getattr(instance, 'memory_mb', 0) or 0),
+            vcpus=int(getattr(flavor, 'vcpus', 0) or
+                      getattr(instance, 'vcpus', 0) or 1),
+            paused=paused, hints=hints, dirty_rate_mbps=dirty)
+        history = (self._qat_history.get(instance.uuid)
+                   if self._qat_history is not None else base.History())
+        return base.Facts(
+            instance=inst, host=host, qat=qat,
+            hypervisor=self._qat_caps or base.HypervisorCaps(),
+            destination=(self._qat_destination(context, dest, migrate_data)
+                         if measured else base.DestinationCaps()),
+            nova=base.NovaSettings.from_conf(CONF),
+            history=history, link_mbps=link_mbps(CONF),
+            block_migration=bool(getattr(migrate_data, 'block_migration',
+                                         False)),
+            passthrough_allowed=CONF.qat_migration.qemu_monitor_passthrough)
+
+    def _qat_plan(self, context: Any, instance: Any, dest: str,
+                  migrate_data: Any) -> MigrationSession:
+        policies = self._qat_policies
+        nova_policy = policies.get(NOVA_DEFAULT)
+        try:
+            hints = qat_hints.from_instance(
+                _extra_specs(instance), None, _system_metadata(instance))
+        except qat_hints.InvalidHint as exc:
+            # The pre-check refuses these; a flavor changed since then.
+            LOG.warning('Ignoring invalid live-migration hints (%s).', exc,
+                        instance=instance)
+            hints = base.Hints()
+        try:
+            policy = policies.for_hints(hints)
+        except loader.UnknownPolicy as exc:
+            LOG.warning('%s; using %s', exc, NOVA_DEFAULT, instance=instance)
+            policy = nova_policy
+        # NOTE(qat-migration): Nova's own plan needs no measurement; skip
+        # the ~1 s of sampling so nova_default costs what Nova costs.
+        measured = policy.name != NOVA_DEFAULT
+        facts = self._qat_gather(context, instance, dest, migrate_data,
+                                 hints, measured)
+        try:
+            requested = policy.plan(facts)
+        except Exception:  # noqa: BLE001 - a plugin bug must not fail LM
+            LOG.exception('Migration policy %s failed; using %s',
+                          policy.name, NOVA_DEFAULT, instance=instance)
+            policy = nova_policy
+            requested = nova_policy.plan(facts)
+        nova_plan = nova_policy.plan(facts)
+        nova_call = translate.to_libvirt(nova_plan, facts)
+        try:
+            call = translate.to_libvirt(requested, facts)
+        except Exception:  # noqa: BLE001
+            LOG.exception('Could not translate plan %s; using Nova\'s',
+                          requested.describe(), instance=instance)
+            call = nova_call
+        if call.backend != translate.BACKEND_LIBVIRT:
+            # NOTE(qat-migration): the QEMU monitor passthrough (issue 7)
+            # is applied by a later hook; until then plan without it.
+            call = translate.to_libvirt(requested, dataclasses.replace(
+                facts, passthrough_allowed=False))
+        return MigrationSession(instance, facts, policy, requested, call,
+                                nova_call,
+                                getattr(migrate_data, 'migration', None))
+
+    def _qat_session(self, instance: Any) -> Optional[MigrationSession]:
+        uuid = getattr(instance, 'uuid', None)
+        with self._qat_sessions_lock:
+            return self._qat_sessions.get(uuid)
+
+    # -- Nova's live-migration path ---------------------------------------
+
+    def _live_migration(self, context: Any, instance: Any, dest: str,
+                        post_method: Any, recover_method: Any,
+                        block_migration: bool, migrate_data: Any) -> Any:
+        if not self._qat_enabled() or self._qat_policies is None:
+            return super()._live_migration(
+                context, instance, dest, post_method, recover_method,
+                block_migration, migrate_data)
+        try:
+            session = self._qat_plan(context, instance, dest, migrate_data)
+        except Exception:  # noqa: BLE001 - never worse than Nova
+            LOG.exception('Live-migration planning failed; Nova\'s own plan '
+                          'is used.', instance=instance)
+            return super()._live_migration(
+                context, instance, dest, post_method, recover_method,
+                block_migration, migrate_data)
+
+        def post(*args: Any, **kwargs: Any) -> Any:
+            session.outcome = report.OUTCOME_COMPLETED
+            return post_method(*args, **kwargs)
+
+        def recover(*args: Any, **kwargs: Any) -> Any:
+            status = kwargs.get('migration_status')
+            session.outcome = (
+                report.OUTCOME_ABORTED if session.aborted_by_us else
+                report.OUTCOME_CANCELLED if status == 'cancelled' else
+                report.OUTCOME_FAILED)
+            return recover_method(*args, **kwargs)
+
+        with contextlib.ExitStack() as stack:
+            self._qat_take_lease(stack, session)
+            LOG.info('Live migration planned: %(plan)s (%(reasons)s)',
+                     {'plan': session.plan.describe(),
+                      'reasons': '; '.join(session.call.reasons) or '-'},
+                     instance=instance)
+            with self._qat_sessions_lock:
+                self._qat_sessions[instance.uuid] = session
+            try:
+                return super()._live_migration(
+                    context, instance, dest, post, recover,
+                    block_migration, migrate_data)
+            finally:
+                with self._qat_sessions_lock:
+                    self._qat_sessions.pop(instance.uuid, None)
+                self._qat_report(session)
+
+    def _qat_take_lease(self, stack: contextlib.ExitStack,
+                        session: MigrationSession) -> None:
+        """Hold a QAT lease for a plan that needs one, or re-plan without.
+
+        The lease is released by ``stack`` on every exit path.
+        """
+        if not session.plan.qat_lease:
+            return
+        lease = None
+        if self._qat_manager is not None:
+            try:
+                lease = stack.enter_context(
+                    self._qat_manager.lease(session.instance_uuid))
+            except Exception as exc:  # noqa: BLE001
+                LOG.warning('QAT lease failed: %s', exc,
+                            instance=session.instance)
+        if lease is not None:
+            session.notes.append('holding QAT lease %s' % (lease,))
+            return
+        facts = dataclasses.replace(
+            session.facts, qat=dataclasses.replace(session.facts.qat,
+                                                   free_leases=0))
+        session.facts = facts
+        session.call = translate.to_libvirt(session.requested, facts)
+        session.notes.append('no QAT lease free: re-planned to %s'
+                             % session.plan.describe())
+        LOG.warning('No QAT lease free; plan degraded to %s',
+                    session.plan.describe(), instance=session.instance)
+
+    def _qat_report(self, session: MigrationSession) -> None:
+        try:
+            record = report.build(
+                instance_uuid=session.instance_uuid,
+                instance_name=getattr(session.instance, 'name', ''),
+                requested=session.requested, call=session.call,
+                outcome=session.outcome,
+                total_s=time.monotonic() - session.started,
+                last_stats=session.tracker.last,
+                summary=session.tracker.summary(),
+                sent_params=session.sent_params,
+                sent_flags=(c.flag_names(session.sent_flags)
+                            if session.sent_flags is not None else None),
+                actions=session.actions, notes=session.notes,
+                facts=session.facts)
+            report.emit(record, self._qat_history)
+        except Exception:  # noqa: BLE001 - reporting is best effort
+            LOG.exception('Could not report the migration',
+                          instance=session.instance)
+
+    def _live_migration_operation(self, context: Any, instance: Any,
+                                  dest: str, block_migration: bool,
+                                  migrate_data: Any, guest: Any,
+                                  device_names: Any) -> Any:
+        session = self._qat_session(instance)
+        if session is not None:
+            guest = libvirt_guest.Guest(
+                _PlannedDomain(guest._domain, session))
+        return super()._live_migration_operation(
+            context, instance, dest, block_migration, migrate_data, guest,
+            device_names)
+
+    def _live_migration_monitor(self, context: Any, instance: Any,
+                                guest: Any, dest: str, post_method: Any,
+                                recover_method: Any, block_migration: bool,
+                                migrate_data: Any, future: Any,
+                                disk_paths: Any) -> Any:
+        session = self._qat_session(instance)
+        if session is None:
+            return super()._live_migration_monitor(
+                context, instance, guest, dest, post_method, recover_method,
+                block_migration, migrate_data, future, disk_paths)
+        domain = _PlannedDomain(guest._domain, session, observe=True)
+        planned_guest = libvirt_guest.Guest(domain)
+        domain._qat_guest = planned_guest
+        self._qat_local.session = session
+        try:
+            return super()._live_migration_monitor(
+                context, instance, planned_guest, dest, post_method,
+                recover_method, block_migration, migrate_data, future,
+                disk_paths)
+        finally:
+            self._qat_local.session = None
+
+    def _get_migration_flags(self, is_block_migration: bool) -> int:
+        """This migration's flags inside its monitor, else Nova's."""
+        session = getattr(self._qat_local, 'session', None)
+        if session is not None:
+            flags = session.call.flags
+            if not is_block_migration:
+                flags &= ~c.VIR_MIGRATE_NON_SHARED_INC
+            return flags
+        return super()._get_migration_flags(is_block_migration)
+
+
+def _extra_specs(instance: Any) -> dict:
+    flavor = getattr(instance, 'flavor', None)
+    try:
+        return dict(getattr(flavor, 'extra_specs', None) or {})
+    except Exception:  # noqa: BLE001 - a lazy-load failure means none
+        return {}
+
+
+def _system_metadata(instance: Any) -> dict:
+    try:
+        return dict(getattr(instance, 'system_metadata', None) or {})
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+class QATLibvirtDriver(QATMigrationMixin, nova_driver.LibvirtDriver):
+    """Nova's libvirt driver with per-instance live-migration plans.
+
+    ``[DEFAULT] compute_driver = qat_migration.QATLibvirtDriver``
+    """
