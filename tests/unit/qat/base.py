@@ -9,7 +9,7 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""Shared set-up: a fixture sysfs tree and ``[qat_migration]`` pointed at it."""
+"""Shared set-up: a fixture sysfs tree, ``[qat_migration]`` pointing at it."""
 
 import fixtures
 from oslo_config import fixture as config_fixture
