@@ -1,0 +1,161 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``[qat_migration]`` options: bounds, cross-option checks, the generator."""
+
+import os
+import subprocess
+import sys
+
+import ddt
+import fixtures
+from oslo_config import cfg
+
+from nova_qat_migration import conf
+from nova_qat_migration.conf import opts
+from nova_qat_migration.conf import qat_migration
+from tests.unit import base
+
+
+def _bin(name):
+    """A console script of the interpreter running the tests."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+@ddt.ddt
+class TestOptionBounds(base.TestCase):
+
+    def _fresh_conf(self, text):
+        """A private ConfigOpts with our options and ``text`` as nova.conf."""
+        tmp = self.useFixture(fixtures.TempDir()).path
+        path = os.path.join(tmp, 'nova.conf')
+        with open(path, 'w') as f:
+            f.write(text)
+        conf_obj = cfg.ConfigOpts()
+        qat_migration.register_opts(conf_obj)
+        conf_obj(args=[], default_config_files=[path])
+        return conf_obj
+
+    @ddt.data(('zlib_level', 10), ('zlib_level', -1), ('zstd_level', 21),
+              ('qatzip_level', 0), ('max_parallel_connections', 0),
+              ('max_parallel_connections', 33), ('cpu_idle_threshold', 101),
+              ('downtime_ms', 5), ('xbzrle_cache_ratio', 1.5),
+              ('auto_converge_initial', 0), ('static_parallel_connections',
+                                             64))
+    @ddt.unpack
+    def test_set_override_out_of_range_refused(self, name, value):
+        self.assertRaises(ValueError, self.conf.set_override, name, value,
+                          group='qat_migration')
+
+    @ddt.data(('zlib_level', 9), ('zstd_level', 20), ('qatzip_level', 1),
+              ('max_parallel_connections', 32), ('downtime_ms', 10))
+    @ddt.unpack
+    def test_set_override_bounds_inclusive(self, name, value):
+        self.flags(**{name: value})
+        self.assertEqual(value, getattr(self.conf.qat_migration, name))
+
+    def test_unknown_method_refused(self):
+        self.assertRaises(ValueError, self.conf.set_override,
+                          'static_method', 'lz4', group='qat_migration')
+        self.assertRaises(ValueError, self.conf.set_override,
+                          'allowed_methods', ['zstd', 'lz4'],
+                          group='qat_migration')
+
+    def test_throttle_schedule_items_bounded(self):
+        self.assertRaises(ValueError, self.conf.set_override,
+                          'throttle_schedule', [0, 50],
+                          group='qat_migration')
+        self.assertRaises(ValueError, self.conf.set_override,
+                          'throttle_schedule', [50, 100],
+                          group='qat_migration')
+
+    @ddt.data(('max_parallel_connections', '64'), ('zstd_level', '30'),
+              ('cpu_idle_threshold', '-5'), ('static_method', 'lz4'),
+              ('downtime_ms', 'soon'))
+    @ddt.unpack
+    def test_config_file_value_error_names_option(self, name, value):
+        conf_obj = self._fresh_conf('[qat_migration]\n%s = %s\n'
+                                    % (name, value))
+        exc = self.assertRaises(cfg.ConfigFileValueError, getattr,
+                                conf_obj.qat_migration, name)
+        self.assertIn(name, str(exc))
+
+    def test_config_file_good_values(self):
+        conf_obj = self._fresh_conf(
+            '[qat_migration]\nmax_parallel_connections = 8\n'
+            'allowed_methods = none,zstd\nthrottle_schedule = 30,60,90\n')
+        self.assertEqual(8, conf_obj.qat_migration.max_parallel_connections)
+        self.assertEqual(['none', 'zstd'],
+                         conf_obj.qat_migration.allowed_methods)
+        self.assertEqual([30, 60, 90],
+                         conf_obj.qat_migration.throttle_schedule)
+
+    def test_every_option_has_help(self):
+        for opt in qat_migration.ALL_OPTS:
+            self.assertTrue(opt.help and opt.help.strip(),
+                            'option %s has no help' % opt.name)
+
+
+class TestCheck(base.TestCase):
+
+    def test_defaults_pass(self):
+        conf.check(self.conf)
+
+    def test_cache_min_above_max_refused(self):
+        self.flags(xbzrle_cache_min_mb=512, xbzrle_cache_max_mb=256)
+        exc = self.assertRaises(conf.ConfigError, conf.check, self.conf)
+        self.assertIn('xbzrle_cache_min_mb', str(exc))
+        self.assertIn('xbzrle_cache_max_mb', str(exc))
+
+    def test_cache_min_equal_max_accepted(self):
+        self.flags(xbzrle_cache_min_mb=256, xbzrle_cache_max_mb=256)
+        conf.check(self.conf)
+
+    def test_non_increasing_schedule_refused(self):
+        for schedule in ([40, 20], [20, 20, 40], [20, 60, 40]):
+            self.flags(throttle_schedule=schedule)
+            exc = self.assertRaises(conf.ConfigError, conf.check, self.conf)
+            self.assertIn('throttle_schedule', str(exc))
+
+    def test_empty_schedule_refused(self):
+        self.flags(throttle_schedule=[])
+        self.assertRaises(conf.ConfigError, conf.check, self.conf)
+
+    def test_single_step_schedule_accepted(self):
+        self.flags(throttle_schedule=[50])
+        conf.check(self.conf)
+
+
+class TestGenerator(base.TestCase):
+
+    def test_list_opts_is_the_group(self):
+        listed = opts.list_opts()
+        self.assertEqual(1, len(listed))
+        group, options = listed[0]
+        self.assertEqual('qat_migration', group.name)
+        self.assertEqual({o.name for o in qat_migration.ALL_OPTS},
+                         {o.name for o in options})
+
+    def test_oslo_config_generator_prints_group(self):
+        generator = _bin('oslo-config-generator')
+        if not os.path.exists(generator):
+            self.skipTest('oslo-config-generator not installed beside %s'
+                          % sys.executable)
+        result = subprocess.run(
+            [generator, '--namespace', 'nova_qat_migration'],
+            capture_output=True, text=True, timeout=120)
+        self.assertEqual(0, result.returncode, result.stderr)
+        self.assertIn('[qat_migration]', result.stdout)
+        for name in ('policy', 'allowed_methods', 'throttle_schedule',
+                     'qat_endpoints_for_migration', 'state_path'):
+            self.assertIn('#%s = ' % name, result.stdout)
+        # Bounds are shown to the operator.
+        self.assertIn('Maximum value: 32', result.stdout)
