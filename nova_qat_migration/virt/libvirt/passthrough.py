@@ -24,7 +24,7 @@ would otherwise carry a migration setting for ever.
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from typing import Any, Mapping
 
 from lxml import etree
 
@@ -87,3 +87,67 @@ def has_globals(domain_xml: str) -> bool:
     doc = etree.fromstring(domain_xml.encode())
     return any((arg.get('value') or '').startswith(_GLOBAL_PREFIX)
                for arg in doc.iter(_Q + 'arg'))
+
+
+class PassthroughError(Exception):
+    """QEMU or libvirt refused the monitor command."""
+
+
+def _monitor(domain: Any, command: str) -> str:
+    """Send one QMP command through libvirt's QEMU monitor passthrough.
+
+    Kept as a module function so tests without a QEMU (Nova's fake
+    libvirt) can record the command instead.
+    """
+    import libvirt_qemu
+    return libvirt_qemu.qemuMonitorCommand(domain, command, 0)
+
+
+def apply_source(domain: Any, arguments: Mapping) -> None:
+    """Set ``arguments`` on the source QEMU before ``migrateToURI3``.
+
+    :raises PassthroughError: when the command fails or QEMU answers with
+        an error (e.g. a method the binary was not built with).
+    """
+    try:
+        reply = _monitor(domain, set_parameters_command(arguments))
+    except Exception as exc:  # libvirtError or a missing binding
+        raise PassthroughError(str(exc))
+    try:
+        answer = json.loads(reply) if reply else {}
+    except ValueError:
+        answer = {}
+    if isinstance(answer, dict) and 'error' in answer:
+        raise PassthroughError(answer['error'].get('desc', str(answer)))
+
+
+def restore_source(domain: Any, arguments: Mapping) -> bool:
+    """Undo :func:`apply_source` so the next attempt starts clean.
+
+    Best effort: returns False (never raises) when the domain is gone,
+    which is the normal case after a successful migration.
+    """
+    restore = restore_arguments(arguments)
+    if not restore:
+        return True
+    try:
+        apply_source(domain, restore)
+        return True
+    except PassthroughError:
+        return False
+
+
+def rewrite_params(params: Mapping, arguments: Mapping) -> dict:
+    """migrateToURI3 params carrying ``arguments`` to the destination.
+
+    The live destination XML gets the ``-global`` pairs so the incoming
+    QEMU uses the same method; the persistent XML gets none, so a later
+    boot of the instance is unaffected.
+    """
+    out = dict(params)
+    live = out.get('destination_xml')
+    if live:
+        out['destination_xml'] = add_globals(strip_globals(live), arguments)
+        out['persistent_xml'] = strip_globals(out.get('persistent_xml') or
+                                              live)
+    return out
