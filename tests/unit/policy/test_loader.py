@@ -1,0 +1,168 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Loading policies from the ``nova_qat_migration.policies`` namespace."""
+
+from importlib import metadata
+from unittest import mock
+
+from stevedore import driver
+from stevedore import extension
+
+from nova_qat_migration.policy import adaptive
+from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration.policy import loader
+from nova_qat_migration.policy import nova_default
+from nova_qat_migration.policy import static
+from tests.unit import base
+
+
+class _QuietPolicy(policy_base.Policy):
+    name = 'quiet'
+
+    def plan(self, facts):
+        return policy_base.Plan(policy=self.name, reasons=('test',))
+
+
+class _NotAPolicy(object):
+    def __init__(self, conf):
+        self.conf = conf
+
+
+def _test_manager(name, cls, conf):
+    """A DriverManager holding one in-memory plugin (no entry point)."""
+    ep = metadata.EntryPoint(name=name, group=loader.NAMESPACE,
+                             value='%s:%s' % (cls.__module__,
+                                              cls.__qualname__))
+    ext = extension.Extension(name, ep, cls, cls(conf))
+    return driver.DriverManager.make_test_instance(
+        ext, namespace=loader.NAMESPACE)
+
+
+class TestInstalledPolicies(base.TestCase):
+    """Through the real entry points of the installed package."""
+
+    def test_namespace_lists_builtins(self):
+        names = loader.available()
+        for name in ('adaptive', 'static', 'nova_default'):
+            self.assertIn(name, names)
+        self.assertEqual(sorted(names), names)
+
+    def test_stevedore_sees_builtins(self):
+        mgr = extension.ExtensionManager(loader.NAMESPACE)
+        by_name = {ext.name: ext.plugin for ext in mgr}
+        self.assertIs(adaptive.AdaptivePolicy, by_name['adaptive'])
+        self.assertIs(static.StaticPolicy, by_name['static'])
+        self.assertIs(nova_default.NovaDefaultPolicy,
+                      by_name['nova_default'])
+
+    def test_load_each(self):
+        for name, cls in (('adaptive', adaptive.AdaptivePolicy),
+                          ('static', static.StaticPolicy),
+                          ('nova_default', nova_default.NovaDefaultPolicy)):
+            policy = loader.load_policy(name, self.conf)
+            self.assertIsInstance(policy, cls)
+            self.assertIs(self.conf, policy.conf)
+            # The entry-point name and the name in plans agree.
+            self.assertEqual(name, policy.name)
+
+    def test_unknown_lists_installed(self):
+        exc = self.assertRaises(loader.UnknownPolicy, loader.load_policy,
+                                'agressive', self.conf)
+        message = str(exc)
+        self.assertIn("'agressive'", message)
+        self.assertIn('adaptive, nova_default, static', message)
+        self.assertIn('[qat_migration] policy', message)
+
+
+class TestWithTestManager(base.TestCase):
+    """Through ``DriverManager.make_test_instance``: no installed plugins."""
+
+    def test_third_party_policy_loaded(self):
+        mgr = _test_manager('quiet', _QuietPolicy, self.conf)
+        with mock.patch.object(loader.driver, 'DriverManager',
+                               return_value=mgr) as dm:
+            policy = loader.load_policy('quiet', self.conf)
+        self.assertIsInstance(policy, _QuietPolicy)
+        self.assertEqual('quiet', policy.plan(policy_base.Facts()).policy)
+        args, kwargs = dm.call_args
+        self.assertEqual((loader.NAMESPACE, 'quiet'), args)
+        self.assertEqual((self.conf,), kwargs['invoke_args'])
+        self.assertTrue(kwargs['invoke_on_load'])
+
+    def test_not_a_policy_refused(self):
+        mgr = _test_manager('odd', _NotAPolicy, self.conf)
+        with mock.patch.object(loader.driver, 'DriverManager',
+                               return_value=mgr):
+            exc = self.assertRaises(loader.UnknownPolicy,
+                                    loader.load_policy, 'odd', self.conf)
+        self.assertIn("'odd'", str(exc))
+        self.assertIn('not a Policy', str(exc))
+
+    def test_import_failure_becomes_unknown_policy(self):
+        ep = metadata.EntryPoint(name='broken', group=loader.NAMESPACE,
+                                 value='no_such_module:Policy')
+
+        def fake_manager(namespace, name, on_load_failure_callback=None,
+                         **kwargs):
+            # What stevedore does when the plugin cannot be imported.
+            on_load_failure_callback(None, ep,
+                                     ImportError('No module named x'))
+
+        with mock.patch.object(loader.driver, 'DriverManager',
+                               side_effect=fake_manager):
+            exc = self.assertRaises(loader.UnknownPolicy,
+                                    loader.load_policy, 'broken', self.conf)
+        self.assertIn("'broken' failed to load", str(exc))
+        self.assertIn('No module named x', str(exc))
+
+    def test_unknown_with_nothing_installed(self):
+        empty = extension.ExtensionManager.make_test_instance(
+            [], namespace=loader.NAMESPACE)
+        with mock.patch.object(loader.extension, 'ExtensionManager',
+                               return_value=empty):
+            self.assertEqual([], loader.available())
+            exc = self.assertRaises(loader.UnknownPolicy,
+                                    loader.load_policy, 'adaptive-x',
+                                    self.conf)
+        self.assertIn('installed policies: none', str(exc))
+
+
+class TestPolicySet(base.TestCase):
+
+    def test_default_from_conf(self):
+        self.flags(policy='static')
+        policies = loader.PolicySet(self.conf)
+        self.assertIsInstance(policies.default, static.StaticPolicy)
+        self.assertIs(policies.default,
+                      policies.for_hints(policy_base.Hints()))
+
+    def test_hint_selects_and_caches(self):
+        policies = loader.PolicySet(self.conf)
+        self.assertIsInstance(policies.default, adaptive.AdaptivePolicy)
+        hinted = policies.for_hints(policy_base.Hints(policy='nova_default'))
+        self.assertIsInstance(hinted, nova_default.NovaDefaultPolicy)
+        with mock.patch.object(loader, 'load_policy') as load:
+            again = policies.for_hints(
+                policy_base.Hints(policy='nova_default'))
+        self.assertIs(hinted, again)
+        load.assert_not_called()
+
+    def test_unknown_configured_policy_fails_at_start(self):
+        self.flags(policy='fastest')
+        exc = self.assertRaises(loader.UnknownPolicy, loader.PolicySet,
+                                self.conf)
+        self.assertIn('adaptive', str(exc))
+
+    def test_unknown_hinted_policy(self):
+        policies = loader.PolicySet(self.conf)
+        self.assertRaises(loader.UnknownPolicy, policies.for_hints,
+                          policy_base.Hints(policy='fastest'))
