@@ -169,6 +169,22 @@ migrations has been observed.
 Seconds to sample an instance's dirty rate with libvirt's dirty-rate
 calculation before planning (0 disables measuring; the history is used).
 """),
+    cfg.BoolOpt('adaptive_model',
+        default=True,
+        help="""
+Let the ``adaptive`` policy predict every candidate plan with the pre-copy
+convergence model (time, downtime, whether it converges) and pick the
+fastest that converges within the downtime target. When False, or when the
+model finds no converging plan, the rule-based choice is used.
+"""),
+    cfg.StrOpt('model_calibration',
+        default='',
+        help="""
+JSON file with the convergence model's machine constants (fields of
+``nova_qat_migration.policy.model.Calibration``, e.g. ``stream_mbps``,
+``compress_mbps``), as fitted by ``nova-qat-migration bench`` on real
+migrations. Empty: built-in defaults for server-class hosts.
+"""),
 ]
 
 static_opts = [

@@ -37,6 +37,7 @@ from typing import Optional
 
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import common
+from nova_qat_migration.policy import predictive
 
 #: zstd/zlib level-1 input throughput of one core (MiB/s): a conservative
 #: figure for server cores; multifd runs one compressor per channel.
@@ -64,10 +65,98 @@ class AdaptivePolicy(base.Policy):
     def plan(self, facts: base.Facts) -> base.Plan:
         lim = common.limits(self.conf, facts)
         if lim.forced_method:
-            plan = self._forced(facts, lim)
-        else:
-            plan = self._choose(facts, lim)
-        return self._converge(facts, lim, plan)
+            return self._converge(facts, lim, self._forced(facts, lim))
+        rule_plan = self._converge(facts, lim, self._choose(facts, lim))
+        if not self.conf.qat_migration.adaptive_model:
+            return rule_plan
+        notes: list = []
+        candidates = self._candidates(facts, lim, notes)
+        picked = predictive.choose(self.conf, facts, lim, candidates)
+        if picked is None:
+            return rule_plan.because(
+                'model: no candidate converges within %d ms; rule-based '
+                'plan kept' % lim.max_downtime_ms)
+        best, prediction, scored = picked
+        if self._dirty_rate(facts) is None:
+            notes.append('dirty rate unknown: predicted as an idle guest')
+        return best.because(predictive.explain(best, prediction, scored),
+                            *notes)
+
+    def _candidates(self, facts: base.Facts, lim: common.Limits,
+                    notes: list) -> list:
+        """Every plan the levers allow here, for the model to score."""
+        group = self.conf.qat_migration
+        multifd_ok = not facts.nova.tunnelled
+        idle = self._idle_cores(facts)
+        channel_choices = sorted({n for n in (2, 4, lim.max_channels)
+                                  if 2 <= n <= lim.max_channels})
+        hist = facts.history
+        incompressible = (hist.compression_ratio is not None and
+                          hist.method in base.MULTIFD_METHODS and
+                          hist.compression_ratio > INCOMPRESSIBLE_RATIO)
+        fallbacks = self._software_fallbacks(facts, lim)
+        shapes: list = [dict(method='none')]
+        if multifd_ok:
+            shapes += [dict(method='none', parallel_connections=n)
+                       for n in channel_choices]
+        cpu_ok = facts.host.cpu_idle_pct >= group.cpu_idle_threshold
+        for method in ('zstd', 'zlib'):
+            if not self._sendable(facts, lim, method) or not multifd_ok:
+                continue
+            if not cpu_ok:
+                notes.append('%s: %.0f%% CPU idle < %d%%'
+                             % (method, facts.host.cpu_idle_pct,
+                                group.cpu_idle_threshold))
+                continue
+            if incompressible:
+                continue
+            shapes += [dict(method=method, parallel_connections=n,
+                            level=common.default_level(self.conf, method))
+                       for n in channel_choices if n <= max(2, idle)]
+        if (facts.qat.available and facts.passthrough_allowed and
+                self._sendable(facts, lim, 'qatzip') and multifd_ok and
+                not incompressible):
+            shapes += [dict(method='qatzip', parallel_connections=n,
+                            level=group.qatzip_level, qat_lease=True,
+                            fallbacks=fallbacks)
+                       for n in channel_choices]
+        elif 'qatzip' in lim.methods and facts.qat.endpoints:
+            notes.append(self._why_not_qat(facts, lim))
+        if (group.legacy_mt_uses_qat and facts.qat.available and
+                self._sendable(facts, lim, 'mt') and not incompressible):
+            threads = min(8, max(2, facts.qat.endpoints * 2))
+            shapes.append(dict(method='mt', level=group.mt_level,
+                               mt_threads=threads,
+                               mt_dthreads=max(1, threads // 2),
+                               qat_lease=True, fallbacks=fallbacks))
+        if 'xbzrle' in lim.methods:
+            cache = common.xbzrle_cache_mb(self.conf, facts)
+            if cache:
+                shapes.append(dict(
+                    method='xbzrle', xbzrle_cache_mb=cache,
+                    xbzrle_cache_max_mb=common.xbzrle_cache_max_mb(
+                        self.conf, facts)))
+            else:
+                notes.append('xbzrle: not enough spare memory for a cache')
+        schedule = list(group.throttle_schedule)
+        plans = []
+        for shape in shapes:
+            plans.append(self._base(facts, lim, **shape))
+            if lim.throttle:
+                for i, start in enumerate(schedule[:-1] or schedule):
+                    step = (schedule[i + 1] - start if i + 1 < len(schedule)
+                            else group.auto_converge_increment)
+                    plans.append(self._base(facts, lim,
+                                            throttle_initial=start,
+                                            throttle_increment=step,
+                                            **shape))
+            multifd = shape.get('parallel_connections', 1) > 1
+            if lim.post_copy and facts.hypervisor.postcopy and (
+                    not multifd or (facts.hypervisor.postcopy_with_multifd
+                                    and facts.destination
+                                    .postcopy_with_multifd)):
+                plans.append(self._base(facts, lim, post_copy=True, **shape))
+        return plans
 
     # -- helpers ---------------------------------------------------------
 

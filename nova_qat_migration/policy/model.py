@@ -110,6 +110,20 @@ class Prediction:
 MAX_ROUNDS = 200
 
 
+def xbzrle_hit(plan: base.Plan, load: Workload) -> float:
+    """Share of re-sent pages XBZRLE encodes as a delta.
+
+    A page must still be in the cache to be encoded, so a cache smaller
+    than the working set (all of RAM when unknown) hits proportionally
+    less.
+    """
+    working = load.working_set_mb or load.ram_mb
+    coverage = 1.0
+    if plan.xbzrle_cache_mb and working > 0:
+        coverage = min(1.0, plan.xbzrle_cache_mb / working)
+    return load.xbzrle_friendly * coverage
+
+
 def _rates(plan: base.Plan, load: Workload, link_mbps: float,
            cal: Calibration, idle_cores: float) -> tuple[float, float, float]:
     """(pages/s for fresh pages, pages/s for re-sent pages, wire/page).
@@ -133,7 +147,7 @@ def _rates(plan: base.Plan, load: Workload, link_mbps: float,
         return rate, rate, wire_per_page
     fresh = min(link_mbps, copy_cap)
     if method == 'xbzrle':
-        hit = load.xbzrle_friendly
+        hit = xbzrle_hit(plan, load)
         wire = hit * cal.xbzrle_residue + (1.0 - hit)
         resend = min(link_mbps / max(wire, 1e-3), cal.xbzrle_mbps, copy_cap)
         return fresh, resend, 1.0
@@ -163,9 +177,9 @@ def predict(plan: base.Plan, load: Workload, link_mbps: float,
     prev = float('inf')
     round_time = elapsed
     rounds = 1
-    xbz_wire = (load.xbzrle_friendly * cal.xbzrle_residue +
-                (1.0 - load.xbzrle_friendly)) if plan.method == 'xbzrle' \
-        else wire_per_page
+    hit = xbzrle_hit(plan, load)
+    xbz_wire = (hit * cal.xbzrle_residue + 1.0 - hit) \
+        if plan.method == 'xbzrle' else wire_per_page
     while rounds < MAX_ROUNDS:
         dirty = load.dirty_mbps * (1.0 - throttle / 100.0)
         remaining = min(working, dirty * round_time)

@@ -1,0 +1,143 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Choose among candidate plans by predicting each with the model.
+
+The adaptive policy's rules say which levers *may* help; this module asks
+:mod:`~nova_qat_migration.policy.model` what each combination would do for
+this instance and keeps the fastest plan that converges with a downtime
+within the limit. Ties go to the gentler plan (no throttling, no
+post-copy, fewer CPUs spent on compression).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import Any, Iterable, Optional
+
+from oslo_log import log as logging
+
+from nova_qat_migration.policy import base
+from nova_qat_migration.policy import common
+from nova_qat_migration.policy import model
+
+LOG = logging.getLogger(__name__)
+
+#: Defaults for guest behaviour nothing has measured yet.
+DEFAULT_RATIO = 0.5
+DEFAULT_XBZRLE_FRIENDLY = 0.7
+#: Plans whose predictions are this close count as equal (then the
+#: gentler one wins).
+TIE = 1.05
+
+
+@functools.lru_cache(maxsize=8)
+def _load_calibration(path: str) -> model.Calibration:
+    if not path:
+        return model.Calibration()
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        fields = {f.name for f in dataclasses.fields(model.Calibration)}
+        return model.Calibration(**{k: float(v) for k, v in data.items()
+                                    if k in fields})
+    except (OSError, ValueError, TypeError) as exc:
+        LOG.warning('Model calibration %(path)s unusable (%(exc)s): using '
+                    'built-in constants.', {'path': path, 'exc': exc})
+        return model.Calibration()
+
+
+def calibration(conf: Any) -> model.Calibration:
+    return _load_calibration(conf.qat_migration.model_calibration or '')
+
+
+def workload(facts: base.Facts) -> model.Workload:
+    """The model's view of the guest, from measurements and history."""
+    inst = facts.instance
+    hist = facts.history
+    dirty = 0.0 if inst.paused else (
+        inst.dirty_rate_mbps if inst.dirty_rate_mbps is not None
+        else hist.dirty_rate_mbps or 0.0)
+    ratio = DEFAULT_RATIO
+    zero = 0.0
+    if hist.compression_ratio is not None and \
+            hist.method in base.MULTIFD_METHODS:
+        ratio = max(0.02, min(1.0, hist.compression_ratio))
+    elif hist.compression_ratio is not None and hist.method in (None,
+                                                                'none'):
+        # Uncompressed wire bytes below RAM size mean zero pages.
+        zero = max(0.0, min(0.95, 1.0 - hist.compression_ratio))
+    friendly = (hist.xbzrle_hit_ratio if hist.xbzrle_hit_ratio is not None
+                else DEFAULT_XBZRLE_FRIENDLY)
+    return model.Workload(
+        ram_mb=float(inst.memory_mb), dirty_mbps=float(dirty),
+        working_set_mb=(float(inst.hints.working_set_mb)
+                        if inst.hints.working_set_mb else None),
+        zero_fraction=zero, compress_ratio=ratio, xbzrle_friendly=friendly)
+
+
+def _score(plan: base.Plan, pred: model.Prediction) -> tuple:
+    """Sort key: fastest first, gentler on ties."""
+    gentleness = ((1 if plan.post_copy else 0) +
+                  (1 if plan.auto_converge else 0) +
+                  (0.5 if plan.method in ('zlib', 'zstd') else 0))
+    return (pred.total_s * (1 + 0.01 * gentleness), gentleness)
+
+
+def choose(conf: Any, facts: base.Facts, lim: common.Limits,
+           candidates: Iterable[base.Plan],
+           ) -> Optional[tuple[base.Plan, model.Prediction, list]]:
+    """The best converging candidate, its prediction and all scores.
+
+    :returns: None when no candidate converges within the downtime limit.
+    """
+    cal = calibration(conf)
+    load = workload(facts)
+    idle = max(0.5, facts.host.cpus * facts.host.cpu_idle_pct / 100.0)
+    scored = []
+    for plan in candidates:
+        pred = model.predict(plan, load, facts.link_mbps, idle_cores=idle,
+                             cal=cal)
+        scored.append((plan, pred))
+    good = [(p, pr) for p, pr in scored
+            if pr.converges and pr.downtime_ms <= lim.max_downtime_ms]
+    if not good:
+        return None
+    best_plan, best_pred = min(good, key=lambda item: _score(*item))
+    return best_plan, best_pred, scored
+
+
+def explain(best: base.Plan, pred: model.Prediction, scored: list) -> str:
+    """'predicted 11 s / 40 ms with zstd-1 x4 vs never converges plain'."""
+    plain = next((pr for p, pr in scored
+                  if p.method == 'none' and p.parallel_connections == 1 and
+                  not p.auto_converge and not p.post_copy), None)
+    text = 'predicted %s with %s' % (pred.describe(), _short(best))
+    if plain is not None and _short(best) != 'plain':
+        text += ' vs %s plain' % plain.describe()
+    return text + ' (%d candidates)' % len(scored)
+
+
+def _short(plan: base.Plan) -> str:
+    name = 'plain' if plan.method == 'none' else plan.method
+    if plan.level is not None:
+        name += '-%d' % plan.level
+    if plan.parallel_connections > 1:
+        name += ' x%d' % plan.parallel_connections
+    if plan.xbzrle_cache_mb:
+        name += ' %dMiB' % plan.xbzrle_cache_mb
+    if plan.auto_converge:
+        name += ' +throttle %d%%' % plan.throttle_initial
+    if plan.post_copy:
+        name += ' +post-copy'
+    return name
