@@ -107,13 +107,33 @@ class TestQATzipLibrary(testtools.TestCase):
         self.assertTrue(result.library.endswith('libqatzip.so.3'))
         self.assertEqual('software', result.to_dict()['engine'])
 
+    def _full_path(self):
+        if '/' in self.qz.path:
+            return self.qz.path
+        for path, _deps in qatzip._candidates(qatzip.SONAME, ()):
+            if '/' in path:
+                return path
+        self.skipTest('QATzip only reachable by soname (system library)')
+
     def test_explicit_full_path(self):
-        path = self.qz.path
-        if '/' not in path:
-            self.skipTest('loaded by soname')
+        path = self._full_path()
         result = qatzip.QATzip(path).selftest(64 * 1024)
         self.assertTrue(result.ok)
         self.assertEqual(path, result.library)
+
+    def test_full_path_without_ld_library_path(self):
+        # The unpacked Debian 13 libraries have no RUNPATH: loading by
+        # full path must work by preloading libusdm/libqat (RTLD_GLOBAL),
+        # with no LD_LIBRARY_PATH in the environment.
+        path = self._full_path()
+        env = {k: v for k, v in os.environ.items()
+               if k not in ('LD_LIBRARY_PATH', 'QATZIP_LIBDIR')}
+        code = ('import sys; from nova_qat_migration.qat import qatzip; '
+                'r = qatzip.QATzip(sys.argv[1]).selftest(65536); '
+                'print(r.status, r.engine, r.roundtrip_ok)')
+        out = subprocess.run([sys.executable, '-c', code, path], env=env,
+                             check=True, capture_output=True, text=True)
+        self.assertEqual('ok software True', out.stdout.strip())
 
     def test_sample_buffer_is_deterministic(self):
         self.assertEqual(qatzip.sample_buffer(100000),
