@@ -265,7 +265,7 @@ class Scanner:
     @staticmethod
     def _link_name(path: str) -> Optional[str]:
         try:
-            return os.path.basename(os.readlink(path))
+            return os.readlink(path).rpartition('/')[2]
         except OSError:
             return None
 
@@ -358,37 +358,40 @@ class Scanner:
         except OSError as exc:
             self.warn(self.devices_dir, 'cannot list (%s)', exc)
             return []
+        present = set(names)
+        base = self.devices_dir + '/'
         pfs: list[PhysicalFunction] = []
-        vf_drivers: dict[str, Optional[str]] = {}
         orphans: list[str] = []
         for name in names:
-            dev_dir = os.path.join(self.devices_dir, name)
+            dev_dir = base + name
+            # NOTE(qat-migration): a function with a ``physfn`` link is a VF
+            # and is read through its PF's ``virtfn*`` links below, which
+            # the kernel keeps authoritative; that spares two file reads per
+            # VF (a 128-VF host scans in a few ms) and skips the VFs of
+            # non-QAT PFs (NICs) without opening anything.
+            if self._link_name(dev_dir + '/physfn') is not None:
+                continue
             ident = self._identify(dev_dir)
             if ident is None:
                 continue
             device_id, model, is_vf = ident
             if is_vf:
-                vf_drivers[name] = self._link_name(
-                    os.path.join(dev_dir, 'driver'))
+                # A QAT VF without a PF: inside a guest, typically.
+                orphans.append(name)
                 continue
             pfs.append(self._read_pf(name, device_id, model))
-        claimed: set[str] = set()
         result = []
         for pf in pfs:
             vfs = []
             for vf in pf.vfs:
-                if vf.address not in vf_drivers:
-                    # A virtfn link to something that is not a QAT VF (or
-                    # whose ID file was garbage): not an endpoint.
+                if vf.address not in present:
+                    # A virtfn link to a function that is being removed.
                     continue
-                claimed.add(vf.address)
-                vfs.append(VirtualFunction(vf.address,
-                                           vf_drivers[vf.address]))
+                driver = self._link_name(base + vf.address + '/driver')
+                vfs.append(VirtualFunction(vf.address, driver))
             result.append(dataclasses.replace(pf, vfs=tuple(vfs)))
-        orphans = sorted(set(vf_drivers) - claimed)
         if orphans:
-            # VFs whose PF is not visible (e.g. inside a guest, or a PF with
-            # an unreadable ID): nothing to attach their capacity to.
+            # Nothing to attach their capacity to.
             self.warn(self.devices_dir, 'QAT VFs without a PF ignored: %s',
                       ' '.join(orphans)[:200])
         return result

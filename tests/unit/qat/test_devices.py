@@ -179,7 +179,7 @@ class TestDiscovery(base.QATTestCase):
         self.tree.add_pf('0000:40:00.0', '4xxx', numvfs=2)
         self.tree.add_pf('0000:50:00.0', '4xxx', numvfs=2)
         self.tree.add_pf('0000:60:00.0', 'c62x', numvfs=2)
-        # A PF whose device ID is garbage: skipped (its VFs are orphans).
+        # A PF whose device ID is garbage: skipped, and its VFs with it.
         self.tree.write_attr('0000:20:00.0', 'device', 'zz\n')
         # An unreadable vendor file (EISDIR): skipped.
         self.tree.make_unreadable(os.path.join(
@@ -195,9 +195,14 @@ class TestDiscovery(base.QATTestCase):
         self.tree.make_unreadable(os.path.join(
             self.tree.debugfs_dir('0000:60:00.0'), 'telemetry',
             'device_data'))
-        # A VF with an unreadable device file: just that VF drops out.
-        self.tree.make_unreadable(os.path.join(
-            self.tree.device_dir(good[1]), 'device'))
+        # VFs are identified by their PF's virtfn links, not their own ID
+        # files; a virtfn entry that is not a link drops just that VF.
+        pf10 = self.tree.device_dir('0000:10:00.0')
+        os.unlink(os.path.join(pf10, 'virtfn1'))
+        self.tree.write(os.path.join(pf10, 'virtfn1'), 'junk')
+        # A QAT VF without a PF (as inside a guest): ignored, warned.
+        self.tree.add_function('0000:f0:00.1', 0x8086, 0x4941,
+                               driver='4xxxvf')
         statuses = self.statuses()
         self.assertEqual(['0000:10:00.0', '0000:40:00.0', '0000:50:00.0',
                          '0000:60:00.0'], sorted(statuses))
