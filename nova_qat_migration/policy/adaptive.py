@@ -206,9 +206,11 @@ class AdaptivePolicy(base.Policy):
             reasons.append('%s is not in [qat_migration] allowed_methods: '
                            'using none' % method)
             method = 'none'
-        channels = lim.forced_channels or (
-            min(lim.max_channels, 4) if method in base.MULTIFD_METHODS
-            else 1)
+        # A hint narrows what the operator permits, never widens it.
+        channels = (min(lim.forced_channels, lim.max_channels)
+                    if lim.forced_channels else
+                    min(lim.max_channels, 4)
+                    if method in base.MULTIFD_METHODS else 1)
         level = (lim.forced_level if lim.forced_level is not None
                  else common.default_level(self.conf, method))
         fields: dict = {}
@@ -220,8 +222,11 @@ class AdaptivePolicy(base.Policy):
                 self.conf, facts)
         return self._base(facts, lim, method=method, level=level,
                           parallel_connections=channels,
-                          qat_lease=method in ('qatzip', 'mt') and
-                          facts.qat.available,
+                          # mt only runs on QAT in a vendor build.
+                          qat_lease=(method == 'qatzip' or (
+                              method == 'mt' and
+                              self.conf.qat_migration.legacy_mt_uses_qat))
+                          and facts.qat.available,
                           fallbacks=self._software_fallbacks(facts, lim),
                           reasons=tuple(reasons), **fields)
 
@@ -263,7 +268,8 @@ class AdaptivePolicy(base.Policy):
                 reasons=tuple(reasons) + (
                     'QAT through the legacy mt path ([qat_migration] '
                     'legacy_mt_uses_qat): %d compression threads' % threads,))
-        if 'qatzip' in lim.methods and facts.qat.endpoints:
+        if 'qatzip' in lim.methods and facts.qat.endpoints and \
+                not incompressible:
             reasons.append(self._why_not_qat(facts, lim))
 
         busy = dirty is not None and dirty > QUIET_SHARE * link
@@ -335,6 +341,12 @@ class AdaptivePolicy(base.Policy):
                           reasons=tuple(reasons) + ('plain pre-copy',))
 
     def _why_not_qat(self, facts: base.Facts, lim: common.Limits) -> str:
+        hist = facts.history
+        if (hist.compression_ratio is not None and
+                hist.method in base.MULTIFD_METHODS and
+                hist.compression_ratio > INCOMPRESSIBLE_RATIO):
+            return ('QAT: last migration compressed to %.2f: pages are '
+                    'incompressible' % hist.compression_ratio)
         if not facts.qat.available:
             return 'QAT: no free lease (%d endpoint(s) busy or reserved ' \
                    'elsewhere): software path' % facts.qat.endpoints
