@@ -1,0 +1,695 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``adaptive``: every decision branch and the reason it gives.
+
+``TestRules*`` classes exercise the rule-based choice (the model off);
+``TestWithModel`` checks what the convergence model may and may not pick.
+Expected numbers are worked out in the comments from the facts and the
+option values, not taken from the code's output.
+"""
+
+from nova_qat_migration.policy import adaptive
+from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration.virt.libvirt import translate
+from tests.unit import base
+
+#: 1 Gbit/s in MiB/s (below adaptive.FAST_LINK_MBPS).
+LINK_1G = 1e9 / 8 / policy_base.MIB
+
+HV_OLD_MT = policy_base.HypervisorCaps(qemu_version=(9, 0, 0))
+DEST_MT = policy_base.DestinationCaps(
+    known=True, methods=frozenset({'xbzrle', 'mt', 'zlib', 'zstd'}),
+    multifd=True)
+DEST_101 = policy_base.DestinationCaps(
+    known=True, methods=frozenset({'xbzrle', 'zlib', 'zstd'}),
+    multifd=True, postcopy_with_multifd=True)
+HV_101 = policy_base.HypervisorCaps(qemu_version=(10, 1, 0))
+
+#: Facts under which the QAT path is open.
+QAT_OK = dict(qat=dict(endpoints=2, free_leases=1), hypervisor=base.HV_QATZIP,
+              destination=base.DEST_QAT, passthrough_allowed=True)
+#: The same without the destination (tests set their own).
+QAT_OK_NO_DEST = {k: v for k, v in QAT_OK.items() if k != 'destination'}
+#: 8 GiB above the default 2 GiB headroom.
+SPARE = dict(mem_free_mb=2048 + 8192)
+
+
+class AdaptiveTestCase(base.TestCase):
+
+    model = False
+
+    def setUp(self):
+        super().setUp()
+        self.flags(adaptive_model=self.model)
+        self.policy = adaptive.AdaptivePolicy(self.conf)
+
+    def plan(self, **facts):
+        plan = self.policy.plan(base.make_facts(**facts))
+        self.assertEqual('adaptive', plan.policy)
+        self.assertTrue(plan.reasons)
+        return plan
+
+
+class TestRulesQAT(AdaptiveTestCase):
+
+    def test_qat_chosen(self):
+        self.flags(qatzip_level=3, max_parallel_connections=8)
+        plan = self.plan(**dict(QAT_OK, qat=dict(endpoints=6,
+                                                 free_leases=2)))
+        self.assertEqual('qatzip', plan.method)
+        self.assertEqual(3, plan.level)
+        # One channel per endpoint (at least 4), within the maximum.
+        self.assertEqual(6, plan.parallel_connections)
+        self.assertTrue(plan.qat_lease)
+        self.assertReason('QAT: 6 healthy endpoint(s)', plan.reasons)
+
+    def test_qat_channels_capped(self):
+        self.flags(max_parallel_connections=3)
+        plan = self.plan(**QAT_OK)
+        self.assertEqual(3, plan.parallel_connections)
+
+    def test_qat_software_fallbacks_when_cpu_idle(self):
+        self.flags(zstd_level=2, zlib_level=4)
+        plan = self.plan(**dict(QAT_OK, host=dict(cpu_idle_pct=90.0)))
+        self.assertEqual('qatzip', plan.method)
+        self.assertEqual((('zstd', 2), ('zlib', 4)), plan.fallbacks)
+
+    def test_qat_no_software_fallbacks_when_cpu_busy(self):
+        plan = self.plan(**QAT_OK)
+        self.assertEqual((), plan.fallbacks)
+
+    def test_qat_plan_runs_through_passthrough(self):
+        facts = base.make_facts(**QAT_OK)
+        call = translate.to_libvirt(self.policy.plan(facts), facts)
+        self.assertEqual(translate.BACKEND_PASSTHROUGH, call.backend)
+        self.assertEqual('qatzip', call.passthrough['multifd-compression'])
+
+    def test_not_qat_no_free_lease(self):
+        plan = self.plan(**dict(QAT_OK, qat=dict(endpoints=2,
+                                                 free_leases=0)))
+        self.assertNotEqual('qatzip', plan.method)
+        self.assertFalse(plan.qat_lease)
+        self.assertReason('QAT: no free lease', plan.reasons)
+
+    def test_not_qat_passthrough_off(self):
+        plan = self.plan(**dict(QAT_OK, passthrough_allowed=False))
+        self.assertNotEqual('qatzip', plan.method)
+        self.assertReason('qemu_monitor_passthrough', plan.reasons)
+
+    def test_not_qat_source_without_qatzip(self):
+        plan = self.plan(**dict(QAT_OK,
+                                hypervisor=policy_base.HypervisorCaps()))
+        self.assertNotEqual('qatzip', plan.method)
+        self.assertReason('this QEMU has no qatzip', plan.reasons)
+
+    def test_not_qat_destination_cannot_decode(self):
+        for dest in (base.DEST_SOFTWARE, policy_base.DestinationCaps()):
+            plan = self.plan(**dict(QAT_OK, destination=dest))
+            self.assertNotEqual('qatzip', plan.method)
+            self.assertReason('destination cannot decode qatzip',
+                              plan.reasons)
+
+    def test_not_qat_incompressible(self):
+        plan = self.plan(**dict(QAT_OK, history=dict(
+            compression_ratio=0.95, method='qatzip')))
+        self.assertNotEqual('qatzip', plan.method)
+        self.assertReason('incompressible', plan.reasons)
+        # The path is otherwise open: no misleading reason about it.
+        self.assertNoReason('destination cannot decode', plan.reasons)
+
+    def test_not_qat_when_not_allowed(self):
+        self.flags(allowed_methods=['none', 'xbzrle', 'zstd'])
+        plan = self.plan(**QAT_OK)
+        self.assertNotEqual('qatzip', plan.method)
+        self.assertNoReason('QAT', plan.reasons)
+
+    def test_no_qat_reason_without_endpoints(self):
+        plan = self.plan(**dict(QAT_OK, qat=dict(endpoints=0,
+                                                 free_leases=0)))
+        self.assertNoReason('QAT', plan.reasons)
+
+
+class TestRulesLegacyMT(AdaptiveTestCase):
+
+    def facts(self, **kw):
+        facts = dict(qat=dict(endpoints=3, free_leases=1),
+                     hypervisor=HV_OLD_MT, destination=DEST_MT)
+        facts.update(kw)
+        return facts
+
+    def test_legacy_mt_on_qat(self):
+        self.flags(legacy_mt_uses_qat=True, mt_level=2,
+                   allowed_methods=['none', 'mt'])
+        plan = self.plan(**self.facts())
+        self.assertEqual('mt', plan.method)
+        self.assertEqual(2, plan.level)
+        # Two threads per endpoint, up to 8; half as many decompressors.
+        self.assertEqual((6, 3), (plan.mt_threads, plan.mt_dthreads))
+        self.assertTrue(plan.qat_lease)
+        self.assertReason('legacy_mt_uses_qat', plan.reasons)
+
+    def test_legacy_mt_threads_capped(self):
+        self.flags(legacy_mt_uses_qat=True, allowed_methods=['none', 'mt'])
+        plan = self.plan(**self.facts(qat=dict(endpoints=16,
+                                               free_leases=1)))
+        self.assertEqual((8, 4), (plan.mt_threads, plan.mt_dthreads))
+
+    def test_legacy_mt_needs_the_option(self):
+        self.flags(allowed_methods=['none', 'mt'])
+        self.assertNotEqual('mt', self.plan(**self.facts()).method)
+
+    def test_legacy_mt_needs_qemu_before_9_1(self):
+        self.flags(legacy_mt_uses_qat=True, allowed_methods=['none', 'mt'])
+        plan = self.plan(**self.facts(
+            hypervisor=policy_base.HypervisorCaps(qemu_version=(9, 1, 0))))
+        self.assertNotEqual('mt', plan.method)
+
+    def test_legacy_mt_needs_free_lease(self):
+        self.flags(legacy_mt_uses_qat=True, allowed_methods=['none', 'mt'])
+        plan = self.plan(**self.facts(qat=dict(endpoints=3,
+                                               free_leases=0)))
+        self.assertNotEqual('mt', plan.method)
+
+
+class TestRulesXBZRLE(AdaptiveTestCase):
+
+    def test_busy_guest_with_spare_memory(self):
+        # Dirty 300 MiB/s > 10% of the 1192 MiB/s link: busy. Cache: half
+        # of the 4096 MiB RAM = 2048 (within 64..4096 and the 8192 spare).
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0), host=SPARE)
+        self.assertEqual('xbzrle', plan.method)
+        self.assertEqual(2048, plan.xbzrle_cache_mb)
+        # Growth limit: min(4096 max, 4096 RAM, 8192 spare).
+        self.assertEqual(4096, plan.xbzrle_cache_max_mb)
+        self.assertEqual(1, plan.parallel_connections)
+        self.assertReason('XBZRLE cache 2048 MiB', plan.reasons)
+
+    def test_cache_from_working_set_hint(self):
+        # 1000 MiB working set x 0.5 = 500 -> 256 (power of two).
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0), host=SPARE,
+                         hints=dict(working_set_mb=1000))
+        self.assertEqual(256, plan.xbzrle_cache_mb)
+
+    def test_cache_bounded_by_spare_memory(self):
+        # 700 MiB spare -> 512.
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0),
+                         host=dict(mem_free_mb=2048 + 700))
+        self.assertEqual(512, plan.xbzrle_cache_mb)
+        self.assertEqual(512, plan.xbzrle_cache_max_mb)
+
+    def test_cache_bounded_by_option(self):
+        self.flags(xbzrle_cache_max_mb=1000)
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0), host=SPARE)
+        self.assertEqual(512, plan.xbzrle_cache_mb)
+
+    def test_quiet_guest_gets_no_cache(self):
+        plan = self.plan(instance=dict(dirty_rate_mbps=50.0), host=SPARE)
+        self.assertNotEqual('xbzrle', plan.method)
+
+    def test_no_cache_when_memory_short(self):
+        # 32 MiB above the headroom < the 64 MiB minimum cache.
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0),
+                         host=dict(mem_free_mb=2048 + 32))
+        self.assertNotEqual('xbzrle', plan.method)
+        self.assertReason('not enough spare memory for an XBZRLE cache',
+                          plan.reasons)
+
+    def test_min_cache_option(self):
+        self.flags(xbzrle_cache_min_mb=1024)
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0),
+                         host=dict(mem_free_mb=2048 + 700))
+        self.assertNotEqual('xbzrle', plan.method)
+
+    def test_poor_xbzrle_history(self):
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0), host=SPARE,
+                         history=dict(xbzrle_hit_ratio=0.1))
+        self.assertNotEqual('xbzrle', plan.method)
+        self.assertReason('XBZRLE hit rate was 10% last time: no cache',
+                          plan.reasons)
+
+    def test_good_xbzrle_history(self):
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0), host=SPARE,
+                         history=dict(xbzrle_hit_ratio=0.8))
+        self.assertEqual('xbzrle', plan.method)
+
+    def test_xbzrle_not_allowed(self):
+        self.flags(allowed_methods=['none', 'zstd'])
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0), host=SPARE)
+        self.assertNotEqual('xbzrle', plan.method)
+        self.assertNoReason('XBZRLE', plan.reasons)
+
+    def test_converged_compression_history_preferred(self):
+        # Compression worked last time: no XBZRLE, compress again.
+        plan = self.plan(instance=dict(dirty_rate_mbps=300.0),
+                         host=dict(SPARE, cpu_idle_pct=90.0),
+                         destination=base.DEST_SOFTWARE,
+                         history=dict(compression_ratio=0.4, method='zstd',
+                                      converged=True))
+        self.assertEqual('zstd', plan.method)
+
+    def test_xbzrle_residue_makes_busy_guest_converge(self):
+        # 3000 MiB/s dirtied: XBZRLE re-sends 30% = 900 < 0.8 x 1192.
+        plan = self.plan(instance=dict(dirty_rate_mbps=3000.0), host=SPARE)
+        self.assertEqual('xbzrle', plan.method)
+        self.assertFalse(plan.auto_converge)
+        self.assertReason('converges', plan.reasons)
+
+
+class TestRulesSoftwareCompression(AdaptiveTestCase):
+
+    def idle_facts(self, **kw):
+        facts = dict(host=dict(cpu_idle_pct=90.0),
+                     destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
+        facts.update(kw)
+        return facts
+
+    def test_zstd_on_idle_cpu(self):
+        self.flags(zstd_level=3, zlib_level=5)
+        plan = self.plan(**self.idle_facts())
+        # 4 CPUs x 90% idle = 3 idle cores -> 3 channels (<= 4).
+        self.assertEqual(('zstd', 3, 3), (plan.method, plan.level,
+                                          plan.parallel_connections))
+        self.assertEqual((('zlib', 5),), plan.fallbacks)
+        self.assertReason('90% CPU idle (>= 50%): zstd multifd x3',
+                          plan.reasons)
+
+    def test_zlib_when_zstd_not_allowed(self):
+        self.flags(allowed_methods=['none', 'zlib'])
+        plan = self.plan(**self.idle_facts())
+        self.assertEqual('zlib', plan.method)
+
+    def test_zlib_when_destination_lacks_zstd(self):
+        dest = policy_base.DestinationCaps(
+            known=True, methods=frozenset({'zlib'}), multifd=True)
+        plan = self.plan(**self.idle_facts(destination=dest))
+        self.assertEqual('zlib', plan.method)
+
+    def test_at_least_two_channels(self):
+        plan = self.plan(**self.idle_facts(host=dict(cpus=1,
+                                                     cpu_idle_pct=90.0)))
+        self.assertEqual('zstd', plan.method)
+        self.assertEqual(2, plan.parallel_connections)
+
+    def test_channels_capped(self):
+        self.flags(max_parallel_connections=2)
+        plan = self.plan(**self.idle_facts(host=dict(cpus=16,
+                                                     cpu_idle_pct=90.0)))
+        self.assertEqual(2, plan.parallel_connections)
+
+    def test_cpu_too_busy(self):
+        plan = self.plan(**self.idle_facts(host=dict(cpu_idle_pct=40.0)))
+        self.assertNotIn(plan.method, ('zlib', 'zstd'))
+        self.assertReason('40% CPU idle < 50%: no software compression',
+                          plan.reasons)
+
+    def test_threshold_option(self):
+        self.flags(cpu_idle_threshold=30)
+        plan = self.plan(**self.idle_facts(host=dict(cpu_idle_pct=40.0)))
+        self.assertEqual('zstd', plan.method)
+
+    def test_destination_unknown(self):
+        plan = self.plan(**self.idle_facts(
+            destination=policy_base.DestinationCaps()))
+        self.assertEqual('none', plan.method)
+        self.assertReason('no software compression method both ends run',
+                          plan.reasons)
+
+    def test_incompressible_history(self):
+        plan = self.plan(**self.idle_facts(history=dict(
+            compression_ratio=0.9, method='zstd')))
+        self.assertEqual('none', plan.method)
+        self.assertReason('compressed to 0.90: pages are incompressible',
+                          plan.reasons)
+
+    def test_ratio_of_uncompressed_migration_is_not_history(self):
+        # wire/RAM of a plain migration says nothing about compression.
+        plan = self.plan(**self.idle_facts(history=dict(
+            compression_ratio=0.9, method='none')))
+        self.assertEqual('zstd', plan.method)
+
+    def test_compression_does_not_beat_fast_link(self):
+        # 2 CPUs x 90% -> 1 idle core -> 2 channels x 350 = 700 MiB/s of
+        # pages, less than 1.1 x the 1192 MiB/s link.
+        plan = self.plan(**self.idle_facts(
+            host=dict(cpus=2, cpu_idle_pct=90.0), link_mbps=base.LINK_10G))
+        self.assertNotIn(plan.method, ('zlib', 'zstd'))
+        self.assertReason('compression would not beat the 1192 MiB/s link',
+                          plan.reasons)
+
+    def test_compression_for_busy_guest_even_on_fast_link(self):
+        plan = self.plan(**self.idle_facts(
+            host=dict(cpus=2, cpu_idle_pct=90.0), link_mbps=base.LINK_10G,
+            instance=dict(dirty_rate_mbps=400.0)))
+        self.assertEqual('zstd', plan.method)
+
+
+class TestRulesPlain(AdaptiveTestCase):
+
+    def test_plain_multifd_on_fast_link(self):
+        plan = self.plan()
+        self.assertEqual('none', plan.method)
+        # No idle core: the minimum of 2 channels.
+        self.assertEqual(2, plan.parallel_connections)
+        self.assertReason('fast link (1192 MiB/s): plain multifd x2',
+                          plan.reasons)
+
+    def test_plain_multifd_channels_from_idle_cores(self):
+        self.flags(max_parallel_connections=8)
+        plan = self.plan(host=dict(cpus=16, cpu_idle_pct=40.0))
+        # 6 idle cores, but plain multifd uses at most 4.
+        self.assertEqual(4, plan.parallel_connections)
+
+    def test_plain_precopy_on_slow_link(self):
+        plan = self.plan(link_mbps=LINK_1G)
+        self.assertEqual(('none', 1), (plan.method,
+                                       plan.parallel_connections))
+        self.assertReason('plain pre-copy', plan.reasons)
+
+    def test_plain_precopy_when_tunnelled(self):
+        plan = self.plan(nova=dict(tunnelled=True))
+        self.assertEqual(1, plan.parallel_connections)
+        self.assertReason('plain pre-copy', plan.reasons)
+
+    def test_plain_precopy_on_single_cpu(self):
+        plan = self.plan(host=dict(cpus=1, cpu_idle_pct=10.0))
+        self.assertEqual(1, plan.parallel_connections)
+
+    def test_options_and_hints_carried(self):
+        self.flags(downtime_ms=700, progress_timeout=99,
+                   post_copy_after_stalled=5)
+        plan = self.plan(nova=dict(bandwidth_mbps=321))
+        self.assertEqual((700, 99, 5, 321), (
+            plan.max_downtime_ms, plan.progress_timeout_s,
+            plan.post_copy_after_stalled, plan.bandwidth_mbps))
+        plan = self.plan(hints=dict(max_downtime_ms=150))
+        self.assertEqual(150, plan.max_downtime_ms)
+
+
+class TestRulesForced(AdaptiveTestCase):
+
+    def test_forced_method(self):
+        self.flags(zstd_level=4)
+        plan = self.plan(hints=dict(method='zstd'))
+        self.assertEqual(('zstd', 4, 4), (plan.method, plan.level,
+                                          plan.parallel_connections))
+        self.assertReason('method zstd forced by qat_migration:method',
+                          plan.reasons)
+
+    def test_forced_level_and_channels(self):
+        plan = self.plan(hints=dict(method='zlib', level=7,
+                                    parallel_connections=3))
+        self.assertEqual(('zlib', 7, 3), (plan.method, plan.level,
+                                          plan.parallel_connections))
+
+    def test_forced_channels_capped_by_operator(self):
+        self.flags(max_parallel_connections=4)
+        plan = self.plan(hints=dict(method='zstd', parallel_connections=16))
+        self.assertEqual(4, plan.parallel_connections)
+
+    def test_forced_method_not_allowed(self):
+        plan = self.plan(hints=dict(method='mt'))
+        self.assertEqual(('none', 1), (plan.method,
+                                       plan.parallel_connections))
+        self.assertIsNone(plan.level)
+        self.assertReason('mt is not in [qat_migration] allowed_methods: '
+                          'using none', plan.reasons)
+
+    def test_forced_single_stream_method(self):
+        plan = self.plan(hints=dict(method='xbzrle'))
+        self.assertEqual(1, plan.parallel_connections)
+        # No spare memory: the minimum cache.
+        self.assertEqual(64, plan.xbzrle_cache_mb)
+
+    def test_forced_xbzrle_sized_when_memory_spare(self):
+        plan = self.plan(hints=dict(method='xbzrle'), host=SPARE)
+        self.assertEqual(2048, plan.xbzrle_cache_mb)
+
+    def test_forced_overrides_the_rules(self):
+        # The rules would pick XBZRLE here; the hint wins.
+        plan = self.plan(hints=dict(method='zlib'), host=SPARE,
+                         instance=dict(dirty_rate_mbps=300.0))
+        self.assertEqual('zlib', plan.method)
+
+    def test_forced_qatzip_takes_lease(self):
+        plan = self.plan(hints=dict(method='qatzip'), **QAT_OK)
+        self.assertTrue(plan.qat_lease)
+        plan = self.plan(hints=dict(method='qatzip'))
+        self.assertFalse(plan.qat_lease)
+
+    def test_forced_mt_takes_lease_only_on_qat_build(self):
+        self.flags(allowed_methods=['none', 'mt'])
+        facts = dict(qat=dict(endpoints=1, free_leases=1),
+                     hypervisor=HV_OLD_MT, destination=DEST_MT)
+        self.assertFalse(self.plan(hints=dict(method='mt'),
+                                   **facts).qat_lease)
+        self.flags(legacy_mt_uses_qat=True)
+        self.assertTrue(self.plan(hints=dict(method='mt'),
+                                  **facts).qat_lease)
+
+    def test_forced_with_model_on(self):
+        self.flags(adaptive_model=True)
+        plan = self.plan(hints=dict(method='zstd'))
+        self.assertEqual('zstd', plan.method)
+        self.assertNoReason('predicted', plan.reasons)
+
+
+class TestRulesConvergence(AdaptiveTestCase):
+
+    def stalling(self, **kw):
+        # 2000 MiB/s dirtied over a 1000 MiB/s link, nothing else to help:
+        # plain multifd moves 1000 MiB/s.
+        facts = dict(instance=dict(dirty_rate_mbps=2000.0), link_mbps=1000.0)
+        facts.update(kw)
+        return facts
+
+    def test_dirty_rate_unknown(self):
+        plan = self.plan()
+        self.assertFalse(plan.auto_converge)
+        self.assertFalse(plan.post_copy)
+        self.assertReason('dirty rate unknown: no throttling planned',
+                          plan.reasons)
+
+    def test_dirty_rate_from_history(self):
+        plan = self.plan(**self.stalling(
+            instance=dict(dirty_rate_mbps=None),
+            history=dict(dirty_rate_mbps=2000.0)))
+        self.assertTrue(plan.auto_converge)
+
+    def test_measured_dirty_rate_wins_over_history(self):
+        plan = self.plan(**self.stalling(
+            instance=dict(dirty_rate_mbps=10.0),
+            history=dict(dirty_rate_mbps=2000.0)))
+        self.assertFalse(plan.auto_converge)
+
+    def test_converges(self):
+        plan = self.plan(instance=dict(dirty_rate_mbps=50.0))
+        self.assertFalse(plan.auto_converge)
+        self.assertFalse(plan.post_copy)
+        self.assertReason('converges: 50 MiB/s dirtied', plan.reasons)
+
+    def test_throttle_from_schedule(self):
+        # Needed: 1 - 0.8 x 1000 / 2000 = 60% -> first step >= 60 is 70,
+        # the increment is the gap to the next step.
+        self.flags(throttle_schedule=[10, 30, 50, 70, 90])
+        plan = self.plan(**self.stalling())
+        self.assertEqual((70, 20), (plan.throttle_initial,
+                                    plan.throttle_increment))
+        self.assertFalse(plan.post_copy)
+        self.assertReason('will not converge: 2000 MiB/s dirtied vs 1000',
+                          plan.reasons)
+        self.assertReason('stepped auto-converge from 70% (+20%), about '
+                          '60% needed', plan.reasons)
+
+    def test_throttle_low_need_starts_at_first_step(self):
+        # Needed: 1 - 0.8 x 1000 / 1300 = 38.5% -> 50, +20.
+        self.flags(throttle_schedule=[50, 70, 90])
+        plan = self.plan(**self.stalling(
+            instance=dict(dirty_rate_mbps=1300.0)))
+        self.assertEqual((50, 20), (plan.throttle_initial,
+                                    plan.throttle_increment))
+
+    def test_throttle_beyond_schedule_uses_last_step(self):
+        self.flags(throttle_schedule=[10, 30, 50, 70, 90])
+        plan = self.plan(**self.stalling(
+            instance=dict(dirty_rate_mbps=100000.0)))
+        self.assertEqual((90, 20), (plan.throttle_initial,
+                                    plan.throttle_increment))
+
+    def test_throttle_single_step_schedule(self):
+        self.flags(throttle_schedule=[50])
+        plan = self.plan(**self.stalling())
+        self.assertEqual(50, plan.throttle_initial)
+        self.assertGreaterEqual(plan.throttle_increment, 1)
+
+    def test_throttle_refused_by_option(self):
+        self.flags(permit_auto_converge=False)
+        plan = self.plan(**self.stalling())
+        self.assertFalse(plan.auto_converge)
+        self.assertReason('neither throttling nor post-copy permitted',
+                          plan.reasons)
+
+    def test_throttle_refused_by_hint(self):
+        plan = self.plan(hints=dict(allow_throttle=False),
+                         **self.stalling())
+        self.assertFalse(plan.auto_converge)
+        self.assertReason('neither throttling nor post-copy permitted',
+                          plan.reasons)
+
+    def test_post_copy_permitted(self):
+        self.flags(permit_post_copy=True, post_copy_after_stalled=4)
+        plan = self.plan(**self.stalling())
+        self.assertTrue(plan.post_copy)
+        self.assertTrue(plan.auto_converge)
+        # Throttling is allowed too, so multifd stays.
+        self.assertEqual(2, plan.parallel_connections)
+        self.assertReason('post-copy permitted after 4 stalled iterations',
+                          plan.reasons)
+
+    def test_post_copy_multifd_old_qemu_no_throttle_single_stream(self):
+        self.flags(permit_post_copy=True, permit_auto_converge=False)
+        plan = self.plan(**self.stalling())
+        self.assertTrue(plan.post_copy)
+        self.assertFalse(plan.auto_converge)
+        self.assertEqual(('none', 1), (plan.method,
+                                       plan.parallel_connections))
+        self.assertEqual((), plan.fallbacks)
+        self.assertReason('cannot run with multifd here: single stream',
+                          plan.reasons)
+        facts = base.make_facts(**self.stalling())
+        call = translate.to_libvirt(plan, facts)
+        self.assertTrue(call.plan.post_copy)
+
+    def test_post_copy_multifd_on_qemu_10_1_keeps_multifd(self):
+        self.flags(permit_post_copy=True, permit_auto_converge=False)
+        plan = self.plan(**self.stalling(hypervisor=HV_101,
+                                         destination=DEST_101))
+        self.assertTrue(plan.post_copy)
+        self.assertEqual(2, plan.parallel_connections)
+
+    def test_post_copy_refused_by_hint(self):
+        self.flags(permit_post_copy=True)
+        plan = self.plan(hints=dict(allow_post_copy=False),
+                         **self.stalling())
+        self.assertFalse(plan.post_copy)
+
+    def test_hint_cannot_permit_post_copy(self):
+        plan = self.plan(hints=dict(allow_post_copy=True),
+                         **self.stalling())
+        self.assertFalse(plan.post_copy)
+
+    def test_neither_permitted(self):
+        self.flags(permit_auto_converge=False, permit_post_copy=False)
+        plan = self.plan(**self.stalling())
+        self.assertFalse(plan.auto_converge)
+        self.assertFalse(plan.post_copy)
+        self.assertReason('the progress timeout will abort if it stalls',
+                          plan.reasons)
+
+    def test_did_not_converge_last_time(self):
+        plan = self.plan(history=dict(converged=False))
+        self.assertEqual(self.conf.qat_migration.throttle_schedule[0],
+                         plan.throttle_initial)
+        self.assertReason('did not converge last time', plan.reasons)
+
+    def test_paused_instance(self):
+        # A paused guest dirties nothing, whatever was measured before.
+        plan = self.plan(instance=dict(paused=True, dirty_rate_mbps=5000.0),
+                         host=SPARE)
+        self.assertNotEqual('xbzrle', plan.method)
+        self.assertFalse(plan.auto_converge)
+        self.assertReason('converges: 0 MiB/s dirtied', plan.reasons)
+
+
+class TestWithModel(AdaptiveTestCase):
+    """The convergence model picks among candidates the rules allow."""
+
+    model = True
+
+    def test_idle_guest_predicted(self):
+        plan = self.plan(instance=dict(dirty_rate_mbps=0.0))
+        self.assertReason('predicted', plan.reasons)
+        self.assertFalse(plan.auto_converge)
+        self.assertFalse(plan.post_copy)
+
+    def test_dirty_rate_unknown_noted(self):
+        plan = self.plan()
+        self.assertReason('dirty rate unknown: predicted as an idle guest',
+                          plan.reasons)
+
+    def test_never_forbidden_levers(self):
+        self.flags(permit_auto_converge=False, permit_post_copy=False,
+                   allowed_methods=['none', 'zlib'])
+        for dirty in (0.0, 300.0, 900.0, 3000.0):
+            plan = self.plan(instance=dict(dirty_rate_mbps=dirty),
+                             host=dict(SPARE, cpu_idle_pct=100.0, cpus=8),
+                             destination=base.DEST_SOFTWARE, **QAT_OK_NO_DEST)
+            self.assertFalse(plan.auto_converge, dirty)
+            self.assertFalse(plan.post_copy, dirty)
+            self.assertIn(plan.method, ('none', 'zlib'), dirty)
+
+    def test_no_multifd_when_tunnelled(self):
+        for dirty in (0.0, 500.0):
+            plan = self.plan(instance=dict(dirty_rate_mbps=dirty),
+                             host=dict(cpu_idle_pct=100.0, cpus=8),
+                             destination=base.DEST_SOFTWARE,
+                             nova=dict(tunnelled=True))
+            self.assertEqual(1, plan.parallel_connections)
+            self.assertNotIn(plan.method, ('zlib', 'zstd', 'qatzip'))
+
+    def test_no_software_compression_on_busy_cpu(self):
+        plan = self.plan(instance=dict(dirty_rate_mbps=500.0),
+                         host=dict(cpu_idle_pct=10.0),
+                         destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
+        self.assertNotIn(plan.method, ('zlib', 'zstd'))
+        self.assertReason('zstd: 10% CPU idle < 50%', plan.reasons)
+
+    def test_no_qatzip_without_passthrough(self):
+        plan = self.plan(instance=dict(dirty_rate_mbps=500.0),
+                         link_mbps=LINK_1G,
+                         **dict(QAT_OK, passthrough_allowed=False))
+        self.assertNotEqual('qatzip', plan.method)
+        self.assertReason('qemu_monitor_passthrough', plan.reasons)
+
+    def test_incompressible_qat_reason(self):
+        plan = self.plan(instance=dict(dirty_rate_mbps=500.0),
+                         history=dict(compression_ratio=0.95,
+                                      method='qatzip'), **QAT_OK)
+        self.assertNotEqual('qatzip', plan.method)
+        self.assertReason('incompressible', plan.reasons)
+        self.assertNoReason('destination cannot decode', plan.reasons)
+
+    def test_no_post_copy_with_multifd_before_10_1(self):
+        self.flags(permit_post_copy=True)
+        for dirty in (500.0, 3000.0, 20000.0):
+            plan = self.plan(instance=dict(dirty_rate_mbps=dirty),
+                             host=dict(cpu_idle_pct=100.0, cpus=8),
+                             destination=base.DEST_SOFTWARE)
+            if plan.post_copy:
+                self.assertEqual(1, plan.parallel_connections, dirty)
+
+    def test_nothing_converges_keeps_rule_plan(self):
+        self.flags(permit_auto_converge=False, permit_post_copy=False)
+        plan = self.plan(instance=dict(dirty_rate_mbps=50000.0),
+                         link_mbps=LINK_1G)
+        self.assertReason('model: no candidate converges within 500 ms; '
+                          'rule-based plan kept', plan.reasons)
+        self.assertReason('neither throttling nor post-copy permitted',
+                          plan.reasons)
+
+    def test_model_result_translates_cleanly(self):
+        facts = base.make_facts(instance=dict(dirty_rate_mbps=800.0),
+                                host=dict(SPARE, cpu_idle_pct=100.0,
+                                          cpus=8),
+                                destination=base.DEST_SOFTWARE)
+        plan = self.policy.plan(facts)
+        call = translate.to_libvirt(plan, facts)
+        self.assertEqual((), call.degradations)
