@@ -361,21 +361,50 @@ class QATMigrationMixin:
                      'Nova\'s own plan.')
             return result
         try:
-            qat_conf.check(CONF)
-            self._qat_policies = loader.PolicySet(CONF)
-            # Load the fallback now so a broken install fails at start-up.
-            self._qat_policies.get(NOVA_DEFAULT)
+            self._qat_start()
         except (qat_conf.ConfigError, loader.UnknownPolicy) as exc:
             raise exception.InvalidConfiguration(str(exc))
-        self._qat_caps = self._qat_probe()
-        self._qat_history = self._qat_make_history()
-        self._qat_manager = self._qat_make_manager()
         LOG.info('Live-migration planning enabled: policy %(policy)s, '
                  'traits %(traits)s',
                  {'policy': CONF.qat_migration.policy,
                   'traits': ', '.join(sorted(
                       capabilities.traits_for(self._qat_caps)))})
         return result
+
+    def _qat_start(self) -> None:
+        """Check options, load policies, probe capabilities (once).
+
+        :raises ConfigError, UnknownPolicy: for ``init_host`` to turn into
+            a start-up failure naming the option or the installed policies.
+        """
+        qat_conf.check(CONF)
+        policies = loader.PolicySet(CONF)
+        # Load the fallback now so a broken install fails at start-up.
+        policies.get(NOVA_DEFAULT)
+        self._qat_caps = self._qat_probe()
+        self._qat_history = self._qat_make_history()
+        self._qat_manager = self._qat_make_manager()
+        self._qat_policies = policies
+
+    def _qat_ready(self) -> bool:
+        """Whether migrations are planned; starts the planner if needed.
+
+        NOTE(qat-migration): ``init_host`` starts it; the lazy start covers
+        drivers used without ``init_host`` (Nova's own unit tests, which we
+        run against this class). A failure here means Nova's own plan.
+        """
+        if not self._qat_enabled():
+            return False
+        if self._qat_policies is None:
+            with self._qat_sessions_lock:
+                if self._qat_policies is None:
+                    try:
+                        self._qat_start()
+                    except Exception as exc:  # noqa: BLE001
+                        LOG.warning('Live-migration planner unavailable '
+                                    '(%s); Nova\'s own plan is used.', exc)
+                        return False
+        return True
 
     def _qat_probe(self) -> base.HypervisorCaps:
         try:
@@ -472,7 +501,7 @@ class QATMigrationMixin:
     def check_can_live_migrate_source(self, context: Any, instance: Any,
                                       dest_check_data: Any,
                                       block_device_info: Any = None) -> Any:
-        if self._qat_enabled():
+        if self._qat_ready():
             self._qat_check_hints(instance)
         return super().check_can_live_migrate_source(
             context, instance, dest_check_data,
@@ -484,8 +513,8 @@ class QATMigrationMixin:
                          migrate_data: Any) -> base.DestinationCaps:
         """The destination's capabilities from its Placement traits."""
         try:
-            migration = getattr(migrate_data, 'migration', None)
-            node = getattr(migration, 'dest_node', None) if migration else None
+            migration = _field(migrate_data, 'migration')
+            node = _field(migration, 'dest_node') if migration else None
             if node:
                 nodes = [objects.ComputeNode.get_by_host_and_nodename(
                     context, dest, node)]
@@ -511,8 +540,8 @@ class QATMigrationMixin:
         :param measured: sample host load, dirty rate and QAT state (not
             needed by Nova's own plan, and not free: they take ~1 s).
         """
-        flavor = getattr(instance, 'flavor', None)
-        paused = getattr(instance, 'vm_state', None) == vm_states.PAUSED
+        flavor = _field(instance, 'flavor')
+        paused = _field(instance, 'vm_state') == vm_states.PAUSED
         dirty = None
         host = base.HostLoad()
         qat = base.QATState()
@@ -532,11 +561,11 @@ class QATMigrationMixin:
                 except Exception as exc:  # noqa: BLE001
                     LOG.warning('QAT state unavailable: %s', exc)
         inst = base.InstanceFacts(
-            uuid=instance.uuid, name=getattr(instance, 'name', ''),
-            memory_mb=int(getattr(flavor, 'memory_mb', 0) or
-                          getattr(instance, 'memory_mb', 0) or 0),
-            vcpus=int(getattr(flavor, 'vcpus', 0) or
-                      getattr(instance, 'vcpus', 0) or 1),
+            uuid=instance.uuid, name=_field(instance, 'name', ''),
+            memory_mb=int(_field(flavor, 'memory_mb', 0) or
+                          _field(instance, 'memory_mb', 0) or 0),
+            vcpus=int(_field(flavor, 'vcpus', 0) or
+                      _field(instance, 'vcpus', 0) or 1),
             paused=paused, hints=hints, dirty_rate_mbps=dirty)
         history = (self._qat_history.get(instance.uuid)
                    if self._qat_history is not None else base.History())
@@ -547,8 +576,8 @@ class QATMigrationMixin:
                          if measured else base.DestinationCaps()),
             nova=base.NovaSettings.from_conf(CONF),
             history=history, link_mbps=link_mbps(CONF),
-            block_migration=bool(getattr(migrate_data, 'block_migration',
-                                         False)),
+            block_migration=bool(_field(migrate_data, 'block_migration',
+                                        False)),
             passthrough_allowed=CONF.qat_migration.qemu_monitor_passthrough)
 
     def _qat_plan(self, context: Any, instance: Any, dest: str,
@@ -595,10 +624,10 @@ class QATMigrationMixin:
                 facts, passthrough_allowed=False))
         return MigrationSession(instance, facts, policy, requested, call,
                                 nova_call,
-                                getattr(migrate_data, 'migration', None))
+                                _field(migrate_data, 'migration'))
 
     def _qat_session(self, instance: Any) -> Optional[MigrationSession]:
-        uuid = getattr(instance, 'uuid', None)
+        uuid = _field(instance, 'uuid')
         with self._qat_sessions_lock:
             return self._qat_sessions.get(uuid)
 
@@ -607,7 +636,7 @@ class QATMigrationMixin:
     def _live_migration(self, context: Any, instance: Any, dest: str,
                         post_method: Any, recover_method: Any,
                         block_migration: bool, migrate_data: Any) -> Any:
-        if not self._qat_enabled() or self._qat_policies is None:
+        if not self._qat_ready():
             return super()._live_migration(
                 context, instance, dest, post_method, recover_method,
                 block_migration, migrate_data)
@@ -620,18 +649,6 @@ class QATMigrationMixin:
                 context, instance, dest, post_method, recover_method,
                 block_migration, migrate_data)
 
-        def post(*args: Any, **kwargs: Any) -> Any:
-            session.outcome = report.OUTCOME_COMPLETED
-            return post_method(*args, **kwargs)
-
-        def recover(*args: Any, **kwargs: Any) -> Any:
-            status = kwargs.get('migration_status')
-            session.outcome = (
-                report.OUTCOME_ABORTED if session.aborted_by_us else
-                report.OUTCOME_CANCELLED if status == 'cancelled' else
-                report.OUTCOME_FAILED)
-            return recover_method(*args, **kwargs)
-
         with contextlib.ExitStack() as stack:
             self._qat_take_lease(stack, session)
             LOG.info('Live migration planned: %(plan)s (%(reasons)s)',
@@ -642,7 +659,7 @@ class QATMigrationMixin:
                 self._qat_sessions[instance.uuid] = session
             try:
                 return super()._live_migration(
-                    context, instance, dest, post, recover,
+                    context, instance, dest, post_method, recover_method,
                     block_migration, migrate_data)
             finally:
                 with self._qat_sessions_lock:
@@ -682,7 +699,7 @@ class QATMigrationMixin:
         try:
             record = report.build(
                 instance_uuid=session.instance_uuid,
-                instance_name=getattr(session.instance, 'name', ''),
+                instance_name=_field(session.instance, 'name', ''),
                 requested=session.requested, call=session.call,
                 outcome=session.outcome,
                 total_s=time.monotonic() - session.started,
@@ -703,7 +720,9 @@ class QATMigrationMixin:
                                   migrate_data: Any, guest: Any,
                                   device_names: Any) -> Any:
         session = self._qat_session(instance)
-        if session is not None:
+        # NOTE(qat-migration): Nova's own plan goes to Nova's guest object
+        # untouched: exactly the call Nova makes, nothing to fall back to.
+        if session is not None and session.planned:
             guest = libvirt_guest.Guest(
                 _PlannedDomain(guest._domain, session))
         return super()._live_migration_operation(
@@ -723,12 +742,26 @@ class QATMigrationMixin:
         domain = _PlannedDomain(guest._domain, session, observe=True)
         planned_guest = libvirt_guest.Guest(domain)
         domain._qat_guest = planned_guest
+
+        # The monitor is where Nova decides the outcome: it calls exactly
+        # one of these when the job completes, fails or is cancelled.
+        def post(*args: Any, **kwargs: Any) -> Any:
+            session.outcome = report.OUTCOME_COMPLETED
+            return post_method(*args, **kwargs)
+
+        def recover(*args: Any, **kwargs: Any) -> Any:
+            status = kwargs.get('migration_status')
+            session.outcome = (
+                report.OUTCOME_ABORTED if session.aborted_by_us else
+                report.OUTCOME_CANCELLED if status == 'cancelled' else
+                report.OUTCOME_FAILED)
+            return recover_method(*args, **kwargs)
+
         self._qat_local.session = session
         try:
             return super()._live_migration_monitor(
-                context, instance, planned_guest, dest, post_method,
-                recover_method, block_migration, migrate_data, future,
-                disk_paths)
+                context, instance, planned_guest, dest, post, recover,
+                block_migration, migrate_data, future, disk_paths)
         finally:
             self._qat_local.session = None
 
@@ -743,17 +776,30 @@ class QATMigrationMixin:
         return super()._get_migration_flags(is_block_migration)
 
 
-def _extra_specs(instance: Any) -> dict:
-    flavor = getattr(instance, 'flavor', None)
+def _field(obj: Any, name: str, default: Any = None) -> Any:
+    """``getattr`` for versioned objects.
+
+    NOTE(qat-migration): an unset field of a Nova object raises
+    NotImplementedError ("Cannot load ... in the base class"), not
+    AttributeError, so plain ``getattr(obj, name, default)`` is not safe.
+    """
     try:
-        return dict(getattr(flavor, 'extra_specs', None) or {})
+        return getattr(obj, name, default)
+    except Exception:  # noqa: BLE001
+        return default
+
+
+def _extra_specs(instance: Any) -> dict:
+    flavor = _field(instance, 'flavor')
+    try:
+        return dict(_field(flavor, 'extra_specs') or {})
     except Exception:  # noqa: BLE001 - a lazy-load failure means none
         return {}
 
 
 def _system_metadata(instance: Any) -> dict:
     try:
-        return dict(getattr(instance, 'system_metadata', None) or {})
+        return dict(_field(instance, 'system_metadata') or {})
     except Exception:  # noqa: BLE001
         return {}
 
