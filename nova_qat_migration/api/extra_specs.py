@@ -46,7 +46,7 @@ def _value(key: hints.Key) -> dict:
     if key.enum is not None:
         value['enum'] = list(key.enum)
     elif key.type is str:
-        value['pattern'] = r'[a-z][a-z0-9_]*'
+        value['pattern'] = hints.NAME_PATTERN
     return value
 
 

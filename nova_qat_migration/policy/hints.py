@@ -25,6 +25,7 @@ off.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Mapping, Optional
 
 from oslo_utils import strutils
@@ -34,6 +35,9 @@ from nova_qat_migration.policy import base
 
 NAMESPACE = 'qat_migration'
 IMAGE_SYSMETA_PREFIX = 'image_'
+#: What a free-text value (a policy name) must look like, here and at the
+#: API (:mod:`nova_qat_migration.api.extra_specs`).
+NAME_PATTERN = r'[a-z][a-z0-9_]*'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +109,9 @@ def parse_value(key: Key, value: Any, source: str = 'extra spec') -> Any:
                           % (where, text, ', '.join(key.enum)))
     if not text:
         raise InvalidHint('%s: empty value' % where)
+    if key.enum is None and not re.fullmatch(NAME_PATTERN, text):
+        raise InvalidHint('%s: %r is not of the format %s'
+                          % (where, text, NAME_PATTERN))
     return text
 
 
