@@ -93,6 +93,7 @@ class TestFromInstance(base.TestCase):
         ('allow_throttle', '2', 'not a boolean'),
         ('working_set_mb', '-1', 'below the minimum'),
         ('policy', '  ', 'empty value'),
+        ('policy', 'Adaptive!', 'not of the format'),
     )
     @ddt.unpack
     def test_bad_value_names_key(self, key, value, problem):
