@@ -84,8 +84,10 @@ class EscalationTest(base.QATMigrationTestBase):
         self.flags(downtime_ms=1000, group='qat_migration')
 
     def wait_for_migration(self, server, statuses, timeout=60):
-        """Like Nova's helper, which gives up after 5 s; the monitor polls
-        every 0.5 s, so a replayed sequence takes longer than that."""
+        """Like Nova's helper, which gives up after 5 s.
+
+        The monitor polls every 0.5 s, so a replayed sequence takes longer.
+        """
         deadline = time.monotonic() + timeout
         status = None
         while time.monotonic() < deadline:

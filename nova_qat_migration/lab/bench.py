@@ -1,0 +1,356 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The benchmark: scenarios x plans x repeats of real migrations.
+
+Runs are ordered repeat by repeat (every scenario once, then again), and
+within a scenario the plan order rotates between repeats, so slow drift of
+the machine (other work on its two cores) spreads over all plans instead of
+favouring one. Each run is one JSON line, written as soon as it ends; the
+summary and chart are computed from the JSON lines alone, so they can be
+rebuilt from a committed ``results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from typing import Any, Iterable, Optional
+
+from nova_qat_migration.lab import hosts as hosts_mod
+from nova_qat_migration.lab import runner
+from nova_qat_migration.lab import scenarios as sc
+
+LOG = logging.getLogger(__name__)
+
+BASELINE = 'nova_default'
+ADAPTIVE = 'adaptive'
+BAD_INTEGRITY = ('FAIL', 'lost')
+
+
+def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
+               repeats: int, out_path: str, timeout_s: float,
+               prefix: str = 'nqm', echo=print) -> list:
+    """Run the matrix, appending one JSON line per migration to
+    ``out_path``. Returns the result dicts."""
+    scenarios = list(scenarios)
+    plans = list(plans)
+    results = []
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    first = sc.SCENARIOS[scenarios[0]]
+    with hosts_mod.Lab(prefix, link_mbit=first.link_mbit) as lab, \
+            open(out_path, 'a') as out:
+        driver = runner.LabDriver(lab, conf)
+        try:
+            for repeat in range(repeats):
+                for name in scenarios:
+                    scenario = sc.SCENARIOS[name]
+                    shift = repeat % len(plans)
+                    order = plans[shift:] + plans[:shift]
+                    results += _run_scenario(driver, scenario, order, repeat,
+                                             timeout_s, out, echo)
+        finally:
+            driver.close()
+    return results
+
+
+def _run_scenario(driver: runner.LabDriver, scenario: sc.Scenario,
+                  order: list, repeat: int, timeout_s: float, out,
+                  echo) -> list:
+    results = []
+    session = runner.GuestSession(driver, scenario, seed=repeat + 1)
+    try:
+        boot_s = session.boot()
+        echo('[%s] %s repeat %d: guest ready in %.1f s' % (
+            time.strftime('%H:%M:%S'), scenario.name, repeat + 1, boot_s))
+        for name in order:
+            try:
+                res = session.migrate(sc.PLANS[name], timeout_s=timeout_s,
+                                      repeat=repeat).to_dict()
+            except Exception as exc:  # noqa: BLE001 - recorded, not hidden
+                LOG.exception('run %s/%s failed', scenario.name, name)
+                res = runner.RunResult(scenario=scenario.name, plan=name,
+                                       repeat=repeat, error=repr(exc),
+                                       started_at=time.time()).to_dict()
+                # The guest may be in any state: start afresh.
+                session.destroy()
+                session.boot()
+            out.write(json.dumps(res, default=str) + '\n')
+            out.flush()
+            results.append(res)
+            echo('[%s]   %-14s %-9s %6s s  downtime %5s ms  wire %6s MB  '
+                 'cpu %5s s  integrity %s  %s' % (
+                     time.strftime('%H:%M:%S'), name, res['outcome'],
+                     _fmt(res['total_s']), _fmt(res['downtime_ms'], 0),
+                     _fmt(_mb(res['wire_bytes']), 0),
+                     _fmt(res['src_cpu_s']), res['integrity'],
+                     res['effective_plan']))
+    except Exception as exc:  # noqa: BLE001
+        LOG.exception('scenario %s failed', scenario.name)
+        res = runner.RunResult(scenario=scenario.name, plan='(boot)',
+                               repeat=repeat, error=repr(exc)).to_dict()
+        out.write(json.dumps(res, default=str) + '\n')
+        results.append(res)
+        echo('  scenario failed: %r' % exc)
+    finally:
+        session.destroy()
+    return results
+
+
+# -- summary -----------------------------------------------------------------
+
+def _mb(value: Optional[float]) -> Optional[float]:
+    return None if value is None else value / 1e6
+
+
+def _fmt(value: Optional[float], digits: int = 1) -> str:
+    if value is None:
+        return '-'
+    return '%.*f' % (digits, value)
+
+
+def load(path: str) -> list:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _median(values: list) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def aggregate(results: list) -> dict:
+    """{scenario: {plan: stats}} from JSON-line dicts."""
+    table: dict = {}
+    for res in results:
+        if res['plan'] == '(boot)':
+            continue
+        cell = table.setdefault(res['scenario'], {}).setdefault(
+            res['plan'], {'runs': [], 'plans': set()})
+        cell['runs'].append(res)
+        if res.get('effective_plan'):
+            cell['plans'].add(res['effective_plan'])
+    for plans in table.values():
+        for cell in plans.values():
+            runs = cell['runs']
+            done = [r for r in runs if r['converged']]
+            times = [r['total_s'] for r in done]
+            cell.update({
+                'n': len(runs),
+                'converged': len(done),
+                'median_s': _median(times),
+                'min_s': min(times) if times else None,
+                'max_s': max(times) if times else None,
+                'downtime_ms': _median([r['downtime_ms'] for r in done]),
+                'wire_mb': _median([_mb(r['wire_bytes']) for r in done]),
+                'cpu_s': _median([r['src_cpu_s'] for r in done]),
+                'integrity_ok': sum(r['integrity'] == 'ok' for r in runs),
+                'integrity_bad': sum(r['integrity'] in BAD_INTEGRITY
+                                     for r in runs),
+                'rejected': sum(r['outcome'] == runner.OUTCOME_REJECTED
+                                for r in runs),
+                'errors': sum(r['outcome'] == runner.OUTCOME_ERROR
+                              for r in runs),
+            })
+    return table
+
+
+def ratios(table: dict) -> dict:
+    """Per scenario: adaptive vs nova_default and vs the best fixed plan.
+
+    The best fixed plan is the fastest (median) among the fixed plans that
+    converged in every run of the scenario; if none did, among those that
+    converged at least once.
+    """
+    out: dict = {}
+    for scen, plans in table.items():
+        ada = plans.get(ADAPTIVE)
+        nova = plans.get(BASELINE)
+        fixed = {p: c for p, c in plans.items()
+                 if p not in (ADAPTIVE, BASELINE, 'static')}
+        always = {p: c for p, c in fixed.items()
+                  if c['converged'] == c['n'] and c['median_s']}
+        pool = always or {p: c for p, c in fixed.items() if c['median_s']}
+        best = min(pool, key=lambda p: pool[p]['median_s']) if pool else None
+        entry = {'best_fixed': best,
+                 'adaptive_converged': ada and ada['converged'],
+                 'adaptive_n': ada and ada['n'],
+                 'nova_converged': nova and nova['converged'],
+                 'nova_n': nova and nova['n'],
+                 'any_fixed_converged': any(c['converged']
+                                            for c in fixed.values())}
+        if ada and ada['median_s']:
+            if nova and nova['median_s']:
+                entry['adaptive_vs_nova'] = ada['median_s'] / nova['median_s']
+            if best:
+                entry['adaptive_vs_best'] = (ada['median_s'] /
+                                             pool[best]['median_s'])
+        out[scen] = entry
+    return out
+
+
+def summary_markdown(results: list, title: str = 'Benchmark',
+                     meta: Optional[dict] = None) -> str:
+    table = aggregate(results)
+    rat = ratios(table)
+    lines = ['# %s' % title, '']
+    for key, value in (meta or {}).items():
+        lines.append('- %s: %s' % (key, value))
+    if meta:
+        lines.append('')
+    lines += [
+        'Median [min-max] total time of the converged runs; downtime, '
+        'bytes on the wire (source veth) and source QEMU CPU seconds are '
+        'medians over converged runs. "conv" = converged/runs (a run not '
+        'finished at the completion timeout is aborted and counted as not '
+        'converged). Integrity = guest memory check after each run '
+        '(ok/runs).', '']
+    for scen in sorted(table, key=lambda s: list(sc.SCENARIOS).index(s)
+                       if s in sc.SCENARIOS else 99):
+        desc = sc.SCENARIOS[scen].description if scen in sc.SCENARIOS else ''
+        link = (sc.SCENARIOS[scen].link_mbit if scen in sc.SCENARIOS
+                else '?')
+        lines += ['## %s' % scen, '', '%s; link %s Mbit/s.' % (desc, link),
+                  '',
+                  '| plan | total s | downtime ms | wire MB | src CPU s | '
+                  'conv | integrity | executed as |',
+                  '|---|---|---|---|---|---|---|---|']
+        plans = table[scen]
+        order = [p for p in sc.PLANS if p in plans] + sorted(
+            p for p in plans if p not in sc.PLANS)
+        for plan in order:
+            c = plans[plan]
+            total = ('%.1f [%.1f-%.1f]' % (c['median_s'], c['min_s'],
+                                           c['max_s'])
+                     if c['median_s'] is not None else 'never')
+            integ = '%d/%d' % (c['integrity_ok'], c['n'])
+            if c['integrity_bad']:
+                integ += ' **%d FAILED**' % c['integrity_bad']
+            if c['rejected']:
+                integ += ' (%d rejected by libvirt)' % c['rejected']
+            if c['errors']:
+                integ += ' (%d errors)' % c['errors']
+            lines.append('| %s | %s | %s | %s | %s | %d/%d | %s | %s |' % (
+                plan, total, _fmt(c['downtime_ms'], 0),
+                _fmt(c['wire_mb'], 0), _fmt(c['cpu_s']), c['converged'],
+                c['n'], integ, '; '.join(sorted(c['plans']))[:120]))
+        lines.append('')
+    lines += ['## Ratios', '',
+              '| scenario | adaptive / nova_default | best fixed plan | '
+              'adaptive / best fixed |', '|---|---|---|---|']
+    geo = []
+    for scen, r in rat.items():
+        if 'adaptive_vs_nova' in r:
+            vs_nova = '%.2f (%.1fx faster)' % (r['adaptive_vs_nova'],
+                                               1 / r['adaptive_vs_nova'])
+            geo.append(r['adaptive_vs_nova'])
+        elif r['adaptive_converged']:
+            vs_nova = ('nova_default converged %s/%s, adaptive %s/%s'
+                       % (r['nova_converged'], r['nova_n'],
+                          r['adaptive_converged'], r['adaptive_n']))
+        else:
+            vs_nova = 'adaptive never converged'
+        vs_best = ('%.2f' % r['adaptive_vs_best']
+                   if 'adaptive_vs_best' in r else '-')
+        lines.append('| %s | %s | %s | %s |' % (scen, vs_nova,
+                                                r['best_fixed'] or '-',
+                                                vs_best))
+    lines.append('')
+    if geo:
+        gm = math.exp(sum(math.log(x) for x in geo) / len(geo))
+        lines.append('Geometric mean of adaptive/nova_default over the %d '
+                     'scenario(s) where both converged: %.2f (%.1fx '
+                     'faster).' % (len(geo), gm, 1 / gm))
+    bad = [r for r in results if r.get('integrity') in BAD_INTEGRITY]
+    rejected = [r for r in results
+                if r.get('outcome') == runner.OUTCOME_REJECTED]
+    lines.append('Integrity failures: %d. Plans rejected by libvirt: %d.'
+                 % (len(bad), len(rejected)))
+    for r in bad + rejected:
+        lines.append('- %s/%s repeat %s: %s %s %s' % (
+            r['scenario'], r['plan'], r['repeat'], r['outcome'],
+            r.get('verdict', ''), r.get('error', '')))
+    lines.append('')
+    return '\n'.join(lines)
+
+
+def chart(results: list, path: str, timeout_s: float) -> Optional[str]:
+    """A grouped bar chart of median total time (PNG); None without
+    matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        LOG.warning('matplotlib not installed: no chart')
+        return None
+    table = aggregate(results)
+    scens = [s for s in sc.SCENARIOS if s in table] + [
+        s for s in table if s not in sc.SCENARIOS]
+    plans = [p for p in sc.PLANS if any(p in table[s] for s in scens)]
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(scens) * len(plans)
+                                        / 5), 5.5))
+    width = 0.8 / max(1, len(plans))
+    cmap = plt.get_cmap('tab10')
+    for i, plan in enumerate(plans):
+        xs, hs, hatch = [], [], []
+        for j, scen in enumerate(scens):
+            c = table[scen].get(plan)
+            if c is None:
+                continue
+            xs.append(j + (i - len(plans) / 2 + 0.5) * width)
+            if c['median_s'] is None:
+                hs.append(timeout_s)
+                hatch.append(True)
+            else:
+                hs.append(c['median_s'])
+                hatch.append(c['converged'] < c['n'])
+        bars = ax.bar(xs, hs, width, label=plan, color=cmap(i % 10),
+                      edgecolor='black', linewidth=0.4)
+        for bar, h in zip(bars, hatch):
+            if h:
+                bar.set_hatch('//')
+                bar.set_alpha(0.5)
+    ax.axhline(timeout_s, color='grey', linestyle=':', linewidth=0.8)
+    ax.set_xticks(range(len(scens)))
+    ax.set_xticklabels(scens)
+    ax.set_ylabel('median total migration time (s)')
+    ax.set_title('Real libvirt/QEMU migrations (TCG, 2 cores); hatched = '
+                 'did not always converge (at timeout = never)')
+    ax.legend(ncol=5, fontsize=8, loc='upper center',
+              bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_reports(results: list, out_dir: str, timeout_s: float,
+                  title: str, meta: Optional[dict] = None) -> dict:
+    md = summary_markdown(results, title=title, meta=meta)
+    md_path = os.path.join(out_dir, 'summary.md')
+    with open(md_path, 'w') as f:
+        f.write(md)
+    png = chart(results, os.path.join(out_dir, 'chart.png'), timeout_s)
+    return {'summary': md_path, 'chart': png, 'text': md}
+
+
+def failures(results: list) -> list:
+    """Runs that must fail CI: integrity errors and libvirt refusals."""
+    return [r for r in results
+            if r.get('integrity') in BAD_INTEGRITY or
+            r.get('outcome') in (runner.OUTCOME_REJECTED,
+                                 runner.OUTCOME_ERROR) or
+            r.get('plan') == '(boot)']

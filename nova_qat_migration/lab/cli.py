@@ -1,0 +1,294 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``nova-qat-migration bench | demo | lab``: the real-migration lab.
+
+Added to the main command line through :func:`add_parsers` (see
+:mod:`nova_qat_migration.cmd.cli`); :func:`main` runs them standalone.
+All of them need root, QEMU 10 and libvirt 11 (``tools/setup-host.sh``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+from nova_qat_migration.lab import scenarios as sc
+
+#: Relative to the current directory (the repository, in CI and the demo).
+QUICK_OUT = os.path.join('lab-run', 'bench-quick')
+FULL_OUT = 'benchmarks'
+
+
+def _csv(text: str) -> list:
+    return [t.strip() for t in text.split(',') if t.strip()]
+
+
+def _conf() -> Any:
+    from nova_qat_migration.conf import CONF
+    return CONF
+
+
+def _check_ready() -> Optional[str]:
+    from nova_qat_migration.lab import hosts
+    why = hosts.missing_prerequisites()
+    if why:
+        return ('the lab cannot run here: %s (run tools/setup-host.sh as '
+                'root)' % '; '.join(why))
+    return None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format='%(asctime)s %(levelname)s %(name)s %(message)s')
+
+
+# -- bench -------------------------------------------------------------------
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from nova_qat_migration.lab import bench
+    _logging(args.verbose)
+    scenarios = _csv(args.scenarios) if args.scenarios else (
+        list(sc.QUICK_SCENARIOS) if args.quick else list(sc.SCENARIOS))
+    plans = _csv(args.plans) if args.plans else (
+        list(sc.QUICK_PLANS) if args.quick else list(sc.PLANS))
+    repeats = args.repeats or (1 if args.quick else 3)
+    out_dir = args.out or (QUICK_OUT if args.quick else FULL_OUT)
+    for name in scenarios:
+        if name not in sc.SCENARIOS:
+            print('unknown scenario %r (known: %s)'
+                  % (name, ', '.join(sc.SCENARIOS)), file=sys.stderr)
+            return 2
+    for name in plans:
+        if name not in sc.PLANS:
+            print('unknown plan %r (known: %s)'
+                  % (name, ', '.join(sc.PLANS)), file=sys.stderr)
+            return 2
+    os.makedirs(out_dir, exist_ok=True)
+    jsonl = os.path.join(out_dir, 'results.jsonl')
+    if not args.report_only:
+        why = _check_ready()
+        if why:
+            print(why, file=sys.stderr)
+            return 1
+        if not args.append and os.path.exists(jsonl):
+            os.unlink(jsonl)
+        started = time.time()
+        print('bench: %d scenario(s) x %d plan(s) x %d repeat(s), '
+              'timeout %.0f s -> %s' % (len(scenarios), len(plans), repeats,
+                                        args.timeout, jsonl))
+        bench.run_matrix(_conf(), scenarios, plans, repeats, jsonl,
+                         args.timeout, prefix=args.prefix)
+        print('bench: done in %.1f min' % ((time.time() - started) / 60))
+    results = bench.load(jsonl)
+    meta = _meta(args, scenarios, plans, repeats)
+    report = bench.write_reports(results, out_dir, args.timeout,
+                                 title='nova-qat-migration lab benchmark'
+                                 + (' (quick)' if args.quick else ''),
+                                 meta=meta)
+    print(report['text'])
+    print('wrote %s%s' % (report['summary'], ', %s' % report['chart']
+                          if report['chart'] else ''))
+    bad = bench.failures(results)
+    if bad:
+        print('bench: %d run(s) failed integrity, were rejected by libvirt '
+              'or errored:' % len(bad), file=sys.stderr)
+        for r in bad:
+            print('  %s/%s: %s %s %s' % (r['scenario'], r['plan'],
+                                         r['outcome'], r.get('integrity'),
+                                         r.get('error') or r.get('verdict')),
+                  file=sys.stderr)
+        return 1
+    return 0
+
+
+def _meta(args: argparse.Namespace, scenarios: list, plans: list,
+          repeats: int) -> dict:
+    import platform
+    meta = {'matrix': '%d scenarios x %d plans x %d repeats'
+                      % (len(scenarios), len(plans), repeats),
+            'completion timeout': '%.0f s' % args.timeout,
+            'machine': '%s, %d CPUs, TCG guests (1 vCPU)'
+                       % (platform.node() and 'Linux ' + platform.release(),
+                          os.cpu_count() or 0)}
+    try:
+        import libvirt
+        meta['libvirt-python'] = libvirt.getVersion()
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    return meta
+
+
+# -- demo --------------------------------------------------------------------
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nova_qat_migration.lab import hosts
+    from nova_qat_migration.lab import runner
+    _logging(args.verbose)
+    why = _check_ready()
+    if why:
+        print(why, file=sys.stderr)
+        return 1
+    scenario = sc.SCENARIOS[args.scenario]
+    print('Demo: one busy guest (%s: %s), migrated between two libvirt '
+          'hosts (network namespaces %s-a -> %s-b, %d Mbit/s link) with '
+          "Nova's default plan, then with the adaptive plan."
+          % (scenario.name, scenario.description, args.prefix, args.prefix,
+             scenario.link_mbit))
+    results = []
+    with hosts.Lab(args.prefix, link_mbit=scenario.link_mbit) as lab:
+        driver = runner.LabDriver(lab, _conf())
+        try:
+            with runner.GuestSession(driver, scenario) as session:
+                for name in ('nova_default', 'adaptive'):
+                    print('\n== %s' % name)
+                    res = session.migrate(sc.PLANS[name],
+                                          timeout_s=args.timeout)
+                    results.append(res)
+                    _print_run(res)
+        finally:
+            driver.close()
+    nova, ada = results
+    print('\n== Comparison')
+    if ada.converged and nova.converged:
+        print('adaptive %.1f s vs nova_default %.1f s: %.1fx faster'
+              % (ada.total_s, nova.total_s, nova.total_s / ada.total_s))
+    elif ada.converged:
+        print('adaptive completed in %.1f s; nova_default did not converge '
+              'within %.0f s (aborted, guest kept running on the source)'
+              % (ada.total_s, args.timeout))
+    else:
+        print('adaptive: %s; nova_default: %s' % (ada.outcome, nova.outcome))
+    bad = [r for r in results if r.integrity != 'ok']
+    if bad:
+        print('INTEGRITY FAILURE: %s' % ', '.join(
+            '%s: %s' % (r.plan, r.verdict or r.integrity) for r in bad))
+        return 1
+    print('Guest memory verified after both runs: OK')
+    if args.json:
+        with open(args.json, 'w') as f:
+            for r in results:
+                f.write(json.dumps(r.to_dict(), default=str) + '\n')
+    return 0
+
+
+def _print_run(res: Any) -> None:
+    print('facts: dirty rate %s MiB/s (libvirt calc), host CPU idle %s%%, '
+          'link %s MiB/s' % (res.facts.get('dirty_rate_mbps'),
+                             res.facts.get('cpu_idle_pct'),
+                             res.facts.get('link_mbps')))
+    print('plan: %s' % res.effective_plan)
+    for reason in res.reasons:
+        print('  because: %s' % reason)
+    for note in res.degradations:
+        print('  degraded: %s' % note)
+    print('libvirt flags: %s' % '|'.join(res.flags))
+    print('libvirt params: %s' % json.dumps(res.params, sort_keys=True))
+    for action in res.actions:
+        print('  t=%5.1fs %s %s %s' % (action['t'], action['kind'],
+                                       action.get('value') or '',
+                                       action.get('reason', '')))
+    if res.converged:
+        print('result: completed in %.1f s, downtime %s ms, %.0f MB on the '
+              'wire, source QEMU CPU %s s' % (
+                  res.total_s, res.downtime_ms, (res.wire_bytes or 0) / 1e6,
+                  res.src_cpu_s))
+    else:
+        print('result: %s (%s) after sending %.0f MB' % (
+            res.outcome, res.error, (res.wire_bytes or 0) / 1e6))
+    print('guest memory check on %s: %s' % (res.verified_on, res.verdict))
+
+
+# -- lab ---------------------------------------------------------------------
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from nova_qat_migration.lab import guest
+    from nova_qat_migration.lab import hosts
+    _logging(args.verbose)
+    if args.action == 'down':
+        for line in hosts.cleanup(args.prefix) or ['nothing to clean']:
+            print(line)
+        return 0
+    if args.action == 'build':
+        print(json.dumps(guest.build(force=True)))
+        return 0
+    if args.action == 'check':
+        why = _check_ready()
+        print(why or 'ok')
+        return 1 if why else 0
+    return 2
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``bench``, ``demo`` and ``lab`` on the main command."""
+    p = subparsers.add_parser(
+        'bench', help='benchmark plans with real libvirt/QEMU migrations')
+    p.add_argument('--quick', action='store_true',
+                   help='small matrix for CI: %s x %s, 1 repeat'
+                        % (','.join(sc.QUICK_SCENARIOS),
+                           ','.join(sc.QUICK_PLANS)))
+    p.add_argument('--scenarios', help='comma-separated: %s'
+                   % ','.join(sc.SCENARIOS))
+    p.add_argument('--plans', help='comma-separated: %s'
+                   % ','.join(sc.PLANS))
+    p.add_argument('--repeats', type=int, default=0)
+    p.add_argument('--timeout', type=float,
+                   default=runner_timeout(),
+                   help='completion timeout per migration (s)')
+    p.add_argument('--out', help='output directory (default benchmarks/, '
+                                 'lab-run/bench-quick with --quick)')
+    p.add_argument('--append', action='store_true',
+                   help='append to an existing results.jsonl')
+    p.add_argument('--report-only', action='store_true',
+                   help='rebuild summary and chart from results.jsonl')
+    p.add_argument('--prefix', default='nqm',
+                   help='lab name (namespaces PREFIX-a, PREFIX-b)')
+    p.add_argument('-v', '--verbose', action='store_true')
+    p.set_defaults(func=cmd_bench)
+
+    p = subparsers.add_parser(
+        'demo', help="migrate one busy guest with Nova's default plan and "
+                     'with the adaptive plan, and compare')
+    p.add_argument('--scenario', default='small-writes',
+                   choices=sorted(sc.SCENARIOS))
+    p.add_argument('--timeout', type=float, default=runner_timeout())
+    p.add_argument('--prefix', default='nqm')
+    p.add_argument('--json', help='also write both runs as JSON lines')
+    p.add_argument('-v', '--verbose', action='store_true')
+    p.set_defaults(func=cmd_demo)
+
+    p = subparsers.add_parser('lab', help='lab housekeeping')
+    p.add_argument('action', choices=('down', 'build', 'check'),
+                   help='down: remove a lab left by a crash; build: the '
+                        'guest initramfs; check: prerequisites')
+    p.add_argument('--prefix', default='nqm')
+    p.add_argument('-v', '--verbose', action='store_true')
+    p.set_defaults(func=cmd_lab)
+
+
+def runner_timeout() -> float:
+    return 60.0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point for the lab commands alone (same as the main CLI)."""
+    from nova_qat_migration.cmd import cli
+    return cli.main(argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,276 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The lab guest: kernel + initramfs + a self-checking memory dirtier.
+
+The guest is the host's own Debian kernel booting an initramfs whose /init
+runs ``tools/guest/dirtier.c`` (built static). The dirtier is configured
+from the kernel command line, says ``READY`` on the serial console once its
+memory is filled, and answers ``VERIFY <token>`` with ``VERIFY OK`` or
+``VERIFY FAIL`` (see the C file for the protocol).
+
+The serial port is a pty with a log file: the lab reads the guest's output
+from the log (each host writes its own: the destination XML names another
+file) and writes commands into the pty.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import select
+import tempfile
+import threading
+import time
+import tty
+from typing import Optional
+from xml.sax.saxutils import escape
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+#: Where dirtier.c may be: a source tree (this file's or the current
+#: directory's) or the package's installed data files.
+DIRTIER_CANDIDATES = (
+    os.path.join(REPO_ROOT, 'tools', 'guest', 'dirtier.c'),
+    os.path.join(os.getcwd(), 'tools', 'guest', 'dirtier.c'),
+    os.path.join(sys.prefix, 'share', 'nova-qat-migration', 'guest',
+                 'dirtier.c'),
+)
+CACHE_DIR = os.environ.get('NQM_LAB_CACHE',
+                           '/var/cache/nova-qat-migration/guest')
+
+INIT_SCRIPT = """#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/dirtier </dev/ttyS0 >/dev/ttyS0 2>&1
+echo "DIRTIER EXITED $?" >/dev/ttyS0
+while true; do /bin/busybox sleep 3600; done
+"""
+
+
+class GuestError(Exception):
+    """The guest could not be built, booted or asked."""
+
+
+def find_kernel() -> str:
+    """The newest host kernel image (Debian's linux-image-amd64)."""
+    env = os.environ.get('NQM_LAB_KERNEL')
+    if env:
+        return env
+    kernels = sorted(glob.glob('/boot/vmlinuz-*'))
+    if not kernels:
+        raise GuestError('no /boot/vmlinuz-*: install linux-image-amd64')
+    return kernels[-1]
+
+
+def dirtier_source() -> str:
+    """Path of tools/guest/dirtier.c (``NQM_DIRTIER_SRC`` overrides)."""
+    env = os.environ.get('NQM_DIRTIER_SRC')
+    for path in ((env,) if env else ()) + DIRTIER_CANDIDATES:
+        if os.path.exists(path):
+            return path
+    raise GuestError('dirtier.c not found (looked in %s)'
+                     % ', '.join(DIRTIER_CANDIDATES))
+
+
+def build(cache_dir: str = CACHE_DIR, force: bool = False) -> dict:
+    """Build the dirtier and the initramfs (cached by source hash).
+
+    :returns: ``{'kernel': path, 'initrd': path}``
+    """
+    busybox = shutil.which('busybox')
+    if busybox is None:
+        raise GuestError('busybox not installed (busybox-static)')
+    src_path = dirtier_source()
+    with open(src_path, 'rb') as f:
+        src = f.read()
+    digest = hashlib.sha256(src + INIT_SCRIPT.encode()).hexdigest()[:12]
+    initrd = os.path.join(cache_dir, 'initrd-%s.cpio.gz' % digest)
+    out = {'kernel': find_kernel(), 'initrd': initrd}
+    if os.path.exists(initrd) and not force:
+        return out
+    os.makedirs(cache_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        root = os.path.join(tmp, 'root')
+        for d in ('bin', 'dev', 'proc', 'sys', 'tmp'):
+            os.makedirs(os.path.join(root, d))
+        subprocess.run(['gcc', '-static', '-O2', '-Wall', '-o',
+                        os.path.join(root, 'dirtier'), src_path],
+                       check=True, capture_output=True, timeout=120)
+        shutil.copy(busybox, os.path.join(root, 'bin', 'busybox'))
+        os.symlink('busybox', os.path.join(root, 'bin', 'sh'))
+        with open(os.path.join(root, 'init'), 'w') as f:
+            f.write(INIT_SCRIPT)
+        os.chmod(os.path.join(root, 'init'), 0o755)
+        tmp_out = initrd + '.tmp'
+        with open(tmp_out, 'wb') as f:
+            find = subprocess.Popen(['find', '.'], cwd=root,
+                                    stdout=subprocess.PIPE)
+            cpio = subprocess.Popen(['cpio', '-o', '-H', 'newc', '--quiet'],
+                                    cwd=root, stdin=find.stdout,
+                                    stdout=subprocess.PIPE)
+            find.stdout.close()
+            gz = subprocess.run(['gzip', '-1'], stdin=cpio.stdout, stdout=f,
+                                timeout=120)
+            cpio.wait(timeout=60)
+            find.wait(timeout=60)
+            if gz.returncode or cpio.returncode or find.returncode:
+                raise GuestError('initramfs build failed')
+        os.rename(tmp_out, initrd)
+    return out
+
+
+def domain_xml(name: str, memory_mb: int, cmdline: str, images: dict,
+               serial_log: str, vcpus: int = 1) -> str:
+    """Domain XML for a TCG guest booting the dirtier.
+
+    No disk, no NIC, no balloon: only RAM moves, so what a run measures is
+    memory migration. ``<acpi/>`` because libvirt would otherwise ask QEMU
+    10 for ``-no-acpi``, which it refuses.
+    """
+    return """<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>{mem}</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>{cmdline}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <serial type='pty'>
+      <log file='{log}' append='off'/>
+      <target port='0'/>
+    </serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+""".format(name=escape(name), mem=memory_mb, vcpus=vcpus,
+           kernel=escape(images['kernel']), initrd=escape(images['initrd']),
+           cmdline=escape(cmdline), log=escape(serial_log))
+
+
+def with_serial_log(xml: str, serial_log: str) -> str:
+    """The same domain XML writing its serial log to another file.
+
+    Used as the migration's destination XML: both hosts share one file
+    system, and each QEMU must keep its own log.
+    """
+    return re.sub(r"<log file='[^']*'", "<log file='%s'" % escape(serial_log),
+                  xml, count=1)
+
+
+class Console:
+    """The guest's serial console on one host: a log to read, a pty to
+    write."""
+
+    def __init__(self, dom, log_path: str) -> None:
+        self.dom = dom
+        self.log_path = log_path
+        self._token = 0
+        self._fd: Optional[int] = None
+
+    def pty(self) -> str:
+        xml = self.dom.XMLDesc(0)
+        m = re.search(r"<serial type='pty'>\s*<source path='([^']+)'", xml)
+        if not m:
+            raise GuestError('no serial pty in the live XML')
+        return m.group(1)
+
+    def text(self) -> str:
+        try:
+            with open(self.log_path, 'rb') as f:
+                return f.read().decode(errors='replace')
+        except OSError:
+            return ''
+
+    def wait_for(self, pattern: str, timeout: float,
+                 start: int = 0) -> re.Match:
+        """Wait until the log (from offset ``start``) matches ``pattern``."""
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while True:
+            m = rx.search(self.text(), start)
+            if m:
+                return m
+            if time.monotonic() > deadline:
+                raise GuestError('timed out after %.0fs waiting for %r; '
+                                 'console tail: %r' % (
+                                     timeout, pattern, self.text()[-400:]))
+            time.sleep(0.2)
+
+    def open(self) -> None:
+        """Hold the pty open (QEMU only reads a pty someone holds) and
+        drain what the guest writes to it (a full pty would stall the
+        guest's serial port; the log has the same text)."""
+        if self._fd is not None:
+            return
+        fd = os.open(self.pty(), os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(fd)
+        self._fd = fd
+        self._stop = threading.Event()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
+        # QEMU notices a newly connected pty on a 1 s timer.
+        time.sleep(1.2)
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([self._fd], [], [], 0.5)
+                if ready:
+                    os.read(self._fd, 65536)
+            except (OSError, ValueError):
+                return
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        self._stop.set()
+        self._drainer.join(timeout=2)
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+        self._fd = None
+
+    def send(self, line: str) -> None:
+        self.open()
+        os.write(self._fd, (line + '\n').encode())
+
+    def verify(self, timeout: float = 120) -> tuple[bool, str]:
+        """Ask the dirtier to check every page: (ok, the verdict line)."""
+        self._token += 1
+        token = 'v%d-%d' % (os.getpid(), self._token)
+        start = len(self.text())
+        self.send('VERIFY %s' % token)
+        m = self.wait_for(r'VERIFY (OK|FAIL) %s[^\r\n]*' % re.escape(token),
+                          timeout, start=max(0, start - 1))
+        return m.group(1) == 'OK', m.group(0)
+
+    def rate(self) -> Optional[float]:
+        """The dirtier's last reported achieved pages/s."""
+        found = re.findall(r'STAT t=\S+ written=\d+ rate=(\d+)', self.text())
+        return float(found[-1]) if found else None

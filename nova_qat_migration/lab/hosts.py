@@ -1,0 +1,392 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Two libvirt "hosts" on one machine: network namespaces + own daemons.
+
+Each host is a network namespace (one end of a veth pair, an address from
+TEST-NET-1, 192.0.2.0/24, which exists nowhere else), a UTS namespace (its
+own hostname: libvirt refuses to migrate to a host with the same name) and
+a mount namespace in which libvirt's state, run, cache, log and config
+directories are private bind mounts, so that two ``libvirtd`` can hold the
+same domain during a migration. The daemons listen on TCP only inside
+their namespace and on a unix socket under the lab's run directory, which
+is how the (root-namespace) lab process talks to them.
+
+The link between the hosts is shaped with ``tc`` (a token bucket on both
+veth ends), so every plan sees the same wire.
+
+:class:`Lab` is a context manager: whatever happens, leaving it kills the
+QEMU processes and daemons it started (by pid, and every process left in
+its namespaces) and deletes the namespaces. :func:`cleanup` does the same
+for leftovers of a lab that died hard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from typing import Optional
+
+LOG = logging.getLogger(__name__)
+
+#: Where labs keep their runtime state. Short: unix socket paths are
+#: limited to 107 bytes.
+RUN_ROOT = '/run/nqm-lab'
+SUBNET_PREFIX = '192.0.2.'   # TEST-NET-1 (RFC 5737): routed nowhere
+LIBVIRT_DIRS = {
+    'run': '/run/libvirt',
+    'lib': '/var/lib/libvirt',
+    'cache': '/var/cache/libvirt',
+    'log': '/var/log/libvirt',
+    'etc': '/etc/libvirt',
+}
+TCP_PORT = 16509
+
+
+class LabError(Exception):
+    """The lab could not be set up or a step in it failed."""
+
+
+def _run(cmd: list[str], check: bool = True, timeout: float = 30,
+         ) -> subprocess.CompletedProcess:
+    LOG.debug('run: %s', ' '.join(cmd))
+    res = subprocess.run(cmd, capture_output=True, text=True,
+                         timeout=timeout)
+    if check and res.returncode != 0:
+        raise LabError('%s failed (%d): %s' % (
+            ' '.join(cmd), res.returncode, res.stderr.strip()))
+    return res
+
+
+def missing_prerequisites() -> list[str]:
+    """Why a lab cannot run here (empty when it can).
+
+    Used by the lab tests to skip with a clear reason.
+    """
+    why = []
+    if os.geteuid() != 0:
+        why.append('needs root (network/mount namespaces, tc)')
+    for tool in ('ip', 'tc', 'unshare', 'libvirtd', 'qemu-system-x86_64'):
+        if shutil.which(tool) is None:
+            why.append('%s not installed' % tool)
+    try:
+        import libvirt  # noqa: F401
+    except ImportError:
+        why.append('libvirt-python not installed')
+    return why
+
+
+@dataclasses.dataclass
+class LabHost:
+    """One namespaced libvirt host."""
+
+    name: str          # namespace and hostname
+    addr: str          # its address on the veth
+    veth: str          # its veth end
+    root: str          # runtime directory
+    host_uuid: str
+    process: Optional[subprocess.Popen] = None
+
+    @property
+    def sock_dir(self) -> str:
+        return os.path.join(self.root, 'sock')
+
+    @property
+    def local_uri(self) -> str:
+        """URI the lab process (root namespace) uses."""
+        return 'qemu+unix:///system?socket=%s' % os.path.join(
+            self.sock_dir, 'libvirt-sock')
+
+    @property
+    def tcp_uri(self) -> str:
+        """URI the peer daemon uses (peer-to-peer migration)."""
+        return 'qemu+tcp://%s/system' % self.addr
+
+    def path(self, kind: str) -> str:
+        """Host-visible path of one of libvirt's private directories."""
+        return os.path.join(self.root, kind)
+
+    def qemu_pids(self) -> list[int]:
+        """PIDs of the QEMU processes this host's daemon runs."""
+        pids = []
+        piddir = os.path.join(self.path('run'), 'qemu')
+        try:
+            names = os.listdir(piddir)
+        except OSError:
+            return pids
+        for name in names:
+            if not name.endswith('.pid'):
+                continue
+            try:
+                with open(os.path.join(piddir, name)) as f:
+                    pids.append(int(f.read().strip()))
+            except (OSError, ValueError):
+                continue
+        return [p for p in pids if _is_qemu(p)]
+
+    def veth_bytes(self) -> tuple[int, int]:
+        """(tx, rx) byte counters of this host's veth end."""
+        out = _run(['ip', 'netns', 'exec', self.name, 'cat',
+                    '/sys/class/net/%s/statistics/tx_bytes' % self.veth,
+                    '/sys/class/net/%s/statistics/rx_bytes' % self.veth])
+        tx, rx = out.stdout.split()
+        return int(tx), int(rx)
+
+
+class Lab:
+    """Two namespaced libvirt hosts joined by a shaped veth pair.
+
+    :param prefix: names namespaces, veths and the run directory, so that
+        two labs (e.g. a benchmark and a test) can coexist.
+    :param link_mbit: the emulated link rate.
+    """
+
+    def __init__(self, prefix: str = 'nqm', link_mbit: int = 1000) -> None:
+        if len(prefix) > 8:
+            raise ValueError('prefix too long for interface names')
+        self.prefix = prefix
+        self.link_mbit = link_mbit
+        self.root = os.path.join(RUN_ROOT, prefix)
+        self.hosts = [
+            LabHost(name='%s-a' % prefix, addr=SUBNET_PREFIX + '1',
+                    veth='%s-va' % prefix,
+                    root=os.path.join(self.root, 'a'),
+                    host_uuid=str(uuid.uuid4())),
+            LabHost(name='%s-b' % prefix, addr=SUBNET_PREFIX + '2',
+                    veth='%s-vb' % prefix,
+                    root=os.path.join(self.root, 'b'),
+                    host_uuid=str(uuid.uuid4())),
+        ]
+
+    @property
+    def source(self) -> LabHost:
+        return self.hosts[0]
+
+    @property
+    def dest(self) -> LabHost:
+        return self.hosts[1]
+
+    # -- context manager -------------------------------------------------
+    def __enter__(self) -> 'Lab':
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    # -- set up ------------------------------------------------------------
+    def up(self) -> None:
+        why = missing_prerequisites()
+        if why:
+            raise LabError('; '.join(why))
+        cleanup(self.prefix)      # leftovers of a lab that died hard
+        self._network()
+        self.set_link(self.link_mbit)
+        for host in self.hosts:
+            self._start_daemon(host)
+        for host in self.hosts:
+            self._wait_daemon(host)
+
+    def _network(self) -> None:
+        a, b = self.hosts
+        for host in self.hosts:
+            _run(['ip', 'netns', 'add', host.name])
+            _run(['ip', '-n', host.name, 'link', 'set', 'lo', 'up'])
+        _run(['ip', 'link', 'add', a.veth, 'netns', a.name, 'type', 'veth',
+              'peer', 'name', b.veth, 'netns', b.name])
+        for host in self.hosts:
+            _run(['ip', '-n', host.name, 'addr', 'add', host.addr + '/24',
+                  'dev', host.veth])
+            _run(['ip', '-n', host.name, 'link', 'set', host.veth, 'up'])
+
+    def set_link(self, mbit: int) -> None:
+        """Shape both directions of the link to ``mbit`` Mbit/s.
+
+        A token bucket whose burst holds ~4 ms of traffic: big enough for
+        GSO super-packets at 10 Gbit/s, small enough to keep the rate.
+        """
+        self.link_mbit = mbit
+        burst = max(256 * 1024, mbit * 1000 * 1000 // 8 // 250)
+        for host in self.hosts:
+            _run(['ip', 'netns', 'exec', host.name, 'tc', 'qdisc',
+                  'replace', 'dev', host.veth, 'root', 'tbf',
+                  'rate', '%dmbit' % mbit, 'burst', str(burst),
+                  'latency', '20ms'])
+
+    def _write_config(self, host: LabHost) -> None:
+        for kind in list(LIBVIRT_DIRS) + ['sock']:
+            os.makedirs(host.path(kind), exist_ok=True)
+        os.makedirs(os.path.join(host.path('etc'), 'qemu'), exist_ok=True)
+        with open(os.path.join(host.path('etc'), 'libvirtd.conf'), 'w') as f:
+            f.write('\n'.join([
+                'listen_tls = 0',
+                'listen_tcp = 1',
+                'listen_addr = "%s"' % host.addr,
+                'tcp_port = "%d"' % TCP_PORT,
+                'auth_tcp = "none"',
+                'auth_unix_rw = "none"',
+                'auth_unix_ro = "none"',
+                'unix_sock_dir = "%s"' % host.sock_dir,
+                'host_uuid = "%s"' % host.host_uuid,
+                'log_outputs = "3:file:%s/libvirtd.log"' % host.root,
+                '']))
+        with open(os.path.join(host.path('etc'), 'qemu.conf'), 'w') as f:
+            f.write('\n'.join([
+                'security_driver = "none"',
+                'stdio_handler = "file"',
+                'user = "root"',
+                'group = "root"',
+                'dynamic_ownership = 0',
+                'remember_owner = 0',
+                'namespaces = [ ]',
+                'cgroup_controllers = [ ]',
+                'migration_address = "%s"' % host.addr,
+                'migration_host = "%s"' % host.addr,
+                '']))
+        for name in ('libvirt.conf',):
+            open(os.path.join(host.path('etc'), name), 'a').close()
+
+    def _start_daemon(self, host: LabHost) -> None:
+        self._write_config(host)
+        mounts = ' && '.join(
+            'mkdir -p %s && mount --bind %s %s' % (target, host.path(kind),
+                                                   target)
+            for kind, target in LIBVIRT_DIRS.items())
+        script = 'hostname %s && %s && exec libvirtd --listen --config ' \
+                 '%s/libvirtd.conf --pid-file %s/libvirtd.pid' % (
+                     host.name, mounts, host.path('etc'), host.root)
+        log = open(os.path.join(host.root, 'daemon.out'), 'w')
+        host.process = subprocess.Popen(
+            ['ip', 'netns', 'exec', host.name, 'unshare', '--mount', '--uts',
+             '--propagation', 'private', 'sh', '-c', script],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        log.close()
+
+    def _wait_daemon(self, host: LabHost, timeout: float = 30) -> None:
+        import libvirt
+        # Connection attempts before the socket exists are expected.
+        libvirt.registerErrorHandler(lambda *a: None, None)
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if host.process is not None and host.process.poll() is not None:
+                raise LabError('libvirtd of %s exited: %s' % (
+                    host.name, _tail(os.path.join(host.root, 'daemon.out'))))
+            try:
+                conn = libvirt.open(host.local_uri)
+                conn.close()
+                return
+            except libvirt.libvirtError as exc:
+                last = exc
+            time.sleep(0.2)
+        raise LabError('libvirtd of %s not ready: %s' % (host.name, last))
+
+    def connect(self, host: LabHost):
+        """A libvirt connection to ``host``'s daemon."""
+        import libvirt
+        return libvirt.open(host.local_uri)
+
+    # -- tear down ---------------------------------------------------------
+    def down(self) -> None:
+        """Stop everything this lab started; never raises."""
+        for host in self.hosts:
+            for pid in host.qemu_pids():
+                _kill(pid)
+            if host.process is not None:
+                _kill(host.process.pid, wait=host.process)
+                host.process = None
+        cleanup(self.prefix)
+
+
+def _tail(path: str, n: int = 2000) -> str:
+    try:
+        with open(path, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - n))
+            return f.read().decode(errors='replace')
+    except OSError:
+        return ''
+
+
+def _kill(pid: int, wait: Optional[subprocess.Popen] = None,
+          timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``: bounded either way."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if wait is not None:
+            if wait.poll() is not None:
+                return
+        elif not os.path.exists('/proc/%d' % pid) or _zombie(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if wait is not None:
+        try:
+            wait.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _is_qemu(pid: int) -> bool:
+    # The run directory also holds the daemon's own driver.pid.
+    try:
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            return b'qemu-system' in f.read().split(b'\0', 1)[0]
+    except OSError:
+        return False
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except (OSError, IndexError):
+        return True
+
+
+def cleanup(prefix: str = 'nqm') -> list[str]:
+    """Remove what a lab named ``prefix`` may have left: processes in its
+    namespaces, the namespaces, its run directory. Returns what it did.
+    """
+    done = []
+    for suffix in ('a', 'b'):
+        ns = '%s-%s' % (prefix, suffix)
+        if not os.path.exists('/run/netns/%s' % ns):
+            continue
+        res = _run(['ip', 'netns', 'pids', ns], check=False)
+        for pid in (int(p) for p in res.stdout.split() if p.isdigit()):
+            _kill(pid)
+            done.append('killed %d in %s' % (pid, ns))
+        _run(['ip', 'netns', 'del', ns], check=False)
+        done.append('deleted netns %s' % ns)
+    root = os.path.join(RUN_ROOT, prefix)
+    if os.path.isdir(root):
+        shutil.rmtree(root, ignore_errors=True)
+        done.append('removed %s' % root)
+    return done

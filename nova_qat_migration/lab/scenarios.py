@@ -1,0 +1,128 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The benchmark's guests (scenarios) and migration strategies (plans).
+
+A scenario is a guest workload plus the link it migrates over; a plan spec
+is either a policy (``nova_default``, ``adaptive``, ``static``: the plan
+comes from the project's policy looking at measured facts) or a fixed
+:class:`~nova_qat_migration.policy.base.Plan`. Every plan, fixed or not,
+goes through the project's translation to libvirt.
+
+Sizes are chosen so that one migration of a busy guest takes seconds to a
+minute under TCG on two cores, and so that each scenario separates the
+strategies: who converges at all, and how fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from nova_qat_migration.policy import base
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A guest workload and the link it is migrated over.
+
+    :param memory_mb: guest RAM.
+    :param touch_mb: RAM the dirtier fills (and verifies).
+    :param hot_mb: the part it keeps rewriting.
+    :param rate: pages rewritten per second.
+    :param pattern: zero | small | text | random (see dirtier.c).
+    :param link_mbit: the emulated link.
+    """
+
+    name: str
+    memory_mb: int
+    touch_mb: int
+    hot_mb: int
+    rate: int
+    pattern: str
+    link_mbit: int = 1000
+    description: str = ''
+
+    def cmdline(self, seed: int = 1) -> str:
+        return ('console=ttyS0 quiet loglevel=0 panic=-1 '
+                'dirtier.mem=%d dirtier.hot=%d dirtier.rate=%d '
+                'dirtier.pattern=%s dirtier.seed=%d dirtier.stat=5'
+                % (self.touch_mb, self.hot_mb, self.rate, self.pattern, seed))
+
+    @property
+    def dirty_mbps(self) -> float:
+        """The nominal dirty rate in MiB/s."""
+        return self.rate * 4096 / base.MIB
+
+
+SCENARIOS = {s.name: s for s in (
+    Scenario('idle-10g', 1024, 768, 4, 50, 'text', link_mbit=10000,
+             description='idle guest with 768 MiB of text-like data, '
+                         '10 Gbit/s link'),
+    Scenario('small-writes', 1024, 768, 768, 40000, 'small',
+             description='40k pages/s small in-page changes over a 768 MiB '
+                         'working set (XBZRLE-friendly, incompressible)'),
+    Scenario('text-rewrite', 1024, 768, 384, 30000, 'text',
+             description='30k pages/s of whole text-like pages rewritten '
+                         '(~2.4x with zstd-1)'),
+    Scenario('random-writes', 1024, 768, 256, 20000, 'random',
+             description='20k pages/s of whole random pages rewritten '
+                         '(incompressible, XBZRLE-hostile)'),
+    Scenario('mostly-zero', 2048, 192, 64, 8000, 'text',
+             description='2 GiB guest, 192 MiB in use, 8k pages/s of text '
+                         'rewritten; the rest is zero pages'),
+)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanSpec:
+    """A strategy to benchmark: a policy name or a fixed plan."""
+
+    name: str
+    policy: Optional[str] = None
+    plan: Optional[base.Plan] = None
+
+    @property
+    def fixed(self) -> bool:
+        return self.plan is not None
+
+
+def _fixed(name: str, **kwargs) -> PlanSpec:
+    return PlanSpec(name, plan=base.Plan(policy='fixed:%s' % name, **kwargs))
+
+
+PLANS = {p.name: p for p in (
+    PlanSpec('nova_default', policy='nova_default'),
+    PlanSpec('adaptive', policy='adaptive'),
+    _fixed('plain'),
+    _fixed('parallel4', parallel_connections=4),
+    _fixed('zstd1x4', method='zstd', level=1, parallel_connections=4),
+    _fixed('zlib1x4', method='zlib', level=1, parallel_connections=4),
+    _fixed('xbzrle128', method='xbzrle', xbzrle_cache_mb=128),
+    _fixed('xbzrle512', method='xbzrle', xbzrle_cache_mb=512),
+    _fixed('autoconv20+10', throttle_initial=20, throttle_increment=10),
+    _fixed('postcopy2', post_copy=True, post_copy_after_stalled=2),
+)}
+
+#: Fixed plans that ask for what QEMU 10 refuses; the translation must
+#: degrade them (never send them). Used by the lab tests.
+FORBIDDEN_ASKS = {
+    'xbzrle-multifd': base.Plan(policy='fixed:bad', method='xbzrle',
+                                xbzrle_cache_mb=64, parallel_connections=4),
+    'postcopy-multifd': base.Plan(policy='fixed:bad', method='zstd',
+                                  level=1, parallel_connections=4,
+                                  post_copy=True, post_copy_after_stalled=1),
+    'mt': base.Plan(policy='fixed:bad', method='mt', level=1,
+                    mt_threads=2),
+}
+
+QUICK_SCENARIOS = ('small-writes',)
+QUICK_PLANS = ('nova_default', 'adaptive', 'zstd1x4')
