@@ -1,0 +1,343 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``QATLibvirtDriver`` hooks that the functional tests cannot reach.
+
+Start-up failures, the per-migration domain proxy (flag swap, param merge,
+refusal retry, downtime scaling), the monitor's view of the flags, and
+bad input on the planning path. The domain is a ``mock.Mock`` only where
+the test records calls a ``virDomain`` would receive.
+"""
+
+import threading
+from unittest import mock
+
+import fixtures
+from nova import exception
+from nova import objects
+from nova import test
+from nova.tests import fixtures as nova_fixtures
+from nova.tests.fixtures import libvirt as fakelibvirt
+from nova.virt import fake
+
+from nova_qat_migration.conf import CONF
+from nova_qat_migration.policy import base
+from nova_qat_migration.policy import nova_default
+from nova_qat_migration.policy import static
+from nova_qat_migration.virt.libvirt import constants as c
+from nova_qat_migration.virt.libvirt import driver as qat_driver
+from nova_qat_migration.virt.libvirt import translate
+
+CAPS = base.HypervisorCaps(multifd_methods=frozenset({'none', 'zlib',
+                                                      'zstd'}))
+DEST = base.DestinationCaps(known=True,
+                            methods=frozenset({'xbzrle', 'zlib', 'zstd'}),
+                            multifd=True)
+NOVA_FLAGS = (c.VIR_MIGRATE_LIVE | c.VIR_MIGRATE_PEER2PEER |
+              c.VIR_MIGRATE_UNDEFINE_SOURCE | c.VIR_MIGRATE_PERSIST_DEST)
+
+
+class DriverTestBase(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(nova_fixtures.LibvirtFixture())
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.driver.QATMigrationMixin.'
+            'qat_probe_hypervisor',
+            staticmethod(lambda conn, qemu_binary=None: CAPS)))
+        self.flags(state_path=self.useFixture(fixtures.TempDir()).path,
+                   group='qat_migration')
+
+    def driver(self):
+        return qat_driver.QATLibvirtDriver(fake.FakeVirtAPI(), False)
+
+
+class InitHostTest(DriverTestBase):
+
+    def test_unknown_policy_fails_start_with_the_list(self):
+        self.flags(policy='fastest', group='qat_migration')
+        exc = self.assertRaises(exception.InvalidConfiguration,
+                                self.driver().init_host, 'host')
+        self.assertIn("'fastest'", str(exc))
+        for name in ('adaptive', 'nova_default', 'static'):
+            self.assertIn(name, str(exc))
+
+    def test_bad_option_combination_fails_start(self):
+        self.flags(xbzrle_cache_min_mb=512, xbzrle_cache_max_mb=256,
+                   group='qat_migration')
+        exc = self.assertRaises(exception.InvalidConfiguration,
+                                self.driver().init_host, 'host')
+        self.assertIn('xbzrle_cache_min_mb', str(exc))
+
+    def test_start_probes_once(self):
+        calls = []
+
+        def probe(conn, qemu_binary=None):
+            calls.append(conn)
+            return CAPS
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.driver.QATMigrationMixin.'
+            'qat_probe_hypervisor', staticmethod(probe)))
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.assertTrue(drvr._qat_ready())
+        self.assertEqual(1, len(calls))
+        self.assertIs(CAPS, drvr._qat_caps)
+
+    def test_failing_probe_degrades(self):
+        def probe(conn, qemu_binary=None):
+            raise RuntimeError('no QEMU')
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.driver.QATMigrationMixin.'
+            'qat_probe_hypervisor', staticmethod(probe)))
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.assertFalse(drvr._qat_caps.accepts('zstd'))
+        self.assertFalse(drvr._qat_caps.has_mt)
+
+    def test_disabled_plans_nothing(self):
+        self.flags(enabled=False, policy='no-such-policy',
+                   group='qat_migration')
+        drvr = self.driver()
+        drvr.init_host('host')      # the bad policy name is not even read
+        self.assertFalse(drvr._qat_ready())
+        self.assertIsNone(drvr._qat_policies)
+
+
+def _session(plan, facts=None, nova_flags=NOVA_FLAGS):
+    facts = facts or base.Facts(hypervisor=CAPS, destination=DEST,
+                                nova=base.NovaSettings())
+    instance = mock.Mock(uuid='uuid-1', vm_state='active')
+    instance.name = 'vm'
+    nova_plan = nova_default.NovaDefaultPolicy(CONF).plan(facts)
+    return qat_driver.MigrationSession(
+        instance, facts, static.StaticPolicy(CONF), plan,
+        translate.to_libvirt(plan, facts),
+        translate.to_libvirt(nova_plan, facts))
+
+
+def _refusal(code_name='VIR_ERR_ARGUMENT_UNSUPPORTED'):
+    return fakelibvirt.make_libvirtError(
+        fakelibvirt.libvirtError, 'unsupported',
+        error_code=getattr(fakelibvirt, code_name))
+
+
+class PlannedDomainTest(DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.domain = mock.Mock()
+        self.nova_params = {'bandwidth': 0, 'destination_xml': '<d/>',
+                            'persistent_xml': '<d/>'}
+
+    def _zstd(self):
+        return _session(base.Plan(policy='static', method='zstd', level=3,
+                                  parallel_connections=4))
+
+    def test_flags_swapped_params_merged(self):
+        session = self._zstd()
+        proxy = qat_driver._PlannedDomain(self.domain, session)
+        proxy.migrateToURI3('qemu+tcp://dest/system', self.nova_params,
+                            NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertEqual(NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL, sent['flags'])
+        self.assertEqual('zstd', sent['params']['compression'])
+        self.assertEqual(3, sent['params']['compression.zstd.level'])
+        self.assertEqual(4, sent['params']['parallel.connections'])
+        self.assertEqual('<d/>', sent['params']['destination_xml'])
+        self.assertEqual(sent['params'], session.sent_params)
+
+    def test_nova_parallel_dropped_for_single_stream_plan(self):
+        session = _session(base.Plan(policy='static', method='xbzrle',
+                                     xbzrle_cache_mb=128))
+        params = dict(self.nova_params, **{'parallel.connections': 4})
+        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertNotIn('parallel.connections', sent['params'])
+        self.assertFalse(sent['flags'] & c.VIR_MIGRATE_PARALLEL)
+
+    def test_non_shared_inc_dropped_without_disks(self):
+        facts = base.Facts(hypervisor=CAPS, destination=DEST,
+                           block_migration=True)
+        session = _session(base.Plan(policy='static', method='zstd',
+                                     parallel_connections=2), facts)
+        self.assertTrue(session.call.flags & c.VIR_MIGRATE_NON_SHARED_INC)
+        proxy = qat_driver._PlannedDomain(self.domain, session)
+        proxy.migrateToURI3('uri', self.nova_params, NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertFalse(sent['flags'] & c.VIR_MIGRATE_NON_SHARED_INC)
+        proxy.migrateToURI3('uri', dict(self.nova_params,
+                                        migrate_disks=['vda']),
+                            NOVA_FLAGS | c.VIR_MIGRATE_NON_SHARED_INC)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertTrue(sent['flags'] & c.VIR_MIGRATE_NON_SHARED_INC)
+
+    def test_refusal_retries_once_with_nova_call(self):
+        for code in ('VIR_ERR_ARGUMENT_UNSUPPORTED',
+                     'VIR_ERR_CONFIG_UNSUPPORTED', 'VIR_ERR_INVALID_ARG',
+                     'VIR_ERR_OPERATION_UNSUPPORTED'):
+            domain = mock.Mock()
+            domain.migrateToURI3.side_effect = [_refusal(code), None]
+            session = self._zstd()
+            qat_driver._PlannedDomain(domain, session).migrateToURI3(
+                'uri', self.nova_params, NOVA_FLAGS)
+            first, second = domain.migrateToURI3.call_args_list
+            self.assertIn('compression', first.kwargs['params'])
+            self.assertEqual(self.nova_params, second.kwargs['params'])
+            self.assertEqual(NOVA_FLAGS, second.kwargs['flags'])
+            self.assertFalse(session.planned)    # the monitor follows
+            self.assertIn('libvirt refused', session.notes[0])
+
+    def test_other_errors_are_not_retried(self):
+        self.domain.migrateToURI3.side_effect = _refusal(
+            'VIR_ERR_OPERATION_FAILED')
+        session = self._zstd()
+        self.assertRaises(
+            fakelibvirt.libvirtError,
+            qat_driver._PlannedDomain(self.domain, session).migrateToURI3,
+            'uri', self.nova_params, NOVA_FLAGS)
+        self.assertEqual(1, self.domain.migrateToURI3.call_count)
+        self.assertTrue(session.planned)
+
+    def test_refusal_of_nova_call_is_raised(self):
+        self.domain.migrateToURI3.side_effect = _refusal()
+        facts = base.Facts(hypervisor=CAPS, destination=DEST)
+        session = _session(
+            nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
+        self.assertRaises(
+            fakelibvirt.libvirtError,
+            qat_driver._PlannedDomain(self.domain, session).migrateToURI3,
+            'uri', self.nova_params, NOVA_FLAGS)
+        self.assertEqual(1, self.domain.migrateToURI3.call_count)
+
+    def test_downtime_steps_scaled_and_never_lowered(self):
+        self.flags(live_migration_downtime=500, group='libvirt')
+        session = _session(base.Plan(policy='static', max_downtime_ms=2000))
+        proxy = qat_driver._PlannedDomain(self.domain, session,
+                                          observe=True)
+        proxy.migrateSetMaxDowntime(50)
+        self.domain.migrateSetMaxDowntime.assert_called_with(200)
+        session.tracker.applied(base.Action('downtime', 900))
+        self.domain.reset_mock()
+        proxy.migrateSetMaxDowntime(200)          # scaled 800 < 900
+        self.domain.migrateSetMaxDowntime.assert_not_called()
+        proxy.migrateSetMaxDowntime(500)
+        self.domain.migrateSetMaxDowntime.assert_called_with(2000)
+
+    def test_escalation_errors_never_reach_nova(self):
+        session = self._zstd()
+
+        class Exploding(base.Policy):
+            def plan(self, facts):
+                raise AssertionError
+
+            def on_progress(self, plan, progress):
+                raise ValueError('plugin bug')
+
+        session.policy = Exploding(CONF)
+        self.domain.jobStats.return_value = {'type': 2,
+                                             'memory_remaining': 1}
+        proxy = qat_driver._PlannedDomain(self.domain, session,
+                                          observe=True)
+        self.assertEqual({'type': 2, 'memory_remaining': 1},
+                         proxy.jobStats())
+
+    def test_other_calls_pass_through(self):
+        proxy = qat_driver._PlannedDomain(self.domain, self._zstd())
+        proxy.abortJob()
+        self.domain.abortJob.assert_called_once_with()
+
+
+class MonitorFlagsTest(DriverTestBase):
+
+    def test_monitor_sees_only_its_own_flags(self):
+        drvr = self.driver()
+        drvr._parse_migration_flags()
+        session = _session(base.Plan(policy='static', post_copy=True))
+        self.assertTrue(session.call.flags & c.VIR_MIGRATE_POSTCOPY)
+        seen = {}
+
+        def other_thread():
+            seen['other'] = drvr._get_migration_flags(False)
+
+        drvr._qat_local.session = session
+        try:
+            self.assertEqual(session.call.flags,
+                             drvr._get_migration_flags(False))
+            t = threading.Thread(target=other_thread)
+            t.start()
+            t.join()
+        finally:
+            drvr._qat_local.session = None
+        self.assertEqual(drvr._live_migration_flags, seen['other'])
+        self.assertEqual(drvr._live_migration_flags,
+                         drvr._get_migration_flags(False))
+        self.assertFalse(drvr._live_migration_flags & c.VIR_MIGRATE_POSTCOPY)
+
+
+class PlanningInputTest(DriverTestBase):
+
+    def _instance(self, extra_specs=None, sysmeta=None):
+        flavor = objects.Flavor(memory_mb=2048, vcpus=2,
+                                extra_specs=extra_specs or {})
+        return objects.Instance(uuid='11111111-2222-3333-4444-555555555555',
+                                vm_state='active', flavor=flavor,
+                                system_metadata=sysmeta or {})
+
+    def test_bad_hint_fails_precheck_naming_key(self):
+        drvr = self.driver()
+        drvr.init_host('host')
+        exc = self.assertRaises(
+            exception.MigrationPreCheckError, drvr._qat_check_hints,
+            self._instance({'qat_migration:parallel_connections': '999'}))
+        self.assertIn('qat_migration:parallel_connections', str(exc))
+
+    def test_bad_image_hint_fails_precheck(self):
+        drvr = self.driver()
+        drvr.init_host('host')
+        exc = self.assertRaises(
+            exception.MigrationPreCheckError, drvr._qat_check_hints,
+            self._instance(sysmeta={'image_qat_migration:policy': 'nope'}))
+        self.assertIn('nope', str(exc))
+
+    def test_policy_exception_falls_back_to_nova_default(self):
+        self.flags(policy='static', group='qat_migration')
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.policy.static.StaticPolicy.plan',
+            mock.Mock(side_effect=RuntimeError('plugin bug'))))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.measure.host_load',
+            lambda *a, **k: base.HostLoad()))
+        migrate_data = objects.LibvirtLiveMigrateData(block_migration=False)
+        session = drvr._qat_plan(None, self._instance(), 'dest',
+                                 migrate_data)
+        self.assertEqual('nova_default', session.plan.policy)
+        self.assertFalse(session.planned)
+
+    def test_planning_failure_runs_nova(self):
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.driver.QATMigrationMixin.'
+            '_qat_plan', mock.Mock(side_effect=RuntimeError('boom'))))
+        with mock.patch('nova.virt.libvirt.driver.LibvirtDriver.'
+                        '_live_migration') as nova_lm:
+            drvr._live_migration(None, self._instance(), 'dest', 'post',
+                                 'recover', False, 'data')
+        nova_lm.assert_called_once_with(None, mock.ANY, 'dest', 'post',
+                                        'recover', False, 'data')
+        self.assertEqual({}, drvr._qat_sessions)
