@@ -62,6 +62,7 @@ from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import measure
+from nova_qat_migration.virt.libvirt import passthrough
 from nova_qat_migration.virt.libvirt import translate
 
 CONF = qat_conf.CONF
@@ -141,6 +142,7 @@ class MigrationSession:
         self.started = time.monotonic()
         self.actions: list = []
         self.notes: list = []
+        self.software_call: Optional[translate.MigrationCall] = None
         self.sent_params: Optional[dict] = None
         self.sent_flags: Optional[int] = None
         self.outcome = report.OUTCOME_FAILED
@@ -161,6 +163,12 @@ class MigrationSession:
         with self.lock:
             self.notes.append(why)
             self.call = self.nova_call
+
+    def fall_back_to_software(self, why: str) -> None:
+        """Drop the QEMU passthrough: the plan with libvirt's methods."""
+        with self.lock:
+            self.notes.append(why)
+            self.call = self.software_call or self.nova_call
 
 
 class _PlannedDomain:
@@ -185,6 +193,7 @@ class _PlannedDomain:
 
     def migrateToURI3(self, dconnuri: str, params: dict, flags: int) -> Any:
         session = self._qat_session
+        passthrough_args = self._qat_passthrough()
         call = session.call
         planned_flags = call.flags
         # NOTE(qat-migration): Nova's Guest.migrate() drops NON_SHARED_INC
@@ -197,6 +206,11 @@ class _PlannedDomain:
                 not flags & c.VIR_MIGRATE_POSTCOPY):
             planned_flags &= ~c.VIR_MIGRATE_POSTCOPY
         planned_params = translate.merge_params(params, call)
+        if passthrough_args:
+            # The destination QEMU starts with the same method (-global in
+            # the live XML only; the persistent XML stays clean).
+            planned_params = passthrough.rewrite_params(planned_params,
+                                                        passthrough_args)
         if not session.planned:
             # Nova's own plan: hand over exactly what Nova built.
             planned_params, planned_flags = params, flags
@@ -210,6 +224,14 @@ class _PlannedDomain:
             return self._qat_domain.migrateToURI3(
                 dconnuri, params=planned_params, flags=planned_flags)
         except Exception as exc:
+            if passthrough_args:
+                # The guest stays here: leave its QEMU as we found it so
+                # the next attempt (or Nova's retry below) starts clean.
+                if not passthrough.restore_source(self._qat_domain,
+                                                  passthrough_args):
+                    LOG.warning('Could not restore the source QEMU\'s '
+                                'multifd method after a failed migration',
+                                instance=session.instance)
             if not (session.planned and _is_refusal(exc)):
                 raise
             LOG.warning('libvirt refused the planned migration (%(plan)s, '
@@ -228,6 +250,35 @@ class _PlannedDomain:
             session.sent_params, session.sent_flags = params, flags
             return self._qat_domain.migrateToURI3(
                 dconnuri, params=params, flags=flags)
+
+    def _qat_passthrough(self) -> dict:
+        """Set the planned method on the source QEMU, if the plan has one.
+
+        :returns: the arguments applied (empty when there are none or the
+            command failed; then the session runs the software plan).
+        """
+        session = self._qat_session
+        call = session.call
+        if (call.backend != translate.BACKEND_PASSTHROUGH or
+                not call.passthrough):
+            return {}
+        try:
+            passthrough.apply_source(self._qat_domain, call.passthrough)
+        except passthrough.PassthroughError as exc:
+            LOG.warning('QEMU refused %(args)s through the monitor '
+                        'passthrough (%(exc)s); running %(plan)s instead.',
+                        {'args': call.passthrough, 'exc': exc,
+                         'plan': (session.software_call or
+                                  session.nova_call).plan.describe()},
+                        instance=session.instance)
+            session.fall_back_to_software(
+                'monitor passthrough refused (%s): software plan' % exc)
+            return {}
+        LOG.info('Source QEMU set to %s through the monitor passthrough '
+                 '(libvirt marks the domain tainted)', call.passthrough,
+                 instance=session.instance)
+        session.notes.append('passthrough %s' % (call.passthrough,))
+        return dict(call.passthrough)
 
     # -- the monitor -------------------------------------------------------
 
@@ -449,17 +500,22 @@ class QATMigrationMixin:
                              allocations: Optional[dict] = None) -> None:
         super().update_provider_tree(provider_tree, nodename,
                                      allocations=allocations)
+        enabled = self._qat_enabled() and self._qat_caps is not None
+        qat_endpoints = 0
+        if enabled and self._qat_manager is not None:
+            # NOTE(qat-migration): QAT's own providers first; their plan
+            # says whether this host can lend QAT to a migration, without
+            # the QATzip self-test that state() would run.
+            try:
+                host_plan = self._qat_manager.update_provider_tree(
+                    provider_tree, nodename, allocations)
+                qat_endpoints = getattr(host_plan, 'endpoints', 0) or 0
+            except Exception as exc:  # noqa: BLE001
+                LOG.warning('QAT inventory not updated: %s', exc)
         ours: set = set()
-        if self._qat_enabled() and self._qat_caps is not None:
-            qat_healthy = False
-            if self._qat_manager is not None:
-                try:
-                    state = self._qat_manager.state()
-                    qat_healthy = state.endpoints > 0
-                except Exception as exc:  # noqa: BLE001
-                    LOG.warning('QAT state unavailable: %s', exc)
+        if enabled:
             ours = capabilities.traits_for(self._qat_caps,
-                                           qat_healthy=qat_healthy)
+                                           qat_healthy=qat_endpoints > 0)
         try:
             current = set(provider_tree.data(nodename).traits)
         except Exception:  # noqa: BLE001 - provider not in the tree
@@ -473,12 +529,6 @@ class QATMigrationMixin:
             provider_tree.add_traits(nodename, *sorted(ours))
         if stale:
             provider_tree.remove_traits(nodename, *sorted(stale))
-        if self._qat_enabled() and self._qat_manager is not None:
-            try:
-                self._qat_manager.update_provider_tree(
-                    provider_tree, nodename, allocations)
-            except Exception as exc:  # noqa: BLE001
-                LOG.warning('QAT inventory not updated: %s', exc)
 
     # -- pre-checks --------------------------------------------------------
 
@@ -617,14 +667,16 @@ class QATMigrationMixin:
             LOG.exception('Could not translate plan %s; using Nova\'s',
                           requested.describe(), instance=instance)
             call = nova_call
-        if call.backend != translate.BACKEND_LIBVIRT:
-            # NOTE(qat-migration): the QEMU monitor passthrough (issue 7)
-            # is applied by a later hook; until then plan without it.
-            call = translate.to_libvirt(requested, dataclasses.replace(
-                facts, passthrough_allowed=False))
-        return MigrationSession(instance, facts, policy, requested, call,
-                                nova_call,
-                                _field(migrate_data, 'migration'))
+        session = MigrationSession(instance, facts, policy, requested, call,
+                                   nova_call,
+                                   _field(migrate_data, 'migration'))
+        if call.backend == translate.BACKEND_PASSTHROUGH:
+            # What runs if the monitor command is refused: the same plan
+            # with only the methods libvirt knows.
+            session.software_call = translate.to_libvirt(
+                requested, dataclasses.replace(facts,
+                                               passthrough_allowed=False))
+        return session
 
     def _qat_session(self, instance: Any) -> Optional[MigrationSession]:
         uuid = _field(instance, 'uuid')

@@ -1,0 +1,155 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""multifd ``qatzip`` through the QEMU monitor passthrough, on Nova's stack.
+
+A QAT-capable host pair: QAT devices in a sysfs fixture (both computes of
+this process read the same tree), a fake QEMU capability that includes
+``qatzip``, and the destination's traits in Placement. The monitor command
+is recorded instead of reaching a QEMU (the fake libvirt has none).
+"""
+
+import json
+
+import fixtures
+from lxml import etree
+from nova.tests.fixtures import libvirt as fakelibvirt
+
+from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration.virt.libvirt import passthrough
+from tests.fixtures import qat_sysfs
+from tests.functional import base
+from tests.unit.qat import test_qatzip
+
+QATZIP = policy_base.HypervisorCaps(
+    libvirt_version=(11, 3, 0), qemu_version=(10, 0, 0),
+    multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip'}))
+
+
+class QATPassthroughTest(base.QATMigrationTestBase):
+
+    POLICY = 'static'
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(test_qatzip.QuietStderrFD())
+        tree = self.useFixture(qat_sysfs.QATSysfs())
+        tree.add_pf('0000:6b:00.0', '4xxx', numvfs=4, services='dc')
+        self.flags(sysfs_root=tree.sysfs, debugfs_root=tree.debugfs,
+                   qat_endpoints_for_migration=1,
+                   qemu_monitor_passthrough=True, static_method='qatzip',
+                   static_parallel_connections=4, group='qat_migration')
+        self.commands = []
+        self.reply = '{"return": {}}'
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.passthrough._monitor',
+            self._monitor))
+        self.leases_during = []
+
+    def _monitor(self, domain, command):
+        self.commands.append(json.loads(command))
+        return self.reply
+
+    def _migrate_stub(self, domain, destination, params, flags):
+        pool = self.driver_of('src')._qat_manager.pool
+        self.leases_during.append(pool.in_use)
+        super()._migrate_stub(domain, destination, params, flags)
+
+    def _multifd_globals(self, xml):
+        doc = etree.fromstring(xml.encode())
+        return [a.get('value') for a in doc.iter(
+            '{%s}arg' % passthrough.QEMU_NS)]
+
+    def test_qatzip_pair(self):
+        self.start_qat_compute('src', caps=QATZIP)
+        self.start_qat_compute('dest', caps=QATZIP)
+        traits = self._get_provider_traits(self.compute_rp_uuids['dest'])
+        self.assertIn(capabilities.compress_trait('qatzip'), traits)
+        self.assertIn(capabilities.TRAIT_QAT, traits)
+
+        server = self.migrate(self.server_on('src'), 'dest')
+        self.assertEqual('dest', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual(
+            [{'execute': 'migrate-set-parameters',
+              'arguments': {'multifd-compression': 'qatzip',
+                            'multifd-qatzip-level': 1}}], self.commands)
+        call = self.last_call(server)
+        self.assertIn('PARALLEL', base.flag_set(call['flags']))
+        self.assertNotIn('compression', call['params'])
+        self.assertEqual(4, call['params']['parallel.connections'])
+        self.assertIn('migration.multifd-compression=qatzip',
+                      self._multifd_globals(
+                          call['params']['destination_xml']))
+        self.assertFalse(passthrough.has_globals(
+            call['params']['persistent_xml']))
+        # A QAT lease was held while migrating and released after.
+        self.assertEqual([1], self.leases_during)
+        self.assertEqual(0, self.driver_of('src')._qat_manager.pool.in_use)
+
+    def test_destination_without_qatzip(self):
+        self.start_qat_compute('src', caps=QATZIP)
+        self.start_qat_compute('dest', caps=base.MODERN)
+        server = self.migrate(self.server_on('src'), 'dest')
+        self.assertEqual([], self.commands)
+        call = self.last_call(server)
+        self.assertFalse(passthrough.has_globals(
+            call['params']['destination_xml']))
+        self.assertEqual([0], self.leases_during)
+
+    def test_refused_monitor_command_runs_software_plan(self):
+        self.reply = json.dumps({'error': {'class': 'GenericError',
+                                           'desc': 'qatzip not built in'}})
+        self.start_qat_compute('src', caps=QATZIP)
+        self.start_qat_compute('dest', caps=QATZIP)
+        server = self.migrate(self.server_on('src'), 'dest')
+        self.assertEqual('dest', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual(1, len(self.commands))
+        call = self.last_call(server)
+        self.assertFalse(passthrough.has_globals(
+            call['params']['destination_xml']))
+        self.assertNotEqual('qatzip', call['params'].get('compression'))
+        self.assertIn('monitor passthrough refused',
+                      self.stdlog.logger.output)
+
+    def test_failed_migration_restores_source_method(self):
+        self.start_qat_compute('src', caps=QATZIP)
+        self.start_qat_compute('dest', caps=QATZIP)
+        # Not a refusal: libvirt started and the migration failed; the
+        # job reports failure as a real libvirt's would.
+
+        def failing(domain, destination, params, flags):
+            domain.fail_job()
+            raise fakelibvirt.make_libvirtError(
+                fakelibvirt.libvirtError, 'connection reset',
+                error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.tests.fixtures.libvirt.Domain.migrateToURI3',
+            lambda dom, uri, params, flags: failing(dom, uri, params,
+                                                    flags)))
+        server = self.server_on('src')
+        self.api.post_server_action(
+            server['id'], {'os-migrateLive': {'host': 'dest',
+                                              'block_migration': 'auto'}})
+        self._wait_for_migration_status(server, ['error', 'failed'])
+        # Nova sets ERROR when migrateToURI3 raises; the guest itself is
+        # still defined and running on the source.
+        server = self._wait_for_state_change(server, 'ERROR',
+                                             wait_for_fault_key=False)
+        self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
+        dom = self.driver_of('src')._host.get_connection().lookupByUUIDString(
+            server['id'])
+        self.assertTrue(dom.isActive())
+        self.assertEqual(
+            ['qatzip', 'none'],
+            [c['arguments']['multifd-compression'] for c in self.commands])
+        self.assertEqual(0, self.driver_of('src')._qat_manager.pool.in_use)
