@@ -1,0 +1,163 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The lab's pieces that need no hypervisor: the guest's page patterns,
+the benchmark summary and ratios, the scenario and plan tables."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import zlib
+
+import testtools
+
+from nova_qat_migration.lab import bench
+from nova_qat_migration.lab import guest
+from nova_qat_migration.lab import runner
+from nova_qat_migration.lab import scenarios as sc
+from nova_qat_migration.policy import base
+from nova_qat_migration.virt.libvirt import translate
+
+
+def _run(scenario, plan, converged, total=None, integrity='ok',
+         outcome=None, repeat=0):
+    res = runner.RunResult(scenario=scenario, plan=plan, repeat=repeat)
+    res.converged = converged
+    res.total_s = total
+    res.outcome = outcome or ('completed' if converged else 'timeout')
+    res.integrity = integrity
+    res.downtime_ms = 100 if converged else None
+    res.wire_bytes = 10 ** 9
+    res.src_cpu_s = 5.0
+    res.effective_plan = plan
+    return res.to_dict()
+
+
+class TestDirtierPatterns(testtools.TestCase):
+    """The guest program's patterns have the properties the scenarios
+    rely on: text compresses about 2x, random and small do not, zero is
+    nearly nothing."""
+
+    def setUp(self):
+        super().setUp()
+        if shutil.which('gcc') is None:
+            self.skipTest('gcc not installed')
+        self.tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def _dump(self, pattern, pages=1024):
+        binary = os.path.join(self.tmp, 'dirtier')
+        if not os.path.exists(binary):
+            subprocess.run(['gcc', '-O2', '-o', binary,
+                            guest.dirtier_source()], check=True, timeout=120)
+        out = subprocess.run([binary, '--dump', pattern, str(pages)],
+                             check=True, capture_output=True, timeout=60)
+        self.assertEqual(pages * 4096, len(out.stdout))
+        return out.stdout
+
+    def test_ratios(self):
+        ratio = {p: len(d) / len(zlib.compress(d, 1)) for p, d in (
+            (p, self._dump(p)) for p in ('zero', 'small', 'text', 'random'))}
+        self.assertGreater(ratio['zero'], 50)
+        self.assertGreater(ratio['text'], 1.8)
+        self.assertLess(ratio['text'], 4.0)
+        self.assertLess(ratio['random'], 1.01)
+        self.assertLess(ratio['small'], 1.01)
+
+
+class TestSummary(testtools.TestCase):
+
+    def _results(self):
+        out = []
+        for rep in range(3):
+            out.append(_run('s1', 'nova_default', False, repeat=rep))
+            out.append(_run('s1', 'adaptive', True, 10.0 + rep, repeat=rep))
+            out.append(_run('s1', 'xbzrle512', True, 9.0 + rep, repeat=rep))
+            out.append(_run('s1', 'zstd1x4', rep != 1, 5.0, repeat=rep))
+            out.append(_run('s2', 'nova_default', True, 40.0, repeat=rep))
+            out.append(_run('s2', 'adaptive', True, 8.0, repeat=rep))
+            out.append(_run('s2', 'plain', True, 30.0, repeat=rep))
+        return out
+
+    def test_aggregate(self):
+        table = bench.aggregate(self._results())
+        cell = table['s1']['adaptive']
+        self.assertEqual((3, 3, 11.0, 10.0, 12.0),
+                         (cell['n'], cell['converged'], cell['median_s'],
+                          cell['min_s'], cell['max_s']))
+        self.assertIsNone(table['s1']['nova_default']['median_s'])
+        self.assertEqual(2, table['s1']['zstd1x4']['converged'])
+
+    def test_best_fixed_must_always_converge(self):
+        # zstd1x4 is faster but failed once: the best fixed plan is the
+        # fastest among those that always converged.
+        rat = bench.ratios(bench.aggregate(self._results()))
+        self.assertEqual('xbzrle512', rat['s1']['best_fixed'])
+        self.assertAlmostEqual(11.0 / 10.0, rat['s1']['adaptive_vs_best'])
+        self.assertNotIn('adaptive_vs_nova', rat['s1'])
+        self.assertAlmostEqual(0.2, rat['s2']['adaptive_vs_nova'])
+
+    def test_markdown_names_failures(self):
+        results = self._results()
+        results.append(_run('s2', 'plain', True, 30.0, integrity='FAIL'))
+        results.append(_run('s2', 'zlib1x4', False, outcome='rejected'))
+        text = bench.summary_markdown(results)
+        self.assertIn('**1 FAILED**', text)
+        self.assertIn('Integrity failures: 1. Plans rejected by libvirt: 1.',
+                      text)
+        self.assertIn('Geometric mean of adaptive/nova_default over the 1',
+                      text)
+        self.assertEqual(2, len(bench.failures(results)))
+
+    def test_chart(self):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            self.skipTest('matplotlib not installed (the lab extra)')
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = bench.chart(self._results(), os.path.join(tmp, 'c.png'), 60)
+        with open(path, 'rb') as f:
+            self.assertEqual(b'\x89PNG', f.read(4))
+
+
+class TestTables(testtools.TestCase):
+
+    def test_issue_matrix_present(self):
+        self.assertGreaterEqual(len(sc.SCENARIOS), 5)
+        for name in ('nova_default', 'adaptive', 'plain', 'parallel4',
+                     'zstd1x4', 'zlib1x4', 'xbzrle128', 'xbzrle512',
+                     'autoconv20+10', 'postcopy2'):
+            self.assertIn(name, sc.PLANS)
+        self.assertEqual(10000, sc.SCENARIOS['idle-10g'].link_mbit)
+
+    def test_nova_downtime_steps(self):
+        # Nova 34 defaults: 500 ms in 10 steps, 75 s per GiB (min 2 GiB).
+        steps = list(runner.nova_downtime_steps(base.NovaSettings(), 2.0))
+        self.assertEqual((0, 50), steps[0])
+        self.assertEqual((1500, 500), steps[-1])
+        self.assertEqual(11, len(steps))
+
+    def test_fixed_plans_translate_without_degradation(self):
+        # On the lab's software (libvirt 11.3, QEMU 10.0, zlib/zstd) every
+        # fixed plan must run as asked: the benchmark measures what it says.
+        facts = base.Facts(destination=capabilities_dest())
+        for spec in sc.PLANS.values():
+            if spec.fixed:
+                call = translate.to_libvirt(spec.plan, facts)
+                self.assertEqual((), call.degradations, spec.name)
+
+
+def capabilities_dest():
+    from nova_qat_migration.virt.libvirt import capabilities
+    return capabilities.destination_from_traits(
+        capabilities.traits_for(base.HypervisorCaps()))
