@@ -244,3 +244,22 @@ class ConcurrentTest(base.QATMigrationTestBase):
                          fakelibvirt.VIR_MIGRATE_PERSIST_DEST,
                          driver._live_migration_flags)
         self.assertEqual({}, driver._qat_sessions)
+
+
+class DisabledTest(base.QATMigrationTestBase):
+    """``[qat_migration] enabled = False``: Nova's driver, exactly."""
+
+    def test_disabled_is_nova(self):
+        self.flags(enabled=False, group='qat_migration')
+        self.start_qat_compute('src')
+        self.start_qat_compute('dest')
+        server = self.migrate(self.server_on('src'), 'dest')
+        call = self.last_call(server)
+        self.assertEqual({'LIVE', 'PEER2PEER', 'UNDEFINE_SOURCE',
+                          'PERSIST_DEST'}, base.flag_set(call['flags']))
+        self.assertEqual({'bandwidth': 0},
+                         self.without_xml(call['params']))
+        traits = self._get_provider_traits(self.compute_rp_uuids['src'])
+        self.assertFalse([t for t in traits
+                          if t.startswith(capabilities.TRAIT_PREFIX)])
+        self.assertNotIn('qat_migration report', self.stdlog.logger.output)
