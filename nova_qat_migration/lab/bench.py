@@ -40,9 +40,13 @@ ADAPTIVE = 'adaptive'
 BAD_INTEGRITY = ('FAIL', 'lost')
 
 
+def _echo(text: str) -> None:
+    print(text, flush=True)
+
+
 def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
                repeats: int, out_path: str, timeout_s: float,
-               prefix: str = 'nqm', echo=print) -> list:
+               prefix: Optional[str] = None, echo=_echo) -> list:
     """Run the matrix, appending one JSON line per migration to
     ``out_path``. Returns the result dicts."""
     scenarios = list(scenarios)

@@ -144,13 +144,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(why, file=sys.stderr)
         return 1
     scenario = sc.SCENARIOS[args.scenario]
-    print('Demo: one busy guest (%s: %s), migrated between two libvirt '
-          'hosts (network namespaces %s-a -> %s-b, %d Mbit/s link) with '
-          "Nova's default plan, then with the adaptive plan."
-          % (scenario.name, scenario.description, args.prefix, args.prefix,
-             scenario.link_mbit))
     results = []
     with hosts.Lab(args.prefix, link_mbit=scenario.link_mbit) as lab:
+        print('Demo: one busy guest (%s: %s), migrated between two libvirt '
+              'hosts (network namespaces %s -> %s, %d Mbit/s link) with '
+              "Nova's default plan, then with the adaptive plan."
+              % (scenario.name, scenario.description, lab.source.name,
+                 lab.dest.name, scenario.link_mbit))
         driver = runner.LabDriver(lab, _conf())
         try:
             with runner.GuestSession(driver, scenario) as session:
@@ -220,6 +220,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from nova_qat_migration.lab import hosts
     _logging(args.verbose)
     if args.action == 'down':
+        if hosts.in_use(args.prefix) and not args.force:
+            print('lab %s is in use by a live process; not removed (use '
+                  '--force)' % args.prefix, file=sys.stderr)
+            return 1
         for line in hosts.cleanup(args.prefix) or ['nothing to clean']:
             print(line)
         return 0
@@ -255,8 +259,9 @@ def add_parsers(subparsers: Any) -> None:
                    help='append to an existing results.jsonl')
     p.add_argument('--report-only', action='store_true',
                    help='rebuild summary and chart from results.jsonl')
-    p.add_argument('--prefix', default='nqm',
-                   help='lab name (namespaces PREFIX-a, PREFIX-b)')
+    p.add_argument('--prefix', default=None,
+                   help='lab name (namespaces PREFIX-a, PREFIX-b; default: '
+                        'the first free of nqm, nqm1, ...)')
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_bench)
 
@@ -266,7 +271,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--scenario', default='small-writes',
                    choices=sorted(sc.SCENARIOS))
     p.add_argument('--timeout', type=float, default=runner_timeout())
-    p.add_argument('--prefix', default='nqm')
+    p.add_argument('--prefix', default=None)
     p.add_argument('--json', help='also write both runs as JSON lines')
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_demo)
@@ -276,6 +281,8 @@ def add_parsers(subparsers: Any) -> None:
                    help='down: remove a lab left by a crash; build: the '
                         'guest initramfs; check: prerequisites')
     p.add_argument('--prefix', default='nqm')
+    p.add_argument('--force', action='store_true',
+                   help='down: also when a live process holds the lab')
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_lab)
 

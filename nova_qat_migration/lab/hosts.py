@@ -32,6 +32,7 @@ for leftovers of a lab that died hard.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import shutil
@@ -155,10 +156,14 @@ class Lab:
     :param link_mbit: the emulated link rate.
     """
 
-    def __init__(self, prefix: str = 'nqm', link_mbit: int = 1000) -> None:
+    def __init__(self, prefix: Optional[str] = None,
+                 link_mbit: int = 1000) -> None:
+        if prefix is None:
+            prefix = free_prefix()
         if len(prefix) > 8:
             raise ValueError('prefix too long for interface names')
         self.prefix = prefix
+        self._lock_fd: Optional[int] = None
         self.link_mbit = link_mbit
         self.root = os.path.join(RUN_ROOT, prefix)
         self.hosts = [
@@ -197,6 +202,7 @@ class Lab:
         why = missing_prerequisites()
         if why:
             raise LabError('; '.join(why))
+        self._lock()
         cleanup(self.prefix)      # leftovers of a lab that died hard
         self._network()
         self.set_link(self.link_mbit)
@@ -314,7 +320,26 @@ class Lab:
             if host.process is not None:
                 _kill(host.process.pid, wait=host.process)
                 host.process = None
-        cleanup(self.prefix)
+        if self._lock_fd is not None:
+            cleanup(self.prefix)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _lock(self) -> None:
+        """Own the prefix: another lab with it running refuses to start
+        (its clean-up of leftovers would kill this one)."""
+        if in_use(self.prefix):
+            raise LabError('lab %r is in use by another process (see %s)'
+                           % (self.prefix, os.path.join(RUN_ROOT, self.prefix)))
+        os.makedirs(RUN_ROOT, exist_ok=True)
+        fd = os.open(_lock_path(self.prefix), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise LabError('lab %r is in use by another process'
+                           % self.prefix)
+        self._lock_fd = fd
 
 
 def _tail(path: str, n: int = 2000) -> str:
@@ -368,6 +393,46 @@ def _zombie(pid: int) -> bool:
             return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
     except (OSError, IndexError):
         return True
+
+
+def _lock_path(prefix: str) -> str:
+    return os.path.join(RUN_ROOT, '%s.lock' % prefix)
+
+
+def in_use(prefix: str) -> bool:
+    """Whether a live lab holds ``prefix`` (its lock, or a running
+    libvirtd of its own)."""
+    try:
+        fd = os.open(_lock_path(prefix), os.O_RDWR)
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+    for suffix in ('a', 'b'):
+        try:
+            with open(os.path.join(RUN_ROOT, prefix, suffix,
+                                   'libvirtd.pid')) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if os.path.exists('/proc/%d' % pid) and not _zombie(pid):
+            return True
+    return False
+
+
+def free_prefix(base: str = 'nqm', tries: int = 10) -> str:
+    """The first of nqm, nqm1, nqm2... no live lab holds."""
+    for i in range(tries):
+        prefix = base if i == 0 else '%s%d' % (base, i)
+        if not in_use(prefix):
+            return prefix
+    raise LabError('%d labs already running' % tries)
 
 
 def cleanup(prefix: str = 'nqm') -> list[str]:
