@@ -23,6 +23,7 @@ import dataclasses
 import importlib
 import json
 import sys
+import typing
 from typing import Any, Optional, Sequence
 
 from nova_qat_migration.conf import CONF
@@ -56,10 +57,51 @@ _NESTED = {
 }
 
 
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """``value`` from JSON as the field type ``hint`` wants, or UsageError.
+
+    A wrong type would otherwise only fail inside a policy, as a traceback.
+    """
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union and type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is bool and isinstance(value, bool):
+        return value
+    if hint is int and number and value == int(value):
+        return int(value)
+    if hint is float and number:
+        return float(value)
+    if hint is str and isinstance(value, str):
+        return value
+    if origin is frozenset and isinstance(value, list) and all(
+            isinstance(v, str) for v in value):
+        return frozenset(value)
+    if origin is tuple:
+        if isinstance(value, str):
+            return _version(value)
+        if isinstance(value, list) and value and all(
+                isinstance(v, int) and not isinstance(v, bool)
+                for v in value):
+            return tuple((value + [0, 0, 0])[:3])
+    if hint in (bool, int, float, str) or origin in (frozenset, tuple):
+        wanted = {bool: 'true or false', int: 'an integer',
+                  float: 'a number', str: 'a string'}.get(hint) or (
+            'a list of strings' if origin is frozenset else
+            'a version like "10.0.2"')
+        raise UsageError('%s must be %s, got %s'
+                         % (where, wanted, json.dumps(value)))
+    return value
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise UsageError('%s must be an object, got %r' % (where, data))
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    types = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
         if name not in fields:
@@ -68,14 +110,14 @@ def _build(cls: type, data: Any, where: str) -> Any:
         if name in _NESTED and cls is base.Facts:
             value = _build(_NESTED[name], value, name)
         elif name == 'hints':
+            if not isinstance(value, dict):
+                raise UsageError('%s.hints must be an object, got %r'
+                                 % (where, value))
             value = hints_mod.from_instance(extra_specs={
                 '%s:%s' % (hints_mod.NAMESPACE, k): v
                 for k, v in value.items()})
-        elif name.endswith('_version'):
-            value = _version(value) if isinstance(value, str) else tuple(
-                value)
-        elif name in ('multifd_methods', 'methods'):
-            value = frozenset(value)
+        else:
+            value = _typed(value, types[name], '%s.%s' % (where, name))
         values[name] = value
     try:
         return cls(**values)
