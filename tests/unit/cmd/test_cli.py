@@ -184,6 +184,47 @@ class TestBadInput(CLITestCase):
         self.assertUsageError(self.run_cli('plan', '--facts', path),
                               'qat_migration:level')
 
+    def test_facts_wrong_types(self):
+        cases = [
+            ('{"link_mbps": "fast"}', 'facts.link_mbps must be a number'),
+            ('{"host": {"cpus": null}}', 'host.cpus must be an integer'),
+            ('{"host": {"cpus": 2.5}}', 'host.cpus must be an integer'),
+            ('{"qat": {"endpoints": "2"}}',
+             'qat.endpoints must be an integer'),
+            ('{"instance": {"paused": 1}}',
+             'instance.paused must be true or false'),
+            ('{"instance": {"dirty_rate_mbps": "5"}}',
+             'instance.dirty_rate_mbps must be a number'),
+            ('{"instance": {"hints": "x"}}',
+             'instance.hints must be an object'),
+            ('{"hypervisor": {"qemu_version": 10}}',
+             'hypervisor.qemu_version must be a version'),
+            ('{"hypervisor": {"qemu_version": [10, "x"]}}',
+             'hypervisor.qemu_version must be a version'),
+            ('{"destination": {"methods": 5}}',
+             'destination.methods must be a list of strings'),
+            ('{"history": {"method": 3}}',
+             'history.method must be a string'),
+        ]
+        for text, fragment in cases:
+            path = self.write('facts.json', text)
+            self.assertUsageError(self.run_cli('plan', '--facts', path),
+                                  fragment)
+
+    def test_facts_loose_but_valid_types(self):
+        path = self.write('facts.json', json.dumps({
+            'instance': {'memory_mb': 4096.0, 'dirty_rate_mbps': None},
+            'host': {'cpu_idle_pct': 90},
+            'hypervisor': {'qemu_version': [9, 0],
+                           'libvirt_version': '9.3'},
+            'destination': {'known': True, 'methods': ['zstd']},
+        }))
+        code, out, err = self.run_cli('plan', '--json', '--facts', path,
+                                      '--hint', 'method=zstd')
+        self.assertEqual(0, code, err)
+        self.assertIn('zstd: not supported by the source (libvirt 9.3.0, '
+                      'QEMU 9.0.0)', json.loads(out)['degradations'][0])
+
     def test_facts_file_missing(self):
         self.assertUsageError(
             self.run_cli('plan', '--facts', os.path.join(self.tmp, 'no')),
