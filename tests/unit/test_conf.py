@@ -25,6 +25,14 @@ from nova_qat_migration.conf import qat_migration
 from tests.unit import base
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+SAMPLE = os.path.join(REPO, 'etc', 'nova-qat-migration',
+                      'nova-qat-migration.conf.sample')
+GENERATOR_CONF = os.path.join(REPO, 'tools', 'config',
+                              'nova-qat-migration-config-generator.conf')
+
+
 def _bin(name):
     """A console script of the interpreter running the tests."""
     return os.path.join(os.path.dirname(sys.executable), name)
@@ -136,6 +144,12 @@ class TestCheck(base.TestCase):
 
 class TestGenerator(base.TestCase):
 
+    def setUp(self):
+        super().setUp()
+        # The options of this source tree, not of an installed copy.
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
+
     def test_list_opts_is_the_group(self):
         listed = opts.list_opts()
         self.assertEqual(1, len(listed))
@@ -151,7 +165,7 @@ class TestGenerator(base.TestCase):
                           % sys.executable)
         result = subprocess.run(
             [generator, '--namespace', 'nova_qat_migration'],
-            capture_output=True, text=True, timeout=120)
+            capture_output=True, text=True, timeout=120, env=self.env)
         self.assertEqual(0, result.returncode, result.stderr)
         self.assertIn('[qat_migration]', result.stdout)
         for name in ('policy', 'allowed_methods', 'throttle_schedule',
@@ -159,3 +173,19 @@ class TestGenerator(base.TestCase):
             self.assertIn('#%s = ' % name, result.stdout)
         # Bounds are shown to the operator.
         self.assertIn('Maximum value: 32', result.stdout)
+
+    def test_sample_is_up_to_date(self):
+        generator = _bin('oslo-config-generator')
+        if not (os.path.exists(generator) and os.path.exists(SAMPLE) and
+                os.path.exists(GENERATOR_CONF)):
+            self.skipTest('generator, its config or the sample missing')
+        out = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                           'sample.conf')
+        result = subprocess.run(
+            [generator, '--config-file', GENERATOR_CONF, '--output-file',
+             out], capture_output=True, text=True, timeout=120,
+            env=self.env, cwd=REPO)
+        self.assertEqual(0, result.returncode, result.stderr)
+        with open(out) as f, open(SAMPLE) as g:
+            self.assertEqual(f.read(), g.read(),
+                             'etc/ sample is stale: run tox -e genconfig')
