@@ -1,0 +1,116 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Host load from /proc and the guest dirty rate from libvirt."""
+
+import os
+from unittest import mock
+
+import fixtures
+
+from nova_qat_migration.virt.libvirt import measure
+from tests.unit import base
+
+MEMINFO = """MemTotal:       24576000 kB
+MemFree:         1000000 kB
+MemAvailable:   12582912 kB
+Buffers:           10000 kB
+"""
+
+
+def _stat(user, nice, system, idle, iowait):
+    return ('cpu  %d %d %d %d %d 0 0 0 0 0\ncpu0 1 1 1 1 1 0 0 0 0 0\n'
+            % (user, nice, system, idle, iowait))
+
+
+class TestHostLoad(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.proc = self.useFixture(fixtures.TempDir()).path
+        self.write('meminfo', MEMINFO)
+
+    def write(self, name, text):
+        with open(os.path.join(self.proc, name), 'w') as f:
+            f.write(text)
+
+    def test_idle_and_memory(self):
+        self.write('stat', _stat(100, 0, 100, 800, 0))
+
+        def tick(seconds):
+            # 1000 jiffies later: 250 busy, 700 idle, 50 iowait.
+            self.write('stat', _stat(300, 0, 150, 1500, 50))
+
+        with mock.patch.object(measure.time, 'sleep', side_effect=tick):
+            load = measure.host_load(interval=0.1, proc=self.proc)
+        self.assertEqual(75.0, load.cpu_idle_pct)
+        self.assertEqual(12288, load.mem_free_mb)
+        self.assertEqual(os.cpu_count(), load.cpus)
+
+    def test_no_time_passed_counts_as_idle(self):
+        self.write('stat', _stat(100, 0, 100, 800, 0))
+        with mock.patch.object(measure.time, 'sleep'):
+            load = measure.host_load(proc=self.proc)
+        self.assertEqual(100.0, load.cpu_idle_pct)
+
+    def test_unreadable_means_busy_and_no_memory(self):
+        load = measure.host_load(proc=os.path.join(self.proc, 'missing'))
+        self.assertEqual(0.0, load.cpu_idle_pct)
+        self.assertEqual(0, load.mem_free_mb)
+
+    def test_real_proc(self):
+        if not os.path.exists('/proc/stat'):
+            self.skipTest('no /proc')
+        load = measure.host_load(interval=0.05)
+        self.assertTrue(0.0 <= load.cpu_idle_pct <= 100.0)
+        self.assertGreater(load.mem_free_mb, 0)
+
+
+class TestDirtyRate(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MockPatchObject(measure.time, 'sleep'))
+
+    def _dom(self, records):
+        dom = mock.Mock()
+        dom.connect.return_value.domainListGetStats.side_effect = [
+            [(dom, record)] for record in records]
+        return dom
+
+    def test_measured(self):
+        dom = self._dom([
+            {'dirtyrate.calc_status': 1},
+            {'dirtyrate.calc_status': 2,
+             'dirtyrate.megabytes_per_second': 123},
+        ])
+        self.assertEqual(123.0, measure.dirty_rate_mbps(dom, seconds=2))
+        dom.startDirtyRateCalc.assert_called_once_with(2, 0)
+
+    def test_disabled(self):
+        dom = mock.Mock()
+        self.assertIsNone(measure.dirty_rate_mbps(dom, seconds=0))
+        dom.startDirtyRateCalc.assert_not_called()
+
+    def test_libvirt_error_means_unknown(self):
+        dom = mock.Mock()
+        dom.startDirtyRateCalc.side_effect = RuntimeError('not supported')
+        self.assertIsNone(measure.dirty_rate_mbps(dom, seconds=1))
+
+    def test_never_measured_times_out(self):
+        dom = mock.Mock()
+        dom.connect.return_value.domainListGetStats.return_value = [
+            (dom, {'dirtyrate.calc_status': 1})]
+        clock = iter(range(0, 1000, 1))
+        with mock.patch.object(measure.time, 'monotonic',
+                               side_effect=lambda: next(clock)):
+            self.assertIsNone(measure.dirty_rate_mbps(dom, seconds=1,
+                                                      timeout=5))
