@@ -18,6 +18,7 @@ is recorded instead of reaching a QEMU (the fake libvirt has none).
 """
 
 import json
+import threading
 
 import fixtures
 from lxml import etree
@@ -35,7 +36,7 @@ QATZIP = policy_base.HypervisorCaps(
     multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip'}))
 
 
-class QATPassthroughTest(base.QATMigrationTestBase):
+class QATPassthroughBase(base.QATMigrationTestBase):
 
     POLICY = 'static'
 
@@ -68,6 +69,9 @@ class QATPassthroughTest(base.QATMigrationTestBase):
         doc = etree.fromstring(xml.encode())
         return [a.get('value') for a in doc.iter(
             '{%s}arg' % passthrough.QEMU_NS)]
+
+
+class QATPassthroughTest(QATPassthroughBase):
 
     def test_qatzip_pair(self):
         self.start_qat_compute('src', caps=QATZIP)
@@ -153,3 +157,35 @@ class QATPassthroughTest(base.QATMigrationTestBase):
             ['qatzip', 'none'],
             [c['arguments']['multifd-compression'] for c in self.commands])
         self.assertEqual(0, self.driver_of('src')._qat_manager.pool.in_use)
+
+
+class QATLeaseContentionTest(QATPassthroughBase):
+    """Two qatzip migrations, one QAT endpoint kept for migrations."""
+
+    CAST_AS_CALL = False
+
+    def test_second_migration_without_lease_degrades(self):
+        self.flags(max_concurrent_live_migrations=2)
+        self.start_qat_compute('src', caps=QATZIP)
+        self.start_qat_compute('dest', caps=QATZIP)
+        a = self.server_on('src')
+        b = self.server_on('src')
+        self.barrier = threading.Barrier(2)
+        for server in (a, b):
+            self.start_migration(server)
+        for server in (a, b):
+            self._wait_for_migration_status(server, ['completed'])
+        self.assertFalse(self.barrier.broken)
+        with_qat = [s for s in (a, b) if passthrough.has_globals(
+            self.last_call(s)['params']['destination_xml'])]
+        self.assertEqual(1, len(with_qat))
+        # Both were in flight together; one lease existed and was held.
+        self.assertEqual([1, 1], self.leases_during)
+        self.assertEqual(1, len(self.commands))
+        self.assertIn('no QAT lease free', self.stdlog.logger.output)
+        self.assertEqual(0, self.driver_of('src')._qat_manager.pool.in_use)
+
+    def start_migration(self, server):
+        self.api.post_server_action(
+            server['id'], {'os-migrateLive': {'host': 'dest',
+                                              'block_migration': 'auto'}})
