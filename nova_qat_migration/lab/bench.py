@@ -331,8 +331,9 @@ def chart(results: list, path: str, timeout_s: float) -> Optional[str]:
     ax.set_xticks(range(len(scens)))
     ax.set_xticklabels(scens)
     ax.set_ylabel('median total migration time (s)')
-    ax.set_title('Real libvirt/QEMU migrations (TCG, 2 cores); hatched = '
-                 'did not always converge (at timeout = never)')
+    ax.set_title('Real libvirt/QEMU live migrations (TCG, 2 cores)\n'
+                 'hatched: did not always converge; at the dotted timeout '
+                 'line: never converged', fontsize=10)
     ax.legend(ncol=5, fontsize=8, loc='upper center',
               bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
