@@ -48,7 +48,8 @@ def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
                repeats: int, out_path: str, timeout_s: float,
                prefix: Optional[str] = None, echo=_echo) -> list:
     """Run the matrix, appending one JSON line per migration to
-    ``out_path``. Returns the result dicts."""
+    ``out_path``. Returns the result dicts.
+    """
     scenarios = list(scenarios)
     plans = list(plans)
     results = []
@@ -292,7 +293,8 @@ def summary_markdown(results: list, title: str = 'Benchmark',
 
 def chart(results: list, path: str, timeout_s: float) -> Optional[str]:
     """A grouped bar chart of median total time (PNG); None without
-    matplotlib."""
+    matplotlib.
+    """
     try:
         import matplotlib
         matplotlib.use('Agg')

@@ -28,10 +28,10 @@ import glob
 import hashlib
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
-import select
 import tempfile
 import threading
 import time
@@ -63,7 +63,8 @@ while true; do /bin/busybox sleep 3600; done
 
 
 class GuestError(Exception):
-    """The guest could not be built, booted or asked."""
+    """The guest could not be built, booted or asked.
+    """
 
 
 def find_kernel() -> str:
@@ -184,7 +185,8 @@ def with_serial_log(xml: str, serial_log: str) -> str:
 
 class Console:
     """The guest's serial console on one host: a log to read, a pty to
-    write."""
+    write.
+    """
 
     def __init__(self, dom, log_path: str) -> None:
         self.dom = dom
@@ -224,7 +226,8 @@ class Console:
     def open(self) -> None:
         """Hold the pty open (QEMU only reads a pty someone holds) and
         drain what the guest writes to it (a full pty would stall the
-        guest's serial port; the log has the same text)."""
+        guest's serial port; the log has the same text).
+        """
         if self._fd is not None:
             return
         fd = os.open(self.pty(), os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)

@@ -39,8 +39,8 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from typing import Optional
+import uuid
 
 LOG = logging.getLogger(__name__)
 
@@ -327,10 +327,12 @@ class Lab:
 
     def _lock(self) -> None:
         """Own the prefix: another lab with it running refuses to start
-        (its clean-up of leftovers would kill this one)."""
+        (its clean-up of leftovers would kill this one).
+        """
         if in_use(self.prefix):
             raise LabError('lab %r is in use by another process (see %s)'
-                           % (self.prefix, os.path.join(RUN_ROOT, self.prefix)))
+                           % (self.prefix,
+                              os.path.join(RUN_ROOT, self.prefix)))
         os.makedirs(RUN_ROOT, exist_ok=True)
         fd = os.open(_lock_path(self.prefix), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -401,7 +403,8 @@ def _lock_path(prefix: str) -> str:
 
 def in_use(prefix: str) -> bool:
     """Whether a live lab holds ``prefix`` (its lock, or a running
-    libvirtd of its own)."""
+    libvirtd of its own).
+    """
     try:
         fd = os.open(_lock_path(prefix), os.O_RDWR)
     except OSError:

@@ -41,15 +41,15 @@ import threading
 import time
 from typing import Any, Optional
 
+from nova_qat_migration.lab import guest as guest_mod
+from nova_qat_migration.lab import hosts as hosts_mod
+from nova_qat_migration.lab import scenarios as sc
 from nova_qat_migration import monitor
 from nova_qat_migration.policy import base
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import measure
 from nova_qat_migration.virt.libvirt import passthrough
 from nova_qat_migration.virt.libvirt import translate
-from nova_qat_migration.lab import guest as guest_mod
-from nova_qat_migration.lab import hosts as hosts_mod
-from nova_qat_migration.lab import scenarios as sc
 
 LOG = logging.getLogger(__name__)
 
@@ -157,7 +157,8 @@ class LabDriver:
 
     def destination_caps(self, index: int) -> base.DestinationCaps:
         """What the destination publishes, read back as the scheduler's
-        traits (the path the driver takes)."""
+        traits (the path the driver takes).
+        """
         return capabilities.destination_from_traits(
             capabilities.traits_for(self.caps[index]))
 
@@ -457,7 +458,8 @@ class GuestSession:
                     tracker: monitor.ProgressTracker) -> list:
         """Nova's monitor: the downtime step due now, scaled to the plan's
         maximum for planned migrations (what the driver's domain wrapper
-        does with Nova's ``migrateSetMaxDowntime`` calls)."""
+        does with Nova's ``migrateSetMaxDowntime`` calls).
+        """
         due = [ms for at, ms in steps if elapsed >= at]
         if not due:
             return []

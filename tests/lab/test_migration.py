@@ -213,4 +213,3 @@ class TestForbiddenCombinations(LabTestCase):
             res = self.migrate(spec)
             self.assertTrue(res.degradations, name)
             self.assertCompletedIntact(res)
-

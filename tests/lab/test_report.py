@@ -10,7 +10,8 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 """The lab's pieces that need no hypervisor: the guest's page patterns,
-the benchmark summary and ratios, the scenario and plan tables."""
+the benchmark summary and ratios, the scenario and plan tables.
+"""
 
 import os
 import shutil
@@ -45,7 +46,8 @@ def _run(scenario, plan, converged, total=None, integrity='ok',
 class TestDirtierPatterns(testtools.TestCase):
     """The guest program's patterns have the properties the scenarios
     rely on: text compresses about 2x, random and small do not, zero is
-    nearly nothing."""
+    nearly nothing.
+    """
 
     def setUp(self):
         super().setUp()
