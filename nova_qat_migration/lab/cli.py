@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any, Optional, Sequence
@@ -51,6 +52,17 @@ def _check_ready() -> Optional[str]:
     return None
 
 
+def _exit_on_signals() -> None:
+    """Turn SIGTERM/SIGHUP into SystemExit so that the lab's context
+    managers tear the hosts down (namespaces, daemons, QEMU) on the way
+    out.
+    """
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise)
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
@@ -62,6 +74,7 @@ def _logging(verbose: bool) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from nova_qat_migration.lab import bench
     _logging(args.verbose)
+    _exit_on_signals()
     scenarios = _csv(args.scenarios) if args.scenarios else (
         list(sc.QUICK_SCENARIOS) if args.quick else list(sc.SCENARIOS))
     plans = _csv(args.plans) if args.plans else (
@@ -139,6 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nova_qat_migration.lab import hosts
     from nova_qat_migration.lab import runner
     _logging(args.verbose)
+    _exit_on_signals()
     why = _check_ready()
     if why:
         print(why, file=sys.stderr)
