@@ -23,6 +23,7 @@ flags and params it receives and completes the job, as Nova's own
 import os
 import sys
 import threading
+import time
 import urllib.parse
 
 import fixtures
@@ -184,6 +185,27 @@ class QATMigrationTestBase(libvirt_base.LibvirtMigrationMixin,
 
     def driver_of(self, hostname):
         return self.computes[hostname].driver
+
+    def wait_until(self, predicate, what, timeout=30):
+        """Poll ``predicate``: Nova marks a migration completed from inside
+        the driver's ``_live_migration``, before its cleanup has run.
+        """
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                self.fail('timed out waiting for %s' % what)
+            time.sleep(0.1)
+
+    def wait_for_driver_cleanup(self, hostname):
+        """Sessions closed and QAT leases (if any) released."""
+        driver = self.driver_of(hostname)
+
+        def done():
+            manager = getattr(driver, '_qat_manager', None)
+            in_use = manager.pool.in_use if manager is not None else 0
+            return not driver._qat_sessions and in_use == 0
+
+        self.wait_until(done, 'migration cleanup on %s' % hostname)
 
 
 def flag_set(flags):

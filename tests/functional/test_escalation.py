@@ -163,6 +163,7 @@ class EscalationTest(base.QATMigrationTestBase):
         self.assertGreater(max(self.downtimes), 100)
         self.assertLessEqual(max(self.downtimes), 1000)
         self.assertEqual('completed', migration['status'])
+        self.wait_for_driver_cleanup('src')
         self.assertIn('"actions": [{"kind": "downtime"',
                       self.stdlog.logger.output)
         self.assertIn('"kind": "post_copy"', self.stdlog.logger.output)
@@ -182,6 +183,7 @@ class EscalationTest(base.QATMigrationTestBase):
         self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual([server['id']], self.aborted)
         self.assertEqual([], self.postcopy)
+        self.wait_for_driver_cleanup('src')
         self.assertIn('"outcome": "aborted"', self.stdlog.logger.output)
         history = self.driver_of('src')._qat_history.get(server['id'])
         self.assertFalse(history.converged)

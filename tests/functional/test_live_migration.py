@@ -81,6 +81,7 @@ class AdaptiveTest(base.QATMigrationTestBase):
         self.assertGreaterEqual(call['params']['parallel.connections'], 2)
         self.assertIn('compression.zstd.level', call['params'])
         # The planning really ran in our driver: one report, one history.
+        self.wait_for_driver_cleanup('src')
         self.assertIsInstance(self.driver_of('src'), base.qat_driver.
                               QATLibvirtDriver)
         self.assertIn('qat_migration report: ', self.stdlog.logger.output)
@@ -237,6 +238,7 @@ class ConcurrentTest(base.QATMigrationTestBase):
         self.assertEqual('xbzrle', call_b['params']['compression'])
         self.assertNotIn('PARALLEL', base.flag_set(call_b['flags']))
         # Nova's host-wide flags were never touched.
+        self.wait_for_driver_cleanup('src')
         driver = self.driver_of('src')
         self.assertEqual(fakelibvirt.VIR_MIGRATE_LIVE |
                          fakelibvirt.VIR_MIGRATE_PEER2PEER |

@@ -97,7 +97,7 @@ class QATPassthroughTest(QATPassthroughBase):
             call['params']['persistent_xml']))
         # A QAT lease was held while migrating and released after.
         self.assertEqual([1], self.leases_during)
-        self.assertEqual(0, self.driver_of('src')._qat_manager.pool.in_use)
+        self.wait_for_driver_cleanup('src')
 
     def test_destination_without_qatzip(self):
         self.start_qat_compute('src', caps=QATZIP)
@@ -156,7 +156,7 @@ class QATPassthroughTest(QATPassthroughBase):
         self.assertEqual(
             ['qatzip', 'none'],
             [c['arguments']['multifd-compression'] for c in self.commands])
-        self.assertEqual(0, self.driver_of('src')._qat_manager.pool.in_use)
+        self.wait_for_driver_cleanup('src')
 
 
 class QATLeaseContentionTest(QATPassthroughBase):
@@ -183,7 +183,7 @@ class QATLeaseContentionTest(QATPassthroughBase):
         self.assertEqual([1, 1], self.leases_during)
         self.assertEqual(1, len(self.commands))
         self.assertIn('no QAT lease free', self.stdlog.logger.output)
-        self.assertEqual(0, self.driver_of('src')._qat_manager.pool.in_use)
+        self.wait_for_driver_cleanup('src')
 
     def start_migration(self, server):
         self.api.post_server_action(

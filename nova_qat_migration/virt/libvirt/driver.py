@@ -714,9 +714,9 @@ class QATMigrationMixin:
                     context, instance, dest, post_method, recover_method,
                     block_migration, migrate_data)
             finally:
+                self._qat_report(session)
                 with self._qat_sessions_lock:
                     self._qat_sessions.pop(instance.uuid, None)
-                self._qat_report(session)
 
     def _qat_take_lease(self, stack: contextlib.ExitStack,
                         session: MigrationSession) -> None:
