@@ -24,7 +24,12 @@ copying any of its methods:
     :class:`_PlannedDomain`: Nova builds its params and flags as always and
     the proxy's ``migrateToURI3`` swaps in the planned flags and merges the
     planned params. If libvirt refuses the plan before the migration
-    starts, the proxy retries once with exactly what Nova built.
+    starts, the proxy retries once with exactly what Nova built. A plan
+    whose method libvirt does not know (``qatzip``, backend
+    ``qemu-passthrough``) is set on the source QEMU through the monitor
+    passthrough and on the destination with ``-global`` in the live
+    destination XML only; a refused command means the software plan, a
+    failed migration restores the source's method.
 ``_live_migration_monitor`` (caller's thread)
     the monitor sees this migration's flags through a thread-local read by
     ``_get_migration_flags``, and a proxied domain whose ``jobStats()``
