@@ -90,10 +90,7 @@ class AdaptivePolicy(base.Policy):
         idle = self._idle_cores(facts)
         channel_choices = sorted({n for n in (2, 4, lim.max_channels)
                                   if 2 <= n <= lim.max_channels})
-        hist = facts.history
-        incompressible = (hist.compression_ratio is not None and
-                          hist.method in base.MULTIFD_METHODS and
-                          hist.compression_ratio > INCOMPRESSIBLE_RATIO)
+        incompressible = self._incompressible(facts)
         fallbacks = self._software_fallbacks(facts, lim)
         shapes: list = [dict(method='none')]
         if multifd_ok:
@@ -166,10 +163,24 @@ class AdaptivePolicy(base.Policy):
                 and facts.destination.accepts(method))
 
     def _ratio(self, facts: base.Facts) -> float:
-        ratio = facts.history.compression_ratio
-        if ratio is not None and facts.history.method in base.MULTIFD_METHODS:
+        ratio = self._measured_ratio(facts)
+        if ratio is not None:
             return max(0.05, min(1.0, ratio))
         return DEFAULT_RATIO
+
+    def _measured_ratio(self, facts: base.Facts) -> Optional[float]:
+        """Compressibility from a page sample, else from history."""
+        if facts.instance.compress_ratio is not None:
+            return facts.instance.compress_ratio
+        hist = facts.history
+        if hist.compression_ratio is not None and \
+                hist.method in base.MULTIFD_METHODS:
+            return hist.compression_ratio
+        return None
+
+    def _incompressible(self, facts: base.Facts) -> bool:
+        ratio = self._measured_ratio(facts)
+        return ratio is not None and ratio > INCOMPRESSIBLE_RATIO
 
     def _dirty_rate(self, facts: base.Facts) -> Optional[float]:
         if facts.instance.paused:
@@ -235,15 +246,13 @@ class AdaptivePolicy(base.Policy):
         link = facts.link_mbps
         dirty = self._dirty_rate(facts)
         hist = facts.history
-        incompressible = (hist.compression_ratio is not None and
-                          hist.method in base.MULTIFD_METHODS and
-                          hist.compression_ratio > INCOMPRESSIBLE_RATIO)
+        incompressible = self._incompressible(facts)
         idle = self._idle_cores(facts)
         fallbacks = self._software_fallbacks(facts, lim)
         reasons = []
         if incompressible:
-            reasons.append('last migration compressed to %.2f: pages are '
-                           'incompressible' % hist.compression_ratio)
+            reasons.append('pages compress to %.2f: incompressible'
+                           % self._measured_ratio(facts))
 
         # 1. QAT offload.
         if not incompressible and facts.qat.available and \
@@ -341,12 +350,9 @@ class AdaptivePolicy(base.Policy):
                           reasons=tuple(reasons) + ('plain pre-copy',))
 
     def _why_not_qat(self, facts: base.Facts, lim: common.Limits) -> str:
-        hist = facts.history
-        if (hist.compression_ratio is not None and
-                hist.method in base.MULTIFD_METHODS and
-                hist.compression_ratio > INCOMPRESSIBLE_RATIO):
-            return ('QAT: last migration compressed to %.2f: pages are '
-                    'incompressible' % hist.compression_ratio)
+        if self._incompressible(facts):
+            return ('QAT: pages compress to %.2f: incompressible'
+                    % self._measured_ratio(facts))
         if not facts.qat.available:
             return 'QAT: no free lease (%d endpoint(s) busy or reserved ' \
                    'elsewhere): software path' % facts.qat.endpoints

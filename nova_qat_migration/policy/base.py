@@ -166,6 +166,12 @@ class InstanceFacts:
     hints: Hints = Hints()
     #: Measured dirty rate (MiB/s) from libvirt's dirty-rate calculation.
     dirty_rate_mbps: Optional[float] = None
+    #: From a sample of guest pages (``measure.page_sample``), if taken:
+    #: share of zero pages, deflate ratio of the others, and share of
+    #: changing pages whose change XBZRLE encodes as a small delta.
+    zero_fraction: Optional[float] = None
+    compress_ratio: Optional[float] = None
+    xbzrle_friendly: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)

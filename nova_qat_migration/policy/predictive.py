@@ -79,6 +79,13 @@ def workload(facts: base.Facts) -> model.Workload:
         zero = max(0.0, min(0.95, 1.0 - hist.compression_ratio))
     friendly = (hist.xbzrle_hit_ratio if hist.xbzrle_hit_ratio is not None
                 else DEFAULT_XBZRLE_FRIENDLY)
+    # A sample of the guest's pages, taken just now, beats history.
+    if inst.compress_ratio is not None:
+        ratio = max(0.02, min(1.0, inst.compress_ratio))
+    if inst.zero_fraction is not None:
+        zero = max(0.0, min(0.99, inst.zero_fraction))
+    if inst.xbzrle_friendly is not None:
+        friendly = inst.xbzrle_friendly
     return model.Workload(
         ram_mb=float(inst.memory_mb), dirty_mbps=float(dirty),
         working_set_mb=(float(inst.hints.working_set_mb)

@@ -17,6 +17,7 @@ these numbers. Every function degrades to "unknown" rather than raising.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Optional
@@ -93,3 +94,106 @@ def dirty_rate_mbps(dom: Any, seconds: int = 1,
     except Exception as exc:  # noqa: any libvirt error means "unknown"
         LOG.info('Dirty rate not measured: %s', exc)
     return None
+
+
+# -- page sampling -------------------------------------------------------
+
+PAGE = 4096
+_MEMORY_PHYSICAL = 2     # VIR_MEMORY_PHYSICAL
+#: Guest-physical RAM below the PCI hole is contiguous from 0 on x86.
+_LOW_RAM_LIMIT = 3 * 1024 * base.MIB
+
+
+@dataclasses.dataclass(frozen=True)
+class PageSample:
+    """What a sample of guest pages says about the coming migration.
+
+    :param zero_fraction: share of sampled pages that are all zero (QEMU
+        sends those as a flag).
+    :param compress_ratio: deflate-1 size / size of the non-zero pages
+        (multifd zlib/zstd land near it; zstd slightly better).
+    :param changed_fraction: share of pages that changed between the two
+        reads (``interval`` apart).
+    :param xbzrle_friendly: share of changed pages whose change XBZRLE
+        encodes in well under a page (small in-page writes).
+    """
+
+    pages: int
+    zero_fraction: float
+    compress_ratio: float
+    changed_fraction: float
+    xbzrle_friendly: Optional[float]
+
+
+def _xbzrle_small(old: bytes, new: bytes) -> bool:
+    """Whether XBZRLE would send ``new`` as a delta of ``old``.
+
+    XBZRLE encodes runs of equal and different bytes; a page whose
+    changed bytes are under a quarter of it encodes comfortably below the
+    page size (overflowing pages are sent whole).
+    """
+    diff = sum(1 for a, b in zip(old, new) if a != b)
+    return diff < PAGE // 4
+
+
+def page_sample(dom: Any, memory_mb: int, pages: int = 128,
+                interval: float = 0.5, seed: int = 0,
+                ) -> Optional[PageSample]:
+    """Read ``pages`` random guest pages twice through libvirt.
+
+    ``virDomainMemoryPeek`` on guest-physical addresses reads the pages
+    without stopping the guest. Returns None when libvirt cannot peek
+    (other hypervisors, permissions); the policy then uses history.
+    """
+    import random
+    import zlib
+
+    limit = min(memory_mb * base.MIB, _LOW_RAM_LIMIT) // PAGE
+    if limit <= 1 or pages <= 0:
+        return None
+    rng = random.Random(seed or memory_mb)
+    addrs = sorted(rng.sample(range(1, int(limit)), min(pages,
+                                                        int(limit) - 1)))
+    try:
+        first = [dom.memoryPeek(a * PAGE, PAGE, _MEMORY_PHYSICAL)
+                 for a in addrs]
+        time.sleep(interval)
+        second = [dom.memoryPeek(a * PAGE, PAGE, _MEMORY_PHYSICAL)
+                  for a in addrs]
+    except Exception as exc:  # noqa: any libvirt error means "unknown"
+        LOG.info('Guest pages not sampled: %s', exc)
+        return None
+    zero_page = bytes(PAGE)
+    nonzero = [p for p in first if p != zero_page]
+    ratio = 1.0
+    if nonzero:
+        blob = b''.join(nonzero)
+        ratio = len(zlib.compress(blob, 1)) / len(blob)
+    changed = [(a, b) for a, b in zip(first, second) if a != b]
+    friendly = None
+    if changed:
+        friendly = sum(1 for a, b in changed if _xbzrle_small(a, b)) / len(
+            changed)
+    return PageSample(pages=len(addrs),
+                      zero_fraction=(len(first) - len(nonzero)) / len(first),
+                      compress_ratio=round(min(1.0, ratio), 3),
+                      changed_fraction=len(changed) / len(first),
+                      xbzrle_friendly=friendly)
+
+
+def instance_fields(dom: Any, memory_mb: int, dirty_seconds: int = 1,
+                    sample_pages: int = 128) -> dict:
+    """``InstanceFacts`` fields measured on a running domain.
+
+    The dirty rate from libvirt's calculation, and the page sample's
+    zero share, compressibility and XBZRLE-friendliness; each None when
+    it could not be measured.
+    """
+    fields: dict = {'dirty_rate_mbps': dirty_rate_mbps(dom, dirty_seconds)}
+    sample = page_sample(dom, memory_mb, pages=sample_pages) \
+        if sample_pages else None
+    if sample is not None:
+        fields.update(zero_fraction=sample.zero_fraction,
+                      compress_ratio=sample.compress_ratio,
+                      xbzrle_friendly=sample.xbzrle_friendly)
+    return fields

@@ -327,7 +327,7 @@ class TestRulesSoftwareCompression(AdaptiveTestCase):
         plan = self.plan(**self.idle_facts(history=dict(
             compression_ratio=0.9, method='zstd')))
         self.assertEqual('none', plan.method)
-        self.assertReason('compressed to 0.90: pages are incompressible',
+        self.assertReason('pages compress to 0.90: incompressible',
                           plan.reasons)
 
     def test_ratio_of_uncompressed_migration_is_not_history(self):
