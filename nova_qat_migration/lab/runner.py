@@ -241,7 +241,7 @@ class GuestSession:
         inst = base.InstanceFacts(
             uuid=self.dom.UUIDString(), name=self.name,
             memory_mb=self.scenario.memory_mb, vcpus=1,
-            dirty_rate_mbps=measure.dirty_rate_mbps(self.dom, 1))
+            **measure.instance_fields(self.dom, self.scenario.memory_mb))
         return base.Facts(
             instance=inst, host=measure.host_load(),
             hypervisor=drv.caps[src], destination=drv.destination_caps(dst),

@@ -597,7 +597,9 @@ class QATMigrationMixin:
         """
         flavor = _field(instance, 'flavor')
         paused = _field(instance, 'vm_state') == vm_states.PAUSED
-        dirty = None
+        memory_mb = int(_field(flavor, 'memory_mb', 0) or
+                        _field(instance, 'memory_mb', 0) or 0)
+        measurements: dict = {}
         host = base.HostLoad()
         qat = base.QATState()
         if measured:
@@ -606,9 +608,10 @@ class QATMigrationMixin:
             if seconds and not paused:
                 try:
                     guest = self._host.get_guest(instance)
-                    dirty = measure.dirty_rate_mbps(guest._domain, seconds)
+                    measurements = measure.instance_fields(
+                        guest._domain, memory_mb, seconds)
                 except Exception as exc:  # noqa: BLE001
-                    LOG.info('Dirty rate not measured: %s', exc,
+                    LOG.info('Guest not measured: %s', exc,
                              instance=instance)
             if self._qat_manager is not None:
                 try:
@@ -617,11 +620,10 @@ class QATMigrationMixin:
                     LOG.warning('QAT state unavailable: %s', exc)
         inst = base.InstanceFacts(
             uuid=instance.uuid, name=_field(instance, 'name', ''),
-            memory_mb=int(_field(flavor, 'memory_mb', 0) or
-                          _field(instance, 'memory_mb', 0) or 0),
+            memory_mb=memory_mb,
             vcpus=int(_field(flavor, 'vcpus', 0) or
                       _field(instance, 'vcpus', 0) or 1),
-            paused=paused, hints=hints, dirty_rate_mbps=dirty)
+            paused=paused, hints=hints, **measurements)
         history = (self._qat_history.get(instance.uuid)
                    if self._qat_history is not None else base.History())
         return base.Facts(
