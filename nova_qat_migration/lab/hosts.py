@@ -322,6 +322,10 @@ class Lab:
                 host.process = None
         if self._lock_fd is not None:
             cleanup(self.prefix)
+            try:
+                os.unlink(_lock_path(self.prefix))
+            except OSError:
+                pass
             os.close(self._lock_fd)
             self._lock_fd = None
 
