@@ -213,3 +213,43 @@ class TestForbiddenCombinations(LabTestCase):
             res = self.migrate(spec)
             self.assertTrue(res.degradations, name)
             self.assertCompletedIntact(res)
+
+
+class TestLabLifecycle(testtools.TestCase):
+    """The lab leaves nothing behind and never tears down another lab."""
+
+    def setUp(self):
+        super().setUp()
+        why = _skip_reason()
+        if why:
+            self.skipTest(why)
+
+    def test_cleanup_after_failure_and_lock(self):
+        prefix = 'u%05d' % (os.getpid() % 100000)
+        daemons = []
+
+        class Boom(Exception):
+            pass
+
+        with testtools.ExpectedException(Boom):
+            with hosts.Lab(prefix) as lab:
+                daemons = [h.process.pid for h in lab.hosts]
+                self.assertTrue(hosts.in_use(prefix))
+                # A second lab with the same name refuses to start and
+                # leaves the running one alone.
+                with testtools.ExpectedException(hosts.LabError,
+                                                 '.*in use.*'):
+                    with hosts.Lab(prefix):
+                        pass
+                self.assertTrue(os.path.exists('/run/netns/%s-a' % prefix))
+                lab.connect(lab.dest).close()
+                raise Boom()
+        for suffix in ('a', 'b'):
+            self.assertFalse(os.path.exists('/run/netns/%s-%s'
+                                            % (prefix, suffix)))
+        for pid in daemons:
+            self.assertFalse(os.path.exists('/proc/%d' % pid)
+                             and not hosts._zombie(pid), pid)
+        self.assertFalse(hosts.in_use(prefix))
+        self.assertFalse(os.path.exists(os.path.join(hosts.RUN_ROOT,
+                                                     prefix)))
