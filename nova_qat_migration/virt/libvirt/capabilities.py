@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
+import sys
 import time
 from typing import Any, Iterable, Optional
 
@@ -53,17 +53,35 @@ def _version_tuple(number: int) -> tuple[int, int, int]:
     return (number // 1000000, (number // 1000) % 1000, number % 1000)
 
 
+def _native_io() -> tuple:
+    """``os`` and ``select`` as the interpreter made them.
+
+    nova-compute may run under eventlet's monkey patching, whose green
+    pipes never wake up for a peer that already exited. The probe runs once
+    at start-up and is bounded by a timeout, so plain blocking I/O is
+    right here in both modes.
+    """
+    import select
+    if 'eventlet' not in sys.modules:   # nothing can have patched them
+        return os, select
+    from eventlet import patcher
+    return patcher.original('os'), patcher.original('select')
+
+
 def _qmp_exchange(binary: str, commands: list,
                   timeout: float = PROBE_TIMEOUT) -> list:
     """Run ``binary`` with QMP on stdio and return one reply per command.
 
-    Each command is sent only after the previous reply arrived (QEMU exits
-    on ``quit`` before flushing a large reply otherwise).
+    Each command is sent only after the previous reply arrived, and the
+    process is killed once the last reply is in (a ``quit`` could race a
+    large reply).
     """
+    n_os, n_select = _native_io()
     argv = [binary, '-machine', 'none', '-nodefaults', '-nographic',
             '-display', 'none', '-qmp', 'stdio']
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out_fd, in_fd = proc.stdout.fileno(), proc.stdin.fileno()
     deadline = time.monotonic() + timeout
     replies = []
     buf = b''
@@ -81,26 +99,32 @@ def _qmp_exchange(binary: str, commands: list,
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError('QEMU QMP probe timed out')
-            ready, _, _ = select.select([proc.stdout], [], [], left)
+            ready, _, _ = n_select.select([out_fd], [], [], left)
             if ready:
-                chunk = os.read(proc.stdout.fileno(), 1 << 20)
+                try:
+                    chunk = n_os.read(out_fd, 1 << 20)
+                except BlockingIOError:
+                    continue
                 if not chunk:
                     raise EOFError('QEMU exited during the QMP probe')
                 buf += chunk
 
     try:
         for command in [{'execute': 'qmp_capabilities'}] + commands:
-            proc.stdin.write(json.dumps(command).encode() + b'\n')
-            proc.stdin.flush()
+            try:
+                n_os.write(in_fd, json.dumps(command).encode() + b'\n')
+            except (BrokenPipeError, BlockingIOError):
+                raise EOFError('QEMU exited during the QMP probe')
             replies.append(read_reply())
-        proc.stdin.write(b'{"execute": "quit"}\n')
-        proc.stdin.flush()
     finally:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
     return replies[1:]
 
 
