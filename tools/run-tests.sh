@@ -31,6 +31,10 @@ run_suite unit ./tests/unit run
 if [ -d tests/functional ] && ls tests/functional/test_*.py >/dev/null 2>&1; then
     run_suite functional ./tests/functional run --concurrency 2
 fi
+# Nova's own libvirt live-migration unit tests, with QATLibvirtDriver
+# (policy nova_default) as the driver under test.
+run_suite nova-lm ./tests/nova_lm --top-dir ./ run \
+    'live_migration|LiveMigration|_live_migr'
 if [ -d tests/lab ] && ls tests/lab/test_*.py >/dev/null 2>&1; then
     run_suite lab ./tests/lab run --concurrency 1
 fi
