@@ -57,7 +57,8 @@ def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
     first = sc.SCENARIOS[scenarios[0]]
     with hosts_mod.Lab(prefix, link_mbit=first.link_mbit) as lab, \
             open(out_path, 'a') as out:
-        driver = runner.LabDriver(lab, conf)
+        driver = runner.LabDriver(lab, conf,
+                                  nova=runner.nova_settings(timeout_s))
         try:
             for repeat in range(repeats):
                 for name in scenarios:
@@ -184,7 +185,8 @@ def ratios(table: dict) -> dict:
         ada = plans.get(ADAPTIVE)
         nova = plans.get(BASELINE)
         fixed = {p: c for p, c in plans.items()
-                 if p not in (ADAPTIVE, BASELINE, 'static')}
+                 if p not in (BASELINE, 'static') and
+                 not p.startswith(ADAPTIVE)}
         always = {p: c for p, c in fixed.items()
                   if c['converged'] == c['n'] and c['median_s']}
         pool = always or {p: c for p, c in fixed.items() if c['median_s']}

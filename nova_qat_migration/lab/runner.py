@@ -46,6 +46,7 @@ from nova_qat_migration.lab import hosts as hosts_mod
 from nova_qat_migration.lab import scenarios as sc
 from nova_qat_migration import monitor
 from nova_qat_migration.policy import base
+from nova_qat_migration.policy import predictive
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import measure
 from nova_qat_migration.virt.libvirt import passthrough
@@ -94,6 +95,8 @@ class RunResult:
     verified_on: str = ''
     guest_rate: Optional[float] = None
     facts: dict = dataclasses.field(default_factory=dict)
+    #: the convergence model's prediction for the plan that ran
+    prediction: dict = dataclasses.field(default_factory=dict)
     requested_plan: dict = dataclasses.field(default_factory=dict)
     effective_plan: str = ''
     reasons: list = dataclasses.field(default_factory=list)
@@ -108,6 +111,17 @@ class RunResult:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def nova_settings(timeout_s: float) -> base.NovaSettings:
+    """Nova's defaults, with the completion timeout the lab enforces.
+
+    The lab aborts a migration after ``timeout_s`` like Nova's
+    ``live_migration_completion_timeout`` would (Nova counts at least
+    2 GiB), so policies plan against the same deadline.
+    """
+    return base.NovaSettings(
+        completion_timeout_s_per_gib=max(1, int(timeout_s / 2)))
 
 
 def nova_downtime_steps(nova: base.NovaSettings, data_gb: float):
@@ -252,7 +266,14 @@ class GuestSession:
         if spec.fixed:
             return None, spec.plan
         policy = self.driver.policy(spec.policy)
-        return policy, policy.plan(facts)
+        conf = self.driver.conf
+        for name, value in spec.overrides:
+            conf.set_override(name, value, group='qat_migration')
+        try:
+            return policy, policy.plan(facts)
+        finally:
+            for name, _value in spec.overrides:
+                conf.clear_override(name, group='qat_migration')
 
     # -- the migration -----------------------------------------------------
     def migrate(self, spec: sc.PlanSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -273,6 +294,10 @@ class GuestSession:
             'mem_free_mb': facts.host.mem_free_mb,
             'link_mbps': round(facts.link_mbps, 1),
             'memory_mb': facts.instance.memory_mb,
+            'cpus': facts.host.cpus,
+            'zero_fraction': facts.instance.zero_fraction,
+            'compress_ratio': facts.instance.compress_ratio,
+            'xbzrle_friendly': facts.instance.xbzrle_friendly,
             'source_multifd_methods': sorted(facts.hypervisor.multifd_methods),
             'destination_methods': sorted(facts.destination.methods),
         }
@@ -281,6 +306,7 @@ class GuestSession:
         eff = call.plan
         result.requested_plan = plan.to_dict()
         result.effective_plan = eff.describe()
+        result.prediction = predictive.predict_dict(drv.conf, facts, eff)
         result.reasons = list(plan.reasons)
         result.degradations = list(call.degradations)
         result.flags = call.flag_names()

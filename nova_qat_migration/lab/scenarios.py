@@ -89,6 +89,8 @@ class PlanSpec:
     name: str
     policy: Optional[str] = None
     plan: Optional[base.Plan] = None
+    #: ``[qat_migration]`` option overrides while this policy plans.
+    overrides: tuple = ()
 
     @property
     def fixed(self) -> bool:
@@ -102,6 +104,10 @@ def _fixed(name: str, **kwargs) -> PlanSpec:
 PLANS = {p.name: p for p in (
     PlanSpec('nova_default', policy='nova_default'),
     PlanSpec('adaptive', policy='adaptive'),
+    # The adaptive policy's rules alone, without the convergence model:
+    # the "before" of the model's before/after comparison.
+    PlanSpec('adaptive-rules', policy='adaptive',
+             overrides=(('adaptive_model', False),)),
     _fixed('plain'),
     _fixed('parallel4', parallel_connections=4),
     _fixed('zstd1x4', method='zstd', level=1, parallel_connections=4),

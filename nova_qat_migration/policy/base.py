@@ -167,8 +167,8 @@ class InstanceFacts:
     #: Measured dirty rate (MiB/s) from libvirt's dirty-rate calculation.
     dirty_rate_mbps: Optional[float] = None
     #: From a sample of guest pages (``measure.page_sample``), if taken:
-    #: share of zero pages, deflate ratio of the others, and share of
-    #: changing pages whose change XBZRLE encodes as a small delta.
+    #: share of zero pages, deflate ratio of the others, and the share of
+    #: re-sent bytes XBZRLE saves on the pages that change.
     zero_fraction: Optional[float] = None
     compress_ratio: Optional[float] = None
     xbzrle_friendly: Optional[float] = None
@@ -187,6 +187,13 @@ class NovaSettings:
     downtime_ms: int = 500
     downtime_steps: int = 10
     downtime_delay_s: int = 75
+    completion_timeout_s_per_gib: int = 800
+
+    def completion_timeout_s(self, memory_mb: int) -> float:
+        """Nova's completion timeout for a guest of ``memory_mb`` (Nova
+        counts at least 2 GiB of data)."""
+        data_gb = max(2.0, memory_mb / 1024.0)
+        return self.completion_timeout_s_per_gib * data_gb
 
     @classmethod
     def from_conf(cls, conf: Any) -> 'NovaSettings':
@@ -200,7 +207,9 @@ class NovaSettings:
             bandwidth_mbps=lv.live_migration_bandwidth,
             downtime_ms=lv.live_migration_downtime,
             downtime_steps=lv.live_migration_downtime_steps,
-            downtime_delay_s=lv.live_migration_downtime_delay)
+            downtime_delay_s=lv.live_migration_downtime_delay,
+            completion_timeout_s_per_gib=(
+                lv.live_migration_completion_timeout))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,11 +50,13 @@ class Calibration:
 
     :param stream_mbps: pages one migration stream copies per second when
         the link is not the limit (the migration thread's CPU bound).
-    :param compress_mbps: zstd/zlib level-1 input MiB/s of one core.
+    :param compress_mbps: zstd level-1 input MiB/s of one core.
+    :param zlib_mbps: zlib level-1 input MiB/s of one core.
     :param qat_mbps: QAT input MiB/s of one endpoint.
     :param xbzrle_mbps: XBZRLE encoder input MiB/s (one thread).
-    :param xbzrle_residue: wire bytes per re-dirtied byte that hits the
-        XBZRLE cache (small in-page writes encode to a small delta).
+    :param xbzrle_residue: the least wire bytes per re-sent byte XBZRLE
+        achieves (encoding overhead and cache misses), however small the
+        writes.
     :param zero_cost: wire bytes per zero page byte (flags only).
     :param setup_s: fixed cost of a migration (connections, device state).
     :param switchover_s: fixed part of the downtime (device state,
@@ -63,6 +65,7 @@ class Calibration:
 
     stream_mbps: float = 1400.0
     compress_mbps: float = 350.0
+    zlib_mbps: float = 150.0
     qat_mbps: float = 1500.0
     xbzrle_mbps: float = 900.0
     xbzrle_residue: float = 0.12
@@ -82,7 +85,7 @@ class Workload:
     zero_fraction: float = 0.0
     #: compressed/original for the guest's non-zero pages
     compress_ratio: float = 0.5
-    #: share of re-dirtied pages whose delta XBZRLE can encode
+    #: share of re-sent bytes XBZRLE saves (1.0: tiny in-page writes)
     xbzrle_friendly: float = 0.7
 
 
@@ -110,35 +113,38 @@ class Prediction:
 MAX_ROUNDS = 200
 
 
-def xbzrle_hit(plan: base.Plan, load: Workload) -> float:
-    """Share of re-sent pages XBZRLE encodes as a delta.
+def xbzrle_wire(plan: base.Plan, load: Workload,
+                cal: Calibration) -> float:
+    """Wire bytes per re-sent page byte under XBZRLE.
 
-    A page must still be in the cache to be encoded, so a cache smaller
-    than the working set (all of RAM when unknown) hits proportionally
-    less.
+    A page must still be in the cache to be sent as a delta, so a cache
+    smaller than the working set (all of RAM when unknown) covers
+    proportionally fewer pages; the rest go whole.
     """
     working = load.working_set_mb or load.ram_mb
     coverage = 1.0
     if plan.xbzrle_cache_mb and working > 0:
         coverage = min(1.0, plan.xbzrle_cache_mb / working)
-    return load.xbzrle_friendly * coverage
+    delta = max(cal.xbzrle_residue, 1.0 - load.xbzrle_friendly)
+    return coverage * min(1.0, delta) + (1.0 - coverage)
 
 
 def _rates(plan: base.Plan, load: Workload, link_mbps: float,
            cal: Calibration, idle_cores: float) -> tuple[float, float, float]:
     """(pages/s for fresh pages, pages/s for re-sent pages, wire/page).
 
-    Re-sent pages differ only for XBZRLE, whose cache turns re-dirtied
-    pages into small deltas.
+    Channels only add copy throughput while there are idle cores to run
+    them; re-sent pages differ only for XBZRLE, whose cache turns them
+    into deltas.
     """
     channels = max(1, plan.parallel_connections)
-    copy_cap = cal.stream_mbps * channels
+    copy_cap = cal.stream_mbps * min(channels, max(1.0, idle_cores))
     method = plan.method
     if method in ('zlib', 'zstd'):
         cores = max(0.5, min(channels, idle_cores))
-        cpu = cal.compress_mbps * cores
+        per_core = cal.compress_mbps if method == 'zstd' else cal.zlib_mbps
         wire_per_page = load.compress_ratio
-        rate = min(link_mbps / wire_per_page, cpu, copy_cap)
+        rate = min(link_mbps / wire_per_page, per_core * cores, copy_cap)
         return rate, rate, wire_per_page
     if method in ('qatzip', 'mt'):
         wire_per_page = load.compress_ratio
@@ -147,8 +153,7 @@ def _rates(plan: base.Plan, load: Workload, link_mbps: float,
         return rate, rate, wire_per_page
     fresh = min(link_mbps, copy_cap)
     if method == 'xbzrle':
-        hit = xbzrle_hit(plan, load)
-        wire = hit * cal.xbzrle_residue + (1.0 - hit)
+        wire = xbzrle_wire(plan, load, cal)
         resend = min(link_mbps / max(wire, 1e-3), cal.xbzrle_mbps, copy_cap)
         return fresh, resend, 1.0
     return fresh, fresh, 1.0
@@ -177,9 +182,8 @@ def predict(plan: base.Plan, load: Workload, link_mbps: float,
     prev = float('inf')
     round_time = elapsed
     rounds = 1
-    hit = xbzrle_hit(plan, load)
-    xbz_wire = (hit * cal.xbzrle_residue + 1.0 - hit) \
-        if plan.method == 'xbzrle' else wire_per_page
+    xbz_wire = xbzrle_wire(plan, load, cal) if plan.method == 'xbzrle' \
+        else wire_per_page
     while rounds < MAX_ROUNDS:
         dirty = load.dirty_mbps * (1.0 - throttle / 100.0)
         remaining = min(working, dirty * round_time)

@@ -93,12 +93,22 @@ def workload(facts: base.Facts) -> model.Workload:
         zero_fraction=zero, compress_ratio=ratio, xbzrle_friendly=friendly)
 
 
+def tier(plan: base.Plan) -> int:
+    """How intrusive a plan is: 0 plain levers, 1 throttles the guest's
+    vCPUs, 2 may run the guest on the destination before all its memory
+    arrived (post-copy: a failure then loses the guest)."""
+    if plan.post_copy:
+        return 2
+    return 1 if plan.auto_converge else 0
+
+
 def _score(plan: base.Plan, pred: model.Prediction) -> tuple:
-    """Sort key: fastest first, gentler on ties."""
-    gentleness = ((1 if plan.post_copy else 0) +
-                  (1 if plan.auto_converge else 0) +
-                  (0.5 if plan.method in ('zlib', 'zstd') else 0))
-    return (pred.total_s * (1 + 0.01 * gentleness), gentleness)
+    """Sort key inside a tier: fastest first, counting a throttle's
+    start as a cost (a guest slowed to 20% for 10 s is worse than one
+    slowed by 20% for 12 s), then software compression's CPU."""
+    throttle = (plan.throttle_initial or 0) / 100.0
+    cpu = 0.02 if plan.method in ('zlib', 'zstd') else 0.0
+    return (pred.total_s * (1.0 + throttle + cpu), plan.parallel_connections)
 
 
 def choose(conf: Any, facts: base.Facts, lim: common.Limits,
@@ -116,11 +126,19 @@ def choose(conf: Any, facts: base.Facts, lim: common.Limits,
         pred = model.predict(plan, load, facts.link_mbps, idle_cores=idle,
                              cal=cal)
         scored.append((plan, pred))
+    # Nova aborts a migration at its completion timeout: a plan predicted
+    # to need longer does not converge for our purposes.
+    deadline = facts.nova.completion_timeout_s(facts.instance.memory_mb)
     good = [(p, pr) for p, pr in scored
-            if pr.converges and pr.downtime_ms <= lim.max_downtime_ms]
+            if pr.converges and pr.downtime_ms <= lim.max_downtime_ms and
+            pr.total_s <= deadline]
     if not good:
         return None
-    best_plan, best_pred = min(good, key=lambda item: _score(*item))
+    # The gentlest tier that has a converging plan, then the best in it.
+    gentlest = min(tier(p) for p, _ in good)
+    best_plan, best_pred = min(((p, pr) for p, pr in good
+                                if tier(p) == gentlest),
+                               key=lambda item: _score(*item))
     return best_plan, best_pred, scored
 
 
@@ -148,3 +166,17 @@ def _short(plan: base.Plan) -> str:
     if plan.post_copy:
         name += ' +post-copy'
     return name
+
+
+def predict_dict(conf: Any, facts: base.Facts, plan: base.Plan) -> dict:
+    """The model's prediction for ``plan`` as a loggable dict."""
+    idle = max(0.5, facts.host.cpus * facts.host.cpu_idle_pct / 100.0)
+    pred = model.predict(plan, workload(facts), facts.link_mbps,
+                         idle_cores=idle, cal=calibration(conf))
+    return {'converges': pred.converges,
+            'total_s': (round(pred.total_s, 2) if pred.converges
+                        else None),
+            'downtime_ms': (round(pred.downtime_ms, 1) if pred.converges
+                            else None),
+            'post_copy': pred.post_copy, 'rounds': pred.rounds,
+            'summary': pred.describe()}

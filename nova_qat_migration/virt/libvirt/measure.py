@@ -114,8 +114,9 @@ class PageSample:
         (multifd zlib/zstd land near it; zstd slightly better).
     :param changed_fraction: share of pages that changed between the two
         reads (``interval`` apart).
-    :param xbzrle_friendly: share of changed pages whose change XBZRLE
-        encodes in well under a page (small in-page writes).
+    :param xbzrle_friendly: share of the bytes of changed pages that
+        XBZRLE saves by sending a delta (1.0: tiny in-page writes, 0.0: the
+        whole page rewritten).
     """
 
     pages: int
@@ -125,15 +126,32 @@ class PageSample:
     xbzrle_friendly: Optional[float]
 
 
-def _xbzrle_small(old: bytes, new: bytes) -> bool:
-    """Whether XBZRLE would send ``new`` as a delta of ``old``.
+def xbzrle_cost(old: bytes, new: bytes) -> float:
+    """Wire bytes per page byte XBZRLE needs to send ``new`` after ``old``.
 
-    XBZRLE encodes runs of equal and different bytes; a page whose
-    changed bytes are under a quarter of it encodes comfortably below the
-    page size (overflowing pages are sent whole).
+    XBZRLE encodes the XOR of the two pages as alternating runs of
+    unchanged and changed bytes: a length for each run (ULEB128) plus the
+    changed bytes. A delta that would not fit in a page overflows and the
+    page is sent whole (cost 1.0).
     """
-    diff = sum(1 for a, b in zip(old, new) if a != b)
-    return diff < PAGE // 4
+    size = 0
+    i = 0
+    n = min(len(old), len(new))
+    while i < n:
+        start = i
+        while i < n and old[i] == new[i]:
+            i += 1
+        zrun = i - start
+        start = i
+        while i < n and old[i] != new[i]:
+            i += 1
+        nzrun = i - start
+        if nzrun == 0:
+            break
+        size += (1 if zrun < 128 else 2) + (1 if nzrun < 128 else 2) + nzrun
+        if size >= n:
+            return 1.0
+    return size / float(n or 1)
 
 
 def page_sample(dom: Any, memory_mb: int, pages: int = 128,
@@ -172,7 +190,8 @@ def page_sample(dom: Any, memory_mb: int, pages: int = 128,
     changed = [(a, b) for a, b in zip(first, second) if a != b]
     friendly = None
     if changed:
-        friendly = sum(1 for a, b in changed if _xbzrle_small(a, b)) / len(
+        # Share of the re-sent bytes XBZRLE saves on pages that changed.
+        friendly = 1.0 - sum(xbzrle_cost(a, b) for a, b in changed) / len(
             changed)
     return PageSample(pages=len(addrs),
                       zero_fraction=(len(first) - len(nonzero)) / len(first),

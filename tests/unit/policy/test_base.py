@@ -112,6 +112,7 @@ class TestSmallModels(base.TestCase):
             live_migration_downtime = 600
             live_migration_downtime_steps = 5
             live_migration_downtime_delay = 30
+            live_migration_completion_timeout = 150
 
         class Conf(object):
             libvirt = Group
@@ -120,7 +121,13 @@ class TestSmallModels(base.TestCase):
             tunnelled=True, native_tls=False, permit_post_copy=True,
             permit_auto_converge=False, parallel_connections=4,
             bandwidth_mbps=100, downtime_ms=600, downtime_steps=5,
-            downtime_delay_s=30), policy_base.NovaSettings.from_conf(Conf))
+            downtime_delay_s=30, completion_timeout_s_per_gib=150),
+            policy_base.NovaSettings.from_conf(Conf))
+
+    def test_completion_timeout_counts_at_least_two_gib(self):
+        nova = policy_base.NovaSettings(completion_timeout_s_per_gib=30)
+        self.assertEqual(60.0, nova.completion_timeout_s(512))
+        self.assertEqual(120.0, nova.completion_timeout_s(4096))
 
     def test_frozen(self):
         facts = policy_base.Facts()

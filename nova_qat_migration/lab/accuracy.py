@@ -1,0 +1,189 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""How good the convergence model is, and fitting it to real migrations.
+
+``calibrate`` fits the model's machine constants
+(:class:`~nova_qat_migration.policy.model.Calibration`) to benchmark
+records by a bounded coordinate search on a log grid, minimising the median
+absolute percentage error of the total time plus a penalty for every run
+whose convergence it predicts wrongly. ``report`` prints, per run, what the
+model predicted for the plan that ran against what happened.
+
+Each record carries the facts measured before its migration (dirty rate,
+page sample, host load) and the executed plan, so predictions here use
+exactly what the policy saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from typing import Any, Iterable, Optional
+
+from nova_qat_migration.policy import base
+from nova_qat_migration.policy import model
+
+#: Constants fitted, with the factors tried around the current value.
+FITTED = ('stream_mbps', 'compress_mbps', 'xbzrle_mbps', 'xbzrle_residue',
+          'setup_s', 'switchover_s')
+STEPS = (0.5, 0.7, 0.85, 1.0, 1.18, 1.4, 2.0)
+MISS_PENALTY = 1.0     # one wrong convergence call costs 100% error
+
+
+def _plan(record: dict) -> base.Plan:
+    data = dict(record['requested_plan'])
+    data['reasons'] = tuple(data.get('reasons') or ())
+    data['fallbacks'] = tuple(tuple(f) if isinstance(f, list) else f
+                              for f in data.get('fallbacks') or ())
+    plan = base.Plan(**data)
+    # The executed plan is the translated one; degradations only ever
+    # drop levers, which the record's effective description shows.
+    return plan
+
+
+def _workload(record: dict, samples: Optional[dict]) -> model.Workload:
+    facts = record.get('facts') or {}
+    sample = dict((samples or {}).get(record['scenario'], {}))
+    for key in ('zero_fraction', 'compress_ratio', 'xbzrle_friendly'):
+        if facts.get(key) is not None:
+            sample[key] = facts[key]
+    return model.Workload(
+        ram_mb=float(facts.get('memory_mb') or 1024),
+        dirty_mbps=float(facts.get('dirty_rate_mbps') or 0.0),
+        zero_fraction=float(sample.get('zero_fraction') or 0.0),
+        compress_ratio=float(sample.get('compress_ratio') or 0.5),
+        xbzrle_friendly=float(sample['xbzrle_friendly']
+                              if sample.get('xbzrle_friendly') is not None
+                              else 0.7))
+
+
+def _usable(records: Iterable[dict]) -> list:
+    return [r for r in records
+            if r.get('outcome') in ('completed', 'timeout') and
+            r.get('requested_plan') and r.get('facts')]
+
+
+def predictions(records: Iterable[dict], cal: model.Calibration,
+                samples: Optional[dict] = None) -> list:
+    """(record, prediction) for every usable record."""
+    out = []
+    for r in _usable(records):
+        facts = r['facts']
+        idle = max(0.5, (facts.get('cpus') or 2) *
+                   (facts.get('cpu_idle_pct') or 0.0) / 100.0)
+        plan = _plan(r)
+        if plan.nova_baseline:
+            plan = dataclasses.replace(plan, throttle_initial=None)
+        pred = model.predict(plan, _workload(r, samples),
+                             float(facts.get('link_mbps') or 119.2),
+                             idle_cores=idle, cal=cal,
+                             time_limit_s=3600.0)
+        out.append((r, pred))
+    return out
+
+
+def score(pairs: list, timeout_s: float) -> dict:
+    """MdAPE of total time (runs both measured and predicted to finish)
+    and the share of runs whose convergence was predicted right."""
+    errors = []
+    right = 0
+    for r, p in pairs:
+        measured_ok = r['outcome'] == 'completed'
+        predicted_ok = p.converges and p.total_s <= timeout_s
+        right += measured_ok == predicted_ok
+        if measured_ok and predicted_ok:
+            errors.append(abs(p.total_s - r['total_s']) / r['total_s'])
+    n = len(pairs)
+    return {'runs': n,
+            'mdape': statistics.median(errors) if errors else None,
+            'convergence_accuracy': right / n if n else None,
+            'compared': len(errors)}
+
+
+def _loss(stats: dict) -> float:
+    mdape = stats['mdape'] if stats['mdape'] is not None else 1.0
+    wrong = 1.0 - (stats['convergence_accuracy'] or 0.0)
+    return mdape + MISS_PENALTY * wrong
+
+
+def calibrate(records: list, timeout_s: float, samples: Optional[dict] = None,
+              start: model.Calibration = model.Calibration(),
+              rounds: int = 4) -> tuple[model.Calibration, dict]:
+    """Fit :data:`FITTED` constants of ``start`` to ``records``."""
+    cal = start
+    best = _loss(score(predictions(records, cal, samples), timeout_s))
+    for _ in range(rounds):
+        improved = False
+        for name in FITTED:
+            current = getattr(cal, name)
+            for factor in STEPS:
+                trial = dataclasses.replace(cal, **{name: current * factor})
+                if name == 'xbzrle_residue' and trial.xbzrle_residue > 1.0:
+                    continue
+                loss = _loss(score(predictions(records, trial, samples),
+                                   timeout_s))
+                if loss < best - 1e-9:
+                    best, cal, improved = loss, trial, True
+        if not improved:
+            break
+    return cal, score(predictions(records, cal, samples), timeout_s)
+
+
+def table_markdown(pairs: list, timeout_s: float) -> str:
+    """Per run: plan, predicted vs measured time and convergence."""
+    lines = ['| scenario | plan | repeat | predicted | measured | error |',
+             '|---|---|---|---|---|---|']
+    for r, p in pairs:
+        predicted_ok = p.converges and p.total_s <= timeout_s
+        pred = ('%.1f s' % p.total_s if predicted_ok else
+                'no convergence')
+        meas = ('%.1f s' % r['total_s'] if r['outcome'] == 'completed'
+                else 'no convergence (%s)' % r['outcome'])
+        if r['outcome'] == 'completed' and predicted_ok:
+            err = '%+.0f%%' % (100 * (p.total_s - r['total_s']) /
+                               r['total_s'])
+        elif (r['outcome'] == 'completed') == predicted_ok:
+            err = 'ok'
+        else:
+            err = 'WRONG'
+        lines.append('| %s | %s | %s | %s | %s | %s |'
+                     % (r['scenario'], r['plan'], r.get('repeat', 0), pred,
+                        meas, err))
+    stats = score(pairs, timeout_s)
+    lines.append('')
+    lines.append('Median absolute percentage error of total time: %s over '
+                 '%d runs both measured and predicted to finish; '
+                 'convergence predicted right in %.0f%% of %d runs.'
+                 % ('%.0f%%' % (100 * stats['mdape'])
+                    if stats['mdape'] is not None else '-',
+                    stats['compared'],
+                    100 * (stats['convergence_accuracy'] or 0), stats['runs']))
+    return '\n'.join(lines) + '\n'
+
+
+def load_samples(path: Optional[str]) -> Optional[dict]:
+    if not path:
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def calibration_to_json(cal: model.Calibration) -> str:
+    return json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                       for k, v in dataclasses.asdict(cal).items()},
+                      indent=2, sort_keys=True) + '\n'
+
+
+__all__ = ['calibrate', 'predictions', 'score', 'table_markdown',
+           'load_samples', 'calibration_to_json', 'math']
