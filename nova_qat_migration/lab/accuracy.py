@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import statistics
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import model
@@ -94,8 +93,10 @@ def predictions(records: Iterable[dict], cal: model.Calibration,
 
 
 def score(pairs: list, timeout_s: float) -> dict:
-    """MdAPE of total time (runs both measured and predicted to finish)
-    and the share of runs whose convergence was predicted right."""
+    """MdAPE of total time and the share of right convergence calls.
+
+    The error is over runs both measured and predicted to finish.
+    """
     errors = []
     right = 0
     for r, p in pairs:
@@ -183,7 +184,3 @@ def calibration_to_json(cal: model.Calibration) -> str:
     return json.dumps({k: round(v, 4) if isinstance(v, float) else v
                        for k, v in dataclasses.asdict(cal).items()},
                       indent=2, sort_keys=True) + '\n'
-
-
-__all__ = ['calibrate', 'predictions', 'score', 'table_markdown',
-           'load_samples', 'calibration_to_json', 'math']

@@ -90,6 +90,8 @@ class AdaptivePolicy(base.Policy):
         idle = self._idle_cores(facts)
         channel_choices = sorted({n for n in (2, 4, lim.max_channels)
                                   if 2 <= n <= lim.max_channels})
+        if lim.forced_channels:
+            channel_choices = [n for n in (lim.max_channels,) if n >= 2]
         incompressible = self._incompressible(facts)
         fallbacks = self._software_fallbacks(facts, lim)
         shapes: list = [dict(method='none')]
@@ -203,7 +205,8 @@ class AdaptivePolicy(base.Policy):
 
     def _software_fallbacks(self, facts: base.Facts,
                             lim: common.Limits) -> tuple:
-        if facts.host.cpu_idle_pct < self.conf.qat_migration.cpu_idle_threshold:
+        threshold = self.conf.qat_migration.cpu_idle_threshold
+        if facts.host.cpu_idle_pct < threshold:
             return ()
         return tuple((m, common.default_level(self.conf, m))
                      for m in ('zstd', 'zlib') if m in lim.methods)

@@ -190,8 +190,10 @@ class NovaSettings:
     completion_timeout_s_per_gib: int = 800
 
     def completion_timeout_s(self, memory_mb: int) -> float:
-        """Nova's completion timeout for a guest of ``memory_mb`` (Nova
-        counts at least 2 GiB of data)."""
+        """Nova's completion timeout for a guest of ``memory_mb``.
+
+        Nova counts at least 2 GiB of data.
+        """
         data_gb = max(2.0, memory_mb / 1024.0)
         return self.completion_timeout_s_per_gib * data_gb
 

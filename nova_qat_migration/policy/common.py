@@ -45,7 +45,11 @@ def limits(conf: Any, facts: base.Facts) -> Limits:
                        hints.allow_post_copy is not False),
         throttle=bool(group.permit_auto_converge and
                       hints.allow_throttle is not False),
-        max_channels=group.max_parallel_connections,
+        # A qat_migration:parallel_connections hint fixes the channel
+        # count of multifd plans (within the host's bound).
+        max_channels=min(group.max_parallel_connections,
+                         hints.parallel_connections or
+                         group.max_parallel_connections),
         forced_method=forced,
         forced_level=hints.level,
         forced_channels=hints.parallel_connections)

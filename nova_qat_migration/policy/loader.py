@@ -30,7 +30,7 @@ class UnknownPolicy(ValueError):
 
 
 def available() -> list:
-    """Names of the installed policies (without importing them)."""
+    """Names of the installed policies (stevedore imports each)."""
     mgr = extension.ExtensionManager(NAMESPACE, invoke_on_load=False)
     return sorted(mgr.names())
 

@@ -94,18 +94,24 @@ def workload(facts: base.Facts) -> model.Workload:
 
 
 def tier(plan: base.Plan) -> int:
-    """How intrusive a plan is: 0 plain levers, 1 throttles the guest's
-    vCPUs, 2 may run the guest on the destination before all its memory
-    arrived (post-copy: a failure then loses the guest)."""
+    """How intrusive a plan is.
+
+    0: plain levers; 1: throttles the guest's vCPUs; 2: may run the guest
+    on the destination before all its memory arrived (post-copy: a failure
+    then loses the guest).
+    """
     if plan.post_copy:
         return 2
     return 1 if plan.auto_converge else 0
 
 
 def _score(plan: base.Plan, pred: model.Prediction) -> tuple:
-    """Sort key inside a tier: fastest first, counting a throttle's
-    start as a cost (a guest slowed to 20% for 10 s is worse than one
-    slowed by 20% for 12 s), then software compression's CPU."""
+    """Sort key inside a tier: fastest first, weighted by intrusion.
+
+    A throttle's start counts as a cost (a guest slowed to 20% for 10 s is
+    worse than one slowed by 20% for 12 s), then software compression's
+    CPU.
+    """
     throttle = (plan.throttle_initial or 0) / 100.0
     cpu = 0.02 if plan.method in ('zlib', 'zstd') else 0.0
     return (pred.total_s * (1.0 + throttle + cpu), plan.parallel_connections)

@@ -693,3 +693,55 @@ class TestWithModel(AdaptiveTestCase):
         plan = self.policy.plan(facts)
         call = translate.to_libvirt(plan, facts)
         self.assertEqual((), call.degradations)
+
+    def test_gentlest_tier_wins(self):
+        # A guest that converges without throttling is never throttled,
+        # even when throttling would be predicted faster.
+        self.flags(permit_post_copy=True)
+        plan = self.plan(instance=dict(dirty_rate_mbps=30.0),
+                         host=dict(SPARE, cpu_idle_pct=100.0, cpus=8),
+                         destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
+        self.assertFalse(plan.auto_converge)
+        self.assertFalse(plan.post_copy)
+
+    def test_throttle_before_post_copy(self):
+        self.flags(permit_post_copy=True)
+        plan = self.plan(instance=dict(dirty_rate_mbps=400.0,
+                                       compress_ratio=0.95,
+                                       xbzrle_friendly=0.0),
+                         host=dict(SPARE, cpu_idle_pct=100.0, cpus=8),
+                         destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
+        self.assertTrue(plan.auto_converge)
+        self.assertFalse(plan.post_copy)
+
+    def test_page_sample_drives_the_method(self):
+        common = dict(host=dict(SPARE, cpu_idle_pct=100.0, cpus=8),
+                      destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
+        text = self.plan(instance=dict(dirty_rate_mbps=100.0,
+                                       compress_ratio=0.4,
+                                       xbzrle_friendly=0.0), **common)
+        self.assertIn(text.method, ('zstd', 'zlib'))
+        small = self.plan(instance=dict(dirty_rate_mbps=100.0,
+                                        compress_ratio=0.97,
+                                        xbzrle_friendly=0.98), **common)
+        self.assertEqual('xbzrle', small.method)
+
+    def test_completion_timeout_is_a_limit(self):
+        # Plain pre-copy of 4 GiB over 1 Gbit/s takes ~35 s: fine with
+        # Nova's 800 s/GiB, not with 5 s/GiB (10 s for 2 GiB of data).
+        self.flags(allowed_methods=['none'], permit_auto_converge=False)
+        facts = dict(instance=dict(dirty_rate_mbps=0.0),
+                     host=dict(cpu_idle_pct=0.0, cpus=1),
+                     destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
+        self.assertReason('predicted', self.plan(**facts).reasons)
+        slow = self.plan(nova=dict(completion_timeout_s_per_gib=5), **facts)
+        self.assertReason('no candidate converges', slow.reasons)
+
+    def test_channel_hint_fixes_multifd_channels(self):
+        plan = self.plan(instance=dict(dirty_rate_mbps=100.0,
+                                       compress_ratio=0.4,
+                                       xbzrle_friendly=0.0),
+                         hints=dict(parallel_connections=3),
+                         host=dict(SPARE, cpu_idle_pct=100.0, cpus=8),
+                         destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
+        self.assertIn(plan.parallel_connections, (1, 3))
