@@ -161,7 +161,7 @@ class AdaptivePolicy(base.Policy):
 
     def _sendable(self, facts: base.Facts, lim: common.Limits,
                   method: str) -> bool:
-        return (method in lim.methods and facts.hypervisor.accepts(method)
+        return (method in lim.methods and facts.can_send(method)
                 and facts.destination.accepts(method))
 
     def _ratio(self, facts: base.Facts) -> float:

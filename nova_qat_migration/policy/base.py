@@ -66,18 +66,21 @@ class HypervisorCaps:
         return self.qemu_version >= (10, 1, 0)
 
     def accepts(self, method: str) -> bool:
-        """Whether this source can send ``method`` (ignoring backends)."""
+        """Whether this source's QEMU can send ``method``.
+
+        Whether libvirt can ask for it is :attr:`libvirt_methods`; a
+        method QEMU has and libvirt does not know can still run through
+        the ``qemu-passthrough`` backend (see :meth:`Facts.can_send`).
+        """
         if method == 'none' or method == 'xbzrle':
             return True
         if method == 'mt':
             return self.has_mt
-        if self.multifd_methods and method not in self.multifd_methods:
-            return False
-        if method in ('zlib', 'zstd'):
-            return self.libvirt_version >= (9, 4, 0) and (
-                bool(self.multifd_methods) or self.qemu_version >= (5, 0, 0))
-        # qatzip & co. only exist when the QMP schema lists them.
-        return method in self.multifd_methods
+        if self.multifd_methods:
+            return method in self.multifd_methods
+        # No schema: zlib/zstd exist in every multifd QEMU (5.0+);
+        # qatzip & co. only when the QMP schema lists them.
+        return method in ('zlib', 'zstd') and self.qemu_version >= (5, 0, 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +233,14 @@ class Facts:
     #: The operator allows QEMU monitor passthrough for methods libvirt does
     #: not know (``[qat_migration] qemu_monitor_passthrough``).
     passthrough_allowed: bool = False
+
+    def can_send(self, method: str) -> bool:
+        """Whether the source can send ``method`` by some backend."""
+        hv = self.hypervisor
+        if not hv.accepts(method):
+            return False
+        return (method == 'none' or method in hv.libvirt_methods or
+                self.passthrough_allowed)
 
 
 @dataclasses.dataclass(frozen=True)

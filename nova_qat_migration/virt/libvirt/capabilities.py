@@ -205,7 +205,8 @@ def traits_for(caps: base.HypervisorCaps, qat_healthy: bool = False,
     traits = {TRAIT_PLANNER, TRAIT_MULTIFD, compress_trait('xbzrle')}
     receivable = set(caps.multifd_methods) - {'none'}
     if not caps.multifd_methods:
-        receivable = {m for m in ('zlib', 'zstd') if caps.accepts(m)}
+        receivable = {m for m in ('zlib', 'zstd')
+                      if caps.accepts(m) and m in caps.libvirt_methods}
     traits |= {compress_trait(m) for m in receivable}
     if caps.has_mt:
         traits.add(compress_trait('mt'))

@@ -167,14 +167,12 @@ def _method_refusal(method: str, plan: base.Plan, facts: base.Facts,
     if tunnelled:
         return '%s: multifd cannot run over a tunnelled migration' % method
     if not hv.accepts(method):
-        if method in hv.libvirt_methods or method in ('zlib', 'zstd'):
-            return ('%s: not supported by the source (libvirt %s, QEMU %s)'
-                    % (method, base.version_str(hv.libvirt_version),
-                       base.version_str(hv.qemu_version)))
-        return '%s: the source QEMU was not built with it' % method
+        return ('%s: the source QEMU %s was not built with it'
+                % (method, base.version_str(hv.qemu_version)))
     if method not in hv.libvirt_methods and not facts.passthrough_allowed:
-        return ('%s: libvirt does not know it and [qat_migration] '
-                'qemu_monitor_passthrough is off' % method)
+        return ('%s: not supported by the source libvirt %s and '
+                '[qat_migration] qemu_monitor_passthrough is off'
+                % (method, base.version_str(hv.libvirt_version)))
     if not dest.accepts(method):
         if not dest.known:
             return ('%s: destination capabilities unknown; only methods '
@@ -310,7 +308,7 @@ def to_libvirt(plan: base.Plan, facts: base.Facts) -> MigrationCall:
         if plan.mt_dthreads:
             mt_dthreads = plan.mt_dthreads
             params[c.PARAM_COMPRESSION_MT_DTHREADS] = mt_dthreads
-    elif method in ('zlib', 'zstd'):
+    elif method in ('zlib', 'zstd') and method in hv.libvirt_methods:
         params[c.PARAM_COMPRESSION] = method
         if level is not None:
             params[c.LEVEL_PARAMS[method]] = level

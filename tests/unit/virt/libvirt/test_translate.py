@@ -173,7 +173,7 @@ class TestMethodRules(TranslateTestCase):
         self.assertEqual('none', call.plan.method)
         self.assertNotIn(c.PARAM_COMPRESSION, call.params)
         self.assertNotIn(c.LEVEL_PARAMS[method], call.params)
-        self.assertReason('not supported by the source (libvirt 9.3.0',
+        self.assertReason('not supported by the source libvirt 9.3.0',
                           call.degradations)
         # The channels the plan asked for survive as plain multifd.
         self.assertEqual(4, call.params[c.PARAM_PARALLEL_CONNECTIONS])
@@ -607,3 +607,29 @@ class TestMergeParams(base.TestCase):
         call = translate.to_libvirt(_plan(), _facts())
         translate.merge_params(nova_built, call)
         self.assertEqual({c.PARAM_PARALLEL_CONNECTIONS: 4}, nova_built)
+
+
+class TestPassthroughForOldLibvirt(base.TestCase):
+    """zlib/zstd on a libvirt older than 9.4 whose QEMU has them."""
+
+    def test_zstd_goes_through_passthrough_when_allowed(self):
+        old = policy_base.HypervisorCaps(libvirt_version=(9, 0, 0))
+        facts = _facts(hypervisor=old, passthrough_allowed=True)
+        call = translate.to_libvirt(policy_base.Plan(
+            policy='t', method='zstd', level=3, parallel_connections=4),
+            facts)
+        self.assertEqual(translate.BACKEND_PASSTHROUGH, call.backend)
+        self.assertEqual({'multifd-compression': 'zstd',
+                          'multifd-zstd-level': 3}, call.passthrough)
+        self.assertNotIn(c.PARAM_COMPRESSION, call.params)
+        self.assertNotIn(c.PARAM_COMPRESSION_ZSTD_LEVEL, call.params)
+        self.assertTrue(call.flags & c.VIR_MIGRATE_PARALLEL)
+        self.assertEqual(4, call.params[c.PARAM_PARALLEL_CONNECTIONS])
+
+    def test_current_libvirt_keeps_the_libvirt_backend(self):
+        facts = _facts(passthrough_allowed=True)
+        call = translate.to_libvirt(policy_base.Plan(
+            policy='t', method='zstd', level=3, parallel_connections=4),
+            facts)
+        self.assertEqual(translate.BACKEND_LIBVIRT, call.backend)
+        self.assertEqual('zstd', call.params[c.PARAM_COMPRESSION])
