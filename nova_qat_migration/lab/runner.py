@@ -39,7 +39,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from nova_qat_migration.lab import guest as guest_mod
 from nova_qat_migration.lab import hosts as hosts_mod
@@ -277,7 +277,14 @@ class GuestSession:
 
     # -- the migration -----------------------------------------------------
     def migrate(self, spec: sc.PlanSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
-                repeat: int = 0) -> RunResult:
+                repeat: int = 0,
+                adjust_facts: Optional[Callable[[base.Facts], base.Facts]]
+                = None) -> RunResult:
+        """Migrate the guest to the other host with ``spec``'s plan.
+
+        :param adjust_facts: changes the measured facts before planning
+            (e.g. to exercise a backend this host would not pick itself).
+        """
         import libvirt
         drv = self.driver
         lab = drv.lab
@@ -288,6 +295,8 @@ class GuestSession:
                            dest=dst_host.name, link_mbit=lab.link_mbit,
                            started_at=time.time())
         facts = self.gather_facts()
+        if adjust_facts is not None:
+            facts = adjust_facts(facts)
         result.facts = {
             'dirty_rate_mbps': facts.instance.dirty_rate_mbps,
             'cpu_idle_pct': facts.host.cpu_idle_pct,
@@ -317,11 +326,12 @@ class GuestSession:
         result.params = dict(params)
         xml = self.dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
         dest_xml = guest_mod.with_serial_log(xml, self.log_path(dst))
-        if call.backend == translate.BACKEND_PASSTHROUGH:
-            passthrough.apply_source(self.dom, call.passthrough)
-            dest_xml = passthrough.add_globals(dest_xml, call.passthrough)
-            params = passthrough.rewrite_params(params, call.passthrough)
         params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = dest_xml
+        if call.backend == translate.BACKEND_PASSTHROUGH:
+            # As the driver does: the method on the source QEMU, -global in
+            # the live destination XML only, a persistent XML without it.
+            passthrough.apply_source(self.dom, call.passthrough)
+            params = passthrough.rewrite_params(params, call.passthrough)
 
         qemu_pids = src_host.qemu_pids()
         qemu_pid = qemu_pids[0] if qemu_pids else None
@@ -433,6 +443,9 @@ class GuestSession:
         else:
             exc = outcome.get('error')
             result.error = str(exc)
+            if call.backend == translate.BACKEND_PASSTHROUGH:
+                # The next attempt must start from the source's defaults.
+                passthrough.restore_source(self.dom, call.passthrough)
             if aborted:
                 result.outcome = (OUTCOME_TIMEOUT if not any(
                     a['kind'] == 'abort' and a.get('reason') !=

@@ -64,6 +64,7 @@ class LabTestCase(testtools.TestCase):
     lab = None
     driver = None
     session = None
+    scenario = SCENARIO
 
     @classmethod
     def setUpClass(cls):
@@ -72,11 +73,11 @@ class LabTestCase(testtools.TestCase):
         if cls.skip_reason:
             return
         CONF(args=[], project='nova')
-        cls.lab = hosts.Lab(PREFIX, link_mbit=SCENARIO.link_mbit)
+        cls.lab = hosts.Lab(PREFIX, link_mbit=cls.scenario.link_mbit)
         try:
             cls.lab.up()
             cls.driver = runner.LabDriver(cls.lab, CONF)
-            cls.session = runner.GuestSession(cls.driver, SCENARIO)
+            cls.session = runner.GuestSession(cls.driver, cls.scenario)
             cls.session.boot()
         except BaseException:
             cls._teardown()
