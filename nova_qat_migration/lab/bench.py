@@ -260,8 +260,9 @@ def summary_markdown(results: list, title: str = 'Benchmark',
     geo = []
     for scen, r in rat.items():
         if 'adaptive_vs_nova' in r:
-            vs_nova = '%.2f (%.1fx faster)' % (r['adaptive_vs_nova'],
-                                               1 / r['adaptive_vs_nova'])
+            x = r['adaptive_vs_nova']
+            vs_nova = ('%.2f (%.1fx faster)' % (x, 1 / x) if x <= 1 else
+                       '%.2f (%.1fx slower)' % (x, x))
             geo.append(r['adaptive_vs_nova'])
         elif r['adaptive_converged']:
             vs_nova = ('nova_default converged %s/%s, adaptive %s/%s'
@@ -278,8 +279,9 @@ def summary_markdown(results: list, title: str = 'Benchmark',
     if geo:
         gm = math.exp(sum(math.log(x) for x in geo) / len(geo))
         lines.append('Geometric mean of adaptive/nova_default over the %d '
-                     'scenario(s) where both converged: %.2f (%.1fx '
-                     'faster).' % (len(geo), gm, 1 / gm))
+                     'scenario(s) where both converged: %.2f (%.1fx %s).'
+                     % (len(geo), gm, 1 / gm if gm <= 1 else gm,
+                        'faster' if gm <= 1 else 'slower'))
     bad = [r for r in results if r.get('integrity') in BAD_INTEGRITY]
     rejected = [r for r in results
                 if r.get('outcome') == runner.OUTCOME_REJECTED]
