@@ -38,7 +38,9 @@ TRAIT_MULTIFD = TRAIT_PREFIX + 'MULTIFD'
 TRAIT_POSTCOPY_MULTIFD = TRAIT_PREFIX + 'POSTCOPY_MULTIFD'
 #: Marks a host that runs this planner (its other traits are meaningful).
 TRAIT_PLANNER = TRAIT_PREFIX + 'PLANNER'
-TRAIT_QAT = TRAIT_PREFIX + 'QAT'
+#: This host can lend QAT to a migration. The QAT device manager publishes
+#: it (``qat.placement.HOST_TRAIT``); one name for both, no twin trait.
+TRAIT_QAT = 'CUSTOM_QAT_MIGRATION'
 
 DEFAULT_QEMU = '/usr/bin/qemu-system-x86_64'
 PROBE_TIMEOUT = 20.0

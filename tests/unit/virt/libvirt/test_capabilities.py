@@ -167,7 +167,7 @@ class TestTraits(base.TestCase):
             'CUSTOM_MIGRATION_COMPRESS_ZLIB',
             'CUSTOM_MIGRATION_COMPRESS_ZSTD',
             'CUSTOM_MIGRATION_COMPRESS_QATZIP',
-            'CUSTOM_MIGRATION_POSTCOPY_MULTIFD', 'CUSTOM_MIGRATION_QAT',
+            'CUSTOM_MIGRATION_POSTCOPY_MULTIFD', 'CUSTOM_QAT_MIGRATION',
         }, traits)
 
     def test_traits_of_old_qemu(self):
@@ -180,7 +180,7 @@ class TestTraits(base.TestCase):
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZLIB', traits)
         self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_ZSTD', traits)
         self.assertNotIn('CUSTOM_MIGRATION_POSTCOPY_MULTIFD', traits)
-        self.assertNotIn('CUSTOM_MIGRATION_QAT', traits)
+        self.assertNotIn('CUSTOM_QAT_MIGRATION', traits)
 
     def test_traits_without_schema(self):
         hv = policy_base.HypervisorCaps(multifd_methods=frozenset())
@@ -245,3 +245,10 @@ class TestTraits(base.TestCase):
         self.assertTrue(dest.known)
         self.assertEqual(frozenset({'zstd'}), dest.methods)
         self.assertFalse(dest.multifd)
+
+
+class TestOneQATTrait(base.TestCase):
+
+    def test_same_trait_as_the_device_manager(self):
+        from nova_qat_migration.qat import placement
+        self.assertEqual(placement.HOST_TRAIT, caps_mod.TRAIT_QAT)
