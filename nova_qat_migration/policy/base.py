@@ -30,6 +30,17 @@ MULTIFD_METHODS = frozenset({'zlib', 'zstd', 'qatzip'})
 SINGLE_STREAM_METHODS = frozenset({'xbzrle', 'mt'})
 
 
+def pow2_floor(mib: int) -> int:
+    """The largest power of two not above ``mib`` (at least 1).
+
+    QEMU wants an XBZRLE cache that is a power of two.
+    """
+    out = 1
+    while out * 2 <= mib:
+        out *= 2
+    return out
+
+
 def version_str(version: Sequence[int]) -> str:
     return '.'.join(str(v) for v in version)
 

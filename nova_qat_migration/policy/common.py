@@ -59,13 +59,6 @@ def default_level(conf: Any, method: str) -> Optional[int]:
     return getattr(conf.qat_migration, '%s_level' % method, None)
 
 
-def pow2_floor(mib: int) -> int:
-    out = 1
-    while out * 2 <= mib:
-        out *= 2
-    return out
-
-
 def xbzrle_cache_mb(conf: Any, facts: base.Facts) -> Optional[int]:
     """XBZRLE cache sized from the working set and spare memory.
 
@@ -80,11 +73,11 @@ def xbzrle_cache_mb(conf: Any, facts: base.Facts) -> Optional[int]:
                group.xbzrle_cache_max_mb, facts.instance.memory_mb, spare)
     if size < group.xbzrle_cache_min_mb:
         return None
-    return pow2_floor(size)
+    return base.pow2_floor(size)
 
 
 def xbzrle_cache_max_mb(conf: Any, facts: base.Facts) -> int:
     group = conf.qat_migration
     spare = facts.host.mem_free_mb - group.memory_headroom_mb
-    return pow2_floor(max(1, min(group.xbzrle_cache_max_mb,
+    return base.pow2_floor(max(1, min(group.xbzrle_cache_max_mb,
                                  facts.instance.memory_mb, spare)))

@@ -105,6 +105,11 @@ def tier(plan: base.Plan) -> int:
     return 1 if plan.auto_converge else 0
 
 
+def idle_cores(facts: base.Facts) -> float:
+    """Cores the source can spare for copying and compressing."""
+    return max(0.5, facts.host.cpus * facts.host.cpu_idle_pct / 100.0)
+
+
 def _score(plan: base.Plan, pred: model.Prediction) -> tuple:
     """Sort key inside a tier: fastest first, weighted by intrusion.
 
@@ -126,7 +131,7 @@ def choose(conf: Any, facts: base.Facts, lim: common.Limits,
     """
     cal = calibration(conf)
     load = workload(facts)
-    idle = max(0.5, facts.host.cpus * facts.host.cpu_idle_pct / 100.0)
+    idle = idle_cores(facts)
     scored = []
     for plan in candidates:
         pred = model.predict(plan, load, facts.link_mbps, idle_cores=idle,
@@ -176,9 +181,8 @@ def _short(plan: base.Plan) -> str:
 
 def predict_dict(conf: Any, facts: base.Facts, plan: base.Plan) -> dict:
     """The model's prediction for ``plan`` as a loggable dict."""
-    idle = max(0.5, facts.host.cpus * facts.host.cpu_idle_pct / 100.0)
     pred = model.predict(plan, workload(facts), facts.link_mbps,
-                         idle_cores=idle, cal=calibration(conf))
+                         idle_cores=idle_cores(facts), cal=calibration(conf))
     return {'converges': pred.converges,
             'total_s': (round(pred.total_s, 2) if pred.converges
                         else None),

@@ -138,13 +138,6 @@ def _baseline(plan: base.Plan, facts: base.Facts) -> MigrationCall:
                          plan=plan, degradations=notes)
 
 
-def _pow2_floor(mib: int) -> int:
-    out = 1
-    while out * 2 <= mib:
-        out *= 2
-    return out
-
-
 def _method_refusal(method: str, plan: base.Plan, facts: base.Facts,
                     tunnelled: bool) -> Optional[str]:
     """Why ``method`` cannot run on this pair of hosts, or None if it can."""
@@ -293,7 +286,7 @@ def to_libvirt(plan: base.Plan, facts: base.Facts) -> MigrationCall:
     if method == 'xbzrle':
         params[c.PARAM_COMPRESSION] = 'xbzrle'
         if plan.xbzrle_cache_mb:
-            xbzrle_cache = _pow2_floor(max(1, plan.xbzrle_cache_mb))
+            xbzrle_cache = base.pow2_floor(max(1, plan.xbzrle_cache_mb))
             if xbzrle_cache != plan.xbzrle_cache_mb:
                 notes.append('XBZRLE cache rounded down to %d MiB (a power '
                              'of two)' % xbzrle_cache)
