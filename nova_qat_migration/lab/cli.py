@@ -123,6 +123,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print('bench: done in %.1f min' % ((time.time() - started) / 60))
     results = bench.load(jsonl)
     meta = _meta(args, scenarios, plans, repeats)
+    if args.report_only:
+        meta['matrix'] = ('%d runs read from %s (repeats completed: %d)'
+                          % (len(results), jsonl,
+                             len({r.get('repeat') for r in results})))
     report = bench.write_reports(results, out_dir, args.timeout,
                                  title='nova-qat-migration lab benchmark'
                                  + (' (quick)' if args.quick else ''),
