@@ -745,3 +745,34 @@ class TestWithModel(AdaptiveTestCase):
                          host=dict(SPARE, cpu_idle_pct=100.0, cpus=8),
                          destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
         self.assertIn(plan.parallel_connections, (1, 3))
+
+    def test_second_migration_learns_from_history(self):
+        # The guest rewrites whole pages of text (deflates to 0.45, no
+        # XBZRLE gain) at 150 MiB/s over 1 Gbit/s; the first plan is made
+        # without a page sample, the second with what the first showed.
+        from nova_qat_migration.policy import model
+        truth = model.Workload(ram_mb=4096, dirty_mbps=150.0,
+                               compress_ratio=0.45, xbzrle_friendly=0.0)
+        # A busy host CPU rules software compression out; spare memory
+        # makes XBZRLE the first guess.
+        common = dict(host=dict(SPARE, cpu_idle_pct=10.0, cpus=8),
+                      destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
+        first = self.plan(instance=dict(dirty_rate_mbps=150.0), **common)
+        self.assertEqual('xbzrle', first.method)
+        observed = dict(migrations=1, dirty_rate_mbps=150.0,
+                        method=first.method,
+                        xbzrle_hit_ratio=(0.0 if first.method == 'xbzrle'
+                                          else None),
+                        compression_ratio=(
+                            0.45 if first.method in ('zstd', 'zlib')
+                            else 1.0))
+        second = self.plan(instance=dict(dirty_rate_mbps=150.0),
+                           history=observed, **common)
+
+        def cost(plan):
+            pred = model.predict(plan, truth, LINK_1G, idle_cores=0.8)
+            return pred.total_s if pred.converges else float('inf')
+
+        self.assertEqual(float('inf'), cost(first))
+        self.assertLess(cost(second), cost(first))
+        self.assertNotEqual('xbzrle', second.method)
