@@ -289,7 +289,10 @@ def escalate(plan: base.Plan, progress: base.Progress) -> list:
                               progress.remaining_mb,
                               progress.bandwidth_mbps)))
 
+    # NOTE(qat-migration): during the first pass every page is new to the
+    # cache, so misses say nothing about its size until iteration 2.
     if (plan.method == 'xbzrle' and plan.xbzrle_cache_max_mb and
+            progress.iteration >= 2 and
             progress.xbzrle_cache_mb > 0 and
             progress.xbzrle_cache_miss_rate > XBZRLE_MISS_RATE_HIGH):
         grown = int(progress.xbzrle_cache_mb * 2)

@@ -17,6 +17,8 @@ converging (idle guest), stalling (a working set the link cannot drain)
 and an exploding dirty rate (a guest that starts writing mid-migration).
 """
 
+import dataclasses
+
 import testtools
 
 from nova_qat_migration import monitor
@@ -224,6 +226,18 @@ class EscalateTest(testtools.TestCase):
                     cache = action.value
                 tracker.applied(action)
         self.assertEqual([512, 1024], grown)
+
+    def test_xbzrle_cache_not_grown_in_the_first_pass(self):
+        plan = _plan(method='xbzrle', xbzrle_cache_mb=256,
+                     xbzrle_cache_max_mb=1024)
+        first = base.Progress(elapsed_s=1, remaining_mb=900, iteration=1,
+                              xbzrle_cache_mb=256,
+                              xbzrle_cache_miss_rate=1.0)
+        self.assertEqual([], [a for a in monitor.escalate(plan, first)
+                              if a.kind == 'xbzrle_cache'])
+        later = dataclasses.replace(first, iteration=2)
+        self.assertEqual([512], [a.value for a in monitor.escalate(plan, later)
+                                 if a.kind == 'xbzrle_cache'])
 
     def test_xbzrle_not_grown_for_other_methods(self):
         plan = _plan(method='zstd', xbzrle_cache_max_mb=1024)
