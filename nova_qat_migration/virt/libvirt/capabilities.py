@@ -70,6 +70,21 @@ def _native_io() -> tuple:
     return patcher.original('os'), patcher.original('select')
 
 
+def _die_with_parent() -> None:
+    """In the probe's child: be killed if the prober dies first.
+
+    A ``-machine none`` QEMU does not exit when its QMP stdin closes, so a
+    prober killed hard (a test timeout, an OOM kill) would leave it
+    running for ever.
+    """
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _qmp_exchange(binary: str, commands: list,
                   timeout: float = PROBE_TIMEOUT) -> list:
     """Run ``binary`` with QMP on stdio and return one reply per command.
@@ -82,7 +97,8 @@ def _qmp_exchange(binary: str, commands: list,
     argv = [binary, '-machine', 'none', '-nodefaults', '-nographic',
             '-display', 'none', '-qmp', 'stdio']
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent)
     out_fd, in_fd = proc.stdout.fileno(), proc.stdin.fileno()
     deadline = time.monotonic() + timeout
     replies = []
