@@ -313,7 +313,7 @@ def chart(results: list, path: str, timeout_s: float) -> Optional[str]:
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(scens) * len(plans)
                                         / 5), 5.5))
     width = 0.8 / max(1, len(plans))
-    cmap = plt.get_cmap('tab10')
+    cmap = plt.get_cmap('tab20')
     for i, plan in enumerate(plans):
         xs, hs, hatch = [], [], []
         for j, scen in enumerate(scens):
@@ -327,7 +327,7 @@ def chart(results: list, path: str, timeout_s: float) -> Optional[str]:
             else:
                 hs.append(c['median_s'])
                 hatch.append(c['converged'] < c['n'])
-        bars = ax.bar(xs, hs, width, label=plan, color=cmap(i % 10),
+        bars = ax.bar(xs, hs, width, label=plan, color=cmap(i % 20),
                       edgecolor='black', linewidth=0.4)
         for bar, h in zip(bars, hatch):
             if h:
