@@ -32,6 +32,7 @@ from typing import Iterable, Optional
 
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import model
+from nova_qat_migration.policy import predictive
 
 #: Constants fitted, with the factors tried around the current value.
 FITTED = ('stream_mbps', 'compress_mbps', 'xbzrle_mbps', 'xbzrle_residue',
@@ -45,26 +46,33 @@ def _plan(record: dict) -> base.Plan:
     data['reasons'] = tuple(data.get('reasons') or ())
     data['fallbacks'] = tuple(tuple(f) if isinstance(f, list) else f
                               for f in data.get('fallbacks') or ())
-    plan = base.Plan(**data)
-    # The executed plan is the translated one; degradations only ever
-    # drop levers, which the record's effective description shows.
-    return plan
+    # NOTE(qat-migration): the record keeps the requested plan in full and
+    # the executed one only as text; they are the same plan whenever the
+    # record lists no degradations (true of every committed run).
+    return base.Plan(**data)
 
 
-def _workload(record: dict, samples: Optional[dict]) -> model.Workload:
+def _facts(record: dict, samples: Optional[dict]) -> base.Facts:
+    """The facts the policy saw before this run, as the model reads them.
+
+    Page-sample fields missing from an older record come from ``samples``
+    (per scenario).
+    """
     facts = record.get('facts') or {}
     sample = dict((samples or {}).get(record['scenario'], {}))
     for key in ('zero_fraction', 'compress_ratio', 'xbzrle_friendly'):
         if facts.get(key) is not None:
             sample[key] = facts[key]
-    return model.Workload(
-        ram_mb=float(facts.get('memory_mb') or 1024),
-        dirty_mbps=float(facts.get('dirty_rate_mbps') or 0.0),
-        zero_fraction=float(sample.get('zero_fraction') or 0.0),
-        compress_ratio=float(sample.get('compress_ratio') or 0.5),
-        xbzrle_friendly=float(sample['xbzrle_friendly']
-                              if sample.get('xbzrle_friendly') is not None
-                              else 0.7))
+    return base.Facts(
+        instance=base.InstanceFacts(
+            memory_mb=int(facts.get('memory_mb') or 1024),
+            dirty_rate_mbps=float(facts.get('dirty_rate_mbps') or 0.0),
+            zero_fraction=sample.get('zero_fraction'),
+            compress_ratio=sample.get('compress_ratio'),
+            xbzrle_friendly=sample.get('xbzrle_friendly')),
+        host=base.HostLoad(cpus=facts.get('cpus') or 2,
+                           cpu_idle_pct=facts.get('cpu_idle_pct') or 0.0),
+        link_mbps=float(facts.get('link_mbps') or 119.2))
 
 
 def _usable(records: Iterable[dict]) -> list:
@@ -78,16 +86,14 @@ def predictions(records: Iterable[dict], cal: model.Calibration,
     """(record, prediction) for every usable record."""
     out = []
     for r in _usable(records):
-        facts = r['facts']
-        idle = max(0.5, (facts.get('cpus') or 2) *
-                   (facts.get('cpu_idle_pct') or 0.0) / 100.0)
+        facts = _facts(r, samples)
         plan = _plan(r)
         if plan.nova_baseline:
             plan = dataclasses.replace(plan, throttle_initial=None)
-        pred = model.predict(plan, _workload(r, samples),
-                             float(facts.get('link_mbps') or 119.2),
-                             idle_cores=idle, cal=cal,
-                             time_limit_s=3600.0)
+        pred = model.predict(plan, predictive.workload(facts),
+                             facts.link_mbps,
+                             idle_cores=predictive.idle_cores(facts),
+                             cal=cal, time_limit_s=3600.0)
         out.append((r, pred))
     return out
 
