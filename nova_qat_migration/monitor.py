@@ -151,6 +151,10 @@ class ProgressTracker:
             if cache_mb and cache_mb != self.xbzrle_cache_mb:
                 self._reset_miss_window()
             self.xbzrle_cache_mb = cache_mb or self.xbzrle_cache_mb
+        if iteration < 2:
+            # The first pass fills the cache: its misses say nothing about
+            # the cache size, so the window opens with iteration 2.
+            self._reset_miss_window()
         miss_rate = self._miss_rate(stats)
 
         return base.Progress(

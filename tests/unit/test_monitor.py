@@ -239,6 +239,25 @@ class EscalateTest(testtools.TestCase):
         self.assertEqual([512], [a.value for a in monitor.escalate(plan, later)
                                  if a.kind == 'xbzrle_cache'])
 
+    def test_first_pass_misses_do_not_count(self):
+        tracker = monitor.ProgressTracker(xbzrle_cache_mb=256)
+        cache = 256 * MIB
+        # First pass: every lookup misses while the cache fills.
+        tracker.update(_stats(500, 1, 900, compression_cache=cache,
+                              compression_cache_misses=0,
+                              compression_pages=0))
+        tracker.update(_stats(1000, 1, 600, compression_cache=cache,
+                              compression_cache_misses=50000,
+                              compression_pages=0))
+        # Iteration 2: hits from now on.
+        tracker.update(_stats(1500, 2, 300, compression_cache=cache,
+                              compression_cache_misses=50000,
+                              compression_pages=0))
+        progress = tracker.update(_stats(
+            2000, 2, 200, compression_cache=cache,
+            compression_cache_misses=50100, compression_pages=5000))
+        self.assertLess(progress.xbzrle_cache_miss_rate, 0.05)
+
     def test_xbzrle_not_grown_for_other_methods(self):
         plan = _plan(method='zstd', xbzrle_cache_max_mb=1024)
         progress = base.Progress(elapsed_s=1, remaining_mb=10,
