@@ -135,7 +135,10 @@ def history_values(record: Mapping[str, Any]) -> dict:
 
 
 def emit(record: Mapping[str, Any], history: Any = None) -> None:
-    """Log ``record`` as one line and feed it into ``history``.
+    """Log ``record`` as one line, send it as the versioned notification
+    ``qat_migration.live_migration.end`` (where Nova sends versioned
+    notifications, :mod:`nova_qat_migration.notifications`) and feed it
+    into ``history``.
 
     Never raises: a report that cannot be written must not turn a finished
     migration into a failed one.
@@ -147,6 +150,15 @@ def emit(record: Mapping[str, Any], history: Any = None) -> None:
     level = (LOG.info if record.get('outcome') == OUTCOME_COMPLETED
              else LOG.warning)
     level('%s%s', PREFIX, line)
+    try:
+        # Imported here: Nova's RPC layer is only wanted where a report is
+        # really emitted (nova-compute), not by every user of build().
+        from nova_qat_migration import notifications
+        notifications.emit_report(record)
+    except Exception:   # noqa: BLE001 - best effort, see docstring
+        LOG.exception('Could not send the %s notification for %s',
+                      'qat_migration.live_migration.end',
+                      record.get('instance'))
     if history is not None:
         try:
             history.record(record['instance'], history_values(record))

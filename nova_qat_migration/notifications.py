@@ -1,0 +1,275 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The migration report as a versioned notification.
+
+:func:`emit_report` sends each per-migration record
+(:func:`nova_qat_migration.report.build`) as
+``qat_migration.live_migration.end`` through Nova's versioned notifier, in
+the same envelope as Nova's own versioned notifications: publisher
+``nova-compute:<host>``, payload an ``oslo.versionedobjects`` primitive
+(``nova_object.name``, ``nova_object.namespace``, ``nova_object.version``,
+``nova_object.data``), so a consumer of ``instance.live_migration_post.end``
+reads it the same way. It is sent only where Nova sends versioned
+notifications (``[notifications] notification_format`` = ``versioned`` or
+``both`` and an ``[oslo_messaging_notifications] driver``); Nova accepts no
+new legacy (unversioned) event types, so there is no legacy form.
+
+The payload classes are not registered in Nova's object registry (Nova's
+object-hash tests cover Nova's own objects only); their ``VERSION`` follows
+the same rules: a new field is a minor bump, a removed or retyped field a
+major one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from nova import context as nova_context
+from nova.notifications.objects import base as notification
+from nova.objects import base as nova_base
+from nova.objects import fields
+from nova import rpc
+from oslo_config import cfg
+from oslo_context import context as common_context
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
+OBJECT = 'qat_migration'
+ACTION = 'live_migration'
+PHASE_END = 'end'
+EVENT_TYPE = '%s.%s.%s' % (OBJECT, ACTION, PHASE_END)
+
+OUTCOMES = ('completed', 'failed', 'cancelled', 'aborted')
+
+
+def _int(value: Any) -> Optional[int]:
+    return None if value is None else int(value)
+
+
+def _float(value: Any) -> Optional[float]:
+    return None if value is None else float(value)
+
+
+@nova_base.NovaObjectRegistry.register_if(False)
+class QATMigrationEventType(notification.NotificationObject):
+    """``<object>.<action>.<phase>`` outside Nova's closed action list."""
+
+    # Version 1.0: Initial version
+    VERSION = '1.0'
+
+    fields = {
+        'object': fields.StringField(nullable=False),
+        'action': fields.StringField(nullable=False),
+        'phase': fields.NotificationPhaseField(nullable=True),
+    }
+
+    def __init__(self, object, action, phase=None):  # noqa: A002 - Nova's
+        super().__init__()
+        self.object = object
+        self.action = action
+        self.phase = phase
+
+    to_notification_event_type_field = (
+        notification.EventType.to_notification_event_type_field)
+
+
+@nova_base.NovaObjectRegistry.register_if(False)
+class QATMigrationCompressionPayload(notification.NotificationPayloadBase):
+    """libvirt's compression counters at the end of the migration."""
+
+    # Version 1.0: Initial version
+    VERSION = '1.0'
+
+    fields = {
+        'bytes': fields.IntegerField(nullable=True),
+        'pages': fields.IntegerField(nullable=True),
+        'cache': fields.IntegerField(nullable=True),
+        'cache_misses': fields.IntegerField(nullable=True),
+        'overflow': fields.IntegerField(nullable=True),
+    }
+
+    def __init__(self, stats: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__()
+        stats = stats or {}
+        for name in self.fields:
+            setattr(self, name, _int(stats.get(name)))
+
+
+@nova_base.NovaObjectRegistry.register_if(False)
+class QATMigrationMonitorPayload(notification.NotificationPayloadBase):
+    """What the progress monitor saw (``ProgressTracker.summary()``)."""
+
+    # Version 1.0: Initial version
+    VERSION = '1.0'
+
+    fields = {
+        'samples': fields.IntegerField(nullable=True),
+        'iterations': fields.IntegerField(nullable=True),
+        'max_dirty_rate_mbps': fields.FloatField(nullable=True),
+        'max_throttle_pct': fields.IntegerField(nullable=True),
+        'lowest_remaining_mb': fields.FloatField(nullable=True),
+        'stalled_iterations': fields.IntegerField(nullable=True),
+        'downtime_ms': fields.IntegerField(nullable=True),
+        'post_copy': fields.BooleanField(nullable=True),
+        'xbzrle_cache_mb': fields.IntegerField(nullable=True),
+        'xbzrle_hit_ratio': fields.FloatField(nullable=True),
+        'compression_bytes': fields.IntegerField(nullable=True),
+        'compression_overflow': fields.IntegerField(nullable=True),
+    }
+
+    def __init__(self, summary: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__()
+        summary = summary or {}
+        for name, field in self.fields.items():
+            value = summary.get(name)
+            if value is not None and isinstance(field, fields.IntegerField):
+                value = int(value)
+            elif value is not None and isinstance(field, fields.FloatField):
+                value = float(value)
+            elif value is not None and isinstance(field,
+                                                  fields.BooleanField):
+                value = bool(value)
+            setattr(self, name, value)
+
+
+@nova_base.NovaObjectRegistry.register_if(False)
+class QATMigrationPayload(notification.NotificationPayloadBase):
+    """One finished live migration: plan, reasons, call and outcome.
+
+    Field for field the ``qat_migration report:`` log record, with
+    ``bytes`` named ``bytes_transferred`` and libvirt's typed params as
+    strings.
+    """
+
+    # Version 1.0: Initial version
+    VERSION = '1.0'
+
+    fields = {
+        'instance_uuid': fields.UUIDField(nullable=False),
+        'instance_name': fields.StringField(nullable=True),
+        'host': fields.StringField(nullable=True),
+        'outcome': fields.EnumField(valid_values=OUTCOMES, nullable=False),
+        'policy': fields.StringField(nullable=True),
+        'plan': fields.StringField(nullable=True),
+        'requested': fields.StringField(nullable=True),
+        'method': fields.StringField(nullable=True),
+        'backend': fields.StringField(nullable=True),
+        'reasons': fields.ListOfStringsField(),
+        'flags': fields.ListOfStringsField(),
+        'params': fields.DictOfNullableStringsField(),
+        'notes': fields.ListOfStringsField(),
+        'actions': fields.ListOfDictOfNullableStringsField(),
+        'total_s': fields.FloatField(nullable=True),
+        'downtime_ms': fields.FloatField(nullable=True),
+        'memory_total_bytes': fields.IntegerField(nullable=True),
+        'bytes_transferred': fields.IntegerField(nullable=True),
+        'wire_ratio': fields.FloatField(nullable=True),
+        'wire_mbps': fields.FloatField(nullable=True),
+        'dirty_rate_mbps_before': fields.FloatField(nullable=True),
+        'compression': fields.ObjectField('QATMigrationCompressionPayload'),
+        'monitor': fields.ObjectField('QATMigrationMonitorPayload'),
+    }
+
+    def __init__(self, record: Mapping[str, Any], host: Optional[str] = None,
+                 ) -> None:
+        super().__init__()
+        self.instance_uuid = record['instance']
+        self.instance_name = record.get('name') or None
+        self.host = host
+        self.outcome = record.get('outcome') or 'failed'
+        for name in ('policy', 'plan', 'requested', 'method', 'backend'):
+            value = record.get(name)
+            setattr(self, name, None if value is None else str(value))
+        self.reasons = [str(r) for r in record.get('reasons') or ()]
+        self.flags = [str(f) for f in record.get('flags') or ()]
+        self.params = {str(k): None if v is None else str(v)
+                       for k, v in (record.get('params') or {}).items()}
+        self.notes = [str(n) for n in record.get('notes') or ()]
+        self.actions = [{str(k): None if v is None else str(v)
+                         for k, v in action.items()}
+                        for action in record.get('actions') or ()]
+        self.total_s = _float(record.get('total_s'))
+        self.downtime_ms = _float(record.get('downtime_ms'))
+        self.memory_total_bytes = _int(record.get('memory_total_bytes'))
+        self.bytes_transferred = _int(record.get('bytes'))
+        self.wire_ratio = _float(record.get('wire_ratio'))
+        self.wire_mbps = _float(record.get('wire_mbps'))
+        self.dirty_rate_mbps_before = _float(
+            record.get('dirty_rate_mbps_before'))
+        self.compression = QATMigrationCompressionPayload(
+            record.get('compression'))
+        self.monitor = QATMigrationMonitorPayload(record.get('monitor'))
+
+
+@nova_base.NovaObjectRegistry.register_if(False)
+class QATMigrationNotification(notification.NotificationBase):
+    """``qat_migration.live_migration.end``."""
+
+    # Version 1.0: Initial version
+    VERSION = '1.0'
+
+    fields = {
+        'event_type': fields.ObjectField('QATMigrationEventType'),
+        'payload': fields.ObjectField('QATMigrationPayload'),
+    }
+
+
+#: The record keys the payload carries (a test keeps this in step with
+#: ``report.build``: a new record key must be added to the payload).
+RECORD_KEYS = frozenset({
+    'instance', 'name', 'outcome', 'policy', 'plan', 'requested', 'method',
+    'backend', 'reasons', 'flags', 'params', 'notes', 'actions', 'total_s',
+    'downtime_ms', 'memory_total_bytes', 'bytes', 'wire_ratio', 'wire_mbps',
+    'dirty_rate_mbps_before', 'compression', 'monitor'})
+
+
+def _context() -> Any:
+    """The request context of this thread (the migration's), or admin."""
+    current = common_context.get_current()
+    if isinstance(current, nova_context.RequestContext):
+        return current
+    return nova_context.get_admin_context()
+
+
+def enabled() -> bool:
+    """Whether Nova would send a versioned notification now."""
+    return bool(rpc.NOTIFIER is not None and rpc.NOTIFIER.is_enabled() and
+                cfg.CONF.notifications.notification_format in
+                ('both', 'versioned'))
+
+
+def build(record: Mapping[str, Any], host: Optional[str] = None,
+          ) -> QATMigrationNotification:
+    """The notification object for one report ``record``."""
+    host = host or cfg.CONF.host
+    completed = record.get('outcome') == 'completed'
+    return QATMigrationNotification(
+        priority=(fields.NotificationPriority.INFO if completed
+                  else fields.NotificationPriority.WARN),
+        publisher=notification.NotificationPublisher(
+            host=host, source=fields.NotificationSource.COMPUTE),
+        event_type=QATMigrationEventType(object=OBJECT, action=ACTION,
+                                         phase=PHASE_END),
+        payload=QATMigrationPayload(record, host=host))
+
+
+def emit_report(record: Mapping[str, Any], context: Any = None) -> bool:
+    """Send ``record`` as ``qat_migration.live_migration.end``.
+
+    :returns: whether it was sent (False where notifications are off, e.g.
+        in the command-line tools, which never initialise Nova's RPC).
+    """
+    if not enabled():
+        return False
+    build(record).emit(context or _context())
+    return True
