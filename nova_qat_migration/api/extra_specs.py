@@ -14,6 +14,15 @@
 Registered through Nova's ``nova.api.extra_spec_validators`` entry point,
 so ``openstack flavor set --property qat_migration:method=bogus`` is
 refused with HTTP 400 naming the key, before any instance uses it.
+
+Nova validates one extra spec at a time (it never sees the flavor's other
+keys), so a pair of keys cannot be checked here. The key table
+(:data:`nova_qat_migration.policy.hints.KEYS`) is therefore built so that
+every combination of individually valid values plans: e.g.
+``qat_migration:level`` is bounded by the levels every method accepts. A
+flavor this validator accepts never fails a migration pre-check for its
+``qat_migration:*`` values (only an uninstalled policy name can, which the
+API cannot know).
 """
 
 from nova.api.validation.extra_specs import base
@@ -27,6 +36,8 @@ class KeyedValidator(base.ExtraSpecValidator):
 
     Nova's own messages only quote the value (``'lz4' is not one of: ...``);
     with many keys in one request the operator could not tell which one.
+    After Nova's checks the value goes through the pre-check's own parser,
+    so the API never accepts what a migration would refuse.
     """
 
     def validate(self, name, value):
@@ -35,6 +46,12 @@ class KeyedValidator(base.ExtraSpecValidator):
         except exception.ValidationError as exc:
             raise exception.ValidationError(
                 'extra spec %s: %s' % (name, exc.format_message()))
+        key = hints.KEYS_BY_NAME.get(name.split(':', 1)[-1])
+        if key is not None:
+            try:
+                hints.parse_value(key, value)
+            except hints.InvalidHint as exc:
+                raise exception.ValidationError(str(exc))
 
 
 def _value(key: hints.Key) -> dict:

@@ -14,6 +14,11 @@
 Options live in Nova's global ``CONF`` (nova.conf), group ``[qat_migration]``.
 """
 
+import json
+import math
+import os
+from typing import Any, Optional
+
 from oslo_config import cfg
 
 from nova_qat_migration.conf import qat_migration
@@ -22,25 +27,178 @@ CONF = cfg.CONF
 
 qat_migration.register_opts(CONF)
 
+GROUP = qat_migration.qat_migration_group.name
+#: Where the host's total memory is read for the start-up checks.
+MEMINFO = '/proc/meminfo'
+#: A calibration file larger than this is not a calibration file.
+_CALIBRATION_MAX_BYTES = 64 * 1024
+
 
 class ConfigError(ValueError):
-    """An option value that is valid alone but not with the others."""
+    """A ``[qat_migration]`` option value that cannot be used.
 
-
-def check(conf: cfg.ConfigOpts = CONF) -> None:
-    """Cross-option checks oslo.config types cannot express.
-
-    Called at driver start-up so a bad combination stops nova-compute with
-    a message naming the options, instead of surfacing mid-migration.
+    The message names the option as ``[qat_migration] name``.
     """
-    group = conf.qat_migration
-    if group.xbzrle_cache_min_mb > group.xbzrle_cache_max_mb:
+
+
+def _name(option: str) -> str:
+    return '[%s] %s' % (GROUP, option)
+
+
+def check(conf: cfg.ConfigOpts = CONF,
+          host_memory_mb: Optional[int] = None) -> None:
+    """Read and check every ``[qat_migration]`` option.
+
+    Called at driver start-up so a bad value stops nova-compute with a
+    message naming the option, instead of surfacing mid-migration as a
+    traceback: oslo.config parses a value only when it is first read, and
+    its float bounds let NaN (and, without a maximum, infinity) through.
+
+    :param host_memory_mb: the host's memory, bounding the static XBZRLE
+        cache (read from ``/proc/meminfo`` when None; unchecked when that
+        is unreadable).
+    :raises ConfigError: naming the option.
+    """
+    group = conf[GROUP]
+    values = {}
+    for opt in qat_migration.ALL_OPTS:
+        try:
+            values[opt.dest] = getattr(group, opt.dest)
+        except (cfg.Error, ValueError) as exc:
+            raise ConfigError('%s: %s' % (_name(opt.name), exc))
+        if isinstance(opt, cfg.FloatOpt):
+            value = values[opt.dest]
+            if value is not None and not math.isfinite(value):
+                raise ConfigError('%s must be a finite number, got %s'
+                                  % (_name(opt.name), value))
+    _check_combinations(values)
+    _check_static_cache(values, host_memory_mb)
+    if values['model_calibration']:
+        check_calibration(values['model_calibration'])
+
+
+def _check_combinations(v: dict) -> None:
+    if v['xbzrle_cache_min_mb'] > v['xbzrle_cache_max_mb']:
         raise ConfigError(
-            '[qat_migration] xbzrle_cache_min_mb (%d) must not exceed '
-            '[qat_migration] xbzrle_cache_max_mb (%d)'
-            % (group.xbzrle_cache_min_mb, group.xbzrle_cache_max_mb))
-    schedule = list(group.throttle_schedule)
+            '%s (%d) must not exceed %s (%d)'
+            % (_name('xbzrle_cache_min_mb'), v['xbzrle_cache_min_mb'],
+               _name('xbzrle_cache_max_mb'), v['xbzrle_cache_max_mb']))
+    schedule = list(v['throttle_schedule'])
     if not schedule or schedule != sorted(set(schedule)):
         raise ConfigError(
-            '[qat_migration] throttle_schedule must be a non-empty list of '
-            'strictly increasing percentages, got %r' % (schedule,))
+            '%s must be a non-empty list of strictly increasing '
+            'percentages, got %r' % (_name('throttle_schedule'), schedule))
+    allowed = set(v['allowed_methods']) | {'none'}
+    if v['static_method'] not in allowed:
+        raise ConfigError(
+            '%s %s is not in %s (%s)'
+            % (_name('static_method'), v['static_method'],
+               _name('allowed_methods'), ', '.join(v['allowed_methods'])))
+
+
+def host_memory_mb(meminfo: str = MEMINFO) -> Optional[int]:
+    """``MemTotal`` in MiB, or None when it cannot be read."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith('MemTotal:'):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_static_cache(v: dict, memory_mb: Optional[int]) -> None:
+    cache = v['static_xbzrle_cache_mb']
+    if cache > v['xbzrle_cache_max_mb']:
+        raise ConfigError('%s (%d) must not exceed %s (%d)'
+                          % (_name('static_xbzrle_cache_mb'), cache,
+                             _name('xbzrle_cache_max_mb'),
+                             v['xbzrle_cache_max_mb']))
+    if memory_mb is None:
+        memory_mb = host_memory_mb()
+    if memory_mb is None:
+        return
+    spare = memory_mb - v['memory_headroom_mb']
+    if cache > spare:
+        raise ConfigError(
+            '%s (%d) exceeds this host\'s memory above %s (%d - %d = %d '
+            'MiB)' % (_name('static_xbzrle_cache_mb'), cache,
+                      _name('memory_headroom_mb'), memory_mb,
+                      v['memory_headroom_mb'], spare))
+
+
+def check_calibration(path: str) -> dict:
+    """Check the shape of a ``model_calibration`` file.
+
+    The file must be a JSON object whose keys are fields of the model's
+    ``Calibration`` and whose values are finite numbers in each field's
+    range; otherwise every adaptive plan would fall back, or divide by
+    zero, per migration.
+
+    :returns: the values, as floats.
+    :raises ConfigError: naming ``[qat_migration] model_calibration``, the
+        file and the field.
+    """
+    from nova_qat_migration.policy import model
+
+    where = '%s %s' % (_name('model_calibration'), path)
+    try:
+        if os.path.getsize(path) > _CALIBRATION_MAX_BYTES:
+            raise ConfigError('%s is larger than %d bytes'
+                              % (where, _CALIBRATION_MAX_BYTES))
+        with open(path, 'rb') as f:
+            data = json.loads(f.read().decode('utf-8'),
+                              parse_constant=_refuse_constant)
+    except ConfigError:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ConfigError('%s is not a readable JSON file: %s'
+                          % (where, exc))
+    if not isinstance(data, dict):
+        raise ConfigError('%s must hold a JSON object, got %s'
+                          % (where, type(data).__name__))
+    ranges = _calibration_ranges(model)
+    unknown = sorted(set(data) - set(ranges))
+    if unknown:
+        raise ConfigError('%s: unknown field(s) %s (known: %s)'
+                          % (where, ', '.join(unknown),
+                             ', '.join(sorted(ranges))))
+    out = {}
+    for name, value in data.items():
+        low, high, low_open = ranges[name]
+        ok = (isinstance(value, (int, float)) and
+              not isinstance(value, bool) and math.isfinite(value) and
+              (value > low if low_open else value >= low) and
+              value <= high)
+        if not ok:
+            raise ConfigError(
+                '%s: %s must be a number %s %s and <= %s, got %s'
+                % (where, name, '>' if low_open else '>=', low, high,
+                   json.dumps(value)[:64]))
+        out[name] = float(value)
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    # json.loads accepts NaN/Infinity by default; a calibration must not.
+    raise ValueError('%s is not a number' % name)
+
+
+def _calibration_ranges(model: Any) -> dict:
+    """``{field: (low, high, low_is_exclusive)}`` of the model's constants.
+
+    Rates divide (they must be above zero); residues and costs are shares
+    of a page; times are non-negative.
+    """
+    import dataclasses
+
+    ranges = {}
+    for field in dataclasses.fields(model.Calibration):
+        if field.name.endswith('_mbps'):
+            ranges[field.name] = (0.0, 1e7, True)
+        elif field.name in ('xbzrle_residue', 'zero_cost'):
+            ranges[field.name] = (0.0, 1.0, False)
+        else:
+            ranges[field.name] = (0.0, 3600.0, False)
+    return ranges

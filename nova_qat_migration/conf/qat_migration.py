@@ -49,8 +49,21 @@ namespace. Built in: ``adaptive`` (chooses from host resources and the
 instance), ``static`` (the fixed choice made by the ``static_*`` options)
 and ``nova_default`` (exactly what Nova itself would do). An unknown name
 stops nova-compute at start-up with the list of installed policies. A
-flavor extra spec or image property ``qat_migration:policy`` overrides it
-per instance.
+flavor extra spec ``qat_migration:policy`` overrides it per instance; an
+image property only for the policies listed in ``image_policies``.
+"""),
+    cfg.ListOpt('image_policies',
+        item_type=types.String(regex=r'^[a-z][a-z0-9_]*$'),
+        default=[],
+        help="""
+Policies an image property ``qat_migration:policy`` may choose.
+
+Image properties are set by tenants. By default (empty list) they cannot
+change the policy: an image's ``qat_migration:policy`` is ignored with a
+warning and the instance gets ``policy`` (or its flavor's
+``qat_migration:policy``). List the policies tenants may pick, e.g.
+``nova_default`` to let them opt out of planning. Every name must be an
+installed policy; nova-compute refuses to start otherwise.
 """),
     cfg.ListOpt('allowed_methods',
         item_type=types.String(choices=METHODS),
@@ -136,7 +149,8 @@ Whether plans may throttle guest vCPUs (auto-converge). A flavor extra spec
         help="""
 Target maximum downtime (milliseconds) of the switch-over. Nova's downtime
 steps climb to this value (instead of ``[libvirt] live_migration_downtime``)
-for planned migrations.
+for planned migrations. A flavor's ``qat_migration:max_downtime_ms`` may
+raise or lower it for its instances; an image's may only lower it.
 """),
     cfg.BoolOpt('permit_post_copy',
         default=False,
@@ -182,8 +196,10 @@ model finds no converging plan, the rule-based choice is used.
         help="""
 JSON file with the convergence model's machine constants (fields of
 ``nova_qat_migration.policy.model.Calibration``, e.g. ``stream_mbps``,
-``compress_mbps``), as fitted by ``nova-qat-migration bench`` on real
-migrations. Empty: built-in defaults for server-class hosts.
+``compress_mbps``), as fitted by ``nova-qat-migration model calibrate`` on
+real migrations. Empty: built-in defaults for server-class hosts. The file
+is checked at start-up: a JSON object of known fields with finite, positive
+numbers, otherwise nova-compute does not start.
 """),
 ]
 
@@ -196,7 +212,9 @@ static_opts = [
         help='Multifd channels used by the ``static`` policy (1 = none).'),
     cfg.IntOpt('static_xbzrle_cache_mb',
         default=256, min=1,
-        help='XBZRLE cache (MiB) used by the ``static`` policy.'),
+        help='XBZRLE cache (MiB) used by the ``static`` policy. At most '
+             '``xbzrle_cache_max_mb`` and the host\'s memory above '
+             '``memory_headroom_mb`` (checked at start-up).'),
     cfg.BoolOpt('static_auto_converge',
         default=False,
         help='Whether the ``static`` policy enables auto-converge.'),
@@ -237,11 +255,16 @@ detect such a build; only set this if yours is one.
 ]
 
 state_opts = [
+    # NOTE(qat-migration): no '$state_path/...' default: inside this group
+    # '$state_path' names this very option and oslo.config recurses until
+    # RecursionError, which left the history in memory only.
     cfg.StrOpt('state_path',
-        default='$state_path/qat_migration',
+        default=None,
+        sample_default='<[DEFAULT] state_path>/qat_migration',
         help="""
 Directory for the per-host migration history the adaptive policy learns
-from (one small JSON file).
+from (one small JSON file). Unset: ``qat_migration`` under Nova's
+``[DEFAULT] state_path``.
 """),
     cfg.IntOpt('history_max_entries',
         default=1000, min=1, max=1000000,

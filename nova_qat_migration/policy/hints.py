@@ -16,10 +16,20 @@ One table (:data:`KEYS`) defines every key, its type and bounds; the API
 validator (:mod:`nova_qat_migration.api.extra_specs`) and the migration
 pre-check both use it, so a value refused at one is refused at the other.
 Image properties reach the compute host through the instance's system
-metadata (``image_qat_migration:<key>``); flavor extra specs win over image
-properties. Hints only narrow what the operator permits: an image cannot
-turn on post-copy on a host whose ``[qat_migration] permit_post_copy`` is
-off.
+metadata (``image_qat_migration:<key>``).
+
+The two sources are not trusted alike:
+
+* flavor extra specs are the operator's. They are strict (a bad key or
+  value fails the migration pre-check naming it, and the API refused it
+  already) and may widen a limit within the option bounds, e.g. a
+  ``max_downtime_ms`` above ``[qat_migration] downtime_ms``;
+* image properties are the tenant's. A bad key or value is ignored with a
+  warning -- a tenant must not be able to make its server impossible to
+  live-migrate -- and a valid value only narrows what the operator allows
+  (see :attr:`Key.image_rule`): it lowers a limit, forbids a lever, or
+  chooses among what the operator permits. An image never changes the
+  policy unless the operator lists it in ``[qat_migration] image_policies``.
 """
 
 from __future__ import annotations
@@ -28,10 +38,14 @@ import dataclasses
 import re
 from typing import Any, Mapping, Optional
 
+from oslo_log import log as logging
 from oslo_utils import strutils
 
 from nova_qat_migration.conf.qat_migration import METHODS
 from nova_qat_migration.policy import base
+from nova_qat_migration.virt.libvirt import constants
+
+LOG = logging.getLogger(__name__)
 
 NAMESPACE = 'qat_migration'
 IMAGE_SYSMETA_PREFIX = 'image_'
@@ -39,15 +53,41 @@ IMAGE_SYSMETA_PREFIX = 'image_'
 #: API (:mod:`nova_qat_migration.api.extra_specs`).
 NAME_PATTERN = r'[a-z][a-z0-9_]*'
 
+#: ``qat_migration:level`` bounds: the levels every method that has a level
+#: accepts. Nova validates one extra spec at a time, so the API cannot
+#: check a level against the flavor's ``method``; bounding the level by
+#: the intersection of the methods' ranges means no pair the API accepts
+#: can fail a pre-check. (``none`` and ``xbzrle`` have no level: a level
+#: beside them is simply unused.)
+LEVEL_MIN = max(lo for lo, _hi in constants.LEVEL_RANGES.values())
+LEVEL_MAX = min(hi for _lo, hi in constants.LEVEL_RANGES.values())
+
+#: How an image value combines with what the operator set
+#: (:attr:`Key.image_rule`).
+#: ``lower``: the smaller of the image's value and the operator's limit
+#: (the flavor's, else the option's).
+RULE_LOWER = 'lower'
+#: ``forbid``: a boolean permission; the image can only say ``false``.
+RULE_FORBID = 'forbid'
+#: ``choose``: used only when the flavor sets nothing for the key, and only
+#: if the value is among what the options allow.
+RULE_CHOOSE = 'choose'
+#: ``policy``: only the policies in ``[qat_migration] image_policies``.
+RULE_POLICY = 'policy'
+
 
 @dataclasses.dataclass(frozen=True)
 class Key:
     name: str
     type: type
     description: str
+    image_rule: str
     min: Optional[int] = None
     max: Optional[int] = None
     enum: Optional[tuple] = None
+    #: The ``[qat_migration]`` option that bounds an image's value
+    #: (``lower``) or lists its allowed values (``choose``, ``policy``).
+    option: Optional[str] = None
 
     @property
     def spec(self) -> str:
@@ -57,22 +97,30 @@ class Key:
 KEYS = (
     Key('policy', str, 'Migration policy for this instance (an installed '
         'nova_qat_migration.policies plugin, e.g. adaptive, static, '
-        'nova_default).'),
+        'nova_default). From an image only if [qat_migration] '
+        'image_policies lists it.', RULE_POLICY, option='image_policies'),
     Key('method', str, 'Force this page-compression method (it must be '
         'allowed by [qat_migration] allowed_methods; the plan still '
-        'degrades when the hosts cannot run it).', enum=METHODS),
-    Key('level', int, 'Compression level for the forced method.',
-        min=0, max=20),
-    Key('parallel_connections', int, 'Multifd channels for this instance.',
-        min=1, max=32),
+        'degrades when the hosts cannot run it).', RULE_CHOOSE,
+        enum=METHODS, option='allowed_methods'),
+    Key('level', int, 'Compression level for the method the plan uses '
+        '(%d..%d, valid for every method that has a level; unused by none '
+        'and xbzrle).' % (LEVEL_MIN, LEVEL_MAX), RULE_CHOOSE,
+        min=LEVEL_MIN, max=LEVEL_MAX),
+    Key('parallel_connections', int, 'Multifd channels for this instance '
+        '(at most [qat_migration] max_parallel_connections).', RULE_LOWER,
+        min=1, max=32, option='max_parallel_connections'),
     Key('max_downtime_ms', int, 'Maximum switch-over downtime (ms) this '
-        'instance tolerates.', min=10, max=60000),
+        'instance tolerates. From an image it can only lower '
+        '[qat_migration] downtime_ms.', RULE_LOWER, min=10, max=60000,
+        option='downtime_ms'),
     Key('allow_post_copy', bool, 'Whether this instance may be switched to '
-        'post-copy (only where the host permits post-copy).'),
+        'post-copy (only where the host permits post-copy).', RULE_FORBID),
     Key('allow_throttle', bool, 'Whether this instance\'s vCPUs may be '
-        'throttled (auto-converge).'),
+        'throttled (auto-converge).', RULE_FORBID),
     Key('working_set_mb', int, 'Expected writable working set (MiB), used '
-        'to size the XBZRLE cache.', min=0, max=16 * 1024 * 1024),
+        'to size the XBZRLE cache (from an image, at most the instance\'s '
+        'RAM).', RULE_LOWER, min=0, max=16 * 1024 * 1024),
 )
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
@@ -82,7 +130,11 @@ class InvalidHint(ValueError):
 
 
 def parse_value(key: Key, value: Any, source: str = 'extra spec') -> Any:
-    """Parse and check one value; raise :class:`InvalidHint` if bad."""
+    """Parse and check one value; raise :class:`InvalidHint` if bad.
+
+    Accepts exactly what Nova's API validator accepts for the same key (the
+    API calls this too), so a flavor the API took never fails here.
+    """
     where = '%s %s' % (source, key.spec)
     if key.type is bool:
         if isinstance(value, bool):
@@ -92,10 +144,16 @@ def parse_value(key: Key, value: Any, source: str = 'extra spec') -> Any:
         except ValueError:
             raise InvalidHint('%s: %r is not a boolean' % (where, value))
     if key.type is int:
+        if isinstance(value, bool):
+            raise InvalidHint('%s: %r is not an integer' % (where, value))
         try:
+            # NOTE(qat-migration): int() of a str also refuses more than
+            # sys.get_int_max_str_digits() digits (ValueError), so a huge
+            # value costs nothing.
             number = int(str(value).strip())
         except ValueError:
-            raise InvalidHint('%s: %r is not an integer' % (where, value))
+            raise InvalidHint('%s: %r is not an integer'
+                              % (where, _short(value)))
         if key.min is not None and number < key.min:
             raise InvalidHint('%s: %d is below the minimum %d'
                               % (where, number, key.min))
@@ -103,61 +161,153 @@ def parse_value(key: Key, value: Any, source: str = 'extra spec') -> Any:
             raise InvalidHint('%s: %d is above the maximum %d'
                               % (where, number, key.max))
         return number
-    text = str(value).strip()
+    text = str(value)
     if key.enum is not None and text not in key.enum:
         raise InvalidHint('%s: %r is not one of %s'
-                          % (where, text, ', '.join(key.enum)))
-    if not text:
+                          % (where, _short(text), ', '.join(key.enum)))
+    if not text.strip():
         raise InvalidHint('%s: empty value' % where)
     if key.enum is None and not re.fullmatch(NAME_PATTERN, text):
         raise InvalidHint('%s: %r is not of the format %s'
-                          % (where, text, NAME_PATTERN))
+                          % (where, _short(text), NAME_PATTERN))
     return text
 
 
+def _short(value: Any, limit: int = 64) -> str:
+    """``value`` for a message, cut so a huge property cannot flood logs."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
 def _collect(mapping: Optional[Mapping[str, Any]], prefix: str,
-             source: str) -> dict:
+             source: str, errors: Optional[list] = None) -> dict:
+    """The ``qat_migration:*`` values of ``mapping``, parsed.
+
+    :param errors: when given, a bad key or value is appended to it (and
+        skipped) instead of raised.
+    :raises InvalidHint: naming the key, when ``errors`` is None.
+    """
     found: dict = {}
     ns = prefix + NAMESPACE + ':'
     for name, value in (mapping or {}).items():
-        if not name.startswith(ns):
+        if not isinstance(name, str) or not name.startswith(ns):
             continue
         short = name[len(ns):]
         key = KEYS_BY_NAME.get(short)
-        if key is None:
-            raise InvalidHint('%s %s:%s is not a known key (known: %s)'
-                              % (source, NAMESPACE, short,
-                                 ', '.join(sorted(KEYS_BY_NAME))))
-        found[short] = parse_value(key, value, source)
+        try:
+            if key is None:
+                raise InvalidHint('%s %s:%s is not a known key (known: %s)'
+                                  % (source, NAMESPACE, _short(short),
+                                     ', '.join(sorted(KEYS_BY_NAME))))
+            found[short] = parse_value(key, value, source)
+        except InvalidHint as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
     return found
+
+
+def _narrow_image(image: dict, flavor: dict, conf: Any,
+                  memory_mb: Optional[int], ignored: list) -> dict:
+    """The image's values that narrow what the operator allows.
+
+    Applies each key's :attr:`Key.image_rule`; a value that would widen a
+    limit is lowered to it or dropped, and the reason appended to
+    ``ignored``.
+    """
+    group = conf.qat_migration
+    out: dict = {}
+    for name, value in image.items():
+        key = KEYS_BY_NAME[name]
+        where = 'image property %s' % key.spec
+        rule = key.image_rule
+        if rule == RULE_FORBID:
+            # Only a refusal narrows; "true" leaves the operator's say.
+            if value is False:
+                out[name] = False
+        elif rule == RULE_LOWER:
+            if name == 'working_set_mb':
+                limit = flavor.get(name, memory_mb)
+            else:
+                limit = flavor.get(name, getattr(group, key.option))
+            if limit is not None and value > limit:
+                ignored.append('%s=%d lowered to the operator\'s %d'
+                               % (where, value, limit))
+                value = limit
+            out[name] = value
+        elif rule == RULE_CHOOSE:
+            if name in flavor:
+                if flavor[name] != value:
+                    ignored.append('%s=%s ignored: the flavor sets %s'
+                                   % (where, value, flavor[name]))
+                continue
+            # ``none`` (plain pre-copy) is always allowed.
+            if (key.option and value != 'none' and
+                    value not in getattr(group, key.option)):
+                ignored.append('%s=%s ignored: not in [qat_migration] %s'
+                               % (where, value, key.option))
+                continue
+            out[name] = value
+        elif rule == RULE_POLICY:
+            if name in flavor:
+                continue
+            if value not in (getattr(group, key.option) or ()):
+                ignored.append('%s=%s ignored: images may not choose the '
+                               'policy unless [qat_migration] %s lists it'
+                               % (where, value, key.option))
+                continue
+            out[name] = value
+        else:  # pragma: no cover - a KEYS entry without a rule
+            raise AssertionError('no image rule for %s' % name)
+    return out
+
+
+def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
+            image_properties: Optional[Mapping[str, Any]] = None,
+            system_metadata: Optional[Mapping[str, Any]] = None,
+            conf: Any = None, memory_mb: Optional[int] = None,
+            ) -> tuple[base.Hints, list]:
+    """Hints for one instance and what was ignored from its image.
+
+    :param extra_specs: the flavor's extra specs (strict).
+    :param image_properties: image properties (``qat_migration:<key>``).
+    :param system_metadata: the instance's system metadata, where Nova
+        keeps image properties as ``image_qat_migration:<key>``.
+    :param conf: the options image values are narrowed against (default:
+        nova-compute's ``CONF``).
+    :param memory_mb: the instance's RAM, bounding an image's working set.
+    :returns: ``(hints, ignored)``, ``ignored`` one message per image value
+        that was invalid or would have widened a limit.
+    :raises InvalidHint: for a bad flavor extra spec, naming the key.
+    """
+    if conf is None:
+        from nova_qat_migration import conf as qat_conf
+        conf = qat_conf.CONF
+    flavor = _collect(extra_specs, '', 'flavor extra spec')
+    ignored: list = []
+    image = _collect(system_metadata, IMAGE_SYSMETA_PREFIX,
+                     'image property', ignored)
+    image.update(_collect(image_properties, '', 'image property', ignored))
+    values = dict(flavor)
+    values.update(_narrow_image(image, flavor, conf, memory_mb, ignored))
+    return base.Hints(**values), ignored
 
 
 def from_instance(extra_specs: Optional[Mapping[str, Any]] = None,
                   image_properties: Optional[Mapping[str, Any]] = None,
                   system_metadata: Optional[Mapping[str, Any]] = None,
-                  ) -> base.Hints:
-    """Hints for one instance.
+                  conf: Any = None, memory_mb: Optional[int] = None,
+                  instance: Any = None) -> base.Hints:
+    """Hints for one instance; ignored image values are logged.
 
-    :param extra_specs: the flavor's extra specs.
-    :param image_properties: image properties (``qat_migration:<key>``).
-    :param system_metadata: the instance's system metadata, where Nova
-        keeps image properties as ``image_qat_migration:<key>``.
-    :raises InvalidHint: naming the key and the problem.
+    See :func:`resolve` for the parameters; ``instance`` only tags the
+    warnings.
+
+    :raises InvalidHint: for a bad flavor extra spec, naming the key.
     """
-    values = _collect(system_metadata, IMAGE_SYSMETA_PREFIX,
-                      'image property')
-    values.update(_collect(image_properties, '', 'image property'))
-    values.update(_collect(extra_specs, '', 'flavor extra spec'))
-    level = values.get('level')
-    method = values.get('method')
-    if level is not None and method is not None:
-        from nova_qat_migration.virt.libvirt import constants
-        bounds = constants.LEVEL_RANGES.get(method)
-        if bounds is None:
-            raise InvalidHint('%s:level is set but method %s has no level'
-                              % (NAMESPACE, method))
-        if not bounds[0] <= level <= bounds[1]:
-            raise InvalidHint('%s:level %d is outside %d..%d for %s'
-                              % (NAMESPACE, level, bounds[0], bounds[1],
-                                 method))
-    return base.Hints(**values)
+    hints, ignored = resolve(extra_specs, image_properties, system_metadata,
+                             conf=conf, memory_mb=memory_mb)
+    for message in ignored:
+        LOG.warning('Live-migration hint from the image not used: %s',
+                    message, instance=instance)
+    return hints

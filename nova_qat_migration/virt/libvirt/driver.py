@@ -437,6 +437,12 @@ class QATMigrationMixin:
         policies = loader.PolicySet(CONF)
         # Load the fallback now so a broken install fails at start-up.
         policies.get(NOVA_DEFAULT)
+        for name in CONF.qat_migration.image_policies:
+            try:
+                policies.get(name)
+            except loader.UnknownPolicy as exc:
+                raise qat_conf.ConfigError(
+                    '[qat_migration] image_policies: %s' % exc)
         self._qat_caps = self._qat_probe()
         self._qat_history = self._qat_make_history()
         self._qat_manager = self._qat_make_manager()
@@ -540,12 +546,20 @@ class QATMigrationMixin:
     def _qat_check_hints(self, instance: Any) -> base.Hints:
         """Validated hints of ``instance``.
 
-        :raises MigrationPreCheckError: naming the bad key, so the request
-            fails before anything happens to the instance.
+        Flavor extra specs are the operator's: a bad one fails the check.
+        Image properties are the tenant's: a bad one is ignored with a
+        warning (and one that would widen a limit is narrowed), so a
+        tenant cannot make its server impossible to live-migrate.
+
+        :raises MigrationPreCheckError: naming the bad flavor key, so the
+            request fails before anything happens to the instance.
         """
         try:
             hints = qat_hints.from_instance(
-                _extra_specs(instance), None, _system_metadata(instance))
+                _extra_specs(instance), None, _system_metadata(instance),
+                conf=CONF,
+                memory_mb=_field(_field(instance, 'flavor'), 'memory_mb'),
+                instance=instance)
             if hints.policy and self._qat_policies is not None:
                 self._qat_policies.get(hints.policy)
             return hints
@@ -643,7 +657,10 @@ class QATMigrationMixin:
         nova_policy = policies.get(NOVA_DEFAULT)
         try:
             hints = qat_hints.from_instance(
-                _extra_specs(instance), None, _system_metadata(instance))
+                _extra_specs(instance), None, _system_metadata(instance),
+                conf=CONF,
+                memory_mb=_field(_field(instance, 'flavor'), 'memory_mb'),
+                instance=instance)
         except qat_hints.InvalidHint as exc:
             # The pre-check refuses these; a flavor changed since then.
             LOG.warning('Ignoring invalid live-migration hints (%s).', exc,

@@ -311,13 +311,16 @@ class PlanningInputTest(DriverTestBase):
             self._instance({'qat_migration:parallel_connections': '999'}))
         self.assertIn('qat_migration:parallel_connections', str(exc))
 
-    def test_bad_image_hint_fails_precheck(self):
+    def test_bad_image_hint_ignored_with_warning(self):
+        # Image properties are the tenant's: they never block a migration.
         drvr = self.driver()
         drvr.init_host('host')
-        exc = self.assertRaises(
-            exception.MigrationPreCheckError, drvr._qat_check_hints,
+        logger = self.useFixture(fixtures.FakeLogger())
+        hints = drvr._qat_check_hints(
             self._instance(sysmeta={'image_qat_migration:policy': 'nope'}))
-        self.assertIn('nope', str(exc))
+        self.assertIsNone(hints.policy)
+        self.assertIn('image property qat_migration:policy=nope ignored',
+                      logger.output)
 
     def test_policy_exception_falls_back_to_nova_default(self):
         self.flags(policy='static', group='qat_migration')
