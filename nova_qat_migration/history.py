@@ -17,39 +17,147 @@ one small JSON file under ``[qat_migration] state_path``:
 
 * bounded: at most ``history_max_entries`` instances, least recently
   migrated dropped first;
-* thread-safe: concurrent migrations record through one lock;
-* crash-safe: written to a temporary file and renamed over the old one;
-* forgiving: a missing, unreadable or corrupt file means "no history" (a
-  warning is logged), never a failed migration.
+* shared: threads record through one lock, and processes sharing the
+  state path through an external ``oslo.concurrency`` lock (a file beside
+  the history) with the file re-read before every write, so neither loses
+  the other's updates;
+* crash-safe: written to a temporary file, fsynced, renamed over the old
+  one, and the directory fsynced so the rename survives a power cut;
+* forgiving: whatever the file holds -- binary garbage, a JSON list, NaN,
+  numbers beyond any range, nesting deep enough to exhaust the parser's
+  recursion -- is read as far as it is valid: each entry is checked field
+  by field, a bad field is dropped (a bad entry entirely), a warning is
+  logged, and the next write heals the file. Nothing in it can fail a
+  migration or make every later ``record()`` raise.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import math
 import os
 import tempfile
 import threading
 import time
 from typing import Any, Mapping, Optional
 
+from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
+from nova_qat_migration.conf.qat_migration import METHODS
 from nova_qat_migration.policy import base
 
 LOG = logging.getLogger(__name__)
 
 FILENAME = 'history.json'
+#: The external lock's file, beside the history.
+LOCKNAME = 'history.json.lock'
 _FORMAT_VERSION = 1
+#: A history file larger than this is not read (a bounded store of small
+#: entries never grows to it: about 2 KiB per entry at most).
+_BYTES_PER_ENTRY = 2048
+_MIN_READ_BYTES = 1024 * 1024
 
-#: Fields of :class:`~nova_qat_migration.policy.base.History` kept per
-#: instance (``migrations`` is a counter the store maintains itself).
-_FIELDS = ('dirty_rate_mbps', 'wire_mbps', 'compression_ratio',
-           'xbzrle_hit_ratio', 'method', 'converged', 'total_s')
+#: Numeric fields of :class:`~nova_qat_migration.policy.base.History` and
+#: the range a real migration can produce. Anything outside (NaN,
+#: infinity, a negative rate, 1e300) is a corrupt value, not a measurement.
+_NUMBERS = {
+    'dirty_rate_mbps': (0.0, 1e7),     # MiB/s: 10 TiB/s is no guest
+    'wire_mbps': (0.0, 1e7),
+    'compression_ratio': (0.0, 1e3),   # wire bytes / RAM bytes
+    'xbzrle_hit_ratio': (0.0, 1.0),
+    'total_s': (0.0, 1e7),
+}
+#: Fields kept per instance (``migrations`` is a counter the store
+#: maintains itself).
+_FIELDS = tuple(_NUMBERS) + ('method', 'converged')
+_MAX_MIGRATIONS = 10 ** 9
+_MAX_UUID = 255
+
+
+def _clean_field(name: str, value: Any) -> Any:
+    """``value`` if valid for the History field ``name``, else None."""
+    if name in _NUMBERS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        low, high = _NUMBERS[name]
+        try:
+            number = float(value)
+        except OverflowError:   # an int beyond float
+            return None
+        if not (math.isfinite(number) and low <= number <= high):
+            return None
+        return number
+    if name == 'method':
+        return value if isinstance(value, str) and value in METHODS else None
+    if name == 'converged':
+        return value if isinstance(value, bool) else None
+    return None
+
+
+def clean_entry(item: Any) -> tuple[Optional[dict], list]:
+    """A valid history entry from ``item``, and the fields dropped.
+
+    :returns: ``(entry, dropped)``; ``entry`` is None when ``item`` is not
+        an object with a usable ``uuid``.
+    """
+    if not isinstance(item, dict):
+        return None, ['entry is not an object']
+    uuid = item.get('uuid')
+    if not isinstance(uuid, str) or not 0 < len(uuid) <= _MAX_UUID:
+        return None, ['entry without a valid uuid']
+    entry: dict = {'uuid': uuid}
+    dropped = []
+    migrations = item.get('migrations', 0)
+    if (isinstance(migrations, int) and not isinstance(migrations, bool) and
+            0 <= migrations <= _MAX_MIGRATIONS):
+        entry['migrations'] = migrations
+    else:
+        entry['migrations'] = 0
+        dropped.append('migrations')
+    updated = item.get('updated_at')
+    if updated is not None:
+        if (isinstance(updated, (int, float)) and
+                not isinstance(updated, bool) and
+                0 <= updated < 1e11):     # seconds: until the year 5138
+            entry['updated_at'] = float(updated)
+        else:
+            dropped.append('updated_at')
+    for name in _FIELDS:
+        if name not in item or item[name] is None:
+            continue
+        value = _clean_field(name, item[name])
+        if value is None:
+            dropped.append(name)
+        else:
+            entry[name] = value
+    unknown = set(item) - set(_FIELDS) - {'uuid', 'migrations',
+                                          'updated_at'}
+    dropped.extend(sorted(str(k)[:40] for k in unknown))
+    return entry, dropped
+
+
+def clean_values(values: Mapping[str, Any]) -> dict:
+    """The ``History`` fields of one migration's report that are valid."""
+    out = {}
+    for name in _FIELDS:
+        value = values.get(name)
+        if value is None:
+            continue
+        value = _clean_field(name, value)
+        if value is None:
+            LOG.warning('Migration history: %(name)s=%(value)r is not a '
+                        'valid value, not recorded.',
+                        {'name': name, 'value': values.get(name)})
+        else:
+            out[name] = value
+    return out
 
 
 class HistoryStore:
-    """Bounded, thread-safe, file-backed history of migrations.
+    """Bounded, thread- and process-safe, file-backed migration history.
 
     :param path: directory of the history file; ``None`` keeps the history
         in memory only (tests, or a state path that cannot be created).
@@ -61,42 +169,98 @@ class HistoryStore:
         self.path = path
         self.filename = os.path.join(path, FILENAME) if path else None
         self._lock = threading.Lock()
-        self._entries: collections.OrderedDict = self._load()
+        #: (inode, size, mtime_ns) of the file last read.
+        self._seen: Optional[tuple] = None
+        loaded = self._read()
+        self._entries: collections.OrderedDict = (
+            loaded if loaded is not None else collections.OrderedDict())
 
     @classmethod
     def from_conf(cls, conf: Any) -> 'HistoryStore':
         group = conf.qat_migration
-        return cls(group.state_path, group.history_max_entries)
+        path = group.state_path
+        if not path:
+            try:
+                base_path = conf.state_path     # Nova's [DEFAULT] option
+            except Exception:  # noqa: BLE001 - Nova's options not loaded
+                base_path = None
+            path = (os.path.join(base_path, 'qat_migration')
+                    if base_path else None)
+        return cls(path, group.history_max_entries)
 
     # -- reading -----------------------------------------------------------
 
-    def _load(self) -> collections.OrderedDict:
-        entries: collections.OrderedDict = collections.OrderedDict()
-        if not self.filename or not os.path.exists(self.filename):
-            return entries
+    def _stat(self) -> Optional[tuple]:
         try:
-            with open(self.filename, encoding='utf-8') as f:
-                data = json.load(f)
-            items = data['instances']
+            st = os.stat(self.filename)
+        except (OSError, TypeError):
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _read(self) -> Optional[collections.OrderedDict]:
+        """The entries in the file; None when there is no usable file.
+
+        Never raises: see the module docstring.
+        """
+        if not self.filename:
+            return None
+        self._seen = self._stat()
+        if self._seen is None:
+            return None
+        limit = max(_MIN_READ_BYTES, self.max_entries * _BYTES_PER_ENTRY)
+        try:
+            with open(self.filename, 'rb') as f:
+                raw = f.read(limit + 1)
+            if len(raw) > limit:
+                raise ValueError('larger than %d bytes' % limit)
+            data = json.loads(raw.decode('utf-8'))
+            if not isinstance(data, dict):
+                raise ValueError('not a JSON object')
+            items = data.get('instances')
             if not isinstance(items, list):
                 raise ValueError('instances is not a list')
-            for item in items:
-                entries[str(item['uuid'])] = dict(item)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, RecursionError, MemoryError) as exc:
             # NOTE(qat-migration): the history is an optimisation; losing it
             # costs one less informed plan, refusing to start would cost
-            # the host.
+            # the host. (UnicodeDecodeError and JSONDecodeError are
+            # ValueErrors; deep nesting is a RecursionError.)
             LOG.warning('Ignoring unreadable migration history %s (%s); '
                         'starting with an empty history.',
-                        self.filename, exc)
-            return collections.OrderedDict()
+                        self.filename, str(exc)[:200])
+            return None
+        entries: collections.OrderedDict = collections.OrderedDict()
+        bad_entries = 0
+        dropped_fields = set()
+        for item in items:
+            entry, dropped = clean_entry(item)
+            if entry is None:
+                bad_entries += 1
+                continue
+            dropped_fields.update(dropped)
+            entries.pop(entry['uuid'], None)
+            entries[entry['uuid']] = entry
+        if bad_entries or dropped_fields:
+            LOG.warning('Migration history %(file)s: %(entries)d unusable '
+                        'entries skipped, invalid fields dropped: '
+                        '%(fields)s.',
+                        {'file': self.filename, 'entries': bad_entries,
+                         'fields': ', '.join(sorted(dropped_fields)) or
+                         'none'})
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
         return entries
 
+    def _refresh(self) -> None:
+        """Re-read the file if another process replaced it (lock held)."""
+        if self.filename and self._stat() != self._seen:
+            loaded = self._read()
+            if loaded is not None:
+                self._entries = loaded
+
     def get(self, instance_uuid: str) -> base.History:
         """The history of one instance (empty ``History`` when unknown)."""
         with self._lock:
+            self._refresh()
             entry = self._entries.get(instance_uuid)
             if not entry:
                 return base.History()
@@ -117,29 +281,49 @@ class HistoryStore:
     def record(self, instance_uuid: str, values: Mapping[str, Any]) -> None:
         """Remember the outcome of one migration of ``instance_uuid``.
 
-        ``values`` may carry any of the ``History`` fields; ``None`` values
-        keep what was known before (a migration that measured no dirty
-        rate does not erase the last measurement).
+        ``values`` may carry any of the ``History`` fields; ``None`` (and
+        invalid) values keep what was known before (a migration that
+        measured no dirty rate does not erase the last measurement).
         """
+        clean = clean_values(values)
         with self._lock:
-            entry = dict(self._entries.pop(instance_uuid, {}))
-            entry['uuid'] = instance_uuid
-            entry['migrations'] = int(entry.get('migrations', 0)) + 1
-            entry['updated_at'] = time.time()
-            for key in _FIELDS:
-                if values.get(key) is not None:
-                    entry[key] = values[key]
-            self._entries[instance_uuid] = entry
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-            snapshot = list(self._entries.values())
-            # NOTE(qat-migration): written under the lock so two migrations
-            # finishing together cannot rename an older snapshot over a
-            # newer one; the file is small (bounded entries).
-            self._write(snapshot)
+            with self._file_lock():
+                # Reload before writing: another process sharing the state
+                # path may have recorded since we last read.
+                loaded = self._read()
+                if loaded is not None:
+                    self._entries = loaded
+                entry = dict(self._entries.pop(instance_uuid, {}))
+                entry['uuid'] = instance_uuid
+                entry['migrations'] = min(
+                    _MAX_MIGRATIONS, int(entry.get('migrations', 0)) + 1)
+                entry['updated_at'] = time.time()
+                entry.update(clean)
+                self._entries[instance_uuid] = entry
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+                self._write(list(self._entries.values()))
+
+    def _file_lock(self) -> Any:
+        """The external lock of this history file (none in memory)."""
+        if not self.filename:
+            return contextlib.nullcontext()
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError:
+            # The write will fail and say so; nothing to share then.
+            return contextlib.nullcontext()
+        return lockutils.lock(LOCKNAME, external=True, lock_path=self.path,
+                              do_log=False)
 
     def _write(self, entries: list) -> None:
         if not self.filename:
+            return
+        try:
+            text = json.dumps({'version': _FORMAT_VERSION,
+                               'instances': entries}, allow_nan=False)
+        except ValueError as exc:   # a NaN despite the checks: a bug
+            LOG.error('Migration history not written: %s', exc)
             return
         try:
             os.makedirs(self.path, exist_ok=True)
@@ -147,8 +331,7 @@ class HistoryStore:
                                        suffix='.tmp')
             try:
                 with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                    json.dump({'version': _FORMAT_VERSION,
-                               'instances': entries}, f)
+                    f.write(text)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, self.filename)
@@ -158,6 +341,16 @@ class HistoryStore:
                 except OSError:
                     pass
                 raise
+            self._fsync_dir()
+            self._seen = self._stat()
         except OSError as exc:
             LOG.warning('Could not write migration history %s: %s',
                         self.filename, exc)
+
+    def _fsync_dir(self) -> None:
+        """Make the rename durable: fsync the directory holding it."""
+        dfd = os.open(self.path, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)

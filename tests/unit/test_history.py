@@ -44,7 +44,8 @@ class HistoryStoreTest(testtools.TestCase):
         self.assertEqual(80.0, again.dirty_rate_mbps)
         self.assertEqual('zstd', again.method)
         self.assertEqual(4.5, again.total_s)
-        self.assertEqual([history.FILENAME], os.listdir(self.path))
+        self.assertEqual(sorted([history.FILENAME, history.LOCKNAME]),
+                         sorted(os.listdir(self.path)))
 
     def test_bounded_oldest_out(self):
         store = history.HistoryStore(self.path, max_entries=3)
@@ -101,7 +102,7 @@ class HistoryStoreTest(testtools.TestCase):
             t.join()
         self.assertEqual(100, len(history.HistoryStore(self.path)))
         leftovers = [n for n in os.listdir(self.path)
-                     if n != history.FILENAME]
+                     if n not in (history.FILENAME, history.LOCKNAME)]
         self.assertEqual([], leftovers)
 
 
