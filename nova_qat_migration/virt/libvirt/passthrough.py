@@ -113,12 +113,40 @@ def apply_source(domain: Any, arguments: Mapping) -> None:
         reply = _monitor(domain, set_parameters_command(arguments))
     except Exception as exc:  # libvirtError or a missing binding
         raise PassthroughError(str(exc))
+    check_reply(reply)
+
+
+def check_reply(reply: Any) -> None:
+    """Accept only QMP's success reply, an object with ``return``.
+
+    libvirt hands back QEMU's reply verbatim. Anything else -- an error
+    object, whatever its ``error`` member holds, a list, a string, a
+    number, no reply, text that is not JSON, nesting deep enough to exhaust
+    the parser -- means the method may not be set, so the caller must run
+    the software plan.
+
+    :raises PassthroughError: describing the reply.
+    """
     try:
-        answer = json.loads(reply) if reply else {}
-    except ValueError:
-        answer = {}
-    if isinstance(answer, dict) and 'error' in answer:
-        raise PassthroughError(answer['error'].get('desc', str(answer)))
+        answer = json.loads(reply)
+    except (TypeError, ValueError, RecursionError):
+        raise PassthroughError('malformed QMP reply %s' % _clip(reply))
+    if not isinstance(answer, dict):
+        raise PassthroughError('malformed QMP reply (%s, not an object): '
+                               '%s' % (type(answer).__name__, _clip(reply)))
+    if 'error' in answer:
+        error = answer['error']
+        desc = error.get('desc') if isinstance(error, dict) else None
+        raise PassthroughError(desc if isinstance(desc, str) and desc
+                               else 'QMP error %s' % _clip(reply))
+    if 'return' not in answer:
+        raise PassthroughError('QMP reply without "return": %s'
+                               % _clip(reply))
+
+
+def _clip(reply: Any, limit: int = 200) -> str:
+    text = repr(reply)
+    return text if len(text) <= limit else text[:limit] + '...'
 
 
 def restore_source(domain: Any, arguments: Mapping) -> bool:
