@@ -20,8 +20,10 @@ source can tell what the destination can decode before choosing a plan.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -70,19 +72,34 @@ def _native_io() -> tuple:
     return patcher.original('os'), patcher.original('select')
 
 
-def _die_with_parent() -> None:
-    """In the probe's child: be killed if the prober dies first.
+#: util-linux's setpriv, which can set the parent-death signal and exec.
+SETPRIV = 'setpriv'
+
+
+@functools.lru_cache(maxsize=1)
+def _death_signal_prefix() -> tuple:
+    """argv that makes the probe's QEMU die with its prober, or ``()``.
 
     A ``-machine none`` QEMU does not exit when its QMP stdin closes, so a
-    prober killed hard (a test timeout, an OOM kill) would leave it
-    running for ever.
+    prober killed hard (a test timeout, an OOM kill) would leave it running
+    for ever. ``PR_SET_PDEATHSIG`` must be set in the child between fork
+    and exec; doing that from Python (``preexec_fn``) is unsafe in a
+    threaded nova-compute (the child may deadlock on a lock another thread
+    held at fork time), so a tiny exec wrapper does it: ``setpriv
+    --pdeathsig KILL`` (util-linux 2.33+). Without it the probe still
+    kills QEMU itself on every normal exit path.
     """
+    path = shutil.which(SETPRIV)
+    if not path:
+        return ()
     try:
-        import ctypes
-        import signal
-        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+        result = subprocess.run([path, '--help'], capture_output=True,
+                                text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    if '--pdeathsig' not in result.stdout:
+        return ()
+    return (path, '--pdeathsig', 'KILL', '--')
 
 
 def _qmp_exchange(binary: str, commands: list,
@@ -94,11 +111,15 @@ def _qmp_exchange(binary: str, commands: list,
     large reply).
     """
     n_os, n_select = _native_io()
-    argv = [binary, '-machine', 'none', '-nodefaults', '-nographic',
-            '-display', 'none', '-qmp', 'stdio']
+    argv = list(_death_signal_prefix()) + [
+        binary, '-machine', 'none', '-nodefaults', '-nographic',
+        '-display', 'none', '-qmp', 'stdio']
+    # NOTE(qat-migration): no preexec_fn (Python between fork and exec is
+    # unsafe with threads); the death signal comes from the exec wrapper,
+    # and the finally below kills QEMU on every exit path of ours.
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent)
+                            close_fds=True)
     out_fd, in_fd = proc.stdout.fileno(), proc.stdin.fileno()
     deadline = time.monotonic() + timeout
     replies = []
