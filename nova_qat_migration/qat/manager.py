@@ -59,6 +59,7 @@ class QATManager:
         self.last_scan: Optional[list[health.PFStatus]] = None
         self.last_plan: Optional[placement.HostPlan] = None
         self._selftest: Optional[qatzip.SelfTestResult] = None
+        self._warned: Any = None
 
     @property
     def group(self) -> Any:
@@ -153,17 +154,40 @@ class QATManager:
             self._selftest = result
         return result
 
+    def _warn_selftest(self, test: Optional[qatzip.SelfTestResult]) -> None:
+        """Say once per result why QAT is not offered to migrations."""
+        with self._lock:
+            if self._warned is test:
+                return
+            self._warned = test
+        LOG.warning('QAT devices found but QATzip is unusable (%s: %s; '
+                    '[qat_migration] qatzip_library=%s): plans use no QAT.',
+                    getattr(test, 'status', 'self-test did not run'),
+                    getattr(test, 'message', '') or '-',
+                    self.group.qatzip_library)
+
     def state(self) -> base.QATState:
         """The source's QAT capacity for the migration being planned."""
         statuses = self.scan()
         endpoints = sum(len(s.compression_endpoints()) for s in statuses)
         test: Optional[qatzip.SelfTestResult] = None
         if endpoints:
-            test = self.selftest()
+            try:
+                test = self.selftest()
+            except Exception as exc:  # noqa: BLE001 - a binding bug
+                LOG.exception('QATzip self-test raised')
+                test = qatzip.SelfTestResult(status=qatzip.STATUS_FAILED,
+                                             message=str(exc))
         ok = test is not None and test.ok
+        if endpoints and not ok:
+            # NOTE(qat-migration): QEMU compresses qatzip pages through
+            # the same library; devices without a working QATzip cannot
+            # carry a migration, so plans must not count on them.
+            self._warn_selftest(test)
+            endpoints = 0
         return base.QATState(
             endpoints=endpoints,
-            free_leases=self.pool.free,
+            free_leases=self.pool.free if endpoints else 0,
             hardware=bool(test and test.hardware),
             throughput_mbps=test.compress_mbps if ok else 0.0,
             ratio=test.ratio if ok else 0.0)

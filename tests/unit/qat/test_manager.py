@@ -13,6 +13,8 @@
 
 from unittest import mock
 
+import fixtures
+
 from nova_qat_migration.policy import base as policy_base
 from nova_qat_migration.qat import manager
 from tests.unit.qat import base
@@ -57,8 +59,13 @@ class TestManager(base.QATTestCase):
     def test_state_library_missing(self):
         self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=4)
         self.flags(qatzip_library=test_qatzip.MISSING)
+        logger = self.useFixture(fixtures.FakeLogger())
         state = self.mgr.state()
-        self.assertEqual(4, state.endpoints)
+        # Devices without a working QATzip carry no migration.
+        self.assertEqual(0, state.endpoints)
+        self.assertEqual(0, state.free_leases)
+        self.assertFalse(state.available)
+        self.assertIn('QATzip is unusable', logger.output)
         self.assertEqual((False, 0.0, 0.0),
                          (state.hardware, state.throughput_mbps,
                           state.ratio))
