@@ -14,6 +14,7 @@ entry-point namespace (stevedore)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from stevedore import driver
@@ -62,18 +63,29 @@ def load_policy(name: str, conf: Any) -> base.Policy:
 
 
 class PolicySet:
-    """The configured policy plus any named by instances, loaded once."""
+    """The configured policy plus any named by instances, loaded once.
+
+    Shared by concurrent migrations (each on its own thread): the cache is
+    filled under a lock so two first uses of a name load one instance.
+    """
 
     def __init__(self, conf: Any) -> None:
         self.conf = conf
         self._loaded: dict = {}
+        self._lock = threading.Lock()
         self.default = self.get(conf.qat_migration.policy)
 
     def get(self, name: str) -> base.Policy:
-        policy = self._loaded.get(name)
-        if policy is None:
-            policy = self._loaded[name] = load_policy(name, self.conf)
-        return policy
+        """The policy ``name``, loaded on first use.
+
+        :raises UnknownPolicy: see :func:`load_policy` (not cached, so a
+            plugin installed later loads on the next use).
+        """
+        with self._lock:
+            policy = self._loaded.get(name)
+            if policy is None:
+                policy = self._loaded[name] = load_policy(name, self.conf)
+            return policy
 
     def for_hints(self, hints: base.Hints) -> base.Policy:
         return self.get(hints.policy) if hints.policy else self.default
