@@ -1,0 +1,430 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``nova-qat-migration status``: is this compute host ready?
+
+Built like ``nova-status upgrade check`` on ``oslo.upgradecheck``: every
+check returns Success, Warning or Failure with a reason, the results are
+printed as the same table (or ``--json``), and the exit code is the worst
+result (0 success, 1 warning, 2 failure; 255 when a check itself crashed).
+
+Read-only: it opens libvirt read-only, starts one ``-machine none`` QEMU
+for its QMP schema (as the driver does at start-up), runs the QATzip
+self-test on a 1 MiB sample and asks Placement for this host's traits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import sys
+import tempfile
+import traceback
+import types
+from typing import Any, Optional
+
+import nova.conf  # noqa: F401 - registers compute_driver, [libvirt], ...
+from oslo_upgradecheck import upgradecheck
+
+from nova_qat_migration import conf as qat_conf
+from nova_qat_migration.conf import CONF
+from nova_qat_migration.policy import base
+from nova_qat_migration.policy import loader
+from nova_qat_migration.virt.libvirt import capabilities
+
+Code = upgradecheck.Code
+Result = upgradecheck.Result
+
+DRIVER = 'qat_migration.QATLibvirtDriver'
+DEFAULT_URI = 'qemu:///system'
+#: Nova 34's own minimums (``nova.virt.libvirt.driver``): below them
+#: nova-compute refuses to start, whatever this package does.
+NOVA_MIN_LIBVIRT = (8, 0, 0)
+NOVA_MIN_QEMU = (6, 2, 0)
+#: libvirt's migration API knows multifd zlib/zstd from 9.4.
+LIBVIRT_MULTIFD_COMPRESSION = (9, 4, 0)
+SELFTEST_BYTES = 1024 * 1024
+#: Placement microversion with ``GET /resource_providers/{uuid}/traits``.
+PLACEMENT_TRAITS_VERSION = '1.6'
+
+
+def _methods_text(methods: Any) -> str:
+    return ', '.join(sorted(methods)) or 'none'
+
+
+class Checks(upgradecheck.UpgradeCommands):
+    """The readiness checks of one compute host.
+
+    :param libvirt_uri: libvirt to ask (default ``[libvirt]
+        connection_uri`` or ``qemu:///system``).
+    :param qemu_binary: QEMU to probe (default: the emulator libvirt
+        names in its capabilities).
+    :param nodename: compute node provider name in Placement (default:
+        libvirt's host name, as Nova uses it, else this host's name).
+    :param placement: whether to ask Placement at all.
+    """
+
+    display_title = 'nova-qat-migration Readiness Check Results'
+
+    def __init__(self, libvirt_uri: Optional[str] = None,
+                 qemu_binary: Optional[str] = None,
+                 nodename: Optional[str] = None,
+                 placement: bool = True) -> None:
+        self.libvirt_uri = libvirt_uri
+        self.qemu_binary = qemu_binary
+        self.nodename = nodename
+        self.placement = placement
+        #: HypervisorCaps once the libvirt check connected.
+        self.caps: Optional[base.HypervisorCaps] = None
+        self.libvirt_hostname: Optional[str] = None
+        self.emulator: Optional[str] = None
+        self.qat_healthy = False
+
+    # -- configuration -----------------------------------------------------
+
+    def _check_driver(self) -> Result:
+        driver = CONF.compute_driver
+        if driver != DRIVER:
+            return Result(Code.FAILURE,
+                          '[DEFAULT] compute_driver is %s: set it to %s '
+                          '(and restart nova-compute) to plan migrations '
+                          'per instance.' % (driver or '(unset)', DRIVER))
+        if not CONF.qat_migration.enabled:
+            return Result(Code.WARNING,
+                          '[qat_migration] enabled = false: the driver '
+                          "migrates exactly as Nova's libvirt driver.")
+        return Result(Code.SUCCESS, '%s, policy %s'
+                      % (DRIVER, CONF.qat_migration.policy))
+
+    def _check_options(self) -> Result:
+        try:
+            qat_conf.check(CONF)
+        except qat_conf.ConfigError as exc:
+            return Result(Code.FAILURE, '%s (nova-compute would refuse to '
+                                        'start)' % exc)
+        try:
+            loader.load_policy(CONF.qat_migration.policy, CONF)
+        except loader.UnknownPolicy as exc:
+            return Result(Code.FAILURE, str(exc))
+        return Result(Code.SUCCESS, '[qat_migration] options valid; policy '
+                                    '%s loads' % CONF.qat_migration.policy)
+
+    def _check_state_path(self) -> Result:
+        from nova_qat_migration import history
+        path = history.HistoryStore.from_conf(CONF).path
+        if not path:
+            return Result(Code.FAILURE, 'no state path: set [qat_migration] '
+                          'state_path (or [DEFAULT] state_path)')
+        # Read-only: an existing directory gets a temporary file; a missing
+        # one (the driver creates it on the first write) is judged by its
+        # nearest existing parent.
+        probe = path
+        while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        try:
+            if probe == path:
+                with tempfile.NamedTemporaryFile(dir=path,
+                                                 prefix='.status-'):
+                    pass
+            elif not (os.path.isdir(probe) and
+                      os.access(probe, os.W_OK | os.X_OK)):
+                raise PermissionError(13, 'cannot create it under %s'
+                                      % probe)
+        except OSError as exc:
+            return Result(Code.FAILURE,
+                          '%s is not writable (%s): the migration history '
+                          'the adaptive policy learns from would be lost. '
+                          'Set [qat_migration] state_path to a directory '
+                          'the nova user can write.'
+                          % (path, exc.strerror or exc))
+        who = (' (checked as root: nova-compute\'s user must be able to '
+               'write it too)' if os.geteuid() == 0 else '')
+        if probe != path:
+            return Result(Code.SUCCESS, '%s will be created on the first '
+                          'migration%s' % (path, who))
+        return Result(Code.SUCCESS, '%s is writable%s' % (path, who))
+
+    # -- hypervisor --------------------------------------------------------
+
+    def _uri(self) -> str:
+        return (self.libvirt_uri or CONF.libvirt.connection_uri or
+                DEFAULT_URI)
+
+    def _check_libvirt(self) -> Result:
+        uri = self._uri()
+        try:
+            import libvirt
+        except ImportError:
+            return Result(Code.FAILURE, 'libvirt-python is not installed '
+                                        'in this environment')
+        libvirt.registerErrorHandler(lambda *args: None, None)
+        try:
+            conn = libvirt.openReadOnly(uri)
+        except libvirt.libvirtError as exc:
+            return Result(Code.FAILURE, 'cannot connect to libvirt at %s: '
+                                        '%s' % (uri, exc))
+        try:
+            lv = capabilities._version_tuple(conn.getLibVersion())
+            qv = capabilities._version_tuple(conn.getVersion())
+            try:
+                self.libvirt_hostname = conn.getHostname()
+            except libvirt.libvirtError:
+                self.libvirt_hostname = None
+            if self.qemu_binary is None:
+                try:
+                    self.emulator = capabilities.emulator_from_capabilities(
+                        conn.getCapabilities())
+                except libvirt.libvirtError:
+                    self.emulator = None
+            else:
+                self.emulator = self.qemu_binary
+        except libvirt.libvirtError as exc:
+            return Result(Code.FAILURE, 'libvirt at %s: %s' % (uri, exc))
+        finally:
+            conn.close()
+        self.caps = base.HypervisorCaps(libvirt_version=lv,
+                                        qemu_version=qv,
+                                        multifd_methods=frozenset())
+        text = 'libvirt %s, QEMU %s' % (base.version_str(lv),
+                                        base.version_str(qv))
+        if lv < NOVA_MIN_LIBVIRT or qv < NOVA_MIN_QEMU:
+            return Result(Code.FAILURE, '%s: Nova needs libvirt >= %s and '
+                          'QEMU >= %s' % (text,
+                                          base.version_str(NOVA_MIN_LIBVIRT),
+                                          base.version_str(NOVA_MIN_QEMU)))
+        notes = []
+        if lv < LIBVIRT_MULTIFD_COMPRESSION:
+            notes.append('libvirt < 9.4 cannot ask for multifd zlib/zstd '
+                         '(only through [qat_migration] '
+                         'qemu_monitor_passthrough)')
+        if not self.caps.postcopy_with_multifd:
+            notes.append('post-copy cannot follow multifd before QEMU 10.1')
+        if lv < LIBVIRT_MULTIFD_COMPRESSION:
+            return Result(Code.WARNING, '%s; %s' % (text, '; '.join(notes)))
+        return Result(Code.SUCCESS, '; '.join([text] + notes))
+
+    def _check_multifd(self) -> Result:
+        binary = (self.emulator or self.qemu_binary or
+                  capabilities.DEFAULT_QEMU)
+        if not os.path.exists(binary):
+            return Result(Code.FAILURE, 'QEMU binary %s not found' % binary)
+        methods = capabilities.probe_multifd_methods(binary)
+        if not methods:
+            return Result(Code.WARNING,
+                          'could not read the multifd compression methods '
+                          'of %s (QMP query-qmp-schema); plans fall back to '
+                          'the libvirt-version rules' % binary)
+        if self.caps is not None:
+            self.caps = base.HypervisorCaps(
+                libvirt_version=self.caps.libvirt_version,
+                qemu_version=self.caps.qemu_version, multifd_methods=methods)
+        allowed = set(CONF.qat_migration.allowed_methods)
+        text = '%s accepts %s' % (binary, _methods_text(methods))
+        missing = sorted(m for m in allowed & {'zlib', 'zstd', 'qatzip'}
+                         if m not in methods)
+        if missing:
+            text += '; allowed but not built in (never planned here): %s' % (
+                ', '.join(missing))
+        return Result(Code.SUCCESS, text)
+
+    # -- QAT ---------------------------------------------------------------
+
+    def _manager(self) -> Any:
+        from nova_qat_migration.qat import manager
+        return manager.QATManager(CONF)
+
+    def _check_qat_devices(self) -> Result:
+        statuses = self._manager().scan()
+        root = CONF.qat_migration.sysfs_root
+        if not statuses:
+            return Result(Code.SUCCESS,
+                          'no QAT devices under %s: qatzip is not planned '
+                          'on this host; software methods are' % root)
+        healthy = [s for s in statuses if s.healthy]
+        endpoints = sum(len(s.compression_endpoints()) for s in healthy)
+        self.qat_healthy = endpoints > 0
+        text = '%d QAT PF(s), %d healthy, %d compression endpoint(s)' % (
+            len(statuses), len(healthy), endpoints)
+        if len(healthy) < len(statuses) or not endpoints:
+            bad = ', '.join(s.pf.address for s in statuses if not s.healthy)
+            return Result(Code.WARNING, '%s; not usable: %s (see '
+                          '`nova-qat-migration devices`)'
+                          % (text, bad or 'no compression endpoints'))
+        return Result(Code.SUCCESS, text)
+
+    def _check_qatzip(self) -> Result:
+        from nova_qat_migration.cmd import qat as qat_cmd
+        with qat_cmd._quiet_c_stderr(True):
+            result = self._manager().selftest(size=SELFTEST_BYTES,
+                                              refresh=True)
+        if result.ok:
+            return Result(Code.SUCCESS, result.describe())
+        text = 'QATzip self-test: %s: %s' % (result.status, result.message)
+        if self.qat_healthy:
+            return Result(Code.FAILURE, '%s; this host has QAT devices but '
+                          'cannot compress with them' % text)
+        return Result(Code.SUCCESS, '%s (not needed: no QAT devices)' % text)
+
+    def _check_passthrough(self) -> Result:
+        if CONF.qat_migration.qemu_monitor_passthrough:
+            return Result(Code.WARNING,
+                          '[qat_migration] qemu_monitor_passthrough = true: '
+                          'libvirt marks every domain that receives a QEMU '
+                          'monitor command as tainted (custom-monitor); '
+                          'this is how qatzip (and zlib/zstd on libvirt < '
+                          '9.4) reaches QEMU')
+        allowed = CONF.qat_migration.allowed_methods
+        if 'qatzip' in allowed and self.qat_healthy:
+            return Result(Code.WARNING,
+                          'passthrough disabled: qatzip is allowed and QAT '
+                          'is present, but libvirt cannot ask QEMU for '
+                          'qatzip without qemu_monitor_passthrough')
+        return Result(Code.SUCCESS, 'disabled: no domain is tainted')
+
+    # -- Placement ---------------------------------------------------------
+
+    def _placement_get(self, path: str) -> Any:
+        """GET from Placement with nova.conf's ``[placement]`` credentials.
+
+        Separate for tests, like ``nova-status``'s own ``_placement_get``.
+        """
+        from nova import utils as nova_utils
+        client = nova_utils.get_ksa_adapter('placement')
+        return client.get(path, raise_exc=True,
+                          microversion=PLACEMENT_TRAITS_VERSION).json()
+
+    def _nodename(self) -> str:
+        return (self.nodename or self.libvirt_hostname or
+                socket.gethostname())
+
+    def _check_placement(self) -> Result:
+        if not self.placement:
+            return Result(Code.WARNING, 'not checked (--no-placement)')
+        nodename = self._nodename()
+        try:
+            found = self._placement_get('/resource_providers?name=%s'
+                                        % nodename)
+            providers = found.get('resource_providers') or []
+            if not providers:
+                return Result(Code.WARNING,
+                              'no resource provider named %s in Placement: '
+                              'nova-compute has not reported this host yet '
+                              '(or use --nodename)' % nodename)
+            uuid = providers[0]['uuid']
+            traits = set(self._placement_get(
+                '/resource_providers/%s/traits' % uuid).get('traits') or ())
+        except Exception as exc:  # noqa: BLE001 - any ksa/auth/HTTP error
+            return Result(Code.WARNING, 'Placement unreachable with '
+                          'nova.conf [placement]: %s: %s'
+                          % (type(exc).__name__, exc))
+        ours = {t for t in traits
+                if t.startswith(capabilities.TRAIT_PREFIX)}
+        if capabilities.TRAIT_PLANNER not in traits:
+            return Result(Code.WARNING,
+                          'provider %s has no %s: this host does not publish '
+                          'what it can receive (driver not running here '
+                          'yet?); sources send it nothing compressed'
+                          % (nodename, capabilities.TRAIT_PLANNER))
+        if self.caps is None or not self.caps.multifd_methods:
+            return Result(Code.SUCCESS, 'provider %s: %s'
+                          % (nodename, _methods_text(ours)))
+        expected = capabilities.traits_for(self.caps, self.qat_healthy)
+        missing = expected - traits
+        extra = (ours - expected) - {capabilities.TRAIT_QAT}
+        if missing or extra:
+            return Result(Code.WARNING,
+                          'provider %s differs from this host: missing %s, '
+                          'stale %s (nova-compute updates them at start-up '
+                          'and in its periodic task)'
+                          % (nodename, _methods_text(missing),
+                             _methods_text(extra)))
+        return Result(Code.SUCCESS, 'provider %s has %s'
+                      % (nodename, _methods_text(expected)))
+
+    _upgrade_checks = (
+        ('Compute driver', _check_driver),
+        ('Options and policy', _check_options),
+        ('State path', _check_state_path),
+        ('libvirt and QEMU versions', _check_libvirt),
+        ('QEMU multifd compression methods', _check_multifd),
+        ('QAT devices', _check_qat_devices),
+        ('QATzip self-test', _check_qatzip),
+        ('QEMU monitor passthrough', _check_passthrough),
+        ('Placement traits', _check_placement),
+    )
+
+
+@contextlib.contextmanager
+def _json_output(enabled: bool) -> Any:
+    """Make ``UpgradeCommands.check`` print JSON.
+
+    NOTE(qat-migration): oslo.upgradecheck reads ``--json`` from the
+    module-level ``CONF`` its own ``main()`` sets up; this command has its
+    own argparse parser, so it hands the flag over the same way.
+    """
+    saved = upgradecheck.CONF
+    if enabled:
+        upgradecheck.CONF = types.SimpleNamespace(
+            command=types.SimpleNamespace(json=True))
+    else:
+        upgradecheck.CONF = None
+    try:
+        yield
+    finally:
+        upgradecheck.CONF = saved
+
+
+def run(checks: Checks, as_json: bool = False) -> int:
+    """Run ``checks``; the exit code is oslo.upgradecheck's."""
+    try:
+        with _json_output(as_json):
+            return int(checks.check())
+    except Exception:  # noqa: BLE001 - as upgradecheck.run: report, 255
+        print('Error:\n%s' % traceback.format_exc(), file=sys.stderr)
+        return 255
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    if not args.config_file:
+        # NOTE(qat-migration): like nova-status, read nova.conf from its
+        # usual places when no --config-file was given.
+        CONF(args=[], project='nova', validate_default_values=True)
+    checks = Checks(libvirt_uri=args.connection_uri,
+                    qemu_binary=args.qemu, nodename=args.nodename,
+                    placement=not args.no_placement)
+    return run(checks, as_json=args.json)
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``status`` on the main CLI."""
+    p = subparsers.add_parser(
+        'status',
+        help='check that this compute host is ready (driver, options, '
+             'libvirt/QEMU, QAT, passthrough, Placement traits); exit 0 '
+             'success, 1 warning, 2 failure',
+        description='Readiness checks of this compute host, in the shape '
+                    'of nova-status upgrade check. Reads nova.conf from '
+                    '--config-file (before the subcommand) or from '
+                    "oslo.config's default places (/etc/nova/nova.conf).")
+    p.add_argument('--connection-uri', metavar='URI',
+                   help='libvirt URI (default [libvirt] connection_uri, '
+                        'else %s)' % DEFAULT_URI)
+    p.add_argument('--qemu', metavar='PATH',
+                   help="QEMU binary to probe (default: libvirt's emulator)")
+    p.add_argument('--nodename', help='compute node provider name in '
+                   "Placement (default: libvirt's host name)")
+    p.add_argument('--no-placement', action='store_true',
+                   help='do not ask Placement for the traits')
+    p.add_argument('--json', action='store_true',
+                   help='print the results as JSON')
+    p.set_defaults(func=cmd_status)

@@ -1,0 +1,262 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``nova-qat-migration status`` on a host with nothing installed.
+
+libvirt is a socket that does not exist, QEMU a binary that does not exist,
+QAT an empty sysfs, QATzip a library that does not exist, and Placement is
+not configured; the state path is a temporary directory. Placement's
+answers are given through ``_placement_get`` where a test needs them.
+"""
+
+import io
+import json
+import os
+from unittest import mock
+
+import fixtures
+from oslo_upgradecheck import upgradecheck
+
+from nova_qat_migration.cmd import cli
+from nova_qat_migration.cmd import status
+from nova_qat_migration.virt.libvirt import capabilities
+from tests.fixtures import qat_sysfs
+from tests.unit import base
+
+Code = upgradecheck.Code
+MODERN = capabilities.base.HypervisorCaps(
+    libvirt_version=(11, 3, 0), qemu_version=(10, 0, 0),
+    multifd_methods=frozenset({'none', 'zlib', 'zstd'}))
+
+
+class StatusTestCase(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+        self.tree = self.useFixture(qat_sysfs.QATSysfs())
+        self.missing = os.path.join(self.tmp, 'missing')
+        self.state = os.path.join(self.tmp, 'state')
+        os.mkdir(self.state)
+        self.conf_file = os.path.join(self.tmp, 'nova.conf')
+        self.write_conf()
+
+    def write_conf(self, default='', **group):
+        values = dict(state_path=self.state, sysfs_root=self.tree.sysfs,
+                      debugfs_root=self.tree.debugfs,
+                      qatzip_library=os.path.join(self.missing,
+                                                  'libqatzip.so.3'))
+        values.update(group)
+        with open(self.conf_file, 'w') as f:
+            f.write('[DEFAULT]\n%s\n[libvirt]\nconnection_uri = '
+                    'qemu+unix:///system?socket=%s/libvirt-sock\n'
+                    '[qat_migration]\n' % (default, self.missing))
+            for key, value in values.items():
+                f.write('%s = %s\n' % (key, value))
+
+    def run_status(self, *extra):
+        out, err = io.StringIO(), io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stdout', out))
+        self.useFixture(fixtures.MonkeyPatch('sys.stderr', err))
+        code = cli.main(['--config-file', self.conf_file, 'status',
+                         '--qemu', os.path.join(self.missing, 'qemu'),
+                         '--json'] + list(extra))
+        self.assertEqual('', err.getvalue())
+        data = json.loads(out.getvalue())
+        results = {c['check']: (c['result'], c['details'])
+                   for c in data['checks']}
+        return code, results
+
+    def checks(self, **kw):
+        """Checks after the configuration was read (as ``main`` does)."""
+        from nova_qat_migration.conf import CONF
+        CONF(args=[], project='nova', default_config_files=[self.conf_file])
+        kw.setdefault('qemu_binary', os.path.join(self.missing, 'qemu'))
+        return status.Checks(**kw)
+
+
+class TestNothingInstalled(StatusTestCase):
+
+    def test_every_check_reports_and_exit_code_is_failure(self):
+        code, results = self.run_status()
+        self.assertEqual(Code.FAILURE, code)
+        self.assertEqual([name for name, _ in status.Checks._upgrade_checks],
+                         list(results))
+        for name, (result, details) in results.items():
+            self.assertTrue(details, name)
+        result, details = results['Compute driver']
+        self.assertEqual(Code.FAILURE, result)
+        self.assertIn('compute_driver', details)
+        self.assertEqual(Code.SUCCESS, results['Options and policy'][0])
+        self.assertEqual((Code.SUCCESS, '%s is writable' % self.state),
+                         (results['State path'][0],
+                          results['State path'][1].split(' (')[0]))
+        result, details = results['libvirt and QEMU versions']
+        self.assertEqual(Code.FAILURE, result)
+        self.assertIn('cannot connect to libvirt', details)
+        result, details = results['QEMU multifd compression methods']
+        self.assertEqual(Code.FAILURE, result)
+        self.assertIn('not found', details)
+        result, details = results['QAT devices']
+        self.assertEqual(Code.SUCCESS, result)
+        self.assertIn('no QAT devices', details)
+        result, details = results['QATzip self-test']
+        self.assertEqual(Code.SUCCESS, result)
+        self.assertIn('not needed: no QAT devices', details)
+        self.assertEqual(Code.SUCCESS,
+                         results['QEMU monitor passthrough'][0])
+        result, details = results['Placement traits']
+        self.assertEqual(Code.WARNING, result)
+        self.assertIn('Placement unreachable', details)
+
+    def test_table_output(self):
+        out = io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stdout', out))
+        code = cli.main(['--config-file', self.conf_file, 'status',
+                         '--no-placement'])
+        self.assertEqual(Code.FAILURE, code)
+        text = out.getvalue()
+        self.assertIn('nova-qat-migration Readiness Check Results', text)
+        self.assertIn('Check: Compute driver', text)
+        self.assertIn('Result: Failure', text)
+        self.assertIn('not checked (--no-placement)', text)
+
+    def test_driver_configured(self):
+        self.write_conf(default='compute_driver = %s' % status.DRIVER)
+        code, results = self.run_status()
+        self.assertEqual(Code.SUCCESS, results['Compute driver'][0])
+        self.write_conf(default='compute_driver = %s' % status.DRIVER,
+                        enabled='false')
+        code, results = self.run_status()
+        self.assertEqual(Code.WARNING, results['Compute driver'][0])
+
+    def test_state_path_not_writable(self):
+        blocker = os.path.join(self.tmp, 'a-file')
+        with open(blocker, 'w'):
+            pass
+        self.write_conf(state_path=os.path.join(blocker, 'state'))
+        code, results = self.run_status()
+        result, details = results['State path']
+        self.assertEqual(Code.FAILURE, result)
+        self.assertIn('not writable', details)
+
+    def test_state_path_created_later(self):
+        self.write_conf(state_path=os.path.join(self.state, 'new'))
+        _code, results = self.run_status()
+        result, details = results['State path']
+        self.assertEqual(Code.SUCCESS, result)
+        self.assertIn('will be created', details)
+        self.assertFalse(os.path.exists(os.path.join(self.state, 'new')))
+
+    def test_bad_option_and_unknown_policy(self):
+        self.write_conf(policy='no_such_policy')
+        _code, results = self.run_status()
+        result, details = results['Options and policy']
+        self.assertEqual(Code.FAILURE, result)
+        self.assertIn('no_such_policy', details)
+
+    def test_passthrough_taints(self):
+        self.write_conf(qemu_monitor_passthrough='true')
+        _code, results = self.run_status()
+        result, details = results['QEMU monitor passthrough']
+        self.assertEqual(Code.WARNING, result)
+        self.assertIn('tainted', details)
+
+    def test_qat_without_qatzip_fails(self):
+        self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=4)
+        _code, results = self.run_status()
+        result, details = results['QAT devices']
+        self.assertEqual(Code.SUCCESS, result)
+        self.assertIn('1 QAT PF(s), 1 healthy', details)
+        result, details = results['QATzip self-test']
+        self.assertEqual(Code.FAILURE, result)
+        self.assertIn('cannot compress', details)
+        # qatzip allowed, QAT present, no passthrough: a warning.
+        self.assertEqual(Code.WARNING,
+                         results['QEMU monitor passthrough'][0])
+
+    def test_unhealthy_qat_warns(self):
+        self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=2, heartbeat=-1)
+        _code, results = self.run_status()
+        result, details = results['QAT devices']
+        self.assertEqual(Code.WARNING, result)
+        self.assertIn('0000:6b:00.0', details)
+
+    def test_crashing_check_is_255(self):
+        def crash(checks):
+            raise RuntimeError('boom')
+
+        class Crashing(status.Checks):
+            _upgrade_checks = (('crash', crash),)
+
+        self.checks()
+        err = io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stderr', err))
+        self.useFixture(fixtures.MonkeyPatch('sys.stdout', io.StringIO()))
+        self.assertEqual(255, status.run(Crashing()))
+        self.assertIn('RuntimeError: boom', err.getvalue())
+
+
+class TestPlacementTraits(StatusTestCase):
+
+    def _answer(self, traits, name='cmp1'):
+        def get(path):
+            if path.startswith('/resource_providers?name='):
+                if path.endswith('=' + name):
+                    return {'resource_providers': [{'uuid': 'rp-1'}]}
+                return {'resource_providers': []}
+            self.assertEqual('/resource_providers/rp-1/traits', path)
+            return {'traits': sorted(traits)}
+        return get
+
+    def _run(self, traits, nodename='cmp1', caps=MODERN):
+        checks = self.checks(nodename=nodename)
+        checks.caps = caps
+        with mock.patch.object(checks, '_placement_get',
+                               side_effect=self._answer(traits)):
+            return checks._check_placement()
+
+    def test_all_traits_present(self):
+        expected = capabilities.traits_for(MODERN)
+        result = self._run(expected | {'COMPUTE_NET_ATTACH_INTERFACE'})
+        self.assertEqual(Code.SUCCESS, result.code)
+        self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZSTD', result.details)
+
+    def test_missing_and_stale_traits(self):
+        expected = capabilities.traits_for(MODERN)
+        traits = (expected - {'CUSTOM_MIGRATION_COMPRESS_ZSTD'}) | {
+            'CUSTOM_MIGRATION_COMPRESS_QATZIP'}
+        result = self._run(traits)
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn('missing CUSTOM_MIGRATION_COMPRESS_ZSTD', result.details)
+        self.assertIn('stale CUSTOM_MIGRATION_COMPRESS_QATZIP',
+                      result.details)
+
+    def test_no_planner_trait(self):
+        result = self._run({'COMPUTE_NET_ATTACH_INTERFACE'})
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn(capabilities.TRAIT_PLANNER, result.details)
+
+    def test_provider_not_found(self):
+        result = self._run(set(), nodename='other')
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn('no resource provider named other', result.details)
+
+    def test_placement_unreachable(self):
+        # A real keystoneauth adapter, to an address nothing listens on.
+        self.write_conf(default='')
+        with open(self.conf_file, 'a') as f:
+            f.write('[placement]\nauth_type = none\nendpoint_override = '
+                    'http://127.0.0.1:9/placement\n')
+        checks = self.checks(nodename='cmp1')
+        result = checks._check_placement()
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn('Placement unreachable', result.details)
