@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import math
 import sys
 import typing
 from typing import Any, Optional, Sequence
@@ -57,11 +58,48 @@ _NESTED = {
     'history': base.History,
 }
 
+#: The largest number any fact may hold: beyond it no field means anything
+#: (1e12 MiB is an exbibyte) and the model's arithmetic stops being exact.
+_MAX_NUMBER = 1e12
+#: ``(minimum, maximum)`` of the numeric facts that have a narrower range
+#: than ``0 .. _MAX_NUMBER``; every number must be finite. A zero link,
+#: guest or CPU count would give a nonsense plan (or divide by zero).
+_BOUNDS = {
+    (base.Facts, 'link_mbps'): (0.001, _MAX_NUMBER),
+    (base.InstanceFacts, 'memory_mb'): (1, _MAX_NUMBER),
+    (base.InstanceFacts, 'vcpus'): (1, 65536),
+    (base.InstanceFacts, 'zero_fraction'): (0.0, 1.0),
+    (base.InstanceFacts, 'compress_ratio'): (0.001, 1.0),
+    (base.InstanceFacts, 'xbzrle_friendly'): (0.0, 1.0),
+    (base.HostLoad, 'cpus'): (1, 65536),
+    (base.HostLoad, 'cpu_idle_pct'): (0.0, 100.0),
+    (base.QATState, 'ratio'): (0.0, 1.0),
+    (base.History, 'compression_ratio'): (0.0, 1e3),
+    (base.History, 'xbzrle_hit_ratio'): (0.0, 1.0),
+    (base.NovaSettings, 'parallel_connections'): (1, 32),
+    (base.NovaSettings, 'downtime_ms'): (1, _MAX_NUMBER),
+    (base.NovaSettings, 'downtime_steps'): (1, 1000),
+}
+#: JSON nested deeper than this is refused before it is parsed (the facts
+#: are three levels deep; Python's parser would hit RecursionError).
+_MAX_DEPTH = 32
 
-def _typed(value: Any, hint: Any, where: str) -> Any:
+
+def _check_number(number: Any, bounds: tuple, where: str) -> None:
+    low, high = bounds
+    if not low <= number <= high:
+        raise UsageError('%s must be between %g and %g, got %g'
+                         % (where, low, high, number))
+
+
+def _typed(value: Any, hint: Any, where: str,
+           bounds: tuple = (0, _MAX_NUMBER)) -> Any:
     """``value`` from JSON as the field type ``hint`` wants, or UsageError.
 
-    A wrong type would otherwise only fail inside a policy, as a traceback.
+    A wrong type would otherwise only fail inside a policy, as a traceback;
+    a non-finite or out-of-range number would give a nonsense plan.
+
+    :param bounds: ``(minimum, maximum)`` of a numeric field.
     """
     args = typing.get_args(hint)
     if typing.get_origin(hint) is typing.Union and type(None) in args:
@@ -70,11 +108,16 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
         hint = next(a for a in args if a is not type(None))
     origin = typing.get_origin(hint)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and hint in (int, float) and not math.isfinite(value):
+        raise UsageError('%s must be a finite number, got %s'
+                         % (where, json.dumps(value)))
     if hint is bool and isinstance(value, bool):
         return value
     if hint is int and number and value == int(value):
+        _check_number(value, bounds, where)
         return int(value)
     if hint is float and number:
+        _check_number(value, bounds, where)
         return float(value)
     if hint is str and isinstance(value, str):
         return value
@@ -85,8 +128,8 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, str):
             return _version(value)
         if isinstance(value, list) and value and all(
-                isinstance(v, int) and not isinstance(v, bool)
-                for v in value):
+                isinstance(v, int) and not isinstance(v, bool) and
+                0 <= v <= 1000000 for v in value):
             return tuple((value + [0, 0, 0])[:3])
     if hint in (bool, int, float, str) or origin in (frozenset, tuple):
         wanted = {bool: 'true or false', int: 'an integer',
@@ -118,7 +161,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
                 '%s:%s' % (hints_mod.NAMESPACE, k): v
                 for k, v in value.items()})
         else:
-            value = _typed(value, types[name], '%s.%s' % (where, name))
+            value = _typed(value, types[name], '%s.%s' % (where, name),
+                           _BOUNDS.get((cls, name), (0, _MAX_NUMBER)))
         values[name] = value
     try:
         return cls(**values)
@@ -126,10 +170,34 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise UsageError('%s: %s' % (where, exc))
 
 
+def _depth(text: str) -> int:
+    """How deep ``text``'s JSON nests, without parsing (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == '\\':
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in '[{':
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ']}':
+            depth -= 1
+    return deepest
+
+
 def facts_from_json(text: str) -> base.Facts:
+    if _depth(text) > _MAX_DEPTH:
+        raise UsageError('facts nest deeper than %d levels' % _MAX_DEPTH)
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError('facts are not valid JSON: %s' % exc)
     try:
         return _build(base.Facts, data, 'facts')
@@ -140,10 +208,18 @@ def facts_from_json(text: str) -> base.Facts:
 def facts_from_args(args: argparse.Namespace) -> base.Facts:
     if args.facts:
         try:
-            with open(args.facts) as f:
-                facts = facts_from_json(f.read())
+            with open(args.facts, 'rb') as f:
+                raw = f.read(_MAX_FACTS_BYTES + 1)
         except OSError as exc:
             raise UsageError('cannot read %s: %s' % (args.facts, exc))
+        if len(raw) > _MAX_FACTS_BYTES:
+            raise UsageError('%s is larger than %d bytes'
+                             % (args.facts, _MAX_FACTS_BYTES))
+        try:
+            text = raw.decode('utf-8')
+        except UnicodeDecodeError as exc:
+            raise UsageError('%s is not UTF-8 text: %s' % (args.facts, exc))
+        facts = facts_from_json(text)
     else:
         facts = base.Facts()
     inst = facts.instance
@@ -210,6 +286,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+#: A facts file is a few hundred bytes; refuse anything absurd unread.
+_MAX_FACTS_BYTES = 1024 * 1024
+
+
+def _number_arg(kind: type, low: float, high: float = _MAX_NUMBER) -> Any:
+    """An argparse ``type`` for a finite number within ``low .. high``."""
+    def parse(text: str) -> Any:
+        # A ValueError here reads "invalid int value: 'x'" (argparse).
+        value = kind(text)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(
+                '%s is not between %g and %g' % (text, low, high))
+        return value
+    parse.__name__ = kind.__name__   # argparse names the type in errors
+    return parse
+
+
 def _add_plan_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         'plan', help='show the plan a policy chooses for given facts')
@@ -218,13 +311,15 @@ def _add_plan_parser(subparsers: Any) -> None:
                         'Facts; nested objects per section)')
     p.add_argument('--policy', help='policy name (default: the configured '
                    'one)')
-    p.add_argument('--ram', type=int, metavar='MiB')
-    p.add_argument('--vcpus', type=int)
-    p.add_argument('--dirty-rate', type=float, metavar='MiB/s')
-    p.add_argument('--cpus', type=int)
-    p.add_argument('--cpu-idle', type=float, metavar='PCT')
-    p.add_argument('--mem-free', type=int, metavar='MiB')
-    p.add_argument('--link-gbps', type=float)
+    p.add_argument('--ram', type=_number_arg(int, 1), metavar='MiB')
+    p.add_argument('--vcpus', type=_number_arg(int, 1, 65536))
+    p.add_argument('--dirty-rate', type=_number_arg(float, 0),
+                   metavar='MiB/s')
+    p.add_argument('--cpus', type=_number_arg(int, 1, 65536))
+    p.add_argument('--cpu-idle', type=_number_arg(float, 0, 100),
+                   metavar='PCT')
+    p.add_argument('--mem-free', type=_number_arg(int, 0), metavar='MiB')
+    p.add_argument('--link-gbps', type=_number_arg(float, 0.001, 1e6))
     p.add_argument('--dest-methods', metavar='M1,M2',
                    help='methods the destination advertises')
     p.add_argument('--hint', action='append', metavar='KEY=VALUE',
