@@ -13,6 +13,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
 "$VENV/bin/pip" install -q -c constraints.txt -r requirements.txt \
-    -r test-requirements.txt
+    -r test-requirements.txt -r doc/requirements.txt
 "$VENV/bin/pip" install -q --no-deps -c constraints.txt .
 echo "bootstrap: $("$VENV/bin/python" --version), nova $("$VENV/bin/python" -c 'import nova.version as v; print(v.version_string())')"

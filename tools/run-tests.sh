@@ -46,6 +46,16 @@ if "$VENV/bin/nova-qat-migration" bench --help >/dev/null 2>&1; then
         echo "=== bench --quick: FAILED"; failed=$((failed + 1)); rc=1
     fi
 fi
+# The documentation (tox -e docs), warnings as errors: one suite.
+echo "=== docs (sphinx-build -W)"
+docs_out=$(mktemp -d)
+if "$VENV/bin/sphinx-build" -q -W --keep-going -b html doc/source \
+        "$docs_out"; then
+    passed=$((passed + 1))
+else
+    echo "=== docs: FAILED"; failed=$((failed + 1)); rc=1
+fi
+rm -rf "$docs_out"
 rm -f "$log"
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit $rc
