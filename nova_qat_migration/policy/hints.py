@@ -227,6 +227,10 @@ def _narrow_image(image: dict, flavor: dict, conf: Any,
                 out[name] = False
         elif rule == RULE_LOWER:
             if name == 'working_set_mb':
+                if not value:
+                    # 0 means "unknown" to the policies (all of RAM):
+                    # it would undo a flavor's smaller working set.
+                    continue
                 limit = flavor.get(name, memory_mb)
             else:
                 limit = flavor.get(name, getattr(group, key.option))
