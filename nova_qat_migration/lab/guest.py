@@ -184,33 +184,40 @@ def with_serial_log(xml: str, serial_log: str) -> str:
 
 
 class Console:
-    """The guest's serial console on one host: a log to read, a pty to
-    write.
+    """The guest's serial console on one host, through its pty.
+
+    A reader thread holds the pty open (QEMU only reads a pty someone
+    holds, and a full pty would stall the guest's serial port) and keeps
+    what the guest wrote. Nova's ``console.log`` is not used: both hosts
+    share it, and the destination truncates it when the guest arrives.
     """
 
-    def __init__(self, dom, log_path: str) -> None:
+    def __init__(self, dom) -> None:
         self.dom = dom
-        self.log_path = log_path
         self._token = 0
         self._fd: Optional[int] = None
+        self._buf = bytearray()
+        self._lock = threading.Lock()
 
     def pty(self) -> str:
-        xml = self.dom.XMLDesc(0)
-        m = re.search(r"<serial type='pty'>\s*<source path='([^']+)'", xml)
-        if not m:
-            raise GuestError('no serial pty in the live XML')
-        return m.group(1)
+        from lxml import etree
+        doc = etree.fromstring(self.dom.XMLDesc(0).encode())
+        for serial in doc.findall('./devices/serial'):
+            source = serial.find('source')
+            if serial.get('type') == 'pty' and source is not None and \
+                    source.get('path'):
+                return source.get('path')
+        raise GuestError('no serial pty in the live XML')
 
     def text(self) -> str:
-        try:
-            with open(self.log_path, 'rb') as f:
-                return f.read().decode(errors='replace')
-        except OSError:
-            return ''
+        """Everything the guest wrote since this console was opened."""
+        self.open()
+        with self._lock:
+            return bytes(self._buf).decode(errors='replace')
 
     def wait_for(self, pattern: str, timeout: float,
                  start: int = 0) -> re.Match:
-        """Wait until the log (from offset ``start``) matches ``pattern``."""
+        """Wait until the output (from offset ``start``) matches."""
         deadline = time.monotonic() + timeout
         rx = re.compile(pattern)
         while True:
@@ -224,35 +231,41 @@ class Console:
             time.sleep(0.2)
 
     def open(self) -> None:
-        """Hold the pty open (QEMU only reads a pty someone holds) and
-        drain what the guest writes to it (a full pty would stall the
-        guest's serial port; the log has the same text).
-        """
+        """Open the pty and start collecting the guest's output."""
         if self._fd is not None:
             return
         fd = os.open(self.pty(), os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         tty.setraw(fd)
         self._fd = fd
         self._stop = threading.Event()
-        self._drainer = threading.Thread(target=self._drain, daemon=True)
-        self._drainer.start()
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name='lab-console')
+        self._reader.start()
         # QEMU notices a newly connected pty on a 1 s timer.
         time.sleep(1.2)
 
-    def _drain(self) -> None:
+    def _read(self) -> None:
         while not self._stop.is_set():
             try:
                 ready, _, _ = select.select([self._fd], [], [], 0.5)
                 if ready:
-                    os.read(self._fd, 65536)
+                    data = os.read(self._fd, 65536)
+                    if not data:
+                        time.sleep(0.2)
+                        continue
+                    with self._lock:
+                        self._buf += data
+                        if len(self._buf) > 4 * 1024 * 1024:
+                            del self._buf[:len(self._buf) // 2]
             except (OSError, ValueError):
+                # The QEMU behind the pty is gone (the guest moved).
                 return
 
     def close(self) -> None:
         if self._fd is None:
             return
         self._stop.set()
-        self._drainer.join(timeout=2)
+        self._reader.join(timeout=2)
         try:
             os.close(self._fd)
         except OSError:

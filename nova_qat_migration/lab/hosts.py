@@ -178,6 +178,27 @@ class Lab:
         ]
 
     @property
+    def instances_path(self) -> str:
+        """The directory both hosts share for instances (NFS in
+        production): what makes a migration need no block copy.
+        """
+        return os.path.join(self.root, 'instances')
+
+    @property
+    def hosts_file(self) -> str:
+        """Name resolution inside the daemons' mount namespaces: each
+        host's name resolves to its lab address, as DNS would.
+        """
+        return os.path.join(self.root, 'hosts')
+
+    def host(self, name: str) -> LabHost:
+        """The lab host called ``name``."""
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise LabError('no lab host %r' % name)
+
+    @property
     def source(self) -> LabHost:
         return self.hosts[0]
 
@@ -206,6 +227,11 @@ class Lab:
         cleanup(self.prefix)      # leftovers of a lab that died hard
         self._network()
         self.set_link(self.link_mbit)
+        os.makedirs(self.instances_path, exist_ok=True)
+        with open(self.hosts_file, 'w') as f:
+            f.write('127.0.0.1 localhost\n')
+            for host in self.hosts:
+                f.write('%s %s\n' % (host.addr, host.name))
         for host in self.hosts:
             self._start_daemon(host)
         for host in self.hosts:
@@ -266,6 +292,9 @@ class Lab:
                 'cgroup_controllers = [ ]',
                 'migration_address = "%s"' % host.addr,
                 'migration_host = "%s"' % host.addr,
+                # Both hosts see one instances directory (as with NFS);
+                # without this libvirt calls the migration unsafe.
+                'shared_filesystems = [ "%s" ]' % self.instances_path,
                 '']))
         for name in ('libvirt.conf',):
             open(os.path.join(host.path('etc'), name), 'a').close()
@@ -276,6 +305,7 @@ class Lab:
             'mkdir -p %s && mount --bind %s %s' % (target, host.path(kind),
                                                    target)
             for kind, target in LIBVIRT_DIRS.items())
+        mounts += ' && mount --bind %s /etc/hosts' % self.hosts_file
         script = 'hostname %s && %s && exec libvirtd --listen --config ' \
                  '%s/libvirtd.conf --pid-file %s/libvirtd.pid' % (
                      host.name, mounts, host.path('etc'), host.root)
