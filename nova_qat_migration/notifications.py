@@ -176,6 +176,9 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
         'wire_ratio': fields.FloatField(nullable=True),
         'wire_mbps': fields.FloatField(nullable=True),
         'dirty_rate_mbps_before': fields.FloatField(nullable=True),
+        'iterations': fields.IntegerField(nullable=True),
+        'facts': fields.DictOfNullableStringsField(),
+        'prediction': fields.DictOfNullableStringsField(nullable=True),
         'compression': fields.ObjectField('QATMigrationCompressionPayload'),
         'monitor': fields.ObjectField('QATMigrationMonitorPayload'),
     }
@@ -185,7 +188,7 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
         super().__init__()
         self.instance_uuid = record['instance']
         self.instance_name = record.get('name') or None
-        self.host = host
+        self.host = record.get('host') or host
         self.outcome = record.get('outcome') or 'failed'
         for name in ('policy', 'plan', 'requested', 'method', 'backend'):
             value = record.get(name)
@@ -206,6 +209,11 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
         self.wire_mbps = _float(record.get('wire_mbps'))
         self.dirty_rate_mbps_before = _float(
             record.get('dirty_rate_mbps_before'))
+        self.iterations = _int(record.get('iterations'))
+        self.facts = _strings(record.get('facts'))
+        prediction = record.get('prediction')
+        self.prediction = (_strings(prediction) if prediction is not None
+                           else None)
         self.compression = QATMigrationCompressionPayload(
             record.get('compression'))
         self.monitor = QATMigrationMonitorPayload(record.get('monitor'))
@@ -230,7 +238,18 @@ RECORD_KEYS = frozenset({
     'instance', 'name', 'outcome', 'policy', 'plan', 'requested', 'method',
     'backend', 'reasons', 'flags', 'params', 'notes', 'actions', 'total_s',
     'downtime_ms', 'memory_total_bytes', 'bytes', 'wire_ratio', 'wire_mbps',
-    'dirty_rate_mbps_before', 'compression', 'monitor'})
+    'dirty_rate_mbps_before', 'compression', 'monitor', 'host',
+    'iterations', 'facts', 'prediction'})
+
+
+def _strings(mapping: Any) -> dict:
+    """A flat dict of strings (lists joined) for a string-dict field."""
+    out: dict = {}
+    for key, value in (mapping or {}).items():
+        if isinstance(value, (list, tuple, set, frozenset)):
+            value = ','.join(str(v) for v in value)
+        out[str(key)] = None if value is None else str(value)
+    return out
 
 
 def _context() -> Any:

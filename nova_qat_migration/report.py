@@ -52,31 +52,41 @@ def build(*, instance_uuid: str, instance_name: str = '',
           call: Any = None, outcome: str = OUTCOME_FAILED,
           total_s: float = 0.0,
           last_stats: Optional[Mapping[str, Any]] = None,
+          completed_stats: Optional[Mapping[str, Any]] = None,
           summary: Optional[Mapping[str, Any]] = None,
           sent_params: Optional[Mapping[str, Any]] = None,
           sent_flags: Optional[Sequence[str]] = None,
           actions: Sequence[base.Action] = (),
           notes: Sequence[str] = (),
-          facts: Optional[base.Facts] = None) -> dict:
+          facts: Optional[base.Facts] = None,
+          host: Optional[str] = None,
+          prediction: Optional[Mapping[str, Any]] = None) -> dict:
     """Assemble the record of one finished migration.
 
     :param requested: the plan the policy asked for.
     :param call: the ``MigrationCall`` that was executed (its ``plan`` is
         the effective plan after degradation).
     :param last_stats: the last libvirt job stats seen by the monitor.
+    :param completed_stats: libvirt's statistics of the completed job
+        (downtime, totals); they win over ``last_stats``.
     :param summary: :meth:`ProgressTracker.summary` of the migration.
     :param sent_params: params ``migrateToURI3`` really received.
     :param notes: what the driver changed on the way (fallbacks, lease).
+    :param host: the source host.
+    :param prediction: what the convergence model predicted for the plan.
     """
     stats = dict(last_stats or {})
+    stats.update(completed_stats or {})
     plan = getattr(call, 'plan', None) or requested
     memory_total = _num(stats, 'memory_total')
     processed = _num(stats, 'memory_processed') or _num(stats,
                                                         'data_processed')
     elapsed_ms = _num(stats, 'time_elapsed')
+    iterations = _num(stats, 'memory_iteration')
     record = {
         'instance': instance_uuid,
         'name': instance_name,
+        'host': host,
         'policy': plan.policy if plan else None,
         'plan': plan.describe() if plan else None,
         'method': plan.method if plan else None,
@@ -95,6 +105,7 @@ def build(*, instance_uuid: str, instance_name: str = '',
         'downtime_ms': _num(stats, 'downtime'),
         'memory_total_bytes': memory_total,
         'bytes': processed,
+        'iterations': int(iterations) if iterations is not None else None,
         'compression': {
             'bytes': _num(stats, 'compression_bytes'),
             'pages': _num(stats, 'compression_pages'),
@@ -112,9 +123,32 @@ def build(*, instance_uuid: str, instance_name: str = '',
     if processed and elapsed_ms:
         record['wire_mbps'] = round(processed / base.MIB /
                                     (elapsed_ms / 1000.0), 1)
-    if facts is not None:
-        record['dirty_rate_mbps_before'] = facts.instance.dirty_rate_mbps
+    record['facts'] = _facts_summary(facts) if facts is not None else {}
+    record['dirty_rate_mbps_before'] = record['facts'].get('dirty_rate_mbps')
+    record['prediction'] = dict(prediction) if prediction else None
     return record
+
+
+def _facts_summary(facts: base.Facts) -> dict:
+    """What the plan was made from, in one flat dict."""
+    inst, host = facts.instance, facts.host
+    return {
+        'dirty_rate_mbps': inst.dirty_rate_mbps,
+        'memory_mb': inst.memory_mb,
+        'zero_fraction': inst.zero_fraction,
+        'compress_ratio': inst.compress_ratio,
+        'xbzrle_friendly': inst.xbzrle_friendly,
+        'cpu_idle_pct': host.cpu_idle_pct,
+        'cpus': host.cpus,
+        'mem_free_mb': host.mem_free_mb,
+        'link_mbps': round(facts.link_mbps, 1),
+        'source_multifd_methods': sorted(facts.hypervisor.multifd_methods),
+        'destination_methods': sorted(facts.destination.methods),
+        # what the instance's earlier migrations taught the planner
+        'history_migrations': facts.history.migrations,
+        'history_method': facts.history.method,
+        'history_converged': facts.history.converged,
+    }
 
 
 def history_values(record: Mapping[str, Any]) -> dict:

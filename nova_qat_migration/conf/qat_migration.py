@@ -41,6 +41,7 @@ and parameters come from the ``[libvirt] live_migration_*`` options only.
 """),
     cfg.StrOpt('policy',
         default='adaptive',
+        mutable=True,
         help="""
 Name of the migration policy plugin that chooses the plan.
 
@@ -50,7 +51,9 @@ instance), ``static`` (the fixed choice made by the ``static_*`` options)
 and ``nova_default`` (exactly what Nova itself would do). An unknown name
 stops nova-compute at start-up with the list of installed policies. A
 flavor extra spec ``qat_migration:policy`` overrides it per instance; an
-image property only for the policies listed in ``image_policies``.
+image property only for the policies listed in ``image_policies``. Mutable:
+after editing it, SIGHUP switches the next migrations to the new policy
+(a name that is not installed then means Nova's own plan, logged).
 """),
     cfg.ListOpt('image_policies',
         item_type=types.String(regex=r'^[a-z][a-z0-9_]*$'),

@@ -29,7 +29,6 @@ import statistics
 import time
 from typing import Any, Iterable, Optional
 
-from nova_qat_migration.lab import hosts as hosts_mod
 from nova_qat_migration.lab import runner
 from nova_qat_migration.lab import scenarios as sc
 
@@ -46,37 +45,44 @@ def _echo(text: str) -> None:
 
 def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
                repeats: int, out_path: str, timeout_s: float,
-               prefix: Optional[str] = None, echo=_echo) -> list:
-    """Run the matrix, appending one JSON line per migration to
-    ``out_path``. Returns the result dicts.
+               prefix: Optional[str] = None, echo=_echo,
+               qat_options: Optional[dict] = None) -> list:
+    """Run the matrix through Nova, appending one JSON line per migration
+    to ``out_path``. Returns the result dicts.
+
+    :param conf: unused (kept for callers); options reach the computes
+        as ``qat_options`` and per plan spec.
     """
     scenarios = list(scenarios)
     plans = list(plans)
     results = []
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     first = sc.SCENARIOS[scenarios[0]]
-    with hosts_mod.Lab(prefix, link_mbit=first.link_mbit) as lab, \
+    log_path = os.path.join(os.path.dirname(os.path.abspath(out_path)),
+                            'nova.log')
+    with runner.NovaLab(prefix, link_mbit=first.link_mbit,
+                        qat_options=qat_options,
+                        log_path=log_path) as nlab, \
             open(out_path, 'a') as out:
-        driver = runner.LabDriver(lab, conf,
-                                  nova=runner.nova_settings(timeout_s))
-        try:
-            for repeat in range(repeats):
-                for name in scenarios:
-                    scenario = sc.SCENARIOS[name]
-                    shift = repeat % len(plans)
-                    order = plans[shift:] + plans[:shift]
-                    results += _run_scenario(driver, scenario, order, repeat,
-                                             timeout_s, out, echo)
-        finally:
-            driver.close()
+        echo('bench: Nova API at %s; every migration is '
+             '"openstack server migrate --live-migration" through '
+             'QATLibvirtDriver (log: %s)' % (nlab.cloud.api_url, log_path))
+        for repeat in range(repeats):
+            for name in scenarios:
+                scenario = sc.SCENARIOS[name]
+                shift = repeat % len(plans)
+                order = plans[shift:] + plans[:shift]
+                results += _run_scenario(nlab, scenario, order, repeat,
+                                         timeout_s, out, echo)
     return results
 
 
-def _run_scenario(driver: runner.LabDriver, scenario: sc.Scenario,
+def _run_scenario(nlab: runner.NovaLab, scenario: sc.Scenario,
                   order: list, repeat: int, timeout_s: float, out,
                   echo) -> list:
     results = []
-    session = runner.GuestSession(driver, scenario, seed=repeat + 1)
+    session = runner.GuestSession(nlab, scenario, seed=repeat + 1,
+                                  name='%s-%d' % (scenario.name, repeat + 1))
     try:
         boot_s = session.boot()
         echo('[%s] %s repeat %d: guest ready in %.1f s' % (

@@ -38,23 +38,22 @@ def _csv(text: str) -> list:
     return [t.strip() for t in text.split(',') if t.strip()]
 
 
-#: ``[qat_migration]`` defaults for the lab's two "hosts". They share one
-#: 2-core machine and the guest's TCG vCPU keeps one core busy, so at most
-#: about half the CPU is ever idle: software compression may use the other
-#: core from 25% idle on. The model uses the constants fitted on this
-#: machine's earlier runs (benchmarks/calibration.json) when present.
-LAB_DEFAULTS = {'cpu_idle_threshold': 25}
 CALIBRATION = os.path.join('benchmarks', 'calibration.json')
 
 
-def _conf() -> Any:
-    from nova_qat_migration.conf import CONF
-    for name, value in LAB_DEFAULTS.items():
-        CONF.set_default(name, value, group='qat_migration')
+def _lab_options() -> dict:
+    """``[qat_migration]`` options of the lab's computes beyond the lab's
+    defaults: the model's constants fitted on this machine's earlier runs
+    (benchmarks/calibration.json), when present.
+    """
     if os.path.exists(CALIBRATION):
-        CONF.set_default('model_calibration', os.path.abspath(CALIBRATION),
-                         group='qat_migration')
-    return CONF
+        return {'model_calibration': os.path.abspath(CALIBRATION)}
+    return {}
+
+
+def _nova_env() -> None:
+    """Nova in the lab runs with native threads (see lab.cloud)."""
+    os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 
 
 def _check_ready() -> Optional[str]:
@@ -86,6 +85,7 @@ def _logging(verbose: bool) -> None:
 # -- bench -------------------------------------------------------------------
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    _nova_env()
     from nova_qat_migration.lab import bench
     _logging(args.verbose)
     _exit_on_signals()
@@ -118,8 +118,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print('bench: %d scenario(s) x %d plan(s) x %d repeat(s), '
               'timeout %.0f s -> %s' % (len(scenarios), len(plans), repeats,
                                         args.timeout, jsonl))
-        bench.run_matrix(_conf(), scenarios, plans, repeats, jsonl,
-                         args.timeout, prefix=args.prefix)
+        bench.run_matrix(None, scenarios, plans, repeats, jsonl,
+                         args.timeout, prefix=args.prefix,
+                         qat_options=_lab_options())
         print('bench: done in %.1f min' % ((time.time() - started) / 60))
     results = bench.load(jsonl)
     meta = _meta(args, scenarios, plans, repeats)
@@ -167,7 +168,7 @@ def _meta(args: argparse.Namespace, scenarios: list, plans: list,
 # -- demo --------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from nova_qat_migration.lab import hosts
+    _nova_env()
     from nova_qat_migration.lab import runner
     _logging(args.verbose)
     _exit_on_signals()
@@ -177,24 +178,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     scenario = sc.SCENARIOS[args.scenario]
     results = []
-    with hosts.Lab(args.prefix, link_mbit=scenario.link_mbit) as lab:
-        print('Demo: one busy guest (%s: %s), migrated between two libvirt '
-              'hosts (network namespaces %s -> %s, %d Mbit/s link) with '
-              "Nova's default plan, then with the adaptive plan."
-              % (scenario.name, scenario.description, lab.source.name,
-                 lab.dest.name, scenario.link_mbit))
-        driver = runner.LabDriver(lab, _conf(),
-                                  nova=runner.nova_settings(args.timeout))
-        try:
-            with runner.GuestSession(driver, scenario) as session:
-                for name in ('nova_default', 'adaptive'):
-                    print('\n== %s' % name)
-                    res = session.migrate(sc.PLANS[name],
-                                          timeout_s=args.timeout)
-                    results.append(res)
-                    _print_run(res)
-        finally:
-            driver.close()
+    log_path = os.path.abspath(args.log or 'demo-nova.log')
+    with runner.NovaLab(args.prefix, link_mbit=scenario.link_mbit,
+                        qat_options=_lab_options(),
+                        log_path=log_path) as nlab:
+        lab, cloud = nlab.lab, nlab.cloud
+        print('Demo: a real Nova (API at %s, conductor, scheduler, '
+              'Placement) with two nova-compute services running '
+              'QATLibvirtDriver on two libvirt 11 / QEMU 10 hosts (network '
+              'namespaces %s and %s, %d Mbit/s link). Nova and driver log: '
+              '%s' % (cloud.api_url, lab.source.name, lab.dest.name,
+                      scenario.link_mbit, log_path))
+        print('\n%s nova.conf:\n%s' % (lab.source.name,
+                                        cloud.nova_conf(lab.source)))
+        print('One busy guest (%s: %s) is booted by Nova and live-migrated '
+              "with Nova's default plan, then with the adaptive plan."
+              % (scenario.name, scenario.description))
+        with runner.GuestSession(nlab, scenario) as session:
+            print('server %s ACTIVE on %s, guest ready'
+                  % (session.server_id, session.host))
+            for name in ('nova_default', 'adaptive'):
+                print('\n== [qat_migration] policy = %s' % name)
+                res = session.migrate(sc.PLANS[name],
+                                      timeout_s=args.timeout)
+                results.append(res)
+                _print_run(res)
     nova, ada = results
     print('\n== Comparison')
     if ada.converged and nova.converged:
@@ -202,7 +210,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
               % (ada.total_s, nova.total_s, nova.total_s / ada.total_s))
     elif ada.converged:
         print('adaptive completed in %.1f s; nova_default did not converge '
-              'within %.0f s (aborted, guest kept running on the source)'
+              'within %.0f s (Nova aborted it at its completion timeout; '
+              'the guest kept running on the source)'
               % (ada.total_s, args.timeout))
     else:
         print('adaptive: %s; nova_default: %s' % (ada.outcome, nova.outcome))
@@ -220,25 +229,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_run(res: Any) -> None:
-    print('facts: dirty rate %s MiB/s (libvirt calc), host CPU idle %s%%, '
-          'link %s MiB/s' % (res.facts.get('dirty_rate_mbps'),
-                             res.facts.get('cpu_idle_pct'),
-                             res.facts.get('link_mbps')))
+    for command in res.commands:
+        print('$ %s' % command)
+    print('facts measured by the driver: dirty rate %s MiB/s (libvirt '
+          'calc), host CPU idle %s%%, link %s MiB/s'
+          % (res.facts.get('dirty_rate_mbps'),
+             res.facts.get('cpu_idle_pct'), res.facts.get('link_mbps')))
     print('plan: %s' % res.effective_plan)
     for reason in res.reasons:
         print('  because: %s' % reason)
-    for note in res.degradations:
-        print('  degraded: %s' % note)
+    for note in res.notes:
+        print('  note: %s' % note)
     print('libvirt flags: %s' % '|'.join(res.flags))
     print('libvirt params: %s' % json.dumps(res.params, sort_keys=True))
     for action in res.actions:
-        print('  t=%5.1fs %s %s %s' % (action['t'], action['kind'],
-                                       action.get('value') or '',
-                                       action.get('reason', '')))
+        print('  escalation: %s %s (%s)' % (action.get('kind'),
+                                            action.get('value') or '',
+                                            action.get('reason', '')))
     if res.converged:
-        print('result: completed in %.1f s, downtime %s ms, %.0f MB on the '
-              'wire, source QEMU CPU %s s' % (
-                  res.total_s, res.downtime_ms, (res.wire_bytes or 0) / 1e6,
+        print('result: migration %s in %.1f s (driver), downtime %s ms, '
+              '%.0f MB on the wire, %s iterations, source QEMU CPU %s s' % (
+                  res.migration_status, res.total_s, res.downtime_ms,
+                  (res.wire_bytes or 0) / 1e6, res.iterations,
                   res.src_cpu_s))
     else:
         print('result: %s (%s) after sending %.0f MB' % (
@@ -306,6 +318,8 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--timeout', type=float, default=runner_timeout())
     p.add_argument('--prefix', default=None)
     p.add_argument('--json', help='also write both runs as JSON lines')
+    p.add_argument('--log', help="Nova's and the driver's log "
+                                 '(default ./demo-nova.log)')
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_demo)
 

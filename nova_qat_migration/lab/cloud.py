@@ -512,7 +512,7 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
     def connection(self, host: hosts_mod.LabHost) -> Any:
         return self.computes[host.name].driver._host.get_connection()
 
-    # -- migrations -------------------------------------------------------------
+    # -- migrations ---------------------------------------------------------
 
     def migrations(self, server_id: str) -> list:
         return self.api.api_get(

@@ -84,21 +84,57 @@ SCENARIOS = {s.name: s for s in (
 
 @dataclasses.dataclass(frozen=True)
 class PlanSpec:
-    """A strategy to benchmark: a policy name or a fixed plan."""
+    """A strategy to benchmark: a policy and its ``[qat_migration]`` options.
+
+    Every spec runs through the driver an operator installs: a fixed plan
+    is the ``static`` policy with the ``static_*`` options that ask for it
+    (:func:`static_options`), as an operator would configure it.
+    """
 
     name: str
-    policy: Optional[str] = None
+    policy: str
+    #: ``[qat_migration]`` options while this spec migrates.
+    options: tuple = ()
+    #: the plan a fixed spec stands for (documentation and tests).
     plan: Optional[base.Plan] = None
-    #: ``[qat_migration]`` option overrides while this policy plans.
-    overrides: tuple = ()
 
     @property
     def fixed(self) -> bool:
         return self.plan is not None
 
+    def conf_options(self) -> dict:
+        """``[qat_migration]`` options, ``policy`` included."""
+        out = dict(self.options)
+        out['policy'] = self.policy
+        return out
+
+
+def static_options(plan: base.Plan) -> tuple:
+    """The ``static`` policy's options that produce ``plan``."""
+    opts = {'static_method': plan.method,
+            'static_parallel_connections': plan.parallel_connections,
+            'static_auto_converge': plan.auto_converge,
+            'permit_post_copy': plan.post_copy,
+            'downtime_ms': plan.max_downtime_ms,
+            'max_parallel_connections': max(4, plan.parallel_connections)}
+    if plan.method != 'none':
+        opts['allowed_methods'] = ['none', plan.method]
+    if plan.level is not None and plan.method in ('zlib', 'zstd', 'qatzip'):
+        opts['%s_level' % plan.method] = plan.level
+    if plan.xbzrle_cache_mb:
+        opts['static_xbzrle_cache_mb'] = plan.xbzrle_cache_mb
+    if plan.auto_converge:
+        opts['auto_converge_initial'] = plan.throttle_initial
+        opts['auto_converge_increment'] = plan.throttle_increment
+    if plan.post_copy:
+        opts['post_copy_after_stalled'] = plan.post_copy_after_stalled
+    return tuple(sorted(opts.items()))
+
 
 def _fixed(name: str, **kwargs) -> PlanSpec:
-    return PlanSpec(name, plan=base.Plan(policy='fixed:%s' % name, **kwargs))
+    plan = base.Plan(policy='static', **kwargs)
+    return PlanSpec(name, policy='static', options=static_options(plan),
+                    plan=plan)
 
 
 PLANS = {p.name: p for p in (
@@ -107,7 +143,7 @@ PLANS = {p.name: p for p in (
     # The adaptive policy's rules alone, without the convergence model:
     # the "before" of the model's before/after comparison.
     PlanSpec('adaptive-rules', policy='adaptive',
-             overrides=(('adaptive_model', False),)),
+             options=(('adaptive_model', False),)),
     _fixed('plain'),
     _fixed('parallel4', parallel_connections=4),
     _fixed('zstd1x4', method='zstd', level=1, parallel_connections=4),

@@ -73,7 +73,15 @@ class PolicySet:
         self.conf = conf
         self._loaded: dict = {}
         self._lock = threading.Lock()
-        self.default = self.get(conf.qat_migration.policy)
+        # Loaded now so that a bad name stops nova-compute at start-up.
+        self.get(conf.qat_migration.policy)
+
+    @property
+    def default(self) -> base.Policy:
+        """The configured policy, read per migration: ``policy`` is a
+        mutable option (a SIGHUP after editing nova.conf switches it).
+        """
+        return self.get(self.conf.qat_migration.policy)
 
     def get(self, name: str) -> base.Policy:
         """The policy ``name``, loaded on first use.

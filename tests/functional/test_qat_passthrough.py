@@ -49,7 +49,12 @@ class QATPassthroughBase(base.QATMigrationTestBase):
                    qat_endpoints_for_migration=1,
                    qemu_monitor_passthrough=True, static_method='qatzip',
                    static_parallel_connections=4, group='qat_migration')
+        #: migrate-set-parameters commands sent to the source QEMU
         self.commands = []
+        self.all_commands = []
+        #: the source QEMU's multifd parameters
+        self.qemu = {'multifd-compression': 'none',
+                     'multifd-qatzip-level': 1}
         self.reply = '{"return": {}}'
         self.useFixture(fixtures.MonkeyPatch(
             'nova_qat_migration.virt.libvirt.passthrough._monitor',
@@ -57,7 +62,20 @@ class QATPassthroughBase(base.QATMigrationTestBase):
         self.leases_during = []
 
     def _monitor(self, domain, command):
-        self.commands.append(json.loads(command))
+        """The source QEMU's monitor: remembers what was set, answers
+        queries with it, or answers everything with ``self.reply`` when
+        that is an error.
+        """
+        command = json.loads(command)
+        self.all_commands.append(command)
+        if 'error' in self.reply:
+            if command['execute'] == 'migrate-set-parameters':
+                self.commands.append(command)
+            return self.reply
+        if command['execute'] == 'query-migrate-parameters':
+            return json.dumps({'return': dict(self.qemu)})
+        self.commands.append(command)
+        self.qemu.update(command['arguments'])
         return self.reply
 
     def _migrate_stub(self, domain, destination, params, flags):
@@ -153,9 +171,15 @@ class QATPassthroughTest(QATPassthroughBase):
         dom = self.driver_of('src')._host.get_connection().lookupByUUIDString(
             server['id'])
         self.assertTrue(dom.isActive())
+        # Restored to what the source had before (asked first), not to a
+        # constant.
         self.assertEqual(
             ['qatzip', 'none'],
             [c['arguments']['multifd-compression'] for c in self.commands])
+        self.assertEqual('query-migrate-parameters',
+                         self.all_commands[0]['execute'])
+        self.assertEqual({'multifd-compression': 'none',
+                          'multifd-qatzip-level': 1}, self.qemu)
         self.wait_for_driver_cleanup('src')
 
 

@@ -63,6 +63,7 @@ from nova_qat_migration import monitor
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import hints as qat_hints
 from nova_qat_migration.policy import loader
+from nova_qat_migration.policy import predictive
 from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import constants as c
@@ -151,6 +152,8 @@ class MigrationSession:
         self.sent_params: Optional[dict] = None
         self.sent_flags: Optional[int] = None
         self.outcome = report.OUTCOME_FAILED
+        #: libvirt's statistics of the completed job (source side).
+        self.completed_stats: dict = {}
         self.aborted_by_us = False
         self.lock = threading.Lock()
 
@@ -197,9 +200,79 @@ class _PlannedDomain:
     # -- the migration call ------------------------------------------------
 
     def migrateToURI3(self, dconnuri: str, params: dict, flags: int) -> Any:
+        """Run this migration's call instead of the one Nova built.
+
+        Everything is built before the source QEMU is touched, so a plan
+        that cannot be built costs nothing: the software plan (or Nova's)
+        runs instead, with the source unchanged. Whatever the plan, the
+        ``-global`` pairs an earlier passthrough migration left in the
+        running definition are stripped from both XMLs: Nova builds every
+        migration's XML from the running definition.
+        """
         session = self._qat_session
-        passthrough_args = self._qat_passthrough()
         call = session.call
+        try:
+            sent_params, sent_flags = self._qat_build(call, params, flags)
+        except Exception as exc:  # noqa: BLE001 - e.g. an XML that fails
+            call = self._qat_degrade(call, 'plan %s could not be built (%s)'
+                                     % (call.plan.describe(), exc))
+            sent_params, sent_flags = self._qat_build(call, params, flags)
+        applied, previous = self._qat_passthrough(call)
+        if call is not session.call:
+            # The monitor command was refused: the software plan.
+            call = session.call
+            sent_params, sent_flags = self._qat_build(call, params, flags)
+        sent_params = self._qat_reset_stale(sent_params, sent_flags, applied)
+        LOG.info('Live migration plan %(plan)s: flags %(flags)s, params '
+                 '%(params)s', {'plan': call.plan.describe(),
+                                'flags': '|'.join(c.flag_names(sent_flags)),
+                                'params': _loggable(sent_params)},
+                 instance=session.instance)
+        session.sent_params, session.sent_flags = sent_params, sent_flags
+        try:
+            return self._qat_domain.migrateToURI3(
+                dconnuri, params=sent_params, flags=sent_flags)
+        except Exception as exc:
+            if applied:
+                # The guest stays here: leave its QEMU as we found it so
+                # the next attempt (or Nova's retry below) starts clean.
+                if not passthrough.restore_source(self._qat_domain, applied,
+                                                  previous):
+                    LOG.warning('Could not restore the source QEMU\'s '
+                                'multifd parameters %s after a failed '
+                                'migration', previous,
+                                instance=session.instance)
+            if call.plan.nova_baseline or not _is_refusal(exc):
+                raise
+            LOG.warning('libvirt refused the planned migration (%(plan)s, '
+                        'flags %(flags)s, params %(params)s): %(exc)s; '
+                        'retrying once with the call Nova would have made '
+                        '(flags %(nflags)s, params %(nparams)s).',
+                        {'plan': call.plan.describe(),
+                         'flags': '|'.join(c.flag_names(sent_flags)),
+                         'params': _loggable(sent_params), 'exc': exc,
+                         'nflags': '|'.join(c.flag_names(flags)),
+                         'nparams': _loggable(params)},
+                        instance=session.instance)
+            session.fall_back_to_nova(
+                'libvirt refused %s (%s): ran Nova\'s plan instead'
+                % (call.plan.describe(), exc))
+            nova_params = self._qat_reset_stale(
+                passthrough.clean_params(params), flags, {})
+            session.sent_params, session.sent_flags = nova_params, flags
+            return self._qat_domain.migrateToURI3(
+                dconnuri, params=nova_params, flags=flags)
+
+    def _qat_build(self, call: translate.MigrationCall, params: dict,
+                   flags: int) -> tuple[dict, int]:
+        """The params and flags ``call`` sends, given what Nova built.
+
+        Pure: touches neither the source nor libvirt.
+        """
+        session = self._qat_session
+        if call.plan.nova_baseline:
+            # Nova's own plan: exactly what Nova built, less our leftovers.
+            return passthrough.clean_params(params), flags
         planned_flags = call.flags
         # NOTE(qat-migration): Nova's Guest.migrate() drops NON_SHARED_INC
         # when no disk is copied (a libvirt binding quirk would copy all
@@ -210,63 +283,48 @@ class _PlannedDomain:
         if (session.nova_call.flags & c.VIR_MIGRATE_POSTCOPY and
                 not flags & c.VIR_MIGRATE_POSTCOPY):
             planned_flags &= ~c.VIR_MIGRATE_POSTCOPY
-        planned_params = translate.merge_params(params, call)
-        if passthrough_args:
+        planned_params = passthrough.clean_params(
+            translate.merge_params(params, call))
+        if call.backend == translate.BACKEND_PASSTHROUGH and call.passthrough:
             # The destination QEMU starts with the same method (-global in
             # the live XML only; the persistent XML stays clean).
             planned_params = passthrough.rewrite_params(planned_params,
-                                                        passthrough_args)
-        if not session.planned:
-            # Nova's own plan: hand over exactly what Nova built.
-            planned_params, planned_flags = params, flags
-        LOG.info('Live migration plan %(plan)s: flags %(flags)s, params '
-                 '%(params)s', {'plan': call.plan.describe(),
-                                'flags': '|'.join(c.flag_names(planned_flags)),
-                                'params': _loggable(planned_params)},
-                 instance=session.instance)
-        session.sent_params, session.sent_flags = planned_params, planned_flags
-        try:
-            return self._qat_domain.migrateToURI3(
-                dconnuri, params=planned_params, flags=planned_flags)
-        except Exception as exc:
-            if passthrough_args:
-                # The guest stays here: leave its QEMU as we found it so
-                # the next attempt (or Nova's retry below) starts clean.
-                if not passthrough.restore_source(self._qat_domain,
-                                                  passthrough_args):
-                    LOG.warning('Could not restore the source QEMU\'s '
-                                'multifd method after a failed migration',
-                                instance=session.instance)
-            if not (session.planned and _is_refusal(exc)):
-                raise
-            LOG.warning('libvirt refused the planned migration (%(plan)s, '
-                        'flags %(flags)s, params %(params)s): %(exc)s; '
-                        'retrying once with the call Nova would have made '
-                        '(flags %(nflags)s, params %(nparams)s).',
-                        {'plan': call.plan.describe(),
-                         'flags': '|'.join(c.flag_names(planned_flags)),
-                         'params': _loggable(planned_params), 'exc': exc,
-                         'nflags': '|'.join(c.flag_names(flags)),
-                         'nparams': _loggable(params)},
-                        instance=session.instance)
-            session.fall_back_to_nova(
-                'libvirt refused %s (%s): ran Nova\'s plan instead'
-                % (call.plan.describe(), exc))
-            session.sent_params, session.sent_flags = params, flags
-            return self._qat_domain.migrateToURI3(
-                dconnuri, params=params, flags=flags)
+                                                        call.passthrough)
+        return planned_params, planned_flags
 
-    def _qat_passthrough(self) -> dict:
+    def _qat_degrade(self, call: translate.MigrationCall,
+                     why: str) -> translate.MigrationCall:
+        """The next plan down after ``call`` failed before it started."""
+        session = self._qat_session
+        LOG.warning('%s; running the next plan down.', why,
+                    instance=session.instance)
+        if (call.backend == translate.BACKEND_PASSTHROUGH and
+                session.software_call is not None):
+            session.fall_back_to_software(why + ': software plan')
+        else:
+            session.fall_back_to_nova(why + ': Nova\'s plan')
+        return session.call
+
+    def _qat_passthrough(self, call: translate.MigrationCall,
+                         ) -> tuple[dict, dict]:
         """Set the planned method on the source QEMU, if the plan has one.
 
-        :returns: the arguments applied (empty when there are none or the
-            command failed; then the session runs the software plan).
+        :returns: the arguments applied and the source's values before
+            (both empty when there are none or the command failed; then
+            the session runs the software plan).
         """
         session = self._qat_session
-        call = session.call
         if (call.backend != translate.BACKEND_PASSTHROUGH or
                 not call.passthrough):
-            return {}
+            return {}, {}
+        try:
+            previous = passthrough.query_source(self._qat_domain,
+                                                call.passthrough)
+        except passthrough.PassthroughError as exc:
+            LOG.info('Could not read the source QEMU\'s multifd '
+                     'parameters (%s); QEMU defaults restore a failure.',
+                     exc, instance=session.instance)
+            previous = {}
         try:
             passthrough.apply_source(self._qat_domain, call.passthrough)
         except passthrough.PassthroughError as exc:
@@ -278,12 +336,53 @@ class _PlannedDomain:
                         instance=session.instance)
             session.fall_back_to_software(
                 'monitor passthrough refused (%s): software plan' % exc)
-            return {}
+            return {}, {}
         LOG.info('Source QEMU set to %s through the monitor passthrough '
                  '(libvirt marks the domain tainted)', call.passthrough,
                  instance=session.instance)
         session.notes.append('passthrough %s' % (call.passthrough,))
-        return dict(call.passthrough)
+        return dict(call.passthrough), previous
+
+    def _qat_reset_stale(self, params: dict, flags: int,
+                         applied: dict) -> dict:
+        """Make both ends agree on the multifd method.
+
+        A QEMU that arrived through the passthrough backend was started
+        with ``-global migration.multifd-compression=<m>``: that is its
+        default. A multifd migration that sets no method of its own (none
+        through libvirt's params, none through the passthrough) would send
+        with ``<m>`` to a destination that now starts clean. Set the source
+        back to ``none`` where the operator allows monitor commands;
+        otherwise keep ``<m>`` on the destination (live XML only).
+        """
+        session = self._qat_session
+        if (not flags & c.VIR_MIGRATE_PARALLEL or
+                params.get(c.PARAM_COMPRESSION) or
+                'multifd-compression' in applied):
+            return params
+        try:
+            stale = passthrough.globals_of(self._qat_domain.XMLDesc(0))
+        except Exception:  # noqa: BLE001 - no definition: nothing stale
+            return params
+        method = stale.get('multifd-compression', 'none')
+        if method == 'none':
+            return params
+        if CONF.qat_migration.qemu_monitor_passthrough:
+            try:
+                passthrough.apply_source(self._qat_domain,
+                                         {'multifd-compression': 'none'})
+                session.notes.append('source multifd method %s (left by an '
+                                     'earlier migration) reset to none'
+                                     % method)
+                return params
+            except passthrough.PassthroughError as exc:
+                LOG.warning('Could not reset the source\'s multifd method '
+                            '%(m)s: %(exc)s', {'m': method, 'exc': exc},
+                            instance=session.instance)
+        session.notes.append('source multifd method %s kept on both ends'
+                             % method)
+        return passthrough.rewrite_params(params,
+                                          {'multifd-compression': method})
 
     # -- the monitor -------------------------------------------------------
 
@@ -780,12 +879,14 @@ class QATMigrationMixin:
                 outcome=session.outcome,
                 total_s=time.monotonic() - session.started,
                 last_stats=session.tracker.last,
+                completed_stats=session.completed_stats,
                 summary=session.tracker.summary(),
                 sent_params=session.sent_params,
                 sent_flags=(c.flag_names(session.sent_flags)
                             if session.sent_flags is not None else None),
                 actions=session.actions, notes=session.notes,
-                facts=session.facts)
+                facts=session.facts, host=CONF.host,
+                prediction=_prediction(session))
             report.emit(record, self._qat_history)
         except Exception:  # noqa: BLE001 - reporting is best effort
             LOG.exception('Could not report the migration',
@@ -796,9 +897,10 @@ class QATMigrationMixin:
                                   migrate_data: Any, guest: Any,
                                   device_names: Any) -> Any:
         session = self._qat_session(instance)
-        # NOTE(qat-migration): Nova's own plan goes to Nova's guest object
-        # untouched: exactly the call Nova makes, nothing to fall back to.
-        if session is not None and session.planned:
+        # NOTE(qat-migration): Nova's own plan goes through the proxy too:
+        # it sends exactly Nova's flags and params, less the -global pairs
+        # an earlier passthrough migration left in the definition.
+        if session is not None:
             guest = libvirt_guest.Guest(
                 _PlannedDomain(guest._domain, session))
         return super()._live_migration_operation(
@@ -823,6 +925,9 @@ class QATMigrationMixin:
         # one of these when the job completes, fails or is cancelled.
         def post(*args: Any, **kwargs: Any) -> Any:
             session.outcome = report.OUTCOME_COMPLETED
+            # The source domain is undefined in Nova's post method: its
+            # completed job (downtime, totals) is only readable now.
+            session.completed_stats = _completed_stats(guest._domain)
             return post_method(*args, **kwargs)
 
         def recover(*args: Any, **kwargs: Any) -> Any:
@@ -850,6 +955,30 @@ class QATMigrationMixin:
                 flags &= ~c.VIR_MIGRATE_NON_SHARED_INC
             return flags
         return super()._get_migration_flags(is_block_migration)
+
+
+def _completed_stats(domain: Any) -> dict:
+    """libvirt's statistics of the domain's completed job, or ``{}``."""
+    lv = _libvirt()
+    flag = getattr(lv, 'VIR_DOMAIN_JOB_STATS_COMPLETED', 1)
+    try:
+        return dict(domain.jobStats(flag) or {})
+    except Exception as exc:  # noqa: BLE001 - statistics are best effort
+        LOG.debug('No completed job statistics: %s', exc)
+        return {}
+
+
+def _prediction(session: MigrationSession) -> Optional[dict]:
+    """The convergence model's prediction for the plan that ran, for the
+    report (what the planner expected beside what happened).
+    """
+    if session.policy.name == NOVA_DEFAULT:
+        return None   # Nova's own plan: nothing was measured
+    try:
+        return predictive.predict_dict(CONF, session.facts, session.plan)
+    except Exception as exc:  # noqa: BLE001 - informational only
+        LOG.debug('No prediction for the report: %s', exc)
+        return None
 
 
 def _field(obj: Any, name: str, default: Any = None) -> Any:

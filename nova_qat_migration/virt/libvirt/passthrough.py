@@ -24,7 +24,7 @@ would otherwise carry a migration setting for ever.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from lxml import etree
 
@@ -39,12 +39,22 @@ def set_parameters_command(arguments: Mapping) -> str:
                        'arguments': dict(arguments)}, sort_keys=True)
 
 
-def restore_arguments(arguments: Mapping) -> dict:
-    """Arguments that undo :func:`set_parameters_command` on failure."""
-    restore: dict = {}
-    if 'multifd-compression' in arguments:
-        restore['multifd-compression'] = 'none'
-    return restore
+#: QEMU's defaults for the multifd parameters this backend sets: what a
+#: QEMU started without our ``-global`` pairs uses.
+QEMU_DEFAULTS = {'multifd-compression': 'none', 'multifd-zlib-level': 1,
+                 'multifd-zstd-level': 1, 'multifd-qatzip-level': 1}
+
+
+def restore_arguments(arguments: Mapping,
+                      previous: Optional[Mapping] = None) -> dict:
+    """Arguments that undo :func:`set_parameters_command` on failure.
+
+    :param previous: the source's values before the command (see
+        :func:`query_source`); QEMU's defaults where unknown.
+    """
+    previous = previous or {}
+    return {key: previous.get(key, QEMU_DEFAULTS[key])
+            for key in arguments if key in QEMU_DEFAULTS}
 
 
 def _globals(arguments: Mapping) -> list:
@@ -81,6 +91,39 @@ def strip_globals(domain_xml: str) -> str:
     if len(cmdline) == 0:
         doc.remove(cmdline)
     return etree.tostring(doc, encoding='unicode')
+
+
+def globals_of(domain_xml: str) -> dict:
+    """The multifd parameters our ``-global`` pairs in ``domain_xml`` set,
+    i.e. the defaults a QEMU started from it runs with.
+    """
+    doc = etree.fromstring(domain_xml.encode())
+    values = [arg.get('value') or '' for arg in doc.iter(_Q + 'arg')]
+    found: dict = {}
+    for first, second in zip(values, values[1:]):
+        if first == '-global' and second.startswith(_GLOBAL_PREFIX):
+            key, _sep, value = second[len('migration.'):].partition('=')
+            found[key] = int(value) if value.isdigit() else value
+    return found
+
+
+def clean_params(params: Mapping) -> dict:
+    """``params`` with our ``-global`` pairs stripped from both XMLs.
+
+    Nova builds every migration's XML from the running definition, so a
+    ``-global`` an earlier migration put there would otherwise travel on,
+    into the persistent definition too.
+    """
+    out = dict(params)
+    for key in ('destination_xml', 'persistent_xml'):
+        if out.get(key):
+            try:
+                out[key] = strip_globals(out[key])
+            except etree.XMLSyntaxError:
+                # Not a document we wrote: libvirt judges it, as it would
+                # without this package.
+                pass
+    return out
 
 
 def has_globals(domain_xml: str) -> bool:
@@ -149,13 +192,34 @@ def _clip(reply: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + '...'
 
 
-def restore_source(domain: Any, arguments: Mapping) -> bool:
+def query_source(domain: Any, keys: Any) -> dict:
+    """The source QEMU's current values of the multifd parameters ``keys``.
+
+    :raises PassthroughError: when QEMU cannot be asked.
+    """
+    try:
+        reply = _monitor(domain, json.dumps(
+            {'execute': 'query-migrate-parameters'}))
+    except Exception as exc:  # libvirtError or a missing binding
+        raise PassthroughError(str(exc))
+    check_reply(reply)
+    current = json.loads(reply)['return']
+    if not isinstance(current, dict):
+        raise PassthroughError('query-migrate-parameters returned %s'
+                               % _clip(reply))
+    return {key: current[key] for key in keys if key in current}
+
+
+def restore_source(domain: Any, arguments: Mapping,
+                   previous: Optional[Mapping] = None) -> bool:
     """Undo :func:`apply_source` so the next attempt starts clean.
 
     Best effort: returns False (never raises) when the domain is gone,
     which is the normal case after a successful migration.
+
+    :param previous: the values before :func:`apply_source`.
     """
-    restore = restore_arguments(arguments)
+    restore = restore_arguments(arguments, previous)
     if not restore:
         return True
     try:

@@ -17,6 +17,7 @@ bad input on the planning path. The domain is a ``mock.Mock`` only where
 the test records calls a ``virDomain`` would receive.
 """
 
+import json
 import threading
 from unittest import mock
 
@@ -190,6 +191,101 @@ class PlannedDomainTest(DriverTestBase):
                             NOVA_FLAGS | c.VIR_MIGRATE_NON_SHARED_INC)
         sent = self.domain.migrateToURI3.call_args.kwargs
         self.assertTrue(sent['flags'] & c.VIR_MIGRATE_NON_SHARED_INC)
+
+    def _stale_xml(self, method='zstd'):
+        from nova_qat_migration.virt.libvirt import passthrough
+        return passthrough.add_globals(
+            "<domain type='qemu'><name>vm</name></domain>",
+            {'multifd-compression': method, 'multifd-zstd-level': 1})
+
+    def _monitor_calls(self, reply='{"return": {}}'):
+        calls = []
+
+        def monitor(domain, command):
+            calls.append(json.loads(command))
+            return reply
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.passthrough._monitor',
+            monitor))
+        return calls
+
+    def test_nova_plan_gets_a_clean_slate(self):
+        # An earlier passthrough migration left -global in the running
+        # definition; Nova copies it into both XMLs of the next migration.
+        from nova_qat_migration.virt.libvirt import passthrough
+        stale = self._stale_xml()
+        self.domain.XMLDesc.return_value = stale
+        calls = self._monitor_calls()
+        facts = base.Facts(hypervisor=CAPS, destination=DEST)
+        session = _session(
+            nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
+        params = {'bandwidth': 0, 'destination_xml': stale,
+                  'persistent_xml': stale}
+        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertEqual(NOVA_FLAGS, sent['flags'])
+        self.assertEqual(0, sent['params']['bandwidth'])
+        for key in ('destination_xml', 'persistent_xml'):
+            self.assertFalse(passthrough.has_globals(sent['params'][key]))
+        # Single stream: the source's default method does not matter.
+        self.assertEqual([], calls)
+
+    def test_stale_source_method_reset_for_multifd_plan(self):
+        from nova_qat_migration.virt.libvirt import passthrough
+        stale = self._stale_xml()
+        self.domain.XMLDesc.return_value = stale
+        params = {'bandwidth': 0, 'destination_xml': stale,
+                  'persistent_xml': stale}
+        plan = base.Plan(policy='static', parallel_connections=4)
+        # Monitor commands allowed: the source goes back to none.
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        calls = self._monitor_calls()
+        session = _session(plan)
+        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertTrue(sent['flags'] & c.VIR_MIGRATE_PARALLEL)
+        self.assertEqual([{'execute': 'migrate-set-parameters',
+                           'arguments': {'multifd-compression': 'none'}}],
+                         calls)
+        self.assertFalse(passthrough.has_globals(
+            sent['params']['destination_xml']))
+        # Not allowed: both ends keep the stale method (live XML only).
+        self.flags(qemu_monitor_passthrough=False, group='qat_migration')
+        del calls[:]
+        session = _session(plan)
+        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertEqual([], calls)
+        self.assertEqual({'multifd-compression': 'zstd'},
+                         passthrough.globals_of(
+                             sent['params']['destination_xml']))
+        self.assertFalse(passthrough.has_globals(
+            sent['params']['persistent_xml']))
+
+    def test_unbuildable_passthrough_plan_leaves_source_alone(self):
+        facts = base.Facts(hypervisor=base.HypervisorCaps(
+            libvirt_version=(9, 3, 0),
+            multifd_methods=frozenset({'none', 'zstd'})),
+            destination=DEST, passthrough_allowed=True)
+        session = _session(base.Plan(policy='static', method='zstd',
+                                     level=1, parallel_connections=4), facts)
+        self.assertEqual(translate.BACKEND_PASSTHROUGH, session.call.backend)
+        session.software_call = translate.to_libvirt(
+            session.requested, base.Facts(
+                hypervisor=facts.hypervisor, destination=DEST))
+        calls = self._monitor_calls()
+        params = dict(self.nova_params, destination_xml='<not xml')
+        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS)
+        # Nothing reached the source QEMU; the software plan ran.
+        self.assertEqual([], calls)
+        self.assertEqual(1, self.domain.migrateToURI3.call_count)
+        self.assertTrue(any('could not be built' in n
+                            for n in session.notes), session.notes)
 
     def test_refusal_retries_once_with_nova_call(self):
         for code in ('VIR_ERR_ARGUMENT_UNSUPPORTED',

@@ -51,11 +51,58 @@ class TestQMP(base.TestCase):
                           'arguments': ARGS}, command)
 
     def test_restore_arguments(self):
-        self.assertEqual({'multifd-compression': 'none'},
+        # Without knowing the previous values: QEMU's defaults.
+        self.assertEqual({'multifd-compression': 'none',
+                          'multifd-qatzip-level': 1},
                          passthrough.restore_arguments(ARGS))
         self.assertEqual({}, passthrough.restore_arguments({}))
         self.assertEqual({}, passthrough.restore_arguments(
             {'multifd-channels': 4}))
+
+    def test_restore_arguments_previous_values(self):
+        # A source that ran zstd level 3 before gets zstd level 3 back,
+        # not a constant.
+        previous = {'multifd-compression': 'zstd',
+                    'multifd-qatzip-level': 4}
+        self.assertEqual(previous,
+                         passthrough.restore_arguments(ARGS, previous))
+
+    def test_query_source(self):
+        reply = json.dumps({'return': {'multifd-compression': 'zstd',
+                                       'multifd-zstd-level': 3,
+                                       'max-bandwidth': 1}})
+        with mock.patch.object(passthrough, '_monitor',
+                               return_value=reply) as monitor:
+            self.assertEqual(
+                {'multifd-compression': 'zstd'},
+                passthrough.query_source(mock.sentinel.dom,
+                                         ['multifd-compression']))
+        self.assertEqual('query-migrate-parameters',
+                         json.loads(monitor.call_args[0][1])['execute'])
+
+    def test_query_source_refused(self):
+        for reply in ('{"error": {"desc": "no"}}', '[]', '{"return": 3}'):
+            with mock.patch.object(passthrough, '_monitor',
+                                   return_value=reply):
+                self.assertRaises(passthrough.PassthroughError,
+                                  passthrough.query_source,
+                                  mock.sentinel.dom, ['multifd-compression'])
+
+    def test_globals_of_and_clean_params(self):
+        xml = passthrough.add_globals(
+            "<domain type='qemu'><name>x</name></domain>",
+            {'multifd-compression': 'zstd', 'multifd-zstd-level': 3})
+        self.assertEqual({'multifd-compression': 'zstd',
+                          'multifd-zstd-level': 3},
+                         passthrough.globals_of(xml))
+        clean = passthrough.clean_params({'destination_xml': xml,
+                                          'persistent_xml': xml,
+                                          'bandwidth': 0})
+        self.assertEqual({}, passthrough.globals_of(
+            clean['destination_xml']))
+        self.assertEqual({}, passthrough.globals_of(
+            clean['persistent_xml']))
+        self.assertEqual(0, clean['bandwidth'])
 
     def test_apply_source_ok(self):
         domain = mock.sentinel.domain
@@ -96,8 +143,10 @@ class TestQMP(base.TestCase):
     def test_restore_source(self):
         with mock.patch.object(passthrough, '_monitor',
                                return_value='{"return": {}}') as monitor:
-            self.assertTrue(passthrough.restore_source(None, ARGS))
-        self.assertEqual({'multifd-compression': 'none'},
+            self.assertTrue(passthrough.restore_source(
+                None, ARGS, {'multifd-compression': 'zlib'}))
+        self.assertEqual({'multifd-compression': 'zlib',
+                          'multifd-qatzip-level': 1},
                          json.loads(monitor.call_args.args[1])['arguments'])
 
     def test_restore_source_nothing_to_undo(self):
