@@ -68,6 +68,7 @@ from wsgiref import simple_server  # noqa: E402
 # it must come before anything that imports eventlet.
 import nova.tests.functional  # noqa: E402,F401,I100
 
+import fixtures  # noqa: E402
 import libvirt  # noqa: E402,F401 - imported before Nova's import poison
 from nova.tests import fixtures as nova_fixtures  # noqa: E402
 from nova.tests.functional import integrated_helpers  # noqa: E402
@@ -300,6 +301,11 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
         self.down()
 
     def _logging(self) -> None:
+        # As Nova's StandardLogging fixture does: services must not set up
+        # logging again (oslo.log would add a console handler); the lab's
+        # log goes to one file.
+        self.useFixture(fixtures.MonkeyPatch('oslo_log.log.setup',
+                                             lambda *args, **kwargs: None))
         root = logging.getLogger()
         handler = logging.FileHandler(self.log_path)
         handler.setLevel(logging.INFO)

@@ -139,6 +139,16 @@ class LabHost:
                 continue
         return [p for p in pids if _is_qemu(p)]
 
+    def qemu_pid(self, domain_name: str) -> Optional[int]:
+        """PID of the QEMU running domain ``domain_name`` here, if any."""
+        try:
+            with open(os.path.join(self.path('run'), 'qemu',
+                                   '%s.pid' % domain_name)) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _is_qemu(pid) else None
+
     def veth_bytes(self) -> tuple[int, int]:
         """(tx, rx) byte counters of this host's veth end."""
         out = _run(['ip', 'netns', 'exec', self.name, 'cat',

@@ -279,8 +279,7 @@ class GuestSession:
         options = spec.conf_options()
         timeout = completion_timeout_per_gib(timeout_s,
                                              self.scenario.memory_mb)
-        qemu = src.qemu_pids()
-        qemu_pid = qemu[0] if len(qemu) == 1 else None
+        qemu_pid = src.qemu_pid(cloud.domain(self.server_id).name())
         cpu0 = _proc_cpu_s(qemu_pid)
         tx0, _ = src.veth_bytes()
         n_reports = len(cloud.reports.records)
@@ -306,13 +305,15 @@ class GuestSession:
             result.migration_status = migration['status']
             result.dest = migration.get('dest_compute') or result.dest
         self._fill(result, record, migration)
+        # What the guest achieved while it was migrating (its last report
+        # from the source's console).
+        result.guest_rate = self.console.rate()
         try:
             self.reattach()
         except Exception as exc:  # noqa: BLE001 - no domain anywhere
             result.integrity = 'lost'
             result.error = result.error or 'guest not found: %s' % exc
             return result
-        result.guest_rate = self.console.rate()
         ok, verdict = self.verify()
         result.integrity = 'ok' if ok else 'FAIL'
         result.verdict = verdict

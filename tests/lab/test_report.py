@@ -142,12 +142,37 @@ class TestTables(testtools.TestCase):
             self.assertIn(name, sc.PLANS)
         self.assertEqual(10000, sc.SCENARIOS['idle-10g'].link_mbit)
 
-    def test_nova_downtime_steps(self):
-        # Nova 34 defaults: 500 ms in 10 steps, 75 s per GiB (min 2 GiB).
-        steps = list(runner.nova_downtime_steps(base.NovaSettings(), 2.0))
-        self.assertEqual((0, 50), steps[0])
-        self.assertEqual((1500, 500), steps[-1])
-        self.assertEqual(11, len(steps))
+    def test_fixed_plans_are_static_policy_options(self):
+        # Every fixed row is the static policy configured as an operator
+        # would: the options produce exactly the plan the row stands for.
+        from oslo_config import fixture as config_fixture
+
+        from nova_qat_migration.conf import CONF
+        from nova_qat_migration.policy import static
+        facts = base.Facts(destination=capabilities_dest(),
+                           host=base.HostLoad(cpus=8, cpu_idle_pct=90.0,
+                                              mem_free_mb=16384))
+        for spec in sc.PLANS.values():
+            if not spec.fixed:
+                continue
+            conf = config_fixture.Config(CONF)
+            conf.setUp()
+            try:
+                conf.config(group='qat_migration', **dict(spec.options))
+                plan = static.StaticPolicy(CONF).plan(facts)
+            finally:
+                conf.cleanUp()
+            for field in ('method', 'parallel_connections',
+                          'xbzrle_cache_mb', 'throttle_initial',
+                          'throttle_increment', 'post_copy'):
+                self.assertEqual(getattr(spec.plan, field),
+                                 getattr(plan, field),
+                                 '%s: %s' % (spec.name, field))
+            if spec.plan.level is not None:
+                self.assertEqual(spec.plan.level, plan.level, spec.name)
+            if spec.plan.post_copy:
+                self.assertEqual(spec.plan.post_copy_after_stalled,
+                                 plan.post_copy_after_stalled, spec.name)
 
     def test_fixed_plans_translate_without_degradation(self):
         # On the lab's software (libvirt 11.3, QEMU 10.0, zlib/zstd) every

@@ -502,6 +502,8 @@ class QATMigrationMixin:
         self._qat_caps: Optional[base.HypervisorCaps] = None
         self._qat_history: Optional[qat_history.HistoryStore] = None
         self._qat_manager: Any = None
+        #: this compute's ``host`` (from ``init_host``), for the report
+        self._qat_host_name: Optional[str] = None
 
     # -- start-up ----------------------------------------------------------
 
@@ -511,6 +513,7 @@ class QATMigrationMixin:
 
     def init_host(self, host: str) -> Any:
         result = super().init_host(host)
+        self._qat_host_name = host
         if not self._qat_enabled():
             LOG.info('[qat_migration] enabled is False: live migrations use '
                      'Nova\'s own plan.')
@@ -885,7 +888,8 @@ class QATMigrationMixin:
                 sent_flags=(c.flag_names(session.sent_flags)
                             if session.sent_flags is not None else None),
                 actions=session.actions, notes=session.notes,
-                facts=session.facts, host=CONF.host,
+                facts=session.facts,
+                host=self._qat_host_name or CONF.host,
                 prediction=_prediction(session))
             report.emit(record, self._qat_history)
         except Exception:  # noqa: BLE001 - reporting is best effort
