@@ -52,8 +52,15 @@ def _lab_options() -> dict:
 
 
 def _nova_env() -> None:
-    """Nova in the lab runs with native threads (see lab.cloud)."""
+    """Prepare this process to host the lab's Nova (see lab.cloud).
+
+    Nova runs with native threads, and its services parse ``CONF`` for
+    themselves: the command line's parse is undone first (Nova's modules
+    register more command-line options when they are imported).
+    """
     os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
+    from nova_qat_migration.conf import CONF
+    CONF.clear()
 
 
 def _check_ready() -> Optional[str]:

@@ -311,6 +311,11 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
         handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter(
             '%(asctime)s %(levelname)s %(name)s %(message)s'))
+        # The file gets INFO; handlers that were there (a console) keep
+        # the level the root logger had for them.
+        for existing in root.handlers:
+            if existing.level == logging.NOTSET:
+                existing.setLevel(root.level or logging.WARNING)
         root.addHandler(handler)
         root.setLevel(min(root.level or logging.INFO, logging.INFO))
         logging.getLogger('nova_qat_migration.report').addHandler(

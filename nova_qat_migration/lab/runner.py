@@ -305,6 +305,14 @@ class GuestSession:
             result.migration_status = migration['status']
             result.dest = migration.get('dest_compute') or result.dest
         self._fill(result, record, migration)
+        server = cloud.api.get_server(self.server_id)
+        if server['status'] == 'ERROR':
+            # What an operator does when the guest still runs: reset the
+            # state (recorded; the run counts as failed).
+            result.notes.append('Nova left the server in ERROR: '
+                                'reset-state --active')
+            cloud.api.post_server_action(
+                self.server_id, {'os-resetState': {'state': 'active'}})
         # What the guest achieved while it was migrating (its last report
         # from the source's console).
         result.guest_rate = self.console.rate()

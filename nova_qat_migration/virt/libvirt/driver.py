@@ -155,6 +155,8 @@ class MigrationSession:
         #: libvirt's statistics of the completed job (source side).
         self.completed_stats: dict = {}
         self.aborted_by_us = False
+        #: an abort of the job was asked for (by Nova or by us)
+        self.abort_requested = False
         self.lock = threading.Lock()
 
     @property
@@ -242,6 +244,19 @@ class _PlannedDomain:
                                 'multifd parameters %s after a failed '
                                 'migration', previous,
                                 instance=session.instance)
+            if session.abort_requested and self._qat_source_running():
+                # NOTE(qat-migration): an abort (Nova's completion timeout
+                # or our progress timeout) was asked for and the guest runs
+                # on here. QEMU 10 may end such a job as *failed* ("Channel
+                # error") rather than cancelled; raising would make Nova
+                # put the instance in ERROR. Nova's monitor sees the job end
+                # and rolls the migration back either way.
+                LOG.warning('Live migration aborted as requested (libvirt: '
+                            '%s); the instance continues on this host.',
+                            exc, instance=session.instance)
+                session.notes.append('aborted as requested; libvirt said: '
+                                     '%s' % exc)
+                return None
             if call.plan.nova_baseline or not _is_refusal(exc):
                 raise
             LOG.warning('libvirt refused the planned migration (%(plan)s, '
@@ -262,6 +277,19 @@ class _PlannedDomain:
             session.sent_params, session.sent_flags = nova_params, flags
             return self._qat_domain.migrateToURI3(
                 dconnuri, params=nova_params, flags=flags)
+
+    def _qat_source_running(self) -> bool:
+        """Whether the guest still runs here (not paused, not gone)."""
+        try:
+            return (self._qat_domain.state()[0] ==
+                    getattr(_libvirt(), 'VIR_DOMAIN_RUNNING', 1))
+        except Exception:  # noqa: BLE001 - unknown: not running
+            return False
+
+    def abortJob(self, *args: Any) -> Any:
+        """Nova's monitor aborting the job (completion timeout)."""
+        self._qat_session.abort_requested = True
+        return self._qat_domain.abortJob(*args)
 
     def _qat_build(self, call: translate.MigrationCall, params: dict,
                    flags: int) -> tuple[dict, int]:
@@ -454,8 +482,8 @@ class _PlannedDomain:
                 else:
                     guest.migrate_start_postcopy()
             elif action.kind == monitor.ACTION_ABORT:
+                session.aborted_by_us = session.abort_requested = True
                 self._qat_domain.abortJob()
-                session.aborted_by_us = True
             else:
                 LOG.warning('Unknown escalation %s ignored', action.kind,
                             instance=instance)
@@ -497,6 +525,7 @@ class QATMigrationMixin:
         super().__init__(*args, **kwargs)
         self._qat_sessions: dict = {}
         self._qat_sessions_lock = threading.Lock()
+        self._qat_start_lock = threading.Lock()
         self._qat_local = threading.local()
         self._qat_policies: Optional[loader.PolicySet] = None
         self._qat_caps: Optional[base.HypervisorCaps] = None
@@ -560,7 +589,10 @@ class QATMigrationMixin:
         if not self._qat_enabled():
             return False
         if self._qat_policies is None:
-            with self._qat_sessions_lock:
+            # NOTE(qat-migration): its own lock: the start probes QEMU
+            # (seconds), and running migrations must still find their
+            # sessions meanwhile.
+            with self._qat_start_lock:
                 if self._qat_policies is None:
                     try:
                         self._qat_start()
@@ -938,7 +970,8 @@ class QATMigrationMixin:
             status = kwargs.get('migration_status')
             session.outcome = (
                 report.OUTCOME_ABORTED if session.aborted_by_us else
-                report.OUTCOME_CANCELLED if status == 'cancelled' else
+                report.OUTCOME_CANCELLED if (status == 'cancelled' or
+                                             session.abort_requested) else
                 report.OUTCOME_FAILED)
             return recover_method(*args, **kwargs)
 

@@ -314,6 +314,29 @@ class PlannedDomainTest(DriverTestBase):
         self.assertEqual(1, self.domain.migrateToURI3.call_count)
         self.assertTrue(session.planned)
 
+    def test_requested_abort_keeps_the_instance_out_of_error(self):
+        # QEMU 10 may end an aborted job as failed; the guest runs on here
+        # and Nova's monitor rolls back, so the error is not raised (Nova
+        # would set the instance to ERROR).
+        self.domain.migrateToURI3.side_effect = _refusal(
+            'VIR_ERR_OPERATION_FAILED')
+        self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_RUNNING, 0]
+        session = self._zstd()
+        monitor_view = qat_driver._PlannedDomain(self.domain, session,
+                                                 observe=True)
+        monitor_view.abortJob()
+        self.domain.abortJob.assert_called_once_with()
+        self.assertIsNone(
+            qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
+                'uri', self.nova_params, NOVA_FLAGS))
+        self.assertIn('aborted as requested', session.notes[-1])
+        # A guest that is not running here (post-copy, gone): raised.
+        self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_PAUSED, 0]
+        self.assertRaises(
+            fakelibvirt.libvirtError,
+            qat_driver._PlannedDomain(self.domain, session).migrateToURI3,
+            'uri', self.nova_params, NOVA_FLAGS)
+
     def test_refusal_of_nova_call_is_raised(self):
         self.domain.migrateToURI3.side_effect = _refusal()
         facts = base.Facts(hypervisor=CAPS, destination=DEST)
