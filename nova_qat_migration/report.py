@@ -102,7 +102,10 @@ def build(*, instance_uuid: str, instance_name: str = '',
         'backend': getattr(call, 'backend', None),
         'outcome': outcome,
         'total_s': round(total_s, 3),
-        'downtime_ms': _num(stats, 'downtime'),
+        # Only a completed job has a downtime; a running one's is QEMU's
+        # expectation.
+        'downtime_ms': (_num(completed_stats, 'downtime')
+                        if completed_stats else None),
         'memory_total_bytes': memory_total,
         'bytes': processed,
         'iterations': int(iterations) if iterations is not None else None,

@@ -60,7 +60,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Optional  # noqa: E402
+from typing import Any, Callable, Optional  # noqa: E402
 from unittest import mock  # noqa: E402
 from wsgiref import simple_server  # noqa: E402
 
@@ -531,9 +531,12 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
         ).body['migrations']
 
     def live_migrate(self, server_id: str, host: Optional[str] = None,
-                     timeout: float = MIGRATION_TIMEOUT_S) -> dict:
+                     timeout: float = MIGRATION_TIMEOUT_S,
+                     poll: Optional[Callable[[], None]] = None) -> dict:
         """``openstack server migrate --live-migration`` and wait for the
         migration record to end. Returns it (``status`` is Nova's).
+
+        :param poll: called while waiting (the lab's own sampling).
         """
         before = {m['id'] for m in self.migrations(server_id)}
         args = ['server', 'migrate', '--live-migration']
@@ -551,6 +554,8 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
             if time.monotonic() > deadline:
                 raise CloudError('migration of %s not finished after %.0f s'
                                  % (server_id, timeout))
+            if poll is not None:
+                poll()
             time.sleep(0.25)
 
     def _settle(self, server_id: str, deadline: float) -> None:

@@ -280,24 +280,32 @@ class GuestSession:
         timeout = completion_timeout_per_gib(timeout_s,
                                              self.scenario.memory_mb)
         qemu_pid = src.qemu_pid(cloud.domain(self.server_id).name())
-        cpu0 = _proc_cpu_s(qemu_pid)
+        cpu = {'first': _proc_cpu_s(qemu_pid), 'last': None}
+
+        def sample() -> None:
+            # The source QEMU exits when the migration completes: keep its
+            # last reading.
+            value = _proc_cpu_s(qemu_pid)
+            if value is not None:
+                cpu['last'] = value
         tx0, _ = src.veth_bytes()
         n_reports = len(cloud.reports.records)
         n_cli = len(cloud.cli_log)
         started = time.monotonic()
         with _overrides(cloud, options, timeout):
             try:
-                migration = cloud.live_migrate(self.server_id, host=dest)
+                migration = cloud.live_migrate(self.server_id, host=dest,
+                                               poll=sample)
             except cloud_mod.CloudError as exc:
                 result.error = str(exc)
                 result.outcome = OUTCOME_REJECTED
                 migration = None
         result.api_s = round(time.monotonic() - started, 2)
-        cpu1 = _proc_cpu_s(qemu_pid)
+        sample()
         tx1, _ = src.veth_bytes()
         result.wire_bytes = tx1 - tx0
-        if cpu0 is not None and cpu1 is not None:
-            result.src_cpu_s = round(cpu1 - cpu0, 2)
+        if cpu['first'] is not None and cpu['last'] is not None:
+            result.src_cpu_s = round(cpu['last'] - cpu['first'], 2)
         result.commands = cloud.cli_log[n_cli:]
         record = (cloud.reports.wait_for(self.server_id, n_reports, 30)
                   if migration is not None else None)

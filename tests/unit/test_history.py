@@ -116,7 +116,8 @@ class ReportTest(testtools.TestCase):
             outcome=report.OUTCOME_COMPLETED, total_s=12.3456,
             last_stats={'memory_total': 1024 * base.MIB,
                         'memory_processed': 512 * base.MIB,
-                        'time_elapsed': 4000, 'downtime': 42},
+                        'time_elapsed': 4000, 'downtime': 999},
+            completed_stats={'downtime': 42, 'memory_iteration': 3},
             summary={'max_dirty_rate_mbps': 33.0, 'xbzrle_hit_ratio': None},
             sent_params={'compression': 'zstd', 'destination_xml': '<x/>',
                          'parallel.connections': 4},
@@ -134,8 +135,12 @@ class ReportTest(testtools.TestCase):
         self.assertNotIn('destination_xml', record['params'])
         self.assertEqual(0.5, record['wire_ratio'])
         self.assertEqual(128.0, record['wire_mbps'])
+        # The completed job's downtime, not the running job's expectation.
         self.assertEqual(42, record['downtime_ms'])
+        self.assertEqual(3, record['iterations'])
         self.assertEqual(12.346, record['total_s'])
+        failed = self._record(completed_stats={})
+        self.assertIsNone(failed['downtime_ms'])
 
     def test_history_values(self):
         values = report.history_values(self._record())
