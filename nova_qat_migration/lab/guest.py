@@ -286,6 +286,15 @@ class Console:
                           timeout, start=max(0, start - 1))
         return m.group(1) == 'OK', m.group(0)
 
+    def set_rate(self, pages_per_s: int, timeout: float = 30) -> None:
+        """Change the dirtier's rewrite rate (``RATE``) and wait for its
+        answer.
+        """
+        start = len(self.text())
+        self.send('RATE %d' % pages_per_s)
+        self.wait_for(r'RATE rate=%d\b' % pages_per_s, timeout,
+                      start=max(0, start - 1))
+
     def rate(self) -> Optional[float]:
         """The dirtier's last reported achieved pages/s."""
         found = re.findall(r'STAT t=\S+ written=\d+ rate=(\d+)', self.text())

@@ -273,6 +273,46 @@ class Lab:
                   'rate', '%dmbit' % mbit, 'burst', str(burst),
                   'latency', '20ms'])
 
+    def cut_link(self, loss_pct: int = 100) -> None:
+        """Drop ``loss_pct`` % of the packets in both directions (netem).
+
+        Replaces the token bucket; :meth:`set_link` restores the link.
+        """
+        for host in self.hosts:
+            _run(['ip', 'netns', 'exec', host.name, 'tc', 'qdisc',
+                  'replace', 'dev', host.veth, 'root', 'netem',
+                  'loss', '%d%%' % loss_pct])
+
+    def kill_daemon(self, host: LabHost, sig: int = signal.SIGKILL) -> None:
+        """Kill ``host``'s libvirt daemon (its QEMU processes live on)."""
+        if host.process is None:
+            return
+        pid = host.process.pid
+        try:
+            with open(os.path.join(host.root, 'libvirtd.pid')) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            pass    # not written yet: the shell has exec'd libvirtd
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            host.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise LabError('libvirtd of %s did not exit on signal %d'
+                           % (host.name, sig))
+
+    def restart_daemon(self, host: LabHost, timeout: float = 30) -> None:
+        """Start ``host``'s libvirt daemon again (stopping it first if it
+        still runs) and wait until it answers. Running QEMU processes are
+        taken over by the new daemon, as after ``systemctl restart``.
+        """
+        if host.process is not None and host.process.poll() is None:
+            _kill(host.process.pid, wait=host.process)
+        self._start_daemon(host)
+        self._wait_daemon(host, timeout)
+
     def _write_config(self, host: LabHost) -> None:
         for kind in list(LIBVIRT_DIRS) + ['sock']:
             os.makedirs(host.path(kind), exist_ok=True)

@@ -36,7 +36,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from nova_qat_migration.lab import cloud as cloud_mod
 from nova_qat_migration.lab import guest as guest_mod
@@ -263,11 +263,16 @@ class GuestSession:
 
     # -- the migration -----------------------------------------------------
     def migrate(self, spec: sc.PlanSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
-                repeat: int = 0, target: Optional[str] = '') -> RunResult:
+                repeat: int = 0, target: Optional[str] = '',
+                during: Optional[Callable[[float], None]] = None,
+                ) -> RunResult:
         """Live-migrate the guest through Nova with ``spec``'s options.
 
         :param target: ``--host``; ``''`` the other lab host, ``None`` the
             scheduler's choice.
+        :param during: called with the seconds since the request on every
+            poll while the migration runs (and once after it ended), e.g.
+            to inject a fault (:mod:`~nova_qat_migration.lab.faults`).
         """
         cloud = self.cloud
         lab = self.nlab.lab
@@ -288,6 +293,8 @@ class GuestSession:
             value = _proc_cpu_s(qemu_pid)
             if value is not None:
                 cpu['last'] = value
+            if during is not None:
+                during(time.monotonic() - started)
         tx0, _ = src.veth_bytes()
         n_reports = len(cloud.reports.records)
         n_cli = len(cloud.cli_log)

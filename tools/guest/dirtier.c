@@ -32,7 +32,10 @@
  *   guest -> host: "READY pages=N", "STAT t=S gen=G rate=R",
  *                  "VERIFY OK <token> pages=N", "VERIFY FAIL <token> ..."
  *   host -> guest: "VERIFY <token>\n", "PAUSE\n", "RESUME\n",
- *                  "CORRUPT\n" (damages one page: tests the checker)
+ *                  "CORRUPT\n" (damages one page: tests the checker),
+ *                  "RATE <pages/s>\n" (changes the rewrite rate from now
+ *                  on; answers "RATE rate=<pages/s>"; the lab's faults
+ *                  use it to make the dirty rate jump mid-migration)
  *
  * Build: gcc -static -O2 -o dirtier dirtier.c
  */
@@ -315,6 +318,12 @@ static void handle_line(char *line, int *paused)
         unsigned long victim = npages / 2;
         mem[victim * PAGE + PAGE - 1] ^= 0x5a;
         say("CORRUPTED page=%lu", victim);
+    } else if (!strncmp(line, "RATE ", 5)) {
+        char *end;
+        unsigned long rate = strtoul(line + 5, &end, 10);
+        if (end != line + 5 && *end == 0)
+            opt_rate = rate;
+        say("RATE rate=%lu", opt_rate);
     } else if (!strcmp(line, "PAUSE")) {
         *paused = 1;
         say("PAUSED");
