@@ -65,6 +65,7 @@ from nova_qat_migration.policy import hints as qat_hints
 from nova_qat_migration.policy import loader
 from nova_qat_migration.policy import predictive
 from nova_qat_migration import report
+from nova_qat_migration.virt.libvirt import budget as qat_budget
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import measure
@@ -89,6 +90,8 @@ _REFUSAL_DEFAULTS = {'VIR_ERR_ARGUMENT_UNSUPPORTED': 74,
                      'VIR_ERR_OPERATION_UNSUPPORTED': 84}
 
 _JOB_UNBOUNDED = 2
+#: How long the report waits for libvirt's job-completed event.
+JOB_EVENT_WAIT_S = 2.0
 
 
 def _libvirt() -> Any:
@@ -152,16 +155,29 @@ class MigrationSession:
         self.sent_params: Optional[dict] = None
         self.sent_flags: Optional[int] = None
         self.outcome = report.OUTCOME_FAILED
-        #: libvirt's statistics of the completed job (source side).
+        #: libvirt's statistics of the completed job (its event).
         self.completed_stats: dict = {}
+        self.completed_event = threading.Event()
+        #: (connection, callback id) of the job-completed event watch
+        self.job_watch: Optional[tuple] = None
         self.aborted_by_us = False
         #: an abort of the job was asked for (by Nova or by us)
         self.abort_requested = False
+        #: the host's budget once this migration's share is reserved
+        self.budget: Optional[qat_budget.HostBudget] = None
         self.lock = threading.Lock()
 
     @property
     def plan(self) -> base.Plan:
-        return self.call.plan
+        """The plan running, with the XBZRLE cache ceiling the budget
+        grants now (it rises when another migration frees memory).
+        """
+        plan = self.call.plan
+        if self.budget is not None and plan.xbzrle_cache_max_mb:
+            ceiling = self.budget.xbzrle_ceiling(self.instance_uuid)
+            if ceiling and ceiling != plan.xbzrle_cache_max_mb:
+                plan = dataclasses.replace(plan, xbzrle_cache_max_mb=ceiling)
+        return plan
 
     @property
     def planned(self) -> bool:
@@ -526,6 +542,10 @@ class QATMigrationMixin:
         self._qat_sessions: dict = {}
         self._qat_sessions_lock = threading.Lock()
         self._qat_start_lock = threading.Lock()
+        #: what the migrations in flight hold (link, cores, memory, QAT)
+        self._qat_budget = qat_budget.HostBudget(CONF)
+        #: plans are made one at a time, each against the others' shares
+        self._qat_plan_lock = threading.Lock()
         self._qat_local = threading.local()
         self._qat_policies: Optional[loader.PolicySet] = None
         self._qat_caps: Optional[base.HypervisorCaps] = None
@@ -783,7 +803,8 @@ class QATMigrationMixin:
             history=history, link_mbps=link_mbps(CONF),
             block_migration=bool(_field(migrate_data, 'block_migration',
                                         False)),
-            passthrough_allowed=CONF.qat_migration.qemu_monitor_passthrough)
+            passthrough_allowed=CONF.qat_migration.qemu_monitor_passthrough,
+            in_flight=self._qat_budget.snapshot())
 
     def _qat_plan(self, context: Any, instance: Any, dest: str,
                   migrate_data: Any) -> MigrationSession:
@@ -850,17 +871,25 @@ class QATMigrationMixin:
             return super()._live_migration(
                 context, instance, dest, post_method, recover_method,
                 block_migration, migrate_data)
-        try:
-            session = self._qat_plan(context, instance, dest, migrate_data)
-        except Exception:  # noqa: BLE001 - never worse than Nova
-            LOG.exception('Live-migration planning failed; Nova\'s own plan '
-                          'is used.', instance=instance)
-            return super()._live_migration(
-                context, instance, dest, post_method, recover_method,
-                block_migration, migrate_data)
-
         with contextlib.ExitStack() as stack:
-            self._qat_take_lease(stack, session)
+            try:
+                # NOTE(qat-migration): concurrent migrations share this
+                # host: each plan sees what the others hold, and holds its
+                # own share before the next plan is made.
+                with self._qat_plan_lock:
+                    session = self._qat_plan(context, instance, dest,
+                                             migrate_data)
+                    self._qat_take_lease(stack, session)
+                    self._qat_budget.reserve(session)
+                    session.budget = self._qat_budget
+                    stack.callback(self._qat_budget.release, session)
+            except Exception:  # noqa: BLE001 - never worse than Nova
+                LOG.exception('Live-migration planning failed; Nova\'s own '
+                              'plan is used.', instance=instance)
+                stack.close()
+                return super()._live_migration(
+                    context, instance, dest, post_method, recover_method,
+                    block_migration, migrate_data)
             LOG.info('Live migration planned: %(plan)s (%(reasons)s)',
                      {'plan': session.plan.describe(),
                       'reasons': '; '.join(session.call.reasons) or '-'},
@@ -873,8 +902,45 @@ class QATMigrationMixin:
                     block_migration, migrate_data)
             finally:
                 self._qat_report(session)
+                self._qat_unwatch_job(session)
                 with self._qat_sessions_lock:
                     self._qat_sessions.pop(instance.uuid, None)
+
+    def _qat_watch_job(self, session: MigrationSession, domain: Any) -> None:
+        """Catch libvirt's statistics of the completed job.
+
+        NOTE(qat-migration): Nova migrates with UNDEFINE_SOURCE, so the
+        source domain (and its completed job: downtime, totals) is gone
+        once the job ends; libvirt hands them over in its job-completed
+        event instead, on the event loop's thread.
+        """
+        lv = _libvirt()
+        event_id = getattr(lv, 'VIR_DOMAIN_EVENT_ID_JOB_COMPLETED', None)
+        if event_id is None:
+            return
+
+        def completed(conn: Any, dom: Any, params: Any, opaque: Any) -> None:
+            session.completed_stats = dict(params or {})
+            session.completed_event.set()
+
+        try:
+            conn = self._host.get_connection()
+            session.job_watch = (conn, conn.domainEventRegisterAny(
+                domain, event_id, completed, None))
+        except Exception as exc:  # noqa: BLE001 - statistics are optional
+            LOG.debug('No job-completed event: %s', exc,
+                      instance=session.instance)
+
+    @staticmethod
+    def _qat_unwatch_job(session: MigrationSession) -> None:
+        if session.job_watch is None:
+            return
+        conn, callback_id = session.job_watch
+        session.job_watch = None
+        try:
+            conn.domainEventDeregisterAny(callback_id)
+        except Exception as exc:  # noqa: BLE001 - connection gone
+            LOG.debug('Job-completed event not deregistered: %s', exc)
 
     def _qat_take_lease(self, stack: contextlib.ExitStack,
                         session: MigrationSession) -> None:
@@ -906,6 +972,10 @@ class QATMigrationMixin:
                     session.plan.describe(), instance=session.instance)
 
     def _qat_report(self, session: MigrationSession) -> None:
+        if (session.outcome == report.OUTCOME_COMPLETED and
+                session.job_watch is not None):
+            # The event may trail Nova's monitor by a moment.
+            session.completed_event.wait(JOB_EVENT_WAIT_S)
         try:
             record = report.build(
                 instance_uuid=session.instance_uuid,
@@ -957,13 +1027,12 @@ class QATMigrationMixin:
         planned_guest = libvirt_guest.Guest(domain)
         domain._qat_guest = planned_guest
 
+        self._qat_watch_job(session, guest._domain)
+
         # The monitor is where Nova decides the outcome: it calls exactly
         # one of these when the job completes, fails or is cancelled.
         def post(*args: Any, **kwargs: Any) -> Any:
             session.outcome = report.OUTCOME_COMPLETED
-            # The source domain is undefined in Nova's post method: its
-            # completed job (downtime, totals) is only readable now.
-            session.completed_stats = _completed_stats(guest._domain)
             return post_method(*args, **kwargs)
 
         def recover(*args: Any, **kwargs: Any) -> Any:
@@ -992,17 +1061,6 @@ class QATMigrationMixin:
                 flags &= ~c.VIR_MIGRATE_NON_SHARED_INC
             return flags
         return super()._get_migration_flags(is_block_migration)
-
-
-def _completed_stats(domain: Any) -> dict:
-    """libvirt's statistics of the domain's completed job, or ``{}``."""
-    lv = _libvirt()
-    flag = getattr(lv, 'VIR_DOMAIN_JOB_STATS_COMPLETED', 1)
-    try:
-        return dict(domain.jobStats(flag) or {})
-    except Exception as exc:  # noqa: BLE001 - statistics are best effort
-        LOG.debug('No completed job statistics: %s', exc)
-        return {}
 
 
 def _prediction(session: MigrationSession) -> Optional[dict]:
