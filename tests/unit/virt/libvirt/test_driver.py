@@ -386,6 +386,52 @@ class PlannedDomainTest(DriverTestBase):
         self.domain.abortJob.assert_called_once_with()
 
 
+class JobCompletedEventTest(DriverTestBase):
+    """The completed job's statistics arrive by libvirt's event: Nova's
+    UNDEFINE_SOURCE removes the source domain, and its job, at the end.
+    """
+
+    def setUp(self):
+        super().setUp()
+        # Nova's fake libvirt lacks the event id; libvirt's value.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.libvirt.'
+            'VIR_DOMAIN_EVENT_ID_JOB_COMPLETED', 16))
+
+    def test_watch_collects_and_unwatch_deregisters(self):
+        drvr = self.driver()
+        conn = mock.Mock()
+        conn.domainEventRegisterAny.return_value = 7
+        self.useFixture(fixtures.MockPatchObject(
+            drvr._host, 'get_connection', return_value=conn))
+        session = _session(base.Plan(policy='static'))
+        drvr._qat_watch_job(session, mock.sentinel.dom)
+        dom, event_id, callback, _opaque = \
+            conn.domainEventRegisterAny.call_args.args
+        self.assertIs(mock.sentinel.dom, dom)
+        self.assertEqual(16, event_id)
+        self.assertFalse(session.completed_event.is_set())
+        # libvirt's event loop thread delivers the typed params.
+        callback(conn, dom, {'downtime': 42, 'memory_iteration': 3}, None)
+        self.assertTrue(session.completed_event.is_set())
+        self.assertEqual(42, session.completed_stats['downtime'])
+        drvr._qat_unwatch_job(session)
+        conn.domainEventDeregisterAny.assert_called_once_with(7)
+        self.assertIsNone(session.job_watch)
+
+    def test_no_event_support_is_not_an_error(self):
+        drvr = self.driver()
+        conn = mock.Mock()
+        conn.domainEventRegisterAny.side_effect = fakelibvirt.libvirtError(
+            'no events here')
+        self.useFixture(fixtures.MockPatchObject(
+            drvr._host, 'get_connection', return_value=conn))
+        session = _session(base.Plan(policy='static'))
+        drvr._qat_watch_job(session, mock.sentinel.dom)
+        self.assertIsNone(session.job_watch)
+        drvr._qat_unwatch_job(session)     # nothing to do, no error
+
+
 class MonitorFlagsTest(DriverTestBase):
 
     def test_monitor_sees_only_its_own_flags(self):
