@@ -151,6 +151,12 @@ def _facts_summary(facts: base.Facts) -> dict:
         'history_migrations': facts.history.migrations,
         'history_method': facts.history.method,
         'history_converged': facts.history.converged,
+        # what the other migrations in flight held when this was planned
+        'in_flight_migrations': facts.in_flight.migrations,
+        'link_share': round(facts.in_flight.link_share, 3),
+        'cores_held': facts.in_flight.cores_held,
+        'xbzrle_mb_held': facts.in_flight.xbzrle_mb_held,
+        'qat_leases_held': facts.in_flight.qat_leases_held,
     }
 
 

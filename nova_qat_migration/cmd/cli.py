@@ -55,7 +55,7 @@ _NESTED = {
     'instance': base.InstanceFacts, 'host': base.HostLoad,
     'qat': base.QATState, 'hypervisor': base.HypervisorCaps,
     'destination': base.DestinationCaps, 'nova': base.NovaSettings,
-    'history': base.History,
+    'history': base.History, 'in_flight': base.InFlight,
 }
 
 #: The largest number any fact may hold: beyond it no field means anything
@@ -79,6 +79,8 @@ _BOUNDS = {
     (base.NovaSettings, 'parallel_connections'): (1, 32),
     (base.NovaSettings, 'downtime_ms'): (1, _MAX_NUMBER),
     (base.NovaSettings, 'downtime_steps'): (1, 1000),
+    (base.InFlight, 'link_share'): (0.001, 1.0),
+    (base.InFlight, 'migrations'): (0, 65536),
 }
 #: JSON nested deeper than this is refused before it is parsed (the facts
 #: are three levels deep; Python's parser would hit RecursionError).

@@ -28,6 +28,11 @@ reason for every choice:
 History of the instance's last migration refines the guesses: an
 incompressible guest is not compressed again, a guest whose XBZRLE hit
 rate was poor is not given a cache again.
+
+Concurrent migrations from the same source share it: every decision uses
+this migration's share (``facts.in_flight``, see :mod:`.common`) -- its
+part of the link, the idle cores and spare memory the others have not
+taken, the QAT leases they do not hold.
 """
 
 from __future__ import annotations
@@ -63,6 +68,11 @@ class AdaptivePolicy(base.Policy):
     name = 'adaptive'
 
     def plan(self, facts: base.Facts) -> base.Plan:
+        plan = self._plan(facts)
+        sharing = common.sharing_reason(facts)
+        return plan.because(sharing) if sharing else plan
+
+    def _plan(self, facts: base.Facts) -> base.Plan:
         lim = common.limits(self.conf, facts)
         if lim.forced_method:
             return self._converge(facts, lim, self._forced(facts, lim))
@@ -98,13 +108,14 @@ class AdaptivePolicy(base.Policy):
         if multifd_ok:
             shapes += [dict(method='none', parallel_connections=n)
                        for n in channel_choices]
-        cpu_ok = facts.host.cpu_idle_pct >= group.cpu_idle_threshold
+        idle_pct = common.cpu_idle_pct(facts)
+        cpu_ok = idle_pct >= group.cpu_idle_threshold
         for method in ('zstd', 'zlib'):
             if not self._sendable(facts, lim, method) or not multifd_ok:
                 continue
             if not cpu_ok:
                 notes.append('%s: %.0f%% CPU idle < %d%%'
-                             % (method, facts.host.cpu_idle_pct,
+                             % (method, idle_pct,
                                 group.cpu_idle_threshold))
                 continue
             if incompressible:
@@ -112,7 +123,7 @@ class AdaptivePolicy(base.Policy):
             shapes += [dict(method=method, parallel_connections=n,
                             level=common.default_level(self.conf, method))
                        for n in channel_choices if n <= max(2, idle)]
-        if (facts.qat.available and facts.passthrough_allowed and
+        if (common.qat_available(facts) and facts.passthrough_allowed and
                 self._sendable(facts, lim, 'qatzip') and multifd_ok and
                 not incompressible):
             shapes += [dict(method='qatzip', parallel_connections=n,
@@ -121,7 +132,7 @@ class AdaptivePolicy(base.Policy):
                        for n in channel_choices]
         elif 'qatzip' in lim.methods and facts.qat.endpoints:
             notes.append(self._why_not_qat(facts, lim))
-        if (group.legacy_mt_uses_qat and facts.qat.available and
+        if (group.legacy_mt_uses_qat and common.qat_available(facts) and
                 self._sendable(facts, lim, 'mt') and not incompressible):
             threads = min(8, max(2, facts.qat.endpoints * 2))
             shapes.append(dict(method='mt', level=group.mt_level,
@@ -192,7 +203,7 @@ class AdaptivePolicy(base.Policy):
         return facts.history.dirty_rate_mbps
 
     def _idle_cores(self, facts: base.Facts) -> int:
-        return int(facts.host.cpus * facts.host.cpu_idle_pct / 100.0)
+        return int(common.idle_cores(facts))
 
     def _base(self, facts: base.Facts, lim: common.Limits,
               **fields) -> base.Plan:
@@ -206,7 +217,7 @@ class AdaptivePolicy(base.Policy):
     def _software_fallbacks(self, facts: base.Facts,
                             lim: common.Limits) -> tuple:
         threshold = self.conf.qat_migration.cpu_idle_threshold
-        if facts.host.cpu_idle_pct < threshold:
+        if common.cpu_idle_pct(facts) < threshold:
             return ()
         return tuple((m, common.default_level(self.conf, m))
                      for m in ('zstd', 'zlib') if m in lim.methods)
@@ -240,13 +251,13 @@ class AdaptivePolicy(base.Policy):
                           qat_lease=(method == 'qatzip' or (
                               method == 'mt' and
                               self.conf.qat_migration.legacy_mt_uses_qat))
-                          and facts.qat.available,
+                          and common.qat_available(facts),
                           fallbacks=self._software_fallbacks(facts, lim),
                           reasons=tuple(reasons), **fields)
 
     def _choose(self, facts: base.Facts, lim: common.Limits) -> base.Plan:
         group = self.conf.qat_migration
-        link = facts.link_mbps
+        link = common.link_mbps(facts)
         dirty = self._dirty_rate(facts)
         hist = facts.history
         incompressible = self._incompressible(facts)
@@ -258,7 +269,7 @@ class AdaptivePolicy(base.Policy):
                            % self._measured_ratio(facts))
 
         # 1. QAT offload.
-        if not incompressible and facts.qat.available and \
+        if not incompressible and common.qat_available(facts) and \
                 self._sendable(facts, lim, 'qatzip') and \
                 facts.passthrough_allowed:
             channels = min(lim.max_channels, max(2, facts.qat.endpoints, 4))
@@ -271,7 +282,8 @@ class AdaptivePolicy(base.Policy):
                     'both ends: compression offloaded, %d channels'
                     % (facts.qat.endpoints, channels),))
         if (not incompressible and group.legacy_mt_uses_qat and
-                facts.qat.available and self._sendable(facts, lim, 'mt')):
+                common.qat_available(facts) and
+                self._sendable(facts, lim, 'mt')):
             threads = min(8, max(2, facts.qat.endpoints * 2))
             return self._base(
                 facts, lim, method='mt', level=group.mt_level,
@@ -301,8 +313,8 @@ class AdaptivePolicy(base.Policy):
                 reasons=tuple(reasons) + (
                     'busy guest (dirty %.0f MiB/s vs link %.0f MiB/s) and '
                     '%d MiB spare above the headroom: XBZRLE cache %d MiB'
-                    % (dirty, link, facts.host.mem_free_mb -
-                       group.memory_headroom_mb, cache),))
+                    % (dirty, link, common.spare_mb(self.conf, facts),
+                       cache),))
         if busy and xbzrle_poor:
             reasons.append('XBZRLE hit rate was %.0f%% last time: no cache'
                            % (100 * hist.xbzrle_hit_ratio))
@@ -312,7 +324,8 @@ class AdaptivePolicy(base.Policy):
         # 3. Software multifd compression on idle CPUs.
         software = [m for m in ('zstd', 'zlib')
                     if self._sendable(facts, lim, m)]
-        cpu_ok = facts.host.cpu_idle_pct >= group.cpu_idle_threshold
+        idle_pct = common.cpu_idle_pct(facts)
+        cpu_ok = idle_pct >= group.cpu_idle_threshold
         if software and cpu_ok and not incompressible:
             channels = min(lim.max_channels, max(2, idle))
             capacity = channels * SW_COMPRESS_MBPS_PER_CORE
@@ -328,14 +341,13 @@ class AdaptivePolicy(base.Policy):
                     reasons=tuple(reasons) + (
                         '%.0f%% CPU idle (>= %d%%): %s multifd x%d, about '
                         '%.0f MiB/s of pages over a %.0f MiB/s link'
-                        % (facts.host.cpu_idle_pct, group.cpu_idle_threshold,
+                        % (idle_pct, group.cpu_idle_threshold,
                            method, channels, effective, link),))
             reasons.append('compression would not beat the %.0f MiB/s link '
                            'with %d idle core(s)' % (link, idle))
         elif software and not cpu_ok:
             reasons.append('%.0f%% CPU idle < %d%%: no software compression'
-                           % (facts.host.cpu_idle_pct,
-                              group.cpu_idle_threshold))
+                           % (idle_pct, group.cpu_idle_threshold))
         elif not software and not incompressible:
             reasons.append('no software compression method both ends run')
 
@@ -356,7 +368,7 @@ class AdaptivePolicy(base.Policy):
         if self._incompressible(facts):
             return ('QAT: pages compress to %.2f: incompressible'
                     % self._measured_ratio(facts))
-        if not facts.qat.available:
+        if not common.qat_available(facts):
             return 'QAT: no free lease (%d endpoint(s) busy or reserved ' \
                    'elsewhere): software path' % facts.qat.endpoints
         if not facts.passthrough_allowed:
@@ -370,7 +382,7 @@ class AdaptivePolicy(base.Policy):
 
     def _throughput(self, facts: base.Facts, plan: base.Plan) -> float:
         """Guest MiB/s of pages the plan moves per second (rough)."""
-        link = facts.link_mbps
+        link = common.link_mbps(facts)
         if plan.method in ('zlib', 'zstd'):
             return min(plan.parallel_connections * SW_COMPRESS_MBPS_PER_CORE,
                        link / self._ratio(facts))

@@ -229,6 +229,29 @@ class NovaSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class InFlight:
+    """What the source's other migrations in flight hold.
+
+    Concurrent migrations share the source's link, cores, memory and QAT;
+    the driver's :class:`~nova_qat_migration.virt.libvirt.budget.HostBudget`
+    fills this in when a plan is made. The defaults are a migration alone.
+
+    :param migrations: other migrations running from this host.
+    :param link_share: the share of the link this migration can count on
+        (TCP shares a link between migrations about equally).
+    :param cores_held: idle cores their compressors were planned on.
+    :param xbzrle_mb_held: MiB their XBZRLE caches may grow to.
+    :param qat_leases_held: QAT leases they hold.
+    """
+
+    migrations: int = 0
+    link_share: float = 1.0
+    cores_held: float = 0.0
+    xbzrle_mb_held: int = 0
+    qat_leases_held: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Facts:
     """Everything a policy may base a plan on, gathered per migration."""
 
@@ -244,6 +267,8 @@ class Facts:
     #: The operator allows QEMU monitor passthrough for methods libvirt does
     #: not know (``[qat_migration] qemu_monitor_passthrough``).
     passthrough_allowed: bool = False
+    #: What the source's other migrations in flight hold.
+    in_flight: InFlight = InFlight()
 
     def can_send(self, method: str) -> bool:
         """Whether the source can send ``method`` by some backend."""

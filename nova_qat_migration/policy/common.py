@@ -9,7 +9,9 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""Pieces the built-in policies share: limits from options and hints."""
+"""Pieces the built-in policies share: limits from options and hints, and
+this migration's share of the source (what migrations in flight leave).
+"""
 
 from __future__ import annotations
 
@@ -59,13 +61,68 @@ def default_level(conf: Any, method: str) -> Optional[int]:
     return getattr(conf.qat_migration, '%s_level' % method, None)
 
 
+# -- this migration's share of the source ----------------------------------
+#
+# NOTE(qat-migration): measured idle CPU and free memory already miss what
+# running migrations use *now*, but not what they were planned to use and
+# have not reached yet (a migration started a second ago). Taking the lower
+# of the measurement and capacity minus the holdings never over-commits;
+# at worst a cache already allocated is counted twice.
+
+
+def link_mbps(facts: base.Facts) -> float:
+    """The MiB/s of the link this migration can count on."""
+    return facts.link_mbps * facts.in_flight.link_share
+
+
+def idle_cores(facts: base.Facts) -> float:
+    """Idle cores not planned for the compressors of migrations in flight."""
+    host = facts.host
+    measured = host.cpus * host.cpu_idle_pct / 100.0
+    return max(0.0, min(measured, host.cpus - facts.in_flight.cores_held))
+
+
+def cpu_idle_pct(facts: base.Facts) -> float:
+    """:func:`idle_cores` as a percentage of the host's cores."""
+    return 100.0 * idle_cores(facts) / max(1, facts.host.cpus)
+
+
+def spare_mb(conf: Any, facts: base.Facts) -> int:
+    """Memory above the headroom not held by caches in flight."""
+    return (facts.host.mem_free_mb - conf.qat_migration.memory_headroom_mb -
+            facts.in_flight.xbzrle_mb_held)
+
+
+def qat_free_leases(facts: base.Facts) -> int:
+    """QAT leases free for this migration."""
+    qat = facts.qat
+    return max(0, min(qat.free_leases,
+                      qat.endpoints - facts.in_flight.qat_leases_held))
+
+
+def qat_available(facts: base.Facts) -> bool:
+    return facts.qat.endpoints > 0 and qat_free_leases(facts) > 0
+
+
+def sharing_reason(facts: base.Facts) -> Optional[str]:
+    """A reason naming what the migrations in flight hold, if any."""
+    held = facts.in_flight
+    if not held.migrations:
+        return None
+    return ('sharing the source with %d migration(s): %.0f%% of the link '
+            '(%.0f MiB/s), %.1f core(s), %d MiB of XBZRLE cache and %d QAT '
+            'lease(s) held by them'
+            % (held.migrations, 100.0 * held.link_share, link_mbps(facts),
+               held.cores_held, held.xbzrle_mb_held, held.qat_leases_held))
+
+
 def xbzrle_cache_mb(conf: Any, facts: base.Facts) -> Optional[int]:
     """XBZRLE cache sized from the working set and spare memory.
 
     None when the host cannot spare the minimum useful cache.
     """
     group = conf.qat_migration
-    spare = facts.host.mem_free_mb - group.memory_headroom_mb
+    spare = spare_mb(conf, facts)
     working_set = (facts.instance.hints.working_set_mb or
                    facts.instance.memory_mb)
     want = int(working_set * group.xbzrle_cache_ratio)
@@ -78,6 +135,6 @@ def xbzrle_cache_mb(conf: Any, facts: base.Facts) -> Optional[int]:
 
 def xbzrle_cache_max_mb(conf: Any, facts: base.Facts) -> int:
     group = conf.qat_migration
-    spare = facts.host.mem_free_mb - group.memory_headroom_mb
+    spare = spare_mb(conf, facts)
     return base.pow2_floor(max(1, min(group.xbzrle_cache_max_mb,
                                  facts.instance.memory_mb, spare)))

@@ -106,8 +106,11 @@ def tier(plan: base.Plan) -> int:
 
 
 def idle_cores(facts: base.Facts) -> float:
-    """Cores the source can spare for copying and compressing."""
-    return max(0.5, facts.host.cpus * facts.host.cpu_idle_pct / 100.0)
+    """Cores the source can spare for copying and compressing.
+
+    What the migrations in flight hold is not spare (see :mod:`.common`).
+    """
+    return max(0.5, common.idle_cores(facts))
 
 
 def _score(plan: base.Plan, pred: model.Prediction) -> tuple:
@@ -134,8 +137,8 @@ def choose(conf: Any, facts: base.Facts, lim: common.Limits,
     idle = idle_cores(facts)
     scored = []
     for plan in candidates:
-        pred = model.predict(plan, load, facts.link_mbps, idle_cores=idle,
-                             cal=cal)
+        pred = model.predict(plan, load, common.link_mbps(facts),
+                             idle_cores=idle, cal=cal)
         scored.append((plan, pred))
     # Nova aborts a migration at its completion timeout: a plan predicted
     # to need longer does not converge for our purposes.
@@ -181,7 +184,7 @@ def _short(plan: base.Plan) -> str:
 
 def predict_dict(conf: Any, facts: base.Facts, plan: base.Plan) -> dict:
     """The model's prediction for ``plan`` as a loggable dict."""
-    pred = model.predict(plan, workload(facts), facts.link_mbps,
+    pred = model.predict(plan, workload(facts), common.link_mbps(facts),
                          idle_cores=idle_cores(facts), cal=calibration(conf))
     return {'converges': pred.converges,
             'total_s': (round(pred.total_s, 2) if pred.converges
