@@ -289,6 +289,55 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 2
 
 
+# -- faults ------------------------------------------------------------------
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    _nova_env()
+    from nova_qat_migration.lab import cloud
+    from nova_qat_migration.lab import faults
+    _logging(args.verbose)
+    _exit_on_signals()
+    names = _csv(args.faults) if args.faults else list(faults.FAULTS)
+    plans = _csv(args.plans) if args.plans else list(faults.MATRIX_PLANS)
+    for name in names:
+        if name not in faults.FAULTS:
+            print('unknown fault %r (known: %s)'
+                  % (name, ', '.join(faults.FAULTS)), file=sys.stderr)
+            return 2
+    for name in plans:
+        if name not in faults.MATRIX_PLANS and name != 'qatzip':
+            print('unknown plan %r (known: %s, qatzip)'
+                  % (name, ', '.join(faults.MATRIX_PLANS)), file=sys.stderr)
+            return 2
+    jsonl = os.path.join(args.out, 'results.jsonl')
+    if not args.report_only:
+        why = _check_ready()
+        if why:
+            print(why, file=sys.stderr)
+            return 1
+        from nova_qat_migration.lab import hosts
+        prefix = args.prefix or hosts.free_prefix('nqf')
+        runs = []
+        if not args.nova_only:
+            runs.append((cloud.DRIVER, plans))
+        if args.nova or args.nova_only:
+            runs.append((faults.DRIVER_NOVA, ['nova_default']))
+        started = time.time()
+        for i, (driver, driver_plans) in enumerate(runs):
+            print('faults: %s x %s with %s -> %s' % (
+                ','.join(names), ','.join(driver_plans), driver, jsonl))
+            faults.run_matrix(names, driver_plans, args.out, driver=driver,
+                              prefix=prefix, timeout_s=args.timeout,
+                              append=args.append or i > 0,
+                              qat_options=_lab_options())
+        print('faults: done in %.1f min' % ((time.time() - started) / 60))
+    rows = faults.load(jsonl)
+    path = faults.write_summary(rows, args.out)
+    print('wrote %s' % path)
+    bad = [r for r in rows if not r.get('skipped') and not r.get('passed')]
+    return 1 if bad else 0
+
+
 def add_parsers(subparsers: Any) -> None:
     """Register ``bench``, ``demo`` and ``lab`` on the main command."""
     p = subparsers.add_parser(
@@ -343,6 +392,30 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--timeout', type=float, default=runner_timeout())
     p.add_argument('--out', help='accuracy: markdown table file')
     p.set_defaults(func=cmd_model)
+
+    p = subparsers.add_parser(
+        'faults', help='inject faults into real migrations (fault x plan) '
+                       'and check that nothing is lost')
+    p.add_argument('--faults', help='comma-separated (default: all)')
+    p.add_argument('--plans', help='comma-separated (default: all of the '
+                                   'matrix; qatzip for the QAT fault)')
+    p.add_argument('--nova', action='store_true',
+                   help="also run every fault with plain Nova "
+                        "(compute_driver = libvirt.LibvirtDriver)")
+    p.add_argument('--nova-only', action='store_true',
+                   help='only the plain Nova runs')
+    p.add_argument('--timeout', type=float, default=60.0,
+                   help='completion timeout per migration (s)')
+    p.add_argument('--out', default=os.path.join('benchmarks', 'faults'))
+    p.add_argument('--append', action='store_true',
+                   help='append to an existing results.jsonl (the summary '
+                        'keeps the last row of each cell)')
+    p.add_argument('--report-only', action='store_true',
+                   help='rebuild summary.md from results.jsonl')
+    p.add_argument('--prefix', default=None,
+                   help='lab name (default: the first free of nqf, nqf1...)')
+    p.add_argument('-v', '--verbose', action='store_true')
+    p.set_defaults(func=cmd_faults)
 
     p = subparsers.add_parser('lab', help='lab housekeeping')
     p.add_argument('action', choices=('down', 'build', 'check'),
