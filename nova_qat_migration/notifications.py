@@ -179,6 +179,7 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
         'iterations': fields.IntegerField(nullable=True),
         'facts': fields.DictOfNullableStringsField(),
         'prediction': fields.DictOfNullableStringsField(nullable=True),
+        'requested_plan': fields.DictOfNullableStringsField(nullable=True),
         'compression': fields.ObjectField('QATMigrationCompressionPayload'),
         'monitor': fields.ObjectField('QATMigrationMonitorPayload'),
     }
@@ -214,6 +215,9 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
         prediction = record.get('prediction')
         self.prediction = (_strings(prediction) if prediction is not None
                            else None)
+        requested_plan = record.get('requested_plan')
+        self.requested_plan = (_strings(requested_plan)
+                               if requested_plan is not None else None)
         self.compression = QATMigrationCompressionPayload(
             record.get('compression'))
         self.monitor = QATMigrationMonitorPayload(record.get('monitor'))
@@ -239,7 +243,7 @@ RECORD_KEYS = frozenset({
     'backend', 'reasons', 'flags', 'params', 'notes', 'actions', 'total_s',
     'downtime_ms', 'memory_total_bytes', 'bytes', 'wire_ratio', 'wire_mbps',
     'dirty_rate_mbps_before', 'compression', 'monitor', 'host',
-    'iterations', 'facts', 'prediction'})
+    'iterations', 'facts', 'prediction', 'requested_plan'})
 
 
 def _strings(mapping: Any) -> dict:

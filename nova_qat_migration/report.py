@@ -91,6 +91,9 @@ def build(*, instance_uuid: str, instance_name: str = '',
         'plan': plan.describe() if plan else None,
         'method': plan.method if plan else None,
         'requested': requested.describe() if requested else None,
+        # in full, so a record can be replayed (e.g. by the model's
+        # accuracy check)
+        'requested_plan': requested.to_dict() if requested else None,
         'reasons': list(getattr(call, 'reasons', ()) or
                         (plan.reasons if plan else ())),
         'flags': list(sent_flags if sent_flags is not None else

@@ -96,7 +96,7 @@ class RunResult:
     facts: dict = dataclasses.field(default_factory=dict)
     #: the convergence model's prediction for the plan that ran
     prediction: dict = dataclasses.field(default_factory=dict)
-    requested_plan: str = ''
+    requested_plan: dict = dataclasses.field(default_factory=dict)
     effective_plan: str = ''
     reasons: list = dataclasses.field(default_factory=list)
     notes: list = dataclasses.field(default_factory=list)
@@ -362,7 +362,7 @@ class GuestSession:
                         else None)
             result.facts = dict(record.get('facts') or {})
             result.prediction = dict(record.get('prediction') or {})
-            result.requested_plan = record.get('requested') or ''
+            result.requested_plan = dict(record.get('requested_plan') or {})
             result.effective_plan = record.get('plan') or ''
             result.reasons = list(record.get('reasons') or ())
             result.notes = list(record.get('notes') or ())

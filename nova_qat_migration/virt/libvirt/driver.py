@@ -990,7 +990,9 @@ class QATMigrationMixin:
                 sent_flags=(c.flag_names(session.sent_flags)
                             if session.sent_flags is not None else None),
                 actions=session.actions, notes=session.notes,
-                facts=session.facts,
+                # Nova's own plan measures nothing: no facts to report.
+                facts=(None if session.policy.name == NOVA_DEFAULT
+                       else session.facts),
                 host=self._qat_host_name or CONF.host,
                 prediction=_prediction(session))
             report.emit(record, self._qat_history)
