@@ -90,6 +90,9 @@ _REFUSAL_DEFAULTS = {'VIR_ERR_ARGUMENT_UNSUPPORTED': 74,
                      'VIR_ERR_OPERATION_UNSUPPORTED': 84}
 
 _JOB_UNBOUNDED = 2
+#: A job that has sent nothing for this long runs over a dead link (or to
+#: a hung peer): it is never switched to post-copy.
+DEAD_LINK_S = 5.0
 #: How long the report waits for libvirt's job-completed event.
 JOB_EVENT_WAIT_S = 2.0
 
@@ -211,6 +214,9 @@ class _PlannedDomain:
         self._qat_session = session
         self._qat_guest = guest
         self._qat_observe = observe
+        #: bytes the job had sent, and when that count last grew
+        self._qat_sent: Optional[float] = None
+        self._qat_sent_at: Optional[float] = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._qat_domain, name)
@@ -274,6 +280,9 @@ class _PlannedDomain:
                                      '%s' % exc)
                 return None
             if call.plan.nova_baseline or not _is_refusal(exc):
+                # The report says what ended it (a peer that died, a link
+                # that dropped), beside Nova's outcome.
+                session.notes.append('migration failed: %s' % exc)
                 raise
             LOG.warning('libvirt refused the planned migration (%(plan)s, '
                         'flags %(flags)s, params %(params)s): %(exc)s; '
@@ -434,6 +443,7 @@ class _PlannedDomain:
         stats = self._qat_domain.jobStats(*args, **kwargs)
         if self._qat_observe:
             try:
+                self._qat_note_sent(stats)
                 self._qat_escalate(stats)
             except Exception:  # noqa: BLE001 - never break Nova's monitor
                 LOG.exception('Migration escalation failed; Nova\'s monitor '
@@ -475,10 +485,38 @@ class _PlannedDomain:
         for action in actions:
             self._qat_apply(action)
 
+    def _qat_note_sent(self, stats: dict) -> None:
+        """Remember when the job last sent anything."""
+        if not stats or stats.get('type') != _JOB_UNBOUNDED:
+            return
+        sent = stats.get('memory_processed', stats.get('data_processed'))
+        if sent is None:
+            return
+        if sent != self._qat_sent:
+            self._qat_sent = sent
+            self._qat_sent_at = time.monotonic()
+
+    def _qat_idle_s(self) -> float:
+        """Seconds since the job last sent a byte (0 when unknown)."""
+        if self._qat_sent_at is None:
+            return 0.0
+        return time.monotonic() - self._qat_sent_at
+
     def _qat_apply(self, action: base.Action) -> None:
         session = self._qat_session
         instance = session.instance
         lv = _libvirt()
+        idle = self._qat_idle_s()
+        if action.kind == monitor.ACTION_POST_COPY and idle >= DEAD_LINK_S:
+            # NOTE(qat-migration): nothing reaches the destination (link
+            # cut, peer hung). Post-copy would stop the guest here and
+            # start it there without its memory: frozen until the link
+            # returns, lost if it does not. Aborting keeps it running here
+            # with all of its memory.
+            action = base.Action(
+                monitor.ACTION_ABORT,
+                reason='%s; nothing sent for %.0f s: abort instead of '
+                       'post-copy' % (action.reason, idle))
         LOG.info('Migration escalation: %(kind)s %(value)s (%(reason)s)',
                  {'kind': action.kind, 'value': action.value or '',
                   'reason': action.reason}, instance=instance)

@@ -380,6 +380,62 @@ class PlannedDomainTest(DriverTestBase):
         self.assertEqual({'type': 2, 'memory_remaining': 1},
                          proxy.jobStats())
 
+    def test_failure_is_noted_for_the_report(self):
+        self.domain.migrateToURI3.side_effect = _refusal(
+            'VIR_ERR_OPERATION_FAILED')
+        session = self._zstd()
+        self.assertRaises(
+            fakelibvirt.libvirtError,
+            qat_driver._PlannedDomain(self.domain, session).migrateToURI3,
+            'uri', self.nova_params, NOVA_FLAGS)
+        self.assertEqual('migration failed: unsupported', session.notes[-1])
+
+    def test_no_post_copy_over_a_dead_link(self):
+        # A progress timeout asks for post-copy; nothing has been sent for
+        # longer than DEAD_LINK_S (the link is cut): abort instead, the
+        # guest keeps running here.
+        session = _session(base.Plan(policy='static', post_copy=True,
+                                     post_copy_after_stalled=2))
+        proxy = qat_driver._PlannedDomain(self.domain, session,
+                                          observe=True)
+        stats = {'type': 2, 'memory_processed': 100,
+                 'memory_remaining': 50}
+        self.domain.jobStats.return_value = stats
+        clock = self.useFixture(fixtures.MockPatchObject(
+            qat_driver, 'time')).mock.monotonic
+        clock.return_value = 1000.0
+        proxy.jobStats()
+        clock.return_value = 1000.0 + qat_driver.DEAD_LINK_S + 1
+        proxy.jobStats()
+        with mock.patch('nova.virt.libvirt.migration.'
+                        'trigger_postcopy_switch') as switch:
+            proxy._qat_apply(base.Action('post_copy', reason='timeout'))
+        switch.assert_not_called()
+        self.domain.migrateStartPostCopy.assert_not_called()
+        self.domain.abortJob.assert_called_once_with()
+        self.assertTrue(session.aborted_by_us)
+        self.assertEqual('abort', session.actions[-1].kind)
+        self.assertIn('nothing sent', session.actions[-1].reason)
+
+    def test_post_copy_while_data_moves(self):
+        session = _session(base.Plan(policy='static', post_copy=True,
+                                     post_copy_after_stalled=2))
+        proxy = qat_driver._PlannedDomain(self.domain, session,
+                                          observe=True)
+        clock = self.useFixture(fixtures.MockPatchObject(
+            qat_driver, 'time')).mock.monotonic
+        clock.return_value = 1000.0
+        for i in range(10):
+            clock.return_value = 1000.0 + i
+            self.domain.jobStats.return_value = {
+                'type': 2, 'memory_processed': 100 * (i + 1),
+                'memory_remaining': 50}
+            proxy.jobStats()
+        proxy._qat_apply(base.Action('post_copy', reason='stalled'))
+        self.domain.migrateStartPostCopy.assert_called_once_with()
+        self.domain.abortJob.assert_not_called()
+        self.assertEqual('post_copy', session.actions[-1].kind)
+
     def test_other_calls_pass_through(self):
         proxy = qat_driver._PlannedDomain(self.domain, self._zstd())
         proxy.abortJob()
