@@ -65,6 +65,8 @@ TIMEOUT_S = 60.0
 #: A run that has not ended this long after the request is given up (the
 #: checks then say what was left): e.g. a post-copy that cannot finish.
 GIVE_UP_S = 240.0
+#: How long the checks wait for the other end to be cleaned up.
+SETTLE_S = 30.0
 #: Pre-copy is "under way" once this much was sent (the destination QEMU
 #: exists and receives).
 PRECOPY_BYTES = 24 * 1024 * 1024
@@ -613,9 +615,18 @@ def check(ctx: FaultContext, res: Optional[runner.RunResult]) -> list:
     * ``post_copy_permitted``: post-copy only where the operator allowed it.
     """
     checks: list = []
-    where = _where(ctx)
-    running = [h for h, info in where.items() if info.get('running')]
-    defined = [h for h, info in where.items() if info.get('defined')]
+    # libvirt and Nova clean the other end up asynchronously (a cancelled
+    # incoming domain, Nova's rollback at the destination): give them a
+    # moment before calling a leftover a leftover.
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        where = _where(ctx)
+        running = [h for h, info in where.items() if info.get('running')]
+        defined = [h for h, info in where.items() if info.get('defined')]
+        if (len(running) == 1 and len(defined) <= 1) or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(1)
     checks.append(Check(
         'one_host', len(running) == 1 and len(defined) <= 1,
         json.dumps(where, sort_keys=True)))
