@@ -177,6 +177,7 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
         'wire_mbps': fields.FloatField(nullable=True),
         'dirty_rate_mbps_before': fields.FloatField(nullable=True),
         'iterations': fields.IntegerField(nullable=True),
+        'job_s': fields.FloatField(nullable=True),
         'facts': fields.DictOfNullableStringsField(),
         'prediction': fields.DictOfNullableStringsField(nullable=True),
         'requested_plan': fields.DictOfNullableStringsField(nullable=True),
@@ -211,6 +212,7 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
         self.dirty_rate_mbps_before = _float(
             record.get('dirty_rate_mbps_before'))
         self.iterations = _int(record.get('iterations'))
+        self.job_s = _float(record.get('job_s'))
         self.facts = _strings(record.get('facts'))
         prediction = record.get('prediction')
         self.prediction = (_strings(prediction) if prediction is not None
@@ -243,7 +245,7 @@ RECORD_KEYS = frozenset({
     'backend', 'reasons', 'flags', 'params', 'notes', 'actions', 'total_s',
     'downtime_ms', 'memory_total_bytes', 'bytes', 'wire_ratio', 'wire_mbps',
     'dirty_rate_mbps_before', 'compression', 'monitor', 'host',
-    'iterations', 'facts', 'prediction', 'requested_plan'})
+    'iterations', 'facts', 'prediction', 'requested_plan', 'job_s'})
 
 
 def _strings(mapping: Any) -> dict:

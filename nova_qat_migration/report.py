@@ -105,6 +105,10 @@ def build(*, instance_uuid: str, instance_name: str = '',
         'backend': getattr(call, 'backend', None),
         'outcome': outcome,
         'total_s': round(total_s, 3),
+        # libvirt's own duration of the job (the migration proper, without
+        # planning and Nova's bookkeeping around it)
+        'job_s': (round(elapsed_ms / 1000.0, 3)
+                  if completed_stats and elapsed_ms else None),
         # Only a completed job has a downtime; a running one's is QEMU's
         # expectation.
         'downtime_ms': (_num(completed_stats, 'downtime')

@@ -82,6 +82,8 @@ class RunResult:
     total_s: Optional[float] = None
     #: request to terminal migration record, as the client sees it
     api_s: Optional[float] = None
+    #: libvirt's duration of the migration job itself
+    job_s: Optional[float] = None
     downtime_ms: Optional[int] = None
     wire_bytes: Optional[int] = None
     memory_total_bytes: Optional[int] = None
@@ -351,6 +353,7 @@ class GuestSession:
         if record is not None:
             result.report = record
             result.total_s = record.get('total_s')
+            result.job_s = record.get('job_s')
             downtime = record.get('downtime_ms')
             result.downtime_ms = int(downtime) if downtime is not None \
                 else None
