@@ -1,0 +1,518 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``nova-qat-migration drain HOST``: empty a compute host for maintenance.
+
+Everything goes through Nova's API with openstacksdk (credentials from the
+``OS_*`` environment or ``clouds.yaml``, as ``openstack.connect()`` reads
+them); nothing touches a database or libvirt. Each migration is a normal
+Nova live migration, planned on the source by the configured policy.
+
+The order (:func:`schedule`) follows what the flavors and, when the
+source's ``[qat_migration] state_path/history.json`` is readable here, the
+instances' last migrations say:
+
+1. **quiet** guests (dirtying less than a tenth of the link, or never seen
+   busy), smallest first, in groups of up to ``--concurrency`` -- as long as
+   the model predicts every member converges with its share of the link;
+2. **busy** guests one at a time, with the link to themselves, shortest
+   predicted first;
+3. **hard** guests last, one at a time: those whose last migration did not
+   converge or that the model predicts will need throttling or post-copy.
+
+A group starts when the previous one has left the host. The first failed
+migration stops new ones from starting; migrations in flight are never
+aborted (Nova finishes or rolls them back, the guest runs on either way).
+Servers Nova refuses to move (API 400/403/409, or the conductor/scheduler
+refusing, e.g. no valid host) are listed with Nova's reason. Running the
+command again picks up what is left, waiting first for migrations a
+previous run started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from typing import Any, Callable, Optional, TextIO
+
+from nova_qat_migration.conf import CONF
+from nova_qat_migration.policy import adaptive
+from nova_qat_migration.policy import base
+from nova_qat_migration.policy import hints as hints_mod
+from nova_qat_migration.policy import model
+from nova_qat_migration.policy import predictive
+
+QUIET, BUSY, HARD = 'quiet', 'busy', 'hard'
+#: States Nova live-migrates from.
+MIGRATABLE = ('ACTIVE', 'PAUSED')
+#: Conductor events: a failure there happened before the guest was touched
+#: (scheduling, pre-checks) -- Nova refused to move the server.
+REFUSING_EVENTS = ('conductor_live_migrate_instance',
+                   'conductor_migrate_server')
+MOVED, REFUSED, FAILED = 'moved', 'refused', 'failed'
+
+
+@dataclasses.dataclass
+class Guest:
+    """A server on the host, as far as the drain needs to know it."""
+
+    id: str
+    name: str
+    memory_mb: int
+    vcpus: int
+    status: str = 'ACTIVE'
+    task_state: Optional[str] = None
+    history: base.History = base.History()
+    hints: base.Hints = base.Hints()
+    kind: str = QUIET
+    alone_s: Optional[float] = None     # predicted, with the whole link
+    why: str = ''
+
+
+@dataclasses.dataclass
+class Group:
+    members: list
+    predicted_s: Optional[float]        # None: unknown (needs escalation)
+
+
+# -- the order -------------------------------------------------------------
+
+def _predict(guest: Guest, link_mbps: float, share: float,
+             conf: Any) -> model.Prediction:
+    """Plain pre-copy for ``guest`` with ``share`` of the link.
+
+    NOTE(qat-migration): the source's policy may do better (compression,
+    XBZRLE); the drain orders by what the guest does, so it predicts the
+    plan every host can run.
+    """
+    facts = base.Facts(
+        instance=base.InstanceFacts(uuid=guest.id, memory_mb=guest.memory_mb,
+                                    vcpus=guest.vcpus, hints=guest.hints,
+                                    paused=guest.status == 'PAUSED'),
+        history=guest.history, link_mbps=link_mbps)
+    plan = base.Plan(policy='drain', max_downtime_ms=(
+        guest.hints.max_downtime_ms or conf.qat_migration.downtime_ms))
+    return model.predict(plan, predictive.workload(facts),
+                         link_mbps * share, idle_cores=1.0,
+                         cal=predictive.calibration(conf))
+
+
+def classify(guest: Guest, link_mbps: float, conf: Any) -> Guest:
+    """Set ``guest.kind``, ``alone_s`` and ``why`` from its evidence."""
+    hist = guest.history
+    dirty = 0.0 if guest.status == 'PAUSED' else hist.dirty_rate_mbps
+    alone = _predict(guest, link_mbps, 1.0, conf)
+    guest.alone_s = alone.total_s if alone.converges else None
+    if hist.converged is False:
+        guest.kind, guest.why = HARD, 'did not converge last time'
+    elif not alone.converges:
+        guest.kind = HARD
+        guest.why = 'needs throttling or post-copy (%s)' % alone.describe()
+    elif dirty is not None and dirty > adaptive.QUIET_SHARE * link_mbps:
+        guest.kind = BUSY
+        guest.why = 'busy: dirtied %.0f MiB/s last time' % dirty
+    else:
+        guest.kind = QUIET
+        guest.why = ('quiet: dirtied %.0f MiB/s last time' % dirty
+                     if dirty is not None else 'quiet: no history')
+    return guest
+
+
+def schedule(guests: list, concurrency: int, link_mbps: float,
+             conf: Any = CONF) -> list:
+    """The groups to migrate, in order (see the module's docstring)."""
+    for guest in guests:
+        classify(guest, link_mbps, conf)
+    quiet = sorted((g for g in guests if g.kind == QUIET),
+                   key=lambda g: (g.memory_mb, g.name))
+    groups: list = []
+    current: list = []
+    for guest in quiet:
+        trial = current + [guest]
+        preds = [_predict(g, link_mbps, 1.0 / len(trial), conf)
+                 for g in trial]
+        if len(trial) <= concurrency and all(p.converges for p in preds):
+            current = trial
+            continue
+        if current:
+            groups.append(current)
+        current = [guest]
+    if current:
+        groups.append(current)
+    busy = sorted((g for g in guests if g.kind == BUSY),
+                  key=lambda g: (g.alone_s, g.name))
+    hard = sorted((g for g in guests if g.kind == HARD),
+                  key=lambda g: (g.alone_s is None, g.alone_s or 0.0,
+                                 g.memory_mb, g.name))
+    groups += [[g] for g in busy] + [[g] for g in hard]
+    # NOTE(qat-migration): members of a group share the link, so together
+    # they take about as long as one after the other would (the link moves
+    # the same bytes); the grouping only saves the gaps between them.
+    return [Group(members, sum(g.alone_s for g in members)
+                  if all(g.alone_s is not None for g in members) else None)
+            for members in groups]
+
+
+# -- Nova's view -----------------------------------------------------------
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """An attribute of an SDK resource, or a key of a plain dict."""
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _flavor(conn: Any, server: Any) -> tuple[int, int, dict]:
+    """(RAM MiB, vCPUs, extra specs) of ``server``'s flavor."""
+    flavor = _get(server, 'flavor') or {}
+    ram = _get(flavor, 'ram')
+    if ram is None and _get(flavor, 'id'):
+        # Before microversion 2.47 the server names its flavor only.
+        flavor = conn.compute.get_flavor(_get(flavor, 'id'))
+        ram = _get(flavor, 'ram')
+    return (int(ram or 0), int(_get(flavor, 'vcpus') or 1),
+            dict(_get(flavor, 'extra_specs') or {}))
+
+
+def _history_store(conf: Any) -> Any:
+    """This host's migration history, when it can be read here."""
+    from nova_qat_migration import history
+    try:
+        return history.HistoryStore.from_conf(conf)
+    except Exception:  # noqa: BLE001 - not a compute host: no history
+        return None
+
+
+def _hints(extra_specs: dict) -> base.Hints:
+    try:
+        return hints_mod.from_instance(extra_specs=extra_specs)
+    except hints_mod.InvalidHint:
+        return base.Hints()
+
+
+def _reason(exc: Exception) -> str:
+    """Nova's message in an openstacksdk HTTP exception."""
+    details = getattr(exc, 'details', None)
+    code = getattr(exc, 'status_code', None)
+    text = str(details or exc).strip()
+    return '%s (HTTP %s)' % (text, code) if code else text
+
+
+def default_concurrency(conf: Any = CONF) -> int:
+    """``[DEFAULT] max_concurrent_live_migrations`` if readable, else 1."""
+    try:
+        import nova.conf  # noqa: F401 - registers Nova's options
+        value = int(conf.max_concurrent_live_migrations)
+    except Exception:  # noqa: BLE001
+        return 1
+    return value if value > 0 else 0    # 0: Nova's "unlimited"
+
+
+# -- the drain -------------------------------------------------------------
+
+class Drainer:
+    """Empty ``host`` through ``conn`` (an ``openstack.connection``)."""
+
+    def __init__(self, conn: Any, host: str, concurrency: int = 1,
+                 target: Optional[str] = None, conf: Any = CONF,
+                 out: Optional[TextIO] = None, poll_s: float = 2.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.conn = conn
+        self.host = host
+        self.concurrency = concurrency
+        self.target = target
+        self.conf = conf
+        self.out = out or sys.stdout
+        self.poll_s = poll_s
+        self.sleep = sleep
+        self.clock = clock
+        self.link_mbps = conf.qat_migration.link_gbps * 1e9 / 8 / base.MIB
+        #: server id -> (name, Nova's reason) of servers it cannot move
+        self.refused: dict = {}
+        self.failed: dict = {}
+        self.moved: list = []
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # -- reading ---------------------------------------------------------
+
+    def guests(self) -> list:
+        """The servers on the host, with their flavor and history."""
+        store = _history_store(self.conf)
+        found = []
+        for server in self.conn.compute.servers(
+                details=True, all_projects=True, compute_host=self.host):
+            if _get(server, 'compute_host') not in (None, self.host):
+                continue
+            ram, vcpus, specs = _flavor(self.conn, server)
+            history = base.History()
+            if store is not None:
+                try:
+                    history = store.get(server.id)
+                except Exception:  # noqa: BLE001 - history is a hint
+                    pass
+            found.append(Guest(
+                id=server.id, name=_get(server, 'name') or server.id,
+                memory_mb=ram, vcpus=vcpus,
+                status=_get(server, 'status') or '',
+                task_state=_get(server, 'task_state'),
+                history=history, hints=_hints(specs)))
+        return found
+
+    # -- the plan --------------------------------------------------------
+
+    def plan(self, guests: list) -> tuple[list, list, list]:
+        """(groups, servers already migrating, servers it cannot move)."""
+        resume = [g for g in guests if g.task_state == 'migrating']
+        stuck = [g for g in guests if g.task_state not in (None,
+                                                            'migrating')
+                 or (g.task_state is None and g.status not in MIGRATABLE)]
+        for g in stuck:
+            g.why = ('status %s, task %s: Nova live-migrates ACTIVE or '
+                     'PAUSED servers with no task' % (g.status, g.task_state))
+        movable = [g for g in guests if g not in resume and g not in stuck]
+        concurrency = self.concurrency or max(1, len(movable))
+        return (schedule(movable, concurrency, self.link_mbps, self.conf),
+                resume, stuck)
+
+    def print_plan(self, groups: list, resume: list, stuck: list) -> None:
+        total = 0.0
+        unknown = False
+        self.say('drain %s: %d server(s), concurrency %s, destination %s, '
+                 'link %.0f MiB/s'
+                 % (self.host, sum(len(g.members) for g in groups) +
+                    len(resume) + len(stuck), self.concurrency or 'unlimited',
+                    self.target or 'chosen by the scheduler', self.link_mbps))
+        if resume:
+            self.say('already migrating (waited for first): %s'
+                     % ', '.join(g.name for g in resume))
+        for i, group in enumerate(groups, 1):
+            if group.predicted_s is None:
+                unknown = True
+                when = 'time unknown'
+            else:
+                total += group.predicted_s
+                when = 'about %.0f s' % group.predicted_s
+            self.say('group %d (%s, %s):' % (i, group.members[0].kind, when))
+            for g in group.members:
+                self.say('  %s %s  %d MiB, %d vCPU  %s'
+                         % (g.name, g.id, g.memory_mb, g.vcpus, g.why))
+        for g in stuck:
+            self.say('cannot move %s %s: %s' % (g.name, g.id, g.why))
+        self.say('predicted time to empty: %s%.0f s (plain pre-copy model; '
+                 'the source\'s policy plans each migration)'
+                 % ('more than ' if unknown else '', total))
+
+    # -- running ---------------------------------------------------------
+
+    def disable(self, reason: str) -> None:
+        services = [s for s in self.conn.compute.services(
+            binary='nova-compute', host=self.host)
+            if _get(s, 'host') in (None, self.host)]
+        if not services:
+            raise LookupError('no nova-compute service on host %s'
+                              % self.host)
+        for service in services:
+            self.conn.compute.disable_service(
+                service, host=self.host, binary='nova-compute',
+                disabled_reason=reason)
+        self.say('disabled nova-compute on %s: %s' % (self.host, reason))
+
+    def start(self, guest: Guest) -> bool:
+        """Ask Nova to live-migrate ``guest``; False if Nova refuses."""
+        from openstack import exceptions as sdk_exc
+        try:
+            self.conn.compute.live_migrate_server(
+                guest.id, host=self.target, block_migration='auto')
+        except sdk_exc.HttpException as exc:
+            self.refused[guest.id] = (guest.name, _reason(exc))
+            self.say('  %s: Nova refused: %s' % (guest.name, _reason(exc)))
+            return False
+        self.say('  %s: started' % guest.name)
+        return True
+
+    def _why_not_moved(self, guest: Guest) -> tuple[str, str]:
+        """(REFUSED or FAILED, Nova's reason) for a server left here."""
+        try:
+            actions = [a for a in self.conn.compute.server_actions(guest.id)
+                       if _get(a, 'action') == 'live-migration']
+            if actions:
+                latest = max(actions,
+                             key=lambda a: _get(a, 'start_time') or '')
+                action = self.conn.compute.get_server_action(
+                    _get(latest, 'request_id'), guest.id)
+                for event in _get(action, 'events') or []:
+                    if _get(event, 'result') != 'Error':
+                        continue
+                    text = (_get(event, 'details') or
+                            (_get(event, 'traceback') or '').strip()
+                            .splitlines()[-1:] or ['error'])
+                    text = text if isinstance(text, str) else text[0]
+                    kind = (REFUSED if _get(event, 'event') in
+                            REFUSING_EVENTS else FAILED)
+                    return kind, '%s: %s' % (_get(event, 'event'), text)
+        except Exception as exc:  # noqa: BLE001 - the reason is a bonus
+            return FAILED, 'migration did not complete (%s)' % exc
+        return FAILED, 'migration did not complete'
+
+    def _state(self, guest: Guest) -> Optional[str]:
+        """None while migrating, else MOVED, REFUSED or FAILED."""
+        server = self.conn.compute.get_server(guest.id)
+        task = _get(server, 'task_state')
+        status = _get(server, 'status')
+        if task == 'migrating' or status == 'MIGRATING':
+            self._progress(guest)
+            return None
+        if _get(server, 'compute_host') != self.host and \
+                status in MIGRATABLE:
+            return MOVED
+        if task is not None:
+            return None     # e.g. rolled back, still settling
+        kind, why = self._why_not_moved(guest)
+        if status == 'ERROR':
+            kind = FAILED
+            why += ' (server in ERROR: %s)' % (
+                _get(_get(server, 'fault') or {}, 'message') or '-')
+        (self.refused if kind == REFUSED else self.failed)[guest.id] = (
+            guest.name, why)
+        return kind
+
+    def _progress(self, guest: Guest) -> None:
+        try:
+            migrations = [m for m in self.conn.compute.server_migrations(
+                guest.id) if _get(m, 'memory_total_bytes')]
+        except Exception:  # noqa: BLE001 - progress is informational
+            return
+        for m in migrations:
+            total = _get(m, 'memory_total_bytes') or 0
+            left = _get(m, 'memory_remaining_bytes') or 0
+            pct = 100.0 * (1.0 - left / total) if total else 0.0
+            self.say('  %s: %s, %.0f%% of memory sent, %.0f MiB left'
+                     % (guest.name, _get(m, 'status'), pct,
+                        left / base.MIB))
+
+    def wait(self, running: list, started: float, total: int) -> bool:
+        """Until ``running`` have all ended; False if one failed."""
+        ok = True
+        pending = list(running)
+        while pending:
+            self.sleep(self.poll_s)
+            for guest in list(pending):
+                state = self._state(guest)
+                if state is None:
+                    continue
+                pending.remove(guest)
+                if state == MOVED:
+                    self.moved.append(guest)
+                    self.say('  %s: moved' % guest.name)
+                elif state == REFUSED:
+                    self.say('  %s: Nova refused: %s'
+                             % (guest.name, self.refused[guest.id][1]))
+                else:
+                    ok = False
+                    self.say('  %s: FAILED: %s'
+                             % (guest.name, self.failed[guest.id][1]))
+                self.say('%s: %d/%d moved, %d running, %.0f s'
+                         % (self.host, len(self.moved), total,
+                            len(pending), self.clock() - started))
+        return ok
+
+    def run(self, groups: list, resume: list, stuck: list) -> int:
+        """Migrate ``groups`` in order; 0 when the host is empty."""
+        started = self.clock()
+        total = sum(len(g.members) for g in groups) + len(resume)
+        for g in stuck:
+            self.refused[g.id] = (g.name, g.why)
+        ok = True
+        if resume:
+            self.say('waiting for %d migration(s) already running'
+                     % len(resume))
+            ok = self.wait(resume, started, total)
+        for i, group in enumerate(groups, 1):
+            if not ok:
+                break
+            self.say('group %d/%d (%s): %s'
+                     % (i, len(groups), group.members[0].kind,
+                        ', '.join(g.name for g in group.members)))
+            running = [g for g in group.members if self.start(g)]
+            ok = self.wait(running, started, total)
+        left = total - len(self.moved)
+        self.say('%s: %d moved, %d left, %.0f s'
+                 % (self.host, len(self.moved), left,
+                    self.clock() - started))
+        if not ok:
+            self.say('stopped after the first failure: no new migration '
+                     'was started; run the command again to finish')
+        for name, why in self.failed.values():
+            self.say('failed %s: %s' % (name, why))
+        for name, why in self.refused.values():
+            self.say('cannot move %s: %s' % (name, why))
+        return 0 if ok and not self.refused and not self.failed else 1
+
+
+def connect() -> Any:
+    """An openstacksdk connection from ``OS_*`` / ``clouds.yaml``."""
+    import openstack
+    return openstack.connect()
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    from nova_qat_migration.cmd import cli
+    concurrency = (args.concurrency if args.concurrency is not None
+                   else default_concurrency())
+    conn = connect()
+    drainer = Drainer(conn, args.host, concurrency=concurrency,
+                      target=args.target)
+    guests = drainer.guests()
+    groups, resume, stuck = drainer.plan(guests)
+    drainer.print_plan(groups, resume, stuck)
+    if args.dry_run:
+        return 0
+    if args.disable_reason:
+        try:
+            drainer.disable(args.disable_reason)
+        except LookupError as exc:
+            raise cli.UsageError(str(exc))
+    return drainer.run(groups, resume, stuck)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0 or value > 1000:
+        raise argparse.ArgumentTypeError('%s is not between 0 and 1000'
+                                         % text)
+    return value
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``drain`` on the main CLI."""
+    p = subparsers.add_parser(
+        'drain', help='live-migrate every server off a compute host, in '
+        'the order that empties it fastest',
+        description=__doc__.split('\n\n', 1)[1].split('\n\n')[0])
+    p.add_argument('host', metavar='HOST', help='compute host to empty')
+    p.add_argument('--disable-reason', metavar='TEXT',
+                   help='disable the host\'s nova-compute service with this '
+                        'reason first (so nothing new lands on it)')
+    p.add_argument('--target', metavar='HOST',
+                   help='destination host (default: the scheduler picks)')
+    p.add_argument('--concurrency', type=_count, metavar='N',
+                   help='migrations at once (default: [DEFAULT] '
+                        'max_concurrent_live_migrations if readable, '
+                        'else 1; 0: no limit)')
+    p.add_argument('--dry-run', action='store_true',
+                   help='print the order, the groups and the predicted '
+                        'times; migrate nothing')
+    p.set_defaults(func=cmd_drain)
