@@ -38,7 +38,13 @@ class StaticPolicy(base.Policy):
         channels = lim.forced_channels or group.static_parallel_connections
         xbzrle = None
         if method == 'xbzrle':
+            # A cache larger than the guest's RAM buys nothing (start-up
+            # already bounds it by the host's spare memory).
             xbzrle = group.static_xbzrle_cache_mb
+            if 0 < facts.instance.memory_mb < xbzrle:
+                xbzrle = facts.instance.memory_mb
+                reasons.append('XBZRLE cache bounded by the guest\'s RAM: '
+                               '%d MiB' % xbzrle)
         throttle = group.static_auto_converge and lim.throttle
         return base.Plan(
             policy=self.name,

@@ -48,6 +48,12 @@ class TestStatic(base.TestCase):
                    max_parallel_connections=6)
         self.assertEqual(6, self.plan().parallel_connections)
 
+    def test_xbzrle_cache_bounded_by_guest_ram(self):
+        self.flags(static_method='xbzrle', static_xbzrle_cache_mb=512)
+        plan = self.plan(instance={'memory_mb': 256})
+        self.assertEqual(256, plan.xbzrle_cache_mb)
+        self.assertReason("guest's RAM", plan.reasons)
+
     def test_xbzrle_cache_from_option(self):
         self.flags(static_method='xbzrle', static_xbzrle_cache_mb=512)
         plan = self.plan()
