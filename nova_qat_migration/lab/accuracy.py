@@ -76,8 +76,11 @@ def _facts(record: dict, samples: Optional[dict]) -> base.Facts:
 
 
 def _usable(records: Iterable[dict]) -> list:
+    # A record without the requested plan in full (or without measured
+    # facts, as Nova's own plan) cannot be replayed.
     return [r for r in records
             if r.get('outcome') in ('completed', 'timeout') and
+            isinstance(r.get('requested_plan'), dict) and
             r.get('requested_plan') and r.get('facts')]
 
 
