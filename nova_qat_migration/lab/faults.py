@@ -412,13 +412,14 @@ class DirtyRateJump(Fault):
 
 class PostcopyLinkCut(Fault):
     name = 'postcopy-link-cut'
-    title = ('link cut (netem loss 100%) for 20 s once the migration is in '
-             'post-copy (the dirty rate is raised first so that the plan '
+    title = ('link cut (netem loss 100%) for 40 s, longer than libvirt\'s '
+             'keepalive between the daemons (5 s x 5), once the migration is '
+             'in post-copy (the dirty rate is raised first so that the plan '
              'switches)')
     expect = ('documented, not promised: in post-copy the guest\'s memory '
               'is split between the hosts; nothing (neither Nova nor '
               'libvirt without VIR_MIGRATE_POSTCOPY_RESUME) recovers it')
-    cut_s = 20.0
+    cut_s = 40.0
 
     def skip(self, spec: sc.PlanSpec, driver: str) -> Optional[str]:
         if not dict(spec.options).get('permit_post_copy'):
@@ -529,8 +530,9 @@ class QATUnhealthy(Fault):
 
 FAULTS = {f.name: f for f in (
     DestQemuKilled(), DestLibvirtdRestarted(), LinkCut(), LinkDegraded(),
-    SourceComputeRestarted(), DirtyRateJump(), PostcopyLinkCut(),
-    QATUnhealthy())}
+    SourceComputeRestarted(), DirtyRateJump(), QATUnhealthy(),
+    # last: a guest lost in post-copy may leave Nova's monitor busy
+    PostcopyLinkCut())}
 
 
 def _restore_rate(ctx: FaultContext) -> None:
