@@ -526,6 +526,8 @@ class QATUnhealthy(Fault):
         tree = ctx.state.get('tree')
         if tree is not None:
             tree.cleanUp()
+        # Placement forgets the fixture's devices and the qatzip trait.
+        ctx.cloud._run_periodics()
 
 
 FAULTS = {f.name: f for f in (
