@@ -369,7 +369,12 @@ class Drainer:
 
     def _state(self, guest: Guest) -> Optional[str]:
         """None while migrating, else MOVED, REFUSED or FAILED."""
-        server = self.conn.compute.get_server(guest.id)
+        try:
+            server = self.conn.compute.get_server(guest.id)
+        except Exception as exc:  # noqa: BLE001 - the API hiccuped: ask again
+            self.say('  %s: state unknown (%s); asking again'
+                     % (guest.name, exc))
+            return None
         task = _get(server, 'task_state')
         status = _get(server, 'status')
         if task == 'migrating' or status == 'MIGRATING':
@@ -485,7 +490,12 @@ def cmd_drain(args: argparse.Namespace) -> int:
             drainer.disable(args.disable_reason)
         except LookupError as exc:
             raise cli.UsageError(str(exc))
-    return drainer.run(groups, resume, stuck)
+    try:
+        return drainer.run(groups, resume, stuck)
+    except KeyboardInterrupt:
+        drainer.say('interrupted: migrations already started continue in '
+                    'Nova; run the command again to finish')
+        return 130
 
 
 def _count(text: str) -> int:

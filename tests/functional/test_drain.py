@@ -1,0 +1,87 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""``nova-qat-migration drain`` through openstacksdk against Nova's API.
+
+The drain's calls (list a host's servers, disable its service, live
+migrate, poll the server, its migrations and actions) go to Nova's real
+API on the in-process stack (fake libvirt); the computes run
+``QATLibvirtDriver``.
+"""
+
+import io
+
+from keystoneauth1 import noauth
+from keystoneauth1 import session as ks_session
+import openstack
+
+from nova_qat_migration.cmd import drain
+from tests.functional import base
+
+
+class DrainTest(base.QATMigrationTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.start_qat_compute('src')
+        self.start_qat_compute('dst')
+        api = self.api_fixture.admin_api
+        sess = ks_session.Session(
+            auth=noauth.NoAuth(endpoint=self.api_fixture.base_url),
+            additional_headers={
+                'X-Auth-User': 'admin', 'X-User-Id': 'admin',
+                'X-Auth-Project-Id': api.project_id,
+                'X-Roles': 'reader,member,admin'})
+        self.conn = openstack.connection.Connection(
+            session=sess, compute_api_version='2',
+            compute_endpoint_override=self.api_fixture.base_url)
+
+    def _drainer(self, **kw):
+        self.out = io.StringIO()
+        return drain.Drainer(self.conn, 'src', out=self.out, poll_s=0.2,
+                             **kw)
+
+    def test_drain_empties_the_host(self):
+        flavor = self.flavor()
+        servers = [self.server_on('src', flavor) for _ in range(3)]
+        d = self._drainer(concurrency=2)
+        guests = d.guests()
+        self.assertEqual(sorted(s['id'] for s in servers),
+                         sorted(g.id for g in guests))
+        self.assertEqual({1024}, {g.memory_mb for g in guests})
+        groups, resume, stuck = d.plan(guests)
+        self.assertEqual([2, 1], [len(g.members) for g in groups])
+        d.disable('maintenance 42')
+        code = d.run(groups, resume, stuck)
+        self.assertEqual(0, code, self.out.getvalue())
+        for server in servers:
+            self.assertEqual(
+                'dst', self.admin_api.get_server(server['id'])
+                ['OS-EXT-SRV-ATTR:host'])
+        service = self.admin_api.get_services(binary='nova-compute',
+                                              host='src')[0]
+        self.assertEqual('disabled', service['status'])
+        self.assertEqual('maintenance 42', service['disabled_reason'])
+        self.assertEqual([], d.guests())
+        self.assertIn('src: 3 moved, 0 left', self.out.getvalue())
+        for server in servers:
+            self._wait_for_migration_status(server, ['completed'])
+        self.wait_for_driver_cleanup('src')
+
+    def test_refused_by_the_api_listed_with_novas_reason(self):
+        flavor = self.flavor()
+        server = self.server_on('src', flavor)
+        d = self._drainer(concurrency=1, target='src')
+        code = d.run(*d.plan(d.guests()))
+        self.assertEqual(1, code)
+        self.assertIn(server['id'], d.refused)
+        self.assertIn('cannot move', self.out.getvalue())
+        self.assertIn('HTTP 400', self.out.getvalue())
