@@ -251,6 +251,10 @@ class Fault:
     def restore(self, ctx: FaultContext) -> None:
         """After the migration ended (whatever happened)."""
 
+    def checks(self, ctx: FaultContext) -> list:
+        """This fault's own checks, beside :func:`check`'s."""
+        return []
+
     def fired(self, ctx: FaultContext) -> bool:
         return 'fired_at' in ctx.state
 
@@ -528,6 +532,18 @@ class QATUnhealthy(Fault):
             tree.cleanUp()
         # Placement forgets the fixture's devices and the qatzip trait.
         ctx.cloud._run_periodics()
+
+    def checks(self, ctx: FaultContext) -> list:
+        held = ctx.state.get('leases_held_at_fault')
+        after = ctx.state.get('qat_after') or {}
+        return [
+            # Informational: without a lease held the fault tested less.
+            Check('lease_held_at_fault', None, 'QAT leases held when the '
+                  'device went down: %s' % held),
+            Check('qat_failure_seen', after.get('endpoints') == 0 and
+                  after.get('free_leases') == 0,
+                  'QAT state after: %s (the next plan may use no QAT)'
+                  % after)]
 
 
 FAULTS = {f.name: f for f in (
@@ -947,6 +963,10 @@ def run_fault(nlab: runner.NovaLab, session: runner.GuestSession,
             except Exception:  # noqa: BLE001 - the guest may be gone
                 pass
         checks = check(ctx, res)
+        try:
+            checks += fault.checks(ctx)
+        except Exception as exc:  # noqa: BLE001 - a check that broke
+            checks.append(Check('%s_checks' % fault.name, False, str(exc)))
     return make_row(fault, spec, nlab.driver, ctx, res, checks, started)
 
 
