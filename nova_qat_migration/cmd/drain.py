@@ -477,10 +477,19 @@ def cmd_drain(args: argparse.Namespace) -> int:
     from nova_qat_migration.cmd import cli
     concurrency = (args.concurrency if args.concurrency is not None
                    else default_concurrency())
-    conn = connect()
-    drainer = Drainer(conn, args.host, concurrency=concurrency,
-                      target=args.target)
-    guests = drainer.guests()
+    try:
+        conn = connect()
+        drainer = Drainer(conn, args.host, concurrency=concurrency,
+                          target=args.target)
+        guests = drainer.guests()
+    except Exception as exc:
+        # No cloud configured, bad credentials, API unreachable: a message,
+        # not a traceback.
+        if type(exc).__module__.split('.')[0] in ('openstack',
+                                                  'keystoneauth1'):
+            raise cli.UsageError('cannot list the servers of %s through '
+                                 'Nova\'s API: %s' % (args.host, exc))
+        raise
     groups, resume, stuck = drainer.plan(guests)
     drainer.print_plan(groups, resume, stuck)
     if args.dry_run:

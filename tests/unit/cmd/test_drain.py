@@ -253,6 +253,18 @@ class DryRunTest(DrainTestBase):
         self.assertIn('cannot move off id-off: status SHUTOFF', text)
         self.assertRegex(text, r'predicted time to empty: \d+ s')
 
+    def test_no_cloud_is_a_message_and_exit_2(self):
+        def connect():
+            raise sdk_exc.ConfigException('no auth_url')
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.cmd.drain.connect', connect))
+        err = io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stderr', err))
+        self.assertEqual(2, cli.main(['drain', HOST, '--dry-run']))
+        self.assertIn("cannot list the servers of cmp1 through Nova's API: "
+                      "no auth_url", err.getvalue())
+
     def test_concurrency_defaults_to_novas_option(self):
         import nova.conf  # noqa: F401 - registers the option
         self.flags(group=None, max_concurrent_live_migrations=3)
