@@ -26,6 +26,7 @@ import fixtures
 from nova import objects
 
 from nova_qat_migration.conf import CONF
+from nova_qat_migration import monitor
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import common
@@ -202,6 +203,39 @@ class SessionCeilingTest(test_base.TestCase):
         self.assertEqual(512, session.plan.xbzrle_cache_max_mb)
         with mock.patch.object(budget, 'xbzrle_ceiling', return_value=1024):
             self.assertEqual(1024, session.plan.xbzrle_cache_max_mb)
+
+    def test_cache_grows_into_memory_a_finished_migration_freed(self):
+        self.flags(memory_headroom_mb=2048)
+        facts = test_base.make_facts(
+            instance=dict(memory_mb=4096),
+            host=dict(mem_free_mb=2048 + 1536))
+        budget = qat_budget.HostBudget(CONF)
+        sessions = []
+        for i in range(2):
+            seen = dataclasses.replace(facts, in_flight=budget.snapshot())
+            cache = common.xbzrle_cache_max_mb(CONF, seen)
+            plan = base.Plan(policy='adaptive', method='xbzrle',
+                             xbzrle_cache_mb=256, xbzrle_cache_max_mb=cache)
+            call = translate.to_libvirt(plan, seen)
+            session = qat_driver.MigrationSession(
+                mock.Mock(uuid='uuid-%d' % i), seen,
+                adaptive.AdaptivePolicy(CONF), plan, call, call)
+            budget.reserve(session)
+            session.budget = budget
+            sessions.append(session)
+        first, second = sessions
+        self.assertEqual(512, second.plan.xbzrle_cache_max_mb)
+        # The second's cache is at its ceiling and misses a lot.
+        progress = base.Progress(elapsed_s=20, remaining_mb=600,
+                                 iteration=3, xbzrle_cache_mb=512,
+                                 xbzrle_cache_miss_rate=0.6)
+        kinds = [a.kind for a in monitor.escalate(second.plan, progress)]
+        self.assertNotIn(monitor.ACTION_XBZRLE_CACHE, kinds)
+        budget.release(first)
+        actions = [a for a in monitor.escalate(second.plan, progress)
+                   if a.kind == monitor.ACTION_XBZRLE_CACHE]
+        self.assertEqual([1024], [a.value for a in actions])
+        self.assertEqual(1024, budget.snapshot().xbzrle_mb_held)
 
 
 class DriverBudgetTest(test_driver.DriverTestBase):
