@@ -283,6 +283,18 @@ class _PlannedDomain:
                 # The report says what ended it (a peer that died, a link
                 # that dropped), beside Nova's outcome.
                 session.notes.append('migration failed: %s' % exc)
+                if self._qat_source_running():
+                    # NOTE(qat-migration): the job failed (the destination
+                    # QEMU or its daemon died, the peer connection broke)
+                    # and the guest runs on here: libvirt resumes the
+                    # source only when the destination did not start it.
+                    # As for a requested abort, Nova's monitor sees the
+                    # job end and rolls back; raising would also make Nova
+                    # put the running instance in ERROR.
+                    LOG.warning('Live migration failed (libvirt: %s); the '
+                                'instance continues on this host.', exc,
+                                instance=session.instance)
+                    return None
                 raise
             LOG.warning('libvirt refused the planned migration (%(plan)s, '
                         'flags %(flags)s, params %(params)s): %(exc)s; '

@@ -390,6 +390,29 @@ class PlannedDomainTest(DriverTestBase):
             'uri', self.nova_params, NOVA_FLAGS)
         self.assertEqual('migration failed: unsupported', session.notes[-1])
 
+    def test_failed_job_with_the_guest_running_here_is_not_raised(self):
+        # The destination QEMU died mid-migration: libvirt fails the job
+        # and the guest runs on here. Nova's monitor rolls back; raising
+        # would make Nova put the running instance in ERROR.
+        self.domain.migrateToURI3.side_effect = _refusal(
+            'VIR_ERR_OPERATION_FAILED')
+        self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_RUNNING, 0]
+        session = self._zstd()
+        self.assertIsNone(
+            qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
+                'uri', self.nova_params, NOVA_FLAGS))
+        self.assertEqual(1, self.domain.migrateToURI3.call_count)
+        self.assertEqual('migration failed: unsupported', session.notes[-1])
+        # Paused here (post-copy: the guest's memory is split) or gone:
+        # Nova's handling.
+        for state in ([fakelibvirt.VIR_DOMAIN_PAUSED, 12],
+                      [fakelibvirt.VIR_DOMAIN_SHUTOFF, 0]):
+            self.domain.state.return_value = state
+            self.assertRaises(
+                fakelibvirt.libvirtError,
+                qat_driver._PlannedDomain(self.domain, session).migrateToURI3,
+                'uri', self.nova_params, NOVA_FLAGS)
+
     def test_no_post_copy_over_a_dead_link(self):
         # A progress timeout asks for post-copy; nothing has been sent for
         # longer than DEAD_LINK_S (the link is cut): abort instead, the
