@@ -518,6 +518,11 @@ class _PlannedDomain:
         session = self._qat_session
         instance = session.instance
         lv = _libvirt()
+        if action.kind == monitor.ACTION_ABORT and any(
+                a.kind == monitor.ACTION_ABORT for a in session.actions):
+            # The job is being cancelled (it may take the peer's answer,
+            # e.g. over a link that returns later): one abort is enough.
+            return
         idle = self._qat_idle_s()
         if action.kind == monitor.ACTION_POST_COPY and idle >= DEAD_LINK_S:
             # NOTE(qat-migration): nothing reaches the destination (link

@@ -440,6 +440,22 @@ class PlannedDomainTest(DriverTestBase):
         self.assertEqual('abort', session.actions[-1].kind)
         self.assertIn('nothing sent', session.actions[-1].reason)
 
+    def test_one_abort_per_migration(self):
+        # The progress timeout keeps asking while the job is cancelled
+        # (over a cut link that takes until the link returns): abortJob
+        # once; a failed abort may be tried again.
+        session = self._zstd()
+        proxy = qat_driver._PlannedDomain(self.domain, session,
+                                          observe=True)
+        self.domain.abortJob.side_effect = [
+            fakelibvirt.make_libvirtError(
+                fakelibvirt.libvirtError, 'busy',
+                error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED), 0]
+        for _ in range(4):
+            proxy._qat_apply(base.Action('abort', reason='progress timeout'))
+        self.assertEqual(2, self.domain.abortJob.call_count)
+        self.assertEqual(['abort'], [a.kind for a in session.actions])
+
     def test_post_copy_while_data_moves(self):
         session = _session(base.Plan(policy='static', post_copy=True,
                                      post_copy_after_stalled=2))
