@@ -962,7 +962,12 @@ def run_fault(nlab: runner.NovaLab, session: runner.GuestSession,
                 session.reattach()
             except Exception:  # noqa: BLE001 - the guest may be gone
                 pass
-        checks = check(ctx, res)
+        try:
+            checks = check(ctx, res)
+        except Exception as exc:  # noqa: BLE001 - e.g. a domain vanished
+            LOG.exception('checks after %s/%s', fault.name, spec.name)
+            checks = [Check('checks', False, 'the checks raised %s: %s'
+                            % (type(exc).__name__, exc))]
         try:
             checks += fault.checks(ctx)
         except Exception as exc:  # noqa: BLE001 - a check that broke
