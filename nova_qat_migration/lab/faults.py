@@ -1092,6 +1092,11 @@ def _run_cell(nlab: runner.NovaLab, fault: Fault, spec: sc.PlanSpec,
         return row
     try:
         return run_fault(nlab, session, fault, spec, timeout_s)
+    except Exception as exc:  # noqa: BLE001 - the next cell still runs
+        LOG.exception('cell %s/%s', fault.name, spec.name)
+        return make_row(fault, spec, nlab.driver, None, None,
+                        [Check('run', False, '%s: %s' % (
+                            type(exc).__name__, exc))], time.time())
     finally:
         if session.console is not None:
             session.console.close()
