@@ -273,15 +273,31 @@ class Lab:
                   'rate', '%dmbit' % mbit, 'burst', str(burst),
                   'latency', '20ms'])
 
-    def cut_link(self, loss_pct: int = 100) -> None:
-        """Drop ``loss_pct`` % of the packets in both directions (netem).
+    def cut_link(self) -> str:
+        """Drop every packet in both directions; :meth:`restore_link`
+        ends it. Open TCP connections survive (nothing is reset).
 
-        Replaces the token bucket; :meth:`set_link` restores the link.
+        ``tc netem loss 100%`` where the kernel has netem, else both veth
+        ends set down (IPv4 addresses stay; routes come back with the
+        link). Returns which.
         """
+        try:
+            for host in self.hosts:
+                _run(['ip', 'netns', 'exec', host.name, 'tc', 'qdisc',
+                      'replace', 'dev', host.veth, 'root', 'netem',
+                      'loss', '100%'])
+            return 'netem loss 100%'
+        except LabError as exc:
+            LOG.info('no netem (%s): setting the veth down', exc)
         for host in self.hosts:
-            _run(['ip', 'netns', 'exec', host.name, 'tc', 'qdisc',
-                  'replace', 'dev', host.veth, 'root', 'netem',
-                  'loss', '%d%%' % loss_pct])
+            _run(['ip', '-n', host.name, 'link', 'set', host.veth, 'down'])
+        return 'veth down'
+
+    def restore_link(self) -> None:
+        """Undo :meth:`cut_link`: both ends up, the link shaped again."""
+        for host in self.hosts:
+            _run(['ip', '-n', host.name, 'link', 'set', host.veth, 'up'])
+        self.set_link(self.link_mbit)
 
     def kill_daemon(self, host: LabHost, sig: int = signal.SIGKILL) -> None:
         """Kill ``host``'s libvirt daemon (its QEMU processes live on)."""

@@ -22,6 +22,7 @@ plain Nova) is ``nova-qat-migration faults`` (benchmarks/faults/).
 """
 
 import json
+import re
 
 import testtools
 
@@ -142,8 +143,13 @@ class TestFaultsOnTheRealPath(test_migration.NovaLabTestCase):
         self.assertEqual(runner.OUTCOME_ABORTED, row['outcome'])
         reasons = [a['reason'] for a in row['report']['actions']
                    if a['kind'] == 'abort']
-        self.assertTrue(any('progress timeout' in r for r in reasons),
-                        row['report']['actions'])
+        self.assertEqual(1, len(reasons), row['report']['actions'])
+        self.assertIn('progress timeout', reasons[0])
+        # The stall began during the first pass, where the link was cut
+        # (hundreds of MiB still to send), not at its end.
+        lowest = float(re.search(r'remaining data \((\d+) MiB\)',
+                                 reasons[0]).group(1))
+        self.assertGreater(lowest, 64, reasons[0])
         self.assertEqual(source, self.session.host)
 
     def test_3_dirty_rate_jump(self):
