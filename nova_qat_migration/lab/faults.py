@@ -136,6 +136,7 @@ class FaultContext:
         self.dest = next(h for h in self.lab.hosts if h is not self.source)
         self.link_mbit = self.lab.link_mbit
         self.started = time.monotonic()
+        self.lock = threading.Lock()
         self.events: list = []
         self.state: dict = {}
         self.error = ''
@@ -325,20 +326,19 @@ class LinkCut(Fault):
     cut_s = progress_timeout_s + 10.0
 
     def inject(self, ctx: FaultContext, elapsed: float) -> None:
-        if not self.fired(ctx):
-            if ctx.precopy_running():
-                how = ctx.lab.cut_link()
-                self.fire(ctx, elapsed, 'link cut (%s)' % how)
-            return
-        if (not ctx.state.get('restored') and
-                elapsed - ctx.state['fired_at'] >= self.cut_s):
-            self.restore(ctx)
+        if not self.fired(ctx) and ctx.precopy_running():
+            how = ctx.lab.cut_link()
+            self.fire(ctx, elapsed, 'link cut (%s)' % how)
+            # A timer, not the poll: the poll can wait on Nova's API while
+            # libvirt waits on the dead peer.
+            _restore_later(ctx, self.cut_s, self.restore)
 
     def restore(self, ctx: FaultContext) -> None:
-        if self.fired(ctx) and not ctx.state.get('restored'):
-            ctx.lab.restore_link()
-            ctx.state['restored'] = True
-            ctx.event('link restored (%d Mbit/s)' % ctx.link_mbit)
+        with ctx.lock:
+            if self.fired(ctx) and not ctx.state.get('restored'):
+                ctx.lab.restore_link()
+                ctx.state['restored'] = True
+                ctx.event('link restored (%d Mbit/s)' % ctx.link_mbit)
 
 
 class LinkDegraded(Fault):
@@ -439,22 +439,20 @@ class PostcopyLinkCut(Fault):
                 ctx.state['rate_at'] = elapsed
                 ctx.event('guest asked for RATE %d' % JUMP_RATE)
             return
-        if not self.fired(ctx):
-            if ctx.in_post_copy():
-                how = ctx.lab.cut_link()
-                self.fire(ctx, elapsed, 'in post-copy: link cut (%s)' % how)
-            return
-        if (not ctx.state.get('restored') and
-                elapsed - ctx.state['fired_at'] >= self.cut_s):
-            ctx.lab.restore_link()
-            ctx.state['restored'] = True
-            ctx.event('link restored')
+        if not self.fired(ctx) and ctx.in_post_copy():
+            how = ctx.lab.cut_link()
+            self.fire(ctx, elapsed, 'in post-copy: link cut (%s)' % how)
+            _restore_later(ctx, self.cut_s, self._link_back)
+
+    def _link_back(self, ctx: FaultContext) -> None:
+        with ctx.lock:
+            if self.fired(ctx) and not ctx.state.get('restored'):
+                ctx.lab.restore_link()
+                ctx.state['restored'] = True
+                ctx.event('link restored')
 
     def restore(self, ctx: FaultContext) -> None:
-        if self.fired(ctx) and not ctx.state.get('restored'):
-            ctx.lab.restore_link()
-            ctx.state['restored'] = True
-            ctx.event('link restored')
+        self._link_back(ctx)
         _restore_rate(ctx)
 
 
@@ -552,6 +550,18 @@ FAULTS = {f.name: f for f in (
     SourceComputeRestarted(), DirtyRateJump(), QATUnhealthy(),
     # last: a guest lost in post-copy may leave Nova's monitor busy
     PostcopyLinkCut())}
+
+
+def _restore_later(ctx: FaultContext, delay: float,
+                   restore: Callable[[FaultContext], None]) -> None:
+    def run() -> None:
+        try:
+            restore(ctx)
+        except Exception as exc:  # noqa: BLE001 - recorded
+            ctx.event('restore failed: %s' % exc)
+    timer = threading.Timer(delay, run)
+    timer.daemon = True
+    timer.start()
 
 
 def _restore_rate(ctx: FaultContext) -> None:
