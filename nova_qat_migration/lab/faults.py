@@ -65,6 +65,9 @@ TIMEOUT_S = 60.0
 #: A run that has not ended this long after the request is given up (the
 #: checks then say what was left): e.g. a post-copy that cannot finish.
 GIVE_UP_S = 240.0
+#: ``[DEFAULT] manager_shutdown_timeout`` of the stopped nova-compute
+#: (Nova 34's default: in-progress tasks get 140 s of it).
+SHUTDOWN_TIMEOUT_S = 160
 #: How long the checks wait for the other end to be cleaned up.
 SETTLE_S = 30.0
 #: Pre-copy is "under way" once this much was sent (the destination QEMU
@@ -602,9 +605,19 @@ def restart_compute(cloud: cloud_mod.LabCloud,
     tear-down does).
     """
     from unittest import mock
+
+    from oslo_config import cfg
     old = cloud.computes[host.name]
-    with mock.patch('nova.thread_pool_factory.shutdown_all_executors'):
-        old.stop()
+    # Nova's test base sets manager_shutdown_timeout to 0 (no waiting);
+    # nova-compute's own default lets in-progress tasks finish.
+    saved = cfg.CONF.manager_shutdown_timeout
+    cfg.CONF.set_override('manager_shutdown_timeout',
+                          SHUTDOWN_TIMEOUT_S)
+    try:
+        with mock.patch('nova.thread_pool_factory.shutdown_all_executors'):
+            old.stop()
+    finally:
+        cfg.CONF.set_override('manager_shutdown_timeout', saved)
     try:
         old.driver._host._conn_event_handler_queue.put(
             cloud_mod._stop_thread)
