@@ -90,6 +90,8 @@ class ProgressTracker:
         self.max_throttle_pct = 0
         self._iteration: Optional[int] = None
         self._new_low_this_iteration = False
+        #: the least remaining data seen at the start of a pass
+        self._lowest_pass_start_mb = float('inf')
         self._misses_base: Optional[float] = None
         self._pages_base: Optional[float] = None
         self._start_s: Optional[float] = None
@@ -124,6 +126,7 @@ class ProgressTracker:
         iteration = int(_num(stats, 'memory_iteration'))
 
         # Stalled iterations: an iteration that ended without a new low.
+        pass_start = False
         if self._iteration is None:
             self._iteration = iteration
         elif iteration > self._iteration:
@@ -133,6 +136,7 @@ class ProgressTracker:
                 self.stalled_iterations += iteration - self._iteration
             self._iteration = iteration
             self._new_low_this_iteration = False
+            pass_start = True
 
         # NOTE(qat-migration): relative to the low itself near the end,
         # where a few MiB are the whole difference between iterations.
@@ -144,6 +148,19 @@ class ProgressTracker:
             self.lowest_remaining_mb = remaining_mb
             self.lowest_at_s = elapsed
             self._new_low_this_iteration = True
+        # NOTE(qat-migration): libvirt may report almost nothing remaining
+        # at the very end of a pass, a low no later sample can beat. A
+        # pass that starts with less to re-send than every pass before it
+        # is progress too (the dirty set shrinks: the migration converges).
+        # The second pass sets the mark; later ones must beat it.
+        if pass_start and 'memory_remaining' in stats:
+            if self._lowest_pass_start_mb == float('inf'):
+                self._lowest_pass_start_mb = remaining_mb
+            elif remaining_mb < self._lowest_pass_start_mb - max(
+                    epsilon, total_mb * NEW_LOW_EPSILON):
+                self._lowest_pass_start_mb = remaining_mb
+                self.lowest_at_s = elapsed
+                self._new_low_this_iteration = True
 
         # XBZRLE cache: libvirt reports the cache size it really uses.
         if 'compression_cache' in stats:

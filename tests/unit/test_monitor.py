@@ -108,6 +108,33 @@ class ProgressTrackerTest(testtools.TestCase):
         # The first 1400 MiB was seen at the end of the first pass.
         self.assertEqual(3.0, progress.lowest_at_s)
 
+    def test_shrinking_passes_are_progress_when_passes_end_near_zero(self):
+        # libvirt may report almost nothing remaining as a pass ends; a
+        # migration whose passes start with less and less to re-send is
+        # still converging and must not time out on the end-of-pass low.
+        passes = [800, 600, 450, 300, 200, 120]
+        sequence = [_stats(500 * i, 1, 4096 - 600 * i) for i in range(1, 7)]
+        t = 3000
+        for iteration, start_mb in enumerate(passes, start=2):
+            sequence += [_stats(t + 500, iteration, start_mb),
+                         _stats(t + 1000, iteration, start_mb / 2),
+                         _stats(t + 1500, iteration, 0.01)]
+            t += 1500
+        tracker, seen = _run(_plan(progress_timeout_s=3), sequence)
+        self.assertEqual([], [a for _t, a in seen
+                              if a.kind == monitor.ACTION_ABORT], seen)
+        self.assertEqual(t - 1000, tracker.lowest_at_s * 1000)
+        # The same passes not shrinking: the timeout fires.
+        flat = [_stats(500 * i, 1, 4096 - 600 * i) for i in range(1, 7)]
+        t = 3000
+        for iteration in range(2, 9):
+            flat += [_stats(t + 500, iteration, 800),
+                     _stats(t + 1000, iteration, 400),
+                     _stats(t + 1500, iteration, 0.01)]
+            t += 1500
+        _tracker, seen = _run(_plan(progress_timeout_s=3), flat)
+        self.assertIn(monitor.ACTION_ABORT, [a.kind for _t, a in seen])
+
     def test_dirty_rate_is_pages_times_page_size(self):
         tracker = monitor.ProgressTracker()
         progress = tracker.update(_stats(500, 1, 100, dirty_pps=256000))
