@@ -63,6 +63,16 @@ def _nova_env() -> None:
     CONF.clear()
 
 
+def _unknown(kind: str, names: list, known: list) -> bool:
+    """Whether a name is not one of ``known`` (said on stderr)."""
+    for name in names:
+        if name not in known:
+            print('unknown %s %r (known: %s)'
+                  % (kind, name, ', '.join(known)), file=sys.stderr)
+            return True
+    return False
+
+
 def _check_ready() -> Optional[str]:
     from nova_qat_migration.lab import hosts
     why = hosts.missing_prerequisites()
@@ -102,16 +112,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         list(sc.QUICK_PLANS) if args.quick else list(sc.PLANS))
     repeats = args.repeats or (1 if args.quick else 3)
     out_dir = args.out or (QUICK_OUT if args.quick else FULL_OUT)
-    for name in scenarios:
-        if name not in sc.SCENARIOS:
-            print('unknown scenario %r (known: %s)'
-                  % (name, ', '.join(sc.SCENARIOS)), file=sys.stderr)
-            return 2
-    for name in plans:
-        if name not in sc.PLANS:
-            print('unknown plan %r (known: %s)'
-                  % (name, ', '.join(sc.PLANS)), file=sys.stderr)
-            return 2
+    if (_unknown('scenario', scenarios, list(sc.SCENARIOS)) or
+            _unknown('plan', plans, list(sc.PLANS))):
+        return 2
     os.makedirs(out_dir, exist_ok=True)
     jsonl = os.path.join(out_dir, 'results.jsonl')
     if not args.report_only:
@@ -299,16 +302,9 @@ def cmd_faults(args: argparse.Namespace) -> int:
     _exit_on_signals()
     names = _csv(args.faults) if args.faults else list(faults.FAULTS)
     plans = _csv(args.plans) if args.plans else list(faults.MATRIX_PLANS)
-    for name in names:
-        if name not in faults.FAULTS:
-            print('unknown fault %r (known: %s)'
-                  % (name, ', '.join(faults.FAULTS)), file=sys.stderr)
-            return 2
-    for name in plans:
-        if name not in faults.MATRIX_PLANS and name != 'qatzip':
-            print('unknown plan %r (known: %s, qatzip)'
-                  % (name, ', '.join(faults.MATRIX_PLANS)), file=sys.stderr)
-            return 2
+    if (_unknown('fault', names, list(faults.FAULTS)) or
+            _unknown('plan', plans, list(faults.MATRIX_PLANS) + ['qatzip'])):
+        return 2
     jsonl = os.path.join(args.out, 'results.jsonl')
     if not args.report_only:
         why = _check_ready()
