@@ -46,8 +46,8 @@ from typing import Any, Mapping, Optional
 from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
-from nova_qat_migration.conf.qat_migration import METHODS
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
+
 
 LOG = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ _FORMAT_VERSION = 1
 _BYTES_PER_ENTRY = 2048
 _MIN_READ_BYTES = 1024 * 1024
 
-#: Numeric fields of :class:`~nova_qat_migration.policy.base.History` and
+#: Numeric fields of :class:`~nova_qat_migration.datamodel.History` and
 #: the range a real migration can produce. Anything outside (NaN,
 #: infinity, a negative rate, 1e300) is a corrupt value, not a measurement.
 _NUMBERS = {
@@ -91,7 +91,8 @@ def _clean_field(name: str, value: Any) -> Any:
             return None
         return number
     if name == 'method':
-        return value if isinstance(value, str) and value in METHODS else None
+        known = isinstance(value, str) and value in datamodel.METHODS
+        return value if known else None
     if name == 'converged':
         return value if isinstance(value, bool) else None
     return None
@@ -257,20 +258,20 @@ class HistoryStore:
             if loaded is not None:
                 self._entries = loaded
 
-    def get(self, instance_uuid: str) -> base.History:
+    def get(self, instance_uuid: str) -> datamodel.History:
         """The history of one instance (empty ``History`` when unknown)."""
         with self._lock:
             self._refresh()
             entry = self._entries.get(instance_uuid)
             if not entry:
-                return base.History()
+                return datamodel.History()
             entry = dict(entry)
         kwargs = {k: entry.get(k) for k in _FIELDS}
         try:
-            return base.History(migrations=int(entry.get('migrations', 0)),
-                                **kwargs)
+            return datamodel.History(
+                migrations=int(entry.get('migrations', 0)), **kwargs)
         except (TypeError, ValueError):
-            return base.History()
+            return datamodel.History()
 
     def __len__(self) -> int:
         with self._lock:

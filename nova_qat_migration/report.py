@@ -24,7 +24,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 from oslo_log import log as logging
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
+
 
 LOG = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _num(stats: Mapping[str, Any], key: str) -> Optional[float]:
 
 
 def build(*, instance_uuid: str, instance_name: str = '',
-          requested: Optional[base.Plan] = None,
+          requested: Optional[datamodel.Plan] = None,
           call: Any = None, outcome: str = OUTCOME_FAILED,
           total_s: float = 0.0,
           last_stats: Optional[Mapping[str, Any]] = None,
@@ -56,9 +57,9 @@ def build(*, instance_uuid: str, instance_name: str = '',
           summary: Optional[Mapping[str, Any]] = None,
           sent_params: Optional[Mapping[str, Any]] = None,
           sent_flags: Optional[Sequence[str]] = None,
-          actions: Sequence[base.Action] = (),
+          actions: Sequence[datamodel.Action] = (),
           notes: Sequence[str] = (),
-          facts: Optional[base.Facts] = None,
+          facts: Optional[datamodel.Facts] = None,
           host: Optional[str] = None,
           prediction: Optional[Mapping[str, Any]] = None) -> dict:
     """Assemble the record of one finished migration.
@@ -131,7 +132,7 @@ def build(*, instance_uuid: str, instance_name: str = '',
     if memory_total and processed:
         record['wire_ratio'] = round(processed / memory_total, 4)
     if processed and elapsed_ms:
-        record['wire_mbps'] = round(processed / base.MIB /
+        record['wire_mbps'] = round(processed / datamodel.MIB /
                                     (elapsed_ms / 1000.0), 1)
     record['facts'] = _facts_summary(facts) if facts is not None else {}
     record['dirty_rate_mbps_before'] = record['facts'].get('dirty_rate_mbps')
@@ -139,7 +140,7 @@ def build(*, instance_uuid: str, instance_name: str = '',
     return record
 
 
-def _facts_summary(facts: base.Facts) -> dict:
+def _facts_summary(facts: datamodel.Facts) -> dict:
     """What the plan was made from, in one flat dict."""
     inst, host = facts.instance, facts.host
     return {

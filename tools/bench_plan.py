@@ -36,48 +36,48 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from nova_qat_migration.conf import CONF  # noqa: E402
-from nova_qat_migration.policy import base  # noqa: E402
+from nova_qat_migration import datamodel  # noqa: E402
 from nova_qat_migration.policy import hints  # noqa: E402
 from nova_qat_migration.policy import loader  # noqa: E402
 from nova_qat_migration.virt.libvirt import translate  # noqa: E402
 
 BUDGET_US = 5000.0
 
-DEST = base.DestinationCaps(
+DEST = datamodel.DestinationCaps(
     known=True, methods=frozenset({'xbzrle', 'zlib', 'zstd', 'qatzip'}),
     multifd=True, qat=True)
-HOST = base.HostLoad(cpus=32, cpu_idle_pct=70.0, mem_free_mb=65536)
-LINK = 10e9 / 8 / base.MIB
+HOST = datamodel.HostLoad(cpus=32, cpu_idle_pct=70.0, mem_free_mb=65536)
+LINK = 10e9 / 8 / datamodel.MIB
 
 
 def fact_sets() -> dict:
     """Named facts covering the adaptive policy's main paths."""
     common = dict(host=HOST, destination=DEST, link_mbps=LINK)
     return {
-        'idle 4G': base.Facts(
-            instance=base.InstanceFacts(memory_mb=4096, vcpus=2,
-                                        dirty_rate_mbps=5.0), **common),
-        'busy 16G': base.Facts(
-            instance=base.InstanceFacts(memory_mb=16384, vcpus=8,
-                                        dirty_rate_mbps=400.0), **common),
-        'stalling 64G': base.Facts(
-            instance=base.InstanceFacts(memory_mb=65536, vcpus=16,
-                                        dirty_rate_mbps=3000.0),
-            history=base.History(migrations=2, converged=False,
-                                 compression_ratio=0.45, method='zstd'),
+        'idle 4G': datamodel.Facts(
+            instance=datamodel.InstanceFacts(memory_mb=4096, vcpus=2,
+                                             dirty_rate_mbps=5.0), **common),
+        'busy 16G': datamodel.Facts(
+            instance=datamodel.InstanceFacts(memory_mb=16384, vcpus=8,
+                                             dirty_rate_mbps=400.0), **common),
+        'stalling 64G': datamodel.Facts(
+            instance=datamodel.InstanceFacts(memory_mb=65536, vcpus=16,
+                                             dirty_rate_mbps=3000.0),
+            history=datamodel.History(migrations=2, converged=False,
+                                      compression_ratio=0.45, method='zstd'),
             **common),
-        'QAT host': base.Facts(
-            instance=base.InstanceFacts(memory_mb=16384, vcpus=8,
-                                        dirty_rate_mbps=200.0),
-            qat=base.QATState(endpoints=4, free_leases=2, hardware=True,
-                              throughput_mbps=1500.0, ratio=0.4),
-            hypervisor=base.HypervisorCaps(
+        'QAT host': datamodel.Facts(
+            instance=datamodel.InstanceFacts(memory_mb=16384, vcpus=8,
+                                             dirty_rate_mbps=200.0),
+            qat=datamodel.QATState(endpoints=4, free_leases=2, hardware=True,
+                                   throughput_mbps=1500.0, ratio=0.4),
+            hypervisor=datamodel.HypervisorCaps(
                 qemu_version=(10, 1, 0),
                 multifd_methods=frozenset({'none', 'zlib', 'zstd',
                                            'qatzip'})),
             passthrough_allowed=True, **common),
-        'forced zstd': base.Facts(
-            instance=base.InstanceFacts(
+        'forced zstd': datamodel.Facts(
+            instance=datamodel.InstanceFacts(
                 memory_mb=8192, vcpus=4, dirty_rate_mbps=100.0,
                 hints=hints.from_instance(extra_specs={
                     'qat_migration:method': 'zstd',

@@ -28,7 +28,7 @@ import typing
 from typing import Any, Optional, Sequence
 
 from nova_qat_migration.conf import CONF
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import hints as hints_mod
 from nova_qat_migration.policy import loader
 from nova_qat_migration.virt.libvirt import translate
@@ -53,10 +53,10 @@ def _version(text: str) -> tuple:
 
 
 _NESTED = {
-    'instance': base.InstanceFacts, 'host': base.HostLoad,
-    'qat': base.QATState, 'hypervisor': base.HypervisorCaps,
-    'destination': base.DestinationCaps, 'nova': base.NovaSettings,
-    'history': base.History, 'in_flight': base.InFlight,
+    'instance': datamodel.InstanceFacts, 'host': datamodel.HostLoad,
+    'qat': datamodel.QATState, 'hypervisor': datamodel.HypervisorCaps,
+    'destination': datamodel.DestinationCaps, 'nova': datamodel.NovaSettings,
+    'history': datamodel.History, 'in_flight': datamodel.InFlight,
 }
 
 #: The largest number any fact may hold: beyond it no field means anything
@@ -66,22 +66,22 @@ _MAX_NUMBER = 1e12
 #: than ``0 .. _MAX_NUMBER``; every number must be finite. A zero link,
 #: guest or CPU count would give a nonsense plan (or divide by zero).
 _BOUNDS = {
-    (base.Facts, 'link_mbps'): (0.001, _MAX_NUMBER),
-    (base.InstanceFacts, 'memory_mb'): (1, _MAX_NUMBER),
-    (base.InstanceFacts, 'vcpus'): (1, 65536),
-    (base.InstanceFacts, 'zero_fraction'): (0.0, 1.0),
-    (base.InstanceFacts, 'compress_ratio'): (0.001, 1.0),
-    (base.InstanceFacts, 'xbzrle_friendly'): (0.0, 1.0),
-    (base.HostLoad, 'cpus'): (1, 65536),
-    (base.HostLoad, 'cpu_idle_pct'): (0.0, 100.0),
-    (base.QATState, 'ratio'): (0.0, 1.0),
-    (base.History, 'compression_ratio'): (0.0, 1e3),
-    (base.History, 'xbzrle_hit_ratio'): (0.0, 1.0),
-    (base.NovaSettings, 'parallel_connections'): (1, 32),
-    (base.NovaSettings, 'downtime_ms'): (1, _MAX_NUMBER),
-    (base.NovaSettings, 'downtime_steps'): (1, 1000),
-    (base.InFlight, 'link_share'): (0.001, 1.0),
-    (base.InFlight, 'migrations'): (0, 65536),
+    (datamodel.Facts, 'link_mbps'): (0.001, _MAX_NUMBER),
+    (datamodel.InstanceFacts, 'memory_mb'): (1, _MAX_NUMBER),
+    (datamodel.InstanceFacts, 'vcpus'): (1, 65536),
+    (datamodel.InstanceFacts, 'zero_fraction'): (0.0, 1.0),
+    (datamodel.InstanceFacts, 'compress_ratio'): (0.001, 1.0),
+    (datamodel.InstanceFacts, 'xbzrle_friendly'): (0.0, 1.0),
+    (datamodel.HostLoad, 'cpus'): (1, 65536),
+    (datamodel.HostLoad, 'cpu_idle_pct'): (0.0, 100.0),
+    (datamodel.QATState, 'ratio'): (0.0, 1.0),
+    (datamodel.History, 'compression_ratio'): (0.0, 1e3),
+    (datamodel.History, 'xbzrle_hit_ratio'): (0.0, 1.0),
+    (datamodel.NovaSettings, 'parallel_connections'): (1, 32),
+    (datamodel.NovaSettings, 'downtime_ms'): (1, _MAX_NUMBER),
+    (datamodel.NovaSettings, 'downtime_steps'): (1, 1000),
+    (datamodel.InFlight, 'link_share'): (0.001, 1.0),
+    (datamodel.InFlight, 'migrations'): (0, 65536),
 }
 #: JSON nested deeper than this is refused before it is parsed (the facts
 #: are three levels deep; Python's parser would hit RecursionError).
@@ -154,7 +154,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         if name not in fields:
             raise UsageError('unknown field %s.%s (known: %s)'
                              % (where, name, ', '.join(sorted(fields))))
-        if name in _NESTED and cls is base.Facts:
+        if name in _NESTED and cls is datamodel.Facts:
             value = _build(_NESTED[name], value, name)
         elif name == 'hints':
             if not isinstance(value, dict):
@@ -195,7 +195,7 @@ def _depth(text: str) -> int:
     return deepest
 
 
-def facts_from_json(text: str) -> base.Facts:
+def facts_from_json(text: str) -> datamodel.Facts:
     if _depth(text) > _MAX_DEPTH:
         raise UsageError('facts nest deeper than %d levels' % _MAX_DEPTH)
     try:
@@ -203,12 +203,12 @@ def facts_from_json(text: str) -> base.Facts:
     except (ValueError, RecursionError) as exc:
         raise UsageError('facts are not valid JSON: %s' % exc)
     try:
-        return _build(base.Facts, data, 'facts')
+        return _build(datamodel.Facts, data, 'facts')
     except hints_mod.InvalidHint as exc:
         raise UsageError(str(exc))
 
 
-def facts_from_args(args: argparse.Namespace) -> base.Facts:
+def facts_from_args(args: argparse.Namespace) -> datamodel.Facts:
     if args.facts:
         try:
             with open(args.facts, 'rb') as f:
@@ -224,7 +224,7 @@ def facts_from_args(args: argparse.Namespace) -> base.Facts:
             raise UsageError('%s is not UTF-8 text: %s' % (args.facts, exc))
         facts = facts_from_json(text)
     else:
-        facts = base.Facts()
+        facts = datamodel.Facts()
     inst = facts.instance
     changes = {}
     for attr, field in (('ram', 'memory_mb'), ('vcpus', 'vcpus'),
@@ -258,11 +258,12 @@ def facts_from_args(args: argparse.Namespace) -> base.Facts:
     if args.link_gbps is not None:
         facts = dataclasses.replace(facts,
                                     link_mbps=args.link_gbps * 1e9 / 8 /
-                                    base.MIB)
+                                    datamodel.MIB)
     if args.dest_methods is not None:
         methods = frozenset(m for m in args.dest_methods.split(',') if m)
-        facts = dataclasses.replace(facts, destination=base.DestinationCaps(
-            known=True, methods=methods, multifd=True))
+        facts = dataclasses.replace(
+            facts, destination=datamodel.DestinationCaps(
+                known=True, methods=methods, multifd=True))
     return facts
 
 

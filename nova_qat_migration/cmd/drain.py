@@ -46,8 +46,8 @@ import time
 from typing import Any, Callable, Optional, TextIO
 
 from nova_qat_migration.conf import CONF
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
-from nova_qat_migration.policy import base
 from nova_qat_migration.policy import hints as hints_mod
 from nova_qat_migration.policy import model
 from nova_qat_migration.policy import predictive
@@ -72,8 +72,8 @@ class Guest:
     vcpus: int
     status: str = 'ACTIVE'
     task_state: Optional[str] = None
-    history: base.History = base.History()
-    hints: base.Hints = base.Hints()
+    history: datamodel.History = datamodel.History()
+    hints: datamodel.Hints = datamodel.Hints()
     kind: str = QUIET
     alone_s: Optional[float] = None     # predicted, with the whole link
     why: str = ''
@@ -95,12 +95,13 @@ def _predict(guest: Guest, link_mbps: float, share: float,
     XBZRLE); the drain orders by what the guest does, so it predicts the
     plan every host can run.
     """
-    facts = base.Facts(
-        instance=base.InstanceFacts(uuid=guest.id, memory_mb=guest.memory_mb,
-                                    vcpus=guest.vcpus, hints=guest.hints,
-                                    paused=guest.status == 'PAUSED'),
+    facts = datamodel.Facts(
+        instance=datamodel.InstanceFacts(
+            uuid=guest.id, memory_mb=guest.memory_mb,
+            vcpus=guest.vcpus, hints=guest.hints,
+            paused=guest.status == 'PAUSED'),
         history=guest.history, link_mbps=link_mbps)
-    plan = base.Plan(policy='drain', max_downtime_ms=(
+    plan = datamodel.Plan(policy='drain', max_downtime_ms=(
         guest.hints.max_downtime_ms or conf.qat_migration.downtime_ms))
     return model.predict(plan, predictive.workload(facts),
                          link_mbps * share, idle_cores=1.0,
@@ -193,11 +194,11 @@ def _history_store(conf: Any) -> Any:
         return None
 
 
-def _hints(extra_specs: dict) -> base.Hints:
+def _hints(extra_specs: dict) -> datamodel.Hints:
     try:
         return hints_mod.from_instance(extra_specs=extra_specs)
     except hints_mod.InvalidHint:
-        return base.Hints()
+        return datamodel.Hints()
 
 
 def _reason(exc: Exception) -> str:
@@ -237,7 +238,7 @@ class Drainer:
         self.poll_s = poll_s
         self.sleep = sleep
         self.clock = clock
-        self.link_mbps = conf.qat_migration.link_gbps * 1e9 / 8 / base.MIB
+        self.link_mbps = conf.qat_migration.link_gbps * 1e9 / 8 / datamodel.MIB
         #: server id -> (name, Nova's reason) of servers it cannot move
         self.refused: dict = {}
         self.failed: dict = {}
@@ -257,7 +258,7 @@ class Drainer:
             if _get(server, 'compute_host') not in (None, self.host):
                 continue
             ram, vcpus, specs = _flavor(self.conn, server)
-            history = base.History()
+            history = datamodel.History()
             if store is not None:
                 try:
                     history = store.get(server.id)
@@ -277,7 +278,7 @@ class Drainer:
         """(groups, servers already migrating, servers it cannot move)."""
         resume = [g for g in guests if g.task_state == 'migrating']
         stuck = [g for g in guests if g.task_state not in (None,
-                                                            'migrating')
+                                                           'migrating')
                  or (g.task_state is None and g.status not in MIGRATABLE)]
         for g in stuck:
             g.why = ('status %s, task %s: Nova live-migrates ACTIVE or '
@@ -406,7 +407,7 @@ class Drainer:
             pct = 100.0 * (1.0 - left / total) if total else 0.0
             self.say('  %s: %s, %.0f%% of memory sent, %.0f MiB left'
                      % (guest.name, _get(m, 'status'), pct,
-                        left / base.MIB))
+                        left / datamodel.MIB))
 
     def wait(self, running: list, started: float, total: int) -> bool:
         """Until ``running`` have all ended; False if one failed."""

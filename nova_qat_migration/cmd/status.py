@@ -38,7 +38,7 @@ from oslo_upgradecheck import upgradecheck
 
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import loader
 from nova_qat_migration.virt.libvirt import capabilities
 
@@ -85,7 +85,7 @@ class Checks(upgradecheck.UpgradeCommands):
         self.nodename = nodename
         self.placement = placement
         #: HypervisorCaps once the libvirt check connected.
-        self.caps: Optional[base.HypervisorCaps] = None
+        self.caps: Optional[datamodel.HypervisorCaps] = None
         self.libvirt_hostname: Optional[str] = None
         self.emulator: Optional[str] = None
         self.qat_healthy = False
@@ -192,16 +192,18 @@ class Checks(upgradecheck.UpgradeCommands):
             return Result(Code.FAILURE, 'libvirt at %s: %s' % (uri, exc))
         finally:
             conn.close()
-        self.caps = base.HypervisorCaps(libvirt_version=lv,
-                                        qemu_version=qv,
-                                        multifd_methods=frozenset())
-        text = 'libvirt %s, QEMU %s' % (base.version_str(lv),
-                                        base.version_str(qv))
+        self.caps = datamodel.HypervisorCaps(libvirt_version=lv,
+                                             qemu_version=qv,
+                                             multifd_methods=frozenset())
+        text = 'libvirt %s, QEMU %s' % (datamodel.version_str(lv),
+                                        datamodel.version_str(qv))
         if lv < NOVA_MIN_LIBVIRT or qv < NOVA_MIN_QEMU:
             return Result(Code.FAILURE, '%s: Nova needs libvirt >= %s and '
                           'QEMU >= %s' % (text,
-                                          base.version_str(NOVA_MIN_LIBVIRT),
-                                          base.version_str(NOVA_MIN_QEMU)))
+                                          datamodel.version_str(
+                                              NOVA_MIN_LIBVIRT),
+                                          datamodel.version_str(
+                                              NOVA_MIN_QEMU)))
         notes = []
         if lv < LIBVIRT_MULTIFD_COMPRESSION:
             notes.append('libvirt < 9.4 cannot ask for multifd zlib/zstd '
@@ -225,7 +227,7 @@ class Checks(upgradecheck.UpgradeCommands):
                           'of %s (QMP query-qmp-schema); plans fall back to '
                           'the libvirt-version rules' % binary)
         if self.caps is not None:
-            self.caps = base.HypervisorCaps(
+            self.caps = datamodel.HypervisorCaps(
                 libvirt_version=self.caps.libvirt_version,
                 qemu_version=self.caps.qemu_version, multifd_methods=methods)
         allowed = set(CONF.qat_migration.allowed_methods)

@@ -14,10 +14,11 @@
 from oslo_config import cfg
 from oslo_config import types
 
+from nova_qat_migration import datamodel
+
 #: Every page-compression method the planner knows. ``none`` is plain
 #: pre-copy; ``xbzrle`` and ``mt`` are single-stream methods; ``zlib``,
 #: ``zstd`` and ``qatzip`` are multifd (parallel) methods.
-METHODS = ('none', 'xbzrle', 'mt', 'zlib', 'zstd', 'qatzip')
 
 qat_migration_group = cfg.OptGroup(
     'qat_migration',
@@ -69,7 +70,7 @@ warning and the instance gets ``policy`` (or its flavor's
 installed policy; nova-compute refuses to start otherwise.
 """),
     cfg.ListOpt('allowed_methods',
-        item_type=types.String(choices=METHODS),
+        item_type=types.String(choices=datamodel.METHODS),
         default=['none', 'xbzrle', 'zlib', 'zstd', 'qatzip'],
         help="""
 Page-compression methods a plan may use.
@@ -78,16 +79,20 @@ Page-compression methods a plan may use.
 in QEMU 9.1) is only used when listed here; see ``legacy_mt_uses_qat``.
 """),
     cfg.IntOpt('zlib_level',
-        default=1, min=0, max=9,
+        default=1, min=datamodel.LEVEL_RANGES['zlib'][0],
+        max=datamodel.LEVEL_RANGES['zlib'][1],
         help='Compression level for multifd zlib (0 fastest .. 9 best).'),
     cfg.IntOpt('zstd_level',
-        default=1, min=0, max=20,
+        default=1, min=datamodel.LEVEL_RANGES['zstd'][0],
+        max=datamodel.LEVEL_RANGES['zstd'][1],
         help='Compression level for multifd zstd (0 .. 20).'),
     cfg.IntOpt('qatzip_level',
-        default=1, min=1, max=9,
+        default=1, min=datamodel.LEVEL_RANGES['qatzip'][0],
+        max=datamodel.LEVEL_RANGES['qatzip'][1],
         help='Compression level for multifd qatzip (1 .. 9).'),
     cfg.IntOpt('mt_level',
-        default=1, min=0, max=9,
+        default=1, min=datamodel.LEVEL_RANGES['mt'][0],
+        max=datamodel.LEVEL_RANGES['mt'][1],
         help='Compression level for the legacy ``mt`` method (0 .. 9).'),
     cfg.IntOpt('max_parallel_connections',
         default=4, min=1, max=32,
@@ -208,7 +213,7 @@ numbers, otherwise nova-compute does not start.
 
 static_opts = [
     cfg.StrOpt('static_method',
-        default='none', choices=METHODS,
+        default='none', choices=datamodel.METHODS,
         help='Compression method used by the ``static`` policy.'),
     cfg.IntOpt('static_parallel_connections',
         default=1, min=1, max=32,

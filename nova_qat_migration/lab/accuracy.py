@@ -30,7 +30,7 @@ import json
 import statistics
 from typing import Iterable, Optional
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import model
 from nova_qat_migration.policy import predictive
 
@@ -41,7 +41,7 @@ STEPS = (0.5, 0.7, 0.85, 1.0, 1.18, 1.4, 2.0)
 MISS_PENALTY = 1.0     # one wrong convergence call costs 100% error
 
 
-def _plan(record: dict) -> base.Plan:
+def _plan(record: dict) -> datamodel.Plan:
     data = dict(record['requested_plan'])
     data['reasons'] = tuple(data.get('reasons') or ())
     data['fallbacks'] = tuple(tuple(f) if isinstance(f, list) else f
@@ -49,10 +49,10 @@ def _plan(record: dict) -> base.Plan:
     # NOTE(qat-migration): the record keeps the requested plan in full and
     # the executed one only as text; they are the same plan whenever the
     # record lists no degradations (true of every committed run).
-    return base.Plan(**data)
+    return datamodel.Plan(**data)
 
 
-def _facts(record: dict, samples: Optional[dict]) -> base.Facts:
+def _facts(record: dict, samples: Optional[dict]) -> datamodel.Facts:
     """The facts the policy saw before this run, as the model reads them.
 
     Page-sample fields missing from an older record come from ``samples``
@@ -63,15 +63,15 @@ def _facts(record: dict, samples: Optional[dict]) -> base.Facts:
     for key in ('zero_fraction', 'compress_ratio', 'xbzrle_friendly'):
         if facts.get(key) is not None:
             sample[key] = facts[key]
-    return base.Facts(
-        instance=base.InstanceFacts(
+    return datamodel.Facts(
+        instance=datamodel.InstanceFacts(
             memory_mb=int(facts.get('memory_mb') or 1024),
             dirty_rate_mbps=float(facts.get('dirty_rate_mbps') or 0.0),
             zero_fraction=sample.get('zero_fraction'),
             compress_ratio=sample.get('compress_ratio'),
             xbzrle_friendly=sample.get('xbzrle_friendly')),
-        host=base.HostLoad(cpus=facts.get('cpus') or 2,
-                           cpu_idle_pct=facts.get('cpu_idle_pct') or 0.0),
+        host=datamodel.HostLoad(cpus=facts.get('cpus') or 2,
+                                cpu_idle_pct=facts.get('cpu_idle_pct') or 0.0),
         link_mbps=float(facts.get('link_mbps') or 119.2))
 
 

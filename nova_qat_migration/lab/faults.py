@@ -42,11 +42,11 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.lab import cloud as cloud_mod
 from nova_qat_migration.lab import hosts as hosts_mod
 from nova_qat_migration.lab import runner
 from nova_qat_migration.lab import scenarios as sc
-from nova_qat_migration.policy import base
 from nova_qat_migration.virt.libvirt import passthrough
 
 LOG = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ DRIVER_NOVA = 'libvirt.LibvirtDriver'
 #: Per-cell plans of the fault matrix (names as the issue uses them).
 PASSTHROUGH_ZSTD = sc.PlanSpec(
     'passthrough-zstd', policy='static', options=tuple(sorted(
-        dict(sc.static_options(base.Plan(
+        dict(sc.static_options(datamodel.Plan(
             policy='static', method='zstd', level=1,
             parallel_connections=4)),
              qemu_monitor_passthrough=True).items())))
@@ -106,7 +106,7 @@ MATRIX_PLANS = {
 #: QAT fault only: a static qatzip plan (needs a lease).
 QATZIP = sc.PlanSpec(
     'qatzip', policy='static', options=tuple(sorted(
-        dict(sc.static_options(base.Plan(
+        dict(sc.static_options(datamodel.Plan(
             policy='static', method='qatzip', level=1,
             parallel_connections=4)),
              qemu_monitor_passthrough=True).items())))

@@ -14,7 +14,7 @@
 A scenario is a guest workload plus the link it migrates over; a plan spec
 is either a policy (``nova_default``, ``adaptive``, ``static``: the plan
 comes from the project's policy looking at measured facts) or a fixed
-:class:`~nova_qat_migration.policy.base.Plan`. Every plan, fixed or not,
+:class:`~nova_qat_migration.datamodel.Plan`. Every plan, fixed or not,
 goes through the project's translation to libvirt.
 
 Sizes are chosen so that one migration of a busy guest takes seconds to a
@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Scenario:
     @property
     def dirty_mbps(self) -> float:
         """The nominal dirty rate in MiB/s."""
-        return self.rate * 4096 / base.MIB
+        return self.rate * 4096 / datamodel.MIB
 
 
 SCENARIOS = {s.name: s for s in (
@@ -96,7 +96,7 @@ class PlanSpec:
     #: ``[qat_migration]`` options while this spec migrates.
     options: tuple = ()
     #: the plan a fixed spec stands for (documentation and tests).
-    plan: Optional[base.Plan] = None
+    plan: Optional[datamodel.Plan] = None
 
     @property
     def fixed(self) -> bool:
@@ -109,7 +109,7 @@ class PlanSpec:
         return out
 
 
-def static_options(plan: base.Plan) -> tuple:
+def static_options(plan: datamodel.Plan) -> tuple:
     """The ``static`` policy's options that produce ``plan``."""
     opts = {'static_method': plan.method,
             'static_parallel_connections': plan.parallel_connections,
@@ -132,7 +132,7 @@ def static_options(plan: base.Plan) -> tuple:
 
 
 def _fixed(name: str, **kwargs) -> PlanSpec:
-    plan = base.Plan(policy='static', **kwargs)
+    plan = datamodel.Plan(policy='static', **kwargs)
     return PlanSpec(name, policy='static', options=static_options(plan),
                     plan=plan)
 
@@ -157,13 +157,15 @@ PLANS = {p.name: p for p in (
 #: Fixed plans that ask for what QEMU 10 refuses; the translation must
 #: degrade them (never send them). Used by the lab tests.
 FORBIDDEN_ASKS = {
-    'xbzrle-multifd': base.Plan(policy='fixed:bad', method='xbzrle',
-                                xbzrle_cache_mb=64, parallel_connections=4),
-    'postcopy-multifd': base.Plan(policy='fixed:bad', method='zstd',
-                                  level=1, parallel_connections=4,
-                                  post_copy=True, post_copy_after_stalled=1),
-    'mt': base.Plan(policy='fixed:bad', method='mt', level=1,
-                    mt_threads=2),
+    'xbzrle-multifd': datamodel.Plan(policy='fixed:bad', method='xbzrle',
+                                     xbzrle_cache_mb=64,
+                                     parallel_connections=4),
+    'postcopy-multifd': datamodel.Plan(policy='fixed:bad', method='zstd',
+                                       level=1, parallel_connections=4,
+                                       post_copy=True,
+                                       post_copy_after_stalled=1),
+    'mt': datamodel.Plan(policy='fixed:bad', method='mt', level=1,
+                         mt_threads=2),
 }
 
 QUICK_SCENARIOS = ('small-writes',)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import predictive
@@ -67,12 +68,12 @@ CONVERGE_SHARE = 0.8
 class AdaptivePolicy(base.Policy):
     name = 'adaptive'
 
-    def plan(self, facts: base.Facts) -> base.Plan:
+    def plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         plan = self._plan(facts)
         sharing = common.sharing_reason(facts)
         return plan.because(sharing) if sharing else plan
 
-    def _plan(self, facts: base.Facts) -> base.Plan:
+    def _plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         lim = common.limits(self.conf, facts)
         if lim.forced_method:
             return self._converge(facts, lim, self._forced(facts, lim))
@@ -92,7 +93,7 @@ class AdaptivePolicy(base.Policy):
         return best.because(predictive.explain(best, prediction, scored),
                             *notes)
 
-    def _candidates(self, facts: base.Facts, lim: common.Limits,
+    def _candidates(self, facts: datamodel.Facts, lim: common.Limits,
                     notes: list) -> list:
         """Every plan the levers allow here, for the model to score."""
         group = self.conf.qat_migration
@@ -170,51 +171,51 @@ class AdaptivePolicy(base.Policy):
 
     # -- helpers ---------------------------------------------------------
 
-    def _sendable(self, facts: base.Facts, lim: common.Limits,
+    def _sendable(self, facts: datamodel.Facts, lim: common.Limits,
                   method: str) -> bool:
         return (method in lim.methods and facts.can_send(method)
                 and facts.destination.accepts(method))
 
-    def _ratio(self, facts: base.Facts) -> float:
+    def _ratio(self, facts: datamodel.Facts) -> float:
         ratio = self._measured_ratio(facts)
         if ratio is not None:
             return max(0.05, min(1.0, ratio))
         return DEFAULT_RATIO
 
-    def _measured_ratio(self, facts: base.Facts) -> Optional[float]:
+    def _measured_ratio(self, facts: datamodel.Facts) -> Optional[float]:
         """Compressibility from a page sample, else from history."""
         if facts.instance.compress_ratio is not None:
             return facts.instance.compress_ratio
         hist = facts.history
         if hist.compression_ratio is not None and \
-                hist.method in base.MULTIFD_METHODS:
+                hist.method in datamodel.MULTIFD_METHODS:
             return hist.compression_ratio
         return None
 
-    def _incompressible(self, facts: base.Facts) -> bool:
+    def _incompressible(self, facts: datamodel.Facts) -> bool:
         ratio = self._measured_ratio(facts)
         return ratio is not None and ratio > INCOMPRESSIBLE_RATIO
 
-    def _dirty_rate(self, facts: base.Facts) -> Optional[float]:
+    def _dirty_rate(self, facts: datamodel.Facts) -> Optional[float]:
         if facts.instance.paused:
             return 0.0
         if facts.instance.dirty_rate_mbps is not None:
             return facts.instance.dirty_rate_mbps
         return facts.history.dirty_rate_mbps
 
-    def _idle_cores(self, facts: base.Facts) -> int:
+    def _idle_cores(self, facts: datamodel.Facts) -> int:
         return int(common.idle_cores(facts))
 
-    def _base(self, facts: base.Facts, lim: common.Limits,
-              **fields) -> base.Plan:
+    def _base(self, facts: datamodel.Facts, lim: common.Limits,
+              **fields) -> datamodel.Plan:
         group = self.conf.qat_migration
-        return base.Plan(
+        return datamodel.Plan(
             policy=self.name, max_downtime_ms=lim.max_downtime_ms,
             post_copy_after_stalled=group.post_copy_after_stalled,
             progress_timeout_s=group.progress_timeout,
             bandwidth_mbps=facts.nova.bandwidth_mbps, **fields)
 
-    def _software_fallbacks(self, facts: base.Facts,
+    def _software_fallbacks(self, facts: datamodel.Facts,
                             lim: common.Limits) -> tuple:
         threshold = self.conf.qat_migration.cpu_idle_threshold
         if common.cpu_idle_pct(facts) < threshold:
@@ -224,7 +225,8 @@ class AdaptivePolicy(base.Policy):
 
     # -- choosing ----------------------------------------------------------
 
-    def _forced(self, facts: base.Facts, lim: common.Limits) -> base.Plan:
+    def _forced(self, facts: datamodel.Facts,
+                lim: common.Limits) -> datamodel.Plan:
         method = lim.forced_method
         reasons = ['method %s forced by qat_migration:method' % method]
         if method not in lim.methods:
@@ -235,7 +237,7 @@ class AdaptivePolicy(base.Policy):
         channels = (min(lim.forced_channels, lim.max_channels)
                     if lim.forced_channels else
                     min(lim.max_channels, 4)
-                    if method in base.MULTIFD_METHODS else 1)
+                    if method in datamodel.MULTIFD_METHODS else 1)
         level = (lim.forced_level if lim.forced_level is not None
                  else common.default_level(self.conf, method))
         fields: dict = {}
@@ -255,7 +257,8 @@ class AdaptivePolicy(base.Policy):
                           fallbacks=self._software_fallbacks(facts, lim),
                           reasons=tuple(reasons), **fields)
 
-    def _choose(self, facts: base.Facts, lim: common.Limits) -> base.Plan:
+    def _choose(self, facts: datamodel.Facts,
+                lim: common.Limits) -> datamodel.Plan:
         group = self.conf.qat_migration
         link = common.link_mbps(facts)
         dirty = self._dirty_rate(facts)
@@ -303,7 +306,7 @@ class AdaptivePolicy(base.Policy):
         xbzrle_poor = (hist.xbzrle_hit_ratio is not None and
                        hist.xbzrle_hit_ratio < POOR_XBZRLE_HIT)
         prefer_compression = (hist.compression_ratio is not None and
-                              hist.method in base.MULTIFD_METHODS and
+                              hist.method in datamodel.MULTIFD_METHODS and
                               not incompressible and hist.converged)
         if busy and cache and not xbzrle_poor and not prefer_compression:
             return self._base(
@@ -364,7 +367,7 @@ class AdaptivePolicy(base.Policy):
         return self._base(facts, lim, method='none',
                           reasons=tuple(reasons) + ('plain pre-copy',))
 
-    def _why_not_qat(self, facts: base.Facts, lim: common.Limits) -> str:
+    def _why_not_qat(self, facts: datamodel.Facts, lim: common.Limits) -> str:
         if self._incompressible(facts):
             return ('QAT: pages compress to %.2f: incompressible'
                     % self._measured_ratio(facts))
@@ -380,7 +383,8 @@ class AdaptivePolicy(base.Policy):
 
     # -- convergence -------------------------------------------------------
 
-    def _throughput(self, facts: base.Facts, plan: base.Plan) -> float:
+    def _throughput(self, facts: datamodel.Facts,
+                    plan: datamodel.Plan) -> float:
         """Guest MiB/s of pages the plan moves per second (rough)."""
         link = common.link_mbps(facts)
         if plan.method in ('zlib', 'zstd'):
@@ -390,8 +394,8 @@ class AdaptivePolicy(base.Policy):
             return link / self._ratio(facts)
         return link
 
-    def _converge(self, facts: base.Facts, lim: common.Limits,
-                  plan: base.Plan) -> base.Plan:
+    def _converge(self, facts: datamodel.Facts, lim: common.Limits,
+                  plan: datamodel.Plan) -> datamodel.Plan:
         dirty = self._dirty_rate(facts)
         hist_failed = facts.history.converged is False
         if dirty is None and not hist_failed:

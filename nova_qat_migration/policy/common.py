@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Limits:
     forced_channels: Optional[int] = None
 
 
-def limits(conf: Any, facts: base.Facts) -> Limits:
+def limits(conf: Any, facts: datamodel.Facts) -> Limits:
     group = conf.qat_migration
     hints = facts.instance.hints
     methods = tuple(m for m in group.allowed_methods if m != 'none')
@@ -70,41 +70,41 @@ def default_level(conf: Any, method: str) -> Optional[int]:
 # at worst a cache already allocated is counted twice.
 
 
-def link_mbps(facts: base.Facts) -> float:
+def link_mbps(facts: datamodel.Facts) -> float:
     """The MiB/s of the link this migration can count on."""
     return facts.link_mbps * facts.in_flight.link_share
 
 
-def idle_cores(facts: base.Facts) -> float:
+def idle_cores(facts: datamodel.Facts) -> float:
     """Idle cores not planned for the compressors of migrations in flight."""
     host = facts.host
     measured = host.cpus * host.cpu_idle_pct / 100.0
     return max(0.0, min(measured, host.cpus - facts.in_flight.cores_held))
 
 
-def cpu_idle_pct(facts: base.Facts) -> float:
+def cpu_idle_pct(facts: datamodel.Facts) -> float:
     """:func:`idle_cores` as a percentage of the host's cores."""
     return 100.0 * idle_cores(facts) / max(1, facts.host.cpus)
 
 
-def spare_mb(conf: Any, facts: base.Facts) -> int:
+def spare_mb(conf: Any, facts: datamodel.Facts) -> int:
     """Memory above the headroom not held by caches in flight."""
     return (facts.host.mem_free_mb - conf.qat_migration.memory_headroom_mb -
             facts.in_flight.xbzrle_mb_held)
 
 
-def qat_free_leases(facts: base.Facts) -> int:
+def qat_free_leases(facts: datamodel.Facts) -> int:
     """QAT leases free for this migration."""
     qat = facts.qat
     return max(0, min(qat.free_leases,
                       qat.endpoints - facts.in_flight.qat_leases_held))
 
 
-def qat_available(facts: base.Facts) -> bool:
+def qat_available(facts: datamodel.Facts) -> bool:
     return facts.qat.endpoints > 0 and qat_free_leases(facts) > 0
 
 
-def sharing_reason(facts: base.Facts) -> Optional[str]:
+def sharing_reason(facts: datamodel.Facts) -> Optional[str]:
     """A reason naming what the migrations in flight hold, if any."""
     held = facts.in_flight
     if not held.migrations:
@@ -116,7 +116,7 @@ def sharing_reason(facts: base.Facts) -> Optional[str]:
                held.cores_held, held.xbzrle_mb_held, held.qat_leases_held))
 
 
-def xbzrle_cache_mb(conf: Any, facts: base.Facts) -> Optional[int]:
+def xbzrle_cache_mb(conf: Any, facts: datamodel.Facts) -> Optional[int]:
     """XBZRLE cache sized from the working set and spare memory.
 
     None when the host cannot spare the minimum useful cache.
@@ -130,11 +130,11 @@ def xbzrle_cache_mb(conf: Any, facts: base.Facts) -> Optional[int]:
                group.xbzrle_cache_max_mb, facts.instance.memory_mb, spare)
     if size < group.xbzrle_cache_min_mb:
         return None
-    return base.pow2_floor(size)
+    return datamodel.pow2_floor(size)
 
 
-def xbzrle_cache_max_mb(conf: Any, facts: base.Facts) -> int:
+def xbzrle_cache_max_mb(conf: Any, facts: datamodel.Facts) -> int:
     group = conf.qat_migration
     spare = spare_mb(conf, facts)
-    return base.pow2_floor(max(1, min(group.xbzrle_cache_max_mb,
-                                 facts.instance.memory_mb, spare)))
+    return datamodel.pow2_floor(max(1, min(group.xbzrle_cache_max_mb,
+                                           facts.instance.memory_mb, spare)))

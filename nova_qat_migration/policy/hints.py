@@ -41,9 +41,8 @@ from typing import Any, Mapping, Optional
 from oslo_log import log as logging
 from oslo_utils import strutils
 
-from nova_qat_migration.conf.qat_migration import METHODS
-from nova_qat_migration.policy import base
-from nova_qat_migration.virt.libvirt import constants
+from nova_qat_migration import datamodel
+
 
 LOG = logging.getLogger(__name__)
 
@@ -59,8 +58,8 @@ NAME_PATTERN = r'[a-z][a-z0-9_]*'
 #: the intersection of the methods' ranges means no pair the API accepts
 #: can fail a pre-check. (``none`` and ``xbzrle`` have no level: a level
 #: beside them is simply unused.)
-LEVEL_MIN = max(lo for lo, _hi in constants.LEVEL_RANGES.values())
-LEVEL_MAX = min(hi for _lo, hi in constants.LEVEL_RANGES.values())
+LEVEL_MIN = max(lo for lo, _hi in datamodel.LEVEL_RANGES.values())
+LEVEL_MAX = min(hi for _lo, hi in datamodel.LEVEL_RANGES.values())
 
 #: How an image value combines with what the operator set
 #: (:attr:`Key.image_rule`).
@@ -102,7 +101,7 @@ KEYS = (
     Key('method', str, 'Force this page-compression method (it must be '
         'allowed by [qat_migration] allowed_methods; the plan still '
         'degrades when the hosts cannot run it).', RULE_CHOOSE,
-        enum=METHODS, option='allowed_methods'),
+        enum=datamodel.METHODS, option='allowed_methods'),
     Key('level', int, 'Compression level for the method the plan uses '
         '(%d..%d, valid for every method that has a level; unused by none '
         'and xbzrle).' % (LEVEL_MIN, LEVEL_MAX), RULE_CHOOSE,
@@ -270,7 +269,7 @@ def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
             image_properties: Optional[Mapping[str, Any]] = None,
             system_metadata: Optional[Mapping[str, Any]] = None,
             conf: Any = None, memory_mb: Optional[int] = None,
-            ) -> tuple[base.Hints, list]:
+            ) -> tuple[datamodel.Hints, list]:
     """Hints for one instance and what was ignored from its image.
 
     :param extra_specs: the flavor's extra specs (strict).
@@ -294,14 +293,14 @@ def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
     image.update(_collect(image_properties, '', 'image property', ignored))
     values = dict(flavor)
     values.update(_narrow_image(image, flavor, conf, memory_mb, ignored))
-    return base.Hints(**values), ignored
+    return datamodel.Hints(**values), ignored
 
 
 def from_instance(extra_specs: Optional[Mapping[str, Any]] = None,
                   image_properties: Optional[Mapping[str, Any]] = None,
                   system_metadata: Optional[Mapping[str, Any]] = None,
                   conf: Any = None, memory_mb: Optional[int] = None,
-                  instance: Any = None) -> base.Hints:
+                  instance: Any = None) -> datamodel.Hints:
     """Hints for one instance; ignored image values are logged.
 
     See :func:`resolve` for the parameters; ``instance`` only tags the

@@ -21,6 +21,7 @@ from stevedore import driver
 from stevedore import exception as stevedore_exc
 from stevedore import extension
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 
 NAMESPACE = 'nova_qat_migration.policies'
@@ -95,5 +96,5 @@ class PolicySet:
                 policy = self._loaded[name] = load_policy(name, self.conf)
             return policy
 
-    def for_hints(self, hints: base.Hints) -> base.Policy:
+    def for_hints(self, hints: datamodel.Hints) -> base.Policy:
         return self.get(hints.policy) if hints.policy else self.default

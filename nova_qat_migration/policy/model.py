@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,13 +107,13 @@ class Prediction:
         thr = ' throttled to %d%%' % self.throttle_pct if self.throttle_pct \
             else ''
         return '%.1f s / %.0f ms%s%s' % (self.total_s, self.downtime_ms,
-                                          how, thr)
+                                         how, thr)
 
 
 MAX_ROUNDS = 200
 
 
-def xbzrle_wire(plan: base.Plan, load: Workload,
+def xbzrle_wire(plan: datamodel.Plan, load: Workload,
                 cal: Calibration) -> float:
     """Wire bytes per re-sent page byte under XBZRLE.
 
@@ -129,7 +129,7 @@ def xbzrle_wire(plan: base.Plan, load: Workload,
     return coverage * min(1.0, delta) + (1.0 - coverage)
 
 
-def _rates(plan: base.Plan, load: Workload, link_mbps: float,
+def _rates(plan: datamodel.Plan, load: Workload, link_mbps: float,
            cal: Calibration, idle_cores: float) -> tuple[float, float, float]:
     """(pages/s for fresh pages, pages/s for re-sent pages, wire/page).
 
@@ -159,7 +159,7 @@ def _rates(plan: base.Plan, load: Workload, link_mbps: float,
     return fresh, fresh, 1.0
 
 
-def predict(plan: base.Plan, load: Workload, link_mbps: float,
+def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             idle_cores: float = 1.0, cal: Calibration = Calibration(),
             time_limit_s: float = 3600.0) -> Prediction:
     """Predict ``plan`` for ``load`` over a ``link_mbps`` MiB/s link."""

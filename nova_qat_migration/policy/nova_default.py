@@ -16,17 +16,18 @@ fails. The translation of this plan yields the flags of Nova's
 ``_parse_migration_flags()`` and the params of its ``Guest.migrate``.
 """
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 
 
 class NovaDefaultPolicy(base.Policy):
     name = 'nova_default'
 
-    def plan(self, facts: base.Facts) -> base.Plan:
+    def plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         nova = facts.nova
         post_copy = nova.permit_post_copy
         auto_converge = nova.permit_auto_converge and not post_copy
-        return base.Plan(
+        return datamodel.Plan(
             policy=self.name,
             method='none',
             parallel_connections=max(1, nova.parallel_connections),

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Optional
 
 from oslo_log import log as logging
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import model
 
@@ -61,7 +61,7 @@ def calibration(conf: Any) -> model.Calibration:
     return _load_calibration(conf.qat_migration.model_calibration or '')
 
 
-def workload(facts: base.Facts) -> model.Workload:
+def workload(facts: datamodel.Facts) -> model.Workload:
     """The model's view of the guest, from measurements and history."""
     inst = facts.instance
     hist = facts.history
@@ -71,7 +71,7 @@ def workload(facts: base.Facts) -> model.Workload:
     ratio = DEFAULT_RATIO
     zero = 0.0
     if hist.compression_ratio is not None and \
-            hist.method in base.MULTIFD_METHODS:
+            hist.method in datamodel.MULTIFD_METHODS:
         ratio = max(0.02, min(1.0, hist.compression_ratio))
     elif hist.compression_ratio is not None and hist.method in (None,
                                                                 'none'):
@@ -93,7 +93,7 @@ def workload(facts: base.Facts) -> model.Workload:
         zero_fraction=zero, compress_ratio=ratio, xbzrle_friendly=friendly)
 
 
-def tier(plan: base.Plan) -> int:
+def tier(plan: datamodel.Plan) -> int:
     """How intrusive a plan is.
 
     0: plain levers; 1: throttles the guest's vCPUs; 2: may run the guest
@@ -105,7 +105,7 @@ def tier(plan: base.Plan) -> int:
     return 1 if plan.auto_converge else 0
 
 
-def idle_cores(facts: base.Facts) -> float:
+def idle_cores(facts: datamodel.Facts) -> float:
     """Cores the source can spare for copying and compressing.
 
     What the migrations in flight hold is not spare (see :mod:`.common`).
@@ -113,7 +113,7 @@ def idle_cores(facts: base.Facts) -> float:
     return max(0.5, common.idle_cores(facts))
 
 
-def _score(plan: base.Plan, pred: model.Prediction) -> tuple:
+def _score(plan: datamodel.Plan, pred: model.Prediction) -> tuple:
     """Sort key inside a tier: fastest first, weighted by intrusion.
 
     A throttle's start counts as a cost (a guest slowed to 20% for 10 s is
@@ -125,9 +125,9 @@ def _score(plan: base.Plan, pred: model.Prediction) -> tuple:
     return (pred.total_s * (1.0 + throttle + cpu), plan.parallel_connections)
 
 
-def choose(conf: Any, facts: base.Facts, lim: common.Limits,
-           candidates: Iterable[base.Plan],
-           ) -> Optional[tuple[base.Plan, model.Prediction, list]]:
+def choose(conf: Any, facts: datamodel.Facts, lim: common.Limits,
+           candidates: Iterable[datamodel.Plan],
+           ) -> Optional[tuple[datamodel.Plan, model.Prediction, list]]:
     """The best converging candidate, its prediction and all scores.
 
     :returns: None when no candidate converges within the downtime limit.
@@ -156,7 +156,7 @@ def choose(conf: Any, facts: base.Facts, lim: common.Limits,
     return best_plan, best_pred, scored
 
 
-def explain(best: base.Plan, pred: model.Prediction, scored: list) -> str:
+def explain(best: datamodel.Plan, pred: model.Prediction, scored: list) -> str:
     """'predicted 11 s / 40 ms with zstd-1 x4 vs never converges plain'."""
     plain = next((pr for p, pr in scored
                   if p.method == 'none' and p.parallel_connections == 1 and
@@ -167,7 +167,7 @@ def explain(best: base.Plan, pred: model.Prediction, scored: list) -> str:
     return text + ' (%d candidates)' % len(scored)
 
 
-def _short(plan: base.Plan) -> str:
+def _short(plan: datamodel.Plan) -> str:
     name = 'plain' if plan.method == 'none' else plan.method
     if plan.level is not None:
         name += '-%d' % plan.level
@@ -182,7 +182,8 @@ def _short(plan: base.Plan) -> str:
     return name
 
 
-def predict_dict(conf: Any, facts: base.Facts, plan: base.Plan) -> dict:
+def predict_dict(conf: Any, facts: datamodel.Facts,
+                 plan: datamodel.Plan) -> dict:
     """The model's prediction for ``plan`` as a loggable dict."""
     pred = model.predict(plan, workload(facts), common.link_mbps(facts),
                          idle_cores=idle_cores(facts), cal=calibration(conf))

@@ -15,6 +15,7 @@ For operators who know their workloads and want one predictable plan
 (still per instance where flavors or images say so).
 """
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import common
 
@@ -22,7 +23,7 @@ from nova_qat_migration.policy import common
 class StaticPolicy(base.Policy):
     name = 'static'
 
-    def plan(self, facts: base.Facts) -> base.Plan:
+    def plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         group = self.conf.qat_migration
         lim = common.limits(self.conf, facts)
         method = lim.forced_method or group.static_method
@@ -46,7 +47,7 @@ class StaticPolicy(base.Policy):
                 reasons.append('XBZRLE cache bounded by the guest\'s RAM: '
                                '%d MiB' % xbzrle)
         throttle = group.static_auto_converge and lim.throttle
-        return base.Plan(
+        return datamodel.Plan(
             policy=self.name,
             method=method,
             level=(lim.forced_level if lim.forced_level is not None

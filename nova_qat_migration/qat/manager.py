@@ -35,7 +35,7 @@ import logging
 import threading
 from typing import Any, Iterator, Mapping, Optional
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from nova_qat_migration.qat import devices
 from nova_qat_migration.qat import health
 from nova_qat_migration.qat import leases
@@ -166,7 +166,7 @@ class QATManager:
                     getattr(test, 'message', '') or '-',
                     self.group.qatzip_library)
 
-    def state(self) -> base.QATState:
+    def state(self) -> datamodel.QATState:
         """The source's QAT capacity for the migration being planned."""
         statuses = self.scan()
         endpoints = sum(len(s.compression_endpoints()) for s in statuses)
@@ -185,7 +185,7 @@ class QATManager:
             # carry a migration, so plans must not count on them.
             self._warn_selftest(test)
             endpoints = 0
-        return base.QATState(
+        return datamodel.QATState(
             endpoints=endpoints,
             free_leases=self.pool.free if endpoints else 0,
             hardware=bool(test and test.hardware),

@@ -224,7 +224,7 @@ class SelfTestResult:
         :data:`STATUS_FAILED`.
     :param engine: ``hardware``, ``software`` or ``none``.
     :param ratio: compressed size / original size (smaller is better),
-        as :class:`~nova_qat_migration.policy.base.QATState` expects.
+        as :class:`~nova_qat_migration.datamodel.QATState` expects.
     :param compress_mbps: MiB/s of original data compressed.
     """
 

@@ -32,7 +32,7 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional import integrated_helpers
 from nova.tests.functional.libvirt import base as libvirt_base
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import driver as qat_driver
 
 QAT_DRIVER = 'qat_migration.QATLibvirtDriver'
@@ -43,16 +43,16 @@ NOVA_DRIVER = 'libvirt.LibvirtDriver'
 API_PASTE = os.path.join(sys.prefix, 'etc', 'nova', 'api-paste.ini')
 
 #: libvirt 11.3 + QEMU 10.0 with zlib and zstd built in (this lab's pair).
-MODERN = base.HypervisorCaps(libvirt_version=(11, 3, 0),
-                             qemu_version=(10, 0, 0),
-                             multifd_methods=frozenset({'none', 'zlib',
-                                                        'zstd'}))
+MODERN = datamodel.HypervisorCaps(libvirt_version=(11, 3, 0),
+                                  qemu_version=(10, 0, 0),
+                                  multifd_methods=frozenset({'none', 'zlib',
+                                                             'zstd'}))
 #: A QEMU built without zstd.
-NO_ZSTD = base.HypervisorCaps(libvirt_version=(11, 3, 0),
-                              qemu_version=(10, 0, 0),
-                              multifd_methods=frozenset({'none', 'zlib'}))
+NO_ZSTD = datamodel.HypervisorCaps(libvirt_version=(11, 3, 0),
+                                   qemu_version=(10, 0, 0),
+                                   multifd_methods=frozenset({'none', 'zlib'}))
 
-IDLE = base.HostLoad(cpus=16, cpu_idle_pct=95.0, mem_free_mb=64 * 1024)
+IDLE = datamodel.HostLoad(cpus=16, cpu_idle_pct=95.0, mem_free_mb=64 * 1024)
 
 XML_PARAMS = ('destination_xml', 'persistent_xml')
 

@@ -24,14 +24,14 @@ import fixtures
 from lxml import etree
 from nova.tests.fixtures import libvirt as fakelibvirt
 
-from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import passthrough
 from tests.fixtures import qat_sysfs
 from tests.functional import base
 from tests.unit.qat import test_qatzip
 
-QATZIP = policy_base.HypervisorCaps(
+QATZIP = datamodel.HypervisorCaps(
     libvirt_version=(11, 3, 0), qemu_version=(10, 0, 0),
     multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip'}))
 

@@ -28,9 +28,9 @@ import subprocess
 
 import testtools
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.lab import hosts
 from nova_qat_migration.lab import scenarios as sc
-from nova_qat_migration.policy import base
 
 #: Per process: a benchmark (prefix nqm) may be running.
 PREFIX = 't%05d' % (os.getpid() % 100000)
@@ -44,8 +44,8 @@ TIMEOUT_S = 90
 #: has no qatzip): chosen when libvirt is older than 9.4.
 PASSTHROUGH_ZSTD = sc.PlanSpec(
     'passthrough-zstd', policy='static', options=sc.static_options(
-        base.Plan(policy='static', method='zstd', level=1,
-                  parallel_connections=4)))
+        datamodel.Plan(policy='static', method='zstd', level=1,
+                       parallel_connections=4)))
 
 
 def _skip_reason():

@@ -25,6 +25,7 @@ from unittest import mock
 import fixtures
 import testtools
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.lab import qemu_build
 from nova_qat_migration.virt.libvirt import capabilities
 
@@ -106,7 +107,7 @@ class TestBuiltQemu(testtools.TestCase):
         methods = capabilities.probe_multifd_methods(self.binary)
         self.assertIn('qatzip', methods)
         self.assertTrue({'none', 'zlib', 'zstd'} <= methods, methods)
-        caps = capabilities.base.HypervisorCaps(
+        caps = datamodel.HypervisorCaps(
             libvirt_version=(11, 3, 0), qemu_version=(10, 0, 0),
             multifd_methods=methods)
         self.assertIn(capabilities.compress_trait('qatzip'),

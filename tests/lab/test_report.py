@@ -21,11 +21,11 @@ import zlib
 
 import testtools
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.lab import bench
 from nova_qat_migration.lab import guest
 from nova_qat_migration.lab import runner
 from nova_qat_migration.lab import scenarios as sc
-from nova_qat_migration.policy import base
 from nova_qat_migration.virt.libvirt import translate
 
 
@@ -149,9 +149,10 @@ class TestTables(testtools.TestCase):
 
         from nova_qat_migration.conf import CONF
         from nova_qat_migration.policy import static
-        facts = base.Facts(destination=capabilities_dest(),
-                           host=base.HostLoad(cpus=8, cpu_idle_pct=90.0,
-                                              mem_free_mb=16384))
+        facts = datamodel.Facts(destination=capabilities_dest(),
+                                host=datamodel.HostLoad(
+                                    cpus=8, cpu_idle_pct=90.0,
+                                    mem_free_mb=16384))
         for spec in sc.PLANS.values():
             if not spec.fixed:
                 continue
@@ -177,7 +178,7 @@ class TestTables(testtools.TestCase):
     def test_fixed_plans_translate_without_degradation(self):
         # On the lab's software (libvirt 11.3, QEMU 10.0, zlib/zstd) every
         # fixed plan must run as asked: the benchmark measures what it says.
-        facts = base.Facts(destination=capabilities_dest())
+        facts = datamodel.Facts(destination=capabilities_dest())
         for spec in sc.PLANS.values():
             if spec.fixed:
                 call = translate.to_libvirt(spec.plan, facts)
@@ -187,4 +188,4 @@ class TestTables(testtools.TestCase):
 def capabilities_dest():
     from nova_qat_migration.virt.libvirt import capabilities
     return capabilities.destination_from_traits(
-        capabilities.traits_for(base.HypervisorCaps()))
+        capabilities.traits_for(datamodel.HypervisorCaps()))

@@ -27,6 +27,8 @@ import os
 import tempfile
 import unittest
 
+from nova_qat_migration import datamodel
+
 #: Nova's unit-test modules whose live-migration tests are run.
 MODULES = ('nova.tests.unit.virt.libvirt.test_driver',
            'nova.tests.unit.virt.libvirt.test_migration')
@@ -39,7 +41,6 @@ def _use_qat_driver():
     from nova.virt.libvirt import driver as nova_driver
 
     from nova_qat_migration.conf import qat_migration as opts
-    from nova_qat_migration.policy import base
     from nova_qat_migration.virt.libvirt import driver as qat_driver
 
     state = tempfile.mkdtemp(prefix='nova-lm-qat-')
@@ -53,7 +54,7 @@ def _use_qat_driver():
 
     # NOTE(qat-migration): no QEMU to probe under the fake libvirt (and the
     # shared machine may have a real one we must not start per test).
-    caps = base.HypervisorCaps()
+    caps = datamodel.HypervisorCaps()
     qat_driver.QATMigrationMixin.qat_probe_hypervisor = staticmethod(
         lambda conn, qemu_binary=None: caps)
 

@@ -24,20 +24,20 @@ from oslo_config import fixture as config_fixture
 from oslotest import base as oslotest_base
 
 from nova_qat_migration.conf import CONF
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 
 #: 10 Gbit/s in MiB/s.
-LINK_10G = 10e9 / 8 / base.MIB
+LINK_10G = 10e9 / 8 / datamodel.MIB
 
 #: A destination running the planner with Debian's QEMU 10.0 (zlib, zstd).
-DEST_SOFTWARE = base.DestinationCaps(
+DEST_SOFTWARE = datamodel.DestinationCaps(
     known=True, methods=frozenset({'xbzrle', 'zlib', 'zstd'}), multifd=True)
 #: A destination that can also decode qatzip (and has QAT).
-DEST_QAT = base.DestinationCaps(
+DEST_QAT = datamodel.DestinationCaps(
     known=True, methods=frozenset({'xbzrle', 'zlib', 'zstd', 'qatzip'}),
     multifd=True, qat=True)
 #: A source QEMU built with qatzip.
-HV_QATZIP = base.HypervisorCaps(
+HV_QATZIP = datamodel.HypervisorCaps(
     multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip'}))
 
 
@@ -57,29 +57,30 @@ def make_facts(instance=None, host=None, qat=None, hypervisor=None,
                **top):
     """Facts for a test; each section a dict of changes or a dataclass.
 
-    ``hints`` is a dict of :class:`base.Hints` fields (or a Hints).
-    Remaining keyword arguments are top-level :class:`base.Facts` fields
+    ``hints`` is a dict of :class:`datamodel.Hints` fields (or a Hints).
+    Remaining keyword arguments are top-level :class:`datamodel.Facts` fields
     (``link_mbps``, ``block_migration``, ``passthrough_allowed``).
     """
-    inst = _section(base.InstanceFacts(memory_mb=4096, vcpus=4), instance,
+    inst = _section(datamodel.InstanceFacts(memory_mb=4096, vcpus=4), instance,
                     'instance')
     if hints is not None:
         inst = dataclasses.replace(
-            inst, hints=_section(base.Hints(), hints, 'hints'))
+            inst, hints=_section(datamodel.Hints(), hints, 'hints'))
     values = dict(
         instance=inst,
-        host=_section(base.HostLoad(cpus=4, cpu_idle_pct=10.0,
-                                    mem_free_mb=0), host, 'host'),
-        qat=_section(base.QATState(), qat, 'qat'),
-        hypervisor=_section(base.HypervisorCaps(), hypervisor, 'hypervisor'),
-        destination=_section(base.DestinationCaps(), destination,
+        host=_section(datamodel.HostLoad(cpus=4, cpu_idle_pct=10.0,
+                                         mem_free_mb=0), host, 'host'),
+        qat=_section(datamodel.QATState(), qat, 'qat'),
+        hypervisor=_section(datamodel.HypervisorCaps(), hypervisor,
+                            'hypervisor'),
+        destination=_section(datamodel.DestinationCaps(), destination,
                              'destination'),
-        nova=_section(base.NovaSettings(), nova, 'nova'),
-        history=_section(base.History(), history, 'history'),
+        nova=_section(datamodel.NovaSettings(), nova, 'nova'),
+        history=_section(datamodel.History(), history, 'history'),
         link_mbps=LINK_10G,
     )
     values.update(top)
-    return base.Facts(**values)
+    return datamodel.Facts(**values)
 
 
 class TestCase(oslotest_base.BaseTestCase):

@@ -13,6 +13,7 @@
 
 import importlib
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import constants as c
 from tests.unit import base
 
@@ -106,7 +107,7 @@ class TestInternalConsistency(base.TestCase):
                           'PARALLEL'], c.flag_names(c.PLANNED_FLAGS))
 
     def test_level_params_for_level_ranges(self):
-        self.assertEqual(set(c.LEVEL_PARAMS), set(c.LEVEL_RANGES) -
+        self.assertEqual(set(c.LEVEL_PARAMS), set(datamodel.LEVEL_RANGES) -
                          {'qatzip'})
         for method, param in c.LEVEL_PARAMS.items():
             self.assertEqual('compression.%s.level' % method, param)

@@ -18,8 +18,8 @@ import threading
 import fixtures
 import testtools
 
+from nova_qat_migration import datamodel
 from nova_qat_migration import history
-from nova_qat_migration.policy import base
 from nova_qat_migration import report
 
 
@@ -31,7 +31,7 @@ class HistoryStoreTest(testtools.TestCase):
 
     def test_unknown_instance_is_empty_history(self):
         store = history.HistoryStore(self.path)
-        self.assertEqual(base.History(), store.get('nope'))
+        self.assertEqual(datamodel.History(), store.get('nope'))
 
     def test_record_persists_and_counts(self):
         store = history.HistoryStore(self.path)
@@ -109,13 +109,13 @@ class HistoryStoreTest(testtools.TestCase):
 class ReportTest(testtools.TestCase):
 
     def _record(self, **kw):
-        plan = base.Plan(policy='adaptive', method='zstd', level=1,
-                         parallel_connections=4, reasons=('idle CPU',))
+        plan = datamodel.Plan(policy='adaptive', method='zstd', level=1,
+                              parallel_connections=4, reasons=('idle CPU',))
         args = dict(
             instance_uuid='u1', instance_name='vm', requested=plan,
             outcome=report.OUTCOME_COMPLETED, total_s=12.3456,
-            last_stats={'memory_total': 1024 * base.MIB,
-                        'memory_processed': 512 * base.MIB,
+            last_stats={'memory_total': 1024 * datamodel.MIB,
+                        'memory_processed': 512 * datamodel.MIB,
                         'time_elapsed': 4000, 'downtime': 999},
             completed_stats={'downtime': 42, 'memory_iteration': 3},
             summary={'max_dirty_rate_mbps': 33.0, 'xbzrle_hit_ratio': None},

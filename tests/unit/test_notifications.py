@@ -16,31 +16,32 @@ from unittest import mock
 import fixtures
 import testtools
 
-from nova_qat_migration import monitor
+from nova_qat_migration import datamodel
 from nova_qat_migration import notifications
-from nova_qat_migration.policy import base
 from nova_qat_migration import report
+from nova_qat_migration.virt.libvirt import tracker
 
 UUID = '3e5d2c1a-8b7f-4f6e-9a0b-1c2d3e4f5a6b'
 
 
 def _record(**kw):
-    plan = base.Plan(policy='adaptive', method='zstd', level=1,
-                     parallel_connections=4, reasons=('idle CPU',))
+    plan = datamodel.Plan(policy='adaptive', method='zstd', level=1,
+                          parallel_connections=4, reasons=('idle CPU',))
     args = dict(
         instance_uuid=UUID, instance_name='vm', requested=plan,
         outcome=report.OUTCOME_COMPLETED, total_s=12.3456,
-        last_stats={'memory_total': 1024 * base.MIB,
-                    'memory_processed': 512 * base.MIB,
+        last_stats={'memory_total': 1024 * datamodel.MIB,
+                    'memory_processed': 512 * datamodel.MIB,
                     'time_elapsed': 4000,
                     'compression_bytes': 1000},
         completed_stats={'downtime': 42},
-        summary=monitor.ProgressTracker().summary(),
+        summary=tracker.ProgressTracker().summary(),
         sent_params={'compression': 'zstd', 'destination_xml': '<x/>',
                      'parallel.connections': 4},
         sent_flags=['LIVE', 'PARALLEL'],
-        actions=[base.Action(kind='downtime', value=100, reason='stalled')],
-        facts=base.Facts())
+        actions=[datamodel.Action(kind='downtime', value=100,
+                                  reason='stalled')],
+        facts=datamodel.Facts())
     args.update(kw)
     return report.build(**args)
 
@@ -53,7 +54,7 @@ class PayloadTest(testtools.TestCase):
         self.assertEqual(notifications.RECORD_KEYS, set(_record()))
 
     def test_every_monitor_key_is_carried(self):
-        summary = monitor.ProgressTracker().summary()
+        summary = tracker.ProgressTracker().summary()
         self.assertEqual(set(summary),
                          set(notifications.QATMigrationMonitorPayload.fields))
 
@@ -73,7 +74,7 @@ class PayloadTest(testtools.TestCase):
                           'parallel.connections': '4'}, data['params'])
         self.assertEqual([{'kind': 'downtime', 'value': '100',
                            'reason': 'stalled'}], data['actions'])
-        self.assertEqual(512 * base.MIB, data['bytes_transferred'])
+        self.assertEqual(512 * datamodel.MIB, data['bytes_transferred'])
         self.assertEqual(42.0, data['downtime_ms'])
         self.assertEqual(1000, data['compression']['nova_object.data'][
             'bytes'])

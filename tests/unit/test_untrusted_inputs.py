@@ -61,9 +61,9 @@ from nova_qat_migration.cmd import cli
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
 from nova_qat_migration.conf import qat_migration as qat_opts
+from nova_qat_migration import datamodel
 from nova_qat_migration import history
 from nova_qat_migration.policy import adaptive
-from nova_qat_migration.policy import base as policy_base
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import hints
 from nova_qat_migration.policy import loader
@@ -89,7 +89,7 @@ WEIRD_VALUES = [
 #: Per key: values the API accepts (and so must never fail a pre-check).
 VALID = {
     'policy': ['adaptive', 'static', 'nova_default'],
-    'method': list(qat_opts.METHODS),
+    'method': list(datamodel.METHODS),
     'level': ['1', '5', '9'],
     'parallel_connections': ['1', '2', '32'],
     'max_downtime_ms': ['10', '300', '500', '60000'],
@@ -158,7 +158,7 @@ class FlavorExtraSpecsTest(base.TestCase):
             self.assertRaises(hints.InvalidHint, hints.from_instance,
                               extra_specs={name: '1'})
 
-    @ddt.data(*itertools.product(qat_opts.METHODS, VALID['level']))
+    @ddt.data(*itertools.product(datamodel.METHODS, VALID['level']))
     @ddt.unpack
     def test_every_method_level_pair_plans(self, method, level):
         self._plans({_spec('method'): method, _spec('level'): level})
@@ -215,7 +215,7 @@ class ImagePropertiesTest(base.TestCase):
 
     def test_unknown_key_ignored_naming_it(self):
         got, ignored = self._resolve({'qat_migration:compresion': 'zstd'})
-        self.assertEqual(policy_base.Hints(), got)
+        self.assertEqual(datamodel.Hints(), got)
         self.assertIn('qat_migration:compresion', ignored[0])
 
     def test_warning_logged(self):
@@ -312,7 +312,7 @@ class ImagePropertiesTest(base.TestCase):
                 permit_post_copy=rng.random() < 0.5,
                 permit_auto_converge=rng.random() < 0.5,
                 max_parallel_connections=rng.choice([1, 2, 4, 32]),
-                allowed_methods=rng.sample(list(qat_opts.METHODS),
+                allowed_methods=rng.sample(list(datamodel.METHODS),
                                            rng.randint(1, 6)),
                 image_policies=rng.choice([[], ['nova_default']]))
             flavor = {_spec(k): rng.choice(v) for k, v in VALID.items()
@@ -444,7 +444,7 @@ class HistoryContentsTest(base.TestCase):
             self._write(data)
             store = history.HistoryStore(self.path)
             self.assertEqual(0, len(store), what)
-            self.assertEqual(policy_base.History(), store.get('a'), what)
+            self.assertEqual(datamodel.History(), store.get('a'), what)
             self._assert_heals(store)
         self.assertIn('Ignoring unreadable migration history',
                       self.logger.output)
@@ -637,10 +637,10 @@ class FactsFileTest(base.TestCase):
     def test_generated_numbers_never_traceback(self):
         rng = random.Random(SEED)
         fields = [('instance', f.name) for f in
-                  dataclasses.fields(policy_base.InstanceFacts)
+                  dataclasses.fields(datamodel.InstanceFacts)
                   if f.name not in ('hints', 'uuid', 'name', 'paused')]
         fields += [('host', f.name) for f in
-                   dataclasses.fields(policy_base.HostLoad)]
+                   dataclasses.fields(datamodel.HostLoad)]
         numbers = ['NaN', 'Infinity', '-Infinity', '1e400', '-1e400', '0',
                    '-1', '1e308', '0.5', '7', '"7"', 'true', 'null', '[]']
         for _ in range(120):

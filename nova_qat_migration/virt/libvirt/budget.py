@@ -28,7 +28,7 @@ import dataclasses
 import threading
 from typing import Any
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import common
 
 
@@ -50,7 +50,7 @@ class Share:
     qat_leases: int = 0
 
 
-def share_of(conf: Any, facts: base.Facts, plan: base.Plan) -> Share:
+def share_of(conf: Any, facts: datamodel.Facts, plan: datamodel.Plan) -> Share:
     """The share ``plan`` takes, planned with ``facts``. Pure."""
     cores = 0.0
     if plan.method in ('zlib', 'zstd'):
@@ -63,7 +63,7 @@ def share_of(conf: Any, facts: base.Facts, plan: base.Plan) -> Share:
     if plan.method == 'xbzrle':
         xbzrle = max(plan.xbzrle_cache_max_mb or 0,
                      plan.xbzrle_cache_mb or 0)
-        alone = dataclasses.replace(facts, in_flight=base.InFlight())
+        alone = dataclasses.replace(facts, in_flight=datamodel.InFlight())
         want = max(xbzrle, common.xbzrle_cache_max_mb(conf, alone))
     return Share(link_share=facts.in_flight.link_share, cores=cores,
                  xbzrle_mb=xbzrle, xbzrle_want_mb=want,
@@ -81,11 +81,11 @@ class HostBudget:
         self._lock = threading.Lock()
         self._shares: dict[str, Share] = {}
 
-    def snapshot(self) -> base.InFlight:
+    def snapshot(self) -> datamodel.InFlight:
         """What the migrations in flight hold, for the next plan."""
         with self._lock:
             shares = list(self._shares.values())
-        return base.InFlight(
+        return datamodel.InFlight(
             migrations=len(shares),
             # NOTE(qat-migration): TCP shares a bottleneck about equally
             # between connections' owners; a migration that finishes gives
@@ -115,8 +115,8 @@ class HostBudget:
                 if other.xbzrle_mb >= other.xbzrle_want_mb:
                     continue
                 # QEMU wants a power of two.
-                grown = base.pow2_floor(min(other.xbzrle_want_mb,
-                                            other.xbzrle_mb + freed))
+                grown = datamodel.pow2_floor(min(other.xbzrle_want_mb,
+                                                 other.xbzrle_mb + freed))
                 if grown > other.xbzrle_mb:
                     freed -= grown - other.xbzrle_mb
                     self._shares[uuid] = dataclasses.replace(

@@ -31,7 +31,8 @@ from typing import Any, Iterable, Optional
 
 from oslo_log import log as logging
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
+
 
 LOG = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def emulator_from_capabilities(caps_xml: str) -> Optional[str]:
 
 
 def probe_hypervisor(conn: Any, qemu_binary: Optional[str] = None,
-                     ) -> base.HypervisorCaps:
+                     ) -> datamodel.HypervisorCaps:
     """Probe a libvirt connection (a ``virConnect``) once at start-up."""
     libvirt_version = _version_tuple(conn.getLibVersion())
     qemu_version = _version_tuple(conn.getVersion())
@@ -223,18 +224,18 @@ def probe_hypervisor(conn: Any, qemu_binary: Optional[str] = None,
         binary = binary or DEFAULT_QEMU
     methods = (probe_multifd_methods(binary) if os.path.exists(binary)
                else frozenset())
-    caps = base.HypervisorCaps(libvirt_version=libvirt_version,
-                               qemu_version=qemu_version,
-                               multifd_methods=methods)
+    caps = datamodel.HypervisorCaps(libvirt_version=libvirt_version,
+                                    qemu_version=qemu_version,
+                                    multifd_methods=methods)
     LOG.info('Migration capabilities: libvirt %(lv)s, QEMU %(qv)s, multifd '
              'compression %(m)s',
-             {'lv': base.version_str(libvirt_version),
-              'qv': base.version_str(qemu_version),
+             {'lv': datamodel.version_str(libvirt_version),
+              'qv': datamodel.version_str(qemu_version),
               'm': ','.join(sorted(methods)) or 'unknown'})
     return caps
 
 
-def traits_for(caps: base.HypervisorCaps, qat_healthy: bool = False,
+def traits_for(caps: datamodel.HypervisorCaps, qat_healthy: bool = False,
                ) -> set[str]:
     """The ``CUSTOM_MIGRATION_*`` traits a host publishes about itself.
 
@@ -257,21 +258,21 @@ def traits_for(caps: base.HypervisorCaps, qat_healthy: bool = False,
 
 
 def destination_from_traits(traits: Optional[Iterable[str]],
-                            ) -> base.DestinationCaps:
+                            ) -> datamodel.DestinationCaps:
     """Destination capabilities from its provider traits.
 
     ``None`` (traits unreadable) or a host without the planner's traits
     gives ``known=False``: only plans needing nothing from it are used.
     """
     if traits is None:
-        return base.DestinationCaps()
+        return datamodel.DestinationCaps()
     traits = set(traits)
     if TRAIT_PLANNER not in traits:
-        return base.DestinationCaps()
+        return datamodel.DestinationCaps()
     prefix = TRAIT_PREFIX + 'COMPRESS_'
     methods = frozenset(t[len(prefix):].lower() for t in traits
                         if t.startswith(prefix))
-    return base.DestinationCaps(
+    return datamodel.DestinationCaps(
         known=True, methods=methods,
         multifd=TRAIT_MULTIFD in traits,
         postcopy_with_multifd=TRAIT_POSTCOPY_MULTIFD in traits,

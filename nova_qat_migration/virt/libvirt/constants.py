@@ -71,14 +71,6 @@ LEVEL_PARAMS = {
     'zstd': PARAM_COMPRESSION_ZSTD_LEVEL,
 }
 
-#: Valid compression levels per method (QEMU's ranges).
-LEVEL_RANGES = {
-    'mt': (0, 9),
-    'zlib': (0, 9),
-    'zstd': (0, 20),
-    'qatzip': (1, 9),
-}
-
 # libvirt error codes that mean "this call was refused before anything ran".
 VIR_ERR_INVALID_ARG = 8
 VIR_ERR_CONFIG_UNSUPPORTED = 67

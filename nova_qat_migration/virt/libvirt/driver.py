@@ -58,8 +58,8 @@ from nova.virt.libvirt import migration as libvirt_migrate
 from oslo_log import log as logging
 
 from nova_qat_migration import conf as qat_conf
+from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
-from nova_qat_migration import monitor
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import hints as qat_hints
 from nova_qat_migration.policy import loader
@@ -70,6 +70,7 @@ from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import measure
 from nova_qat_migration.virt.libvirt import passthrough
+from nova_qat_migration.virt.libvirt import tracker
 from nova_qat_migration.virt.libvirt import translate
 
 CONF = qat_conf.CONF
@@ -126,7 +127,7 @@ def _qat_manager_class() -> Any:
 
 def link_mbps(conf: Any) -> float:
     """``[qat_migration] link_gbps`` in MiB/s (the unit plans use)."""
-    return conf.qat_migration.link_gbps * 1e9 / 8 / base.MIB
+    return conf.qat_migration.link_gbps * 1e9 / 8 / datamodel.MIB
 
 
 class MigrationSession:
@@ -137,8 +138,8 @@ class MigrationSession:
     migration at a time (Nova's ``active_migrations`` relies on the same).
     """
 
-    def __init__(self, instance: Any, facts: base.Facts,
-                 policy: base.Policy, requested: base.Plan,
+    def __init__(self, instance: Any, facts: datamodel.Facts,
+                 policy: base.Policy, requested: datamodel.Plan,
                  call: translate.MigrationCall,
                  nova_call: translate.MigrationCall,
                  migration: Any = None) -> None:
@@ -150,7 +151,7 @@ class MigrationSession:
         self.call = call
         self.nova_call = nova_call
         self.migration = migration
-        self.tracker = monitor.ProgressTracker()
+        self.tracker = tracker.ProgressTracker()
         self.started = time.monotonic()
         self.actions: list = []
         self.notes: list = []
@@ -171,7 +172,7 @@ class MigrationSession:
         self.lock = threading.Lock()
 
     @property
-    def plan(self) -> base.Plan:
+    def plan(self) -> datamodel.Plan:
         """The plan running, with the XBZRLE cache ceiling the budget
         grants now (it rises when another migration frees memory).
         """
@@ -479,7 +480,8 @@ class _PlannedDomain:
                           instance=session.instance)
                 return 0
         result = self._qat_domain.migrateSetMaxDowntime(value, *args)
-        session.tracker.applied(base.Action(monitor.ACTION_DOWNTIME, value))
+        session.tracker.applied(
+            datamodel.Action(datamodel.ACTION_DOWNTIME, value))
         return result
 
     def _qat_escalate(self, stats: dict) -> None:
@@ -514,36 +516,36 @@ class _PlannedDomain:
             return 0.0
         return time.monotonic() - self._qat_sent_at
 
-    def _qat_apply(self, action: base.Action) -> None:
+    def _qat_apply(self, action: datamodel.Action) -> None:
         session = self._qat_session
         instance = session.instance
         lv = _libvirt()
-        if action.kind == monitor.ACTION_ABORT and any(
-                a.kind == monitor.ACTION_ABORT for a in session.actions):
+        if action.kind == datamodel.ACTION_ABORT and any(
+                a.kind == datamodel.ACTION_ABORT for a in session.actions):
             # The job is being cancelled (it may take the peer's answer,
             # e.g. over a link that returns later): one abort is enough.
             return
         idle = self._qat_idle_s()
-        if action.kind == monitor.ACTION_POST_COPY and idle >= DEAD_LINK_S:
+        if action.kind == datamodel.ACTION_POST_COPY and idle >= DEAD_LINK_S:
             # NOTE(qat-migration): nothing reaches the destination (link
             # cut, peer hung). Post-copy would stop the guest here and
             # start it there without its memory: frozen until the link
             # returns, lost if it does not. Aborting keeps it running here
             # with all of its memory.
-            action = base.Action(
-                monitor.ACTION_ABORT,
+            action = datamodel.Action(
+                datamodel.ACTION_ABORT,
                 reason='%s; nothing sent for %.0f s: abort instead of '
                        'post-copy' % (action.reason, idle))
         LOG.info('Migration escalation: %(kind)s %(value)s (%(reason)s)',
                  {'kind': action.kind, 'value': action.value or '',
                   'reason': action.reason}, instance=instance)
         try:
-            if action.kind == monitor.ACTION_DOWNTIME:
+            if action.kind == datamodel.ACTION_DOWNTIME:
                 self._qat_domain.migrateSetMaxDowntime(int(action.value))
-            elif action.kind == monitor.ACTION_XBZRLE_CACHE:
+            elif action.kind == datamodel.ACTION_XBZRLE_CACHE:
                 self._qat_domain.migrateSetCompressionCache(
-                    int(action.value) * base.MIB)
-            elif action.kind == monitor.ACTION_POST_COPY:
+                    int(action.value) * datamodel.MIB)
+            elif action.kind == datamodel.ACTION_POST_COPY:
                 guest = self._qat_guest or libvirt_guest.Guest(self)
                 # Nova's own switch: it also marks the migration
                 # 'running (post-copy)', which stops Nova's timeout.
@@ -552,7 +554,7 @@ class _PlannedDomain:
                         guest, instance, session.migration)
                 else:
                     guest.migrate_start_postcopy()
-            elif action.kind == monitor.ACTION_ABORT:
+            elif action.kind == datamodel.ACTION_ABORT:
                 session.aborted_by_us = session.abort_requested = True
                 self._qat_domain.abortJob()
             else:
@@ -603,7 +605,7 @@ class QATMigrationMixin:
         self._qat_plan_lock = threading.Lock()
         self._qat_local = threading.local()
         self._qat_policies: Optional[loader.PolicySet] = None
-        self._qat_caps: Optional[base.HypervisorCaps] = None
+        self._qat_caps: Optional[datamodel.HypervisorCaps] = None
         self._qat_history: Optional[qat_history.HistoryStore] = None
         self._qat_manager: Any = None
         #: this compute's ``host`` (from ``init_host``), for the report
@@ -677,7 +679,7 @@ class QATMigrationMixin:
                         return False
         return True
 
-    def _qat_probe(self) -> base.HypervisorCaps:
+    def _qat_probe(self) -> datamodel.HypervisorCaps:
         try:
             return self.qat_probe_hypervisor(self._host.get_connection())
         except Exception as exc:  # noqa: BLE001 - degrade, never fail start
@@ -686,10 +688,11 @@ class QATMigrationMixin:
                         exc)
             # NOTE(qat-migration): conservative: no multifd compression
             # (libvirt 0), no mt (QEMU >= 9.1), no post-copy.
-            return base.HypervisorCaps(libvirt_version=(0, 0, 0),
-                                       qemu_version=(9, 1, 0),
-                                       multifd_methods=frozenset({'none'}),
-                                       postcopy=False)
+            return datamodel.HypervisorCaps(libvirt_version=(0, 0, 0),
+                                            qemu_version=(9, 1, 0),
+                                            multifd_methods=frozenset(
+                                                {'none'}),
+                                            postcopy=False)
 
     @staticmethod
     def _qat_make_history() -> qat_history.HistoryStore:
@@ -752,7 +755,7 @@ class QATMigrationMixin:
 
     # -- pre-checks --------------------------------------------------------
 
-    def _qat_check_hints(self, instance: Any) -> base.Hints:
+    def _qat_check_hints(self, instance: Any) -> datamodel.Hints:
         """Validated hints of ``instance``.
 
         Flavor extra specs are the operator's: a bad one fails the check.
@@ -788,7 +791,7 @@ class QATMigrationMixin:
     # -- planning ----------------------------------------------------------
 
     def _qat_destination(self, context: Any, dest: str,
-                         migrate_data: Any) -> base.DestinationCaps:
+                         migrate_data: Any) -> datamodel.DestinationCaps:
         """The destination's capabilities from its Placement traits."""
         try:
             migration = _field(migrate_data, 'migration')
@@ -808,11 +811,11 @@ class QATMigrationMixin:
             LOG.warning('Could not read the traits of destination %(dest)s '
                         '(%(exc)s): only plans needing nothing from it.',
                         {'dest': dest, 'exc': exc})
-            return base.DestinationCaps()
+            return datamodel.DestinationCaps()
 
     def _qat_gather(self, context: Any, instance: Any, dest: str,
-                    migrate_data: Any, hints: base.Hints,
-                    measured: bool) -> base.Facts:
+                    migrate_data: Any, hints: datamodel.Hints,
+                    measured: bool) -> datamodel.Facts:
         """The facts of one migration.
 
         :param measured: sample host load, dirty rate and QAT state (not
@@ -823,8 +826,8 @@ class QATMigrationMixin:
         memory_mb = int(_field(flavor, 'memory_mb', 0) or
                         _field(instance, 'memory_mb', 0) or 0)
         measurements: dict = {}
-        host = base.HostLoad()
-        qat = base.QATState()
+        host = datamodel.HostLoad()
+        qat = datamodel.QATState()
         if measured:
             host = measure.host_load()
             seconds = CONF.qat_migration.dirty_rate_sample_seconds
@@ -841,20 +844,20 @@ class QATMigrationMixin:
                     qat = self._qat_manager.state()
                 except Exception as exc:  # noqa: BLE001
                     LOG.warning('QAT state unavailable: %s', exc)
-        inst = base.InstanceFacts(
+        inst = datamodel.InstanceFacts(
             uuid=instance.uuid, name=_field(instance, 'name', ''),
             memory_mb=memory_mb,
             vcpus=int(_field(flavor, 'vcpus', 0) or
                       _field(instance, 'vcpus', 0) or 1),
             paused=paused, hints=hints, **measurements)
         history = (self._qat_history.get(instance.uuid)
-                   if self._qat_history is not None else base.History())
-        return base.Facts(
+                   if self._qat_history is not None else datamodel.History())
+        return datamodel.Facts(
             instance=inst, host=host, qat=qat,
-            hypervisor=self._qat_caps or base.HypervisorCaps(),
+            hypervisor=self._qat_caps or datamodel.HypervisorCaps(),
             destination=(self._qat_destination(context, dest, migrate_data)
-                         if measured else base.DestinationCaps()),
-            nova=base.NovaSettings.from_conf(CONF),
+                         if measured else datamodel.DestinationCaps()),
+            nova=datamodel.NovaSettings.from_conf(CONF),
             history=history, link_mbps=link_mbps(CONF),
             block_migration=bool(_field(migrate_data, 'block_migration',
                                         False)),
@@ -875,7 +878,7 @@ class QATMigrationMixin:
             # The pre-check refuses these; a flavor changed since then.
             LOG.warning('Ignoring invalid live-migration hints (%s).', exc,
                         instance=instance)
-            hints = base.Hints()
+            hints = datamodel.Hints()
         try:
             policy = policies.for_hints(hints)
         except loader.UnknownPolicy as exc:

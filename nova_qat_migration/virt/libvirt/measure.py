@@ -24,7 +24,8 @@ from typing import Any, Optional
 
 from oslo_log import log as logging
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
+
 
 LOG = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ def _mem_available_mb(meminfo: str) -> int:
     return 0
 
 
-def host_load(interval: float = 0.2, proc: str = '/proc') -> base.HostLoad:
+def host_load(interval: float = 0.2,
+              proc: str = '/proc') -> datamodel.HostLoad:
     """CPU idle (percent, over ``interval`` seconds) and available memory."""
     stat = os.path.join(proc, 'stat')
     try:
@@ -62,12 +64,12 @@ def host_load(interval: float = 0.2, proc: str = '/proc') -> base.HostLoad:
         mem = _mem_available_mb(os.path.join(proc, 'meminfo'))
     except (OSError, ValueError, IndexError) as exc:
         LOG.warning('Could not read host load: %s', exc)
-        return base.HostLoad(cpus=os.cpu_count() or 1, cpu_idle_pct=0.0,
-                             mem_free_mb=0)
-    return base.HostLoad(cpus=os.cpu_count() or 1,
-                         cpu_idle_pct=round(max(0.0, min(100.0, idle_pct)),
-                                            1),
-                         mem_free_mb=mem)
+        return datamodel.HostLoad(cpus=os.cpu_count() or 1, cpu_idle_pct=0.0,
+                                  mem_free_mb=0)
+    idle_pct = round(max(0.0, min(100.0, idle_pct)), 1)
+    return datamodel.HostLoad(cpus=os.cpu_count() or 1,
+                              cpu_idle_pct=idle_pct,
+                              mem_free_mb=mem)
 
 
 def dirty_rate_mbps(dom: Any, seconds: int = 1,
@@ -101,7 +103,7 @@ def dirty_rate_mbps(dom: Any, seconds: int = 1,
 PAGE = 4096
 _MEMORY_PHYSICAL = 2     # VIR_MEMORY_PHYSICAL
 #: Guest-physical RAM below the PCI hole is contiguous from 0 on x86.
-_LOW_RAM_LIMIT = 3 * 1024 * base.MIB
+_LOW_RAM_LIMIT = 3 * 1024 * datamodel.MIB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +168,7 @@ def page_sample(dom: Any, memory_mb: int, pages: int = 128,
     import random
     import zlib
 
-    limit = min(memory_mb * base.MIB, _LOW_RAM_LIMIT) // PAGE
+    limit = min(memory_mb * datamodel.MIB, _LOW_RAM_LIMIT) // PAGE
     if limit <= 1 or pages <= 0:
         return None
     rng = random.Random(seed or memory_mb)

@@ -11,7 +11,7 @@
 # under the License.
 """Plan -> libvirt call: a pure function that knows libvirt's rules.
 
-:func:`to_libvirt` takes a :class:`~nova_qat_migration.policy.base.Plan`
+:func:`to_libvirt` takes a :class:`~nova_qat_migration.datamodel.Plan`
 and the facts it was made from and returns the flags and ``migrateToURI3``
 params to use. A plan the pair of hosts cannot run is degraded, step by
 step, to the best one they can, and every step is recorded; the result
@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import constants as c
 
 BACKEND_LIBVIRT = 'libvirt'
@@ -59,7 +59,7 @@ class MigrationCall:
 
     flags: int
     params: dict
-    plan: base.Plan
+    plan: datamodel.Plan
     backend: str = BACKEND_LIBVIRT
     passthrough: dict = dataclasses.field(default_factory=dict)
     degradations: tuple[str, ...] = ()
@@ -83,7 +83,7 @@ class MigrationCall:
         }
 
 
-def nova_flags(nova: base.NovaSettings, block_migration: bool = False,
+def nova_flags(nova: datamodel.NovaSettings, block_migration: bool = False,
                ) -> int:
     """The flags Nova 34's ``_parse_migration_flags`` computes.
 
@@ -109,7 +109,7 @@ def nova_flags(nova: base.NovaSettings, block_migration: bool = False,
     return flags
 
 
-def nova_params(nova: base.NovaSettings) -> dict:
+def nova_params(nova: datamodel.NovaSettings) -> dict:
     """The tuning params Nova's ``Guest.migrate`` passes."""
     params: dict = {c.PARAM_BANDWIDTH: nova.bandwidth_mbps}
     if nova.parallel_connections > 1:
@@ -126,7 +126,7 @@ def merge_params(nova_built: dict, call: MigrationCall) -> dict:
     return params
 
 
-def _baseline(plan: base.Plan, facts: base.Facts) -> MigrationCall:
+def _baseline(plan: datamodel.Plan, facts: datamodel.Facts) -> MigrationCall:
     flags = nova_flags(facts.nova, facts.block_migration)
     notes: tuple[str, ...] = ()
     if facts.instance.paused and flags & c.VIR_MIGRATE_POSTCOPY:
@@ -138,7 +138,7 @@ def _baseline(plan: base.Plan, facts: base.Facts) -> MigrationCall:
                          plan=plan, degradations=notes)
 
 
-def _method_refusal(method: str, plan: base.Plan, facts: base.Facts,
+def _method_refusal(method: str, plan: datamodel.Plan, facts: datamodel.Facts,
                     tunnelled: bool) -> Optional[str]:
     """Why ``method`` cannot run on this pair of hosts, or None if it can."""
     hv = facts.hypervisor
@@ -148,7 +148,7 @@ def _method_refusal(method: str, plan: base.Plan, facts: base.Facts,
     if method == 'mt':
         if not hv.has_mt:
             return ('mt: QEMU %s removed compression threads (9.1)'
-                    % base.version_str(hv.qemu_version))
+                    % datamodel.version_str(hv.qemu_version))
         if not dest.accepts('mt'):
             return 'mt: the destination does not advertise mt'
         if plan.qat_lease and not facts.qat.available:
@@ -161,11 +161,11 @@ def _method_refusal(method: str, plan: base.Plan, facts: base.Facts,
         return '%s: multifd cannot run over a tunnelled migration' % method
     if not hv.accepts(method):
         return ('%s: the source QEMU %s was not built with it'
-                % (method, base.version_str(hv.qemu_version)))
+                % (method, datamodel.version_str(hv.qemu_version)))
     if method not in hv.libvirt_methods and not facts.passthrough_allowed:
         return ('%s: not supported by the source libvirt %s and '
                 '[qat_migration] qemu_monitor_passthrough is off'
-                % (method, base.version_str(hv.libvirt_version)))
+                % (method, datamodel.version_str(hv.libvirt_version)))
     if not dest.accepts(method):
         if not dest.known:
             return ('%s: destination capabilities unknown; only methods '
@@ -176,7 +176,7 @@ def _method_refusal(method: str, plan: base.Plan, facts: base.Facts,
     return None
 
 
-def _choices(plan: base.Plan) -> list:
+def _choices(plan: datamodel.Plan) -> list:
     """``(method, level)`` in order of preference, ending with ``none``.
 
     A fallback is a method name or a ``(method, level)`` pair.
@@ -192,9 +192,9 @@ def _choices(plan: base.Plan) -> list:
 
 
 def _level(method: str, level: Optional[int], notes: list) -> Optional[int]:
-    if level is None or method not in c.LEVEL_RANGES:
+    if level is None or method not in datamodel.LEVEL_RANGES:
         return None
-    lo, hi = c.LEVEL_RANGES[method]
+    lo, hi = datamodel.LEVEL_RANGES[method]
     if not lo <= level <= hi:
         clamped = min(max(level, lo), hi)
         notes.append('%s level %d outside %d..%d, using %d'
@@ -203,7 +203,7 @@ def _level(method: str, level: Optional[int], notes: list) -> Optional[int]:
     return level
 
 
-def to_libvirt(plan: base.Plan, facts: base.Facts) -> MigrationCall:
+def to_libvirt(plan: datamodel.Plan, facts: datamodel.Facts) -> MigrationCall:
     """Translate ``plan`` into the libvirt call for these hosts.
 
     :returns: a :class:`MigrationCall` whose ``plan`` is the plan that will
@@ -230,11 +230,11 @@ def to_libvirt(plan: base.Plan, facts: base.Facts) -> MigrationCall:
 
     # 2. Channels: multifd methods need PARALLEL, single-stream ones forbid it.
     channels = max(1, plan.parallel_connections)
-    if method in base.SINGLE_STREAM_METHODS and channels > 1:
+    if method in datamodel.SINGLE_STREAM_METHODS and channels > 1:
         notes.append('%s runs on one stream: %d parallel connections '
                      'dropped' % (method, channels))
         channels = 1
-    elif method in base.MULTIFD_METHODS and channels < 2:
+    elif method in datamodel.MULTIFD_METHODS and channels < 2:
         notes.append('%s needs multifd: using 2 parallel connections'
                      % method)
         channels = 2
@@ -254,7 +254,7 @@ def to_libvirt(plan: base.Plan, facts: base.Facts) -> MigrationCall:
             hv.postcopy_with_multifd and dest.postcopy_with_multifd):
         notes.append('post-copy with multifd needs QEMU >= 10.1 on both '
                      'ends (source %s): post-copy not permitted'
-                     % base.version_str(hv.qemu_version))
+                     % datamodel.version_str(hv.qemu_version))
         post_copy = False
 
     # 4. Flags and params.
@@ -286,11 +286,12 @@ def to_libvirt(plan: base.Plan, facts: base.Facts) -> MigrationCall:
     if method == 'xbzrle':
         params[c.PARAM_COMPRESSION] = 'xbzrle'
         if plan.xbzrle_cache_mb:
-            xbzrle_cache = base.pow2_floor(max(1, plan.xbzrle_cache_mb))
+            xbzrle_cache = datamodel.pow2_floor(max(1, plan.xbzrle_cache_mb))
             if xbzrle_cache != plan.xbzrle_cache_mb:
                 notes.append('XBZRLE cache rounded down to %d MiB (a power '
                              'of two)' % xbzrle_cache)
-            params[c.PARAM_COMPRESSION_XBZRLE_CACHE] = xbzrle_cache * base.MIB
+            params[c.PARAM_COMPRESSION_XBZRLE_CACHE] = (
+                xbzrle_cache * datamodel.MIB)
     elif method == 'mt':
         params[c.PARAM_COMPRESSION] = 'mt'
         if level is not None:

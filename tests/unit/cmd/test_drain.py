@@ -26,7 +26,7 @@ from openstack import exceptions as sdk_exc
 
 from nova_qat_migration.cmd import cli
 from nova_qat_migration.cmd import drain
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from tests.unit import base as test_base
 
 HOST = 'cmp1'
@@ -137,7 +137,7 @@ class FakeHistory:
         self.entries = entries
 
     def get(self, uuid):
-        return self.entries.get(uuid, base.History())
+        return self.entries.get(uuid, datamodel.History())
 
 
 class DrainTestBase(test_base.TestCase):
@@ -151,17 +151,17 @@ class DrainTestBase(test_base.TestCase):
             lambda conf: self.history))
 
     def quiet(self, name, ram):
-        self.history.entries['id-%s' % name] = base.History(
+        self.history.entries['id-%s' % name] = datamodel.History(
             migrations=1, dirty_rate_mbps=2.0, converged=True)
         return _server(name, ram)
 
     def busy(self, name, ram):
-        self.history.entries['id-%s' % name] = base.History(
+        self.history.entries['id-%s' % name] = datamodel.History(
             migrations=1, dirty_rate_mbps=40.0, converged=True)
         return _server(name, ram)
 
     def hard(self, name, ram):
-        self.history.entries['id-%s' % name] = base.History(
+        self.history.entries['id-%s' % name] = datamodel.History(
             migrations=1, dirty_rate_mbps=200.0, converged=False)
         return _server(name, ram)
 
@@ -217,7 +217,7 @@ class ScheduleTest(DrainTestBase):
         # each get 1/12 of it and never converge.
         servers = []
         for i in range(12):
-            self.history.entries['id-g%d' % i] = base.History(
+            self.history.entries['id-g%d' % i] = datamodel.History(
                 migrations=1, dirty_rate_mbps=10.7, converged=True)
             servers.append(_server('g%d' % i, 1024))
         d = self.drainer(FakeCompute(servers), concurrency=12)

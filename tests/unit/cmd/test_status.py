@@ -27,12 +27,13 @@ from oslo_upgradecheck import upgradecheck
 
 from nova_qat_migration.cmd import cli
 from nova_qat_migration.cmd import status
+from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import capabilities
 from tests.fixtures import qat_sysfs
 from tests.unit import base
 
 Code = upgradecheck.Code
-MODERN = capabilities.base.HypervisorCaps(
+MODERN = datamodel.HypervisorCaps(
     libvirt_version=(11, 3, 0), qemu_version=(10, 0, 0),
     multifd_methods=frozenset({'none', 'zlib', 'zstd'}))
 

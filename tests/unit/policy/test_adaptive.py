@@ -17,22 +17,22 @@ Expected numbers are worked out in the comments from the facts and the
 option values, not taken from the code's output.
 """
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
-from nova_qat_migration.policy import base as policy_base
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base
 
 #: 1 Gbit/s in MiB/s (below adaptive.FAST_LINK_MBPS).
-LINK_1G = 1e9 / 8 / policy_base.MIB
+LINK_1G = 1e9 / 8 / datamodel.MIB
 
-HV_OLD_MT = policy_base.HypervisorCaps(qemu_version=(9, 0, 0))
-DEST_MT = policy_base.DestinationCaps(
+HV_OLD_MT = datamodel.HypervisorCaps(qemu_version=(9, 0, 0))
+DEST_MT = datamodel.DestinationCaps(
     known=True, methods=frozenset({'xbzrle', 'mt', 'zlib', 'zstd'}),
     multifd=True)
-DEST_101 = policy_base.DestinationCaps(
+DEST_101 = datamodel.DestinationCaps(
     known=True, methods=frozenset({'xbzrle', 'zlib', 'zstd'}),
     multifd=True, postcopy_with_multifd=True)
-HV_101 = policy_base.HypervisorCaps(qemu_version=(10, 1, 0))
+HV_101 = datamodel.HypervisorCaps(qemu_version=(10, 1, 0))
 
 #: Facts under which the QAT path is open.
 QAT_OK = dict(qat=dict(endpoints=2, free_leases=1), hypervisor=base.HV_QATZIP,
@@ -107,12 +107,12 @@ class TestRulesQAT(AdaptiveTestCase):
 
     def test_not_qat_source_without_qatzip(self):
         plan = self.plan(**dict(QAT_OK,
-                                hypervisor=policy_base.HypervisorCaps()))
+                                hypervisor=datamodel.HypervisorCaps()))
         self.assertNotEqual('qatzip', plan.method)
         self.assertReason('this QEMU has no qatzip', plan.reasons)
 
     def test_not_qat_destination_cannot_decode(self):
-        for dest in (base.DEST_SOFTWARE, policy_base.DestinationCaps()):
+        for dest in (base.DEST_SOFTWARE, datamodel.DestinationCaps()):
             plan = self.plan(**dict(QAT_OK, destination=dest))
             self.assertNotEqual('qatzip', plan.method)
             self.assertReason('destination cannot decode qatzip',
@@ -170,7 +170,7 @@ class TestRulesLegacyMT(AdaptiveTestCase):
     def test_legacy_mt_needs_qemu_before_9_1(self):
         self.flags(legacy_mt_uses_qat=True, allowed_methods=['none', 'mt'])
         plan = self.plan(**self.facts(
-            hypervisor=policy_base.HypervisorCaps(qemu_version=(9, 1, 0))))
+            hypervisor=datamodel.HypervisorCaps(qemu_version=(9, 1, 0))))
         self.assertNotEqual('mt', plan.method)
 
     def test_legacy_mt_needs_free_lease(self):
@@ -288,7 +288,7 @@ class TestRulesSoftwareCompression(AdaptiveTestCase):
         self.assertEqual('zlib', plan.method)
 
     def test_zlib_when_destination_lacks_zstd(self):
-        dest = policy_base.DestinationCaps(
+        dest = datamodel.DestinationCaps(
             known=True, methods=frozenset({'zlib'}), multifd=True)
         plan = self.plan(**self.idle_facts(destination=dest))
         self.assertEqual('zlib', plan.method)
@@ -318,7 +318,7 @@ class TestRulesSoftwareCompression(AdaptiveTestCase):
 
     def test_destination_unknown(self):
         plan = self.plan(**self.idle_facts(
-            destination=policy_base.DestinationCaps()))
+            destination=datamodel.DestinationCaps()))
         self.assertEqual('none', plan.method)
         self.assertReason('no software compression method both ends run',
                           plan.reasons)

@@ -15,7 +15,7 @@ import dataclasses
 
 import ddt
 
-from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import hints
 from tests.unit import base
 
@@ -24,8 +24,8 @@ from tests.unit import base
 class TestFromInstance(base.TestCase):
 
     def test_nothing_gives_empty_hints(self):
-        self.assertEqual(policy_base.Hints(), hints.from_instance())
-        self.assertEqual(policy_base.Hints(), hints.from_instance(
+        self.assertEqual(datamodel.Hints(), hints.from_instance())
+        self.assertEqual(datamodel.Hints(), hints.from_instance(
             extra_specs={'hw:cpu_policy': 'dedicated'},
             image_properties={'hw_disk_bus': 'virtio'},
             system_metadata={'image_hw_disk_bus': 'virtio'}))
@@ -41,14 +41,14 @@ class TestFromInstance(base.TestCase):
             'qat_migration:allow_throttle': 'False',
             'qat_migration:working_set_mb': '1024',
         })
-        self.assertEqual(policy_base.Hints(
+        self.assertEqual(datamodel.Hints(
             policy='static', method='zstd', level=3, parallel_connections=8,
             max_downtime_ms=750, allow_post_copy=True, allow_throttle=False,
             working_set_mb=1024), got)
 
     def test_table_covers_every_hints_field(self):
         self.assertEqual(
-            {f.name for f in dataclasses.fields(policy_base.Hints)},
+            {f.name for f in dataclasses.fields(datamodel.Hints)},
             set(hints.KEYS_BY_NAME))
 
     def test_flavor_wins_over_image(self):
@@ -110,7 +110,7 @@ class TestFromInstance(base.TestCase):
     def test_bad_image_property_ignored_saying_image(self):
         got, ignored = hints.resolve(
             system_metadata={'image_qat_migration:level': 'x'})
-        self.assertEqual(policy_base.Hints(), got)
+        self.assertEqual(datamodel.Hints(), got)
         self.assertIn('image property qat_migration:level', ignored[0])
 
     def test_unknown_key_refused_listing_known(self):
@@ -125,7 +125,7 @@ class TestFromInstance(base.TestCase):
         got = hints.from_instance(extra_specs={
             'qat_migrationx:method': 'lz4', 'hw:mem_page_size': 'large',
             'qat:method': 'bogus'})
-        self.assertEqual(policy_base.Hints(), got)
+        self.assertEqual(datamodel.Hints(), got)
 
     @ddt.data(('zlib', 9), ('zstd', 9), ('mt', 1), ('qatzip', 1))
     @ddt.unpack

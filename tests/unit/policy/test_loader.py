@@ -17,6 +17,7 @@ from unittest import mock
 from stevedore import driver
 from stevedore import extension
 
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import base as policy_base
 from nova_qat_migration.policy import loader
@@ -29,7 +30,7 @@ class _QuietPolicy(policy_base.Policy):
     name = 'quiet'
 
     def plan(self, facts):
-        return policy_base.Plan(policy=self.name, reasons=('test',))
+        return datamodel.Plan(policy=self.name, reasons=('test',))
 
 
 class _NotAPolicy(object):
@@ -92,7 +93,7 @@ class TestWithTestManager(base.TestCase):
                                return_value=mgr) as dm:
             policy = loader.load_policy('quiet', self.conf)
         self.assertIsInstance(policy, _QuietPolicy)
-        self.assertEqual('quiet', policy.plan(policy_base.Facts()).policy)
+        self.assertEqual('quiet', policy.plan(datamodel.Facts()).policy)
         args, kwargs = dm.call_args
         self.assertEqual((loader.NAMESPACE, 'quiet'), args)
         self.assertEqual((self.conf,), kwargs['invoke_args'])
@@ -143,16 +144,16 @@ class TestPolicySet(base.TestCase):
         policies = loader.PolicySet(self.conf)
         self.assertIsInstance(policies.default, static.StaticPolicy)
         self.assertIs(policies.default,
-                      policies.for_hints(policy_base.Hints()))
+                      policies.for_hints(datamodel.Hints()))
 
     def test_hint_selects_and_caches(self):
         policies = loader.PolicySet(self.conf)
         self.assertIsInstance(policies.default, adaptive.AdaptivePolicy)
-        hinted = policies.for_hints(policy_base.Hints(policy='nova_default'))
+        hinted = policies.for_hints(datamodel.Hints(policy='nova_default'))
         self.assertIsInstance(hinted, nova_default.NovaDefaultPolicy)
         with mock.patch.object(loader, 'load_policy') as load:
             again = policies.for_hints(
-                policy_base.Hints(policy='nova_default'))
+                datamodel.Hints(policy='nova_default'))
         self.assertIs(hinted, again)
         load.assert_not_called()
 
@@ -165,4 +166,4 @@ class TestPolicySet(base.TestCase):
     def test_unknown_hinted_policy(self):
         policies = loader.PolicySet(self.conf)
         self.assertRaises(loader.UnknownPolicy, policies.for_hints,
-                          policy_base.Hints(policy='fastest'))
+                          datamodel.Hints(policy='fastest'))

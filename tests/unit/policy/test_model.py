@@ -15,7 +15,7 @@ import math
 
 import testtools
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import model
 
 CAL = model.Calibration(stream_mbps=1e9, compress_mbps=100.0,
@@ -26,7 +26,7 @@ CAL = model.Calibration(stream_mbps=1e9, compress_mbps=100.0,
 
 def plan(**kw):
     kw.setdefault('max_downtime_ms', 500)
-    return base.Plan(policy='test', **kw)
+    return datamodel.Plan(policy='test', **kw)
 
 
 class TestPredict(testtools.TestCase):

@@ -15,7 +15,7 @@ The flags are compared with Nova's code in
 ``tests/unit/virt/libvirt/test_nova_flags.py``; here the plan itself.
 """
 
-from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import nova_default
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import translate
@@ -80,6 +80,6 @@ class TestNovaDefault(base.TestCase):
 
     def test_no_escalations(self):
         plan = self.policy.plan(base.make_facts())
-        progress = policy_base.Progress(elapsed_s=600.0, remaining_mb=4000.0,
-                                        stalled_iterations=50)
+        progress = datamodel.Progress(elapsed_s=600.0, remaining_mb=4000.0,
+                                      stalled_iterations=50)
         self.assertEqual([], list(self.policy.on_progress(plan, progress)))

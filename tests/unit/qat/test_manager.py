@@ -15,7 +15,7 @@ from unittest import mock
 
 import fixtures
 
-from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration import datamodel
 from nova_qat_migration.qat import manager
 from tests.unit.qat import base
 from tests.unit.qat import test_qatzip
@@ -32,7 +32,7 @@ class TestManager(base.QATTestCase):
         self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=16)
         self.flags(qat_endpoints_for_migration=2)
         state = self.mgr.state()
-        self.assertIsInstance(state, policy_base.QATState)
+        self.assertIsInstance(state, datamodel.QATState)
         self.assertEqual(16, state.endpoints)
         self.assertEqual(2, state.free_leases)
         self.assertFalse(state.hardware)       # software fallback here
@@ -53,7 +53,7 @@ class TestManager(base.QATTestCase):
         with mock.patch.object(self.mgr, 'selftest') as st:
             state = self.mgr.state()
         st.assert_not_called()
-        self.assertEqual(policy_base.QATState(), state)
+        self.assertEqual(datamodel.QATState(), state)
         self.assertFalse(state.available)
 
     def test_state_library_missing(self):

@@ -26,10 +26,10 @@ import fixtures
 from nova import objects
 
 from nova_qat_migration.conf import CONF
-from nova_qat_migration import monitor
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
-from nova_qat_migration.policy import base
 from nova_qat_migration.policy import common
+from nova_qat_migration.policy import escalation
 from nova_qat_migration.policy import static
 from nova_qat_migration.virt.libvirt import budget as qat_budget
 from nova_qat_migration.virt.libvirt import driver as qat_driver
@@ -37,7 +37,7 @@ from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base as test_base
 from tests.unit.virt.libvirt import test_driver
 
-LINK_1G = 1e9 / 8 / base.MIB
+LINK_1G = 1e9 / 8 / datamodel.MIB
 
 
 def _session(uuid, facts, plan):
@@ -159,7 +159,7 @@ class ConcurrentPlansTest(test_base.TestCase):
         again = self.policy.plan(dataclasses.replace(facts, in_flight=snap))
         self.assertIn(again.method, ('zstd', 'zlib'))
         budget.release(_session('uuid-1', None, None))
-        self.assertEqual(base.InFlight(), budget.snapshot())
+        self.assertEqual(datamodel.InFlight(), budget.snapshot())
         # Releasing twice (or an unknown migration) is harmless.
         budget.release(_session('uuid-1', None, None))
 
@@ -169,9 +169,9 @@ class ConcurrentPlansTest(test_base.TestCase):
         for i in range(2):
             seen = dataclasses.replace(facts, in_flight=budget.snapshot())
             cache = common.xbzrle_cache_max_mb(CONF, seen)
-            plan = base.Plan(policy='static', method='xbzrle',
-                             xbzrle_cache_mb=min(256, cache),
-                             xbzrle_cache_max_mb=cache)
+            plan = datamodel.Plan(policy='static', method='xbzrle',
+                                  xbzrle_cache_mb=min(256, cache),
+                                  xbzrle_cache_max_mb=cache)
             budget.reserve(_session('uuid-%d' % i, seen, plan))
         shares = budget.shares()
         self.assertEqual(1024, shares['uuid-0'].xbzrle_mb)
@@ -190,8 +190,8 @@ class SessionCeilingTest(test_base.TestCase):
     def test_escalation_sees_the_granted_ceiling(self):
         facts = test_base.make_facts(
             host=dict(mem_free_mb=4096), destination=test_base.DEST_SOFTWARE)
-        plan = base.Plan(policy='static', method='xbzrle',
-                         xbzrle_cache_mb=256, xbzrle_cache_max_mb=512)
+        plan = datamodel.Plan(policy='static', method='xbzrle',
+                              xbzrle_cache_mb=256, xbzrle_cache_max_mb=512)
         instance = mock.Mock(uuid='uuid-1')
         call = translate.to_libvirt(plan, facts)
         session = qat_driver.MigrationSession(
@@ -214,8 +214,9 @@ class SessionCeilingTest(test_base.TestCase):
         for i in range(2):
             seen = dataclasses.replace(facts, in_flight=budget.snapshot())
             cache = common.xbzrle_cache_max_mb(CONF, seen)
-            plan = base.Plan(policy='adaptive', method='xbzrle',
-                             xbzrle_cache_mb=256, xbzrle_cache_max_mb=cache)
+            plan = datamodel.Plan(policy='adaptive', method='xbzrle',
+                                  xbzrle_cache_mb=256,
+                                  xbzrle_cache_max_mb=cache)
             call = translate.to_libvirt(plan, seen)
             session = qat_driver.MigrationSession(
                 mock.Mock(uuid='uuid-%d' % i), seen,
@@ -226,14 +227,14 @@ class SessionCeilingTest(test_base.TestCase):
         first, second = sessions
         self.assertEqual(512, second.plan.xbzrle_cache_max_mb)
         # The second's cache is at its ceiling and misses a lot.
-        progress = base.Progress(elapsed_s=20, remaining_mb=600,
-                                 iteration=3, xbzrle_cache_mb=512,
-                                 xbzrle_cache_miss_rate=0.6)
-        kinds = [a.kind for a in monitor.escalate(second.plan, progress)]
-        self.assertNotIn(monitor.ACTION_XBZRLE_CACHE, kinds)
+        progress = datamodel.Progress(elapsed_s=20, remaining_mb=600,
+                                      iteration=3, xbzrle_cache_mb=512,
+                                      xbzrle_cache_miss_rate=0.6)
+        kinds = [a.kind for a in escalation.escalate(second.plan, progress)]
+        self.assertNotIn(datamodel.ACTION_XBZRLE_CACHE, kinds)
         budget.release(first)
-        actions = [a for a in monitor.escalate(second.plan, progress)
-                   if a.kind == monitor.ACTION_XBZRLE_CACHE]
+        actions = [a for a in escalation.escalate(second.plan, progress)
+                   if a.kind == datamodel.ACTION_XBZRLE_CACHE]
         self.assertEqual([1024], [a.value for a in actions])
         self.assertEqual(1024, budget.snapshot().xbzrle_mb_held)
 
@@ -252,8 +253,8 @@ class DriverBudgetTest(test_driver.DriverTestBase):
                    group='qat_migration')
         self.useFixture(fixtures.MonkeyPatch(
             'nova_qat_migration.virt.libvirt.measure.host_load',
-            lambda *a, **k: base.HostLoad(cpus=4, cpu_idle_pct=100.0,
-                                          mem_free_mb=2048 + 1536)))
+            lambda *a, **k: datamodel.HostLoad(cpus=4, cpu_idle_pct=100.0,
+                                               mem_free_mb=2048 + 1536)))
         self.useFixture(fixtures.MonkeyPatch(
             'nova_qat_migration.virt.libvirt.measure.instance_fields',
             lambda *a, **k: {'dirty_rate_mbps': 40.0,
@@ -302,7 +303,7 @@ class DriverBudgetTest(test_driver.DriverTestBase):
             leave.set()
             for t in threads:
                 t.join(30)
-        self.assertEqual(base.InFlight(), drvr._qat_budget.snapshot())
+        self.assertEqual(datamodel.InFlight(), drvr._qat_budget.snapshot())
         self.assertEqual({}, drvr._qat_sessions)
 
 
@@ -310,9 +311,9 @@ class RecordAndCliTest(test_base.TestCase):
 
     def test_report_records_what_was_held(self):
         from nova_qat_migration import report
-        held = base.InFlight(migrations=2, link_share=1 / 3.0,
-                             cores_held=2.0, xbzrle_mb_held=512,
-                             qat_leases_held=1)
+        held = datamodel.InFlight(migrations=2, link_share=1 / 3.0,
+                                  cores_held=2.0, xbzrle_mb_held=512,
+                                  qat_leases_held=1)
         summary = report._facts_summary(
             test_base.make_facts(in_flight=held))
         self.assertEqual(
@@ -327,8 +328,8 @@ class RecordAndCliTest(test_base.TestCase):
         facts = cli.facts_from_json(
             '{"in_flight": {"migrations": 1, "link_share": 0.5, '
             '"cores_held": 2}}')
-        self.assertEqual(base.InFlight(migrations=1, link_share=0.5,
-                                       cores_held=2.0), facts.in_flight)
+        self.assertEqual(datamodel.InFlight(migrations=1, link_share=0.5,
+                                            cores_held=2.0), facts.in_flight)
         for bad in ('{"in_flight": {"link_share": 0}}',
                     '{"in_flight": {"cores": 1}}',
                     '{"in_flight": {"migrations": -1}}'):

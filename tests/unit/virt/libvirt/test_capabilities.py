@@ -15,7 +15,7 @@ import os
 import re
 from unittest import mock
 
-from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import capabilities as caps_mod
 from tests.unit import base
 
@@ -157,7 +157,7 @@ class TestProbe(base.TestCase):
 class TestTraits(base.TestCase):
 
     def test_traits_of_qemu_10_1_with_qatzip(self):
-        hv = policy_base.HypervisorCaps(
+        hv = datamodel.HypervisorCaps(
             qemu_version=(10, 1, 0),
             multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip'}))
         traits = caps_mod.traits_for(hv, qat_healthy=True)
@@ -171,7 +171,7 @@ class TestTraits(base.TestCase):
         }, traits)
 
     def test_traits_of_old_qemu(self):
-        hv = policy_base.HypervisorCaps(
+        hv = datamodel.HypervisorCaps(
             libvirt_version=(9, 0, 0), qemu_version=(8, 2, 0),
             multifd_methods=frozenset({'none', 'zlib'}))
         traits = caps_mod.traits_for(hv)
@@ -183,18 +183,18 @@ class TestTraits(base.TestCase):
         self.assertNotIn('CUSTOM_QAT_MIGRATION', traits)
 
     def test_traits_without_schema(self):
-        hv = policy_base.HypervisorCaps(multifd_methods=frozenset())
+        hv = datamodel.HypervisorCaps(multifd_methods=frozenset())
         traits = caps_mod.traits_for(hv)
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZSTD', traits)
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZLIB', traits)
         self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_QATZIP', traits)
 
     def test_no_trait_for_none(self):
-        traits = caps_mod.traits_for(policy_base.HypervisorCaps())
+        traits = caps_mod.traits_for(datamodel.HypervisorCaps())
         self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_NONE', traits)
 
     def test_trait_names_valid_for_placement(self):
-        hv = policy_base.HypervisorCaps(
+        hv = datamodel.HypervisorCaps(
             qemu_version=(9, 0, 0),
             multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip',
                                        'qpl', 'uadk'}))
@@ -204,12 +204,12 @@ class TestTraits(base.TestCase):
 
     def test_round_trip(self):
         cases = [
-            (policy_base.HypervisorCaps(
+            (datamodel.HypervisorCaps(
                 qemu_version=(10, 1, 0),
                 multifd_methods=frozenset({'none', 'zlib', 'zstd',
                                            'qatzip'})), True),
-            (policy_base.HypervisorCaps(), False),
-            (policy_base.HypervisorCaps(
+            (datamodel.HypervisorCaps(), False),
+            (datamodel.HypervisorCaps(
                 libvirt_version=(9, 0, 0), qemu_version=(8, 2, 0),
                 multifd_methods=frozenset({'none', 'zlib'})), False),
         ]

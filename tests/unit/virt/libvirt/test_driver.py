@@ -30,6 +30,7 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.virt import fake
 
 from nova_qat_migration.conf import CONF
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import nova_default
 from nova_qat_migration.policy import static
@@ -37,11 +38,11 @@ from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import driver as qat_driver
 from nova_qat_migration.virt.libvirt import translate
 
-CAPS = base.HypervisorCaps(multifd_methods=frozenset({'none', 'zlib',
-                                                      'zstd'}))
-DEST = base.DestinationCaps(known=True,
-                            methods=frozenset({'xbzrle', 'zlib', 'zstd'}),
-                            multifd=True)
+CAPS = datamodel.HypervisorCaps(multifd_methods=frozenset({'none', 'zlib',
+                                                           'zstd'}))
+DEST = datamodel.DestinationCaps(known=True,
+                                 methods=frozenset({'xbzrle', 'zlib', 'zstd'}),
+                                 multifd=True)
 NOVA_FLAGS = (c.VIR_MIGRATE_LIVE | c.VIR_MIGRATE_PEER2PEER |
               c.VIR_MIGRATE_UNDEFINE_SOURCE | c.VIR_MIGRATE_PERSIST_DEST)
 
@@ -124,8 +125,8 @@ class InitHostTest(DriverTestBase):
 
 
 def _session(plan, facts=None, nova_flags=NOVA_FLAGS):
-    facts = facts or base.Facts(hypervisor=CAPS, destination=DEST,
-                                nova=base.NovaSettings())
+    facts = facts or datamodel.Facts(hypervisor=CAPS, destination=DEST,
+                                     nova=datamodel.NovaSettings())
     instance = mock.Mock(uuid='uuid-1', vm_state='active')
     instance.name = 'vm'
     nova_plan = nova_default.NovaDefaultPolicy(CONF).plan(facts)
@@ -150,8 +151,8 @@ class PlannedDomainTest(DriverTestBase):
                             'persistent_xml': '<d/>'}
 
     def _zstd(self):
-        return _session(base.Plan(policy='static', method='zstd', level=3,
-                                  parallel_connections=4))
+        return _session(datamodel.Plan(policy='static', method='zstd', level=3,
+                                       parallel_connections=4))
 
     def test_flags_swapped_params_merged(self):
         session = self._zstd()
@@ -167,8 +168,8 @@ class PlannedDomainTest(DriverTestBase):
         self.assertEqual(sent['params'], session.sent_params)
 
     def test_nova_parallel_dropped_for_single_stream_plan(self):
-        session = _session(base.Plan(policy='static', method='xbzrle',
-                                     xbzrle_cache_mb=128))
+        session = _session(datamodel.Plan(policy='static', method='xbzrle',
+                                          xbzrle_cache_mb=128))
         params = dict(self.nova_params, **{'parallel.connections': 4})
         qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
             'uri', params, NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL)
@@ -177,10 +178,10 @@ class PlannedDomainTest(DriverTestBase):
         self.assertFalse(sent['flags'] & c.VIR_MIGRATE_PARALLEL)
 
     def test_non_shared_inc_dropped_without_disks(self):
-        facts = base.Facts(hypervisor=CAPS, destination=DEST,
-                           block_migration=True)
-        session = _session(base.Plan(policy='static', method='zstd',
-                                     parallel_connections=2), facts)
+        facts = datamodel.Facts(hypervisor=CAPS, destination=DEST,
+                                block_migration=True)
+        session = _session(datamodel.Plan(policy='static', method='zstd',
+                                          parallel_connections=2), facts)
         self.assertTrue(session.call.flags & c.VIR_MIGRATE_NON_SHARED_INC)
         proxy = qat_driver._PlannedDomain(self.domain, session)
         proxy.migrateToURI3('uri', self.nova_params, NOVA_FLAGS)
@@ -217,7 +218,7 @@ class PlannedDomainTest(DriverTestBase):
         stale = self._stale_xml()
         self.domain.XMLDesc.return_value = stale
         calls = self._monitor_calls()
-        facts = base.Facts(hypervisor=CAPS, destination=DEST)
+        facts = datamodel.Facts(hypervisor=CAPS, destination=DEST)
         session = _session(
             nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
         params = {'bandwidth': 0, 'destination_xml': stale,
@@ -238,7 +239,7 @@ class PlannedDomainTest(DriverTestBase):
         self.domain.XMLDesc.return_value = stale
         params = {'bandwidth': 0, 'destination_xml': stale,
                   'persistent_xml': stale}
-        plan = base.Plan(policy='static', parallel_connections=4)
+        plan = datamodel.Plan(policy='static', parallel_connections=4)
         # Monitor commands allowed: the source goes back to none.
         self.flags(qemu_monitor_passthrough=True, group='qat_migration')
         calls = self._monitor_calls()
@@ -267,15 +268,16 @@ class PlannedDomainTest(DriverTestBase):
             sent['params']['persistent_xml']))
 
     def test_unbuildable_passthrough_plan_leaves_source_alone(self):
-        facts = base.Facts(hypervisor=base.HypervisorCaps(
+        facts = datamodel.Facts(hypervisor=datamodel.HypervisorCaps(
             libvirt_version=(9, 3, 0),
             multifd_methods=frozenset({'none', 'zstd'})),
             destination=DEST, passthrough_allowed=True)
-        session = _session(base.Plan(policy='static', method='zstd',
-                                     level=1, parallel_connections=4), facts)
+        session = _session(datamodel.Plan(policy='static', method='zstd',
+                                          level=1, parallel_connections=4),
+                           facts)
         self.assertEqual(translate.BACKEND_PASSTHROUGH, session.call.backend)
         session.software_call = translate.to_libvirt(
-            session.requested, base.Facts(
+            session.requested, datamodel.Facts(
                 hypervisor=facts.hypervisor, destination=DEST))
         calls = self._monitor_calls()
         params = dict(self.nova_params, destination_xml='<not xml')
@@ -341,7 +343,7 @@ class PlannedDomainTest(DriverTestBase):
 
     def test_refusal_of_nova_call_is_raised(self):
         self.domain.migrateToURI3.side_effect = _refusal()
-        facts = base.Facts(hypervisor=CAPS, destination=DEST)
+        facts = datamodel.Facts(hypervisor=CAPS, destination=DEST)
         session = _session(
             nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
         self.assertRaises(
@@ -352,12 +354,13 @@ class PlannedDomainTest(DriverTestBase):
 
     def test_downtime_steps_scaled_and_never_lowered(self):
         self.flags(live_migration_downtime=500, group='libvirt')
-        session = _session(base.Plan(policy='static', max_downtime_ms=2000))
+        session = _session(datamodel.Plan(policy='static',
+                                          max_downtime_ms=2000))
         proxy = qat_driver._PlannedDomain(self.domain, session,
                                           observe=True)
         proxy.migrateSetMaxDowntime(50)
         self.domain.migrateSetMaxDowntime.assert_called_with(200)
-        session.tracker.applied(base.Action('downtime', 900))
+        session.tracker.applied(datamodel.Action('downtime', 900))
         self.domain.reset_mock()
         proxy.migrateSetMaxDowntime(200)          # scaled 800 < 900
         self.domain.migrateSetMaxDowntime.assert_not_called()
@@ -409,8 +412,8 @@ class PlannedDomainTest(DriverTestBase):
         # A progress timeout asks for post-copy; nothing has been sent for
         # longer than DEAD_LINK_S (the link is cut): abort instead, the
         # guest keeps running here.
-        session = _session(base.Plan(policy='static', post_copy=True,
-                                     post_copy_after_stalled=2))
+        session = _session(datamodel.Plan(policy='static', post_copy=True,
+                                          post_copy_after_stalled=2))
         proxy = qat_driver._PlannedDomain(self.domain, session,
                                           observe=True)
         stats = {'type': 2, 'memory_processed': 100,
@@ -424,7 +427,7 @@ class PlannedDomainTest(DriverTestBase):
         proxy.jobStats()
         with mock.patch('nova.virt.libvirt.migration.'
                         'trigger_postcopy_switch') as switch:
-            proxy._qat_apply(base.Action('post_copy', reason='timeout'))
+            proxy._qat_apply(datamodel.Action('post_copy', reason='timeout'))
         switch.assert_not_called()
         self.domain.migrateStartPostCopy.assert_not_called()
         self.domain.abortJob.assert_called_once_with()
@@ -444,13 +447,14 @@ class PlannedDomainTest(DriverTestBase):
                 fakelibvirt.libvirtError, 'busy',
                 error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED), 0]
         for _ in range(4):
-            proxy._qat_apply(base.Action('abort', reason='progress timeout'))
+            proxy._qat_apply(datamodel.Action('abort',
+                                              reason='progress timeout'))
         self.assertEqual(2, self.domain.abortJob.call_count)
         self.assertEqual(['abort'], [a.kind for a in session.actions])
 
     def test_post_copy_while_data_moves(self):
-        session = _session(base.Plan(policy='static', post_copy=True,
-                                     post_copy_after_stalled=2))
+        session = _session(datamodel.Plan(policy='static', post_copy=True,
+                                          post_copy_after_stalled=2))
         proxy = qat_driver._PlannedDomain(self.domain, session,
                                           observe=True)
         clock = self.useFixture(fixtures.MockPatchObject(
@@ -462,7 +466,7 @@ class PlannedDomainTest(DriverTestBase):
                 'type': 2, 'memory_processed': 100 * (i + 1),
                 'memory_remaining': 50}
             proxy.jobStats()
-        proxy._qat_apply(base.Action('post_copy', reason='stalled'))
+        proxy._qat_apply(datamodel.Action('post_copy', reason='stalled'))
         self.domain.migrateStartPostCopy.assert_called_once_with()
         self.domain.abortJob.assert_not_called()
         self.assertEqual('post_copy', session.actions[-1].kind)
@@ -491,7 +495,7 @@ class JobCompletedEventTest(DriverTestBase):
         conn.domainEventRegisterAny.return_value = 7
         self.useFixture(fixtures.MockPatchObject(
             drvr._host, 'get_connection', return_value=conn))
-        session = _session(base.Plan(policy='static'))
+        session = _session(datamodel.Plan(policy='static'))
         drvr._qat_watch_job(session, mock.sentinel.dom)
         dom, event_id, callback, _opaque = \
             conn.domainEventRegisterAny.call_args.args
@@ -513,7 +517,7 @@ class JobCompletedEventTest(DriverTestBase):
             'no events here')
         self.useFixture(fixtures.MockPatchObject(
             drvr._host, 'get_connection', return_value=conn))
-        session = _session(base.Plan(policy='static'))
+        session = _session(datamodel.Plan(policy='static'))
         drvr._qat_watch_job(session, mock.sentinel.dom)
         self.assertIsNone(session.job_watch)
         drvr._qat_unwatch_job(session)     # nothing to do, no error
@@ -524,7 +528,7 @@ class MonitorFlagsTest(DriverTestBase):
     def test_monitor_sees_only_its_own_flags(self):
         drvr = self.driver()
         drvr._parse_migration_flags()
-        session = _session(base.Plan(policy='static', post_copy=True))
+        session = _session(datamodel.Plan(policy='static', post_copy=True))
         self.assertTrue(session.call.flags & c.VIR_MIGRATE_POSTCOPY)
         seen = {}
 
@@ -583,7 +587,7 @@ class PlanningInputTest(DriverTestBase):
             mock.Mock(side_effect=RuntimeError('plugin bug'))))
         self.useFixture(fixtures.MonkeyPatch(
             'nova_qat_migration.virt.libvirt.measure.host_load',
-            lambda *a, **k: base.HostLoad()))
+            lambda *a, **k: datamodel.HostLoad()))
         migrate_data = objects.LibvirtLiveMigrateData(block_migration=False)
         session = drvr._qat_plan(None, self._instance(), 'dest',
                                  migrate_data)

@@ -31,7 +31,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
 
 from nova_qat_migration.conf import CONF
-from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import nova_default
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import translate
@@ -56,9 +56,9 @@ class NovaDefaultAgainstNova(test.NoDBTestCase):
         self.policy = nova_default.NovaDefaultPolicy(CONF)
 
     def _ours(self, block_migration, paused=False):
-        facts = policy_base.Facts(
-            instance=policy_base.InstanceFacts(paused=paused),
-            nova=policy_base.NovaSettings.from_conf(CONF),
+        facts = datamodel.Facts(
+            instance=datamodel.InstanceFacts(paused=paused),
+            nova=datamodel.NovaSettings.from_conf(CONF),
             block_migration=block_migration)
         return translate.to_libvirt(self.policy.plan(facts), facts)
 
@@ -90,7 +90,7 @@ class NovaDefaultAgainstNova(test.NoDBTestCase):
         for combo in COMBINATIONS:
             self.flags(group='libvirt', **combo)
             drvr = self._nova_driver()
-            nova = policy_base.NovaSettings.from_conf(CONF)
+            nova = datamodel.NovaSettings.from_conf(CONF)
             self.assertEqual(drvr._live_migration_flags,
                              translate.nova_flags(nova), combo)
             self.assertEqual(drvr._block_migration_flags,
@@ -164,9 +164,9 @@ class NovaDefaultThroughLiveMigrationOperation(test.NoDBTestCase):
             for paused in (False, True):
                 for block in (False, True):
                     sent = self._nova_call(paused, block)
-                    facts = policy_base.Facts(
-                        instance=policy_base.InstanceFacts(paused=paused),
-                        nova=policy_base.NovaSettings.from_conf(CONF),
+                    facts = datamodel.Facts(
+                        instance=datamodel.InstanceFacts(paused=paused),
+                        nova=datamodel.NovaSettings.from_conf(CONF),
                         block_migration=block)
                     ours = translate.to_libvirt(self.policy.plan(facts),
                                                 facts)

@@ -19,25 +19,25 @@ the rule has a positive side, that the allowed combination is produced).
 
 import ddt
 
-from nova_qat_migration.policy import base as policy_base
+from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base
 
-MIB = policy_base.MIB
+MIB = datamodel.MIB
 
 #: Source and destination both on QEMU >= 10.1 with qatzip.
-HV_101 = policy_base.HypervisorCaps(
+HV_101 = datamodel.HypervisorCaps(
     qemu_version=(10, 1, 0),
     multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip'}))
-DEST_101 = policy_base.DestinationCaps(
+DEST_101 = datamodel.DestinationCaps(
     known=True, methods=frozenset({'xbzrle', 'zlib', 'zstd', 'qatzip'}),
     multifd=True, postcopy_with_multifd=True)
 #: An old source that still has the legacy compression threads.
-HV_OLD = policy_base.HypervisorCaps(
+HV_OLD = datamodel.HypervisorCaps(
     libvirt_version=(9, 0, 0), qemu_version=(8, 2, 0),
     multifd_methods=frozenset({'none', 'zlib', 'zstd'}))
-DEST_MT = policy_base.DestinationCaps(
+DEST_MT = datamodel.DestinationCaps(
     known=True, methods=frozenset({'xbzrle', 'mt', 'zlib', 'zstd'}),
     multifd=True)
 
@@ -50,7 +50,7 @@ TUNING_PARAMS = (c.PARAM_COMPRESSION_XBZRLE_CACHE,
 
 def _plan(**kw):
     kw.setdefault('policy', 'test')
-    return policy_base.Plan(**kw)
+    return datamodel.Plan(**kw)
 
 
 def _facts(**kw):
@@ -142,7 +142,7 @@ class TestMethodRules(TranslateTestCase):
 
     @ddt.data((9, 1, 0), (10, 0, 0))
     def test_mt_absent_on_qemu_9_1_and_later(self, version):
-        hv = policy_base.HypervisorCaps(qemu_version=version)
+        hv = datamodel.HypervisorCaps(qemu_version=version)
         call = self.call(_facts(hypervisor=hv, destination=DEST_MT),
                          method='mt', level=1, mt_threads=4)
         self.assertEqual('none', call.plan.method)
@@ -151,7 +151,7 @@ class TestMethodRules(TranslateTestCase):
         self.assertReason('removed compression threads', call.degradations)
 
     def test_mt_on_qemu_before_9_1(self):
-        hv = policy_base.HypervisorCaps(qemu_version=(9, 0, 2))
+        hv = datamodel.HypervisorCaps(qemu_version=(9, 0, 2))
         call = self.call(_facts(hypervisor=hv, destination=DEST_MT),
                          method='mt', level=3, mt_threads=4, mt_dthreads=2)
         self.assertEqual('mt', call.params[c.PARAM_COMPRESSION])
@@ -167,7 +167,7 @@ class TestMethodRules(TranslateTestCase):
 
     @ddt.data('zlib', 'zstd')
     def test_zlib_zstd_need_libvirt_9_4(self, method):
-        old = policy_base.HypervisorCaps(libvirt_version=(9, 3, 0))
+        old = datamodel.HypervisorCaps(libvirt_version=(9, 3, 0))
         call = self.call(_facts(hypervisor=old), method=method, level=1,
                          parallel_connections=4)
         self.assertEqual('none', call.plan.method)
@@ -177,13 +177,13 @@ class TestMethodRules(TranslateTestCase):
                           call.degradations)
         # The channels the plan asked for survive as plain multifd.
         self.assertEqual(4, call.params[c.PARAM_PARALLEL_CONNECTIONS])
-        new = policy_base.HypervisorCaps(libvirt_version=(9, 4, 0))
+        new = datamodel.HypervisorCaps(libvirt_version=(9, 4, 0))
         call = self.call(_facts(hypervisor=new), method=method, level=1,
                          parallel_connections=4)
         self.assertEqual(method, call.params[c.PARAM_COMPRESSION])
 
     def test_source_qemu_without_method(self):
-        hv = policy_base.HypervisorCaps(
+        hv = datamodel.HypervisorCaps(
             multifd_methods=frozenset({'none', 'zlib'}))
         call = self.call(_facts(hypervisor=hv), method='zstd',
                          parallel_connections=2)
@@ -207,7 +207,7 @@ class TestMethodRules(TranslateTestCase):
                           call.degradations)
 
     def test_destination_unknown_no_multifd_compression(self):
-        facts = _facts(destination=policy_base.DestinationCaps())
+        facts = _facts(destination=datamodel.DestinationCaps())
         call = self.call(facts, method='zstd', level=1,
                          parallel_connections=4,
                          fallbacks=(('zlib', 1),))
@@ -221,12 +221,12 @@ class TestMethodRules(TranslateTestCase):
         self.assertFlag(c.VIR_MIGRATE_PARALLEL, call)
 
     def test_destination_unknown_still_xbzrle(self):
-        facts = _facts(destination=policy_base.DestinationCaps())
+        facts = _facts(destination=datamodel.DestinationCaps())
         call = self.call(facts, method='xbzrle', xbzrle_cache_mb=128)
         self.assertEqual('xbzrle', call.params[c.PARAM_COMPRESSION])
 
     def test_destination_without_method(self):
-        dest = policy_base.DestinationCaps(
+        dest = datamodel.DestinationCaps(
             known=True, methods=frozenset({'zlib'}), multifd=True)
         call = self.call(_facts(destination=dest), method='zstd',
                          parallel_connections=2)
@@ -269,7 +269,7 @@ class TestQatzipPassthrough(TranslateTestCase):
         self.assertTrue(call.plan.qat_lease)
 
     def test_qatzip_source_binary_without_it(self):
-        hv = policy_base.HypervisorCaps(
+        hv = datamodel.HypervisorCaps(
             qemu_version=(10, 1, 0),
             multifd_methods=frozenset({'none', 'zlib', 'zstd'}))
         call = self.call(self.facts(hypervisor=hv, passthrough_allowed=True),
@@ -319,7 +319,7 @@ class TestTuningParams(TranslateTestCase):
     def test_level_only_with_its_method(self, method, param):
         # The level belongs to the asked method; the fallback runs with
         # its own level (none given -> no level param at all).
-        dest = policy_base.DestinationCaps(
+        dest = datamodel.DestinationCaps(
             known=True, methods=frozenset({'zlib', 'zstd'}) - {method},
             multifd=True)
         other = 'zstd' if method == 'zlib' else 'zlib'
@@ -453,7 +453,7 @@ class TestPostCopy(TranslateTestCase):
         self.assertReason('paused', call.degradations)
 
     def test_source_without_post_copy(self):
-        facts = _facts(hypervisor=policy_base.HypervisorCaps(postcopy=False))
+        facts = _facts(hypervisor=datamodel.HypervisorCaps(postcopy=False))
         call = self.call(facts, post_copy=True)
         self.assertNoFlag(c.VIR_MIGRATE_POSTCOPY, call)
 
@@ -467,7 +467,7 @@ class TestPostCopy(TranslateTestCase):
 class TestFallbacks(TranslateTestCase):
 
     def test_first_runnable_in_order(self):
-        dest = policy_base.DestinationCaps(
+        dest = datamodel.DestinationCaps(
             known=True, methods=frozenset({'zlib', 'zstd'}), multifd=True)
         call = self.call(_facts(destination=dest), method='qatzip', level=2,
                          parallel_connections=4,
@@ -478,7 +478,7 @@ class TestFallbacks(TranslateTestCase):
         self.assertTrue(call.degradations[0].startswith('qatzip'))
 
     def test_later_fallback_when_earlier_refused(self):
-        dest = policy_base.DestinationCaps(
+        dest = datamodel.DestinationCaps(
             known=True, methods=frozenset({'zlib'}), multifd=True)
         call = self.call(_facts(destination=dest), method='qatzip',
                          parallel_connections=4,
@@ -494,7 +494,7 @@ class TestFallbacks(TranslateTestCase):
         self.assertEqual('zlib', call.params[c.PARAM_COMPRESSION])
 
     def test_none_is_last_resort(self):
-        call = self.call(_facts(destination=policy_base.DestinationCaps()),
+        call = self.call(_facts(destination=datamodel.DestinationCaps()),
                          method='zstd', parallel_connections=1,
                          fallbacks=('zlib',))
         self.assertEqual('none', call.plan.method)
@@ -502,7 +502,7 @@ class TestFallbacks(TranslateTestCase):
         self.assertEqual(2, len(call.degradations))
 
     def test_fallback_to_single_stream_method(self):
-        call = self.call(_facts(destination=policy_base.DestinationCaps()),
+        call = self.call(_facts(destination=datamodel.DestinationCaps()),
                          method='zstd', parallel_connections=4,
                          fallbacks=('xbzrle',), xbzrle_cache_mb=128)
         self.assertEqual('xbzrle', call.params[c.PARAM_COMPRESSION])
@@ -613,9 +613,9 @@ class TestPassthroughForOldLibvirt(base.TestCase):
     """zlib/zstd on a libvirt older than 9.4 whose QEMU has them."""
 
     def test_zstd_goes_through_passthrough_when_allowed(self):
-        old = policy_base.HypervisorCaps(libvirt_version=(9, 0, 0))
+        old = datamodel.HypervisorCaps(libvirt_version=(9, 0, 0))
         facts = _facts(hypervisor=old, passthrough_allowed=True)
-        call = translate.to_libvirt(policy_base.Plan(
+        call = translate.to_libvirt(datamodel.Plan(
             policy='t', method='zstd', level=3, parallel_connections=4),
             facts)
         self.assertEqual(translate.BACKEND_PASSTHROUGH, call.backend)
@@ -628,7 +628,7 @@ class TestPassthroughForOldLibvirt(base.TestCase):
 
     def test_current_libvirt_keeps_the_libvirt_backend(self):
         facts = _facts(passthrough_allowed=True)
-        call = translate.to_libvirt(policy_base.Plan(
+        call = translate.to_libvirt(datamodel.Plan(
             policy='t', method='zstd', level=3, parallel_connections=4),
             facts)
         self.assertEqual(translate.BACKEND_LIBVIRT, call.backend)

@@ -9,24 +9,14 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""Escalation while a migration runs: job stats in, actions out.
+"""Progress of a running migration, from libvirt's job stats.
 
-Two pieces, both free of libvirt and I/O so they can be tested with
-recorded job-stat sequences:
-
-* :class:`ProgressTracker` turns successive libvirt ``jobStats()`` dicts
-  into :class:`~nova_qat_migration.policy.base.Progress` values, adding the
-  memory a single sample lacks (the lowest remaining data and when it was
-  seen, how many iterations passed without a new low, the XBZRLE cache miss
-  rate since the cache last changed).
-* :func:`escalate` is the default ``Policy.on_progress``: it maps a
-  progress sample to the actions the driver should apply.
-
-:func:`escalate` is idempotent: for the same progress it returns the same
-actions, and an action is only returned while the tracker still shows the
-state it would change (the driver reports applied actions back with
-:meth:`ProgressTracker.applied`). The monitor polls every 0.5 s, so this is
-what keeps one stalled iteration from climbing all downtime steps at once.
+:class:`ProgressTracker` turns successive ``virDomainGetJobStats()`` dicts
+into :class:`~nova_qat_migration.datamodel.Progress` values, adding the
+memory a single sample lacks: the lowest remaining data and when it was
+seen, how many iterations passed without a new low, the XBZRLE cache miss
+rate since the cache last changed. Free of libvirt calls and I/O, so it is
+tested with recorded job-stat sequences.
 """
 
 from __future__ import annotations
@@ -34,14 +24,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Optional
 
-from nova_qat_migration.policy import base
+from nova_qat_migration import datamodel
 
-#: Downtime climbs from ``max/STEPS`` to ``max`` in this many stalled
-#: iterations (Nova's own steps keep running alongside; the higher wins).
-DOWNTIME_STEPS = 5
-#: XBZRLE cache miss rate (misses / pages looked up) above which the cache
-#: is doubled.
-XBZRLE_MISS_RATE_HIGH = 0.3
 #: Pages that must have been looked up since the last cache change before
 #: the miss rate is trusted (one sample right after a resize says nothing).
 XBZRLE_MIN_PAGES = 1024
@@ -49,13 +33,6 @@ XBZRLE_MIN_PAGES = 1024
 #: of the total (or 10% of the low, if less); QEMU's remaining counter
 #: jitters by a few pages.
 NEW_LOW_EPSILON = 0.005
-#: Safety margin on the downtime needed to send what remains.
-DOWNTIME_MARGIN = 1.2
-
-ACTION_DOWNTIME = 'downtime'
-ACTION_XBZRLE_CACHE = 'xbzrle_cache'
-ACTION_POST_COPY = 'post_copy'
-ACTION_ABORT = 'abort'
 
 
 def _num(stats: Mapping[str, Any], key: str, default: float = 0) -> float:
@@ -99,7 +76,7 @@ class ProgressTracker:
     # -- feeding -----------------------------------------------------------
 
     def update(self, stats: Mapping[str, Any],
-               now_s: Optional[float] = None) -> base.Progress:
+               now_s: Optional[float] = None) -> datamodel.Progress:
         """Fold one ``jobStats()`` dict in and return the progress.
 
         :param stats: libvirt job stats (``memory_*`` in bytes,
@@ -116,10 +93,10 @@ class ProgressTracker:
                 self._start_s = now_s or 0.0
             elapsed = (now_s or 0.0) - self._start_s
 
-        total_mb = _num(stats, 'memory_total') / base.MIB
-        remaining_mb = _num(stats, 'memory_remaining') / base.MIB
+        total_mb = _num(stats, 'memory_total') / datamodel.MIB
+        remaining_mb = _num(stats, 'memory_remaining') / datamodel.MIB
         page = _num(stats, 'memory_page_size', 4096) or 4096
-        dirty_mbps = _num(stats, 'memory_dirty_rate') * page / base.MIB
+        dirty_mbps = _num(stats, 'memory_dirty_rate') * page / datamodel.MIB
         self.max_dirty_rate_mbps = max(self.max_dirty_rate_mbps, dirty_mbps)
         throttle = int(_num(stats, 'auto_converge_throttle'))
         self.max_throttle_pct = max(self.max_throttle_pct, throttle)
@@ -164,7 +141,7 @@ class ProgressTracker:
 
         # XBZRLE cache: libvirt reports the cache size it really uses.
         if 'compression_cache' in stats:
-            cache_mb = _num(stats, 'compression_cache') / base.MIB
+            cache_mb = _num(stats, 'compression_cache') / datamodel.MIB
             if cache_mb and cache_mb != self.xbzrle_cache_mb:
                 self._reset_miss_window()
             self.xbzrle_cache_mb = cache_mb or self.xbzrle_cache_mb
@@ -174,7 +151,7 @@ class ProgressTracker:
             self._reset_miss_window()
         miss_rate = self._miss_rate(stats)
 
-        return base.Progress(
+        return datamodel.Progress(
             elapsed_s=elapsed,
             remaining_mb=remaining_mb,
             total_mb=total_mb,
@@ -183,7 +160,7 @@ class ProgressTracker:
             throttle_pct=throttle,
             xbzrle_cache_mb=self.xbzrle_cache_mb,
             xbzrle_cache_miss_rate=miss_rate,
-            bandwidth_mbps=_num(stats, 'memory_bps') / base.MIB,
+            bandwidth_mbps=_num(stats, 'memory_bps') / datamodel.MIB,
             lowest_remaining_mb=self.lowest_remaining_mb,
             lowest_at_s=self.lowest_at_s,
             stalled_iterations=self.stalled_iterations,
@@ -209,14 +186,15 @@ class ProgressTracker:
             return 0.0
         return d_miss / looked_up
 
-    def applied(self, action: base.Action) -> None:
+    def applied(self, action: datamodel.Action) -> None:
         """Record that the driver applied ``action`` successfully."""
-        if action.kind == ACTION_DOWNTIME and action.value is not None:
+        if (action.kind == datamodel.ACTION_DOWNTIME and
+                action.value is not None):
             self.downtime_ms = max(self.downtime_ms, action.value)
-        elif action.kind == ACTION_XBZRLE_CACHE and action.value:
+        elif action.kind == datamodel.ACTION_XBZRLE_CACHE and action.value:
             self.xbzrle_cache_mb = float(action.value)
             self._reset_miss_window()
-        elif action.kind == ACTION_POST_COPY:
+        elif action.kind == datamodel.ACTION_POST_COPY:
             self.post_copy_active = True
 
     def summary(self) -> dict:
@@ -243,83 +221,3 @@ class ProgressTracker:
             'compression_bytes': int(_num(last, 'compression_bytes')),
             'compression_overflow': int(_num(last, 'compression_overflow')),
         }
-
-
-# -- decisions -------------------------------------------------------------
-
-def downtime_target(plan: base.Plan, progress: base.Progress) -> int:
-    """The downtime (ms) the migration should have now.
-
-    Rises by ``max/DOWNTIME_STEPS`` per stalled iteration, and jumps
-    straight to the downtime needed to send what remains at the current
-    bandwidth when that fits under the plan's maximum (the switch-over then
-    happens at once instead of after more futile iterations).
-    """
-    if progress.stalled_iterations <= 0:
-        return 0
-    ceiling = plan.max_downtime_ms
-    step = max(1, ceiling // DOWNTIME_STEPS)
-    target = min(ceiling, step * progress.stalled_iterations)
-    if progress.bandwidth_mbps > 0:
-        needed = math.ceil(progress.remaining_mb / progress.bandwidth_mbps *
-                           1000.0 * DOWNTIME_MARGIN)
-        if needed <= ceiling:
-            target = max(target, needed)
-    return target
-
-
-def escalate(plan: base.Plan, progress: base.Progress) -> list:
-    """The default escalation of a running migration.
-
-    Order matters: once in post-copy nothing may be done (aborting now
-    would lose the guest, whose memory is split between the hosts); a
-    progress timeout ends the migration (by post-copy when the plan permits
-    it, else by abort, as KubeVirt does); otherwise downtime, XBZRLE cache
-    and the stalled-iteration post-copy switch are considered.
-    """
-    if progress.post_copy_active:
-        return []
-
-    if (plan.progress_timeout_s > 0 and
-            progress.lowest_remaining_mb != float('inf') and
-            progress.elapsed_s - progress.lowest_at_s
-            > plan.progress_timeout_s):
-        reason = ('no new low of remaining data (%.0f MiB) for %.0f s '
-                  '(progress timeout %d s)'
-                  % (progress.lowest_remaining_mb,
-                     progress.elapsed_s - progress.lowest_at_s,
-                     plan.progress_timeout_s))
-        if plan.post_copy:
-            return [base.Action(ACTION_POST_COPY, reason=reason)]
-        return [base.Action(ACTION_ABORT, reason=reason)]
-
-    if (plan.post_copy and plan.post_copy_after_stalled and
-            progress.stalled_iterations >= plan.post_copy_after_stalled):
-        return [base.Action(
-            ACTION_POST_COPY,
-            reason='%d iterations without a new low of remaining data'
-                   % progress.stalled_iterations)]
-
-    actions = []
-    target = downtime_target(plan, progress)
-    if target > progress.downtime_ms:
-        actions.append(base.Action(
-            ACTION_DOWNTIME, value=target,
-            reason='%d stalled iteration(s), %.0f MiB remaining at %.0f '
-                   'MiB/s' % (progress.stalled_iterations,
-                              progress.remaining_mb,
-                              progress.bandwidth_mbps)))
-
-    # NOTE(qat-migration): during the first pass every page is new to the
-    # cache, so misses say nothing about its size until iteration 2.
-    if (plan.method == 'xbzrle' and plan.xbzrle_cache_max_mb and
-            progress.iteration >= 2 and
-            progress.xbzrle_cache_mb > 0 and
-            progress.xbzrle_cache_miss_rate > XBZRLE_MISS_RATE_HIGH):
-        grown = int(progress.xbzrle_cache_mb * 2)
-        if grown <= plan.xbzrle_cache_max_mb:
-            actions.append(base.Action(
-                ACTION_XBZRLE_CACHE, value=grown,
-                reason='XBZRLE cache miss rate %.0f%%'
-                       % (progress.xbzrle_cache_miss_rate * 100)))
-    return actions

@@ -21,10 +21,12 @@ import dataclasses
 
 import testtools
 
-from nova_qat_migration import monitor
+from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
+from nova_qat_migration.policy import escalation
+from nova_qat_migration.virt.libvirt import tracker
 
-MIB = base.MIB
+MIB = datamodel.MIB
 TOTAL = 4096 * MIB
 
 
@@ -72,27 +74,27 @@ def _plan(**kw):
     defaults = dict(policy='adaptive', max_downtime_ms=500,
                     progress_timeout_s=0)
     defaults.update(kw)
-    return base.Plan(**defaults)
+    return datamodel.Plan(**defaults)
 
 
-def _run(plan, sequence, tracker=None):
+def _run(plan, sequence, trk=None):
     """Feed ``sequence``; apply every action; return all actions."""
-    tracker = tracker or monitor.ProgressTracker()
+    trk = trk or tracker.ProgressTracker()
     seen = []
     for stats in sequence:
-        progress = tracker.update(stats)
-        for action in monitor.escalate(plan, progress):
+        progress = trk.update(stats)
+        for action in escalation.escalate(plan, progress):
             seen.append((stats['time_elapsed'], action))
-            tracker.applied(action)
-    return tracker, seen
+            trk.applied(action)
+    return trk, seen
 
 
 class ProgressTrackerTest(testtools.TestCase):
 
     def test_converging_reaches_new_lows(self):
-        tracker = monitor.ProgressTracker()
+        trk = tracker.ProgressTracker()
         for stats in CONVERGING:
-            progress = tracker.update(stats)
+            progress = trk.update(stats)
         self.assertEqual(0, progress.stalled_iterations)
         self.assertAlmostEqual(2, progress.lowest_remaining_mb, places=3)
         self.assertEqual(5.5, progress.lowest_at_s)
@@ -100,9 +102,9 @@ class ProgressTrackerTest(testtools.TestCase):
         self.assertEqual(4096, progress.total_mb)
 
     def test_stalling_counts_iterations_without_new_low(self):
-        tracker = monitor.ProgressTracker()
+        trk = tracker.ProgressTracker()
         for stats in STALLING:
-            progress = tracker.update(stats)
+            progress = trk.update(stats)
         self.assertGreaterEqual(progress.stalled_iterations, 10)
         self.assertAlmostEqual(1400, progress.lowest_remaining_mb, delta=1)
         # The first 1400 MiB was seen at the end of the first pass.
@@ -120,10 +122,10 @@ class ProgressTrackerTest(testtools.TestCase):
                          _stats(t + 1000, iteration, start_mb / 2),
                          _stats(t + 1500, iteration, 0.01)]
             t += 1500
-        tracker, seen = _run(_plan(progress_timeout_s=3), sequence)
+        trk, seen = _run(_plan(progress_timeout_s=3), sequence)
         self.assertEqual([], [a for _t, a in seen
-                              if a.kind == monitor.ACTION_ABORT], seen)
-        self.assertEqual(t - 1000, tracker.lowest_at_s * 1000)
+                              if a.kind == datamodel.ACTION_ABORT], seen)
+        self.assertEqual(t - 1000, trk.lowest_at_s * 1000)
         # The same passes not shrinking: the timeout fires.
         flat = [_stats(500 * i, 1, 4096 - 600 * i) for i in range(1, 7)]
         t = 3000
@@ -133,44 +135,44 @@ class ProgressTrackerTest(testtools.TestCase):
                      _stats(t + 1500, iteration, 0.01)]
             t += 1500
         _tracker, seen = _run(_plan(progress_timeout_s=3), flat)
-        self.assertIn(monitor.ACTION_ABORT, [a.kind for _t, a in seen])
+        self.assertIn(datamodel.ACTION_ABORT, [a.kind for _t, a in seen])
 
     def test_dirty_rate_is_pages_times_page_size(self):
-        tracker = monitor.ProgressTracker()
-        progress = tracker.update(_stats(500, 1, 100, dirty_pps=256000))
+        trk = tracker.ProgressTracker()
+        progress = trk.update(_stats(500, 1, 100, dirty_pps=256000))
         self.assertEqual(1000, progress.dirty_rate_mbps)
-        progress = tracker.update(_stats(1000, 1, 100, dirty_pps=1000,
-                                         memory_page_size=2 * MIB))
+        progress = trk.update(_stats(1000, 1, 100, dirty_pps=1000,
+                                     memory_page_size=2 * MIB))
         self.assertEqual(2000, progress.dirty_rate_mbps)
-        self.assertEqual(2000, tracker.summary()['max_dirty_rate_mbps'])
+        self.assertEqual(2000, trk.summary()['max_dirty_rate_mbps'])
 
     def test_without_time_elapsed_uses_clock(self):
-        tracker = monitor.ProgressTracker()
-        tracker.update({'type': 2, 'memory_remaining': MIB}, now_s=100.0)
-        progress = tracker.update({'type': 2, 'memory_remaining': MIB},
-                                  now_s=102.5)
+        trk = tracker.ProgressTracker()
+        trk.update({'type': 2, 'memory_remaining': MIB}, now_s=100.0)
+        progress = trk.update({'type': 2, 'memory_remaining': MIB},
+                              now_s=102.5)
         self.assertEqual(2.5, progress.elapsed_s)
 
     def test_garbage_values_do_not_raise(self):
-        tracker = monitor.ProgressTracker()
-        progress = tracker.update({'type': 2, 'memory_remaining': 'x',
-                                   'memory_iteration': None})
+        trk = tracker.ProgressTracker()
+        progress = trk.update({'type': 2, 'memory_remaining': 'x',
+                               'memory_iteration': None})
         self.assertEqual(0, progress.remaining_mb)
 
     def test_xbzrle_miss_rate_window_resets_on_resize(self):
-        tracker = monitor.ProgressTracker()
+        trk = tracker.ProgressTracker()
         xb = dict(compression_cache=256 * MIB)
-        tracker.update(_stats(500, 1, 900, compression_cache_misses=0,
-                              compression_pages=0, **xb))
-        progress = tracker.update(_stats(1000, 2, 800,
-                                         compression_cache_misses=6000,
-                                         compression_pages=4000, **xb))
+        trk.update(_stats(500, 1, 900, compression_cache_misses=0,
+                          compression_pages=0, **xb))
+        progress = trk.update(_stats(1000, 2, 800,
+                                     compression_cache_misses=6000,
+                                     compression_pages=4000, **xb))
         self.assertAlmostEqual(0.6, progress.xbzrle_cache_miss_rate)
-        tracker.applied(base.Action(monitor.ACTION_XBZRLE_CACHE, 512))
-        progress = tracker.update(_stats(1500, 2, 700,
-                                         compression_cache_misses=6500,
-                                         compression_pages=4100,
-                                         compression_cache=512 * MIB))
+        trk.applied(datamodel.Action(datamodel.ACTION_XBZRLE_CACHE, 512))
+        progress = trk.update(_stats(1500, 2, 700,
+                                     compression_cache_misses=6500,
+                                     compression_pages=4100,
+                                     compression_cache=512 * MIB))
         self.assertEqual(0, progress.xbzrle_cache_miss_rate)
         self.assertEqual(512, progress.xbzrle_cache_mb)
 
@@ -185,20 +187,20 @@ class EscalateTest(testtools.TestCase):
 
     def test_stalling_steps_downtime_to_max_once_per_iteration(self):
         plan = _plan(max_downtime_ms=500)
-        tracker, seen = _run(plan, STALLING)
+        trk, seen = _run(plan, STALLING)
         values = [a.value for _, a in seen if a.kind == 'downtime']
         self.assertEqual([100, 200, 300, 400, 500], values)
         self.assertTrue(all(a.kind == 'downtime' for _, a in seen))
-        self.assertEqual(500, tracker.downtime_ms)
+        self.assertEqual(500, trk.downtime_ms)
 
     def test_stalling_switches_to_post_copy_when_permitted(self):
         plan = _plan(post_copy=True, post_copy_after_stalled=3)
-        tracker, seen = _run(plan, STALLING)
+        trk, seen = _run(plan, STALLING)
         kinds = [a.kind for _, a in seen]
         self.assertEqual(1, kinds.count('post_copy'))
         # Nothing after the switch: aborting now would lose the guest.
         self.assertEqual('post_copy', kinds[-1])
-        self.assertTrue(tracker.post_copy_active)
+        self.assertTrue(trk.post_copy_active)
 
     def test_stalling_without_post_copy_aborts_on_progress_timeout(self):
         plan = _plan(progress_timeout_s=10)
@@ -220,86 +222,88 @@ class EscalateTest(testtools.TestCase):
     def test_exploding_dirty_rate_escalates(self):
         plan = _plan(max_downtime_ms=1000, post_copy=True,
                      post_copy_after_stalled=4)
-        tracker, seen = _run(plan, EXPLODING)
+        trk, seen = _run(plan, EXPLODING)
         kinds = [a.kind for _, a in seen]
         self.assertIn('downtime', kinds)
         self.assertEqual('post_copy', kinds[-1])
-        self.assertGreater(tracker.summary()['max_dirty_rate_mbps'], 3000)
+        self.assertGreater(trk.summary()['max_dirty_rate_mbps'], 3000)
 
     def test_downtime_jumps_to_what_is_needed_when_it_fits(self):
         plan = _plan(max_downtime_ms=2000)
-        progress = base.Progress(elapsed_s=10, remaining_mb=550,
-                                 bandwidth_mbps=1100, stalled_iterations=1)
-        (action,) = monitor.escalate(plan, progress)
+        progress = datamodel.Progress(elapsed_s=10, remaining_mb=550,
+                                      bandwidth_mbps=1100,
+                                      stalled_iterations=1)
+        (action,) = escalation.escalate(plan, progress)
         self.assertEqual('downtime', action.kind)
         self.assertEqual(600, action.value)     # 0.5 s * 1.2 margin
 
     def test_xbzrle_cache_doubles_up_to_max(self):
         plan = _plan(method='xbzrle', xbzrle_cache_mb=256,
                      xbzrle_cache_max_mb=1024)
-        tracker = monitor.ProgressTracker(xbzrle_cache_mb=256)
+        trk = tracker.ProgressTracker(xbzrle_cache_mb=256)
         grown = []
         misses = pages = 0
         cache = 256
         for i in range(1, 20):
             misses += 5000
             pages += 1000
-            progress = tracker.update(_stats(
+            progress = trk.update(_stats(
                 500 * i, i, 500 - i, compression_cache=cache * MIB,
                 compression_cache_misses=misses, compression_pages=pages))
-            for action in monitor.escalate(plan, progress):
+            for action in escalation.escalate(plan, progress):
                 if action.kind == 'xbzrle_cache':
                     grown.append(action.value)
                     cache = action.value
-                tracker.applied(action)
+                trk.applied(action)
         self.assertEqual([512, 1024], grown)
 
     def test_xbzrle_cache_not_grown_in_the_first_pass(self):
         plan = _plan(method='xbzrle', xbzrle_cache_mb=256,
                      xbzrle_cache_max_mb=1024)
-        first = base.Progress(elapsed_s=1, remaining_mb=900, iteration=1,
-                              xbzrle_cache_mb=256,
-                              xbzrle_cache_miss_rate=1.0)
-        self.assertEqual([], [a for a in monitor.escalate(plan, first)
+        first = datamodel.Progress(elapsed_s=1, remaining_mb=900, iteration=1,
+                                   xbzrle_cache_mb=256,
+                                   xbzrle_cache_miss_rate=1.0)
+        self.assertEqual([], [a for a in escalation.escalate(plan, first)
                               if a.kind == 'xbzrle_cache'])
         later = dataclasses.replace(first, iteration=2)
-        self.assertEqual([512], [a.value for a in monitor.escalate(plan, later)
+        self.assertEqual([512], [a.value for a in
+                                 escalation.escalate(plan, later)
                                  if a.kind == 'xbzrle_cache'])
 
     def test_first_pass_misses_do_not_count(self):
-        tracker = monitor.ProgressTracker(xbzrle_cache_mb=256)
+        trk = tracker.ProgressTracker(xbzrle_cache_mb=256)
         cache = 256 * MIB
         # First pass: every lookup misses while the cache fills.
-        tracker.update(_stats(500, 1, 900, compression_cache=cache,
-                              compression_cache_misses=0,
-                              compression_pages=0))
-        tracker.update(_stats(1000, 1, 600, compression_cache=cache,
-                              compression_cache_misses=50000,
-                              compression_pages=0))
+        trk.update(_stats(500, 1, 900, compression_cache=cache,
+                          compression_cache_misses=0,
+                          compression_pages=0))
+        trk.update(_stats(1000, 1, 600, compression_cache=cache,
+                          compression_cache_misses=50000,
+                          compression_pages=0))
         # Iteration 2: hits from now on.
-        tracker.update(_stats(1500, 2, 300, compression_cache=cache,
-                              compression_cache_misses=50000,
-                              compression_pages=0))
-        progress = tracker.update(_stats(
+        trk.update(_stats(1500, 2, 300, compression_cache=cache,
+                          compression_cache_misses=50000,
+                          compression_pages=0))
+        progress = trk.update(_stats(
             2000, 2, 200, compression_cache=cache,
             compression_cache_misses=50100, compression_pages=5000))
         self.assertLess(progress.xbzrle_cache_miss_rate, 0.05)
 
     def test_xbzrle_not_grown_for_other_methods(self):
         plan = _plan(method='zstd', xbzrle_cache_max_mb=1024)
-        progress = base.Progress(elapsed_s=1, remaining_mb=10,
-                                 xbzrle_cache_mb=64,
-                                 xbzrle_cache_miss_rate=0.9)
-        self.assertEqual([], monitor.escalate(plan, progress))
+        progress = datamodel.Progress(elapsed_s=1, remaining_mb=10,
+                                      xbzrle_cache_mb=64,
+                                      xbzrle_cache_miss_rate=0.9)
+        self.assertEqual([], escalation.escalate(plan, progress))
 
     def test_nothing_in_post_copy(self):
         plan = _plan(progress_timeout_s=1, post_copy=True,
                      post_copy_after_stalled=1)
-        progress = base.Progress(elapsed_s=100, remaining_mb=10,
-                                 lowest_remaining_mb=5, lowest_at_s=1,
-                                 stalled_iterations=50,
-                                 post_copy_active=True)
-        self.assertEqual([], monitor.escalate(plan, progress))
+        progress = datamodel.Progress(elapsed_s=100, remaining_mb=10,
+                                      lowest_remaining_mb=5, lowest_at_s=1,
+                                      stalled_iterations=50,
+                                      post_copy_active=True)
+        self.assertEqual([], escalation.escalate(plan, progress))
 
     def test_policy_default_on_progress_delegates(self):
         class P(base.Policy):
@@ -308,7 +312,7 @@ class EscalateTest(testtools.TestCase):
             def plan(self, facts):
                 return _plan()
 
-        progress = base.Progress(elapsed_s=1, remaining_mb=100,
-                                 stalled_iterations=1)
-        self.assertEqual(monitor.escalate(_plan(), progress),
+        progress = datamodel.Progress(elapsed_s=1, remaining_mb=100,
+                                      stalled_iterations=1)
+        self.assertEqual(escalation.escalate(_plan(), progress),
                          list(P(None).on_progress(_plan(), progress)))

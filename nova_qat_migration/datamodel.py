@@ -1,0 +1,419 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The data every layer shares: facts, plans, progress and the methods.
+
+A policy sees :class:`Facts` and returns a :class:`Plan`; while the
+migration runs it sees :class:`Progress` and returns :class:`Action`
+values. Everything is a frozen dataclass so that facts gathered once per
+migration and the plan computed from them can be printed, logged,
+compared and replayed. This module imports nothing from the package: it
+sits below every other module, and the method vocabulary (which methods
+exist, which run on multifd, their level ranges) is defined here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+MIB = 1024 * 1024
+
+# -- the method vocabulary ---------------------------------------------------
+
+#: Every page-compression method a plan can name, in the order operators
+#: read them (``[qat_migration] allowed_methods`` and the hints check
+#: against this).
+METHODS = ('none', 'xbzrle', 'mt', 'zlib', 'zstd', 'qatzip')
+#: Methods that run on the multifd (``VIR_MIGRATE_PARALLEL``) path.
+MULTIFD_METHODS = frozenset({'zlib', 'zstd', 'qatzip'})
+#: Methods that only run on a single migration stream.
+SINGLE_STREAM_METHODS = frozenset({'xbzrle', 'mt'})
+#: Valid compression levels per method (QEMU's ranges).
+LEVEL_RANGES = {
+    'mt': (0, 9),
+    'zlib': (0, 9),
+    'zstd': (0, 20),
+    'qatzip': (1, 9),
+}
+
+# -- what an escalation can do (:class:`Action` kinds) ---------------------
+
+ACTION_DOWNTIME = 'downtime'
+ACTION_XBZRLE_CACHE = 'xbzrle_cache'
+ACTION_POST_COPY = 'post_copy'
+ACTION_ABORT = 'abort'
+
+
+def level_option(method: str) -> str:
+    """The ``[qat_migration]`` option holding ``method``'s level."""
+    return '%s_level' % method
+
+
+def pow2_floor(mib: int) -> int:
+    """The largest power of two not above ``mib`` (at least 1).
+
+    QEMU wants an XBZRLE cache that is a power of two.
+    """
+    out = 1
+    while out * 2 <= mib:
+        out *= 2
+    return out
+
+
+def version_str(version: Sequence[int]) -> str:
+    return '.'.join(str(v) for v in version)
+
+
+@dataclasses.dataclass(frozen=True)
+class HypervisorCaps:
+    """What the source host's libvirt and QEMU can do (probed at start-up).
+
+    :param multifd_methods: values of QEMU's ``multifd-compression`` enum the
+        binary accepts (from ``query-qmp-schema``), e.g. none/zlib/zstd.
+        Empty when unknown: then libvirt-version rules alone decide.
+    """
+
+    libvirt_version: tuple[int, int, int] = (11, 3, 0)
+    qemu_version: tuple[int, int, int] = (10, 0, 0)
+    multifd_methods: frozenset[str] = frozenset({'none', 'zlib', 'zstd'})
+    postcopy: bool = True
+
+    @property
+    def libvirt_methods(self) -> frozenset[str]:
+        """Compression methods libvirt's migration API accepts."""
+        methods = {'xbzrle', 'mt'}
+        if self.libvirt_version >= (9, 4, 0):
+            methods |= {'zlib', 'zstd'}
+        return frozenset(methods)
+
+    @property
+    def has_mt(self) -> bool:
+        """QEMU removed the legacy compression threads in 9.1."""
+        return self.qemu_version < (9, 1, 0)
+
+    @property
+    def postcopy_with_multifd(self) -> bool:
+        return self.qemu_version >= (10, 1, 0)
+
+    def accepts(self, method: str) -> bool:
+        """Whether this source's QEMU can send ``method``.
+
+        Whether libvirt can ask for it is :attr:`libvirt_methods`; a
+        method QEMU has and libvirt does not know can still run through
+        the ``qemu-passthrough`` backend (see :meth:`Facts.can_send`).
+        """
+        if method == 'none' or method == 'xbzrle':
+            return True
+        if method == 'mt':
+            return self.has_mt
+        if self.multifd_methods:
+            return method in self.multifd_methods
+        # No schema: zlib/zstd exist in every multifd QEMU (5.0+);
+        # qatzip & co. only when the QMP schema lists them.
+        return method in ('zlib', 'zstd') and self.qemu_version >= (5, 0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DestinationCaps:
+    """What the destination can receive, as published in its traits.
+
+    ``known`` is False when the destination's traits could not be read:
+    then only plans that need nothing from the destination are allowed.
+    """
+
+    known: bool = False
+    methods: frozenset[str] = frozenset()
+    multifd: bool = False
+    postcopy_with_multifd: bool = False
+    qat: bool = False
+
+    def accepts(self, method: str) -> bool:
+        if method in ('none', 'xbzrle'):
+            # Every QEMU Nova supports decodes XBZRLE and plain pre-copy.
+            return True
+        return self.known and method in self.methods
+
+
+@dataclasses.dataclass(frozen=True)
+class HostLoad:
+    """Source host resources when the migration starts."""
+
+    cpus: int = 2
+    cpu_idle_pct: float = 100.0
+    mem_free_mb: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class QATState:
+    """The source's QAT capacity for this migration."""
+
+    endpoints: int = 0          # healthy, compression-capable endpoints
+    free_leases: int = 0        # leases a migration could take now
+    hardware: bool = False      # QATzip self-test ran on hardware
+    throughput_mbps: float = 0.0  # measured MiB/s of one endpoint / self-test
+    ratio: float = 0.0          # compressed/original on the self-test sample
+
+    @property
+    def available(self) -> bool:
+        return self.endpoints > 0 and self.free_leases > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    """What the last migration of this instance showed."""
+
+    migrations: int = 0
+    dirty_rate_mbps: Optional[float] = None
+    wire_mbps: Optional[float] = None
+    compression_ratio: Optional[float] = None   # wire bytes / RAM bytes
+    xbzrle_hit_ratio: Optional[float] = None
+    method: Optional[str] = None
+    converged: Optional[bool] = None
+    total_s: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Hints:
+    """Per-instance overrides from ``qat_migration:*`` extra specs/props.
+
+    Validated by :mod:`nova_qat_migration.policy.hints`; ``None`` = no hint.
+    """
+
+    policy: Optional[str] = None
+    method: Optional[str] = None
+    level: Optional[int] = None
+    parallel_connections: Optional[int] = None
+    max_downtime_ms: Optional[int] = None
+    allow_post_copy: Optional[bool] = None
+    allow_throttle: Optional[bool] = None
+    working_set_mb: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceFacts:
+    uuid: str = ''
+    name: str = ''
+    memory_mb: int = 1024
+    vcpus: int = 1
+    paused: bool = False
+    hints: Hints = Hints()
+    #: Measured dirty rate (MiB/s) from libvirt's dirty-rate calculation.
+    dirty_rate_mbps: Optional[float] = None
+    #: From a sample of guest pages (``measure.page_sample``), if taken:
+    #: share of zero pages, deflate ratio of the others, and the share of
+    #: re-sent bytes XBZRLE saves on the pages that change.
+    zero_fraction: Optional[float] = None
+    compress_ratio: Optional[float] = None
+    xbzrle_friendly: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NovaSettings:
+    """The ``[libvirt]`` options Nova's own plan is made of."""
+
+    tunnelled: bool = False
+    native_tls: bool = False
+    permit_post_copy: bool = False
+    permit_auto_converge: bool = False
+    parallel_connections: int = 1
+    bandwidth_mbps: int = 0
+    downtime_ms: int = 500
+    downtime_steps: int = 10
+    downtime_delay_s: int = 75
+    completion_timeout_s_per_gib: int = 800
+
+    def completion_timeout_s(self, memory_mb: int) -> float:
+        """Nova's completion timeout for a guest of ``memory_mb``.
+
+        Nova counts at least 2 GiB of data.
+        """
+        data_gb = max(2.0, memory_mb / 1024.0)
+        return self.completion_timeout_s_per_gib * data_gb
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> 'NovaSettings':
+        lv = conf.libvirt
+        return cls(
+            tunnelled=lv.live_migration_tunnelled,
+            native_tls=lv.live_migration_with_native_tls,
+            permit_post_copy=lv.live_migration_permit_post_copy,
+            permit_auto_converge=lv.live_migration_permit_auto_converge,
+            parallel_connections=lv.live_migration_parallel_connections,
+            bandwidth_mbps=lv.live_migration_bandwidth,
+            downtime_ms=lv.live_migration_downtime,
+            downtime_steps=lv.live_migration_downtime_steps,
+            downtime_delay_s=lv.live_migration_downtime_delay,
+            completion_timeout_s_per_gib=(
+                lv.live_migration_completion_timeout))
+
+
+@dataclasses.dataclass(frozen=True)
+class InFlight:
+    """What the source's other migrations in flight hold.
+
+    Concurrent migrations share the source's link, cores, memory and QAT;
+    the driver's :class:`~nova_qat_migration.virt.libvirt.budget.HostBudget`
+    fills this in when a plan is made. The defaults are a migration alone.
+
+    :param migrations: other migrations running from this host.
+    :param link_share: the share of the link this migration can count on
+        (TCP shares a link between migrations about equally).
+    :param cores_held: idle cores their compressors were planned on.
+    :param xbzrle_mb_held: MiB their XBZRLE caches may grow to.
+    :param qat_leases_held: QAT leases they hold.
+    """
+
+    migrations: int = 0
+    link_share: float = 1.0
+    cores_held: float = 0.0
+    xbzrle_mb_held: int = 0
+    qat_leases_held: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """Everything a policy may base a plan on, gathered per migration."""
+
+    instance: InstanceFacts = InstanceFacts()
+    host: HostLoad = HostLoad()
+    qat: QATState = QATState()
+    hypervisor: HypervisorCaps = HypervisorCaps()
+    destination: DestinationCaps = DestinationCaps()
+    nova: NovaSettings = NovaSettings()
+    history: History = History()
+    link_mbps: float = 1192.0     # MiB/s of the migration network
+    block_migration: bool = False
+    #: The operator allows QEMU monitor passthrough for methods libvirt does
+    #: not know (``[qat_migration] qemu_monitor_passthrough``).
+    passthrough_allowed: bool = False
+    #: What the source's other migrations in flight hold.
+    in_flight: InFlight = InFlight()
+
+    def can_send(self, method: str) -> bool:
+        """Whether the source can send ``method`` by some backend."""
+        hv = self.hypervisor
+        if not hv.accepts(method):
+            return False
+        return (method == 'none' or method in hv.libvirt_methods or
+                self.passthrough_allowed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How to migrate one instance.
+
+    The plan is what a policy wants; :func:`translate.to_libvirt` turns it
+    into what libvirt accepts and may degrade it (recording why).
+
+    :param method: ``none``, ``xbzrle``, ``mt``, ``zlib``, ``zstd`` or
+        ``qatzip``.
+    :param parallel_connections: multifd channels; 1 means single stream.
+    :param throttle_initial: auto-converge start (percent); ``None`` = no
+        auto-converge.
+    :param max_downtime_ms: the downtime Nova's downtime steps climb to.
+    :param post_copy: whether a switch to post-copy is permitted.
+    :param post_copy_after_stalled: stalled iterations before switching.
+    :param fallbacks: methods (names, or ``(name, level)`` pairs) to try, in
+        order, when ``method`` cannot run on this pair of hosts (``none`` is
+        always the last resort).
+    :param nova_baseline: the plan is Nova's own; translation must produce
+        exactly Nova's flags and parameters.
+    """
+
+    policy: str
+    method: str = 'none'
+    level: Optional[int] = None
+    parallel_connections: int = 1
+    xbzrle_cache_mb: Optional[int] = None
+    xbzrle_cache_max_mb: Optional[int] = None
+    mt_threads: Optional[int] = None
+    mt_dthreads: Optional[int] = None
+    throttle_initial: Optional[int] = None
+    throttle_increment: Optional[int] = None
+    max_downtime_ms: int = 500
+    post_copy: bool = False
+    post_copy_after_stalled: Optional[int] = None
+    progress_timeout_s: int = 0
+    bandwidth_mbps: int = 0
+    qat_lease: bool = False
+    fallbacks: tuple = ()
+    nova_baseline: bool = False
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def auto_converge(self) -> bool:
+        return self.throttle_initial is not None
+
+    @property
+    def multifd(self) -> bool:
+        return self.parallel_connections > 1 or self.method in MULTIFD_METHODS
+
+    def because(self, *reasons: str, **changes: Any) -> 'Plan':
+        """A copy with ``changes`` applied and ``reasons`` appended."""
+        return dataclasses.replace(
+            self, reasons=self.reasons + tuple(reasons), **changes)
+
+    def describe(self) -> str:
+        """One line a human can read in a log."""
+        parts = [self.method]
+        if self.level is not None:
+            parts.append('-%d' % self.level)
+        text = ''.join(parts)
+        if self.parallel_connections > 1:
+            text += ' x%d' % self.parallel_connections
+        if self.xbzrle_cache_mb:
+            text += ' cache=%dMiB' % self.xbzrle_cache_mb
+        if self.auto_converge:
+            text += ' throttle=%d+%d' % (self.throttle_initial,
+                                         self.throttle_increment or 0)
+        if self.post_copy:
+            text += ' post-copy'
+        return '%s[%s] downtime<=%dms' % (self.policy, text,
+                                          self.max_downtime_ms)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data['reasons'] = list(self.reasons)
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A job-stats sample of a running migration, plus monitor memory."""
+
+    elapsed_s: float
+    remaining_mb: float
+    total_mb: float = 0.0
+    dirty_rate_mbps: float = 0.0      # pages dirtied per second, in MiB/s
+    iteration: int = 0
+    throttle_pct: int = 0
+    xbzrle_cache_mb: float = 0.0
+    xbzrle_cache_miss_rate: float = 0.0
+    bandwidth_mbps: float = 0.0
+    lowest_remaining_mb: float = float('inf')
+    lowest_at_s: float = 0.0
+    stalled_iterations: int = 0
+    downtime_ms: int = 0
+    post_copy_active: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """One escalation the driver applies to a running migration.
+
+    ``kind`` is one of ``downtime`` (value ms), ``xbzrle_cache`` (value MiB),
+    ``post_copy``, ``abort``.
+    """
+
+    kind: str
+    value: Optional[int] = None
+    reason: str = ''
