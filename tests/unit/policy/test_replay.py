@@ -1,0 +1,232 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The adaptive policy replayed on the facts of committed lab runs.
+
+Every ``adaptive`` record the benchmark and the fault matrix committed
+carries the facts the driver gathered (as the report summarises them) and
+the plan the policy asked for. Rebuilding the facts from that summary and
+planning again must give the same plan: a refactoring of the planner that
+changes a decision on real facts shows up here, with the scenario named.
+
+The summary leaves out what the report does not record (the history's
+rates, the QAT state, Nova's settings other than the defaults): those take
+the values the lab ran with (no QAT, Nova's defaults, the completion
+timeout the lab set).
+"""
+
+import json
+import os
+
+import ddt
+
+from nova_qat_migration import datamodel
+from nova_qat_migration.policy import adaptive
+from tests.unit import base
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))))
+SOURCES = ('benchmarks/results.jsonl',)
+#: ``[qat_migration]`` options of the lab's computes (lab runner defaults).
+LAB_OPTIONS = {'cpu_idle_threshold': 25}
+
+
+def _records():
+    out = []
+    for rel in SOURCES:
+        path = os.path.join(ROOT, rel)
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            for n, line in enumerate(f):
+                row = json.loads(line)
+                report = row.get('report') or {}
+                facts = row.get('facts') or report.get('facts')
+                requested = row.get('requested_plan') or (
+                    report.get('requested') or {}).get('describe')
+                policy = (row.get('plan') if 'scenario' in row
+                          else (report.get('policy')))
+                if policy != 'adaptive' or not facts or not requested:
+                    continue
+                name = '%s:%d:%s' % (os.path.basename(os.path.dirname(
+                    path)) or 'benchmarks', n, row.get('scenario') or
+                    row.get('fault'))
+                out.append((name, facts, requested,
+                            row.get('link_mbit') or 0))
+    return out
+
+
+def rebuild(summary: dict) -> datamodel.Facts:
+    """Facts from the report's summary of them."""
+    s = summary
+    instance = datamodel.InstanceFacts(
+        memory_mb=s['memory_mb'], dirty_rate_mbps=s.get('dirty_rate_mbps'),
+        zero_fraction=s.get('zero_fraction'),
+        compress_ratio=s.get('compress_ratio'),
+        xbzrle_friendly=s.get('xbzrle_friendly'))
+    dest_methods = frozenset(s.get('destination_methods') or ())
+    return datamodel.Facts(
+        instance=instance,
+        host=datamodel.HostLoad(cpus=s.get('cpus', 2),
+                                cpu_idle_pct=s['cpu_idle_pct'],
+                                mem_free_mb=s.get('mem_free_mb', 0)),
+        hypervisor=datamodel.HypervisorCaps(
+            multifd_methods=frozenset(s.get('source_multifd_methods') or
+                                      ())),
+        destination=datamodel.DestinationCaps(
+            known=bool(dest_methods), methods=dest_methods,
+            multifd=bool(dest_methods)),
+        history=datamodel.History(
+            migrations=s.get('history_migrations', 0),
+            converged=s.get('history_converged'),
+            method=s.get('history_method')),
+        link_mbps=s['link_mbps'],
+        in_flight=datamodel.InFlight(
+            migrations=s.get('in_flight_migrations', 0),
+            link_share=s.get('link_share', 1.0),
+            cores_held=s.get('cores_held', 0),
+            xbzrle_mb_held=s.get('xbzrle_mb_held', 0),
+            qat_leases_held=s.get('qat_leases_held', 0)))
+
+
+RECORDS = _records()
+
+
+@ddt.ddt
+class TestReplay(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags(model_calibration=os.path.join(
+            ROOT, 'benchmarks', 'calibration.json'), **LAB_OPTIONS)
+
+    def test_records_found(self):
+        self.assertGreaterEqual(len(RECORDS), 5)
+
+    @ddt.data(*RECORDS)
+    @ddt.unpack
+    def test_same_plan(self, name, summary, requested, link_mbit):
+        policy = adaptive.AdaptivePolicy(self.conf)
+        plan = policy.plan(rebuild(summary))
+        self.assertEqual(requested, plan.describe(),
+                         '%s: %s' % (name, plan.reasons))
+
+
+# -- the same decisions on a grid of facts around the committed ones --------
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      'adaptive_golden.json')
+
+#: Variations applied to each committed record's facts.
+GRID = {
+    'cpu_idle_pct': (0.0, 60.0, 100.0),
+    'mem_free_mb': (0, 20000),
+    'qat': (False, True),
+    'link_mbps': (119.2, 1192.1),
+    'hint': ('', 'no_throttle', 'zstd'),
+    'adaptive_model': (True, False),
+    'permit_post_copy': (False, True),
+}
+
+QAT_HV = frozenset({'none', 'zlib', 'zstd', 'qatzip'})
+QAT_DEST = frozenset({'xbzrle', 'zlib', 'zstd', 'qatzip'})
+
+
+def grid_cases():
+    """(case name, facts, options) for every grid point."""
+    import dataclasses
+    import itertools
+    keys = sorted(GRID)
+    for name, summary, _requested, _link in RECORDS:
+        facts0 = rebuild(summary)
+        for values in itertools.product(*(GRID[k] for k in keys)):
+            v = dict(zip(keys, values))
+            facts = dataclasses.replace(
+                facts0, link_mbps=v['link_mbps'],
+                host=dataclasses.replace(facts0.host,
+                                         cpu_idle_pct=v['cpu_idle_pct'],
+                                         mem_free_mb=v['mem_free_mb']))
+            if v['qat']:
+                facts = dataclasses.replace(
+                    facts, passthrough_allowed=True,
+                    qat=datamodel.QATState(endpoints=2, free_leases=2),
+                    hypervisor=dataclasses.replace(
+                        facts.hypervisor, multifd_methods=QAT_HV),
+                    destination=datamodel.DestinationCaps(
+                        known=True, methods=QAT_DEST, multifd=True,
+                        qat=True))
+            hints = {'': datamodel.Hints(),
+                     'no_throttle': datamodel.Hints(allow_throttle=False),
+                     'zstd': datamodel.Hints(method='zstd')}[v['hint']]
+            facts = dataclasses.replace(facts, instance=dataclasses.replace(
+                facts.instance, hints=hints))
+            case = '%s|%s' % (name.split(':')[-1], ','.join(
+                '%s=%s' % (k, v[k]) for k in keys))
+            options = {'adaptive_model': v['adaptive_model'],
+                       'permit_post_copy': v['permit_post_copy']}
+            yield case, facts, options
+
+
+class TestGrid(base.TestCase):
+    """Decisions on the grid equal the recorded ones (``adaptive_golden``).
+
+    The golden file was written by the planner before it was folded into
+    one engine; cases whose decision changed on purpose are listed in
+    :data:`CHANGED` with the reason, and must still differ.
+    """
+
+    def _plans(self):
+        out = {}
+        for case, facts, options in grid_cases():
+            self.flags(model_calibration=os.path.join(
+                ROOT, 'benchmarks', 'calibration.json'),
+                **dict(LAB_OPTIONS, **options))
+            out[case] = adaptive.AdaptivePolicy(self.conf).plan(
+                facts).describe()
+        return out
+
+    def test_grid_matches_golden(self):
+        with open(GOLDEN) as f:
+            golden = json.load(f)
+        plans = self._plans()
+        self.assertEqual(sorted(golden), sorted(plans))
+        changed = {case: (golden[case], plans[case]) for case in golden
+                   if golden[case] != plans[case]}
+        unexplained = {c: d for c, d in changed.items()
+                       if not any(c_re in c for c_re in CHANGED)}
+        self.assertEqual({}, unexplained)
+
+
+#: Grid cases whose plan changed on purpose: substring of the case -> why.
+CHANGED: dict = {}
+
+
+def write_golden() -> None:
+    """Record the current planner's decisions (run by hand, see README)."""
+    from nova_qat_migration.conf import CONF
+    from oslo_config import fixture as config_fixture
+    fixture = config_fixture.Config(CONF)
+    fixture.setUp()
+    out = {}
+    try:
+        for case, facts, options in grid_cases():
+            fixture.config(model_calibration=os.path.join(
+                ROOT, 'benchmarks', 'calibration.json'),
+                group='qat_migration', **dict(LAB_OPTIONS, **options))
+            out[case] = adaptive.AdaptivePolicy(CONF).plan(facts).describe()
+    finally:
+        fixture.cleanUp()
+    with open(GOLDEN, 'w') as f:
+        json.dump(out, f, indent=0, sort_keys=True)
+
+
+if __name__ == '__main__':
+    write_golden()
