@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 bash tools/bootstrap.sh
 . tools/env.sh
-exec "$VENV/bin/nova-qat-migration" demo "$@"
+exec "$VENV/bin/nova-qat-migration-lab" --repo-root "$PWD" demo "$@"

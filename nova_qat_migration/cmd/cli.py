@@ -12,8 +12,10 @@
 """``nova-qat-migration``: the operator's command line.
 
 ``plan`` explains what a policy would do for given facts (a dry run, no
-libvirt needed); other subcommands (``devices``, ``selftest``, ``bench``,
-``demo``) come from their own modules when installed.
+libvirt needed); the other subcommands (``devices``, ``selftest``,
+``status``, ``drain``) come from the modules in
+:data:`SUBCOMMAND_MODULES`. The real-migration lab (benchmark, demo, fault
+injection) is a separate command, ``nova-qat-migration-lab``.
 """
 
 from __future__ import annotations
@@ -36,8 +38,7 @@ from nova_qat_migration.virt.libvirt import translate
 #: Modules contributing subcommands through ``add_parsers(subparsers)``.
 SUBCOMMAND_MODULES = ('nova_qat_migration.cmd.qat',
                       'nova_qat_migration.cmd.status',
-                      'nova_qat_migration.cmd.drain',
-                      'nova_qat_migration.lab.cli')
+                      'nova_qat_migration.cmd.drain')
 
 
 class UsageError(Exception):
@@ -348,11 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        parser_class=_Parser)
     _add_plan_parser(subparsers)
     for module_name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        module.add_parsers(subparsers)
+        importlib.import_module(module_name).add_parsers(subparsers)
     return parser
 
 

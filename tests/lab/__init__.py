@@ -14,5 +14,5 @@
 import os
 
 # The lab's Nova runs with native threads; Nova decides when its test
-# package is first imported (see nova_qat_migration.lab.cloud).
+# package is first imported (see nova_qat_migration_lab.cloud).
 os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')

@@ -25,8 +25,8 @@ import json
 
 import testtools
 
-from nova_qat_migration.lab import faults
-from nova_qat_migration.lab import runner
+from nova_qat_migration_lab import faults
+from nova_qat_migration_lab import runner
 from tests.lab import test_migration
 
 

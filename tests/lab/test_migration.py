@@ -29,8 +29,8 @@ import subprocess
 import testtools
 
 from nova_qat_migration import datamodel
-from nova_qat_migration.lab import hosts
-from nova_qat_migration.lab import scenarios as sc
+from nova_qat_migration_lab import hosts
+from nova_qat_migration_lab import scenarios as sc
 
 #: Per process: a benchmark (prefix nqm) may be running.
 PREFIX = 't%05d' % (os.getpid() % 100000)
@@ -87,8 +87,8 @@ class NovaLabTestCase(testtools.TestCase):
         cls.skip_reason = _skip_reason()
         if cls.skip_reason:
             return
-        from nova_qat_migration.lab import cloud
-        from nova_qat_migration.lab import runner
+        from nova_qat_migration_lab import cloud
+        from nova_qat_migration_lab import runner
         cls.runner = runner
         cls.nlab = runner.NovaLab(PREFIX, link_mbit=cls.scenario.link_mbit,
                                   qat_options=cls.qat_options,
@@ -284,7 +284,7 @@ class TestNovaDefaultIsNova(testtools.TestCase):
             self.skipTest(why)
 
     def _migrate_once(self, driver, options):
-        from nova_qat_migration.lab import runner
+        from nova_qat_migration_lab import runner
         recorder = _Recorder(self)
         with runner.NovaLab(PREFIX + 'n', qat_options=options,
                             driver=driver) as nlab:

@@ -26,8 +26,8 @@ import fixtures
 import testtools
 
 from nova_qat_migration import datamodel
-from nova_qat_migration.lab import qemu_build
 from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration_lab import qemu_build
 
 
 def _touch_executable(path):

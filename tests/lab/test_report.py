@@ -22,11 +22,11 @@ import zlib
 import testtools
 
 from nova_qat_migration import datamodel
-from nova_qat_migration.lab import bench
-from nova_qat_migration.lab import guest
-from nova_qat_migration.lab import runner
-from nova_qat_migration.lab import scenarios as sc
 from nova_qat_migration.virt.libvirt import translate
+from nova_qat_migration_lab import bench
+from nova_qat_migration_lab import guest
+from nova_qat_migration_lab import runner
+from nova_qat_migration_lab import scenarios as sc
 
 
 def _run(scenario, plan, converged, total=None, integrity='ok',

@@ -24,7 +24,7 @@ import tempfile
 
 import testtools
 
-from nova_qat_migration.lab import hosts
+from nova_qat_migration_lab import hosts
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))

@@ -39,16 +39,18 @@ import tty
 from typing import Optional
 from xml.sax.saxutils import escape
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-#: Where dirtier.c may be: a source tree (this file's or the current
-#: directory's) or the package's installed data files.
-DIRTIER_CANDIDATES = (
-    os.path.join(REPO_ROOT, 'tools', 'guest', 'dirtier.c'),
-    os.path.join(os.getcwd(), 'tools', 'guest', 'dirtier.c'),
-    os.path.join(sys.prefix, 'share', 'nova-qat-migration', 'guest',
-                 'dirtier.c'),
-)
+from nova_qat_migration_lab import repo
+
+
+def dirtier_candidates() -> tuple:
+    """Where dirtier.c may be: the repository's ``tools/guest`` (see
+    :mod:`nova_qat_migration_lab.repo`) or the installed data files.
+    """
+    return (repo.path('tools', 'guest', 'dirtier.c'),
+            os.path.join(sys.prefix, 'share', 'nova-qat-migration', 'guest',
+                         'dirtier.c'))
+
+
 CACHE_DIR = os.environ.get('NQM_LAB_CACHE',
                            '/var/cache/nova-qat-migration/guest')
 
@@ -81,11 +83,12 @@ def find_kernel() -> str:
 def dirtier_source() -> str:
     """Path of tools/guest/dirtier.c (``NQM_DIRTIER_SRC`` overrides)."""
     env = os.environ.get('NQM_DIRTIER_SRC')
-    for path in ((env,) if env else ()) + DIRTIER_CANDIDATES:
+    candidates = ((env,) if env else ()) + dirtier_candidates()
+    for path in candidates:
         if os.path.exists(path):
             return path
     raise GuestError('dirtier.c not found (looked in %s)'
-                     % ', '.join(DIRTIER_CANDIDATES))
+                     % ', '.join(candidates))
 
 
 def build(cache_dir: str = CACHE_DIR, force: bool = False) -> dict:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import logging
 import os
 import shutil
 import signal
@@ -41,6 +40,8 @@ import subprocess
 import time
 from typing import Optional
 import uuid
+
+from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 

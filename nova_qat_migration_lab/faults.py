@@ -12,7 +12,7 @@
 """Faults in the middle of real migrations, and what must survive them.
 
 Each :class:`Fault` is injected from the poll of
-:meth:`~nova_qat_migration.lab.runner.GuestSession.migrate` (its
+:meth:`~nova_qat_migration_lab.runner.GuestSession.migrate` (its
 ``during`` callback, every 0.25 s while Nova's migration record is open):
 it waits for its moment (pre-copy under way on the source, or post-copy),
 does one real thing to the lab (``SIGKILL`` to the destination QEMU, a
@@ -35,19 +35,21 @@ import ast
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import signal
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
+from oslo_log import log as logging
+
 from nova_qat_migration import datamodel
-from nova_qat_migration.lab import cloud as cloud_mod
-from nova_qat_migration.lab import hosts as hosts_mod
-from nova_qat_migration.lab import runner
-from nova_qat_migration.lab import scenarios as sc
 from nova_qat_migration.virt.libvirt import passthrough
+from nova_qat_migration_lab import cloud as cloud_mod
+from nova_qat_migration_lab import hosts as hosts_mod
+from nova_qat_migration_lab import repo
+from nova_qat_migration_lab import runner
+from nova_qat_migration_lab import scenarios as sc
 
 LOG = logging.getLogger(__name__)
 
@@ -476,7 +478,7 @@ class QATUnhealthy(Fault):
         return None
 
     def prepare(self, ctx: FaultContext) -> None:
-        from tests.fixtures import qat_sysfs   # a source tree's fixture
+        qat_sysfs = repo.load_fixture('qat_sysfs')
         tree = qat_sysfs.QATSysfs()
         tree.setUp()
         ctx.state['tree'] = tree

@@ -73,13 +73,14 @@ import libvirt  # noqa: E402,F401 - imported before Nova's import poison
 from nova.tests import fixtures as nova_fixtures  # noqa: E402
 from nova.tests.functional import integrated_helpers  # noqa: E402
 from nova.virt.libvirt import host as libvirt_host  # noqa: E402
+from oslo_log import log as oslo_logging  # noqa: E402
 
 from nova_qat_migration import conf as qat_conf  # noqa: E402,F401
-from nova_qat_migration.lab import guest as guest_mod  # noqa: E402
-from nova_qat_migration.lab import hosts as hosts_mod  # noqa: E402
 from nova_qat_migration import report  # noqa: E402
+from nova_qat_migration_lab import guest as guest_mod  # noqa: E402
+from nova_qat_migration_lab import hosts as hosts_mod  # noqa: E402
 
-LOG = logging.getLogger(__name__)
+LOG = oslo_logging.getLogger(__name__)
 
 #: The wheel installs Nova's paste config under the prefix.
 API_PASTE = os.path.join(sys.prefix, 'etc', 'nova', 'api-paste.ini')
@@ -216,7 +217,7 @@ class ReportCollector(logging.Handler):
 class LabCloud(integrated_helpers._IntegratedTestBase):
     """Nova's control plane and two ``QATLibvirtDriver`` computes.
 
-    :param lab: a running :class:`~nova_qat_migration.lab.hosts.Lab`.
+    :param lab: a running :class:`~nova_qat_migration_lab.hosts.Lab`.
     :param log_path: where Nova's and the driver's log goes (INFO).
     :param qat_options: ``[qat_migration]`` options of both computes.
     :param libvirt_options: ``[libvirt]`` options of both computes.

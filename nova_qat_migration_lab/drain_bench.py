@@ -26,8 +26,11 @@ Per run: time to empty the host, each guest's time, downtime and plan (from
 the driver's report) and the guest's memory check after it moved. Run as
 root, when no other lab or benchmark runs on the machine::
 
-    python -m nova_qat_migration.lab.drain_bench --prefix dr1 \\
-        --out benchmarks/drain
+    nova-qat-migration-lab drain-bench --prefix dr1
+
+or ``python -m nova_qat_migration_lab.drain_bench --prefix dr1``; the
+output goes to ``benchmarks/drain`` of the repository root (``--out``
+to change it).
 """
 
 from __future__ import annotations
@@ -38,12 +41,16 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from nova_qat_migration.cmd import drain
-from nova_qat_migration.lab import cloud as cloud_mod
-from nova_qat_migration.lab import runner
-from nova_qat_migration.lab import scenarios as sc
+from nova_qat_migration_lab import repo
+from nova_qat_migration_lab import scenarios as sc
+
+if TYPE_CHECKING:
+    # Imported where used: importing them starts Nova's test harness, which
+    # the command line's parser (``drain-bench --help``) does without.
+    from nova_qat_migration_lab import runner
 
 #: (server name, workload): two quiet guests, a busy compressible one and
 #: a large mostly-zero one; every one converges with Nova's own plan when
@@ -65,6 +72,7 @@ MAX_CONCURRENT = 3
 
 def connect(cloud: Any) -> Any:
     """openstacksdk against the lab's API, as an operator's client."""
+    from nova_qat_migration_lab import cloud as cloud_mod
     import openstack
     return openstack.connect(
         auth_type='admin_token',
@@ -137,22 +145,28 @@ def summary(results: list) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def main(argv: Any = None) -> int:
-    parser = argparse.ArgumentParser(prog='drain_bench')
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scenario's options (``drain-bench`` and :func:`main`)."""
     parser.add_argument('--prefix', default='dr1',
                         help='lab prefix (at most 8 characters)')
-    parser.add_argument('--out', default='benchmarks/drain')
+    parser.add_argument('--out', help='output directory (default '
+                                      'benchmarks/drain in the repository '
+                                      'root)')
     parser.add_argument('--link-mbit', type=int, default=1000)
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the three drains and write their results under ``args.out``."""
+    from nova_qat_migration_lab import runner
+    out = args.out or repo.path('benchmarks', 'drain')
     from oslo_config import cfg
     # The computes size their live-migration executor when they start.
     cfg.CONF.set_override('max_concurrent_live_migrations', MAX_CONCURRENT)
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     results = []
-    with open(os.path.join(args.out, 'drain.log'), 'w') as log, \
+    with open(os.path.join(out, 'drain.log'), 'w') as log, \
             runner.NovaLab(args.prefix, args.link_mbit,
-                           log_path=os.path.join(args.out,
-                                                 'nova.log')) as nlab:
+                           log_path=os.path.join(out, 'nova.log')) as nlab:
         conn = connect(nlab.cloud)
         sessions = []
         try:
@@ -170,12 +184,24 @@ def main(argv: Any = None) -> int:
         finally:
             for session in sessions:
                 session.destroy()
-    with open(os.path.join(args.out, 'results.json'), 'w') as f:
+    with open(os.path.join(out, 'results.json'), 'w') as f:
         json.dump(results, f, indent=2)
-    with open(os.path.join(args.out, 'summary.md'), 'w') as f:
+    with open(os.path.join(out, 'summary.md'), 'w') as f:
         f.write(summary(results))
     sys.stdout.write(summary(results))
     return 0
+
+
+def main(argv: Any = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog='python -m nova_qat_migration_lab.drain_bench')
+    parser.add_argument('--repo-root', metavar='DIR',
+                        help='the repository (default: %s)'
+                             % repo.DEFAULT_ROOT)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    repo.set_root(args.repo_root)
+    return run(args)
 
 
 if __name__ == '__main__':

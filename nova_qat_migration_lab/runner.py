@@ -12,7 +12,7 @@
 """Real migrations through Nova, measured from the outside.
 
 :class:`NovaLab` is the lab's two libvirt hosts with a real Nova over them
-(:mod:`~nova_qat_migration.lab.cloud`). :class:`GuestSession` boots the
+(:mod:`~nova_qat_migration_lab.cloud`). :class:`GuestSession` boots the
 self-checking guest as a Nova server and migrates it with
 ``openstack server migrate --live-migration``; for each migration it
 
@@ -33,15 +33,16 @@ Nova's: nothing here re-implements them.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
 from typing import Any, Callable, Optional
 
-from nova_qat_migration.lab import cloud as cloud_mod
-from nova_qat_migration.lab import guest as guest_mod
-from nova_qat_migration.lab import hosts as hosts_mod
-from nova_qat_migration.lab import scenarios as sc
+from oslo_log import log as logging
+
+from nova_qat_migration_lab import cloud as cloud_mod
+from nova_qat_migration_lab import guest as guest_mod
+from nova_qat_migration_lab import hosts as hosts_mod
+from nova_qat_migration_lab import scenarios as sc
 
 LOG = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class GuestSession:
             scheduler's choice.
         :param during: called with the seconds since the request on every
             poll while the migration runs (and once after it ended), e.g.
-            to inject a fault (:mod:`~nova_qat_migration.lab.faults`).
+            to inject a fault (:mod:`~nova_qat_migration_lab.faults`).
         """
         cloud = self.cloud
         lab = self.nlab.lab

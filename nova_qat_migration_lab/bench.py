@@ -22,15 +22,16 @@ rebuilt from a committed ``results.jsonl``.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import statistics
 import time
 from typing import Any, Iterable, Optional
 
-from nova_qat_migration.lab import runner
-from nova_qat_migration.lab import scenarios as sc
+from oslo_log import log as logging
+
+from nova_qat_migration_lab import runner
+from nova_qat_migration_lab import scenarios as sc
 
 LOG = logging.getLogger(__name__)
 

@@ -9,11 +9,20 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""``nova-qat-migration bench | demo | lab``: the real-migration lab.
+"""``nova-qat-migration-lab``: the real-migration lab's command line.
 
-Added to the main command line through :func:`add_parsers` (see
-:mod:`nova_qat_migration.cmd.cli`); :func:`main` runs them standalone.
-All of them need root, QEMU 10 and libvirt 11 (``tools/setup-host.sh``).
+Subcommands: ``bench`` (the benchmark matrix), ``demo`` (one guest,
+Nova's plan against the adaptive one), ``faults`` (the fault matrix),
+``drain-bench`` (empty a lab host, see :mod:`.drain_bench`), ``model``
+(fit the convergence model to benchmark results, or report its accuracy)
+and ``lab`` (housekeeping). All but ``model``, ``lab check`` and the
+``--report-only`` runs need root, QEMU 10 and libvirt 11
+(``tools/setup-host.sh``).
+
+Repository files (``benchmarks/``, ``lab-run/``, ...) are found below
+``--repo-root``, by default the checkout this package lives in (see
+:mod:`nova_qat_migration_lab.repo`); paths given as options are taken as
+given.
 """
 
 from __future__ import annotations
@@ -27,18 +36,20 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-from nova_qat_migration.lab import scenarios as sc
+from nova_qat_migration_lab import repo
+from nova_qat_migration_lab import scenarios as sc
 
-#: Relative to the current directory (the repository, in CI and the demo).
-QUICK_OUT = os.path.join('lab-run', 'bench-quick')
-FULL_OUT = 'benchmarks'
+#: Below the repository root (:func:`repo.path`).
+QUICK_OUT = ('lab-run', 'bench-quick')
+FULL_OUT = ('benchmarks',)
+CALIBRATION = ('benchmarks', 'calibration.json')
+RESULTS = ('benchmarks', 'results.jsonl')
+FAULTS_OUT = ('benchmarks', 'faults')
+DEMO_LOG = ('demo-nova.log',)
 
 
 def _csv(text: str) -> list:
     return [t.strip() for t in text.split(',') if t.strip()]
-
-
-CALIBRATION = os.path.join('benchmarks', 'calibration.json')
 
 
 def _lab_options() -> dict:
@@ -46,13 +57,14 @@ def _lab_options() -> dict:
     defaults: the model's constants fitted on this machine's earlier runs
     (benchmarks/calibration.json), when present.
     """
-    if os.path.exists(CALIBRATION):
-        return {'model_calibration': os.path.abspath(CALIBRATION)}
+    calibration = repo.path(*CALIBRATION)
+    if os.path.exists(calibration):
+        return {'model_calibration': calibration}
     return {}
 
 
 def _nova_env() -> None:
-    """Prepare this process to host the lab's Nova (see lab.cloud).
+    """Prepare this process to host the lab's Nova (see :mod:`.cloud`).
 
     Nova runs with native threads, and its services parse ``CONF`` for
     themselves: the command line's parse is undone first (Nova's modules
@@ -74,7 +86,7 @@ def _unknown(kind: str, names: list, known: list) -> bool:
 
 
 def _check_ready() -> Optional[str]:
-    from nova_qat_migration.lab import hosts
+    from nova_qat_migration_lab import hosts
     why = hosts.missing_prerequisites()
     if why:
         return ('the lab cannot run here: %s (run tools/setup-host.sh as '
@@ -103,7 +115,7 @@ def _logging(verbose: bool) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     _nova_env()
-    from nova_qat_migration.lab import bench
+    from nova_qat_migration_lab import bench
     _logging(args.verbose)
     _exit_on_signals()
     scenarios = _csv(args.scenarios) if args.scenarios else (
@@ -111,7 +123,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plans = _csv(args.plans) if args.plans else (
         list(sc.QUICK_PLANS) if args.quick else list(sc.PLANS))
     repeats = args.repeats or (1 if args.quick else 3)
-    out_dir = args.out or (QUICK_OUT if args.quick else FULL_OUT)
+    out_dir = args.out or repo.path(*(QUICK_OUT if args.quick
+                                      else FULL_OUT))
     if (_unknown('scenario', scenarios, list(sc.SCENARIOS)) or
             _unknown('plan', plans, list(sc.PLANS))):
         return 2
@@ -179,7 +192,7 @@ def _meta(args: argparse.Namespace, scenarios: list, plans: list,
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _nova_env()
-    from nova_qat_migration.lab import runner
+    from nova_qat_migration_lab import runner
     _logging(args.verbose)
     _exit_on_signals()
     why = _check_ready()
@@ -188,7 +201,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     scenario = sc.SCENARIOS[args.scenario]
     results = []
-    log_path = os.path.abspath(args.log or 'demo-nova.log')
+    log_path = os.path.abspath(args.log or repo.path(*DEMO_LOG))
     with runner.NovaLab(args.prefix, link_mbit=scenario.link_mbit,
                         qat_options=_lab_options(),
                         log_path=log_path) as nlab:
@@ -271,8 +284,8 @@ def _print_run(res: Any) -> None:
 # -- lab ---------------------------------------------------------------------
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    from nova_qat_migration.lab import guest
-    from nova_qat_migration.lab import hosts
+    from nova_qat_migration_lab import guest
+    from nova_qat_migration_lab import hosts
     _logging(args.verbose)
     if args.action == 'down':
         if hosts.in_use(args.prefix) and not args.force:
@@ -296,8 +309,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def cmd_faults(args: argparse.Namespace) -> int:
     _nova_env()
-    from nova_qat_migration.lab import cloud
-    from nova_qat_migration.lab import faults
+    from nova_qat_migration_lab import cloud
+    from nova_qat_migration_lab import faults
     _logging(args.verbose)
     _exit_on_signals()
     names = _csv(args.faults) if args.faults else list(faults.FAULTS)
@@ -305,13 +318,14 @@ def cmd_faults(args: argparse.Namespace) -> int:
     if (_unknown('fault', names, list(faults.FAULTS)) or
             _unknown('plan', plans, list(faults.MATRIX_PLANS) + ['qatzip'])):
         return 2
-    jsonl = os.path.join(args.out, 'results.jsonl')
+    out_dir = args.out or repo.path(*FAULTS_OUT)
+    jsonl = os.path.join(out_dir, 'results.jsonl')
     if not args.report_only:
         why = _check_ready()
         if why:
             print(why, file=sys.stderr)
             return 1
-        from nova_qat_migration.lab import hosts
+        from nova_qat_migration_lab import hosts
         prefix = args.prefix or hosts.free_prefix('nqf')
         runs = []
         if not args.nova_only:
@@ -322,20 +336,28 @@ def cmd_faults(args: argparse.Namespace) -> int:
         for i, (driver, driver_plans) in enumerate(runs):
             print('faults: %s x %s with %s -> %s' % (
                 ','.join(names), ','.join(driver_plans), driver, jsonl))
-            faults.run_matrix(names, driver_plans, args.out, driver=driver,
+            faults.run_matrix(names, driver_plans, out_dir, driver=driver,
                               prefix=prefix, timeout_s=args.timeout,
                               append=args.append or i > 0,
                               qat_options=_lab_options())
         print('faults: done in %.1f min' % ((time.time() - started) / 60))
     rows = faults.load(jsonl)
-    path = faults.write_summary(rows, args.out)
+    path = faults.write_summary(rows, out_dir)
     print('wrote %s' % path)
     bad = [r for r in rows if not r.get('skipped') and not r.get('passed')]
     return 1 if bad else 0
 
 
+def cmd_drain_bench(args: argparse.Namespace) -> int:
+    _nova_env()
+    from nova_qat_migration_lab import drain_bench
+    _logging(args.verbose)
+    _exit_on_signals()
+    return drain_bench.run(args)
+
+
 def add_parsers(subparsers: Any) -> None:
-    """Register ``bench``, ``demo`` and ``lab`` on the main command."""
+    """Register the lab's subcommands."""
     p = subparsers.add_parser(
         'bench', help='benchmark plans with real libvirt/QEMU migrations')
     p.add_argument('--quick', action='store_true',
@@ -351,7 +373,8 @@ def add_parsers(subparsers: Any) -> None:
                    default=runner_timeout(),
                    help='completion timeout per migration (s)')
     p.add_argument('--out', help='output directory (default benchmarks/, '
-                                 'lab-run/bench-quick with --quick)')
+                                 'lab-run/bench-quick with --quick, below '
+                                 'the repository root)')
     p.add_argument('--append', action='store_true',
                    help='append to an existing results.jsonl')
     p.add_argument('--report-only', action='store_true',
@@ -371,7 +394,8 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--prefix', default=None)
     p.add_argument('--json', help='also write both runs as JSON lines')
     p.add_argument('--log', help="Nova's and the driver's log "
-                                 '(default ./demo-nova.log)')
+                                 '(default demo-nova.log in the repository '
+                                 'root)')
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_demo)
 
@@ -379,12 +403,15 @@ def add_parsers(subparsers: Any) -> None:
         'model', help='fit the convergence model to benchmark results, or '
                       'report its accuracy on them')
     p.add_argument('action', choices=('calibrate', 'accuracy'))
-    p.add_argument('--results', default=os.path.join('benchmarks',
-                                                      'results.jsonl'))
+    p.add_argument('--results', help='benchmark results (default '
+                                     'benchmarks/results.jsonl in the '
+                                     'repository root)')
     p.add_argument('--samples', help='JSON: scenario -> page sample, for '
                    'records made before the sample was recorded')
-    p.add_argument('--calibration', default=CALIBRATION,
-                   help='calibrate: where to write; accuracy: what to use')
+    p.add_argument('--calibration',
+                   help='calibrate: where to write; accuracy: what to use '
+                        '(default benchmarks/calibration.json in the '
+                        'repository root)')
     p.add_argument('--timeout', type=float, default=runner_timeout())
     p.add_argument('--out', help='accuracy: markdown table file')
     p.set_defaults(func=cmd_model)
@@ -402,7 +429,9 @@ def add_parsers(subparsers: Any) -> None:
                    help='only the plain Nova runs')
     p.add_argument('--timeout', type=float, default=60.0,
                    help='completion timeout per migration (s)')
-    p.add_argument('--out', default=os.path.join('benchmarks', 'faults'))
+    p.add_argument('--out', help='output directory (default '
+                                 'benchmarks/faults in the repository '
+                                 'root)')
     p.add_argument('--append', action='store_true',
                    help='append to an existing results.jsonl (the summary '
                         'keeps the last row of each cell)')
@@ -423,12 +452,22 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_lab)
 
+    from nova_qat_migration_lab import drain_bench
+    p = subparsers.add_parser(
+        'drain-bench', help='empty a lab host of four guests through Nova '
+                            "(the drain command's scenario)")
+    drain_bench.add_arguments(p)
+    p.add_argument('-v', '--verbose', action='store_true')
+    p.set_defaults(func=cmd_drain_bench)
+
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from nova_qat_migration.lab import accuracy
     from nova_qat_migration.policy import predictive
+    from nova_qat_migration_lab import accuracy
+    results = args.results or repo.path(*RESULTS)
+    calibration = args.calibration or repo.path(*CALIBRATION)
     try:
-        with open(args.results) as f:
+        with open(results) as f:
             records = [json.loads(line) for line in f if line.strip()]
         samples = accuracy.load_samples(args.samples)
     except (OSError, ValueError) as exc:
@@ -436,14 +475,15 @@ def cmd_model(args: argparse.Namespace) -> int:
         return 2
     if args.action == 'calibrate':
         cal, stats = accuracy.calibrate(records, args.timeout, samples)
-        with open(args.calibration, 'w') as f:
+        with open(calibration, 'w') as f:
             f.write(accuracy.calibration_to_json(cal))
-        print('calibration written to %s: %s' % (args.calibration,
+        print('calibration written to %s: %s' % (calibration,
                                                  json.dumps(stats)))
         return 0
+    # A private function: predictive has no public calibration loader.
     cal = predictive._load_calibration(
-        os.path.abspath(args.calibration)
-        if os.path.exists(args.calibration) else '')
+        os.path.abspath(calibration)
+        if os.path.exists(calibration) else '')
     text = accuracy.table_markdown(
         accuracy.predictions(records, cal, samples), args.timeout)
     if args.out:
@@ -457,10 +497,41 @@ def runner_timeout() -> float:
     return 60.0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='nova-qat-migration-lab',
+        description='Real libvirt/QEMU live migrations through an '
+                    'in-process Nova: benchmark, demo, fault injection.')
+    parser.add_argument('--repo-root', metavar='DIR',
+                        help='the repository whose benchmarks/, lab-run/, '
+                             'tests/fixtures/ and tools/ the lab uses '
+                             '(default: %s)' % repo.DEFAULT_ROOT)
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
+    add_parsers(subparsers)
+    return parser
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point for the lab commands alone (same as the main CLI)."""
-    from nova_qat_migration.cmd import cli
-    return cli.main(argv)
+    """Entry point of ``nova-qat-migration-lab``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, 'func', None):
+        parser.print_help()
+        return 2
+    repo.set_root(args.repo_root)
+    from nova_qat_migration.conf import CONF
+    try:
+        # The options' defaults, validated, as the operator's command
+        # line reads them (the commands hosting Nova clear this again).
+        CONF(args=[], project='nova', default_config_files=[],
+             validate_default_values=True)
+    except Exception as exc:
+        if type(exc).__module__.startswith('oslo_config'):
+            print('nova-qat-migration-lab: configuration error: %s' % exc,
+                  file=sys.stderr)
+            return 2
+        raise
+    return args.func(args)
 
 
 if __name__ == '__main__':
