@@ -47,10 +47,10 @@ from typing import Any, Callable, Optional, TextIO
 
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
-from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import hints as hints_mod
 from nova_qat_migration.policy import model
 from nova_qat_migration.policy import predictive
+from nova_qat_migration.policy import rules
 
 QUIET, BUSY, HARD = 'quiet', 'busy', 'hard'
 #: States Nova live-migrates from.
@@ -119,7 +119,7 @@ def classify(guest: Guest, link_mbps: float, conf: Any) -> Guest:
     elif not alone.converges:
         guest.kind = HARD
         guest.why = 'needs throttling or post-copy (%s)' % alone.describe()
-    elif dirty is not None and dirty > adaptive.QUIET_SHARE * link_mbps:
+    elif dirty is not None and dirty > rules.QUIET_SHARE * link_mbps:
         guest.kind = BUSY
         guest.why = 'busy: dirtied %.0f MiB/s last time' % dirty
     else:

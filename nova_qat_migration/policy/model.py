@@ -129,7 +129,7 @@ def xbzrle_wire(plan: datamodel.Plan, load: Workload,
     return coverage * min(1.0, delta) + (1.0 - coverage)
 
 
-def _rates(plan: datamodel.Plan, load: Workload, link_mbps: float,
+def rates(plan: datamodel.Plan, load: Workload, link_mbps: float,
            cal: Calibration, idle_cores: float) -> tuple[float, float, float]:
     """(pages/s for fresh pages, pages/s for re-sent pages, wire/page).
 
@@ -163,7 +163,7 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             idle_cores: float = 1.0, cal: Calibration = Calibration(),
             time_limit_s: float = 3600.0) -> Prediction:
     """Predict ``plan`` for ``load`` over a ``link_mbps`` MiB/s link."""
-    fresh_rate, resend_rate, wire_per_page = _rates(plan, load, link_mbps,
+    fresh_rate, resend_rate, wire_per_page = rates(plan, load, link_mbps,
                                                     cal, idle_cores)
     downtime_s = plan.max_downtime_ms / 1000.0
     working = load.working_set_mb

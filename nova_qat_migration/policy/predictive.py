@@ -9,88 +9,96 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""Choose among candidate plans by predicting each with the model.
+"""Rank candidate plans by the convergence model.
 
-The adaptive policy's rules say which levers *may* help; this module asks
-:mod:`~nova_qat_migration.policy.model` what each combination would do for
-this instance and keeps the fastest plan that converges with a downtime
-within the limit. Ties go to the gentler plan (no throttling, no
-post-copy, fewer CPUs spent on compression).
+:mod:`~nova_qat_migration.policy.model` predicts what each candidate of
+:mod:`.candidates` would do for this instance; the best is the fastest
+plan that converges with a downtime within the limit and before Nova's
+completion timeout, from the gentlest tier that has one (no throttling,
+then throttling, then post-copy). Also the model's view of the guest
+(:func:`workload`) and of this host's constants (:func:`calibration`),
+which the adaptive policy, the driver's report and the drain command
+share.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 from typing import Any, Iterable, Optional
 
 from oslo_log import log as logging
 
+from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import model
 
 LOG = logging.getLogger(__name__)
 
-#: Defaults for guest behaviour nothing has measured yet.
-DEFAULT_RATIO = 0.5
-DEFAULT_XBZRLE_FRIENDLY = 0.7
-#: Plans whose predictions are this close count as equal (then the
-#: gentler one wins).
-TIE = 1.05
+#: Clamp of the compressed/original ratio the model uses: nothing
+#: compresses to nothing, nothing grows past its size.
+RATIO_RANGE = (0.02, 1.0)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_calibration(path: str) -> model.Calibration:
+def load_calibration(path: str) -> model.Calibration:
+    """The model's constants from a ``model_calibration`` file.
+
+    The file is checked as at start-up (:func:`conf.check_calibration
+    <nova_qat_migration.conf.check_calibration>`); one that became
+    unusable since (edited, removed) gives the built-in constants, with
+    a warning, rather than failing migrations.
+    """
     if not path:
         return model.Calibration()
     try:
-        with open(path) as f:
-            data = json.load(f)
-        fields = {f.name for f in dataclasses.fields(model.Calibration)}
-        return model.Calibration(**{k: float(v) for k, v in data.items()
-                                    if k in fields})
-    except (OSError, ValueError, TypeError) as exc:
-        LOG.warning('Model calibration %(path)s unusable (%(exc)s): using '
-                    'built-in constants.', {'path': path, 'exc': exc})
+        return model.Calibration(**qat_conf.check_calibration(path))
+    except qat_conf.ConfigError as exc:
+        LOG.warning('Model calibration unusable (%(exc)s): using built-in '
+                    'constants.', {'exc': exc})
         return model.Calibration()
 
 
 def calibration(conf: Any) -> model.Calibration:
-    return _load_calibration(conf.qat_migration.model_calibration or '')
+    return load_calibration(conf.qat_migration.model_calibration or '')
 
 
 def workload(facts: datamodel.Facts) -> model.Workload:
-    """The model's view of the guest, from measurements and history."""
+    """The model's view of the guest, from measurements and history.
+
+    What nothing measured keeps :class:`~.model.Workload`'s defaults.
+    """
     inst = facts.instance
     hist = facts.history
     dirty = 0.0 if inst.paused else (
         inst.dirty_rate_mbps if inst.dirty_rate_mbps is not None
         else hist.dirty_rate_mbps or 0.0)
-    ratio = DEFAULT_RATIO
-    zero = 0.0
+    fields: dict = {}
     if hist.compression_ratio is not None and \
             hist.method in datamodel.MULTIFD_METHODS:
-        ratio = max(0.02, min(1.0, hist.compression_ratio))
+        fields['compress_ratio'] = hist.compression_ratio
     elif hist.compression_ratio is not None and hist.method in (None,
                                                                 'none'):
         # Uncompressed wire bytes below RAM size mean zero pages.
-        zero = max(0.0, min(0.95, 1.0 - hist.compression_ratio))
-    friendly = (hist.xbzrle_hit_ratio if hist.xbzrle_hit_ratio is not None
-                else DEFAULT_XBZRLE_FRIENDLY)
+        fields['zero_fraction'] = max(0.0, min(
+            0.95, 1.0 - hist.compression_ratio))
+    if hist.xbzrle_hit_ratio is not None:
+        fields['xbzrle_friendly'] = hist.xbzrle_hit_ratio
     # A sample of the guest's pages, taken just now, beats history.
     if inst.compress_ratio is not None:
-        ratio = max(0.02, min(1.0, inst.compress_ratio))
+        fields['compress_ratio'] = inst.compress_ratio
     if inst.zero_fraction is not None:
-        zero = max(0.0, min(0.99, inst.zero_fraction))
+        fields['zero_fraction'] = max(0.0, min(0.99, inst.zero_fraction))
     if inst.xbzrle_friendly is not None:
-        friendly = inst.xbzrle_friendly
+        fields['xbzrle_friendly'] = inst.xbzrle_friendly
+    if 'compress_ratio' in fields:
+        low, high = RATIO_RANGE
+        fields['compress_ratio'] = max(low, min(high,
+                                                fields['compress_ratio']))
     return model.Workload(
         ram_mb=float(inst.memory_mb), dirty_mbps=float(dirty),
         working_set_mb=(float(inst.hints.working_set_mb)
-                        if inst.hints.working_set_mb else None),
-        zero_fraction=zero, compress_ratio=ratio, xbzrle_friendly=friendly)
+                        if inst.hints.working_set_mb else None), **fields)
 
 
 def tier(plan: datamodel.Plan) -> int:
@@ -125,21 +133,18 @@ def _score(plan: datamodel.Plan, pred: model.Prediction) -> tuple:
     return (pred.total_s * (1.0 + throttle + cpu), plan.parallel_connections)
 
 
-def choose(conf: Any, facts: datamodel.Facts, lim: common.Limits,
-           candidates: Iterable[datamodel.Plan],
+def choose(facts: datamodel.Facts, lim: common.Limits,
+           candidates: Iterable[datamodel.Plan], load: model.Workload,
+           cal: model.Calibration,
            ) -> Optional[tuple[datamodel.Plan, model.Prediction, list]]:
     """The best converging candidate, its prediction and all scores.
 
     :returns: None when no candidate converges within the downtime limit.
     """
-    cal = calibration(conf)
-    load = workload(facts)
     idle = idle_cores(facts)
-    scored = []
-    for plan in candidates:
-        pred = model.predict(plan, load, common.link_mbps(facts),
-                             idle_cores=idle, cal=cal)
-        scored.append((plan, pred))
+    link = common.link_mbps(facts)
+    scored = [(plan, model.predict(plan, load, link, idle_cores=idle,
+                                   cal=cal)) for plan in candidates]
     # Nova aborts a migration at its completion timeout: a plan predicted
     # to need longer does not converge for our purposes.
     deadline = facts.nova.completion_timeout_s(facts.instance.memory_mb)
@@ -186,7 +191,8 @@ def predict_dict(conf: Any, facts: datamodel.Facts,
                  plan: datamodel.Plan) -> dict:
     """The model's prediction for ``plan`` as a loggable dict."""
     pred = model.predict(plan, workload(facts), common.link_mbps(facts),
-                         idle_cores=idle_cores(facts), cal=calibration(conf))
+                         idle_cores=idle_cores(facts),
+                         cal=calibration(conf))
     return {'converges': pred.converges,
             'total_s': (round(pred.total_s, 2) if pred.converges
                         else None),

@@ -11,8 +11,9 @@
 # under the License.
 """``adaptive``: every decision branch and the reason it gives.
 
-``TestRules*`` classes exercise the rule-based choice (the model off);
-``TestWithModel`` checks what the convergence model may and may not pick.
+``TestRules*`` classes exercise the rules' ranking of the candidates (the
+model off); ``TestWithModel`` checks what the convergence model may and
+may not pick among the same candidates.
 Expected numbers are worked out in the comments from the facts and the
 option values, not taken from the code's output.
 """
@@ -22,7 +23,7 @@ from nova_qat_migration.policy import adaptive
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base
 
-#: 1 Gbit/s in MiB/s (below adaptive.FAST_LINK_MBPS).
+#: 1 Gbit/s in MiB/s (below rules.FAST_LINK_MBPS).
 LINK_1G = 1e9 / 8 / datamodel.MIB
 
 HV_OLD_MT = datamodel.HypervisorCaps(qemu_version=(9, 0, 0))
@@ -256,12 +257,31 @@ class TestRulesXBZRLE(AdaptiveTestCase):
                                       converged=True))
         self.assertEqual('zstd', plan.method)
 
-    def test_xbzrle_residue_makes_busy_guest_converge(self):
-        # 3000 MiB/s dirtied: XBZRLE re-sends 30% = 900 < 0.8 x 1192.
-        plan = self.plan(instance=dict(dirty_rate_mbps=3000.0), host=SPARE)
-        self.assertEqual('xbzrle', plan.method)
+    def test_xbzrle_deltas_make_busy_guest_converge(self):
+        # 150 MiB/s dirtied over 1 Gbit/s (119 MiB/s): plain pre-copy
+        # would not converge (150 > 0.8 x 119). The page sample says 98%
+        # of each re-sent page is saved; the 512 MiB cache covers half of
+        # the 1024 MiB working set, so XBZRLE sends 0.5 x 0.12 (the
+        # model's least residue) + 0.5 = 0.56 of a page per page: 213 MiB/s
+        # of pages, and 150 < 0.8 x 213 converges.
+        plan = self.plan(instance=dict(dirty_rate_mbps=150.0,
+                                       xbzrle_friendly=0.98),
+                         hints=dict(working_set_mb=1024), host=SPARE,
+                         link_mbps=LINK_1G)
+        self.assertEqual(('xbzrle', 512), (plan.method,
+                                           plan.xbzrle_cache_mb))
         self.assertFalse(plan.auto_converge)
-        self.assertReason('converges', plan.reasons)
+        self.assertReason('converges: 150 MiB/s dirtied vs 213 MiB/s',
+                          plan.reasons)
+
+    def test_xbzrle_without_delta_gain_is_throttled(self):
+        # Whole pages rewritten (no delta gain): XBZRLE moves what plain
+        # pre-copy moves, so the busy guest still needs throttling.
+        plan = self.plan(instance=dict(dirty_rate_mbps=150.0,
+                                       xbzrle_friendly=0.0),
+                         host=SPARE, link_mbps=LINK_1G)
+        self.assertEqual('xbzrle', plan.method)
+        self.assertTrue(plan.auto_converge)
 
 
 class TestRulesSoftwareCompression(AdaptiveTestCase):
@@ -456,10 +476,15 @@ class TestRulesForced(AdaptiveTestCase):
                                   **facts).qat_lease)
 
     def test_forced_with_model_on(self):
+        # The hint fixes the method; the model still ranks its variants.
         self.flags(adaptive_model=True)
-        plan = self.plan(hints=dict(method='zstd'))
+        plan = self.plan(hints=dict(method='zstd'),
+                         instance=dict(dirty_rate_mbps=0.0))
         self.assertEqual('zstd', plan.method)
-        self.assertNoReason('predicted', plan.reasons)
+        self.assertFalse(plan.auto_converge)
+        self.assertReason('method zstd forced by qat_migration:method',
+                          plan.reasons)
+        self.assertReason('predicted', plan.reasons)
 
 
 class TestRulesConvergence(AdaptiveTestCase):
@@ -517,11 +542,13 @@ class TestRulesConvergence(AdaptiveTestCase):
         self.assertEqual((50, 20), (plan.throttle_initial,
                                     plan.throttle_increment))
 
-    def test_throttle_beyond_schedule_uses_last_step(self):
+    def test_throttle_beyond_schedule_starts_at_last_start(self):
+        # The last step is where throttling climbs to, never where it
+        # starts: the highest start is 70, climbing to 90.
         self.flags(throttle_schedule=[10, 30, 50, 70, 90])
         plan = self.plan(**self.stalling(
             instance=dict(dirty_rate_mbps=100000.0)))
-        self.assertEqual((90, 20), (plan.throttle_initial,
+        self.assertEqual((70, 20), (plan.throttle_initial,
                                     plan.throttle_increment))
 
     def test_throttle_single_step_schedule(self):
@@ -545,14 +572,27 @@ class TestRulesConvergence(AdaptiveTestCase):
                           plan.reasons)
 
     def test_post_copy_permitted(self):
+        # Single stream (a slow link): throttling with post-copy as the
+        # backstop.
         self.flags(permit_post_copy=True, post_copy_after_stalled=4)
-        plan = self.plan(**self.stalling())
+        plan = self.plan(**self.stalling(
+            link_mbps=LINK_1G, instance=dict(dirty_rate_mbps=500.0)))
+        self.assertEqual(1, plan.parallel_connections)
         self.assertTrue(plan.post_copy)
         self.assertTrue(plan.auto_converge)
-        # Throttling is allowed too, so multifd stays.
-        self.assertEqual(2, plan.parallel_connections)
         self.assertReason('post-copy permitted after 4 stalled iterations',
                           plan.reasons)
+
+    def test_post_copy_not_planned_on_multifd_before_qemu_10_1(self):
+        # Throttling is allowed, so multifd stays; QEMU 10.0 cannot switch
+        # a multifd migration to post-copy, so none is planned.
+        self.flags(permit_post_copy=True)
+        plan = self.plan(**self.stalling())
+        self.assertEqual(2, plan.parallel_connections)
+        self.assertTrue(plan.auto_converge)
+        self.assertFalse(plan.post_copy)
+        self.assertReason('post-copy cannot run with multifd on these '
+                          'QEMUs', plan.reasons)
 
     def test_post_copy_multifd_old_qemu_no_throttle_single_stream(self):
         self.flags(permit_post_copy=True, permit_auto_converge=False)

@@ -115,6 +115,7 @@ class TestReplay(base.TestCase):
     @ddt.unpack
     def test_same_plan(self, name, summary, requested, link_mbit):
         policy = adaptive.AdaptivePolicy(self.conf)
+        policy.load()
         plan = policy.plan(rebuild(summary))
         self.assertEqual(requested, plan.describe(),
                          '%s: %s' % (name, plan.reasons))
@@ -179,8 +180,8 @@ class TestGrid(base.TestCase):
     """Decisions on the grid equal the recorded ones (``adaptive_golden``).
 
     The golden file was written by the planner before it was folded into
-    one engine; cases whose decision changed on purpose are listed in
-    :data:`CHANGED` with the reason, and must still differ.
+    one engine; every case decided differently since must be explained by
+    :func:`why_changed`.
     """
 
     def _plans(self):
@@ -189,8 +190,9 @@ class TestGrid(base.TestCase):
             self.flags(model_calibration=os.path.join(
                 ROOT, 'benchmarks', 'calibration.json'),
                 **dict(LAB_OPTIONS, **options))
-            out[case] = adaptive.AdaptivePolicy(self.conf).plan(
-                facts).describe()
+            policy = adaptive.AdaptivePolicy(self.conf)
+            policy.load()
+            out[case] = policy.plan(facts).describe()
         return out
 
     def test_grid_matches_golden(self):
@@ -200,13 +202,41 @@ class TestGrid(base.TestCase):
         self.assertEqual(sorted(golden), sorted(plans))
         changed = {case: (golden[case], plans[case]) for case in golden
                    if golden[case] != plans[case]}
-        unexplained = {c: d for c, d in changed.items()
-                       if not any(c_re in c for c_re in CHANGED)}
+        unexplained = {case: change for case, change in changed.items()
+                       if why_changed(case, *change) is None}
         self.assertEqual({}, unexplained)
+        # The changes stay few: a refactoring that moves many decisions
+        # is not the one these reasons describe.
+        self.assertLess(len(changed), len(golden) // 10)
 
 
-#: Grid cases whose plan changed on purpose: substring of the case -> why.
-CHANGED: dict = {}
+def _throttle(plan: str) -> str:
+    """``plan``'s description without its throttle and post-copy."""
+    return ' '.join(w for w in plan.replace(']', ' ').split()
+                    if not w.startswith('throttle=') and w != 'post-copy')
+
+
+def why_changed(case: str, old: str, new: str):
+    """Why the planner folded into one engine decides ``case`` differently
+    from the golden file, or None if no known reason explains it.
+    """
+    multifd = ' x' in old.split(']')[0]
+    if 'adaptive_model=True' in case and 'hint=zstd' in case:
+        return ('a method forced by a hint is ranked by the model like any '
+                'other plan (the model chooses its throttle and post-copy '
+                'variants); it used to bypass the model')
+    if 'adaptive_model=False' in case and multifd and 'post-copy' in old \
+            and 'post-copy' not in new:
+        return ('post-copy is no longer planned on a multifd plan where '
+                'QEMU cannot run post-copy with multifd (before 10.1): '
+                'translation used to strip it')
+    if 'adaptive_model=False' in case and _throttle(old) == _throttle(new):
+        return ('the rules judge convergence with the calibrated model '
+                'rates (XBZRLE residue from the page sample and cache '
+                'coverage, the per-stream copy limit) instead of their '
+                'own constants, so the throttle step (or whether one is '
+                'needed) moves')
+    return None
 
 
 def write_golden() -> None:
@@ -221,7 +251,9 @@ def write_golden() -> None:
             fixture.config(model_calibration=os.path.join(
                 ROOT, 'benchmarks', 'calibration.json'),
                 group='qat_migration', **dict(LAB_OPTIONS, **options))
-            out[case] = adaptive.AdaptivePolicy(CONF).plan(facts).describe()
+            policy = adaptive.AdaptivePolicy(CONF)
+            policy.load()
+            out[case] = policy.plan(facts).describe()
     finally:
         fixture.cleanUp()
     with open(GOLDEN, 'w') as f:

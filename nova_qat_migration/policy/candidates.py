@@ -1,0 +1,353 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Every plan the host and the instance allow for one migration.
+
+The adaptive policy ranks these candidates (by the convergence model, or
+by its rules when the model is off or gives up); nothing else builds a
+plan, so what a lever needs is written once, here:
+
+* a *shape* is a page-transfer choice: plain pre-copy, plain multifd,
+  software multifd compression (zstd, zlib), QAT offload (multifd
+  ``qatzip``, or the legacy ``mt`` threads on a vendor build) or XBZRLE;
+* each shape comes with its *variants*: stepped auto-converge from every
+  step of ``[qat_migration] throttle_schedule``, post-copy, and both,
+  where the operator, the instance and both QEMUs permit them.
+
+A lever is only offered when both ends can run it and the operator's
+options and the instance's hints allow it; why a lever is closed is kept
+as a note, so the chosen plan can say why it is not, say, QAT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from nova_qat_migration import datamodel
+from nova_qat_migration.policy import common
+
+#: Pages that compress worse than this (compressed/original) are not
+#: worth a compressor.
+INCOMPRESSIBLE_RATIO = 0.85
+#: Plain multifd never uses more channels than this: past a few streams
+#: the copy is no longer the bottleneck.
+PLAIN_MULTIFD_MAX = 4
+#: QAT plans use at least this many channels, so the endpoints are fed.
+QAT_MIN_CHANNELS = 4
+#: Legacy ``mt`` compression threads: two per QAT endpoint, up to this.
+MT_MAX_THREADS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+    """The plans to rank and why some levers are closed.
+
+    :param plans: every candidate; each shape first, then its variants.
+    :param notes: reasons a lever is not offered (kept in the plan).
+    :param forced: the instance's ``qat_migration:method`` hint fixed the
+        shape.
+    """
+
+    plans: tuple
+    notes: tuple = ()
+    forced: bool = False
+
+    @property
+    def shapes(self) -> list:
+        """The candidates without throttling or post-copy."""
+        return [p for p in self.plans
+                if not p.auto_converge and not p.post_copy]
+
+
+# -- what the guest's pages are like -----------------------------------------
+
+def measured_ratio(facts: datamodel.Facts) -> Optional[float]:
+    """Compressibility (compressed/original) from a page sample, else from
+    the last migration when it was compressed; None when nothing says.
+    """
+    if facts.instance.compress_ratio is not None:
+        return facts.instance.compress_ratio
+    hist = facts.history
+    if hist.compression_ratio is not None and \
+            hist.method in datamodel.MULTIFD_METHODS:
+        return hist.compression_ratio
+    return None
+
+
+def incompressible(facts: datamodel.Facts) -> bool:
+    ratio = measured_ratio(facts)
+    return ratio is not None and ratio > INCOMPRESSIBLE_RATIO
+
+
+def dirty_rate(facts: datamodel.Facts) -> Optional[float]:
+    """The guest's dirty rate (MiB/s): measured, else last time's."""
+    if facts.instance.paused:
+        return 0.0
+    if facts.instance.dirty_rate_mbps is not None:
+        return facts.instance.dirty_rate_mbps
+    return facts.history.dirty_rate_mbps
+
+
+# -- which levers are open ---------------------------------------------------
+
+def sendable(facts: datamodel.Facts, lim: common.Limits,
+             method: str) -> bool:
+    """Allowed here, sent by the source and decoded by the destination."""
+    return (method in lim.methods and facts.can_send(method)
+            and facts.destination.accepts(method))
+
+
+def cpu_ok(conf: Any, facts: datamodel.Facts) -> bool:
+    """Whether the source's idle CPU may run software compressors."""
+    return (common.cpu_idle_pct(facts) >=
+            conf.qat_migration.cpu_idle_threshold)
+
+
+def software_fallbacks(conf: Any, facts: datamodel.Facts,
+                       lim: common.Limits) -> tuple:
+    """Software methods a QAT plan falls back to, when the CPU is idle."""
+    if not cpu_ok(conf, facts):
+        return ()
+    return tuple((m, common.default_level(conf, m))
+                 for m in ('zstd', 'zlib') if m in lim.methods)
+
+
+def qat_open(facts: datamodel.Facts, lim: common.Limits) -> bool:
+    """Whether a ``qatzip`` plan can run: a free lease, both ends, the
+    passthrough backend (libvirt does not know the method) and pages that
+    compress.
+    """
+    return (common.qat_available(facts) and facts.passthrough_allowed and
+            sendable(facts, lim, 'qatzip') and not facts.nova.tunnelled and
+            not incompressible(facts))
+
+
+def mt_open(conf: Any, facts: datamodel.Facts, lim: common.Limits) -> bool:
+    """Whether the legacy ``mt`` threads may run on QAT (a vendor build)."""
+    return (conf.qat_migration.legacy_mt_uses_qat and
+            common.qat_available(facts) and sendable(facts, lim, 'mt') and
+            not incompressible(facts))
+
+
+def why_not_qat(facts: datamodel.Facts, lim: common.Limits) -> str:
+    """The first reason the QAT path is closed."""
+    if incompressible(facts):
+        return ('QAT: pages compress to %.2f: incompressible'
+                % measured_ratio(facts))
+    if not common.qat_available(facts):
+        return 'QAT: no free lease (%d endpoint(s) busy or reserved ' \
+               'elsewhere): software path' % facts.qat.endpoints
+    if not facts.passthrough_allowed:
+        return ('QAT: qatzip needs [qat_migration] '
+                'qemu_monitor_passthrough: software path')
+    if not facts.hypervisor.accepts('qatzip'):
+        return 'QAT: this QEMU has no qatzip: software path'
+    if facts.nova.tunnelled:
+        return 'QAT: multifd cannot run tunnelled: software path'
+    return 'QAT: the destination cannot decode qatzip: software path'
+
+
+# -- channel counts ----------------------------------------------------------
+
+def software_channels(facts: datamodel.Facts, lim: common.Limits) -> int:
+    """One compressor channel per idle core (at least 2)."""
+    return min(lim.max_channels, max(2, int(common.idle_cores(facts))))
+
+
+def plain_channels(facts: datamodel.Facts, lim: common.Limits) -> int:
+    return min(lim.max_channels, max(2, min(int(common.idle_cores(facts)),
+                                            PLAIN_MULTIFD_MAX)))
+
+
+def qat_channels(facts: datamodel.Facts, lim: common.Limits) -> int:
+    """One channel per QAT endpoint, at least :data:`QAT_MIN_CHANNELS`."""
+    return min(lim.max_channels, max(2, facts.qat.endpoints,
+                                     QAT_MIN_CHANNELS))
+
+
+def mt_threads(facts: datamodel.Facts) -> tuple:
+    """(compression, decompression) threads of a QAT ``mt`` plan."""
+    threads = min(MT_MAX_THREADS, max(2, facts.qat.endpoints * 2))
+    return threads, max(1, threads // 2)
+
+
+# -- the plans ---------------------------------------------------------------
+
+def base_plan(conf: Any, facts: datamodel.Facts, lim: common.Limits,
+              **fields: Any) -> datamodel.Plan:
+    """A plan with the operator's limits every candidate shares."""
+    group = conf.qat_migration
+    return datamodel.Plan(
+        policy='adaptive', max_downtime_ms=lim.max_downtime_ms,
+        post_copy_after_stalled=group.post_copy_after_stalled,
+        progress_timeout_s=group.progress_timeout,
+        bandwidth_mbps=facts.nova.bandwidth_mbps, **fields)
+
+
+def _xbzrle_fields(conf: Any, facts: datamodel.Facts,
+                   cache: Optional[int]) -> dict:
+    return dict(method='xbzrle', xbzrle_cache_mb=cache,
+                xbzrle_cache_max_mb=common.xbzrle_cache_max_mb(conf, facts))
+
+
+def _forced_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
+                  ) -> datamodel.Plan:
+    """The one shape a ``qat_migration:method`` hint leaves.
+
+    A hint narrows what the operator permits, never widens it: a method
+    the operator does not allow becomes plain pre-copy.
+    """
+    group = conf.qat_migration
+    method = lim.forced_method
+    reasons = ['method %s forced by qat_migration:method' % method]
+    if method not in lim.methods:
+        reasons.append('%s is not in [qat_migration] allowed_methods: '
+                       'using none' % method)
+        method = 'none'
+    channels = (min(lim.forced_channels, lim.max_channels)
+                if lim.forced_channels else
+                min(lim.max_channels, PLAIN_MULTIFD_MAX)
+                if method in datamodel.MULTIFD_METHODS else 1)
+    level = (lim.forced_level if lim.forced_level is not None
+             else common.default_level(conf, method))
+    fields: dict = {}
+    if method == 'xbzrle':
+        fields = _xbzrle_fields(conf, facts, common.xbzrle_cache_mb(
+            conf, facts) or group.xbzrle_cache_min_mb)
+    # mt only runs on QAT in a vendor build.
+    lease = (method == 'qatzip' or (
+        method == 'mt' and group.legacy_mt_uses_qat)) and \
+        common.qat_available(facts)
+    fields.setdefault('method', method)
+    return base_plan(conf, facts, lim, level=level,
+                     parallel_connections=channels, qat_lease=lease,
+                     fallbacks=software_fallbacks(conf, facts, lim),
+                     reasons=tuple(reasons), **fields)
+
+
+def _after(conf: Any, lim: common.Limits, method: str) -> tuple:
+    """The software methods a ``method`` plan falls back to (zstd falls
+    back to zlib).
+    """
+    order = [m for m in ('zstd', 'zlib') if m in lim.methods]
+    return tuple((m, common.default_level(conf, m))
+                 for m in order[order.index(method) + 1:])
+
+
+def _shapes(conf: Any, facts: datamodel.Facts, lim: common.Limits,
+            notes: list) -> list:
+    group = conf.qat_migration
+    multifd_ok = not facts.nova.tunnelled
+    counts = {2, 4, lim.max_channels, software_channels(facts, lim),
+              plain_channels(facts, lim), qat_channels(facts, lim)}
+    if lim.forced_channels:
+        counts = {lim.max_channels}
+    counts = sorted(n for n in counts if 2 <= n <= lim.max_channels)
+    idle = max(2, int(common.idle_cores(facts)))
+    squeezed = incompressible(facts)
+    shapes = [base_plan(conf, facts, lim, method='none')]
+    if multifd_ok:
+        shapes += [base_plan(conf, facts, lim, method='none',
+                             parallel_connections=n) for n in counts]
+    for method in ('zstd', 'zlib'):
+        if not sendable(facts, lim, method) or not multifd_ok:
+            continue
+        if not cpu_ok(conf, facts):
+            notes.append('%s: %.0f%% CPU idle < %d%%'
+                         % (method, common.cpu_idle_pct(facts),
+                            group.cpu_idle_threshold))
+            continue
+        if squeezed:
+            continue
+        shapes += [base_plan(conf, facts, lim, method=method,
+                             level=common.default_level(conf, method),
+                             parallel_connections=n,
+                             fallbacks=_after(conf, lim, method))
+                   for n in counts if n <= idle]
+    fallbacks = software_fallbacks(conf, facts, lim)
+    if qat_open(facts, lim):
+        shapes += [base_plan(conf, facts, lim, method='qatzip',
+                             level=group.qatzip_level,
+                             parallel_connections=n, qat_lease=True,
+                             fallbacks=fallbacks) for n in counts]
+    elif 'qatzip' in lim.methods and facts.qat.endpoints:
+        notes.append(why_not_qat(facts, lim))
+    if mt_open(conf, facts, lim):
+        threads, dthreads = mt_threads(facts)
+        shapes.append(base_plan(conf, facts, lim, method='mt',
+                                level=group.mt_level, mt_threads=threads,
+                                mt_dthreads=dthreads, qat_lease=True,
+                                fallbacks=fallbacks))
+    if 'xbzrle' in lim.methods:
+        cache = common.xbzrle_cache_mb(conf, facts)
+        if cache:
+            shapes.append(base_plan(conf, facts, lim,
+                                    **_xbzrle_fields(conf, facts, cache)))
+        else:
+            notes.append('xbzrle: not enough spare memory for a cache')
+    return shapes
+
+
+def throttle_steps(conf: Any) -> list:
+    """(start, increment) of the throttle schedule's starting steps.
+
+    A plan starts from any step but the last and climbs by the gap to the
+    next one; the last step is where throttling ends up, never where it
+    starts (99% from the first round is a paused guest, not a gentle
+    one). A one-step schedule starts there and climbs by
+    ``auto_converge_increment``.
+    """
+    group = conf.qat_migration
+    schedule = list(group.throttle_schedule)
+    if len(schedule) == 1:
+        return [(schedule[0], max(1, group.auto_converge_increment))]
+    return [(start, schedule[i + 1] - start)
+            for i, start in enumerate(schedule[:-1])]
+
+
+def post_copy_possible(facts: datamodel.Facts, lim: common.Limits,
+                       plan: datamodel.Plan) -> bool:
+    """Permitted, and both QEMUs can switch this plan to post-copy."""
+    if not (lim.post_copy and facts.hypervisor.postcopy):
+        return False
+    return not plan.multifd or (facts.hypervisor.postcopy_with_multifd and
+                                facts.destination.postcopy_with_multifd)
+
+
+def _variants(conf: Any, facts: datamodel.Facts, lim: common.Limits,
+              shape: datamodel.Plan) -> list:
+    steps = throttle_steps(conf) if lim.throttle else []
+    post_copy = post_copy_possible(facts, lim, shape)
+    out = [shape.because(throttle_initial=start, throttle_increment=step)
+           for start, step in steps]
+    if post_copy:
+        out.append(shape.because(post_copy=True))
+        out += [shape.because(throttle_initial=start,
+                              throttle_increment=step, post_copy=True)
+                for start, step in steps]
+    return out
+
+
+def generate(conf: Any, facts: datamodel.Facts,
+             lim: common.Limits) -> Candidates:
+    """Every candidate plan for this migration."""
+    notes: list = []
+    if lim.forced_method:
+        shapes = [_forced_shape(conf, facts, lim)]
+    else:
+        shapes = _shapes(conf, facts, lim, notes)
+    plans = []
+    for shape in shapes:
+        plans.append(shape)
+        plans += _variants(conf, facts, lim, shape)
+    return Candidates(tuple(plans), tuple(notes),
+                      forced=bool(lim.forced_method))
