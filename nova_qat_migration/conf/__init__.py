@@ -11,7 +11,10 @@
 # under the License.
 """Configuration of nova-qat-migration.
 
-Options live in Nova's global ``CONF`` (nova.conf), group ``[qat_migration]``.
+Options live in Nova's global ``CONF`` (nova.conf): the planner's in
+``[qat_migration]``, the ``static`` policy's in ``[qat_migration_static]``
+(both registered here; other policies' groups are registered by the policy
+loader). :func:`check` reads and checks them at start-up.
 """
 
 import json
@@ -28,6 +31,7 @@ CONF = cfg.CONF
 qat_migration.register_opts(CONF)
 
 GROUP = qat_migration.qat_migration_group.name
+STATIC_GROUP = qat_migration.static_group.name
 #: Where the host's total memory is read for the start-up checks.
 MEMINFO = '/proc/meminfo'
 #: A calibration file larger than this is not a calibration file.
@@ -35,19 +39,20 @@ _CALIBRATION_MAX_BYTES = 64 * 1024
 
 
 class ConfigError(ValueError):
-    """A ``[qat_migration]`` option value that cannot be used.
+    """An option value that cannot be used.
 
-    The message names the option as ``[qat_migration] name``.
+    The message names the option as ``[group] name``.
     """
 
 
-def _name(option: str) -> str:
-    return '[%s] %s' % (GROUP, option)
+def _name(option: str, group: str = GROUP) -> str:
+    return '[%s] %s' % (group, option)
 
 
 def check(conf: cfg.ConfigOpts = CONF,
           host_memory_mb: Optional[int] = None) -> None:
-    """Read and check every ``[qat_migration]`` option.
+    """Read and check every ``[qat_migration]`` and
+    ``[qat_migration_static]`` option.
 
     Called at driver start-up so a bad value stops nova-compute with a
     message naming the option, instead of surfacing mid-migration as a
@@ -59,25 +64,35 @@ def check(conf: cfg.ConfigOpts = CONF,
         is unreadable).
     :raises ConfigError: naming the option.
     """
-    group = conf[GROUP]
-    values = {}
-    for opt in qat_migration.ALL_OPTS:
-        try:
-            values[opt.dest] = getattr(group, opt.dest)
-        except (cfg.Error, ValueError) as exc:
-            raise ConfigError('%s: %s' % (_name(opt.name), exc))
-        if isinstance(opt, cfg.FloatOpt):
-            value = values[opt.dest]
-            if value is not None and not math.isfinite(value):
-                raise ConfigError('%s must be a finite number, got %s'
-                                  % (_name(opt.name), value))
-    _check_combinations(values)
-    _check_static_cache(values, host_memory_mb)
+    qat_migration.register_static_opts(conf)
+    values = _read(conf, GROUP, qat_migration.ALL_OPTS)
+    static = _read(conf, STATIC_GROUP, qat_migration.static_opts)
+    _check_combinations(values, static)
+    _check_static_cache(values, static, host_memory_mb)
     if values['model_calibration']:
         check_calibration(values['model_calibration'])
 
 
-def _check_combinations(v: dict) -> None:
+def _read(conf: cfg.ConfigOpts, group: str, opts: list) -> dict:
+    """``{dest: value}`` of ``opts`` in ``group``; floats must be finite.
+
+    :raises ConfigError: naming the first option that cannot be read.
+    """
+    section = conf[group]
+    values = {}
+    for opt in opts:
+        try:
+            value = values[opt.dest] = getattr(section, opt.dest)
+        except (cfg.Error, ValueError) as exc:
+            raise ConfigError('%s: %s' % (_name(opt.name, group), exc))
+        if (isinstance(opt, cfg.FloatOpt) and value is not None and
+                not math.isfinite(value)):
+            raise ConfigError('%s must be a finite number, got %s'
+                              % (_name(opt.name, group), value))
+    return values
+
+
+def _check_combinations(v: dict, static: dict) -> None:
     if v['xbzrle_cache_min_mb'] > v['xbzrle_cache_max_mb']:
         raise ConfigError(
             '%s (%d) must not exceed %s (%d)'
@@ -89,10 +104,10 @@ def _check_combinations(v: dict) -> None:
             '%s must be a non-empty list of strictly increasing '
             'percentages, got %r' % (_name('throttle_schedule'), schedule))
     allowed = set(v['allowed_methods']) | {'none'}
-    if v['static_method'] not in allowed:
+    if static['method'] not in allowed:
         raise ConfigError(
             '%s %s is not in %s (%s)'
-            % (_name('static_method'), v['static_method'],
+            % (_name('method', STATIC_GROUP), static['method'],
                _name('allowed_methods'), ', '.join(v['allowed_methods'])))
 
 
@@ -108,12 +123,13 @@ def host_memory_mb(meminfo: str = MEMINFO) -> Optional[int]:
     return None
 
 
-def _check_static_cache(v: dict, memory_mb: Optional[int]) -> None:
-    cache = v['static_xbzrle_cache_mb']
+def _check_static_cache(v: dict, static: dict,
+                        memory_mb: Optional[int]) -> None:
+    cache = static['xbzrle_cache_mb']
+    name = _name('xbzrle_cache_mb', STATIC_GROUP)
     if cache > v['xbzrle_cache_max_mb']:
         raise ConfigError('%s (%d) must not exceed %s (%d)'
-                          % (_name('static_xbzrle_cache_mb'), cache,
-                             _name('xbzrle_cache_max_mb'),
+                          % (name, cache, _name('xbzrle_cache_max_mb'),
                              v['xbzrle_cache_max_mb']))
     if memory_mb is None:
         memory_mb = host_memory_mb()
@@ -123,8 +139,7 @@ def _check_static_cache(v: dict, memory_mb: Optional[int]) -> None:
     if cache > spare:
         raise ConfigError(
             '%s (%d) exceeds this host\'s memory above %s (%d - %d = %d '
-            'MiB)' % (_name('static_xbzrle_cache_mb'), cache,
-                      _name('memory_headroom_mb'), memory_mb,
+            'MiB)' % (name, cache, _name('memory_headroom_mb'), memory_mb,
                       v['memory_headroom_mb'], spare))
 
 

@@ -9,16 +9,20 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""Options of the ``[qat_migration]`` group in nova.conf."""
+"""Options of nova-qat-migration in nova.conf.
+
+``[qat_migration]`` holds the planner's options; ``[qat_migration_static]``
+holds the ``static`` policy's own options, which
+:class:`nova_qat_migration.policy.static.StaticPolicy` declares as its
+``CONFIG_OPTS``. They are defined here, with the other options, so that the
+start-up check (:func:`nova_qat_migration.conf.check`) reads them without
+importing a policy.
+"""
 
 from oslo_config import cfg
 from oslo_config import types
 
 from nova_qat_migration import datamodel
-
-#: Every page-compression method the planner knows. ``none`` is plain
-#: pre-copy; ``xbzrle`` and ``mt`` are single-stream methods; ``zlib``,
-#: ``zstd`` and ``qatzip`` are multifd (parallel) methods.
 
 qat_migration_group = cfg.OptGroup(
     'qat_migration',
@@ -48,8 +52,9 @@ Name of the migration policy plugin that chooses the plan.
 
 Policies are loaded from the ``nova_qat_migration.policies`` entry-point
 namespace. Built in: ``adaptive`` (chooses from host resources and the
-instance), ``static`` (the fixed choice made by the ``static_*`` options)
-and ``nova_default`` (exactly what Nova itself would do). An unknown name
+instance), ``static`` (the fixed choice made by the options of
+``[qat_migration_static]``) and ``nova_default`` (exactly what Nova itself
+would do). A policy's own options are in its own group. An unknown name
 stops nova-compute at start-up with the list of installed policies. A
 flavor extra spec ``qat_migration:policy`` overrides it per instance; an
 image property only for the policies listed in ``image_policies``. Mutable:
@@ -211,21 +216,55 @@ numbers, otherwise nova-compute does not start.
 """),
 ]
 
+static_group = cfg.OptGroup(
+    'qat_migration_static',
+    title='The static migration policy',
+    help="""
+Options of the ``static`` policy (``[qat_migration] policy = static``): one
+fixed plan for every instance, still bounded per instance by flavor extra
+specs, image properties and ``[qat_migration]`` limits. The former names,
+``[qat_migration] static_<name>``, are still read, with a deprecation
+warning.
+""")
+
+
+def _was(name: str) -> list:
+    """The option's former name, ``[qat_migration] static_<name>``."""
+    return [cfg.DeprecatedOpt('static_' + name, group='qat_migration')]
+
+
 static_opts = [
-    cfg.StrOpt('static_method',
+    cfg.StrOpt('method',
         default='none', choices=datamodel.METHODS,
-        help='Compression method used by the ``static`` policy.'),
-    cfg.IntOpt('static_parallel_connections',
+        deprecated_opts=_was('method'),
+        help="""
+Compression method of every plan. Must be in ``[qat_migration]
+allowed_methods`` (checked at start-up).
+"""),
+    cfg.IntOpt('parallel_connections',
         default=1, min=1, max=32,
-        help='Multifd channels used by the ``static`` policy (1 = none).'),
-    cfg.IntOpt('static_xbzrle_cache_mb',
+        deprecated_opts=_was('parallel_connections'),
+        help="""
+Multifd channels (1 = none), at most ``[qat_migration]
+max_parallel_connections``.
+"""),
+    cfg.IntOpt('xbzrle_cache_mb',
         default=256, min=1,
-        help='XBZRLE cache (MiB) used by the ``static`` policy. At most '
-             '``xbzrle_cache_max_mb`` and the host\'s memory above '
-             '``memory_headroom_mb`` (checked at start-up).'),
-    cfg.BoolOpt('static_auto_converge',
+        deprecated_opts=_was('xbzrle_cache_mb'),
+        help="""
+XBZRLE cache (MiB) when ``method`` is ``xbzrle``. At most ``[qat_migration]
+xbzrle_cache_max_mb`` and the host's memory above ``[qat_migration]
+memory_headroom_mb`` (checked at start-up), and never more than the guest's
+RAM.
+"""),
+    cfg.BoolOpt('auto_converge',
         default=False,
-        help='Whether the ``static`` policy enables auto-converge.'),
+        deprecated_opts=_was('auto_converge'),
+        help="""
+Throttle the guest's vCPUs (auto-converge, from ``[qat_migration]
+auto_converge_initial`` by ``auto_converge_increment``) where the instance
+and ``[qat_migration] permit_auto_converge`` allow it.
+"""),
 ]
 
 qat_opts = [
@@ -280,13 +319,27 @@ from (one small JSON file). Unset: ``qat_migration`` under Nova's
              'out).'),
 ]
 
-ALL_OPTS = planning_opts + static_opts + qat_opts + state_opts
+#: The options of ``[qat_migration]``.
+ALL_OPTS = planning_opts + qat_opts + state_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register ``[qat_migration]`` and ``[qat_migration_static]``."""
     conf.register_group(qat_migration_group)
     conf.register_opts(ALL_OPTS, group=qat_migration_group)
+    register_static_opts(conf)
+
+
+def register_static_opts(conf: cfg.ConfigOpts) -> None:
+    """Register ``[qat_migration_static]`` (again is harmless)."""
+    conf.register_group(static_group)
+    conf.register_opts(static_opts, group=static_group)
 
 
 def list_opts() -> dict:
+    """``[qat_migration]`` only.
+
+    Policies' groups are listed through their entry points
+    (:func:`nova_qat_migration.conf.opts.list_opts`).
+    """
     return {qat_migration_group: ALL_OPTS}

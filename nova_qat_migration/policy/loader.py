@@ -10,7 +10,12 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 """Loading migration policies from the ``nova_qat_migration.policies``
-entry-point namespace (stevedore)."""
+entry-point namespace (stevedore).
+
+Loading a policy registers its options (``CONFIG_GROUP``/``CONFIG_OPTS``),
+constructs it with the configuration and calls its ``load()``, in that
+order (see :class:`.base.Policy`).
+"""
 
 from __future__ import annotations
 
@@ -21,14 +26,19 @@ from stevedore import driver
 from stevedore import exception as stevedore_exc
 from stevedore import extension
 
+from nova_qat_migration.conf import opts as conf_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 
-NAMESPACE = 'nova_qat_migration.policies'
+NAMESPACE = conf_opts.POLICY_NAMESPACE
 
 
 class UnknownPolicy(ValueError):
-    """A policy name no installed plugin provides."""
+    """A policy that cannot be used.
+
+    No installed plugin has the name, or the plugin fails to import,
+    register its options, construct or load.
+    """
 
 
 def available() -> list:
@@ -37,29 +47,59 @@ def available() -> list:
     return sorted(mgr.names())
 
 
+def register_opts(conf: Any, plugin: type) -> None:
+    """Register ``plugin``'s ``CONFIG_OPTS`` in its ``CONFIG_GROUP``.
+
+    Registering the same options again is harmless.
+
+    :raises UnknownPolicy: when it declares options without a group (they
+        would land in ``[DEFAULT]``), or they clash with registered ones.
+    """
+    if not plugin.CONFIG_OPTS:
+        return
+    if plugin.CONFIG_GROUP is None:
+        raise UnknownPolicy('Migration policy %r declares CONFIG_OPTS '
+                            'without a CONFIG_GROUP' % plugin.name)
+    try:
+        conf.register_opts(list(plugin.CONFIG_OPTS),
+                           group=plugin.CONFIG_GROUP)
+    except Exception as exc:
+        raise UnknownPolicy('Migration policy %r: its options cannot be '
+                            'registered: %s' % (plugin.name, exc))
+
+
 def load_policy(name: str, conf: Any) -> base.Policy:
-    """Load and instantiate the policy ``name`` with ``conf``.
+    """Load the policy ``name``: register its options, construct it with
+    ``conf`` and call its ``load()``.
 
     :raises UnknownPolicy: naming the installed policies, when ``name`` is
-        not one, or when its plugin fails to import.
+        not one; when its plugin fails to import, is not a
+        :class:`.base.Policy`, or its options, construction or ``load()``
+        fail.
     """
     def _failed(manager, entrypoint, exc):
         raise UnknownPolicy('Migration policy %r failed to load: %s'
                             % (entrypoint.name, exc))
 
     try:
-        mgr = driver.DriverManager(NAMESPACE, name, invoke_on_load=True,
-                                   invoke_args=(conf,),
+        mgr = driver.DriverManager(NAMESPACE, name, invoke_on_load=False,
                                    on_load_failure_callback=_failed)
     except stevedore_exc.NoMatches:
         raise UnknownPolicy(
             'Unknown migration policy %r ([qat_migration] policy or the '
             'qat_migration:policy extra spec); installed policies: %s'
             % (name, ', '.join(available()) or 'none'))
-    policy = mgr.driver
-    if not isinstance(policy, base.Policy):
+    plugin = mgr.extensions[0].plugin
+    if not (isinstance(plugin, type) and issubclass(plugin, base.Policy)):
         raise UnknownPolicy('Migration policy %r is not a Policy (%r)'
-                            % (name, type(policy)))
+                            % (name, plugin))
+    register_opts(conf, plugin)
+    try:
+        policy = plugin(conf)
+        policy.load()
+    except Exception as exc:
+        raise UnknownPolicy('Migration policy %r failed to load: %s'
+                            % (name, exc))
     return policy
 
 

@@ -9,26 +9,34 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""``static``: the operator's fixed choice from the ``static_*`` options.
+"""``static``: the operator's fixed choice from ``[qat_migration_static]``.
 
 For operators who know their workloads and want one predictable plan
 (still per instance where flavors or images say so).
 """
 
+from nova_qat_migration.conf import qat_migration as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import common
 
 
 class StaticPolicy(base.Policy):
+    """One plan from ``[qat_migration_static]``, bounded per instance."""
+
     name = 'static'
+    # Defined with the other options so that the start-up check can read
+    # them without importing this policy.
+    CONFIG_GROUP = qat_opts.static_group
+    CONFIG_OPTS = tuple(qat_opts.static_opts)
 
     def plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         group = self.conf.qat_migration
+        static = self.conf[self.CONFIG_GROUP.name]
         lim = common.limits(self.conf, facts)
-        method = lim.forced_method or group.static_method
-        reasons = ['static: [qat_migration] static_method=%s'
-                   % group.static_method]
+        method = lim.forced_method or static.method
+        reasons = ['static: [%s] method=%s'
+                   % (self.CONFIG_GROUP.name, static.method)]
         if lim.forced_method:
             reasons.append('method %s forced by qat_migration:method'
                            % lim.forced_method)
@@ -36,17 +44,17 @@ class StaticPolicy(base.Policy):
             reasons.append('%s not in [qat_migration] allowed_methods: none'
                            % method)
             method = 'none'
-        channels = lim.forced_channels or group.static_parallel_connections
+        channels = lim.forced_channels or static.parallel_connections
         xbzrle = None
         if method == 'xbzrle':
             # A cache larger than the guest's RAM buys nothing (start-up
             # already bounds it by the host's spare memory).
-            xbzrle = group.static_xbzrle_cache_mb
+            xbzrle = static.xbzrle_cache_mb
             if 0 < facts.instance.memory_mb < xbzrle:
                 xbzrle = facts.instance.memory_mb
                 reasons.append('XBZRLE cache bounded by the guest\'s RAM: '
                                '%d MiB' % xbzrle)
-        throttle = group.static_auto_converge and lim.throttle
+        throttle = static.auto_converge and lim.throttle
         return datamodel.Plan(
             policy=self.name,
             method=method,

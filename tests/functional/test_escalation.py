@@ -142,9 +142,9 @@ class EscalationTest(base.QATMigrationTestBase):
         super()._migrate_stub(domain, destination, params, flags)
 
     def test_stalled_guest_switches_to_post_copy(self):
-        self.flags(static_method='xbzrle', permit_post_copy=True,
-                   post_copy_after_stalled=2, progress_timeout=0,
-                   group='qat_migration')
+        self.flags(method='xbzrle', group='qat_migration_static')
+        self.flags(permit_post_copy=True, post_copy_after_stalled=2,
+                   progress_timeout=0, group='qat_migration')
         self.start_qat_compute('src')
         self.start_qat_compute('dest')
         server = self.server_on('src')
@@ -169,8 +169,9 @@ class EscalationTest(base.QATMigrationTestBase):
         self.assertIn('"kind": "post_copy"', self.stdlog.logger.output)
 
     def test_progress_timeout_aborts_and_guest_stays(self):
-        self.flags(static_method='none', permit_post_copy=False,
-                   progress_timeout=5, group='qat_migration')
+        self.flags(method='none', group='qat_migration_static')
+        self.flags(permit_post_copy=False, progress_timeout=5,
+                   group='qat_migration')
         self.start_qat_compute('src')
         self.start_qat_compute('dest')
         server = self.server_on('src')

@@ -47,8 +47,9 @@ class QATPassthroughBase(base.QATMigrationTestBase):
         tree.add_pf('0000:6b:00.0', '4xxx', numvfs=4, services='dc')
         self.flags(sysfs_root=tree.sysfs, debugfs_root=tree.debugfs,
                    qat_endpoints_for_migration=1,
-                   qemu_monitor_passthrough=True, static_method='qatzip',
-                   static_parallel_connections=4, group='qat_migration')
+                   qemu_monitor_passthrough=True, group='qat_migration')
+        self.flags(method='qatzip', parallel_connections=4,
+                   group='qat_migration_static')
         #: migrate-set-parameters commands sent to the source QEMU
         self.commands = []
         self.all_commands = []

@@ -9,15 +9,19 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""``[qat_migration]`` options: bounds, cross-option checks, the generator."""
+"""``[qat_migration]`` and ``[qat_migration_static]`` options: bounds,
+cross-option checks, the generator."""
 
 import os
 import subprocess
 import sys
 
+from unittest import mock
+
 import ddt
 import fixtures
 from oslo_config import cfg
+from stevedore import extension
 
 from nova_qat_migration import conf
 from nova_qat_migration.conf import opts
@@ -56,12 +60,17 @@ class TestOptionBounds(base.TestCase):
               ('qatzip_level', 0), ('max_parallel_connections', 0),
               ('max_parallel_connections', 33), ('cpu_idle_threshold', 101),
               ('downtime_ms', 5), ('xbzrle_cache_ratio', 1.5),
-              ('auto_converge_initial', 0), ('static_parallel_connections',
-                                             64))
+              ('auto_converge_initial', 0))
     @ddt.unpack
     def test_set_override_out_of_range_refused(self, name, value):
         self.assertRaises(ValueError, self.conf.set_override, name, value,
                           group='qat_migration')
+
+    def test_static_channels_bounded(self):
+        for value in (0, 33):
+            self.assertRaises(ValueError, self.conf.set_override,
+                              'parallel_connections', value,
+                              group='qat_migration_static')
 
     @ddt.data(('zlib_level', 9), ('zstd_level', 20), ('qatzip_level', 1),
               ('max_parallel_connections', 32), ('downtime_ms', 10))
@@ -72,7 +81,7 @@ class TestOptionBounds(base.TestCase):
 
     def test_unknown_method_refused(self):
         self.assertRaises(ValueError, self.conf.set_override,
-                          'static_method', 'lz4', group='qat_migration')
+                          'method', 'lz4', group='qat_migration_static')
         self.assertRaises(ValueError, self.conf.set_override,
                           'allowed_methods', ['zstd', 'lz4'],
                           group='qat_migration')
@@ -86,8 +95,7 @@ class TestOptionBounds(base.TestCase):
                           group='qat_migration')
 
     @ddt.data(('max_parallel_connections', '64'), ('zstd_level', '30'),
-              ('cpu_idle_threshold', '-5'), ('static_method', 'lz4'),
-              ('downtime_ms', 'soon'))
+              ('cpu_idle_threshold', '-5'), ('downtime_ms', 'soon'))
     @ddt.unpack
     def test_config_file_value_error_names_option(self, name, value):
         conf_obj = self._fresh_conf('[qat_migration]\n%s = %s\n'
@@ -106,8 +114,16 @@ class TestOptionBounds(base.TestCase):
         self.assertEqual([30, 60, 90],
                          conf_obj.qat_migration.throttle_schedule)
 
+    @ddt.data('[qat_migration_static]\nmethod = lz4\n',
+              '[qat_migration]\nstatic_method = lz4\n')
+    def test_static_method_value_error_names_option(self, text):
+        conf_obj = self._fresh_conf(text)
+        exc = self.assertRaises(cfg.ConfigFileValueError, getattr,
+                                conf_obj.qat_migration_static, 'method')
+        self.assertIn('method', str(exc))
+
     def test_every_option_has_help(self):
-        for opt in qat_migration.ALL_OPTS:
+        for opt in qat_migration.ALL_OPTS + qat_migration.static_opts:
             self.assertTrue(opt.help and opt.help.strip(),
                             'option %s has no help' % opt.name)
 
@@ -141,6 +157,31 @@ class TestCheck(base.TestCase):
         self.flags(throttle_schedule=[50])
         conf.check(self.conf)
 
+    def test_static_method_must_be_allowed(self):
+        self.flags(method='zstd', group='qat_migration_static')
+        self.flags(allowed_methods=['none', 'zlib'])
+        exc = self.assertRaises(conf.ConfigError, conf.check, self.conf)
+        self.assertIn('[qat_migration_static] method zstd is not in '
+                      '[qat_migration] allowed_methods', str(exc))
+
+    def test_static_cache_bounded_by_max(self):
+        self.flags(xbzrle_cache_mb=1024, group='qat_migration_static')
+        self.flags(xbzrle_cache_max_mb=512)
+        exc = self.assertRaises(conf.ConfigError, conf.check, self.conf,
+                                host_memory_mb=65536)
+        self.assertIn('[qat_migration_static] xbzrle_cache_mb (1024) must '
+                      'not exceed [qat_migration] xbzrle_cache_max_mb',
+                      str(exc))
+
+    def test_check_registers_static_options(self):
+        conf_obj = cfg.ConfigOpts()
+        qat_migration.register_opts(conf_obj)
+        conf_obj.unregister_opts(qat_migration.static_opts,
+                                 group='qat_migration_static')
+        conf_obj(args=[])
+        conf.check(conf_obj, host_memory_mb=65536)
+        self.assertEqual('none', conf_obj.qat_migration_static.method)
+
 
 class TestGenerator(base.TestCase):
 
@@ -150,13 +191,42 @@ class TestGenerator(base.TestCase):
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (REPO, os.environ.get('PYTHONPATH')) if p))
 
-    def test_list_opts_is_the_group(self):
-        listed = opts.list_opts()
+    def test_list_opts_is_the_group_and_policies_groups(self):
+        listed = {getattr(g, 'name', g): opts for g, opts in opts.list_opts()}
+        self.assertEqual(['qat_migration', 'qat_migration_static'],
+                         sorted(listed))
+        self.assertEqual({o.name for o in qat_migration.ALL_OPTS},
+                         {o.name for o in listed['qat_migration']})
+        self.assertEqual(['method', 'parallel_connections',
+                          'xbzrle_cache_mb', 'auto_converge'],
+                         [o.name for o in listed['qat_migration_static']])
+
+    def test_policies_sharing_a_group_listed_once(self):
+        shared = cfg.IntOpt('shared')
+
+        class One(object):
+            CONFIG_GROUP = 'qat_migration_x'
+            CONFIG_OPTS = (shared, cfg.IntOpt('one'))
+
+        class Two(object):
+            CONFIG_GROUP = cfg.OptGroup('qat_migration_x')
+            CONFIG_OPTS = (shared, cfg.IntOpt('two'))
+
+        class NoOpts(object):
+            pass
+
+        mgr = extension.ExtensionManager.make_test_instance(
+            [extension.Extension(n, None, cls, None)
+             for n, cls in (('b', Two), ('a', One), ('c', NoOpts))],
+            namespace=opts.POLICY_NAMESPACE)
+        with mock.patch.object(opts.extension, 'ExtensionManager',
+                               return_value=mgr):
+            listed = opts.policy_opts()
         self.assertEqual(1, len(listed))
         group, options = listed[0]
-        self.assertEqual('qat_migration', group.name)
-        self.assertEqual({o.name for o in qat_migration.ALL_OPTS},
-                         {o.name for o in options})
+        self.assertEqual('qat_migration_x', group)
+        self.assertEqual(['shared', 'one', 'two'],
+                         [o.name for o in options])
 
     def test_oslo_config_generator_prints_group(self):
         generator = _bin('oslo-config-generator')
@@ -171,6 +241,11 @@ class TestGenerator(base.TestCase):
         for name in ('policy', 'allowed_methods', 'throttle_schedule',
                      'qat_endpoints_for_migration', 'state_path'):
             self.assertIn('#%s = ' % name, result.stdout)
+        # A policy's own group, with the former names it still reads.
+        static = result.stdout.split('[qat_migration_static]', 1)[1]
+        self.assertIn('#method = none', static)
+        self.assertIn('# Deprecated group/name - [qat_migration]/'
+                      'static_method', static)
         # Bounds are shown to the operator.
         self.assertIn('Maximum value: 32', result.stdout)
 

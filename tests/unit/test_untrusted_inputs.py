@@ -657,19 +657,24 @@ class FactsFileTest(base.TestCase):
 
 # -- [qat_migration] options ------------------------------------------------
 
+#: ``[qat_migration]`` options, each refused naming itself.
 OPTION_FILES = [
     ('link_gbps', 'nan'), ('link_gbps', 'inf'), ('link_gbps', '-inf'),
     ('link_gbps', '0'), ('link_gbps', 'fast'),
     ('xbzrle_cache_ratio', 'nan'), ('xbzrle_cache_ratio', 'inf'),
-    ('static_method', 'lz4'), ('static_method', 'mt'),
     ('downtime_ms', 'soon'), ('downtime_ms', '1e400'),
     ('max_parallel_connections', '64'), ('allowed_methods', 'zstd,lz4'),
     ('throttle_schedule', '50,20'), ('throttle_schedule', '0,50'),
-    ('static_xbzrle_cache_mb', '8192'),
     ('xbzrle_cache_min_mb', '8192'),
     ('image_policies', 'Bad Name'),
     ('history_max_entries', '0'),
     ('enabled', 'maybe'),
+]
+
+#: ``[qat_migration_static]`` options, refused under their new name whether
+#: set under it or under their former name ``[qat_migration] static_<name>``.
+STATIC_OPTION_FILES = [
+    ('method', 'lz4'), ('method', 'mt'), ('xbzrle_cache_mb', '8192'),
 ]
 
 CALIBRATIONS = [
@@ -713,6 +718,16 @@ class OptionsTest(base.TestCase):
                                 host_memory_mb=8192)
         self.assertIn('[qat_migration] %s' % name, str(exc))
 
+    @ddt.data(*STATIC_OPTION_FILES)
+    @ddt.unpack
+    def test_bad_static_option_refused_naming_it(self, name, value):
+        for text in ('[qat_migration_static]\n%s = %s\n',
+                     '[qat_migration]\nstatic_%s = %s\n'):
+            conf = self._conf(text % (name, value))
+            exc = self.assertRaises(qat_conf.ConfigError, qat_conf.check,
+                                    conf, host_memory_mb=8192)
+            self.assertIn('[qat_migration_static] %s' % name, str(exc))
+
     def test_defaults_pass(self):
         qat_conf.check(self._conf(''), host_memory_mb=8192)
 
@@ -730,12 +745,12 @@ class OptionsTest(base.TestCase):
                 self.assertIn('[qat_migration] %s' % opt.name, str(exc))
 
     def test_static_cache_bounded_by_host_memory(self):
-        conf = self._conf('[qat_migration]\nstatic_xbzrle_cache_mb = 2048\n'
-                          'memory_headroom_mb = 1024\n')
+        conf = self._conf('[qat_migration]\nmemory_headroom_mb = 1024\n'
+                          '[qat_migration_static]\nxbzrle_cache_mb = 2048\n')
         qat_conf.check(conf, host_memory_mb=4096)
         exc = self.assertRaises(qat_conf.ConfigError, qat_conf.check, conf,
                                 host_memory_mb=2048)
-        self.assertIn('[qat_migration] static_xbzrle_cache_mb', str(exc))
+        self.assertIn('[qat_migration_static] xbzrle_cache_mb', str(exc))
 
     def test_host_memory_read_from_meminfo(self):
         path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'mi')

@@ -14,6 +14,7 @@
 from importlib import metadata
 from unittest import mock
 
+from oslo_config import cfg
 from stevedore import driver
 from stevedore import extension
 
@@ -33,17 +34,52 @@ class _QuietPolicy(policy_base.Policy):
         return datamodel.Plan(policy=self.name, reasons=('test',))
 
 
+class _OptionsPolicy(_QuietPolicy):
+    """Declares options and records what it saw, in order."""
+
+    name = 'withopts'
+    CONFIG_GROUP = 'qat_migration_withopts'
+    CONFIG_OPTS = (cfg.IntOpt('knob', default=7),)
+
+    def __init__(self, conf):
+        super().__init__(conf)
+        # The loader registered the options before constructing.
+        self.events = [('init', conf.qat_migration_withopts.knob)]
+
+    def load(self):
+        self.events.append('load')
+
+    def plan(self, facts):
+        self.events.append('plan')
+        return super().plan(facts)
+
+
+class _LoadFails(_QuietPolicy):
+    name = 'loadfails'
+
+    def load(self):
+        raise OSError('calibration unreadable')
+
+
+class _NoGroup(_QuietPolicy):
+    name = 'nogroup'
+    CONFIG_OPTS = (cfg.IntOpt('stray'),)
+
+
 class _NotAPolicy(object):
     def __init__(self, conf):
         self.conf = conf
 
 
-def _test_manager(name, cls, conf):
-    """A DriverManager holding one in-memory plugin (no entry point)."""
+def _test_manager(name, cls):
+    """A DriverManager holding one in-memory plugin (no entry point).
+
+    Not invoked, as the loader asks for.
+    """
     ep = metadata.EntryPoint(name=name, group=loader.NAMESPACE,
                              value='%s:%s' % (cls.__module__,
                                               cls.__qualname__))
-    ext = extension.Extension(name, ep, cls, cls(conf))
+    ext = extension.Extension(name, ep, cls, None)
     return driver.DriverManager.make_test_instance(
         ext, namespace=loader.NAMESPACE)
 
@@ -88,7 +124,7 @@ class TestWithTestManager(base.TestCase):
     """Through ``DriverManager.make_test_instance``: no installed plugins."""
 
     def test_third_party_policy_loaded(self):
-        mgr = _test_manager('quiet', _QuietPolicy, self.conf)
+        mgr = _test_manager('quiet', _QuietPolicy)
         with mock.patch.object(loader.driver, 'DriverManager',
                                return_value=mgr) as dm:
             policy = loader.load_policy('quiet', self.conf)
@@ -96,11 +132,40 @@ class TestWithTestManager(base.TestCase):
         self.assertEqual('quiet', policy.plan(datamodel.Facts()).policy)
         args, kwargs = dm.call_args
         self.assertEqual((loader.NAMESPACE, 'quiet'), args)
-        self.assertEqual((self.conf,), kwargs['invoke_args'])
-        self.assertTrue(kwargs['invoke_on_load'])
+        # Constructed by the loader, after registering its options.
+        self.assertFalse(kwargs['invoke_on_load'])
+        self.assertIs(self.conf, policy.conf)
+
+    def _load(self, name, cls, conf=None):
+        conf = conf or self.conf
+        with mock.patch.object(loader.driver, 'DriverManager',
+                               return_value=_test_manager(name, cls)):
+            return loader.load_policy(name, conf)
+
+    def test_options_registered_then_construct_then_load_then_plan(self):
+        conf = cfg.ConfigOpts()
+        conf(args=[])
+        policy = self._load('withopts', _OptionsPolicy, conf)
+        self.assertEqual([('init', 7), 'load'], policy.events)
+        policy.plan(datamodel.Facts())
+        self.assertEqual([('init', 7), 'load', 'plan'], policy.events)
+
+    def test_load_failure_becomes_unknown_policy(self):
+        exc = self.assertRaises(loader.UnknownPolicy, self._load,
+                                'loadfails', _LoadFails)
+        self.assertIn("'loadfails' failed to load", str(exc))
+        self.assertIn('calibration unreadable', str(exc))
+
+    def test_options_without_group_refused(self):
+        exc = self.assertRaises(loader.UnknownPolicy, self._load,
+                                'nogroup', _NoGroup)
+        self.assertIn('without a CONFIG_GROUP', str(exc))
+
+    def test_default_load_is_a_no_op(self):
+        self.assertIsNone(_QuietPolicy(self.conf).load())
 
     def test_not_a_policy_refused(self):
-        mgr = _test_manager('odd', _NotAPolicy, self.conf)
+        mgr = _test_manager('odd', _NotAPolicy)
         with mock.patch.object(loader.driver, 'DriverManager',
                                return_value=mgr):
             exc = self.assertRaises(loader.UnknownPolicy,

@@ -9,8 +9,14 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""``static``: the operator's fixed choice from the ``static_*`` options."""
+"""``static``: the operator's fixed choice from ``[qat_migration_static]``."""
 
+import os
+
+import fixtures
+from oslo_config import cfg
+
+from nova_qat_migration.policy import loader
 from nova_qat_migration.policy import static
 from tests.unit import base
 
@@ -24,6 +30,10 @@ class TestStatic(base.TestCase):
     def plan(self, **facts):
         return self.policy.plan(base.make_facts(**facts))
 
+    def static(self, **kw):
+        """Override ``[qat_migration_static]`` options for this test."""
+        self.flags(group='qat_migration_static', **kw)
+
     def test_defaults_plain(self):
         plan = self.plan()
         self.assertEqual('static', plan.policy)
@@ -34,39 +44,39 @@ class TestStatic(base.TestCase):
         self.assertFalse(plan.post_copy)
         self.assertFalse(plan.qat_lease)
         self.assertFalse(plan.nova_baseline)
-        self.assertReason('static_method=none', plan.reasons)
+        self.assertReason('[qat_migration_static] method=none', plan.reasons)
 
     def test_method_level_channels_from_options(self):
-        self.flags(static_method='zstd', zstd_level=7,
-                   static_parallel_connections=3)
+        self.static(method='zstd', parallel_connections=3)
+        self.flags(zstd_level=7)
         plan = self.plan()
         self.assertEqual(('zstd', 7, 3), (plan.method, plan.level,
                                           plan.parallel_connections))
 
     def test_channels_capped_by_max(self):
-        self.flags(static_method='zlib', static_parallel_connections=16,
-                   max_parallel_connections=6)
+        self.static(method='zlib', parallel_connections=16)
+        self.flags(max_parallel_connections=6)
         self.assertEqual(6, self.plan().parallel_connections)
 
     def test_xbzrle_cache_bounded_by_guest_ram(self):
-        self.flags(static_method='xbzrle', static_xbzrle_cache_mb=512)
+        self.static(method='xbzrle', xbzrle_cache_mb=512)
         plan = self.plan(instance={'memory_mb': 256})
         self.assertEqual(256, plan.xbzrle_cache_mb)
         self.assertReason("guest's RAM", plan.reasons)
 
     def test_xbzrle_cache_from_option(self):
-        self.flags(static_method='xbzrle', static_xbzrle_cache_mb=512)
+        self.static(method='xbzrle', xbzrle_cache_mb=512)
         plan = self.plan()
         self.assertEqual('xbzrle', plan.method)
         self.assertEqual(512, plan.xbzrle_cache_mb)
         self.assertEqual(512, plan.xbzrle_cache_max_mb)
 
     def test_no_cache_for_other_methods(self):
-        self.flags(static_method='zstd', static_xbzrle_cache_mb=512)
+        self.static(method='zstd', xbzrle_cache_mb=512)
         self.assertIsNone(self.plan().xbzrle_cache_mb)
 
     def test_method_not_allowed_falls_to_none(self):
-        self.flags(static_method='mt')   # not in the default allowed list
+        self.static(method='mt')   # not in the default allowed list
         plan = self.plan()
         self.assertEqual('none', plan.method)
         self.assertIsNone(plan.level)
@@ -74,24 +84,26 @@ class TestStatic(base.TestCase):
                           plan.reasons)
 
     def test_qatzip_wants_lease(self):
-        self.flags(static_method='qatzip', qatzip_level=4)
+        self.static(method='qatzip')
+        self.flags(qatzip_level=4)
         plan = self.plan()
         self.assertTrue(plan.qat_lease)
         self.assertEqual(4, plan.level)
 
     def test_auto_converge_from_options(self):
-        self.flags(static_auto_converge=True, auto_converge_initial=35,
-                   auto_converge_increment=15)
+        self.static(auto_converge=True)
+        self.flags(auto_converge_initial=35, auto_converge_increment=15)
         plan = self.plan()
         self.assertEqual((35, 15), (plan.throttle_initial,
                                     plan.throttle_increment))
 
     def test_auto_converge_needs_permission(self):
-        self.flags(static_auto_converge=True, permit_auto_converge=False)
+        self.static(auto_converge=True)
+        self.flags(permit_auto_converge=False)
         self.assertFalse(self.plan().auto_converge)
 
     def test_auto_converge_refused_by_hint(self):
-        self.flags(static_auto_converge=True)
+        self.static(auto_converge=True)
         self.assertFalse(
             self.plan(hints=dict(allow_throttle=False)).auto_converge)
 
@@ -104,7 +116,8 @@ class TestStatic(base.TestCase):
             allow_post_copy=False)).post_copy)
 
     def test_hint_forces_method_level_channels(self):
-        self.flags(static_method='zlib', max_parallel_connections=8)
+        self.static(method='zlib')
+        self.flags(max_parallel_connections=8)
         plan = self.plan(hints=dict(method='zstd', level=9,
                                     parallel_connections=5))
         self.assertEqual(('zstd', 9, 5), (plan.method, plan.level,
@@ -134,3 +147,48 @@ class TestStatic(base.TestCase):
     def test_bandwidth_from_nova(self):
         self.assertEqual(
             333, self.plan(nova=dict(bandwidth_mbps=333)).bandwidth_mbps)
+
+
+class TestStaticOptions(base.TestCase):
+    """``[qat_migration_static]``, declared by the policy, old names read."""
+
+    def _conf(self, text):
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'nova.conf')
+        with open(path, 'w') as f:
+            f.write(text)
+        conf = cfg.ConfigOpts()
+        conf(args=[], default_config_files=[path])
+        return conf
+
+    def test_declared_by_the_policy(self):
+        self.assertEqual('qat_migration_static',
+                         static.StaticPolicy.CONFIG_GROUP.name)
+        self.assertEqual(
+            ['auto_converge', 'method', 'parallel_connections',
+             'xbzrle_cache_mb'],
+            sorted(o.name for o in static.StaticPolicy.CONFIG_OPTS))
+
+    def test_loader_registers_them(self):
+        conf = self._conf('[qat_migration_static]\nmethod = zstd\n')
+        self.assertRaises(cfg.NoSuchOptError, getattr, conf,
+                          'qat_migration_static')
+        loader.register_opts(conf, static.StaticPolicy)
+        self.assertEqual('zstd', conf.qat_migration_static.method)
+
+    def test_former_names_still_read(self):
+        conf = self._conf('[qat_migration]\nstatic_method = xbzrle\n'
+                          'static_parallel_connections = 3\n'
+                          'static_xbzrle_cache_mb = 128\n'
+                          'static_auto_converge = true\n')
+        loader.register_opts(conf, static.StaticPolicy)
+        group = conf.qat_migration_static
+        self.assertEqual(('xbzrle', 3, 128, True),
+                         (group.method, group.parallel_connections,
+                          group.xbzrle_cache_mb, group.auto_converge))
+
+    def test_new_name_wins_over_former(self):
+        conf = self._conf('[qat_migration]\nstatic_method = xbzrle\n'
+                          '[qat_migration_static]\nmethod = zstd\n')
+        loader.register_opts(conf, static.StaticPolicy)
+        self.assertEqual('zstd', conf.qat_migration_static.method)
