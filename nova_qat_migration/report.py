@@ -40,6 +40,12 @@ OUTCOME_ABORTED = 'aborted'      # by our own escalation (progress timeout)
 _HIDDEN_PARAMS = frozenset({'destination_xml', 'persistent_xml'})
 
 
+def visible_params(params: Optional[Mapping[str, Any]]) -> dict:
+    """``params`` without the ones never worth a log line."""
+    return {k: v for k, v in (params or {}).items()
+            if k not in _HIDDEN_PARAMS}
+
+
 def _num(stats: Mapping[str, Any], key: str) -> Optional[float]:
     try:
         value = stats.get(key)
@@ -99,10 +105,8 @@ def build(*, instance_uuid: str, instance_name: str = '',
                         (plan.reasons if plan else ())),
         'flags': list(sent_flags if sent_flags is not None else
                       (call.flag_names() if call is not None else [])),
-        'params': {k: v for k, v in (sent_params if sent_params is not None
-                                     else getattr(call, 'params', {})
-                                     ).items()
-                   if k not in _HIDDEN_PARAMS},
+        'params': visible_params(sent_params if sent_params is not None
+                                 else getattr(call, 'params', {})),
         'backend': getattr(call, 'backend', None),
         'outcome': outcome,
         'total_s': round(total_s, 3),

@@ -11,7 +11,7 @@
 # under the License.
 """QAT capacity as Placement sees it: nested providers, inventory, traits.
 
-Layout (chosen here; peers' names in REFERENCE section 5):
+Layout:
 
 * one child provider per QAT PF under the compute node provider, named
   ``<nodename>_qat_<PCI address>`` (e.g. ``cmp1_qat_0000:6b:00.0``);
@@ -45,7 +45,7 @@ Pure functions: :func:`plan` decides from discovered devices,
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional
 
 from nova_qat_migration.qat import health as qat_health
 
@@ -298,13 +298,3 @@ def apply(provider_tree: Any, host_plan: HostPlan,
         provider_tree.remove_traits(nodename, HOST_TRAIT)
     result.host_trait = host_capable
     return result
-
-
-def update_provider_tree(provider_tree: Any, nodename: str,
-                         statuses: Sequence[qat_health.PFStatus],
-                         reserved_count: int,
-                         allocations: Optional[Mapping[str, Any]] = None,
-                         ) -> tuple[HostPlan, ApplyResult]:
-    """:func:`plan` then :func:`apply`, the driver's one call."""
-    host_plan = plan(nodename, statuses, reserved_count)
-    return host_plan, apply(provider_tree, host_plan, allocations)

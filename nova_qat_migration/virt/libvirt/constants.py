@@ -17,6 +17,8 @@ binding lacks newer ones. Values are libvirt's stable ABI
 (``include/libvirt/libvirt-domain.h``).
 """
 
+from typing import Any
+
 VIR_MIGRATE_LIVE = 1 << 0
 VIR_MIGRATE_PEER2PEER = 1 << 1
 VIR_MIGRATE_TUNNELLED = 1 << 2
@@ -71,14 +73,25 @@ LEVEL_PARAMS = {
     'zstd': PARAM_COMPRESSION_ZSTD_LEVEL,
 }
 
-# libvirt error codes that mean "this call was refused before anything ran".
+# libvirt error codes that mean "this call was refused before anything ran"
+# (raised while libvirt validates the call's arguments). libvirt's values.
 VIR_ERR_INVALID_ARG = 8
 VIR_ERR_CONFIG_UNSUPPORTED = 67
 VIR_ERR_OPERATION_UNSUPPORTED = 84
 VIR_ERR_ARGUMENT_UNSUPPORTED = 74
-REFUSED_ERRORS = frozenset({VIR_ERR_INVALID_ARG, VIR_ERR_CONFIG_UNSUPPORTED,
-                            VIR_ERR_OPERATION_UNSUPPORTED,
-                            VIR_ERR_ARGUMENT_UNSUPPORTED})
+#: Those codes by name. The loaded module's numbers win where it has the
+#: name: Nova's fake libvirt numbers some of them differently.
+REFUSED_ERRORS = {'VIR_ERR_INVALID_ARG': VIR_ERR_INVALID_ARG,
+                  'VIR_ERR_CONFIG_UNSUPPORTED': VIR_ERR_CONFIG_UNSUPPORTED,
+                  'VIR_ERR_OPERATION_UNSUPPORTED':
+                      VIR_ERR_OPERATION_UNSUPPORTED,
+                  'VIR_ERR_ARGUMENT_UNSUPPORTED': VIR_ERR_ARGUMENT_UNSUPPORTED}
+
+
+def refused_error_codes(libvirt_module: Any) -> frozenset:
+    """The codes of :data:`REFUSED_ERRORS` as ``libvirt_module`` has them."""
+    return frozenset(getattr(libvirt_module, name, value)
+                     for name, value in REFUSED_ERRORS.items())
 
 
 def flag_names(flags: int) -> list:

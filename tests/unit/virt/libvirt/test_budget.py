@@ -32,7 +32,7 @@ from nova_qat_migration.policy import common
 from nova_qat_migration.policy import escalation
 from nova_qat_migration.policy import static
 from nova_qat_migration.virt.libvirt import budget as qat_budget
-from nova_qat_migration.virt.libvirt import driver as qat_driver
+from nova_qat_migration.virt.libvirt import execution
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base as test_base
 from tests.unit.virt.libvirt import test_driver
@@ -194,7 +194,7 @@ class SessionCeilingTest(test_base.TestCase):
                               xbzrle_cache_mb=256, xbzrle_cache_max_mb=512)
         instance = mock.Mock(uuid='uuid-1')
         call = translate.to_libvirt(plan, facts)
-        session = qat_driver.MigrationSession(
+        session = execution.MigrationSession(
             instance, facts, static.StaticPolicy(CONF), plan, call, call)
         self.assertEqual(512, session.plan.xbzrle_cache_max_mb)
         budget = qat_budget.HostBudget(CONF)
@@ -218,7 +218,7 @@ class SessionCeilingTest(test_base.TestCase):
                                   xbzrle_cache_mb=256,
                                   xbzrle_cache_max_mb=cache)
             call = translate.to_libvirt(plan, seen)
-            session = qat_driver.MigrationSession(
+            session = execution.MigrationSession(
                 mock.Mock(uuid='uuid-%d' % i), seen,
                 adaptive.AdaptivePolicy(CONF), plan, call, call)
             budget.reserve(session)
@@ -263,8 +263,9 @@ class DriverBudgetTest(test_driver.DriverTestBase):
         drvr.init_host('host')
         drvr._host.get_guest = mock.Mock()
         drvr._qat_manager = None
-        drvr._qat_destination = mock.Mock(
-            return_value=test_base.DEST_SOFTWARE)
+        self.useFixture(fixtures.MockPatch(
+            'nova_qat_migration.virt.libvirt.facts.destination',
+            return_value=test_base.DEST_SOFTWARE))
         count = 4
         inside = threading.Barrier(count + 1, timeout=30)
         leave = threading.Event()

@@ -11,13 +11,12 @@
 # under the License.
 """``QATLibvirtDriver`` hooks that the functional tests cannot reach.
 
-Start-up failures, the per-migration domain proxy (flag swap, param merge,
-refusal retry, downtime scaling), the monitor's view of the flags, and
-bad input on the planning path. The domain is a ``mock.Mock`` only where
-the test records calls a ``virDomain`` would receive.
+Start-up failures, the traits it publishes, the job-completed event watch,
+the monitor's view of the flags, and bad input on the planning path. The
+planned call itself is tested in ``test_execution``, the facts in
+``test_facts``.
 """
 
-import json
 import threading
 from unittest import mock
 
@@ -31,11 +30,11 @@ from nova.virt import fake
 
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
-from nova_qat_migration.policy import base
 from nova_qat_migration.policy import nova_default
 from nova_qat_migration.policy import static
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import driver as qat_driver
+from nova_qat_migration.virt.libvirt import execution
 from nova_qat_migration.virt.libvirt import translate
 
 CAPS = datamodel.HypervisorCaps(multifd_methods=frozenset({'none', 'zlib',
@@ -124,357 +123,16 @@ class InitHostTest(DriverTestBase):
         self.assertIsNone(drvr._qat_policies)
 
 
-def _session(plan, facts=None, nova_flags=NOVA_FLAGS):
+def make_session(plan, facts=None, nova_flags=NOVA_FLAGS):
     facts = facts or datamodel.Facts(hypervisor=CAPS, destination=DEST,
                                      nova=datamodel.NovaSettings())
     instance = mock.Mock(uuid='uuid-1', vm_state='active')
     instance.name = 'vm'
     nova_plan = nova_default.NovaDefaultPolicy(CONF).plan(facts)
-    return qat_driver.MigrationSession(
+    return execution.MigrationSession(
         instance, facts, static.StaticPolicy(CONF), plan,
         translate.to_libvirt(plan, facts),
         translate.to_libvirt(nova_plan, facts))
-
-
-def _refusal(code_name='VIR_ERR_ARGUMENT_UNSUPPORTED'):
-    return fakelibvirt.make_libvirtError(
-        fakelibvirt.libvirtError, 'unsupported',
-        error_code=getattr(fakelibvirt, code_name))
-
-
-class PlannedDomainTest(DriverTestBase):
-
-    def setUp(self):
-        super().setUp()
-        self.domain = mock.Mock()
-        self.nova_params = {'bandwidth': 0, 'destination_xml': '<d/>',
-                            'persistent_xml': '<d/>'}
-
-    def _zstd(self):
-        return _session(datamodel.Plan(policy='static', method='zstd', level=3,
-                                       parallel_connections=4))
-
-    def test_flags_swapped_params_merged(self):
-        session = self._zstd()
-        proxy = qat_driver._PlannedDomain(self.domain, session)
-        proxy.migrateToURI3('qemu+tcp://dest/system', self.nova_params,
-                            NOVA_FLAGS)
-        sent = self.domain.migrateToURI3.call_args.kwargs
-        self.assertEqual(NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL, sent['flags'])
-        self.assertEqual('zstd', sent['params']['compression'])
-        self.assertEqual(3, sent['params']['compression.zstd.level'])
-        self.assertEqual(4, sent['params']['parallel.connections'])
-        self.assertEqual('<d/>', sent['params']['destination_xml'])
-        self.assertEqual(sent['params'], session.sent_params)
-
-    def test_nova_parallel_dropped_for_single_stream_plan(self):
-        session = _session(datamodel.Plan(policy='static', method='xbzrle',
-                                          xbzrle_cache_mb=128))
-        params = dict(self.nova_params, **{'parallel.connections': 4})
-        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
-            'uri', params, NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL)
-        sent = self.domain.migrateToURI3.call_args.kwargs
-        self.assertNotIn('parallel.connections', sent['params'])
-        self.assertFalse(sent['flags'] & c.VIR_MIGRATE_PARALLEL)
-
-    def test_non_shared_inc_dropped_without_disks(self):
-        facts = datamodel.Facts(hypervisor=CAPS, destination=DEST,
-                                block_migration=True)
-        session = _session(datamodel.Plan(policy='static', method='zstd',
-                                          parallel_connections=2), facts)
-        self.assertTrue(session.call.flags & c.VIR_MIGRATE_NON_SHARED_INC)
-        proxy = qat_driver._PlannedDomain(self.domain, session)
-        proxy.migrateToURI3('uri', self.nova_params, NOVA_FLAGS)
-        sent = self.domain.migrateToURI3.call_args.kwargs
-        self.assertFalse(sent['flags'] & c.VIR_MIGRATE_NON_SHARED_INC)
-        proxy.migrateToURI3('uri', dict(self.nova_params,
-                                        migrate_disks=['vda']),
-                            NOVA_FLAGS | c.VIR_MIGRATE_NON_SHARED_INC)
-        sent = self.domain.migrateToURI3.call_args.kwargs
-        self.assertTrue(sent['flags'] & c.VIR_MIGRATE_NON_SHARED_INC)
-
-    def _stale_xml(self, method='zstd'):
-        from nova_qat_migration.virt.libvirt import passthrough
-        return passthrough.add_globals(
-            "<domain type='qemu'><name>vm</name></domain>",
-            {'multifd-compression': method, 'multifd-zstd-level': 1})
-
-    def _monitor_calls(self, reply='{"return": {}}'):
-        calls = []
-
-        def monitor(domain, command):
-            calls.append(json.loads(command))
-            return reply
-
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_qat_migration.virt.libvirt.passthrough._monitor',
-            monitor))
-        return calls
-
-    def test_nova_plan_gets_a_clean_slate(self):
-        # An earlier passthrough migration left -global in the running
-        # definition; Nova copies it into both XMLs of the next migration.
-        from nova_qat_migration.virt.libvirt import passthrough
-        stale = self._stale_xml()
-        self.domain.XMLDesc.return_value = stale
-        calls = self._monitor_calls()
-        facts = datamodel.Facts(hypervisor=CAPS, destination=DEST)
-        session = _session(
-            nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
-        params = {'bandwidth': 0, 'destination_xml': stale,
-                  'persistent_xml': stale}
-        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
-            'uri', params, NOVA_FLAGS)
-        sent = self.domain.migrateToURI3.call_args.kwargs
-        self.assertEqual(NOVA_FLAGS, sent['flags'])
-        self.assertEqual(0, sent['params']['bandwidth'])
-        for key in ('destination_xml', 'persistent_xml'):
-            self.assertFalse(passthrough.has_globals(sent['params'][key]))
-        # Single stream: the source's default method does not matter.
-        self.assertEqual([], calls)
-
-    def test_stale_source_method_reset_for_multifd_plan(self):
-        from nova_qat_migration.virt.libvirt import passthrough
-        stale = self._stale_xml()
-        self.domain.XMLDesc.return_value = stale
-        params = {'bandwidth': 0, 'destination_xml': stale,
-                  'persistent_xml': stale}
-        plan = datamodel.Plan(policy='static', parallel_connections=4)
-        # Monitor commands allowed: the source goes back to none.
-        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
-        calls = self._monitor_calls()
-        session = _session(plan)
-        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
-            'uri', params, NOVA_FLAGS)
-        sent = self.domain.migrateToURI3.call_args.kwargs
-        self.assertTrue(sent['flags'] & c.VIR_MIGRATE_PARALLEL)
-        self.assertEqual([{'execute': 'migrate-set-parameters',
-                           'arguments': {'multifd-compression': 'none'}}],
-                         calls)
-        self.assertFalse(passthrough.has_globals(
-            sent['params']['destination_xml']))
-        # Not allowed: both ends keep the stale method (live XML only).
-        self.flags(qemu_monitor_passthrough=False, group='qat_migration')
-        del calls[:]
-        session = _session(plan)
-        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
-            'uri', params, NOVA_FLAGS)
-        sent = self.domain.migrateToURI3.call_args.kwargs
-        self.assertEqual([], calls)
-        self.assertEqual({'multifd-compression': 'zstd'},
-                         passthrough.globals_of(
-                             sent['params']['destination_xml']))
-        self.assertFalse(passthrough.has_globals(
-            sent['params']['persistent_xml']))
-
-    def test_unbuildable_passthrough_plan_leaves_source_alone(self):
-        facts = datamodel.Facts(hypervisor=datamodel.HypervisorCaps(
-            libvirt_version=(9, 3, 0),
-            multifd_methods=frozenset({'none', 'zstd'})),
-            destination=DEST, passthrough_allowed=True)
-        session = _session(datamodel.Plan(policy='static', method='zstd',
-                                          level=1, parallel_connections=4),
-                           facts)
-        self.assertEqual(translate.BACKEND_PASSTHROUGH, session.call.backend)
-        session.software_call = translate.to_libvirt(
-            session.requested, datamodel.Facts(
-                hypervisor=facts.hypervisor, destination=DEST))
-        calls = self._monitor_calls()
-        params = dict(self.nova_params, destination_xml='<not xml')
-        qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
-            'uri', params, NOVA_FLAGS)
-        # Nothing reached the source QEMU; the software plan ran.
-        self.assertEqual([], calls)
-        self.assertEqual(1, self.domain.migrateToURI3.call_count)
-        self.assertTrue(any('could not be built' in n
-                            for n in session.notes), session.notes)
-
-    def test_refusal_retries_once_with_nova_call(self):
-        for code in ('VIR_ERR_ARGUMENT_UNSUPPORTED',
-                     'VIR_ERR_CONFIG_UNSUPPORTED', 'VIR_ERR_INVALID_ARG',
-                     'VIR_ERR_OPERATION_UNSUPPORTED'):
-            domain = mock.Mock()
-            domain.migrateToURI3.side_effect = [_refusal(code), None]
-            session = self._zstd()
-            qat_driver._PlannedDomain(domain, session).migrateToURI3(
-                'uri', self.nova_params, NOVA_FLAGS)
-            first, second = domain.migrateToURI3.call_args_list
-            self.assertIn('compression', first.kwargs['params'])
-            self.assertEqual(self.nova_params, second.kwargs['params'])
-            self.assertEqual(NOVA_FLAGS, second.kwargs['flags'])
-            self.assertFalse(session.planned)    # the monitor follows
-            self.assertIn('libvirt refused', session.notes[0])
-
-    def test_other_errors_are_not_retried(self):
-        self.domain.migrateToURI3.side_effect = _refusal(
-            'VIR_ERR_OPERATION_FAILED')
-        session = self._zstd()
-        self.assertRaises(
-            fakelibvirt.libvirtError,
-            qat_driver._PlannedDomain(self.domain, session).migrateToURI3,
-            'uri', self.nova_params, NOVA_FLAGS)
-        self.assertEqual(1, self.domain.migrateToURI3.call_count)
-        self.assertTrue(session.planned)
-        # The report says what ended it.
-        self.assertEqual('migration failed: unsupported', session.notes[-1])
-
-    def test_requested_abort_keeps_the_instance_out_of_error(self):
-        # QEMU 10 may end an aborted job as failed; the guest runs on here
-        # and Nova's monitor rolls back, so the error is not raised (Nova
-        # would set the instance to ERROR).
-        self.domain.migrateToURI3.side_effect = _refusal(
-            'VIR_ERR_OPERATION_FAILED')
-        self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_RUNNING, 0]
-        session = self._zstd()
-        monitor_view = qat_driver._PlannedDomain(self.domain, session,
-                                                 observe=True)
-        monitor_view.abortJob()
-        self.domain.abortJob.assert_called_once_with()
-        self.assertIsNone(
-            qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
-                'uri', self.nova_params, NOVA_FLAGS))
-        self.assertIn('aborted as requested', session.notes[-1])
-        # A guest that is not running here (post-copy, gone): raised.
-        self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_PAUSED, 0]
-        self.assertRaises(
-            fakelibvirt.libvirtError,
-            qat_driver._PlannedDomain(self.domain, session).migrateToURI3,
-            'uri', self.nova_params, NOVA_FLAGS)
-
-    def test_refusal_of_nova_call_is_raised(self):
-        self.domain.migrateToURI3.side_effect = _refusal()
-        facts = datamodel.Facts(hypervisor=CAPS, destination=DEST)
-        session = _session(
-            nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
-        self.assertRaises(
-            fakelibvirt.libvirtError,
-            qat_driver._PlannedDomain(self.domain, session).migrateToURI3,
-            'uri', self.nova_params, NOVA_FLAGS)
-        self.assertEqual(1, self.domain.migrateToURI3.call_count)
-
-    def test_downtime_steps_scaled_and_never_lowered(self):
-        self.flags(live_migration_downtime=500, group='libvirt')
-        session = _session(datamodel.Plan(policy='static',
-                                          max_downtime_ms=2000))
-        proxy = qat_driver._PlannedDomain(self.domain, session,
-                                          observe=True)
-        proxy.migrateSetMaxDowntime(50)
-        self.domain.migrateSetMaxDowntime.assert_called_with(200)
-        session.tracker.applied(datamodel.Action('downtime', 900))
-        self.domain.reset_mock()
-        proxy.migrateSetMaxDowntime(200)          # scaled 800 < 900
-        self.domain.migrateSetMaxDowntime.assert_not_called()
-        proxy.migrateSetMaxDowntime(500)
-        self.domain.migrateSetMaxDowntime.assert_called_with(2000)
-
-    def test_escalation_errors_never_reach_nova(self):
-        session = self._zstd()
-
-        class Exploding(base.Policy):
-            def plan(self, facts):
-                raise AssertionError
-
-            def on_progress(self, plan, progress):
-                raise ValueError('plugin bug')
-
-        session.policy = Exploding(CONF)
-        self.domain.jobStats.return_value = {'type': 2,
-                                             'memory_remaining': 1}
-        proxy = qat_driver._PlannedDomain(self.domain, session,
-                                          observe=True)
-        self.assertEqual({'type': 2, 'memory_remaining': 1},
-                         proxy.jobStats())
-
-    def test_failed_job_with_the_guest_running_here_is_not_raised(self):
-        # The destination QEMU died mid-migration: libvirt fails the job
-        # and the guest runs on here. Nova's monitor rolls back; raising
-        # would make Nova put the running instance in ERROR.
-        self.domain.migrateToURI3.side_effect = _refusal(
-            'VIR_ERR_OPERATION_FAILED')
-        self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_RUNNING, 0]
-        session = self._zstd()
-        self.assertIsNone(
-            qat_driver._PlannedDomain(self.domain, session).migrateToURI3(
-                'uri', self.nova_params, NOVA_FLAGS))
-        self.assertEqual(1, self.domain.migrateToURI3.call_count)
-        self.assertEqual('migration failed: unsupported', session.notes[-1])
-        # Paused here (post-copy: the guest's memory is split) or gone:
-        # Nova's handling.
-        for state in ([fakelibvirt.VIR_DOMAIN_PAUSED, 12],
-                      [fakelibvirt.VIR_DOMAIN_SHUTOFF, 0]):
-            self.domain.state.return_value = state
-            self.assertRaises(
-                fakelibvirt.libvirtError,
-                qat_driver._PlannedDomain(self.domain, session).migrateToURI3,
-                'uri', self.nova_params, NOVA_FLAGS)
-
-    def test_no_post_copy_over_a_dead_link(self):
-        # A progress timeout asks for post-copy; nothing has been sent for
-        # longer than DEAD_LINK_S (the link is cut): abort instead, the
-        # guest keeps running here.
-        session = _session(datamodel.Plan(policy='static', post_copy=True,
-                                          post_copy_after_stalled=2))
-        proxy = qat_driver._PlannedDomain(self.domain, session,
-                                          observe=True)
-        stats = {'type': 2, 'memory_processed': 100,
-                 'memory_remaining': 50}
-        self.domain.jobStats.return_value = stats
-        clock = self.useFixture(fixtures.MockPatchObject(
-            qat_driver, 'time')).mock.monotonic
-        clock.return_value = 1000.0
-        proxy.jobStats()
-        clock.return_value = 1000.0 + qat_driver.DEAD_LINK_S + 1
-        proxy.jobStats()
-        with mock.patch('nova.virt.libvirt.migration.'
-                        'trigger_postcopy_switch') as switch:
-            proxy._qat_apply(datamodel.Action('post_copy', reason='timeout'))
-        switch.assert_not_called()
-        self.domain.migrateStartPostCopy.assert_not_called()
-        self.domain.abortJob.assert_called_once_with()
-        self.assertTrue(session.aborted_by_us)
-        self.assertEqual('abort', session.actions[-1].kind)
-        self.assertIn('nothing sent', session.actions[-1].reason)
-
-    def test_one_abort_per_migration(self):
-        # The progress timeout keeps asking while the job is cancelled
-        # (over a cut link that takes until the link returns): abortJob
-        # once; a failed abort may be tried again.
-        session = self._zstd()
-        proxy = qat_driver._PlannedDomain(self.domain, session,
-                                          observe=True)
-        self.domain.abortJob.side_effect = [
-            fakelibvirt.make_libvirtError(
-                fakelibvirt.libvirtError, 'busy',
-                error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED), 0]
-        for _ in range(4):
-            proxy._qat_apply(datamodel.Action('abort',
-                                              reason='progress timeout'))
-        self.assertEqual(2, self.domain.abortJob.call_count)
-        self.assertEqual(['abort'], [a.kind for a in session.actions])
-
-    def test_post_copy_while_data_moves(self):
-        session = _session(datamodel.Plan(policy='static', post_copy=True,
-                                          post_copy_after_stalled=2))
-        proxy = qat_driver._PlannedDomain(self.domain, session,
-                                          observe=True)
-        clock = self.useFixture(fixtures.MockPatchObject(
-            qat_driver, 'time')).mock.monotonic
-        clock.return_value = 1000.0
-        for i in range(10):
-            clock.return_value = 1000.0 + i
-            self.domain.jobStats.return_value = {
-                'type': 2, 'memory_processed': 100 * (i + 1),
-                'memory_remaining': 50}
-            proxy.jobStats()
-        proxy._qat_apply(datamodel.Action('post_copy', reason='stalled'))
-        self.domain.migrateStartPostCopy.assert_called_once_with()
-        self.domain.abortJob.assert_not_called()
-        self.assertEqual('post_copy', session.actions[-1].kind)
-
-    def test_other_calls_pass_through(self):
-        proxy = qat_driver._PlannedDomain(self.domain, self._zstd())
-        proxy.abortJob()
-        self.domain.abortJob.assert_called_once_with()
 
 
 class JobCompletedEventTest(DriverTestBase):
@@ -495,7 +153,7 @@ class JobCompletedEventTest(DriverTestBase):
         conn.domainEventRegisterAny.return_value = 7
         self.useFixture(fixtures.MockPatchObject(
             drvr._host, 'get_connection', return_value=conn))
-        session = _session(datamodel.Plan(policy='static'))
+        session = make_session(datamodel.Plan(policy='static'))
         drvr._qat_watch_job(session, mock.sentinel.dom)
         dom, event_id, callback, _opaque = \
             conn.domainEventRegisterAny.call_args.args
@@ -506,7 +164,7 @@ class JobCompletedEventTest(DriverTestBase):
         callback(conn, dom, {'downtime': 42, 'memory_iteration': 3}, None)
         self.assertTrue(session.completed_event.is_set())
         self.assertEqual(42, session.completed_stats['downtime'])
-        drvr._qat_unwatch_job(session)
+        session.unwatch_job()
         conn.domainEventDeregisterAny.assert_called_once_with(7)
         self.assertIsNone(session.job_watch)
 
@@ -517,10 +175,44 @@ class JobCompletedEventTest(DriverTestBase):
             'no events here')
         self.useFixture(fixtures.MockPatchObject(
             drvr._host, 'get_connection', return_value=conn))
-        session = _session(datamodel.Plan(policy='static'))
+        session = make_session(datamodel.Plan(policy='static'))
         drvr._qat_watch_job(session, mock.sentinel.dom)
         self.assertIsNone(session.job_watch)
-        drvr._qat_unwatch_job(session)     # nothing to do, no error
+        session.unwatch_job()     # nothing to do, no error
+
+
+class ProviderTreeTest(DriverTestBase):
+
+    def test_qat_host_trait_has_one_writer(self):
+        from nova.compute import provider_tree
+
+        from nova_qat_migration.qat import placement
+        from nova_qat_migration.virt.libvirt import capabilities
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.update_provider_tree',
+            lambda self, tree, nodename, allocations=None: None))
+        drvr = self.driver()
+        drvr.init_host('host')
+        tree = provider_tree.ProviderTree()
+        tree.new_root('node', 'rp-uuid')
+        stale = capabilities.compress_trait('gone')
+        tree.add_traits('node', stale, 'CUSTOM_OPERATOR')
+        manager = mock.Mock()
+        manager.update_provider_tree.side_effect = (
+            lambda pt, node, allocations: pt.add_traits(
+                node, placement.HOST_TRAIT))
+        drvr._qat_manager = manager
+        drvr.update_provider_tree(tree, 'node', allocations={})
+        manager.update_provider_tree.assert_called_once_with(tree, 'node',
+                                                             {})
+        traits = tree.data('node').traits
+        self.assertIn(capabilities.TRAIT_PLANNER, traits)
+        self.assertIn(placement.HOST_TRAIT, traits)       # the manager's
+        self.assertIn('CUSTOM_OPERATOR', traits)
+        self.assertNotIn(stale, traits)
+        # The driver's own traits never include the manager's.
+        self.assertNotIn(placement.HOST_TRAIT,
+                         capabilities.traits_for(drvr._qat_caps))
 
 
 class MonitorFlagsTest(DriverTestBase):
@@ -528,7 +220,8 @@ class MonitorFlagsTest(DriverTestBase):
     def test_monitor_sees_only_its_own_flags(self):
         drvr = self.driver()
         drvr._parse_migration_flags()
-        session = _session(datamodel.Plan(policy='static', post_copy=True))
+        session = make_session(datamodel.Plan(policy='static',
+                                              post_copy=True))
         self.assertTrue(session.call.flags & c.VIR_MIGRATE_POSTCOPY)
         seen = {}
 

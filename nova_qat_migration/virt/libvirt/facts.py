@@ -1,0 +1,170 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The facts one live migration is planned from.
+
+:func:`gather` reads the instance (flavor, state, hints), measures the
+source host's load and the guest's dirty rate, asks the QAT device manager
+for its state, looks up the instance's migration history and reads the
+destination's capabilities from its Placement traits
+(:func:`destination`). Everything it needs is passed in; nothing here keeps
+state between migrations.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from nova.compute import vm_states
+from nova import objects
+from oslo_log import log as logging
+
+from nova_qat_migration import datamodel
+from nova_qat_migration import history as qat_history
+from nova_qat_migration.policy import hints as qat_hints
+from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration.virt.libvirt import measure
+
+LOG = logging.getLogger(__name__)
+
+
+def field(obj: Any, name: str, default: Any = None) -> Any:
+    """``getattr`` for versioned objects.
+
+    NOTE(qat-migration): an unset field of a Nova object raises
+    NotImplementedError ("Cannot load ... in the base class"), not
+    AttributeError, so plain ``getattr(obj, name, default)`` is not safe.
+    """
+    try:
+        return getattr(obj, name, default)
+    except Exception:  # noqa: BLE001
+        return default
+
+
+def _extra_specs(instance: Any) -> dict:
+    flavor = field(instance, 'flavor')
+    try:
+        return dict(field(flavor, 'extra_specs') or {})
+    except Exception:  # noqa: BLE001 - a lazy-load failure means none
+        return {}
+
+
+def _system_metadata(instance: Any) -> dict:
+    try:
+        return dict(field(instance, 'system_metadata') or {})
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def link_mbps(conf: Any) -> float:
+    """``[qat_migration] link_gbps`` in MiB/s (the unit plans use)."""
+    return conf.qat_migration.link_gbps * 1e9 / 8 / datamodel.MIB
+
+
+def instance_hints(conf: Any, instance: Any) -> datamodel.Hints:
+    """The live-migration hints of ``instance`` (flavor extra specs and
+    image properties, see :func:`~nova_qat_migration.policy.hints.
+    from_instance`).
+
+    :raises InvalidHint: for a bad flavor extra spec.
+    """
+    return qat_hints.from_instance(
+        _extra_specs(instance), None, _system_metadata(instance),
+        conf=conf, memory_mb=field(field(instance, 'flavor'), 'memory_mb'),
+        instance=instance)
+
+
+def destination(context: Any, reportclient: Any, dest: str,
+                migrate_data: Any) -> datamodel.DestinationCaps:
+    """The destination's capabilities from its Placement traits.
+
+    :param reportclient: Nova's Placement client (``virtapi.reportclient``).
+    :returns: unknown capabilities when the traits cannot be read: only
+        plans that need nothing from the destination are used then.
+    """
+    try:
+        migration = field(migrate_data, 'migration')
+        node = field(migration, 'dest_node') if migration else None
+        if node:
+            nodes = [objects.ComputeNode.get_by_host_and_nodename(
+                context, dest, node)]
+        else:
+            nodes = objects.ComputeNodeList.get_all_by_host(context, dest)
+        traits: set = set()
+        for cn in nodes:
+            traits |= set(reportclient.get_provider_traits(
+                context, cn.uuid).traits)
+        return capabilities.destination_from_traits(traits)
+    except Exception as exc:  # noqa: BLE001 - unknown is a valid answer
+        LOG.warning('Could not read the traits of destination %(dest)s '
+                    '(%(exc)s): only plans needing nothing from it.',
+                    {'dest': dest, 'exc': exc})
+        return datamodel.DestinationCaps()
+
+
+def gather(conf: Any, context: Any, instance: Any, dest: str,
+           migrate_data: Any, hints: datamodel.Hints, measured: bool, *,
+           caps: Optional[datamodel.HypervisorCaps], host: Any,
+           qat_manager: Any, history: Optional[qat_history.HistoryStore],
+           reportclient: Any, in_flight: datamodel.InFlight,
+           ) -> datamodel.Facts:
+    """The facts of one migration.
+
+    :param measured: sample host load, dirty rate and QAT state and read
+        the destination's traits (not needed by Nova's own plan, and not
+        free: the samples take ~1 s).
+    :param caps: this host's hypervisor capabilities (unknown if None).
+    :param host: Nova's libvirt ``Host``, to find the guest to measure.
+    :param qat_manager: the QAT device manager, or None without one.
+    :param history: the migration history store, or None.
+    :param reportclient: Nova's Placement client, for :func:`destination`.
+    :param in_flight: what the migrations already running hold.
+    """
+    flavor = field(instance, 'flavor')
+    paused = field(instance, 'vm_state') == vm_states.PAUSED
+    memory_mb = int(field(flavor, 'memory_mb', 0) or
+                    field(instance, 'memory_mb', 0) or 0)
+    measurements: dict = {}
+    host_load = datamodel.HostLoad()
+    qat = datamodel.QATState()
+    if measured:
+        host_load = measure.host_load()
+        seconds = conf.qat_migration.dirty_rate_sample_seconds
+        if seconds and not paused:
+            try:
+                guest = host.get_guest(instance)
+                measurements = measure.instance_fields(
+                    guest._domain, memory_mb, seconds)
+            except Exception as exc:  # noqa: BLE001
+                LOG.info('Guest not measured: %s', exc, instance=instance)
+        if qat_manager is not None:
+            try:
+                qat = qat_manager.state()
+            except Exception as exc:  # noqa: BLE001
+                LOG.warning('QAT state unavailable: %s', exc)
+    inst = datamodel.InstanceFacts(
+        uuid=instance.uuid, name=field(instance, 'name', ''),
+        memory_mb=memory_mb,
+        vcpus=int(field(flavor, 'vcpus', 0) or
+                  field(instance, 'vcpus', 0) or 1),
+        paused=paused, hints=hints, **measurements)
+    return datamodel.Facts(
+        instance=inst, host=host_load, qat=qat,
+        hypervisor=caps or datamodel.HypervisorCaps(),
+        destination=(destination(context, reportclient, dest, migrate_data)
+                     if measured else datamodel.DestinationCaps()),
+        nova=datamodel.NovaSettings.from_conf(conf),
+        history=(history.get(instance.uuid) if history is not None
+                 else datamodel.History()),
+        link_mbps=link_mbps(conf),
+        block_migration=bool(field(migrate_data, 'block_migration', False)),
+        passthrough_allowed=conf.qat_migration.qemu_monitor_passthrough,
+        in_flight=in_flight)

@@ -1,0 +1,436 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Running a planned migration: the operation thread's domain (flag swap,
+param merge, passthrough, refusal retry), the monitor's (escalations,
+downtime scaling, aborts) and the session they share. The domain is a
+``mock.Mock`` where the test records calls a ``virDomain`` would receive.
+"""
+
+import json
+from unittest import mock
+
+import fixtures
+from nova.tests.fixtures import libvirt as fakelibvirt
+
+from nova_qat_migration.conf import CONF
+from nova_qat_migration import datamodel
+from nova_qat_migration.policy import base
+from nova_qat_migration.policy import nova_default
+from nova_qat_migration import report
+from nova_qat_migration.virt.libvirt import constants as c
+from nova_qat_migration.virt.libvirt import execution
+from nova_qat_migration.virt.libvirt import translate
+from tests.unit.virt.libvirt import test_driver
+
+CAPS = test_driver.CAPS
+DEST = test_driver.DEST
+NOVA_FLAGS = test_driver.NOVA_FLAGS
+make_session = test_driver.make_session
+
+
+def _refusal(code_name='VIR_ERR_ARGUMENT_UNSUPPORTED'):
+    return fakelibvirt.make_libvirtError(
+        fakelibvirt.libvirtError, 'unsupported',
+        error_code=getattr(fakelibvirt, code_name))
+
+
+class _DomainTestBase(test_driver.DriverTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.domain = mock.Mock()
+        self.nova_params = {'bandwidth': 0, 'destination_xml': '<d/>',
+                            'persistent_xml': '<d/>'}
+
+    def _zstd(self):
+        return make_session(datamodel.Plan(
+            policy='static', method='zstd', level=3, parallel_connections=4))
+
+
+class PlannedDomainTest(_DomainTestBase):
+    """Nova's operation thread: the call sent instead of Nova's."""
+
+    def test_flags_swapped_params_merged(self):
+        session = self._zstd()
+        proxy = execution.PlannedDomain(self.domain, session)
+        proxy.migrateToURI3('qemu+tcp://dest/system', self.nova_params,
+                            NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertEqual(NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL, sent['flags'])
+        self.assertEqual('zstd', sent['params']['compression'])
+        self.assertEqual(3, sent['params']['compression.zstd.level'])
+        self.assertEqual(4, sent['params']['parallel.connections'])
+        self.assertEqual('<d/>', sent['params']['destination_xml'])
+        self.assertEqual(sent['params'], session.sent_params)
+
+    def test_nova_parallel_dropped_for_single_stream_plan(self):
+        session = make_session(datamodel.Plan(
+            policy='static', method='xbzrle', xbzrle_cache_mb=128))
+        params = dict(self.nova_params, **{'parallel.connections': 4})
+        execution.PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertNotIn('parallel.connections', sent['params'])
+        self.assertFalse(sent['flags'] & c.VIR_MIGRATE_PARALLEL)
+
+    def test_non_shared_inc_dropped_without_disks(self):
+        facts = datamodel.Facts(hypervisor=CAPS, destination=DEST,
+                                block_migration=True)
+        session = make_session(datamodel.Plan(
+            policy='static', method='zstd', parallel_connections=2), facts)
+        self.assertTrue(session.call.flags & c.VIR_MIGRATE_NON_SHARED_INC)
+        proxy = execution.PlannedDomain(self.domain, session)
+        proxy.migrateToURI3('uri', self.nova_params, NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertFalse(sent['flags'] & c.VIR_MIGRATE_NON_SHARED_INC)
+        proxy.migrateToURI3('uri', dict(self.nova_params,
+                                        migrate_disks=['vda']),
+                            NOVA_FLAGS | c.VIR_MIGRATE_NON_SHARED_INC)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertTrue(sent['flags'] & c.VIR_MIGRATE_NON_SHARED_INC)
+
+    def _stale_xml(self, method='zstd'):
+        from nova_qat_migration.virt.libvirt import passthrough
+        return passthrough.add_globals(
+            "<domain type='qemu'><name>vm</name></domain>",
+            {'multifd-compression': method, 'multifd-zstd-level': 1})
+
+    def _monitor_calls(self, reply='{"return": {}}'):
+        calls = []
+
+        def monitor(domain, command):
+            calls.append(json.loads(command))
+            return reply
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.passthrough._monitor',
+            monitor))
+        return calls
+
+    def test_nova_plan_gets_a_clean_slate(self):
+        # An earlier passthrough migration left -global in the running
+        # definition; Nova copies it into both XMLs of the next migration.
+        from nova_qat_migration.virt.libvirt import passthrough
+        stale = self._stale_xml()
+        self.domain.XMLDesc.return_value = stale
+        calls = self._monitor_calls()
+        facts = datamodel.Facts(hypervisor=CAPS, destination=DEST)
+        session = make_session(
+            nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
+        params = {'bandwidth': 0, 'destination_xml': stale,
+                  'persistent_xml': stale}
+        execution.PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertEqual(NOVA_FLAGS, sent['flags'])
+        self.assertEqual(0, sent['params']['bandwidth'])
+        for key in ('destination_xml', 'persistent_xml'):
+            self.assertFalse(passthrough.has_globals(sent['params'][key]))
+        # Single stream: the source's default method does not matter.
+        self.assertEqual([], calls)
+
+    def test_stale_source_method_reset_for_multifd_plan(self):
+        from nova_qat_migration.virt.libvirt import passthrough
+        stale = self._stale_xml()
+        self.domain.XMLDesc.return_value = stale
+        params = {'bandwidth': 0, 'destination_xml': stale,
+                  'persistent_xml': stale}
+        plan = datamodel.Plan(policy='static', parallel_connections=4)
+        # Monitor commands allowed: the source goes back to none.
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        calls = self._monitor_calls()
+        session = make_session(plan)
+        execution.PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertTrue(sent['flags'] & c.VIR_MIGRATE_PARALLEL)
+        self.assertEqual([{'execute': 'migrate-set-parameters',
+                           'arguments': {'multifd-compression': 'none'}}],
+                         calls)
+        self.assertFalse(passthrough.has_globals(
+            sent['params']['destination_xml']))
+        # Not allowed: both ends keep the stale method (live XML only).
+        self.flags(qemu_monitor_passthrough=False, group='qat_migration')
+        del calls[:]
+        session = make_session(plan)
+        execution.PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertEqual([], calls)
+        self.assertEqual({'multifd-compression': 'zstd'},
+                         passthrough.globals_of(
+                             sent['params']['destination_xml']))
+        self.assertFalse(passthrough.has_globals(
+            sent['params']['persistent_xml']))
+
+    def test_unbuildable_passthrough_plan_leaves_source_alone(self):
+        facts = datamodel.Facts(hypervisor=datamodel.HypervisorCaps(
+            libvirt_version=(9, 3, 0),
+            multifd_methods=frozenset({'none', 'zstd'})),
+            destination=DEST, passthrough_allowed=True)
+        session = make_session(datamodel.Plan(
+            policy='static', method='zstd', level=1, parallel_connections=4),
+            facts)
+        self.assertEqual(translate.BACKEND_PASSTHROUGH, session.call.backend)
+        session.software_call = translate.to_libvirt(
+            session.requested, datamodel.Facts(
+                hypervisor=facts.hypervisor, destination=DEST))
+        calls = self._monitor_calls()
+        params = dict(self.nova_params, destination_xml='<not xml')
+        execution.PlannedDomain(self.domain, session).migrateToURI3(
+            'uri', params, NOVA_FLAGS)
+        # Nothing reached the source QEMU; the software plan ran.
+        self.assertEqual([], calls)
+        self.assertEqual(1, self.domain.migrateToURI3.call_count)
+        self.assertTrue(any('could not be built' in n
+                            for n in session.notes), session.notes)
+
+    def test_refusal_retries_once_with_nova_call(self):
+        for code in ('VIR_ERR_ARGUMENT_UNSUPPORTED',
+                     'VIR_ERR_CONFIG_UNSUPPORTED', 'VIR_ERR_INVALID_ARG',
+                     'VIR_ERR_OPERATION_UNSUPPORTED'):
+            domain = mock.Mock()
+            domain.migrateToURI3.side_effect = [_refusal(code), None]
+            session = self._zstd()
+            execution.PlannedDomain(domain, session).migrateToURI3(
+                'uri', self.nova_params, NOVA_FLAGS)
+            first, second = domain.migrateToURI3.call_args_list
+            self.assertIn('compression', first.kwargs['params'])
+            self.assertEqual(self.nova_params, second.kwargs['params'])
+            self.assertEqual(NOVA_FLAGS, second.kwargs['flags'])
+            self.assertFalse(session.planned)    # the monitor follows
+            self.assertIn('libvirt refused', session.notes[0])
+
+    def test_other_errors_are_not_retried(self):
+        self.domain.migrateToURI3.side_effect = _refusal(
+            'VIR_ERR_OPERATION_FAILED')
+        session = self._zstd()
+        self.assertRaises(
+            fakelibvirt.libvirtError,
+            execution.PlannedDomain(self.domain, session).migrateToURI3,
+            'uri', self.nova_params, NOVA_FLAGS)
+        self.assertEqual(1, self.domain.migrateToURI3.call_count)
+        self.assertTrue(session.planned)
+        # The report says what ended it.
+        self.assertEqual('migration failed: unsupported', session.notes[-1])
+
+    def test_requested_abort_keeps_the_instance_out_of_error(self):
+        # QEMU 10 may end an aborted job as failed; the guest runs on here
+        # and Nova's monitor rolls back, so the error is not raised (Nova
+        # would set the instance to ERROR).
+        self.domain.migrateToURI3.side_effect = _refusal(
+            'VIR_ERR_OPERATION_FAILED')
+        self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_RUNNING, 0]
+        session = self._zstd()
+        monitor_view = execution.MonitoredDomain(self.domain, session)
+        monitor_view.abortJob()
+        self.domain.abortJob.assert_called_once_with()
+        self.assertIsNone(
+            execution.PlannedDomain(self.domain, session).migrateToURI3(
+                'uri', self.nova_params, NOVA_FLAGS))
+        self.assertIn('aborted as requested', session.notes[-1])
+        # A guest that is not running here (post-copy, gone): raised.
+        self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_PAUSED, 0]
+        self.assertRaises(
+            fakelibvirt.libvirtError,
+            execution.PlannedDomain(self.domain, session).migrateToURI3,
+            'uri', self.nova_params, NOVA_FLAGS)
+
+    def test_refusal_of_nova_call_is_raised(self):
+        self.domain.migrateToURI3.side_effect = _refusal()
+        facts = datamodel.Facts(hypervisor=CAPS, destination=DEST)
+        session = make_session(
+            nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
+        self.assertRaises(
+            fakelibvirt.libvirtError,
+            execution.PlannedDomain(self.domain, session).migrateToURI3,
+            'uri', self.nova_params, NOVA_FLAGS)
+        self.assertEqual(1, self.domain.migrateToURI3.call_count)
+
+    def test_failed_job_with_the_guest_running_here_is_not_raised(self):
+        # The destination QEMU died mid-migration: libvirt fails the job
+        # and the guest runs on here. Nova's monitor rolls back; raising
+        # would make Nova put the running instance in ERROR.
+        self.domain.migrateToURI3.side_effect = _refusal(
+            'VIR_ERR_OPERATION_FAILED')
+        self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_RUNNING, 0]
+        session = self._zstd()
+        self.assertIsNone(
+            execution.PlannedDomain(self.domain, session).migrateToURI3(
+                'uri', self.nova_params, NOVA_FLAGS))
+        self.assertEqual(1, self.domain.migrateToURI3.call_count)
+        self.assertEqual('migration failed: unsupported', session.notes[-1])
+        # Paused here (post-copy: the guest's memory is split) or gone:
+        # Nova's handling.
+        for state in ([fakelibvirt.VIR_DOMAIN_PAUSED, 12],
+                      [fakelibvirt.VIR_DOMAIN_SHUTOFF, 0]):
+            self.domain.state.return_value = state
+            self.assertRaises(
+                fakelibvirt.libvirtError,
+                execution.PlannedDomain(self.domain, session).migrateToURI3,
+                'uri', self.nova_params, NOVA_FLAGS)
+
+    def test_other_calls_pass_through(self):
+        proxy = execution.PlannedDomain(self.domain, self._zstd())
+        proxy.abortJob()
+        self.domain.abortJob.assert_called_once_with()
+
+
+class MonitoredDomainTest(_DomainTestBase):
+    """Nova's monitor: progress, escalations, downtime steps."""
+
+    def test_downtime_steps_scaled_and_never_lowered(self):
+        self.flags(live_migration_downtime=500, group='libvirt')
+        session = make_session(datamodel.Plan(policy='static',
+                                              max_downtime_ms=2000))
+        proxy = execution.MonitoredDomain(self.domain, session)
+        proxy.migrateSetMaxDowntime(50)
+        self.domain.migrateSetMaxDowntime.assert_called_with(200)
+        session.tracker.applied(datamodel.Action('downtime', 900))
+        self.domain.reset_mock()
+        proxy.migrateSetMaxDowntime(200)          # scaled 800 < 900
+        self.domain.migrateSetMaxDowntime.assert_not_called()
+        proxy.migrateSetMaxDowntime(500)
+        self.domain.migrateSetMaxDowntime.assert_called_with(2000)
+
+    def test_escalation_errors_never_reach_nova(self):
+        session = self._zstd()
+
+        class Exploding(base.Policy):
+            def plan(self, facts):
+                raise AssertionError
+
+            def on_progress(self, plan, progress):
+                raise ValueError('plugin bug')
+
+        session.policy = Exploding(CONF)
+        self.domain.jobStats.return_value = {'type': 2,
+                                             'memory_remaining': 1}
+        proxy = execution.MonitoredDomain(self.domain, session)
+        self.assertEqual({'type': 2, 'memory_remaining': 1},
+                         proxy.jobStats())
+
+    def test_no_post_copy_over_a_dead_link(self):
+        # A progress timeout asks for post-copy; nothing has been sent for
+        # longer than DEAD_LINK_S (the link is cut): abort instead, the
+        # guest keeps running here.
+        session = make_session(datamodel.Plan(
+            policy='static', post_copy=True, post_copy_after_stalled=2))
+        proxy = execution.MonitoredDomain(self.domain, session)
+        stats = {'type': 2, 'memory_processed': 100,
+                 'memory_remaining': 50}
+        self.domain.jobStats.return_value = stats
+        clock = self.useFixture(fixtures.MockPatchObject(
+            execution, 'time')).mock.monotonic
+        clock.return_value = 1000.0
+        proxy.jobStats()
+        clock.return_value = 1000.0 + execution.DEAD_LINK_S + 1
+        proxy.jobStats()
+        with mock.patch('nova.virt.libvirt.migration.'
+                        'trigger_postcopy_switch') as switch:
+            proxy._qat_apply(datamodel.Action('post_copy', reason='timeout'))
+        switch.assert_not_called()
+        self.domain.migrateStartPostCopy.assert_not_called()
+        self.domain.abortJob.assert_called_once_with()
+        self.assertTrue(session.aborted_by_us)
+        self.assertEqual('abort', session.actions[-1].kind)
+        self.assertIn('nothing sent', session.actions[-1].reason)
+
+    def test_one_abort_per_migration(self):
+        # The progress timeout keeps asking while the job is cancelled
+        # (over a cut link that takes until the link returns): abortJob
+        # once; a failed abort may be tried again.
+        session = self._zstd()
+        proxy = execution.MonitoredDomain(self.domain, session)
+        self.domain.abortJob.side_effect = [
+            fakelibvirt.make_libvirtError(
+                fakelibvirt.libvirtError, 'busy',
+                error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED), 0]
+        for _ in range(4):
+            proxy._qat_apply(datamodel.Action('abort',
+                                              reason='progress timeout'))
+        self.assertEqual(2, self.domain.abortJob.call_count)
+        self.assertEqual(['abort'], [a.kind for a in session.actions])
+
+    def test_post_copy_while_data_moves(self):
+        session = make_session(datamodel.Plan(
+            policy='static', post_copy=True, post_copy_after_stalled=2))
+        proxy = execution.MonitoredDomain(self.domain, session)
+        clock = self.useFixture(fixtures.MockPatchObject(
+            execution, 'time')).mock.monotonic
+        clock.return_value = 1000.0
+        for i in range(10):
+            clock.return_value = 1000.0 + i
+            self.domain.jobStats.return_value = {
+                'type': 2, 'memory_processed': 100 * (i + 1),
+                'memory_remaining': 50}
+            proxy.jobStats()
+        proxy._qat_apply(datamodel.Action('post_copy', reason='stalled'))
+        self.domain.migrateStartPostCopy.assert_called_once_with()
+        self.domain.abortJob.assert_not_called()
+        self.assertEqual('post_copy', session.actions[-1].kind)
+
+
+class MigrationSessionTest(_DomainTestBase):
+
+    def test_outcome_follows_what_nova_and_we_asked_for(self):
+        session = self._zstd()
+        self.assertEqual(report.OUTCOME_FAILED, session.outcome)
+        session.completed()
+        self.assertEqual(report.OUTCOME_COMPLETED, session.outcome)
+        session.rolled_back()
+        self.assertEqual(report.OUTCOME_FAILED, session.outcome)
+        session.rolled_back('cancelled')        # Nova's API abort
+        self.assertEqual(report.OUTCOME_CANCELLED, session.outcome)
+        # Nova's completion timeout, through the monitor's domain.
+        session = self._zstd()
+        execution.MonitoredDomain(self.domain, session).abortJob()
+        session.rolled_back('error')
+        self.assertEqual(report.OUTCOME_CANCELLED, session.outcome)
+        # Our own escalation.
+        execution.MonitoredDomain(self.domain, session)._qat_apply(
+            datamodel.Action('abort', reason='progress timeout'))
+        session.rolled_back('error')
+        self.assertEqual(report.OUTCOME_ABORTED, session.outcome)
+
+    def test_no_job_completed_event_id_no_watch(self):
+        # Nova's fake libvirt lacks VIR_DOMAIN_EVENT_ID_JOB_COMPLETED.
+        session = self._zstd()
+        connect = mock.Mock()
+        session.watch_job(connect, self.domain)
+        connect.assert_not_called()
+        self.assertIsNone(session.job_watch)
+
+    def test_operation_domain_leaves_monitoring_to_the_monitor(self):
+        # jobStats through the operation thread's domain feeds nothing.
+        session = self._zstd()
+        self.domain.jobStats.return_value = {'type': 2,
+                                             'memory_remaining': 1}
+        execution.PlannedDomain(self.domain, session).jobStats()
+        self.assertEqual({}, session.tracker.last)
+        execution.MonitoredDomain(self.domain, session).jobStats()
+        self.assertEqual(1, session.tracker.last['memory_remaining'])
+
+
+class RefusalCodesTest(test_driver.DriverTestBase):
+
+    def test_codes_by_name_in_the_loaded_module(self):
+        # The fake numbers VIR_ERR_CONFIG_UNSUPPORTED 951, libvirt 67.
+        codes = c.refused_error_codes(fakelibvirt)
+        self.assertIn(fakelibvirt.VIR_ERR_CONFIG_UNSUPPORTED, codes)
+        self.assertEqual(frozenset(c.REFUSED_ERRORS.values()),
+                         c.refused_error_codes(object()))
+        for name in c.REFUSED_ERRORS:
+            self.assertTrue(execution._is_refusal(_refusal(name)), name)
+        self.assertFalse(execution._is_refusal(
+            _refusal('VIR_ERR_OPERATION_FAILED')))
+        self.assertFalse(execution._is_refusal(RuntimeError('other')))

@@ -1,0 +1,177 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The facts a migration is planned from: what is read, what is measured
+only when the policy needs it, and the destination's Placement traits.
+"""
+
+from unittest import mock
+
+import fixtures
+from nova import objects
+from nova import test
+
+from nova_qat_migration.conf import CONF
+from nova_qat_migration import datamodel
+from nova_qat_migration import history as qat_history
+from nova_qat_migration.policy import hints as qat_hints
+from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration.virt.libvirt import facts
+
+CAPS = datamodel.HypervisorCaps(multifd_methods=frozenset({'none', 'zstd'}))
+UUID = '11111111-2222-3333-4444-555555555555'
+
+
+def _instance(vm_state='active', extra_specs=None):
+    flavor = objects.Flavor(memory_mb=2048, vcpus=2,
+                            extra_specs=extra_specs or {})
+    return objects.Instance(uuid=UUID, vm_state=vm_state, flavor=flavor,
+                            system_metadata={})
+
+
+def _traits(*names):
+    return mock.Mock(traits=list(names))
+
+
+class GatherTest(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.load = datamodel.HostLoad(cpus=8, cpu_idle_pct=90.0,
+                                       mem_free_mb=8192)
+        self.host_load = self.useFixture(fixtures.MockPatch(
+            'nova_qat_migration.virt.libvirt.measure.host_load',
+            return_value=self.load)).mock
+        self.fields = self.useFixture(fixtures.MockPatch(
+            'nova_qat_migration.virt.libvirt.measure.instance_fields',
+            return_value={'dirty_rate_mbps': 40.0})).mock
+        self.destination = self.useFixture(fixtures.MockPatch(
+            'nova_qat_migration.virt.libvirt.facts.destination',
+            return_value=datamodel.DestinationCaps(known=True))).mock
+        self.host = mock.Mock()
+        self.manager = mock.Mock()
+        self.manager.state.return_value = datamodel.QATState(endpoints=2)
+        self.history = qat_history.HistoryStore(None, 10)
+        self.flags(link_gbps=8, dirty_rate_sample_seconds=1,
+                   group='qat_migration')
+
+    def _gather(self, instance, measured, **kw):
+        args = dict(caps=CAPS, host=self.host, qat_manager=self.manager,
+                    history=self.history, reportclient=mock.sentinel.rc,
+                    in_flight=datamodel.InFlight(migrations=1))
+        args.update(kw)
+        migrate_data = objects.LibvirtLiveMigrateData(block_migration=True)
+        return facts.gather(CONF, mock.sentinel.ctx, instance, 'dest',
+                            migrate_data, datamodel.Hints(), measured,
+                            **args)
+
+    def test_nova_plan_measures_nothing(self):
+        got = self._gather(_instance(), measured=False)
+        self.host_load.assert_not_called()
+        self.fields.assert_not_called()
+        self.manager.state.assert_not_called()
+        self.destination.assert_not_called()
+        self.assertEqual(datamodel.HostLoad(), got.host)
+        self.assertFalse(got.destination.known)
+        # What costs nothing is read all the same.
+        self.assertEqual(2048, got.instance.memory_mb)
+        self.assertEqual(2, got.instance.vcpus)
+        self.assertEqual(UUID, got.instance.uuid)
+        self.assertIs(CAPS, got.hypervisor)
+        self.assertTrue(got.block_migration)
+        self.assertEqual(1, got.in_flight.migrations)
+        self.assertAlmostEqual(8e9 / 8 / datamodel.MIB, got.link_mbps)
+
+    def test_measured_facts(self):
+        got = self._gather(_instance(), measured=True)
+        self.assertEqual(self.load, got.host)
+        self.host.get_guest.assert_called_once_with(mock.ANY)
+        self.fields.assert_called_once_with(
+            self.host.get_guest.return_value._domain, 2048, 1)
+        self.assertEqual(40.0, got.instance.dirty_rate_mbps)
+        self.assertEqual(2, got.qat.endpoints)
+        self.destination.assert_called_once_with(
+            mock.sentinel.ctx, mock.sentinel.rc, 'dest', mock.ANY)
+        self.assertTrue(got.destination.known)
+
+    def test_paused_guest_not_sampled_and_failures_degrade(self):
+        got = self._gather(_instance(vm_state='paused'), measured=True)
+        self.fields.assert_not_called()
+        self.assertTrue(got.instance.paused)
+        self.host.get_guest.side_effect = RuntimeError('gone')
+        self.manager.state.side_effect = RuntimeError('no QAT')
+        got = self._gather(_instance(), measured=True, caps=None,
+                           qat_manager=self.manager, history=None)
+        self.assertEqual(datamodel.QATState(), got.qat)
+        self.assertEqual(datamodel.HypervisorCaps(), got.hypervisor)
+        self.assertEqual(datamodel.History(), got.history)
+
+
+class DestinationTest(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.reportclient = mock.Mock()
+        self.reportclient.get_provider_traits.return_value = _traits(
+            capabilities.TRAIT_PLANNER, capabilities.TRAIT_MULTIFD,
+            capabilities.compress_trait('zstd'))
+
+    def test_traits_of_the_destination_node(self):
+        node = mock.Mock(uuid='rp-1')
+        migration = objects.Migration(dest_node='node1')
+        migrate_data = objects.LibvirtLiveMigrateData(migration=migration)
+        with mock.patch.object(objects.ComputeNode,
+                               'get_by_host_and_nodename',
+                               return_value=node) as get:
+            caps = facts.destination(mock.sentinel.ctx, self.reportclient,
+                                     'dest', migrate_data)
+        get.assert_called_once_with(mock.sentinel.ctx, 'dest', 'node1')
+        self.reportclient.get_provider_traits.assert_called_once_with(
+            mock.sentinel.ctx, 'rp-1')
+        self.assertTrue(caps.known)
+        self.assertTrue(caps.multifd)
+        self.assertIn('zstd', caps.methods)
+
+    def test_all_nodes_of_the_host_without_a_migration(self):
+        nodes = [mock.Mock(uuid='rp-1'), mock.Mock(uuid='rp-2')]
+        with mock.patch.object(objects.ComputeNodeList, 'get_all_by_host',
+                               return_value=nodes):
+            caps = facts.destination(mock.sentinel.ctx, self.reportclient,
+                                     'dest', objects.LibvirtLiveMigrateData())
+        self.assertEqual(2, self.reportclient.get_provider_traits.call_count)
+        self.assertTrue(caps.known)
+
+    def test_unreadable_traits_mean_unknown(self):
+        logger = self.useFixture(fixtures.FakeLogger())
+        # No Placement client at all (Nova's fake virt API has none).
+        caps = facts.destination(mock.sentinel.ctx, None, 'dest',
+                                 objects.LibvirtLiveMigrateData())
+        self.assertEqual(datamodel.DestinationCaps(), caps)
+        self.assertIn('Could not read the traits of destination dest',
+                      logger.output)
+
+
+class InstanceInputTest(test.NoDBTestCase):
+
+    def test_hints_from_the_flavor(self):
+        hints = facts.instance_hints(CONF, _instance(
+            extra_specs={'qat_migration:parallel_connections': '4'}))
+        self.assertEqual(4, hints.parallel_connections)
+        self.assertRaises(
+            qat_hints.InvalidHint, facts.instance_hints, CONF,
+            _instance(extra_specs={
+                'qat_migration:parallel_connections': '999'}))
+
+    def test_field_of_an_unset_versioned_field(self):
+        instance = objects.Instance(uuid=UUID)
+        self.assertEqual('x', facts.field(instance, 'flavor', 'x'))
+        self.assertEqual(UUID, facts.field(instance, 'uuid'))
+        self.assertIsNone(facts.field(None, 'uuid'))
