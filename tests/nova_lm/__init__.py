@@ -52,8 +52,8 @@ def _use_qat_driver():
         elif opt.name == 'enabled':
             opt.default = True
 
-    # NOTE(qat-migration): no QEMU to probe under the fake libvirt (and the
-    # shared machine may have a real one we must not start per test).
+    # NOTE(qat-migration): no QEMU to probe under the fake libvirt (and a
+    # real one on the test machine must not be started for every test).
     caps = datamodel.HypervisorCaps()
     qat_driver.QATMigrationMixin.qat_probe_hypervisor = staticmethod(
         lambda conn, qemu_binary=None: caps)
