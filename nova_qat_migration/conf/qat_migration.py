@@ -303,8 +303,8 @@ detect such a build; only set this if yours is one.
 
 state_opts = [
     # NOTE(qat-migration): no '$state_path/...' default: inside this group
-    # '$state_path' names this very option and oslo.config recurses until
-    # RecursionError, which left the history in memory only.
+    # '$state_path' names this very option, and oslo.config would recurse
+    # until RecursionError. HistoryStore.from_conf derives the default.
     cfg.StrOpt('state_path',
         default=None,
         sample_default='<[DEFAULT] state_path>/qat_migration',

@@ -16,7 +16,8 @@ Modules: :mod:`.devices` (sysfs), :mod:`.health` (debugfs), :mod:`.qatzip`
 ProviderTree logic) and :mod:`.manager` (``QATManager``, the façade the
 driver and CLI use). No module loads QATzip or cffi at import time.
 
-No QAT hardware was available where this package was written: discovery is
-tested against sysfs trees laid out as the kernel does, and QATzip through
-its real software fallback.
+The tests run without QAT hardware: discovery and health against sysfs and
+debugfs trees laid out as the kernel does (``tests/fixtures/qat_sysfs.py``),
+QATzip through its real software fallback. The hardware paths follow the
+kernel's and QATzip's documented formats.
 """

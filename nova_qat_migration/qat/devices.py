@@ -17,18 +17,19 @@ never done. Discovery runs inside nova-compute's periodic task, therefore a
 missing, unreadable or garbled file never raises: the function (or the one
 attribute) is skipped and a warning is logged once per path and problem.
 
-NOTE: no QAT hardware exists where this was written. The layout follows the
-kernel's (``drivers/crypto/intel/qat``) and is exercised against sysfs trees
-built by ``tests/fixtures/qat_sysfs.py``.
+The layout is the kernel's (``drivers/crypto/intel/qat``); the tests build
+such sysfs trees with ``tests/fixtures/qat_sysfs.py`` (no QAT hardware
+needed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import threading
 from typing import Iterable, Optional
+
+from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ class Model:
         return self.generation >= 4
 
 
-#: Every generation in REFERENCE section 5 (DH895xCC .. 6xxx).
+#: Every QAT product line the kernel's ``drivers/crypto/intel/qat`` drives,
+#: DH895xCC (Gen1) to 6xxx (Gen6).
 MODELS = (
     Model('dh895xcc', 1, 0x0435, 0x0443),
     Model('c6xx', 2, 0x37c8, 0x37c9),      # C62x

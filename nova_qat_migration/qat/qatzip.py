@@ -34,20 +34,21 @@ no RUNPATH, so when loading from a directory its ``libusdm.so.0`` and
 loader then satisfies ``libqatzip.so.3``'s dependencies by soname from the
 already-loaded objects, and no ``LD_LIBRARY_PATH`` is needed.
 
-NOTE: no QAT hardware exists where this was written: the software path is
-what the tests exercise; the hardware/software decision follows QATzip's
-documented status codes and ``QZ_SW_EXECUTION`` bit.
+The tests exercise QATzip's software path (no QAT hardware needed); the
+hardware/software decision follows QATzip's documented status codes and its
+``QZ_SW_EXECUTION`` bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import random
 import threading
 import time
 from typing import Any, Optional, Sequence
+
+from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 
