@@ -1,0 +1,343 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The package's structure: no import cycles, layers, constants defined once.
+
+Every module of ``nova_qat_migration`` is read with :mod:`ast`, never
+imported, so these checks see function-local imports too and cost no
+start-up of Nova or libvirt.
+
+The layers, bottom up (:data:`LAYERS`):
+:mod:`nova_qat_migration.datamodel` imports nothing from the package;
+``conf`` builds on the data model only; ``qat`` too; ``policy`` on those
+two and never reaches into ``virt`` (a policy is pure: the driver gathers
+facts and executes plans); only ``cmd`` imports ``cmd``.
+"""
+
+import ast
+import collections
+import pathlib
+
+import testtools
+
+import nova_qat_migration
+
+PACKAGE = 'nova_qat_migration'
+ROOT = pathlib.Path(nova_qat_migration.__file__).resolve().parent
+
+#: What each layer may import from the package besides itself.
+LAYERS = {
+    'nova_qat_migration.datamodel': [],
+    'nova_qat_migration.conf': ['nova_qat_migration.datamodel'],
+    'nova_qat_migration.qat': ['nova_qat_migration.datamodel'],
+    'nova_qat_migration.policy': ['nova_qat_migration.conf',
+                                  'nova_qat_migration.datamodel'],
+}
+
+#: Imports that break a layer today, each with the reason it stays:
+#: ``(importer, imported) -> reason``. Remove an entry when it is fixed.
+LAYER_EXCEPTIONS = {
+    ('nova_qat_migration.conf', 'nova_qat_migration.policy.model'):
+        'check_calibration (function-local import) checks a calibration '
+        'file against the fields of policy.model.Calibration; it moves '
+        'with the adaptive policy reading its calibration in load() '
+        '(issue 14)',
+}
+
+#: Module-level constants defined in more than one module on purpose:
+#: ``name -> reason``.
+SHARED_CONSTANTS = {
+    'TRAIT_PREFIX':
+        'two trait families: CUSTOM_QAT_ (a QAT device provider\'s traits, '
+        'qat.placement) and CUSTOM_MIGRATION_ (what a host can receive, '
+        'virt.libvirt.capabilities)',
+}
+
+
+def module_name(path):
+    """``nova_qat_migration.x.y`` for ``ROOT/x/y.py`` (a package by name)."""
+    parts = list(path.relative_to(ROOT).with_suffix('').parts)
+    if parts[-1] == '__init__':
+        parts.pop()
+    return '.'.join([PACKAGE] + parts)
+
+
+def package_modules():
+    """``{module name: parsed tree}`` of every module of the package."""
+    return {module_name(path): ast.parse(path.read_text(), str(path))
+            for path in sorted(ROOT.rglob('*.py'))}
+
+
+def _absolute(node, importer, is_package):
+    """The module ``from ... import`` names, relative levels resolved."""
+    if not node.level:
+        return node.module or ''
+    base = importer.split('.')
+    # A package's own __init__ is level 1 of itself, a module of its
+    # package.
+    base = base[:len(base) - node.level + (1 if is_package else 0)]
+    return '.'.join(base + ([node.module] if node.module else []))
+
+
+def imports_of(name, tree, modules):
+    """``{imported package module: line}`` for every import in ``tree``,
+    function-local ones included.
+
+    ``from a import b`` is an import of the module ``a.b`` when that is a
+    module of the package, else of ``a``.
+    """
+    is_package = ROOT.joinpath(*name.split('.')[1:], '__init__.py').exists()
+    found = {}
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            source = _absolute(node, name, is_package)
+            for alias in node.names:
+                full = '%s.%s' % (source, alias.name)
+                targets.append(full if full in modules else source)
+        for target in targets:
+            if target in modules and target != name:
+                found.setdefault(target, node.lineno)
+    return found
+
+
+def import_graph(modules=None):
+    """``{module: {imported module: line}}`` within the package."""
+    modules = modules if modules is not None else package_modules()
+    return {name: imports_of(name, tree, modules)
+            for name, tree in modules.items()}
+
+
+def cycles(graph):
+    """One cycle per strongly connected group of modules (Tarjan).
+
+    Each is a list of modules, the first repeated last.
+    """
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.add(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return [_cycle_in(graph, group) for group in groups]
+
+
+def _cycle_in(graph, group):
+    """A shortest cycle through the first module of ``group``."""
+    start = min(group)
+    paths = collections.deque([[start]])
+    seen = {start}
+    while paths:
+        path = paths.popleft()
+        for w in sorted(graph[path[-1]]):
+            if w == start:
+                return path + [start]
+            if w in group and w not in seen:
+                seen.add(w)
+                paths.append(path + [w])
+    raise AssertionError('no cycle in %s' % sorted(group))
+
+
+def _under(module, layer):
+    return module == layer or module.startswith(layer + '.')
+
+
+def layer_violations(graph, importers, allowed):
+    """``importer:line imports imported``, for imports layers forbid.
+
+    Those are the imports from a module under ``importers`` of a package
+    module under none of ``allowed`` (:data:`LAYER_EXCEPTIONS` aside).
+    """
+    bad = []
+    for importer, imported in sorted(graph.items()):
+        if not _under(importer, importers):
+            continue
+        for target, line in sorted(imported.items()):
+            if any(_under(target, layer) for layer in allowed):
+                continue
+            if (_layer_of(importer), target) in LAYER_EXCEPTIONS:
+                continue
+            bad.append('%s:%d imports %s' % (importer, line, target))
+    return bad
+
+
+def _layer_of(module):
+    """``nova_qat_migration.conf`` for ``nova_qat_migration.conf.opts``."""
+    return '.'.join(module.split('.')[:2])
+
+
+def _literal(node):
+    """Whether ``node`` is a literal: number, string, or tuple/frozenset.
+
+    Tuples and frozensets count when they hold literals only.
+    """
+    if isinstance(node, ast.Constant):
+        return (isinstance(node.value, (int, float, str)) and
+                not isinstance(node.value, bool))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return _literal(node.operand)
+    if isinstance(node, ast.Tuple):
+        return all(_literal(e) for e in node.elts)
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and
+            node.func.id == 'frozenset' and len(node.args) <= 1 and
+            not node.keywords):
+        if not node.args:
+            return True
+        arg = node.args[0]
+        return (isinstance(arg, (ast.Set, ast.List, ast.Tuple)) and
+                all(_literal(e) for e in arg.elts))
+    return False
+
+
+def literal_constants(tree):
+    """``{NAME: line}`` of module-level UPPER_CASE literal constants."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        for target in targets:
+            if (isinstance(target, ast.Name) and target.id.isupper() and
+                    not target.id.startswith('_') and _literal(value)):
+                found[target.id] = node.lineno
+    return found
+
+
+def twin_constants(modules):
+    """``{NAME: ['module:line', ...]}`` for names in several modules."""
+    where = collections.defaultdict(list)
+    for name, tree in sorted(modules.items()):
+        for constant, line in literal_constants(tree).items():
+            where[constant].append('%s:%d' % (name, line))
+    return {name: places for name, places in sorted(where.items())
+            if len(places) > 1}
+
+
+class TestStructure(testtools.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.modules = package_modules()
+        self.graph = import_graph(self.modules)
+
+    def test_walks_the_package(self):
+        for name in ('nova_qat_migration.datamodel',
+                     'nova_qat_migration.conf',
+                     'nova_qat_migration.policy.base',
+                     'nova_qat_migration.virt.libvirt.driver'):
+            self.assertIn(name, self.modules)
+        # Function-local imports count.
+        self.assertIn('nova_qat_migration.history',
+                      self.graph['nova_qat_migration.cmd.status'])
+
+    def test_no_import_cycle(self):
+        found = [' -> '.join(cycle) for cycle in cycles(self.graph)]
+        self.assertEqual([], found, 'import cycles in the package')
+
+    def test_datamodel_imports_nothing_from_the_package(self):
+        self.assertEqual({}, self.graph['nova_qat_migration.datamodel'])
+
+    def test_layers(self):
+        bad = []
+        for importers, allowed in sorted(LAYERS.items()):
+            bad += layer_violations(self.graph, importers,
+                                    [importers] + allowed)
+        self.assertEqual([], bad)
+
+    def test_policies_never_import_virt(self):
+        self.assertNotIn('nova_qat_migration.virt',
+                         LAYERS['nova_qat_migration.policy'])
+
+    def test_only_commands_import_commands(self):
+        bad = [
+            '%s imports %s' % (importer, target)
+            for importer, imported in sorted(self.graph.items())
+            if not _under(importer, 'nova_qat_migration.cmd')
+            for target in imported
+            if _under(target, 'nova_qat_migration.cmd')]
+        self.assertEqual([], bad)
+
+    def test_layer_exceptions_still_needed(self):
+        for importer, imported in LAYER_EXCEPTIONS:
+            self.assertTrue(
+                any(_layer_of(m) == importer and imported in targets
+                    for m, targets in self.graph.items()),
+                'layer exception %s -> %s no longer needed'
+                % (importer, imported))
+
+    def test_each_literal_constant_defined_once(self):
+        twins = {name: places
+                 for name, places in twin_constants(self.modules).items()
+                 if name not in SHARED_CONSTANTS}
+        self.assertEqual({}, twins,
+                         'constants defined in more than one module: '
+                         'define each once and import it')
+
+    def test_shared_constants_still_shared(self):
+        twins = twin_constants(self.modules)
+        self.assertEqual([], [name for name in SHARED_CONSTANTS
+                              if name not in twins])
+
+
+class TestChecksThemselves(testtools.TestCase):
+    """The checks catch what they are for."""
+
+    def test_cycle_named(self):
+        graph = {'a': {'b': 1}, 'b': {'c': 1}, 'c': {'a': 1}, 'd': {'a': 1}}
+        self.assertEqual([['a', 'b', 'c', 'a']], cycles(graph))
+        self.assertEqual([], cycles({'a': {'b': 1}, 'b': {}}))
+
+    def test_function_local_and_relative_imports_seen(self):
+        source = ('def f():\n'
+                  '    from nova_qat_migration.policy import model\n'
+                  'from . import datamodel\n'
+                  'import nova_qat_migration.qat.devices\n')
+        modules = {'nova_qat_migration.history': None,
+                   'nova_qat_migration.policy.model': None,
+                   'nova_qat_migration.datamodel': None,
+                   'nova_qat_migration.qat.devices': None}
+        found = imports_of('nova_qat_migration.history', ast.parse(source),
+                           modules)
+        self.assertEqual({'nova_qat_migration.policy.model': 2,
+                          'nova_qat_migration.datamodel': 3,
+                          'nova_qat_migration.qat.devices': 4}, found)
+
+    def test_literal_constants(self):
+        tree = ast.parse('A = 1\nB: int = -2.5\nC = ("x", 1)\n'
+                         'D = frozenset({"a"})\nE = dict()\nF = True\n'
+                         '_G = 1\nh = 1\nI = A\nJ = frozenset()\n')
+        self.assertEqual(['A', 'B', 'C', 'D', 'J'],
+                         sorted(literal_constants(tree)))
