@@ -13,7 +13,7 @@
 
 Runs are ordered repeat by repeat (every scenario once, then again), and
 within a scenario the plan order rotates between repeats, so slow drift of
-the machine (other work on its two cores) spreads over all plans instead of
+the machine (other work on the same cores) spreads over all plans instead of
 favouring one. Each run is one JSON line, written as soon as it ends; the
 summary and chart are computed from the JSON lines alone, so they can be
 rebuilt from a committed ``results.jsonl``.

@@ -15,9 +15,8 @@ Subcommands: ``bench`` (the benchmark matrix), ``demo`` (one guest,
 Nova's plan against the adaptive one), ``faults`` (the fault matrix),
 ``drain-bench`` (empty a lab host, see :mod:`.drain_bench`), ``model``
 (fit the convergence model to benchmark results, or report its accuracy)
-and ``lab`` (housekeeping). All but ``model``, ``lab check`` and the
-``--report-only`` runs need root, QEMU 10 and libvirt 11
-(``tools/setup-host.sh``).
+and ``lab`` (housekeeping). The commands that run migrations need root,
+QEMU 10 and libvirt 11 (``tools/setup-host.sh``).
 
 Repository files (``benchmarks/``, ``lab-run/``, ...) are found below
 ``--repo-root``, by default the checkout this package lives in (see
@@ -480,8 +479,7 @@ def cmd_model(args: argparse.Namespace) -> int:
         print('calibration written to %s: %s' % (calibration,
                                                  json.dumps(stats)))
         return 0
-    # A private function: predictive has no public calibration loader.
-    cal = predictive._load_calibration(
+    cal = predictive.load_calibration(
         os.path.abspath(calibration)
         if os.path.exists(calibration) else '')
     text = accuracy.table_markdown(
@@ -505,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--repo-root', metavar='DIR',
                         help='the repository whose benchmarks/, lab-run/, '
                              'tests/fixtures/ and tools/ the lab uses '
-                             '(default: %s)' % repo.DEFAULT_ROOT)
+                             '(default: the checkout this package is in; '
+                             'give it when running an installed copy)')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
     add_parsers(subparsers)
     return parser
@@ -531,7 +530,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   file=sys.stderr)
             return 2
         raise
-    return args.func(args)
+    try:
+        return args.func(args)
+    except repo.NoRepository as exc:
+        print('nova-qat-migration-lab: %s' % exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -196,12 +196,17 @@ def main(argv: Any = None) -> int:
     parser = argparse.ArgumentParser(
         prog='python -m nova_qat_migration_lab.drain_bench')
     parser.add_argument('--repo-root', metavar='DIR',
-                        help='the repository (default: %s)'
-                             % repo.DEFAULT_ROOT)
+                        help='the repository whose benchmarks/drain is '
+                             'the default output (default: the checkout '
+                             'this package is in)')
     add_arguments(parser)
     args = parser.parse_args(argv)
     repo.set_root(args.repo_root)
-    return run(args)
+    try:
+        return run(args)
+    except repo.NoRepository as exc:
+        print('%s: %s' % (parser.prog, exc), file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -89,7 +89,7 @@ _VOLATILE_PARAMS = ('tls-creds', 'tls-hostname', 'tls-authz')
 TERMINAL = cloud_mod.TERMINAL_MIGRATION
 DRIVER_NOVA = 'libvirt.LibvirtDriver'
 
-#: Per-cell plans of the fault matrix (names as the issue uses them).
+#: The plans of the fault matrix, one per column of its summary.
 PASSTHROUGH_ZSTD = sc.PlanSpec(
     'passthrough-zstd', policy='static', options=tuple(sorted(
         dict(sc.static_options(datamodel.Plan(

@@ -46,9 +46,12 @@ def dirtier_candidates() -> tuple:
     """Where dirtier.c may be: the repository's ``tools/guest`` (see
     :mod:`nova_qat_migration_lab.repo`) or the installed data files.
     """
-    return (repo.path('tools', 'guest', 'dirtier.c'),
-            os.path.join(sys.prefix, 'share', 'nova-qat-migration', 'guest',
-                         'dirtier.c'))
+    installed = os.path.join(sys.prefix, 'share', 'nova-qat-migration',
+                             'guest', 'dirtier.c')
+    try:
+        return (repo.path('tools', 'guest', 'dirtier.c'), installed)
+    except repo.NoRepository:
+        return (installed,)
 
 
 CACHE_DIR = os.environ.get('NQM_LAB_CACHE',

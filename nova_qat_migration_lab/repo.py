@@ -18,7 +18,9 @@ sysfs tree of the QAT fault), ``tools/guest/`` (the guest's dirtier) and
 repository root, never relative to the current directory: by default the
 directory above this package (a checkout), or the directory given with
 ``nova-qat-migration-lab --repo-root`` (needed when the package runs from
-an installed copy, whose parent directory is ``site-packages``).
+an installed copy, whose parent directory is ``site-packages``). A root
+without the repository's ``setup.cfg`` and ``benchmarks/`` is refused
+(:class:`NoRepository`) rather than written into.
 """
 
 from __future__ import annotations
@@ -35,8 +37,24 @@ DEFAULT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _root = DEFAULT_ROOT
 
 
+class NoRepository(Exception):
+    """The lab's repository root is not a checkout of this repository."""
+
+
+def is_checkout(path: pathlib.Path) -> bool:
+    return (path / 'setup.cfg').is_file() and (path / 'benchmarks').is_dir()
+
+
 def root() -> pathlib.Path:
-    """The repository root the lab uses."""
+    """The repository root the lab uses.
+
+    :raises NoRepository: it is not a checkout (an installed copy run
+        without ``--repo-root``, or a wrong ``--repo-root``).
+    """
+    if not is_checkout(_root):
+        raise NoRepository(
+            '%s is not a nova-qat-migration checkout (no setup.cfg and '
+            'benchmarks/): give the checkout with --repo-root' % _root)
     return _root
 
 
@@ -66,8 +84,7 @@ def load_fixture(name: str) -> ModuleType:
     location = root() / 'tests' / 'fixtures' / ('%s.py' % name)
     spec = importlib.util.spec_from_file_location(qualified, location)
     if spec is None or not location.is_file():
-        raise ImportError('no %s (repository root %s; see --repo-root)'
-                          % (location, root()))
+        raise ImportError('no %s (see --repo-root)' % location)
     module = importlib.util.module_from_spec(spec)
     sys.modules[qualified] = module
     try:

@@ -59,10 +59,11 @@ OUTCOME_ABORTED = 'aborted'       # the driver's progress timeout
 OUTCOME_REJECTED = 'rejected'     # refused before it started
 OUTCOME_ERROR = 'error'
 
-#: ``[qat_migration]`` defaults for the lab's hosts. They share one 2-core
-#: machine and the guest's TCG vCPU keeps one core busy, so at most about
-#: half the CPU is ever idle: software compression may use the other core
-#: from 25% idle on. The link is what the lab's veth is shaped to.
+#: ``[qat_migration]`` defaults for the lab's hosts. Both hosts share the
+#: machine's cores and the guest's TCG vCPU keeps one of them busy, so on
+#: a two-core machine at most about half the CPU is ever idle: software
+#: compression may use the other core from 25% idle on. The link is what
+#: the lab's veth is shaped to.
 LAB_QAT_OPTIONS = {'cpu_idle_threshold': 25}
 
 

@@ -18,7 +18,7 @@ was made. After each, every check of :func:`faults.check` must hold (the
 guest on exactly one host with its memory intact, Nova's records, clean
 definitions and QEMU parameters, no QAT lease or session left, the
 driver's report and history). The whole matrix (every fault x plan, and
-plain Nova) is ``nova-qat-migration faults`` (benchmarks/faults/).
+plain Nova) is ``nova-qat-migration-lab faults`` (benchmarks/faults/).
 """
 
 import json
