@@ -46,10 +46,11 @@ LAYERS = {
 #: ``(importer, imported) -> reason``. Remove an entry when it is fixed.
 LAYER_EXCEPTIONS = {
     ('nova_qat_migration.conf', 'nova_qat_migration.policy.model'):
-        'check_calibration (function-local import) checks a calibration '
-        'file against the fields of policy.model.Calibration; it moves '
-        'with the adaptive policy reading its calibration in load() '
-        '(issue 14)',
+        'check_calibration (a function-local import) checks the '
+        'model_calibration file at start-up against the fields of '
+        'policy.model.Calibration, whatever the configured policy; it goes '
+        'when that check moves to the policy reading the file (adaptive\'s '
+        'load()) or the field ranges move below conf',
 }
 
 #: Module-level constants defined in more than one module on purpose:
