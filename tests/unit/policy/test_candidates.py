@@ -13,7 +13,6 @@
 
 import dataclasses
 
-from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import candidates
 from nova_qat_migration.policy import common
