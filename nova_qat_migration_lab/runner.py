@@ -406,7 +406,8 @@ class _overrides:
         from oslo_config import cfg
         conf = cfg.CONF
         for name, value in self.options.items():
-            conf.set_override(name, value, group='qat_migration')
+            group, option = sc.option_group(name)
+            conf.set_override(option, value, group=group)
         conf.set_override('live_migration_completion_timeout', self.timeout,
                           group='libvirt')
 
@@ -414,7 +415,8 @@ class _overrides:
         from oslo_config import cfg
         conf = cfg.CONF
         for name in self.options:
-            conf.clear_override(name, group='qat_migration')
+            group, option = sc.option_group(name)
+            conf.clear_override(option, group=group)
         conf.clear_override('live_migration_completion_timeout',
                             group='libvirt')
         # The lab's own defaults come back (they are overrides too).

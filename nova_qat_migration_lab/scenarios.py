@@ -87,13 +87,14 @@ class PlanSpec:
     """A strategy to benchmark: a policy and its ``[qat_migration]`` options.
 
     Every spec runs through the driver an operator installs: a fixed plan
-    is the ``static`` policy with the ``static_*`` options that ask for it
-    (:func:`static_options`), as an operator would configure it.
+    is the ``static`` policy with the ``[qat_migration_static]`` options
+    that ask for it (:func:`static_options`), as an operator would
+    configure it.
     """
 
     name: str
     policy: str
-    #: ``[qat_migration]`` options while this spec migrates.
+    #: Options while this spec migrates (see :func:`option_group`).
     options: tuple = ()
     #: the plan a fixed spec stands for (documentation and tests).
     plan: Optional[datamodel.Plan] = None
@@ -109,20 +110,33 @@ class PlanSpec:
         return out
 
 
+#: The ``static`` policy's own option group (its ``CONFIG_GROUP``).
+STATIC_GROUP = 'qat_migration_static'
+
+
+def option_group(name: str) -> tuple:
+    """(group, option) of a spec option: ``group.option`` names another
+    group, a bare name is ``[qat_migration]``'s.
+    """
+    group, _dot, option = name.rpartition('.')
+    return (group or 'qat_migration', option)
+
+
 def static_options(plan: datamodel.Plan) -> tuple:
     """The ``static`` policy's options that produce ``plan``."""
-    opts = {'static_method': plan.method,
-            'static_parallel_connections': plan.parallel_connections,
-            'static_auto_converge': plan.auto_converge,
+    static = '%s.%%s' % STATIC_GROUP
+    opts = {static % 'method': plan.method,
+            static % 'parallel_connections': plan.parallel_connections,
+            static % 'auto_converge': plan.auto_converge,
             'permit_post_copy': plan.post_copy,
             'downtime_ms': plan.max_downtime_ms,
             'max_parallel_connections': max(4, plan.parallel_connections)}
     if plan.method != 'none':
         opts['allowed_methods'] = ['none', plan.method]
     if plan.level is not None and plan.method in ('zlib', 'zstd', 'qatzip'):
-        opts['%s_level' % plan.method] = plan.level
+        opts[datamodel.level_option(plan.method)] = plan.level
     if plan.xbzrle_cache_mb:
-        opts['static_xbzrle_cache_mb'] = plan.xbzrle_cache_mb
+        opts[static % 'xbzrle_cache_mb'] = plan.xbzrle_cache_mb
     if plan.auto_converge:
         opts['auto_converge_initial'] = plan.throttle_initial
         opts['auto_converge_increment'] = plan.throttle_increment

@@ -340,9 +340,9 @@ class Checks(upgradecheck.UpgradeCommands):
         if self.caps is None or not self.caps.multifd_methods:
             return Result(Code.SUCCESS, 'provider %s: %s'
                           % (nodename, _methods_text(ours)))
-        expected = capabilities.traits_for(self.caps, self.qat_healthy)
+        expected = capabilities.traits_for(self.caps)
         missing = expected - traits
-        extra = (ours - expected) - {capabilities.TRAIT_QAT}
+        extra = ours - expected
         if missing or extra:
             return Result(Code.WARNING,
                           'provider %s differs from this host: missing %s, '

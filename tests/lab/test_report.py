@@ -159,7 +159,9 @@ class TestTables(testtools.TestCase):
             conf = config_fixture.Config(CONF)
             conf.setUp()
             try:
-                conf.config(group='qat_migration', **dict(spec.options))
+                for name, value in spec.options:
+                    group, option = sc.option_group(name)
+                    conf.config(group=group, **{option: value})
                 plan = static.StaticPolicy(CONF).plan(facts)
             finally:
                 conf.cleanUp()

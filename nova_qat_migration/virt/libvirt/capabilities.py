@@ -32,6 +32,7 @@ from typing import Any, Iterable, Optional
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
+from nova_qat_migration.qat import placement
 
 
 LOG = logging.getLogger(__name__)
@@ -41,9 +42,6 @@ TRAIT_MULTIFD = TRAIT_PREFIX + 'MULTIFD'
 TRAIT_POSTCOPY_MULTIFD = TRAIT_PREFIX + 'POSTCOPY_MULTIFD'
 #: Marks a host that runs this planner (its other traits are meaningful).
 TRAIT_PLANNER = TRAIT_PREFIX + 'PLANNER'
-#: This host can lend QAT to a migration. The QAT device manager publishes
-#: it (``qat.placement.HOST_TRAIT``); one name for both, no twin trait.
-TRAIT_QAT = 'CUSTOM_QAT_MIGRATION'
 
 DEFAULT_QEMU = '/usr/bin/qemu-system-x86_64'
 PROBE_TIMEOUT = 20.0
@@ -235,8 +233,7 @@ def probe_hypervisor(conn: Any, qemu_binary: Optional[str] = None,
     return caps
 
 
-def traits_for(caps: datamodel.HypervisorCaps, qat_healthy: bool = False,
-               ) -> set[str]:
+def traits_for(caps: datamodel.HypervisorCaps) -> set[str]:
     """The ``CUSTOM_MIGRATION_*`` traits a host publishes about itself.
 
     They describe what the host can *receive*: QEMU decodes a multifd
@@ -252,8 +249,8 @@ def traits_for(caps: datamodel.HypervisorCaps, qat_healthy: bool = False,
         traits.add(compress_trait('mt'))
     if caps.postcopy_with_multifd:
         traits.add(TRAIT_POSTCOPY_MULTIFD)
-    if qat_healthy:
-        traits.add(TRAIT_QAT)
+    # Whether the host can lend QAT (placement.HOST_TRAIT) is published by
+    # the QAT device manager alone.
     return traits
 
 
@@ -276,4 +273,4 @@ def destination_from_traits(traits: Optional[Iterable[str]],
         known=True, methods=methods,
         multifd=TRAIT_MULTIFD in traits,
         postcopy_with_multifd=TRAIT_POSTCOPY_MULTIFD in traits,
-        qat=TRAIT_QAT in traits)
+        qat=placement.HOST_TRAIT in traits)

@@ -16,6 +16,7 @@ import re
 from unittest import mock
 
 from nova_qat_migration import datamodel
+from nova_qat_migration.qat import placement
 from nova_qat_migration.virt.libvirt import capabilities as caps_mod
 from tests.unit import base
 
@@ -160,14 +161,14 @@ class TestTraits(base.TestCase):
         hv = datamodel.HypervisorCaps(
             qemu_version=(10, 1, 0),
             multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip'}))
-        traits = caps_mod.traits_for(hv, qat_healthy=True)
+        traits = caps_mod.traits_for(hv)
         self.assertEqual({
             'CUSTOM_MIGRATION_PLANNER', 'CUSTOM_MIGRATION_MULTIFD',
             'CUSTOM_MIGRATION_COMPRESS_XBZRLE',
             'CUSTOM_MIGRATION_COMPRESS_ZLIB',
             'CUSTOM_MIGRATION_COMPRESS_ZSTD',
             'CUSTOM_MIGRATION_COMPRESS_QATZIP',
-            'CUSTOM_MIGRATION_POSTCOPY_MULTIFD', 'CUSTOM_QAT_MIGRATION',
+            'CUSTOM_MIGRATION_POSTCOPY_MULTIFD',
         }, traits)
 
     def test_traits_of_old_qemu(self):
@@ -198,7 +199,7 @@ class TestTraits(base.TestCase):
             qemu_version=(9, 0, 0),
             multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip',
                                        'qpl', 'uadk'}))
-        for trait in caps_mod.traits_for(hv, qat_healthy=True):
+        for trait in caps_mod.traits_for(hv):
             self.assertTrue(CUSTOM_TRAIT.match(trait), trait)
             self.assertLessEqual(len(trait), 255)
 
@@ -214,8 +215,10 @@ class TestTraits(base.TestCase):
                 multifd_methods=frozenset({'none', 'zlib'})), False),
         ]
         for hv, qat in cases:
+            # The QAT device manager adds its trait beside the driver's.
+            qat_trait = {placement.HOST_TRAIT} if qat else set()
             dest = caps_mod.destination_from_traits(
-                caps_mod.traits_for(hv, qat_healthy=qat) |
+                caps_mod.traits_for(hv) | qat_trait |
                 {'HW_CPU_X86_AVX2', 'COMPUTE_STATUS_DISABLED'})
             self.assertTrue(dest.known)
             self.assertTrue(dest.multifd)
@@ -249,6 +252,8 @@ class TestTraits(base.TestCase):
 
 class TestOneQATTrait(base.TestCase):
 
-    def test_same_trait_as_the_device_manager(self):
-        from nova_qat_migration.qat import placement
-        self.assertEqual(placement.HOST_TRAIT, caps_mod.TRAIT_QAT)
+    def test_the_driver_never_writes_the_qat_trait(self):
+        # The QAT device manager is the one writer of its host trait.
+        hv = datamodel.HypervisorCaps(
+            multifd_methods=frozenset({'none', 'zstd', 'qatzip'}))
+        self.assertNotIn(placement.HOST_TRAIT, caps_mod.traits_for(hv))
