@@ -387,6 +387,57 @@ class Plan:
 
 
 @dataclasses.dataclass(frozen=True)
+class Calibration:
+    """The convergence model's machine constants, in one place.
+
+    Defaults were fitted on the lab benchmark; ``[qat_migration]
+    model_calibration`` names a file of values fitted on the operator's
+    machines (``nova-qat-migration-lab model calibrate``).
+
+    :param stream_mbps: pages one migration stream copies per second when
+        the link is not the limit (the migration thread's CPU bound).
+    :param compress_mbps: zstd level-1 input MiB/s of one core.
+    :param zlib_mbps: zlib level-1 input MiB/s of one core.
+    :param qat_mbps: QAT input MiB/s of one endpoint.
+    :param xbzrle_mbps: XBZRLE encoder input MiB/s (one thread).
+    :param xbzrle_residue: the least wire bytes per re-sent byte XBZRLE
+        achieves (encoding overhead and cache misses), however small the
+        writes.
+    :param zero_cost: wire bytes per zero page byte (flags only).
+    :param setup_s: fixed cost of a migration (connections, device state).
+    :param switchover_s: fixed part of the downtime (device state,
+        destination start).
+    """
+
+    stream_mbps: float = 1400.0
+    compress_mbps: float = 350.0
+    zlib_mbps: float = 150.0
+    qat_mbps: float = 1500.0
+    xbzrle_mbps: float = 900.0
+    xbzrle_residue: float = 0.12
+    zero_cost: float = 0.002
+    setup_s: float = 0.5
+    switchover_s: float = 0.03
+
+    @classmethod
+    def ranges(cls) -> dict:
+        """``{field: (low, high, low_is_exclusive)}`` a value must be in.
+
+        Rates divide (they must be above zero); residues and costs are
+        shares of a page; times are non-negative.
+        """
+        out = {}
+        for field in dataclasses.fields(cls):
+            if field.name.endswith('_mbps'):
+                out[field.name] = (0.0, 1e7, True)
+            elif field.name in ('xbzrle_residue', 'zero_cost'):
+                out[field.name] = (0.0, 1.0, False)
+            else:
+                out[field.name] = (0.0, 3600.0, False)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class Progress:
     """A job-stats sample of a running migration, plus monitor memory."""
 

@@ -12,7 +12,7 @@
 """How good the convergence model is, and fitting it to real migrations.
 
 ``calibrate`` fits the model's machine constants
-(:class:`~nova_qat_migration.policy.model.Calibration`) to benchmark
+(:class:`~nova_qat_migration.policy.datamodel.Calibration`) to benchmark
 records by a bounded coordinate search on a log grid, minimising the median
 absolute percentage error of the total time plus a penalty for every run
 whose convergence it predicts wrongly. ``report`` prints, per run, what the
@@ -84,7 +84,7 @@ def _usable(records: Iterable[dict]) -> list:
             r.get('requested_plan') and r.get('facts')]
 
 
-def predictions(records: Iterable[dict], cal: model.Calibration,
+def predictions(records: Iterable[dict], cal: datamodel.Calibration,
                 samples: Optional[dict] = None) -> list:
     """(record, prediction) for every usable record."""
     out = []
@@ -128,8 +128,8 @@ def _loss(stats: dict) -> float:
 
 
 def calibrate(records: list, timeout_s: float, samples: Optional[dict] = None,
-              start: model.Calibration = model.Calibration(),
-              rounds: int = 4) -> tuple[model.Calibration, dict]:
+              start: datamodel.Calibration = datamodel.Calibration(),
+              rounds: int = 4) -> tuple[datamodel.Calibration, dict]:
     """Fit :data:`FITTED` constants of ``start`` to ``records``."""
     cal = start
     best = _loss(score(predictions(records, cal, samples), timeout_s))
@@ -189,7 +189,7 @@ def load_samples(path: Optional[str]) -> Optional[dict]:
         return json.load(f)
 
 
-def calibration_to_json(cal: model.Calibration) -> str:
+def calibration_to_json(cal: datamodel.Calibration) -> str:
     return json.dumps({k: round(v, 4) if isinstance(v, float) else v
                        for k, v in dataclasses.asdict(cal).items()},
                       indent=2, sort_keys=True) + '\n'

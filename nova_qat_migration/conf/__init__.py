@@ -25,6 +25,7 @@ from typing import Any, Optional
 from oslo_config import cfg
 
 from nova_qat_migration.conf import qat_migration
+from nova_qat_migration import datamodel
 
 CONF = cfg.CONF
 
@@ -155,8 +156,6 @@ def check_calibration(path: str) -> dict:
     :raises ConfigError: naming ``[qat_migration] model_calibration``, the
         file and the field.
     """
-    from nova_qat_migration.policy import model
-
     where = '%s %s' % (_name('model_calibration'), path)
     try:
         if os.path.getsize(path) > _CALIBRATION_MAX_BYTES:
@@ -173,7 +172,7 @@ def check_calibration(path: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError('%s must hold a JSON object, got %s'
                           % (where, type(data).__name__))
-    ranges = _calibration_ranges(model)
+    ranges = datamodel.Calibration.ranges()
     unknown = sorted(set(data) - set(ranges))
     if unknown:
         raise ConfigError('%s: unknown field(s) %s (known: %s)'
@@ -198,22 +197,3 @@ def check_calibration(path: str) -> dict:
 def _refuse_constant(name: str) -> Any:
     # json.loads accepts NaN/Infinity by default; a calibration must not.
     raise ValueError('%s is not a number' % name)
-
-
-def _calibration_ranges(model: Any) -> dict:
-    """``{field: (low, high, low_is_exclusive)}`` of the model's constants.
-
-    Rates divide (they must be above zero); residues and costs are shares
-    of a page; times are non-negative.
-    """
-    import dataclasses
-
-    ranges = {}
-    for field in dataclasses.fields(model.Calibration):
-        if field.name.endswith('_mbps'):
-            ranges[field.name] = (0.0, 1e7, True)
-        elif field.name in ('xbzrle_residue', 'zero_cost'):
-            ranges[field.name] = (0.0, 1.0, False)
-        else:
-            ranges[field.name] = (0.0, 3600.0, False)
-    return ranges

@@ -208,8 +208,8 @@ model finds no converging plan, the rule-based choice is used.
         default='',
         help="""
 JSON file with the convergence model's machine constants (fields of
-``nova_qat_migration.policy.model.Calibration``, e.g. ``stream_mbps``,
-``compress_mbps``), as fitted by ``nova-qat-migration model calibrate`` on
+``nova_qat_migration.datamodel.Calibration``, e.g. ``stream_mbps``,
+``compress_mbps``), as fitted by ``nova-qat-migration-lab model calibrate`` on
 real migrations. Empty: built-in defaults for server-class hosts. The file
 is checked at start-up: a JSON object of known fields with finite, positive
 numbers, otherwise nova-compute does not start.

@@ -39,7 +39,6 @@ from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import candidates
 from nova_qat_migration.policy import common
-from nova_qat_migration.policy import model
 from nova_qat_migration.policy import predictive
 from nova_qat_migration.policy import rules
 
@@ -49,7 +48,7 @@ class AdaptivePolicy(base.Policy):
 
     def __init__(self, conf: Any) -> None:
         super().__init__(conf)
-        self.calibration = model.Calibration()
+        self.calibration = datamodel.Calibration()
 
     def load(self) -> None:
         """Read the model's constants (``[qat_migration]

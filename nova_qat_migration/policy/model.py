@@ -45,36 +45,6 @@ from nova_qat_migration import datamodel
 
 
 @dataclasses.dataclass(frozen=True)
-class Calibration:
-    """Machine-dependent constants; defaults fit from the lab benchmark.
-
-    :param stream_mbps: pages one migration stream copies per second when
-        the link is not the limit (the migration thread's CPU bound).
-    :param compress_mbps: zstd level-1 input MiB/s of one core.
-    :param zlib_mbps: zlib level-1 input MiB/s of one core.
-    :param qat_mbps: QAT input MiB/s of one endpoint.
-    :param xbzrle_mbps: XBZRLE encoder input MiB/s (one thread).
-    :param xbzrle_residue: the least wire bytes per re-sent byte XBZRLE
-        achieves (encoding overhead and cache misses), however small the
-        writes.
-    :param zero_cost: wire bytes per zero page byte (flags only).
-    :param setup_s: fixed cost of a migration (connections, device state).
-    :param switchover_s: fixed part of the downtime (device state,
-        destination start).
-    """
-
-    stream_mbps: float = 1400.0
-    compress_mbps: float = 350.0
-    zlib_mbps: float = 150.0
-    qat_mbps: float = 1500.0
-    xbzrle_mbps: float = 900.0
-    xbzrle_residue: float = 0.12
-    zero_cost: float = 0.002
-    setup_s: float = 0.5
-    switchover_s: float = 0.03
-
-
-@dataclasses.dataclass(frozen=True)
 class Workload:
     """What the guest does, as far as the facts tell."""
 
@@ -114,7 +84,7 @@ MAX_ROUNDS = 200
 
 
 def xbzrle_wire(plan: datamodel.Plan, load: Workload,
-                cal: Calibration) -> float:
+                cal: datamodel.Calibration) -> float:
     """Wire bytes per re-sent page byte under XBZRLE.
 
     A page must still be in the cache to be sent as a delta, so a cache
@@ -130,7 +100,8 @@ def xbzrle_wire(plan: datamodel.Plan, load: Workload,
 
 
 def rates(plan: datamodel.Plan, load: Workload, link_mbps: float,
-           cal: Calibration, idle_cores: float) -> tuple[float, float, float]:
+          cal: datamodel.Calibration,
+          idle_cores: float) -> tuple[float, float, float]:
     """(pages/s for fresh pages, pages/s for re-sent pages, wire/page).
 
     Channels only add copy throughput while there are idle cores to run
@@ -160,7 +131,8 @@ def rates(plan: datamodel.Plan, load: Workload, link_mbps: float,
 
 
 def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
-            idle_cores: float = 1.0, cal: Calibration = Calibration(),
+            idle_cores: float = 1.0,
+            cal: datamodel.Calibration = datamodel.Calibration(),
             time_limit_s: float = 3600.0) -> Prediction:
     """Predict ``plan`` for ``load`` over a ``link_mbps`` MiB/s link."""
     fresh_rate, resend_rate, wire_per_page = rates(plan, load, link_mbps,

@@ -41,7 +41,7 @@ RATIO_RANGE = (0.02, 1.0)
 
 
 @functools.lru_cache(maxsize=8)
-def load_calibration(path: str) -> model.Calibration:
+def load_calibration(path: str) -> datamodel.Calibration:
     """The model's constants from a ``model_calibration`` file.
 
     The file is checked as at start-up (:func:`conf.check_calibration
@@ -50,16 +50,16 @@ def load_calibration(path: str) -> model.Calibration:
     a warning, rather than failing migrations.
     """
     if not path:
-        return model.Calibration()
+        return datamodel.Calibration()
     try:
-        return model.Calibration(**qat_conf.check_calibration(path))
+        return datamodel.Calibration(**qat_conf.check_calibration(path))
     except qat_conf.ConfigError as exc:
         LOG.warning('Model calibration unusable (%(exc)s): using built-in '
                     'constants.', {'exc': exc})
-        return model.Calibration()
+        return datamodel.Calibration()
 
 
-def calibration(conf: Any) -> model.Calibration:
+def calibration(conf: Any) -> datamodel.Calibration:
     return load_calibration(conf.qat_migration.model_calibration or '')
 
 
@@ -135,7 +135,7 @@ def _score(plan: datamodel.Plan, pred: model.Prediction) -> tuple:
 
 def choose(facts: datamodel.Facts, lim: common.Limits,
            candidates: Iterable[datamodel.Plan], load: model.Workload,
-           cal: model.Calibration,
+           cal: datamodel.Calibration,
            ) -> Optional[tuple[datamodel.Plan, model.Prediction, list]]:
     """The best converging candidate, its prediction and all scores.
 

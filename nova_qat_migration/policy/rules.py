@@ -15,7 +15,7 @@ Used when ``[qat_migration] adaptive_model`` is off, and when the model
 finds no candidate that converges within the limits (then a plan must
 still be chosen, and these rules pick the one most likely to finish).
 The rules choose among the same candidates (:mod:`.candidates`) with the
-same machine constants (:class:`~.model.Calibration`), in the order the
+same machine constants (:class:`~.datamodel.Calibration`), in the order the
 host's resources suggest:
 
 1. QAT: page compression offloaded to QuickAssist when a lease is free
@@ -78,7 +78,7 @@ def _shape(plans: list, **fields: Any) -> Optional[datamodel.Plan]:
 
 
 def moved_mbps(facts: datamodel.Facts, plan: datamodel.Plan,
-               load: model.Workload, cal: model.Calibration) -> float:
+               load: model.Workload, cal: datamodel.Calibration) -> float:
     """Pages per second (MiB/s) the plan re-sends once pre-copy iterates
     (XBZRLE's deltas included).
     """
@@ -89,7 +89,7 @@ def moved_mbps(facts: datamodel.Facts, plan: datamodel.Plan,
 
 def choose(conf: Any, facts: datamodel.Facts, lim: common.Limits,
            cands: cands_mod.Candidates, load: model.Workload,
-           cal: model.Calibration) -> datamodel.Plan:
+           cal: datamodel.Calibration) -> datamodel.Plan:
     """The rules' plan among ``cands``."""
     shape = (cands.shapes[0] if cands.forced
              else _pick_shape(conf, facts, lim, cands, load, cal))
@@ -98,7 +98,7 @@ def choose(conf: Any, facts: datamodel.Facts, lim: common.Limits,
 
 def _pick_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
                 cands: cands_mod.Candidates, load: model.Workload,
-                cal: model.Calibration) -> datamodel.Plan:
+                cal: datamodel.Calibration) -> datamodel.Plan:
     group = conf.qat_migration
     shapes = cands.shapes
     link = common.link_mbps(facts)
@@ -187,7 +187,7 @@ def _pick_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
 def _converge(conf: Any, facts: datamodel.Facts, lim: common.Limits,
               cands: cands_mod.Candidates, shape: datamodel.Plan,
               load: model.Workload,
-              cal: model.Calibration) -> datamodel.Plan:
+              cal: datamodel.Calibration) -> datamodel.Plan:
     """``shape``, or its throttled/post-copy variant if it will not
     converge.
     """

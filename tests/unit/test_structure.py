@@ -44,14 +44,7 @@ LAYERS = {
 
 #: Imports that break a layer today, each with the reason it stays:
 #: ``(importer, imported) -> reason``. Remove an entry when it is fixed.
-LAYER_EXCEPTIONS = {
-    ('nova_qat_migration.conf', 'nova_qat_migration.policy.model'):
-        'check_calibration (a function-local import) checks the '
-        'model_calibration file at start-up against the fields of '
-        'policy.model.Calibration, whatever the configured policy; it goes '
-        'when that check moves to the policy reading the file (adaptive\'s '
-        'load()) or the field ranges move below conf',
-}
+LAYER_EXCEPTIONS: dict = {}
 
 #: Module-level constants defined in more than one module on purpose:
 #: ``name -> reason``.

@@ -18,7 +18,7 @@ import testtools
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import model
 
-CAL = model.Calibration(stream_mbps=1e9, compress_mbps=100.0,
+CAL = datamodel.Calibration(stream_mbps=1e9, compress_mbps=100.0,
                         qat_mbps=1000.0, xbzrle_mbps=1e9,
                         xbzrle_residue=0.1, zero_cost=0.0, setup_s=0.0,
                         switchover_s=0.0)
