@@ -23,13 +23,17 @@ instances' last migrations say:
 1. **quiet** guests (dirtying less than a tenth of the link, or never seen
    busy), smallest first, in groups of up to ``--concurrency`` -- as long as
    the model predicts every member converges with its share of the link;
-2. **busy** guests one at a time, with the link to themselves, shortest
-   predicted first;
-3. **hard** guests last, one at a time: those whose last migration did not
-   converge or that the model predicts will need throttling or post-copy.
+2. **busy** guests, shortest predicted first;
+3. **hard** guests last: those whose last migration did not converge or
+   that the model predicts will need throttling or post-copy.
 
-A group starts when the previous one has left the host. The first failed
-migration stops new ones from starting; migrations in flight are never
+The migrations roll, in that order: a server starts as soon as it fits
+-- within ``--concurrency``, and with the model predicting that every
+migration then running converges with an equal share of the link (a
+guest that needs the link to itself therefore runs alone, and nothing
+starts beside it) -- instead of each group waiting for the previous one
+to leave the host. The first failed migration stops new ones from
+starting; migrations in flight are never
 aborted (Nova finishes or rolls them back, the guest runs on either way).
 Servers Nova refuses to move (API 400/403/409, or the conductor/scheduler
 refusing, e.g. no valid host) are listed with Nova's reason. Running the
@@ -409,34 +413,85 @@ class Drainer:
                      % (guest.name, _get(m, 'status'), pct,
                         left / datamodel.MIB))
 
+    def _poll(self, pending: list, started: float, total: int) -> bool:
+        """One look at the migrations in ``pending``.
+
+        Those that ended leave ``pending`` (and are said); False if one of
+        them failed.
+        """
+        ok = True
+        for guest in list(pending):
+            state = self._state(guest)
+            if state is None:
+                continue
+            pending.remove(guest)
+            if state == MOVED:
+                self.moved.append(guest)
+                self.say('  %s: moved' % guest.name)
+            elif state == REFUSED:
+                self.say('  %s: Nova refused: %s'
+                         % (guest.name, self.refused[guest.id][1]))
+            else:
+                ok = False
+                self.say('  %s: FAILED: %s'
+                         % (guest.name, self.failed[guest.id][1]))
+            self.say('%s: %d/%d moved, %d running, %.0f s'
+                     % (self.host, len(self.moved), total,
+                        len(pending), self.clock() - started))
+        return ok
+
     def wait(self, running: list, started: float, total: int) -> bool:
         """Until ``running`` have all ended; False if one failed."""
         ok = True
         pending = list(running)
         while pending:
             self.sleep(self.poll_s)
-            for guest in list(pending):
-                state = self._state(guest)
-                if state is None:
-                    continue
-                pending.remove(guest)
-                if state == MOVED:
-                    self.moved.append(guest)
-                    self.say('  %s: moved' % guest.name)
-                elif state == REFUSED:
-                    self.say('  %s: Nova refused: %s'
-                             % (guest.name, self.refused[guest.id][1]))
-                else:
-                    ok = False
-                    self.say('  %s: FAILED: %s'
-                             % (guest.name, self.failed[guest.id][1]))
-                self.say('%s: %d/%d moved, %d running, %.0f s'
-                         % (self.host, len(self.moved), total,
-                            len(pending), self.clock() - started))
+            ok = self._poll(pending, started, total) and ok
         return ok
 
-    def run(self, groups: list, resume: list, stuck: list) -> int:
-        """Migrate ``groups`` in order; 0 when the host is empty."""
+    def fits(self, running: list, guest: Guest) -> bool:
+        """Whether ``guest`` may start beside ``running`` now.
+
+        Within the concurrency, and every one of them (``guest``
+        included) predicted to converge with an equal share of the link;
+        nothing running always fits.
+        """
+        if not running:
+            return True
+        if self.concurrency and len(running) >= self.concurrency:
+            return False
+        share = 1.0 / (len(running) + 1)
+        return all(_predict(g, self.link_mbps, share, self.conf).converges
+                   for g in running + [guest])
+
+    def roll(self, order: list, started: float, total: int) -> bool:
+        """Migrate ``order``, starting each as soon as it :meth:`fits`.
+
+        :returns: False when a migration failed (then nothing more was
+            started; those in flight were waited for).
+        """
+        queue = list(order)
+        running: list = []
+        ok = True
+        while running or (ok and queue):
+            while ok and queue and self.fits(running, queue[0]):
+                guest = queue.pop(0)
+                if self.start(guest):
+                    running.append(guest)
+            if not running:
+                continue
+            self.sleep(self.poll_s)
+            ok = self._poll(running, started, total) and ok
+        return ok
+
+    def run(self, groups: list, resume: list, stuck: list,
+            rolling: bool = True) -> int:
+        """Migrate ``groups`` in order; 0 when the host is empty.
+
+        :param rolling: start each server as soon as it fits (see
+            :meth:`roll`); False: a group starts when the previous one has
+            left the host, all its members at once.
+        """
         started = self.clock()
         total = sum(len(g.members) for g in groups) + len(resume)
         for g in stuck:
@@ -446,7 +501,10 @@ class Drainer:
             self.say('waiting for %d migration(s) already running'
                      % len(resume))
             ok = self.wait(resume, started, total)
-        for i, group in enumerate(groups, 1):
+        if rolling and ok:
+            ok = self.roll([g for group in groups for g in group.members],
+                           started, total)
+        for i, group in enumerate(groups if not rolling else (), 1):
             if not ok:
                 break
             self.say('group %d/%d (%s): %s'

@@ -37,7 +37,9 @@ class FakeCompute:
     def __init__(self, servers, polls=2):
         self.servers_ = {s.id: s for s in servers}
         self.polls = polls
+        self.poll_for = {}          # id -> polls that migration takes
         self.started = []
+        self.running_with = {}      # name -> names running when it started
         self.migrating = {}
         self.max_running = 0
         self.fail = set()           # the migration fails on the compute
@@ -98,7 +100,9 @@ class FakeCompute:
         server.status, server.task_state = 'MIGRATING', 'migrating'
         server.target = host
         self.started.append(server.name)
-        self.migrating[server_id] = self.polls
+        self.running_with[server.name] = sorted(
+            self.servers_[i].name for i in self.migrating)
+        self.migrating[server_id] = self.poll_for.get(server_id, self.polls)
         self.max_running = max(self.max_running, len(self.migrating))
 
     def server_migrations(self, server_id):
@@ -283,7 +287,8 @@ class RunTest(DrainTestBase):
                                     for s in compute.servers_.values()})
         text = self.out.getvalue()
         self.assertIn('q1: running, 75% of memory sent, 256 MiB left', text)
-        self.assertIn('cmp1: 1/2 moved, 0 running', text)
+        # b1 converges with half the link: it started beside q1.
+        self.assertIn('cmp1: 1/2 moved, 1 running', text)
         self.assertIn('cmp1: 2 moved, 0 left', text)
 
     def test_disable_reason_disables_the_service_first(self):
@@ -334,6 +339,34 @@ class RunTest(DrainTestBase):
                       'valid host was found.', text)
         # A refusal is no failure: nothing was stopped.
         self.assertNotIn('stopped after the first failure', text)
+
+    def test_next_starts_when_a_slot_frees_not_when_the_group_ends(self):
+        compute = FakeCompute([self.quiet('q1', 512), self.quiet('q2', 512),
+                               self.quiet('q3', 1024)])
+        compute.poll_for['id-q1'] = 6
+        code, d = self.run_drain(compute, concurrency=2)
+        self.assertEqual(0, code)
+        # q3 took q2's slot while the slow q1 was still migrating.
+        self.assertEqual(['q1'], compute.running_with['q3'])
+        self.assertEqual(2, compute.max_running)
+
+    def test_a_guest_needing_the_link_runs_alone(self):
+        compute = FakeCompute([self.quiet('q1', 512), self.quiet('q2', 512),
+                               self.hard('h1', 2048)])
+        code, d = self.run_drain(compute, concurrency=3)
+        self.assertEqual(0, code)
+        self.assertEqual([], compute.running_with['h1'])
+        self.assertEqual(['q1', 'q2', 'h1'], compute.started)
+
+    def test_group_at_a_time_without_rolling(self):
+        compute = FakeCompute([self.quiet('q1', 512), self.quiet('q2', 512),
+                               self.quiet('q3', 1024)])
+        compute.poll_for['id-q1'] = 6
+        d = self.drainer(compute, concurrency=2)
+        groups, resume, stuck = d.plan(d.guests())
+        self.assertEqual(0, d.run(groups, resume, stuck, rolling=False))
+        # q3's group waited for the slow q1.
+        self.assertEqual([], compute.running_with['q3'])
 
     def test_rerun_waits_for_migrations_already_running(self):
         compute = FakeCompute([self.quiet('q1', 512), self.quiet('q2', 512)])
