@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from oslo_log import log as logging
 
@@ -73,20 +73,36 @@ def host_load(interval: float = 0.2,
 
 
 def dirty_rate_mbps(dom: Any, seconds: int = 1,
-                    timeout: Optional[float] = None) -> Optional[float]:
+                    timeout: Optional[float] = None,
+                    during: Optional[Callable[[], None]] = None,
+                    ) -> Optional[float]:
     """The guest's dirty rate (MiB/s) from libvirt's dirty-rate calculation.
 
     Uses ``virDomainStartDirtyRateCalc`` (page sampling, works under TCG
     and KVM) and polls the ``dirtyrate`` stats group until measured.
     Returns None when libvirt or QEMU cannot measure it.
+
+    :param during: called once while QEMU measures (e.g. the page sample),
+        so that both cost one measuring window instead of two; called
+        anyway when the dirty rate cannot be measured.
     """
+    pending = [during] if during is not None else []
+
+    def run_during() -> None:
+        while pending:
+            pending.pop()()
+
     if seconds <= 0:
+        run_during()
         return None
     try:
         dom.startDirtyRateCalc(seconds, 0)
         conn = dom.connect()
-        deadline = time.monotonic() + (timeout or seconds + 5.0)
-        time.sleep(seconds)
+        started = time.monotonic()
+        run_during()
+        now = time.monotonic()
+        deadline = max(started + (timeout or seconds + 5.0), now + 1.0)
+        time.sleep(max(0.0, seconds - (now - started)))
         while time.monotonic() < deadline:
             stats = conn.domainListGetStats([dom], _STATS_DIRTYRATE)
             record = stats[0][1] if stats else {}
@@ -95,6 +111,7 @@ def dirty_rate_mbps(dom: Any, seconds: int = 1,
             time.sleep(0.2)
     except Exception as exc:  # noqa: any libvirt error means "unknown"
         LOG.info('Dirty rate not measured: %s', exc)
+    run_during()
     return None
 
 
@@ -208,13 +225,20 @@ def instance_fields(dom: Any, memory_mb: int, dirty_seconds: int = 1,
 
     The dirty rate from libvirt's calculation, and the page sample's
     zero share, compressibility and XBZRLE-friendliness; each None when
-    it could not be measured.
+    it could not be measured. The page sample is taken while QEMU
+    measures the dirty rate: the two cost one window.
     """
-    fields: dict = {'dirty_rate_mbps': dirty_rate_mbps(dom, dirty_seconds)}
-    sample = page_sample(dom, memory_mb, pages=sample_pages) \
-        if sample_pages else None
-    if sample is not None:
-        fields.update(zero_fraction=sample.zero_fraction,
-                      compress_ratio=sample.compress_ratio,
-                      xbzrle_friendly=sample.xbzrle_friendly)
+    samples: list = []
+
+    def sample() -> None:
+        if sample_pages:
+            samples.append(page_sample(dom, memory_mb, pages=sample_pages))
+
+    fields: dict = {'dirty_rate_mbps': dirty_rate_mbps(
+        dom, dirty_seconds, during=sample)}
+    found = samples[0] if samples else None
+    if found is not None:
+        fields.update(zero_fraction=found.zero_fraction,
+                      compress_ratio=found.compress_ratio,
+                      xbzrle_friendly=found.xbzrle_friendly)
     return fields

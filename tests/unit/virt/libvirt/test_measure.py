@@ -106,6 +106,34 @@ class TestDirtyRate(base.TestCase):
         self.assertEqual(123.0, measure.dirty_rate_mbps(dom, seconds=2))
         dom.startDirtyRateCalc.assert_called_once_with(2, 0)
 
+    def test_page_sample_taken_while_qemu_measures(self):
+        # The sample runs after the calculation started and before its
+        # result is read; the 2 s window is not waited for again.
+        dom = self._dom([{'dirtyrate.calc_status': 2,
+                          'dirtyrate.megabytes_per_second': 50}])
+        seen = []
+
+        def during():
+            seen.append((dom.startDirtyRateCalc.called,
+                         dom.connect.return_value.domainListGetStats.called,
+                         self.clock[0]))
+            self.clock[0] += 1.5         # the sample takes 1.5 s
+
+        self.assertEqual(50.0, measure.dirty_rate_mbps(dom, seconds=2,
+                                                       during=during))
+        self.assertEqual([(True, False, 0.0)], seen)
+        self.assertEqual(2.0, self.clock[0])
+
+    def test_during_runs_when_the_rate_cannot_be_measured(self):
+        dom = mock.Mock()
+        dom.startDirtyRateCalc.side_effect = RuntimeError('not supported')
+        seen = []
+        self.assertIsNone(measure.dirty_rate_mbps(
+            dom, seconds=1, during=lambda: seen.append(1)))
+        self.assertIsNone(measure.dirty_rate_mbps(
+            dom, seconds=0, during=lambda: seen.append(2)))
+        self.assertEqual([1, 2], seen)
+
     def test_disabled(self):
         dom = mock.Mock()
         self.assertIsNone(measure.dirty_rate_mbps(dom, seconds=0))
