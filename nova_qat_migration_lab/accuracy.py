@@ -17,6 +17,8 @@ records by a bounded coordinate search on a log grid, minimising the median
 absolute percentage error of the total time plus a penalty for every run
 whose convergence it predicts wrongly. ``report`` prints, per run, what the
 model predicted for the plan that ran against what happened.
+:func:`leave_one_scenario_out` judges the model on workloads it was not
+fitted on: for every scenario, fit without it, then predict it.
 
 Each record carries the facts measured before its migration (dirty rate,
 page sample, host load) and the executed plan, so predictions here use
@@ -193,3 +195,48 @@ def calibration_to_json(cal: datamodel.Calibration) -> str:
     return json.dumps({k: round(v, 4) if isinstance(v, float) else v
                        for k, v in dataclasses.asdict(cal).items()},
                       indent=2, sort_keys=True) + '\n'
+
+
+def leave_one_scenario_out(records: list, timeout_s: float,
+                           samples: Optional[dict] = None,
+                           start: datamodel.Calibration = (
+                               datamodel.Calibration())) -> list:
+    """Per scenario: the model fitted on the other scenarios, scored on it.
+
+    :returns: ``[(scenario, fitted-on-others stats, fitted-on-all
+        stats)]``, the second the in-sample error for comparison.
+    """
+    usable = _usable(records)
+    everything, _ = calibrate(usable, timeout_s, samples, start)
+    out = []
+    for scenario in sorted({r['scenario'] for r in usable}):
+        inside = [r for r in usable if r['scenario'] == scenario]
+        others = [r for r in usable if r['scenario'] != scenario]
+        cal, _ = calibrate(others, timeout_s, samples, start)
+        out.append((scenario,
+                    score(predictions(inside, cal, samples), timeout_s),
+                    score(predictions(inside, everything, samples),
+                          timeout_s)))
+    return out
+
+
+def loso_markdown(rows: list) -> str:
+    """The leave-one-scenario-out table."""
+    def pct(value: Optional[float]) -> str:
+        return '-' if value is None else '%.0f%%' % (100 * value)
+
+    lines = ['| scenario | runs | error, fitted without it | convergence '
+             'right | error, fitted on all | convergence right |',
+             '|---|---|---|---|---|---|']
+    for scenario, held_out, in_sample in rows:
+        lines.append('| %s | %d | %s | %s | %s | %s |'
+                     % (scenario, held_out['runs'], pct(held_out['mdape']),
+                        pct(held_out['convergence_accuracy']),
+                        pct(in_sample['mdape']),
+                        pct(in_sample['convergence_accuracy'])))
+    held = [r[1]['mdape'] for r in rows if r[1]['mdape'] is not None]
+    lines.append('')
+    lines.append('Median over scenarios of the held-out median absolute '
+                 'percentage error: %s.' % (
+                     pct(statistics.median(held)) if held else '-'))
+    return '\n'.join(lines) + '\n'
