@@ -47,12 +47,15 @@ def _echo(text: str) -> None:
 def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
                repeats: int, out_path: str, timeout_s: float,
                prefix: Optional[str] = None, echo=_echo,
-               qat_options: Optional[dict] = None) -> list:
+               qat_options: Optional[dict] = None,
+               qemu: Optional[str] = None) -> list:
     """Run the matrix through Nova, appending one JSON line per migration
     to ``out_path``. Returns the result dicts.
 
     :param conf: unused (kept for callers); options reach the computes
         as ``qat_options`` and per plan spec.
+    :param qemu: the lab's QEMU (``distro`` or ``qatzip``, see
+        :class:`~nova_qat_migration_lab.runner.NovaLab`).
     """
     scenarios = list(scenarios)
     plans = list(plans)
@@ -63,7 +66,7 @@ def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
                             'nova.log')
     with runner.NovaLab(prefix, link_mbit=first.link_mbit,
                         qat_options=qat_options,
-                        log_path=log_path) as nlab, \
+                        log_path=log_path, qemu=qemu) as nlab, \
             open(out_path, 'a') as out:
         echo('bench: Nova API at %s; every migration is '
              '"openstack server migrate --live-migration" through '

@@ -35,6 +35,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
+from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import repo
 from nova_qat_migration_lab import scenarios as sc
 
@@ -84,13 +85,27 @@ def _unknown(kind: str, names: list, known: list) -> bool:
     return False
 
 
-def _check_ready() -> Optional[str]:
+def _check_ready(qemu: str = qemu_build.DISTRO) -> Optional[str]:
+    """Why the lab cannot run here with the ``qemu`` choice, or None."""
     from nova_qat_migration_lab import hosts
     why = hosts.missing_prerequisites()
     if why:
         return ('the lab cannot run here: %s (run tools/setup-host.sh as '
                 'root)' % '; '.join(why))
+    try:
+        qemu_build.emulator(qemu)
+    except qemu_build.NotBuilt as exc:
+        return '--qemu %s: %s' % (qemu, exc)
     return None
+
+
+def _add_qemu_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        '--qemu', choices=qemu_build.CHOICES, default=qemu_build.DISTRO,
+        help="the QEMU both lab hosts run: distro (Debian's) or qatzip "
+             '(built with QATzip by %s, put first on the libvirt daemons\' '
+             'PATH; no QAT hardware here: qatzip runs QATzip\'s software '
+             'fallback on the CPU)' % qemu_build.BUILD_SCRIPT)
 
 
 def _exit_on_signals() -> None:
@@ -130,7 +145,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     os.makedirs(out_dir, exist_ok=True)
     jsonl = os.path.join(out_dir, 'results.jsonl')
     if not args.report_only:
-        why = _check_ready()
+        why = _check_ready(args.qemu)
         if why:
             print(why, file=sys.stderr)
             return 1
@@ -138,14 +153,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             os.unlink(jsonl)
         started = time.time()
         print('bench: %d scenario(s) x %d plan(s) x %d repeat(s), '
-              'timeout %.0f s -> %s' % (len(scenarios), len(plans), repeats,
-                                        args.timeout, jsonl))
+              'timeout %.0f s, %s QEMU -> %s' % (
+                  len(scenarios), len(plans), repeats, args.timeout,
+                  args.qemu, jsonl))
         bench.run_matrix(None, scenarios, plans, repeats, jsonl,
                          args.timeout, prefix=args.prefix,
-                         qat_options=_lab_options())
+                         qat_options=_lab_options(), qemu=args.qemu)
         print('bench: done in %.1f min' % ((time.time() - started) / 60))
     results = bench.load(jsonl)
     meta = _meta(args, scenarios, plans, repeats)
+    if not args.report_only:
+        meta['qemu'] = ('%s (%s)' % (args.qemu, qemu_build.emulator(
+            args.qemu)))
     if args.report_only:
         meta['matrix'] = ('%d runs read from %s (repeats completed: %d)'
                           % (len(results), jsonl,
@@ -194,7 +213,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from nova_qat_migration_lab import runner
     _logging(args.verbose)
     _exit_on_signals()
-    why = _check_ready()
+    why = _check_ready(args.qemu)
     if why:
         print(why, file=sys.stderr)
         return 1
@@ -203,14 +222,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     log_path = os.path.abspath(args.log or repo.path(*DEMO_LOG))
     with runner.NovaLab(args.prefix, link_mbit=scenario.link_mbit,
                         qat_options=_lab_options(),
-                        log_path=log_path) as nlab:
+                        log_path=log_path, qemu=args.qemu) as nlab:
         lab, cloud = nlab.lab, nlab.cloud
         print('Demo: a real Nova (API at %s, conductor, scheduler, '
               'Placement) with two nova-compute services running '
               'QATLibvirtDriver on two libvirt 11 / QEMU 10 hosts (network '
-              'namespaces %s and %s, %d Mbit/s link). Nova and driver log: '
-              '%s' % (cloud.api_url, lab.source.name, lab.dest.name,
-                      scenario.link_mbit, log_path))
+              'namespaces %s and %s, %d Mbit/s link, %s QEMU %s). Nova and '
+              'driver log: %s' % (cloud.api_url, lab.source.name,
+                                  lab.dest.name, scenario.link_mbit,
+                                  lab.qemu, lab.emulator, log_path))
         print('\n%s nova.conf:\n%s' % (lab.source.name,
                                         cloud.nova_conf(lab.source)))
         print('One busy guest (%s: %s) is booted by Nova and live-migrated '
@@ -320,11 +340,14 @@ def cmd_faults(args: argparse.Namespace) -> int:
     out_dir = args.out or repo.path(*FAULTS_OUT)
     jsonl = os.path.join(out_dir, 'results.jsonl')
     if not args.report_only:
-        why = _check_ready()
+        why = _check_ready(args.qemu)
         if why:
             print(why, file=sys.stderr)
             return 1
         from nova_qat_migration_lab import hosts
+        # The fault matrix builds its own lab: the choice is this
+        # process's default.
+        hosts.default_qemu = args.qemu
         prefix = args.prefix or hosts.free_prefix('nqf')
         runs = []
         if not args.nova_only:
@@ -381,6 +404,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--prefix', default=None,
                    help='lab name (namespaces PREFIX-a, PREFIX-b; default: '
                         'the first free of nqm, nqm1, ...)')
+    _add_qemu_argument(p)
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_bench)
 
@@ -395,6 +419,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--log', help="Nova's and the driver's log "
                                  '(default demo-nova.log in the repository '
                                  'root)')
+    _add_qemu_argument(p)
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_demo)
 
@@ -438,6 +463,7 @@ def add_parsers(subparsers: Any) -> None:
                    help='rebuild summary.md from results.jsonl')
     p.add_argument('--prefix', default=None,
                    help='lab name (default: the first free of nqf, nqf1...)')
+    _add_qemu_argument(p)
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_faults)
 

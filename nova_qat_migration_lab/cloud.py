@@ -17,7 +17,9 @@ What runs, in this one process, with native threads (no eventlet):
   ``openstack`` client talks to it), conductor, scheduler, Placement
   (in-process, ``openstack-placement``), two ``nova-compute`` services
   whose driver is ``qat_migration.QATLibvirtDriver`` talking to the lab's
-  two libvirt 11 daemons, which run QEMU 10;
+  two libvirt 11 daemons, which run QEMU 10 (Debian's, or with the lab's
+  ``qemu='qatzip'`` the build with QATzip: libvirt offers it as the
+  default emulator and Nova's guests run it);
 * **fixtures standing in**, as in Nova's own functional tests: Keystone
   (a token ``user:project`` becomes the request's identity), Glance (images
   held in memory, written to disk when Nova downloads them), Neutron (the
@@ -79,6 +81,7 @@ from nova_qat_migration import conf as qat_conf  # noqa: E402,F401
 from nova_qat_migration import report  # noqa: E402
 from nova_qat_migration_lab import guest as guest_mod  # noqa: E402
 from nova_qat_migration_lab import hosts as hosts_mod  # noqa: E402
+from nova_qat_migration_lab import qemu_build  # noqa: E402
 
 LOG = oslo_logging.getLogger(__name__)
 
@@ -382,6 +385,10 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
                  'live_migration_scheme = tcp',
                  '# live_migration_inbound_addr = %s  (resolved by name '
                  'in the lab)' % host.addr]
+        if self.lab.qemu != qemu_build.DISTRO:
+            lines.append('# QEMU: %s (%s build, first on the libvirt '
+                         "daemon's PATH; libvirt's default emulator)"
+                         % (self.lab.emulator, self.lab.qemu))
         lines += ['%s = %s' % kv for kv in sorted(
             self.libvirt_options.items())]
         lines += ['', '[qat_migration]']

@@ -39,6 +39,7 @@ import tty
 from typing import Optional
 from xml.sax.saxutils import escape
 
+from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import repo
 
 
@@ -142,12 +143,16 @@ def build(cache_dir: str = CACHE_DIR, force: bool = False) -> dict:
 
 
 def domain_xml(name: str, memory_mb: int, cmdline: str, images: dict,
-               serial_log: str, vcpus: int = 1) -> str:
+               serial_log: str, vcpus: int = 1,
+               emulator: str = qemu_build.DISTRO_EMULATOR) -> str:
     """Domain XML for a TCG guest booting the dirtier.
 
     No disk, no NIC, no balloon: only RAM moves, so what a run measures is
     memory migration. ``<acpi/>`` because libvirt would otherwise ask QEMU
     10 for ``-no-acpi``, which it refuses.
+
+    :param emulator: the lab's QEMU (``Lab.emulator``: Debian's or the
+        build with QATzip).
     """
     return """<domain type='qemu'>
   <name>{name}</name>
@@ -165,7 +170,7 @@ def domain_xml(name: str, memory_mb: int, cmdline: str, images: dict,
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <emulator>{emulator}</emulator>
     <serial type='pty'>
       <log file='{log}' append='off'/>
       <target port='0'/>
@@ -176,7 +181,8 @@ def domain_xml(name: str, memory_mb: int, cmdline: str, images: dict,
 </domain>
 """.format(name=escape(name), mem=memory_mb, vcpus=vcpus,
            kernel=escape(images['kernel']), initrd=escape(images['initrd']),
-           cmdline=escape(cmdline), log=escape(serial_log))
+           cmdline=escape(cmdline), log=escape(serial_log),
+           emulator=escape(emulator))
 
 
 def with_serial_log(xml: str, serial_log: str) -> str:

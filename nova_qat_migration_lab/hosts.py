@@ -23,6 +23,15 @@ is how the (root-namespace) lab process talks to them.
 The link between the hosts is shaped with ``tc`` (a token bucket on both
 veth ends), so every plan sees the same wire.
 
+Both hosts run Debian's QEMU, or with ``qemu='qatzip'`` the QEMU built with
+QATzip (:mod:`~nova_qat_migration_lab.qemu_build`): libvirt looks its
+emulators up on ``PATH``, so the build's ``bin`` directory goes first on
+the ``PATH`` of both daemons and :meth:`Lab.up` checks that libvirt's
+capabilities name it (the emulator Nova's guests then run). Nothing under
+``/usr`` changes. Each QEMU's stderr is its domain's log,
+:meth:`LabHost.qemu_log` (``/var/log/libvirt/qemu/<domain>.log`` inside
+the daemon's mount namespace).
+
 :class:`Lab` is a context manager: whatever happens, leaving it kills the
 QEMU processes and daemons it started (by pid, and every process left in
 its namespaces) and deletes the namespaces. :func:`cleanup` does the same
@@ -43,6 +52,8 @@ import uuid
 
 from oslo_log import log as logging
 
+from nova_qat_migration_lab import qemu_build
+
 LOG = logging.getLogger(__name__)
 
 #: Where labs keep their runtime state. Short: unix socket paths are
@@ -57,6 +68,12 @@ LIBVIRT_DIRS = {
     'etc': '/etc/libvirt',
 }
 TCP_PORT = 16509
+
+
+#: The QEMU a :class:`Lab` runs when none is given (``qemu_build.DISTRO``
+#: or ``qemu_build.QATZIP``): commands whose labs are built elsewhere set it
+#: for the process (``nova-qat-migration-lab faults --qemu``).
+default_qemu = qemu_build.DISTRO
 
 
 class LabError(Exception):
@@ -140,6 +157,13 @@ class LabHost:
                 continue
         return [p for p in pids if _is_qemu(p)]
 
+    def qemu_log(self, domain_name: str) -> str:
+        """Host-visible path of domain ``domain_name``'s QEMU log here
+        (QEMU's stderr: ``stdio_handler = "file"``).
+        """
+        return os.path.join(self.path('log'), 'qemu',
+                            '%s.log' % domain_name)
+
     def qemu_pid(self, domain_name: str) -> Optional[int]:
         """PID of the QEMU running domain ``domain_name`` here, if any."""
         try:
@@ -165,14 +189,25 @@ class Lab:
     :param prefix: names namespaces, veths and the run directory, so that
         two labs (e.g. a benchmark and a test) can coexist.
     :param link_mbit: the emulated link rate.
+    :param qemu: ``distro`` (Debian's QEMU) or ``qatzip`` (the QEMU built
+        by ``tools/build-qemu-qatzip.sh``); ``None``: :data:`default_qemu`.
+    :param daemon_env: more environment for both libvirt daemons (libvirt
+        passes QEMU only a few variables of its own environment: ``PATH``,
+        ``LD_PRELOAD``, ``LD_LIBRARY_PATH``...).
+    :raises qemu_build.NotBuilt: ``qatzip`` asked for and not built.
     """
 
     def __init__(self, prefix: Optional[str] = None,
-                 link_mbit: int = 1000) -> None:
+                 link_mbit: int = 1000, qemu: Optional[str] = None,
+                 daemon_env: Optional[dict] = None) -> None:
         if prefix is None:
             prefix = free_prefix()
         if len(prefix) > 8:
             raise ValueError('prefix too long for interface names')
+        self.qemu = qemu or default_qemu
+        #: the qemu-system-x86_64 both hosts run
+        self.emulator = qemu_build.emulator(self.qemu)
+        self.daemon_env = dict(daemon_env or {})
         self.prefix = prefix
         self._lock_fd: Optional[int] = None
         self.link_mbit = link_mbit
@@ -247,6 +282,42 @@ class Lab:
             self._start_daemon(host)
         for host in self.hosts:
             self._wait_daemon(host)
+        if self.qemu != qemu_build.DISTRO:
+            for host in self.hosts:
+                self._check_emulator(host)
+
+    def _check_emulator(self, host: LabHost) -> None:
+        """libvirt offers the selected QEMU (Nova's guests get libvirt's
+        default emulator for the architecture).
+        """
+        from nova_qat_migration.virt.libvirt import capabilities
+        conn = self.connect(host)
+        try:
+            found = capabilities.emulator_from_capabilities(
+                conn.getCapabilities())
+        finally:
+            conn.close()
+        if found is None or (os.path.realpath(found) !=
+                             os.path.realpath(self.emulator)):
+            raise LabError('libvirtd of %s offers %s as its x86_64 emulator, '
+                           'not the %s QEMU %s' % (host.name, found,
+                                                   self.qemu, self.emulator))
+
+    def daemon_environ(self) -> dict:
+        """The libvirt daemons' environment: this process's, the selected
+        QEMU's directory first on ``PATH``, and :attr:`daemon_env`.
+
+        With the QATzip build, without ``LD_LIBRARY_PATH`` (libvirt would
+        pass it on to QEMU): the build finds QATzip through its rpath, as
+        under an operator's libvirtd.
+        """
+        env = dict(os.environ)
+        env['PATH'] = qemu_build.daemon_path(self.emulator,
+                                             env.get('PATH'))
+        if self.qemu != qemu_build.DISTRO:
+            env.pop('LD_LIBRARY_PATH', None)
+        env.update(self.daemon_env)
+        return env
 
     def _network(self) -> None:
         a, b = self.hosts
@@ -381,7 +452,7 @@ class Lab:
             ['ip', 'netns', 'exec', host.name, 'unshare', '--mount', '--uts',
              '--propagation', 'private', 'sh', '-c', script],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            env=self.daemon_environ(), start_new_session=True)
         log.close()
 
     def _wait_daemon(self, host: LabHost, timeout: float = 30) -> None:

@@ -22,6 +22,14 @@ configured firmware path: no ``LD_LIBRARY_PATH`` needed.
 
 ``NQM_QEMU_QATZIP`` overrides the location: a prefix directory (with
 ``bin/qemu-system-x86_64``), a ``bin`` directory, or the binary itself.
+
+The lab's hosts run Debian's QEMU (:data:`DISTRO`) unless asked for
+:data:`QATZIP` (``NovaLab(qemu='qatzip')``, ``--qemu qatzip``): then both
+libvirt daemons get this ``bin`` directory first on their ``PATH``
+(:func:`daemon_path`) and nothing under ``/usr`` changes. No QAT hardware
+exists on the machines the lab runs on: QEMU's ``qatzip`` method
+initialises QATzip with its software fallback on, so the real method runs,
+compressing on the CPU.
 """
 
 from __future__ import annotations
@@ -37,6 +45,19 @@ BINARY = 'qemu-system-x86_64'
 #: Written last by the build script, only after its checks passed.
 STAMP = '.build-stamp'
 BUILD_SCRIPT = 'tools/build-qemu-qatzip.sh'
+
+#: The lab's QEMU choices: Debian's, or the build with QATzip.
+DISTRO = 'distro'
+QATZIP = 'qatzip'
+CHOICES = (DISTRO, QATZIP)
+#: Debian's QEMU, the emulator libvirt finds on a default ``PATH``.
+DISTRO_EMULATOR = '/usr/bin/qemu-system-x86_64'
+#: A ``PATH`` for a daemon started without one.
+DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+
+class NotBuilt(Exception):
+    """The QEMU with QATzip was asked for and is not built here."""
 
 
 def _executable(path: str) -> bool:
@@ -69,6 +90,54 @@ def qatzip_qemu_bindir() -> Optional[str]:
     """The directory of the built QEMU (for a ``PATH``), or None."""
     binary = qatzip_qemu_binary()
     return os.path.dirname(binary) if binary else None
+
+
+def missing_reason() -> str:
+    """Why :func:`qatzip_qemu_binary` found nothing, and how to build it."""
+    where = os.environ.get(ENV)
+    looked = ('$%s=%s holds no %s' % (ENV, where, BINARY) if where else
+              'no %s/bin/%s with its build stamp' % (DEFAULT_PREFIX, BINARY))
+    return ('QEMU with QATzip not available: %s; run %s as root (about 6 '
+            'minutes, once per machine)' % (looked, BUILD_SCRIPT))
+
+
+def require_qatzip_qemu() -> str:
+    """The built binary's path.
+
+    :raises NotBuilt: naming :data:`BUILD_SCRIPT` when it is not built.
+    """
+    binary = qatzip_qemu_binary()
+    if binary is None:
+        raise NotBuilt(missing_reason())
+    return binary
+
+
+def emulator(choice: str) -> str:
+    """The ``qemu-system-x86_64`` the lab's hosts run for ``choice``.
+
+    :raises ValueError: for a choice not in :data:`CHOICES`.
+    :raises NotBuilt: for :data:`QATZIP` when it is not built.
+    """
+    if choice == DISTRO:
+        return DISTRO_EMULATOR
+    if choice == QATZIP:
+        return require_qatzip_qemu()
+    raise ValueError('unknown QEMU %r (choose from %s)'
+                     % (choice, ', '.join(CHOICES)))
+
+
+def daemon_path(emulator_path: str, path: Optional[str] = None) -> str:
+    """``PATH`` for a libvirt daemon that must find ``emulator_path``
+    first: its directory ahead of ``path`` (default: this process's
+    ``PATH``). The distro emulator needs no change.
+    """
+    path = path if path is not None else os.environ.get('PATH',
+                                                         DEFAULT_PATH)
+    if emulator_path == DISTRO_EMULATOR:
+        return path
+    bindir = os.path.dirname(emulator_path)
+    rest = [p for p in path.split(os.pathsep) if p and p != bindir]
+    return os.pathsep.join([bindir] + rest)
 
 
 def qemu_version(binary: str, env: Optional[dict] = None,

@@ -21,10 +21,11 @@ self-checking guest as a Nova server and migrates it with
    ``[libvirt] live_migration_completion_timeout``, as an operator would;
 2. asks Nova for the migration through the real client and waits for the
    migration record to end;
-3. around it, and only around it: counts the bytes on the source's veth
-   and the source QEMU's CPU seconds, reads the driver's ``qat_migration
-   report:`` record, and asks the guest, on whichever host Nova says runs
-   it, to verify its memory.
+3. around it, and only around it: counts the bytes on the source's veth,
+   the source QEMU's CPU seconds and the lines both QEMUs wrote to their
+   domain logs, reads the driver's ``qat_migration report:`` record, and
+   asks the guest, on whichever host Nova says runs it, to verify its
+   memory.
 
 Planning, escalation, downtime steps and the outcome are the driver's and
 Nova's: nothing here re-implements them.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from typing import Any, Callable, Optional
 
@@ -66,6 +68,13 @@ OUTCOME_ERROR = 'error'
 #: the lab's veth is shaped to.
 LAB_QAT_OPTIONS = {'cpu_idle_threshold': 25}
 
+#: What QATzip (its ``[Error]``/``[Warning]`` lines name ``qatzip.c``)
+#: and qatlib (``Cannot open /dev/vfio``) print to QEMU's stderr each time
+#: QATzip looks for a QAT device and falls back to software: two or three
+#: lines per multifd packet, on both ends (see ``doc/source/qat.rst``).
+QATZIP_FALLBACK_LINE = re.compile(
+    r'\(qatzip\.c:\d+\)|Cannot open /dev/vfio')
+
 
 @dataclasses.dataclass
 class RunResult:
@@ -91,6 +100,11 @@ class RunResult:
     memory_total_bytes: Optional[int] = None
     data_processed_bytes: Optional[int] = None
     src_cpu_s: Optional[float] = None
+    #: the source domain's ``<emulator>`` (the lab's QEMU)
+    emulator: str = ''
+    #: what each QEMU wrote to its domain log during the migration:
+    #: ``{'source'|'dest': {'lines', 'bytes', 'qatzip_fallback_lines'}}``
+    qemu_log: dict = dataclasses.field(default_factory=dict)
     iterations: Optional[int] = None
     integrity: str = 'unknown'
     verdict: str = ''
@@ -130,6 +144,34 @@ def _proc_cpu_s(pid: Optional[int]) -> Optional[float]:
         return None
 
 
+def _log_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def log_written(path: str, offset: int) -> dict:
+    """What was written to the log ``path`` after ``offset`` bytes:
+    lines, bytes and QATzip's software-fallback lines. A file shorter than
+    ``offset`` was started afresh: counted from its start.
+    """
+    try:
+        with open(path, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < offset:
+                offset = 0
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        data = b''
+    text = data.decode(errors='replace')
+    return {'lines': text.count('\n'), 'bytes': len(data),
+            'qatzip_fallback_lines': sum(
+                1 for line in text.splitlines()
+                if QATZIP_FALLBACK_LINE.search(line))}
+
+
 def completion_timeout_per_gib(timeout_s: float, memory_mb: int) -> int:
     """``[libvirt] live_migration_completion_timeout`` for ``timeout_s``.
 
@@ -147,13 +189,21 @@ class NovaLab:
         (besides :data:`LAB_QAT_OPTIONS`).
     :param log_path: Nova's and the driver's log (default: in the lab's
         run directory, which tear-down removes).
+    :param qemu: the QEMU both hosts run: ``distro`` (Debian's) or
+        ``qatzip`` (built by ``tools/build-qemu-qatzip.sh``; without it
+        this raises :class:`~nova_qat_migration_lab.qemu_build.NotBuilt`
+        naming the script). ``None``: ``hosts.default_qemu``.
+    :param daemon_env: more environment for the libvirt daemons.
     """
 
     def __init__(self, prefix: Optional[str] = None, link_mbit: int = 1000,
                  qat_options: Optional[dict] = None,
                  log_path: Optional[str] = None,
-                 driver: str = cloud_mod.DRIVER) -> None:
-        self.lab = hosts_mod.Lab(prefix, link_mbit=link_mbit)
+                 driver: str = cloud_mod.DRIVER,
+                 qemu: Optional[str] = None,
+                 daemon_env: Optional[dict] = None) -> None:
+        self.lab = hosts_mod.Lab(prefix, link_mbit=link_mbit, qemu=qemu,
+                                 daemon_env=daemon_env)
         options = dict(LAB_QAT_OPTIONS)
         options['link_gbps'] = link_mbit / 1000.0
         options.update(qat_options or {})
@@ -288,8 +338,16 @@ class GuestSession:
         options = spec.conf_options()
         timeout = completion_timeout_per_gib(timeout_s,
                                              self.scenario.memory_mb)
-        qemu_pid = src.qemu_pid(cloud.domain(self.server_id).name())
+        dom = cloud.domain(self.server_id)
+        dom_name = dom.name()
+        found = re.search(r'<emulator>([^<]+)</emulator>', dom.XMLDesc(0))
+        result.emulator = found.group(1).strip() if found else ''
+        qemu_pid = src.qemu_pid(dom_name)
         cpu = {'first': _proc_cpu_s(qemu_pid), 'last': None}
+        logs = {'source': src.qemu_log(dom_name),
+                'dest': lab.host(dest or self.other_host()).qemu_log(
+                    dom_name)}
+        log_offsets = {end: _log_size(path) for end, path in logs.items()}
 
         def sample() -> None:
             # The source QEMU exits when the migration completes: keep its
@@ -317,6 +375,8 @@ class GuestSession:
         result.wire_bytes = tx1 - tx0
         if cpu['first'] is not None and cpu['last'] is not None:
             result.src_cpu_s = round(cpu['last'] - cpu['first'], 2)
+        result.qemu_log = {end: log_written(path, log_offsets[end])
+                           for end, path in logs.items()}
         result.commands = cloud.cli_log[n_cli:]
         record = (cloud.reports.wait_for(self.server_id, n_reports, 30)
                   if migration is not None else None)

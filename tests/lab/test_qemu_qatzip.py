@@ -16,6 +16,9 @@ built (``NQM_QEMU_QATZIP`` or the default prefix). Where it is: the
 project's capability probe finds ``qatzip`` among its multifd methods, it
 is the distro QEMU's version (migrations between the two must work), it
 starts without ``LD_LIBRARY_PATH`` (as libvirt starts it) and answers QMP.
+How the lab selects it (``--qemu``, ``Lab(qemu=...)``, the daemons'
+``PATH``, the guest XML) is checked without a build or a lab; the lab with
+it is ``test_qatzip_path``.
 """
 
 import os
@@ -27,6 +30,9 @@ import testtools
 
 from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration_lab import cli
+from nova_qat_migration_lab import guest
+from nova_qat_migration_lab import hosts
 from nova_qat_migration_lab import qemu_build
 
 
@@ -82,6 +88,89 @@ class TestLocate(testtools.TestCase):
             os.path.join(self.tmp, 'missing')))
 
 
+class TestSelect(testtools.TestCase):
+    """``distro`` or ``qatzip``: what the lab runs (no build, no lab)."""
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = self.useFixture(fixtures.TempDir()).path
+        self.useFixture(fixtures.EnvironmentVariable(qemu_build.ENV))
+        self.useFixture(fixtures.MockPatchObject(
+            qemu_build, 'DEFAULT_PREFIX', os.path.join(self.tmp, 'none')))
+
+    def _built(self):
+        binary = os.path.join(self.tmp, 'built', 'bin', qemu_build.BINARY)
+        _touch_executable(binary)
+        self.useFixture(fixtures.EnvironmentVariable(
+            qemu_build.ENV, os.path.dirname(os.path.dirname(binary))))
+        return binary
+
+    def test_distro_is_debians_qemu(self):
+        self.assertEqual('/usr/bin/qemu-system-x86_64',
+                         qemu_build.emulator(qemu_build.DISTRO))
+        self.assertEqual('/a:/b', qemu_build.daemon_path(
+            qemu_build.DISTRO_EMULATOR, '/a:/b'))
+
+    def test_qatzip_not_built_names_the_build_script(self):
+        with testtools.ExpectedException(qemu_build.NotBuilt,
+                                         '.*tools/build-qemu-qatzip.sh.*'):
+            qemu_build.emulator(qemu_build.QATZIP)
+        with testtools.ExpectedException(qemu_build.NotBuilt,
+                                         '.*tools/build-qemu-qatzip.sh.*'):
+            hosts.Lab('zz0', qemu=qemu_build.QATZIP)
+
+    def test_unknown_choice(self):
+        self.assertRaises(ValueError, qemu_build.emulator, 'kvm')
+
+    def test_qatzip_bin_first_on_the_daemons_path(self):
+        binary = self._built()
+        bindir = os.path.dirname(binary)
+        self.assertEqual(binary, qemu_build.emulator(qemu_build.QATZIP))
+        self.assertEqual(
+            '%s:/usr/bin:/bin' % bindir,
+            qemu_build.daemon_path(binary, '/usr/bin:%s:/bin' % bindir))
+        lab = hosts.Lab('zz0', qemu=qemu_build.QATZIP,
+                        daemon_env={'EXTRA': '1'})
+        self.assertEqual(binary, lab.emulator)
+        with mock.patch.dict(os.environ, {'LD_LIBRARY_PATH': '/qz'}):
+            env = lab.daemon_environ()
+        # QEMU finds QATzip through its rpath, as under an operator's
+        # libvirtd (libvirt would pass LD_LIBRARY_PATH on to it).
+        self.assertNotIn('LD_LIBRARY_PATH', env)
+        self.assertEqual(bindir, env['PATH'].split(':')[0])
+        self.assertEqual('1', env['EXTRA'])
+        # Nothing under /usr is replaced: the distro QEMU stays on PATH.
+        self.assertIn('/usr/bin', env['PATH'].split(':'))
+
+    def test_lab_default_is_the_distro(self):
+        lab = hosts.Lab('zz0')
+        self.assertEqual(qemu_build.DISTRO, lab.qemu)
+        self.assertEqual(qemu_build.DISTRO_EMULATOR, lab.emulator)
+        self.assertEqual(os.environ.get('PATH', qemu_build.DEFAULT_PATH),
+                         lab.daemon_environ()['PATH'])
+
+    def test_guest_xml_follows_the_selection(self):
+        images = {'kernel': '/k', 'initrd': '/i'}
+        self.assertIn('<emulator>/usr/bin/qemu-system-x86_64</emulator>',
+                      guest.domain_xml('g', 256, 'x', images, '/log'))
+        binary = self._built()
+        lab = hosts.Lab('zz0', qemu=qemu_build.QATZIP)
+        self.assertIn('<emulator>%s</emulator>' % binary,
+                      guest.domain_xml('g', 256, 'x', images, '/log',
+                                       emulator=lab.emulator))
+
+    def test_cli_qemu_flag(self):
+        parser = cli.build_parser()
+        for command in ('bench', 'demo', 'faults'):
+            args = parser.parse_args([command])
+            self.assertEqual(qemu_build.DISTRO, args.qemu, command)
+            args = parser.parse_args([command, '--qemu', 'qatzip'])
+            self.assertEqual(qemu_build.QATZIP, args.qemu, command)
+        with testtools.ExpectedException(SystemExit):
+            with mock.patch('sys.stderr'):
+                parser.parse_args(['demo', '--qemu', 'kvm'])
+
+
 class TestBuiltQemu(testtools.TestCase):
     """The built binary itself; skipped where it is not built."""
 
@@ -93,15 +182,7 @@ class TestBuiltQemu(testtools.TestCase):
     def setUp(self):
         super().setUp()
         if self.binary is None:
-            where = os.environ.get(qemu_build.ENV)
-            looked = ('$%s=%s holds no %s' % (qemu_build.ENV, where,
-                                              qemu_build.BINARY)
-                      if where else
-                      'no %s/bin/%s with its build stamp' % (
-                          qemu_build.DEFAULT_PREFIX, qemu_build.BINARY))
-            self.skipTest('QEMU with QATzip not available: %s; run %s as '
-                          'root (about 6 minutes, once per machine)'
-                          % (looked, qemu_build.BUILD_SCRIPT))
+            self.skipTest(qemu_build.missing_reason())
 
     def test_probe_lists_qatzip(self):
         methods = capabilities.probe_multifd_methods(self.binary)
