@@ -424,9 +424,10 @@ def add_parsers(subparsers: Any) -> None:
     p.set_defaults(func=cmd_demo)
 
     p = subparsers.add_parser(
-        'model', help='fit the convergence model to benchmark results, or '
-                      'report its accuracy on them')
-    p.add_argument('action', choices=('calibrate', 'accuracy'))
+        'model', help='fit the convergence model to benchmark results, '
+                      'report its accuracy on them, or judge it leave-one-'
+                      'scenario-out (loso)')
+    p.add_argument('action', choices=('calibrate', 'accuracy', 'loso'))
     p.add_argument('--results', help='benchmark results (default '
                                      'benchmarks/results.jsonl in the '
                                      'repository root)')
@@ -437,7 +438,7 @@ def add_parsers(subparsers: Any) -> None:
                         '(default benchmarks/calibration.json in the '
                         'repository root)')
     p.add_argument('--timeout', type=float, default=runner_timeout())
-    p.add_argument('--out', help='accuracy: markdown table file')
+    p.add_argument('--out', help='accuracy, loso: markdown table file')
     p.set_defaults(func=cmd_model)
 
     p = subparsers.add_parser(
@@ -498,6 +499,14 @@ def cmd_model(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print('cannot read results: %s' % exc, file=sys.stderr)
         return 2
+    if args.action == 'loso':
+        text = accuracy.loso_markdown(accuracy.leave_one_scenario_out(
+            records, args.timeout, samples))
+        if args.out:
+            with open(args.out, 'w') as f:
+                f.write(text)
+        print(text, end='')
+        return 0
     if args.action == 'calibrate':
         cal, stats = accuracy.calibrate(records, args.timeout, samples)
         with open(calibration, 'w') as f:
