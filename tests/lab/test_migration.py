@@ -65,11 +65,16 @@ def _skip_reason():
     return None
 
 
-def _qemu_method(dom):
+def monitor(dom, command):
+    """One QMP command through libvirt's monitor passthrough."""
     import libvirt_qemu
     reply = libvirt_qemu.qemuMonitorCommand(
-        dom, '{"execute": "query-migrate-parameters"}', 0)
-    return json.loads(reply)['return']['multifd-compression']
+        dom, json.dumps({'execute': command}), 0)
+    return json.loads(reply)['return']
+
+
+def _qemu_method(dom):
+    return monitor(dom, 'query-migrate-parameters')['multifd-compression']
 
 
 class NovaLabTestCase(testtools.TestCase):
@@ -80,20 +85,37 @@ class NovaLabTestCase(testtools.TestCase):
     scenario = SCENARIO
     qat_options: dict = {}
     driver = None
+    #: The lab's QEMU (``hosts.Lab``'s ``qemu``); None: the distro's.
+    qemu = None
+
+    @classmethod
+    def extra_skip_reason(cls):
+        """Why this class cannot run beyond the lab's prerequisites."""
+        return None
+
+    @classmethod
+    def prepare(cls):
+        """Before the lab starts (e.g. fixtures its options name)."""
+
+    @classmethod
+    def cleanup(cls):
+        """After the lab is gone."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.skip_reason = _skip_reason()
+        cls.skip_reason = _skip_reason() or cls.extra_skip_reason()
         if cls.skip_reason:
             return
         from nova_qat_migration_lab import cloud
         from nova_qat_migration_lab import runner
         cls.runner = runner
-        cls.nlab = runner.NovaLab(PREFIX, link_mbit=cls.scenario.link_mbit,
-                                  qat_options=cls.qat_options,
-                                  driver=cls.driver or cloud.DRIVER)
         try:
+            cls.prepare()
+            cls.nlab = runner.NovaLab(
+                PREFIX, link_mbit=cls.scenario.link_mbit,
+                qat_options=cls.qat_options,
+                driver=cls.driver or cloud.DRIVER, qemu=cls.qemu)
             cls.nlab.__enter__()
             cls.cloud = cls.nlab.cloud
             cls.session = runner.GuestSession(cls.nlab, cls.scenario)
@@ -104,14 +126,17 @@ class NovaLabTestCase(testtools.TestCase):
 
     @classmethod
     def _teardown(cls):
-        if cls.session is not None:
-            try:
-                cls.session.destroy()
-            finally:
-                cls.session = None
-        if cls.nlab is not None:
-            cls.nlab.__exit__()
-            cls.nlab = None
+        try:
+            if cls.session is not None:
+                try:
+                    cls.session.destroy()
+                finally:
+                    cls.session = None
+            if cls.nlab is not None:
+                cls.nlab.__exit__()
+                cls.nlab = None
+        finally:
+            cls.cleanup()
 
     @classmethod
     def tearDownClass(cls):

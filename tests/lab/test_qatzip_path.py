@@ -39,13 +39,10 @@ import os
 import testtools
 
 from nova_qat_migration import datamodel
-from nova_qat_migration_lab import hosts
 from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import repo
 from nova_qat_migration_lab import scenarios as sc
-
-#: Per process: another lab (a benchmark) may be running.
-PREFIX = 'z%05d' % (os.getpid() % 100000)
+from tests.lab import test_migration
 
 #: Text-like pages (compressible), busy enough for a few passes.
 SCENARIO = sc.Scenario('test-qatzip', memory_mb=512, touch_mb=192,
@@ -63,82 +60,35 @@ QATZIP = sc.PlanSpec(
         qemu_monitor_passthrough=True).items())))
 
 
-def skip_reason():
-    why = hosts.missing_prerequisites()
-    if why:
-        return 'lab needs root, QEMU and libvirt: %s' % '; '.join(why)
-    if qemu_build.qatzip_qemu_binary() is None:
-        return qemu_build.missing_reason()
-    return None
-
-
-def monitor(dom, command):
-    """One QMP command through libvirt's monitor passthrough."""
-    import libvirt_qemu
-    reply = libvirt_qemu.qemuMonitorCommand(
-        dom, json.dumps({'execute': command}), 0)
-    return json.loads(reply)['return']
-
-
-class TestQatzipPath(testtools.TestCase):
+class TestQatzipPath(test_migration.NovaLabTestCase):
     """One lab on the qatzip QEMU, one guest, one qatzip migration."""
 
-    nlab = None
-    session = None
+    scenario = SCENARIO
+    qemu = qemu_build.QATZIP
     qat_tree = None
 
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.skip_reason = skip_reason()
-        if cls.skip_reason:
-            return
-        from nova_qat_migration_lab import runner
-        cls.runner = runner
+    def extra_skip_reason(cls):
+        if qemu_build.qatzip_qemu_binary() is None:
+            return qemu_build.missing_reason()
+        return None
+
+    @classmethod
+    def prepare(cls):
         cls.binary = qemu_build.qatzip_qemu_binary()
         tree = repo.load_fixture('qat_sysfs').QATSysfs()
         tree.setUp()
         cls.qat_tree = tree
         tree.add_pf(QAT_PF, '4xxx', numvfs=4, services='dc')
-        cls.nlab = runner.NovaLab(
-            PREFIX, link_mbit=SCENARIO.link_mbit, qemu=qemu_build.QATZIP,
-            qat_options={'sysfs_root': tree.sysfs,
-                         'debugfs_root': tree.debugfs,
-                         'qat_endpoints_for_migration': 1})
-        try:
-            cls.nlab.__enter__()
-            cls.cloud = cls.nlab.cloud
-            cls.session = runner.GuestSession(cls.nlab, SCENARIO)
-            cls.session.boot()
-        except BaseException:
-            cls._teardown()
-            raise
+        cls.qat_options = {'sysfs_root': tree.sysfs,
+                           'debugfs_root': tree.debugfs,
+                           'qat_endpoints_for_migration': 1}
 
     @classmethod
-    def _teardown(cls):
-        try:
-            if cls.session is not None:
-                try:
-                    cls.session.destroy()
-                finally:
-                    cls.session = None
-            if cls.nlab is not None:
-                cls.nlab.__exit__()
-                cls.nlab = None
-        finally:
-            if cls.qat_tree is not None:
-                cls.qat_tree.cleanUp()
-                cls.qat_tree = None
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._teardown()
-        super().tearDownClass()
-
-    def setUp(self):
-        super().setUp()
-        if self.skip_reason:
-            self.skipTest(self.skip_reason)
+    def cleanup(cls):
+        if cls.qat_tree is not None:
+            cls.qat_tree.cleanUp()
+            cls.qat_tree = None
 
     def test_1_guest_runs_the_built_qemu(self):
         lab = self.nlab.lab
@@ -151,9 +101,9 @@ class TestQatzipPath(testtools.TestCase):
         pid = lab.source.qemu_pid(dom.name())
         self.assertEqual(os.path.realpath(self.binary),
                          os.path.realpath('/proc/%d/exe' % pid))
+        version = test_migration.monitor(dom, 'query-version')['qemu']
         self.assertEqual(qemu_build.qemu_version(self.binary),
-                         '%(major)d.%(minor)d.%(micro)d'
-                         % monitor(dom, 'query-version')['qemu'])
+                         '%(major)d.%(minor)d.%(micro)d' % version)
 
     def test_2_probe_and_traits_list_qatzip(self):
         from nova_qat_migration.virt.libvirt import capabilities
@@ -197,7 +147,7 @@ class TestQatzipPath(testtools.TestCase):
         import libvirt
         from nova_qat_migration.virt.libvirt import passthrough
         dom = self.cloud.domain(self.session.server_id)
-        params = monitor(dom, 'query-migrate-parameters')
+        params = test_migration.monitor(dom, 'query-migrate-parameters')
         self.assertEqual('qatzip', params['multifd-compression'])
         self.assertEqual(1, params['multifd-qatzip-level'])
         self.assertEqual('qatzip', passthrough.globals_of(
