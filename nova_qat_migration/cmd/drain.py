@@ -484,6 +484,17 @@ class Drainer:
             ok = self._poll(running, started, total) and ok
         return ok
 
+    def _by_group(self, groups: list, started: float, total: int) -> bool:
+        """Each group at once, when the previous one has left the host."""
+        for i, group in enumerate(groups, 1):
+            self.say('group %d/%d (%s): %s'
+                     % (i, len(groups), group.members[0].kind,
+                        ', '.join(g.name for g in group.members)))
+            running = [g for g in group.members if self.start(g)]
+            if not self.wait(running, started, total):
+                return False
+        return True
+
     def run(self, groups: list, resume: list, stuck: list,
             rolling: bool = True) -> int:
         """Migrate ``groups`` in order; 0 when the host is empty.
@@ -501,17 +512,11 @@ class Drainer:
             self.say('waiting for %d migration(s) already running'
                      % len(resume))
             ok = self.wait(resume, started, total)
-        if rolling and ok:
+        if ok and rolling:
             ok = self.roll([g for group in groups for g in group.members],
                            started, total)
-        for i, group in enumerate(groups if not rolling else (), 1):
-            if not ok:
-                break
-            self.say('group %d/%d (%s): %s'
-                     % (i, len(groups), group.members[0].kind,
-                        ', '.join(g.name for g in group.members)))
-            running = [g for g in group.members if self.start(g)]
-            ok = self.wait(running, started, total)
+        elif ok:
+            ok = self._by_group(groups, started, total)
         left = total - len(self.moved)
         self.say('%s: %d moved, %d left, %.0f s'
                  % (self.host, len(self.moved), left,
