@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 import time
 from typing import Any, Iterable, Optional
@@ -38,6 +39,14 @@ LOG = logging.getLogger(__name__)
 BASELINE = 'nova_default'
 ADAPTIVE = 'adaptive'
 BAD_INTEGRITY = ('FAIL', 'lost')
+#: The downtime limit of a plan that does not name one (Nova's default).
+DEFAULT_DOWNTIME_MS = 500
+#: Done checks: adaptive within this factor of the best fixed plan ...
+BEST_FIXED_FACTOR = 1.1
+#: ... nova_default/adaptive geometric mean at least this ...
+NOVA_SPEEDUP_TARGET = 3.0
+#: ... and no throttle or post-copy when a gentle plan is this close.
+GENTLE_FACTOR = 1.2
 
 
 def _echo(text: str) -> None:
@@ -159,6 +168,38 @@ def _job_s(res: dict) -> Optional[float]:
     return None
 
 
+def _guest(res: dict, key: str) -> Optional[float]:
+    return (res.get('guest') or {}).get(key)
+
+
+def throttled(res: dict) -> bool:
+    """The run's guest was throttled (auto-converge) at some point."""
+    value = _guest(res, 'max_throttle_pct')
+    if value is None:
+        value = (res.get('tracker') or {}).get('max_throttle_pct')
+    return bool(value)
+
+
+def post_copied(res: dict) -> bool:
+    """The run switched to post-copy."""
+    return bool(_guest(res, 'post_copy') or
+                (res.get('tracker') or {}).get('post_copy') or
+                any(a.get('kind') == 'post_copy'
+                    for a in res.get('actions') or ()))
+
+
+def downtime_limit_ms(res: dict) -> int:
+    """The run's plan's max downtime (``downtime<=N ms`` in the plan the
+    driver reports), Nova's default without one.
+    """
+    for text in (res.get('effective_plan'), (res.get('report') or {}).get(
+            'plan')):
+        found = re.search(r'downtime<=(\d+)\s*ms', text or '')
+        if found:
+            return int(found.group(1))
+    return DEFAULT_DOWNTIME_MS
+
+
 def aggregate(results: list) -> dict:
     """{scenario: {plan: stats}} from JSON-line dicts."""
     table: dict = {}
@@ -192,6 +233,23 @@ def aggregate(results: list) -> dict:
                                 for r in runs),
                 'errors': sum(r['outcome'] == runner.OUTCOME_ERROR
                               for r in runs),
+                # guest impact, over the converged runs
+                'guest_vs_before': _median([_guest(r, 'vs_before')
+                                            for r in done]),
+                'guest_vs_nominal': _median([_guest(r, 'vs_nominal')
+                                             for r in done]),
+                'guest_lost_s': _median([_guest(r, 'lost_s')
+                                         for r in done]),
+                'guest_worst_rate': _median([_guest(r, 'worst_rate')
+                                             for r in done]),
+                'max_throttle_pct': max(
+                    [(r.get('guest') or {}).get('max_throttle_pct') or
+                     (r.get('tracker') or {}).get('max_throttle_pct') or 0
+                     for r in runs] or [0]),
+                'throttled': sum(throttled(r) for r in runs),
+                'post_copy': sum(post_copied(r) for r in runs),
+                'postcopy_s': _median([_guest(r, 'postcopy_s')
+                                       for r in runs if post_copied(r)]),
             })
     return table
 
@@ -231,6 +289,184 @@ def ratios(table: dict) -> dict:
     return out
 
 
+def _pct(value: Optional[float]) -> str:
+    return '-' if value is None else '%.0f%%' % (100 * value)
+
+
+def _check(scope: str, number: int, passed: Optional[bool],
+           detail: str) -> dict:
+    return {'scope': scope, 'check': number, 'passed': passed,
+            'detail': detail}
+
+
+def done_checks(results: list) -> list:
+    """The benchmark's done criteria, per scenario and overall.
+
+    Each is ``{'scope': scenario | 'overall', 'check': 1..5, 'passed':
+    True | False | None (not applicable), 'detail': str}``:
+
+    1. adaptive converges (every run) wherever a fixed plan converges
+       (every run);
+    2. adaptive's median time within :data:`BEST_FIXED_FACTOR` of the
+       best fixed plan's;
+    3. geometric mean of nova_default/adaptive median times over the
+       scenarios where both converge, at least
+       :data:`NOVA_SPEEDUP_TARGET` (overall only);
+    4. every adaptive run within its plan's downtime limit;
+    5. adaptive neither throttled nor post-copied where a gentle plan
+       (no throttle, no post-copy in any run, nova_default included)
+       always converged within :data:`GENTLE_FACTOR` of adaptive's
+       median time.
+    """
+    table = aggregate(results)
+    rat = ratios(table)
+    out: list = []
+    speedups = []
+    overall = {n: [] for n in (1, 2, 4, 5)}
+    for scen in _scenario_order(table):
+        plans = table[scen]
+        ada = plans.get(ADAPTIVE)
+        if ada is None:
+            continue
+        fixed = {p: c for p, c in plans.items()
+                 if p not in (BASELINE, 'static') and
+                 not p.startswith(ADAPTIVE)}
+        always = sorted(p for p, c in fixed.items()
+                        if c['n'] and c['converged'] == c['n'])
+        ada_always = ada['n'] > 0 and ada['converged'] == ada['n']
+        # 1
+        if always:
+            ok = ada_always
+            out.append(_check(scen, 1, ok, 'adaptive %d/%d; always '
+                              'converged: %s' % (ada['converged'], ada['n'],
+                                                 ', '.join(always))))
+        else:
+            out.append(_check(scen, 1, None, 'no fixed plan always '
+                              'converged (adaptive %d/%d)'
+                              % (ada['converged'], ada['n'])))
+        # 2
+        best = rat[scen]['best_fixed']
+        if best is None:
+            out.append(_check(scen, 2, None, 'no fixed plan converged'))
+        elif 'adaptive_vs_best' in rat[scen]:
+            x = rat[scen]['adaptive_vs_best']
+            out.append(_check(scen, 2, x <= BEST_FIXED_FACTOR,
+                              'adaptive %.1f s / %s %.1f s = %.2f '
+                              '(target <= %.1f)' % (
+                                  ada['median_s'], best,
+                                  plans[best]['median_s'], x,
+                                  BEST_FIXED_FACTOR)))
+        else:
+            out.append(_check(scen, 2, False, 'adaptive never converged; '
+                              '%s %.1f s' % (best, plans[best]['median_s'])))
+        # 3 (per scenario: the ratio only)
+        nova = plans.get(BASELINE)
+        if nova and nova['median_s'] and ada['median_s']:
+            x = nova['median_s'] / ada['median_s']
+            speedups.append((scen, x))
+            out.append(_check(scen, 3, None, 'nova_default %.1f s / '
+                              'adaptive %.1f s = %.2fx' % (
+                                  nova['median_s'], ada['median_s'], x)))
+        # 4
+        runs = [r for r in ada['runs'] if r['converged']]
+        over = ['%s ms > %d ms (repeat %s)' % (r['downtime_ms'],
+                                               downtime_limit_ms(r),
+                                               r['repeat'])
+                for r in runs if r.get('downtime_ms') is None or
+                r['downtime_ms'] > downtime_limit_ms(r)]
+        if runs:
+            out.append(_check(scen, 4, not over, '; '.join(over) or
+                              'max %s ms over %d run(s)' % (
+                                  max(r['downtime_ms'] for r in runs),
+                                  len(runs))))
+        else:
+            out.append(_check(scen, 4, None, 'no converged adaptive run'))
+        # 5
+        harsh = [r for r in ada['runs'] if throttled(r) or post_copied(r)]
+        gentle = sorted(
+            p for p, c in plans.items()
+            if not p.startswith(ADAPTIVE) and c['n'] and
+            c['converged'] == c['n'] and c['median_s'] is not None and
+            not any(throttled(r) or post_copied(r) for r in c['runs']))
+        close = [p for p in gentle if ada['median_s'] is not None and
+                 plans[p]['median_s'] <= GENTLE_FACTOR * ada['median_s']]
+        if not harsh:
+            out.append(_check(scen, 5, True, 'adaptive neither throttled '
+                              'nor post-copied'))
+        elif close:
+            out.append(_check(scen, 5, False, 'adaptive throttled (max '
+                              '%d%%) or post-copied in %d/%d run(s) but '
+                              '%s converged gently within %.1fx (%s)' % (
+                                  ada['max_throttle_pct'], len(harsh),
+                                  ada['n'], ', '.join(close), GENTLE_FACTOR,
+                                  ', '.join('%s %.1f s' % (
+                                      p, plans[p]['median_s'])
+                                      for p in close))))
+        else:
+            out.append(_check(scen, 5, True, 'adaptive throttled or '
+                              'post-copied in %d/%d run(s); no gentle plan '
+                              'within %.1fx' % (len(harsh), ada['n'],
+                                                GENTLE_FACTOR)))
+        for item in out:
+            if item['scope'] == scen and item['check'] in overall and \
+                    item['passed'] is not None:
+                overall[item['check']].append(item['passed'])
+    for number in (1, 2):
+        values = overall[number]
+        out.append(_check('overall', number, all(values) if values else
+                          None, '%d/%d scenario(s) pass' % (
+                              sum(values), len(values))))
+    if speedups:
+        gm = math.exp(sum(math.log(x) for _s, x in speedups) /
+                      len(speedups))
+        out.append(_check('overall', 3, gm >= NOVA_SPEEDUP_TARGET,
+                          'geomean %.2fx over %d scenario(s) where both '
+                          'converge (%s); target >= %.0fx' % (
+                              gm, len(speedups), ', '.join(
+                                  '%s %.2fx' % sx for sx in speedups),
+                              NOVA_SPEEDUP_TARGET)))
+    else:
+        out.append(_check('overall', 3, None, 'no scenario where both '
+                          'nova_default and adaptive converge'))
+    for number in (4, 5):
+        values = overall[number]
+        out.append(_check('overall', number, all(values) if values else
+                          None, '%d/%d scenario(s) pass' % (
+                              sum(values), len(values))))
+    return out
+
+
+DONE_CHECKS = {
+    1: 'adaptive converges wherever a fixed plan converges',
+    2: 'adaptive within %.1fx of the best fixed plan' % BEST_FIXED_FACTOR,
+    3: 'nova_default/adaptive geomean >= %.0fx' % NOVA_SPEEDUP_TARGET,
+    4: 'adaptive within its downtime limit',
+    5: 'no throttle/post-copy in adaptive when a gentle plan is within '
+       '%.1fx' % GENTLE_FACTOR,
+}
+
+
+def _scenario_order(table: dict) -> list:
+    return sorted(table, key=lambda s: list(sc.SCENARIOS).index(s)
+                  if s in sc.SCENARIOS else 99)
+
+
+def done_markdown(results: list) -> list:
+    """The "Done checks" section's lines."""
+    lines = ['## Done checks', '',
+             'Computed from the records above (medians over converged '
+             'runs; "always" = converged in every run).', '',
+             '| scope | check | result | numbers |', '|---|---|---|---|']
+    for item in done_checks(results):
+        verdict = {True: 'pass', False: '**FAIL**', None: 'n/a'}[
+            item['passed']]
+        lines.append('| %s | %d. %s | %s | %s |' % (
+            item['scope'], item['check'], DONE_CHECKS[item['check']],
+            verdict, item['detail']))
+    lines.append('')
+    return lines
+
+
 def summary_markdown(results: list, title: str = 'Benchmark',
                      meta: Optional[dict] = None) -> str:
     table = aggregate(results)
@@ -250,8 +486,7 @@ def summary_markdown(results: list, title: str = 'Benchmark',
         'converged/runs (a run Nova aborts at its completion timeout counts '
         'as not converged). Integrity = guest memory check after each run '
         '(ok/runs).', '']
-    for scen in sorted(table, key=lambda s: list(sc.SCENARIOS).index(s)
-                       if s in sc.SCENARIOS else 99):
+    for scen in _scenario_order(table):
         desc = sc.SCENARIOS[scen].description if scen in sc.SCENARIOS else ''
         link = (sc.SCENARIOS[scen].link_mbit if scen in sc.SCENARIOS
                 else '?')
@@ -280,6 +515,30 @@ def summary_markdown(results: list, title: str = 'Benchmark',
                     plan, total, _fmt(c['job_s']), _fmt(c['downtime_ms'], 0),
                     _fmt(c['wire_mb'], 0), _fmt(c['cpu_s']), c['converged'],
                     c['n'], integ, '; '.join(sorted(c['plans']))[:120]))
+        lines += ['', 'Guest impact (converged runs, medians): the '
+                  'dirtier\'s achieved rate during the migration vs. '
+                  'just before it and vs. the nominal %d pages/s; "lost s" '
+                  '= work not done, in seconds of its pace before; "worst" '
+                  '= its slowest %d s report; throttle = highest '
+                  'auto-converge throttle in any run; post-copy = runs that '
+                  'switched / median seconds in post-copy.' % (
+                      sc.SCENARIOS[scen].rate if scen in sc.SCENARIOS
+                      else 0, sc.SCENARIOS[scen].stat_s
+                      if scen in sc.SCENARIOS else 1), '',
+                  '| plan | rate vs before | vs nominal | lost s | '
+                  'worst pages/s | max throttle | post-copy |',
+                  '|---|---|---|---|---|---|---|']
+        for plan in order:
+            c = plans[plan]
+            post = ('%d/%d (%s s)' % (c['post_copy'], c['n'],
+                                      _fmt(c['postcopy_s']))
+                    if c['post_copy'] else '-')
+            lines.append('| %s | %s | %s | %s | %s | %s | %s |' % (
+                plan, _pct(c['guest_vs_before']),
+                _pct(c['guest_vs_nominal']), _fmt(c['guest_lost_s']),
+                _fmt(c['guest_worst_rate'], 0),
+                '%d%%' % c['max_throttle_pct'] if c['max_throttle_pct']
+                else '-', post))
         lines.append('')
     lines += ['## Ratios', '',
               '| scenario | adaptive / nova_default | best fixed plan | '
@@ -319,6 +578,7 @@ def summary_markdown(results: list, title: str = 'Benchmark',
             r['scenario'], r['plan'], r['repeat'], r['outcome'],
             r.get('verdict', ''), r.get('error', '')))
     lines.append('')
+    lines += done_markdown(results)
     return '\n'.join(lines)
 
 

@@ -42,6 +42,31 @@ from xml.sax.saxutils import escape
 from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import repo
 
+#: The dirtier's periodic report (see dirtier.c): guest seconds since it
+#: started writing, pages written so far (cumulative: it moves with the
+#: guest's memory), pages/s over the last interval.
+STAT_LINE = re.compile(rb'STAT t=([0-9.]+) written=(\d+) rate=(\d+)')
+
+
+class StatSample(tuple):
+    """One ``STAT`` line and when this host read it.
+
+    ``(host_s, guest_t, written, rate)``: ``host_s`` is
+    ``time.monotonic()`` when the console's reader got the line, so
+    samples read from different hosts' consoles share one clock.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, host_s: float, guest_t: float, written: int,
+                rate: float) -> 'StatSample':
+        return tuple.__new__(cls, (host_s, guest_t, written, rate))
+
+    host_s = property(lambda self: self[0])
+    guest_t = property(lambda self: self[1])
+    written = property(lambda self: self[2])
+    rate = property(lambda self: self[3])
+
 
 def dirtier_candidates() -> tuple:
     """Where dirtier.c may be: the repository's ``tools/guest`` (see
@@ -209,6 +234,8 @@ class Console:
         self._token = 0
         self._fd: Optional[int] = None
         self._buf = bytearray()
+        self._line = bytearray()
+        self._stats: list = []
         self._lock = threading.Lock()
 
     def pty(self) -> str:
@@ -265,6 +292,7 @@ class Console:
                     if not data:
                         time.sleep(0.2)
                         continue
+                    self._take_stats(data, time.monotonic())
                     with self._lock:
                         self._buf += data
                         if len(self._buf) > 4 * 1024 * 1024:
@@ -272,6 +300,39 @@ class Console:
             except (OSError, ValueError):
                 # The QEMU behind the pty is gone (the guest moved).
                 return
+
+    def _take_stats(self, data: bytes, now: float) -> None:
+        """Keep the ``STAT`` lines in ``data`` with the time they came."""
+        self._line += data
+        *lines, rest = bytes(self._line).split(b'\n')
+        self._line = bytearray(rest[-4096:])
+        found = [StatSample(now, float(m.group(1)), int(m.group(2)),
+                            float(m.group(3)))
+                 for m in map(STAT_LINE.search, lines) if m]
+        if found:
+            with self._lock:
+                self._stats += found
+                del self._stats[:-100000]
+
+    def stats(self) -> list:
+        """The :class:`StatSample` s read so far (oldest first)."""
+        with self._lock:
+            return list(self._stats)
+
+    def wait_for_stat(self, after: float, timeout: float
+                      ) -> Optional[StatSample]:
+        """The first ``STAT`` read after ``after`` (monotonic), waiting up
+        to ``timeout`` seconds; None if none came.
+        """
+        self.open()
+        deadline = time.monotonic() + timeout
+        while True:
+            later = [s for s in self.stats() if s.host_s > after]
+            if later:
+                return later[0]
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
 
     def close(self) -> None:
         if self._fd is None:

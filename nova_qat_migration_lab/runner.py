@@ -25,7 +25,11 @@ self-checking guest as a Nova server and migrates it with
    the source QEMU's CPU seconds and the lines both QEMUs wrote to their
    domain logs, reads the driver's ``qat_migration report:`` record, and
    asks the guest, on whichever host Nova says runs it, to verify its
-   memory.
+   memory;
+4. records what the guest lost meanwhile (:func:`guest_impact`): its
+   dirtier's achieved write rate during the migration against its rate
+   just before, from the ``STAT`` lines it prints on the serial console
+   of whichever host runs it, and when the source paused for post-copy.
 
 Planning, escalation, downtime steps and the outcome are the driver's and
 Nova's: nothing here re-implements them.
@@ -54,6 +58,15 @@ READY_TIMEOUT_S = 180.0
 VERIFY_TIMEOUT_S = 120.0
 #: Nova counts at least 2 GiB when it scales the completion timeout.
 NOVA_MIN_DATA_GB = 2.0
+#: The guest's rate "before" the migration is measured over this many
+#: seconds before the request.
+BEFORE_WINDOW_S = 10.0
+#: libvirt's domain states and paused reasons (libvirt-domain.h), read
+#: on the source while the migration runs.
+VIR_DOMAIN_PAUSED = 3
+VIR_DOMAIN_SHUTOFF = 5
+VIR_DOMAIN_PAUSED_MIGRATION = 2
+VIR_DOMAIN_PAUSED_POSTCOPY = 12
 
 OUTCOME_COMPLETED = 'completed'
 OUTCOME_TIMEOUT = 'timeout'       # Nova's completion timeout aborted it
@@ -109,7 +122,10 @@ class RunResult:
     integrity: str = 'unknown'
     verdict: str = ''
     verified_on: str = ''
+    #: the dirtier's last report on the source's console (pages/s)
     guest_rate: Optional[float] = None
+    #: what the guest lost during the migration (see :func:`guest_impact`)
+    guest: dict = dataclasses.field(default_factory=dict)
     migration_status: str = ''
     facts: dict = dataclasses.field(default_factory=dict)
     #: the convergence model's prediction for the plan that ran
@@ -180,6 +196,142 @@ def completion_timeout_per_gib(timeout_s: float, memory_mb: int) -> int:
     """
     data_gb = max(NOVA_MIN_DATA_GB, memory_mb / 1024.0)
     return max(1, int(round(timeout_s / data_gb)))
+
+
+def _rate(a, b) -> Optional[float]:
+    """Pages/s between two STAT samples, by the host's clock."""
+    if a is None or b is None or b[0] - a[0] < 0.5:
+        return None
+    return (b[2] - a[2]) / (b[0] - a[0])
+
+
+def guest_impact(samples: list, start: float, end: float,
+                 nominal: Optional[float] = None, stat_s: float = 1.0,
+                 postcopy_at: Optional[float] = None,
+                 paused_at: Optional[float] = None,
+                 report: Optional[dict] = None) -> dict:
+    """What the guest lost while it migrated.
+
+    :param samples: the dirtier's ``STAT`` lines as
+        ``(host_s, guest_t, written, rate)`` (:class:`guest.StatSample`),
+        from every console that was read (the source's, the
+        destination's): ``written`` is cumulative and moves with the
+        guest's memory, ``host_s`` is when the lab read the line
+        (``time.monotonic()``).
+    :param start: when the migration was requested (monotonic).
+    :param end: when it ended: the source domain gone, or Nova's record
+        terminal.
+    :param nominal: the scenario's asked rate (pages/s).
+    :param stat_s: the dirtier's report interval.
+    :param postcopy_at: when the source was first seen paused for
+        post-copy (libvirt's ``VIR_DOMAIN_PAUSED_POSTCOPY``).
+    :param paused_at: when the source was first seen paused for the
+        switch-over (``VIR_DOMAIN_PAUSED_MIGRATION``).
+    :param report: the driver's report (``monitor.max_throttle_pct``,
+        ``monitor.post_copy``).
+
+    The rate during the migration is written pages between the last
+    sample read before ``start`` and the last one read before ``end``,
+    over the host seconds between them; when no sample came in the last
+    ``2 * stat_s + 0.5`` s before ``end`` (the guest stalled, or ran where
+    no console was read, e.g. on the destination during post-copy), up
+    to the first one read after ``end`` instead. The window is therefore
+    the migration's within about one report interval at each end
+    (``window_s``, ``window_from_s``/``window_to_s`` relative to
+    ``start``). ``lost_s`` is the work the guest did not do, in seconds
+    of its pre-migration pace.
+    """
+    report = report or {}
+    monitor = report.get('monitor') or {}
+    out: dict = {
+        'nominal_rate': nominal,
+        'stat_s': stat_s,
+        'samples': len(samples),
+        'max_throttle_pct': monitor.get('max_throttle_pct'),
+        'post_copy': bool(monitor.get('post_copy')) or postcopy_at
+        is not None,
+        'postcopy_from_s': (None if postcopy_at is None
+                            else round(postcopy_at - start, 2)),
+        'postcopy_s': (None if postcopy_at is None
+                       else round(max(0.0, end - postcopy_at), 2)),
+        'paused_from_s': (None if paused_at is None
+                          else round(paused_at - start, 2)),
+    }
+    samples = sorted(samples, key=lambda x: (x[0], x[2]))
+    before = [x for x in samples if start - BEFORE_WINDOW_S <= x[0] <= start]
+    at_start = before[-1] if before else None
+    if at_start is None:
+        earlier = [x for x in samples if x[0] <= start]
+        at_start = earlier[-1] if earlier else None
+    out['before_rate'] = (_rate(before[0], before[-1]) if len(before) > 1
+                          else (before[-1][3] if before else None))
+    inside = [x for x in samples if x[0] <= end]
+    at_end = inside[-1] if inside else None
+    if at_end is None or end - at_end[0] > 2 * stat_s + 0.5:
+        after = [x for x in samples if x[0] > end]
+        at_end = after[0] if after else at_end
+    if at_start is None or at_end is None or at_end[0] <= at_start[0]:
+        out['during_rate'] = None
+        return out
+    window = at_end[0] - at_start[0]
+    during = _rate(at_start, at_end)
+    out.update({
+        'during_rate': during,
+        'window_s': round(window, 2),
+        'window_from_s': round(at_start[0] - start, 2),
+        'window_to_s': round(at_end[0] - start, 2),
+        'written': at_end[2] - at_start[2],
+        'worst_rate': min((x[3] for x in samples
+                           if at_start[0] < x[0] <= at_end[0]),
+                          default=None),
+    })
+    ref = out['before_rate']
+    if during is not None and ref:
+        out['vs_before'] = during / ref
+        lost = max(0.0, ref * window - out['written'])
+        out['lost_pages'] = int(lost)
+        out['lost_s'] = round(lost / ref, 2)
+    if during is not None and nominal:
+        out['vs_nominal'] = during / nominal
+    if postcopy_at is not None:
+        pre = [x for x in samples if x[0] <= postcopy_at]
+        if pre and at_end[0] > pre[-1][0]:
+            out['postcopy_rate'] = _rate(pre[-1], at_end)
+    return out
+
+
+class _SourceWatch:
+    """The source domain's state while it migrates: when it paused for the
+    switch-over, for post-copy, and when it was gone.
+    """
+
+    def __init__(self, dom) -> None:
+        self.dom = dom
+        self.paused_at: Optional[float] = None
+        self.postcopy_at: Optional[float] = None
+        self.gone_at: Optional[float] = None
+
+    def poll(self) -> bool:
+        """Look once; True the first time post-copy is seen."""
+        if self.gone_at is not None:
+            return False
+        now = time.monotonic()
+        try:
+            state, reason = self.dom.state()[:2]
+        except Exception:  # noqa: BLE001 - libvirtError: the domain left
+            self.gone_at = now
+            return False
+        if state == VIR_DOMAIN_SHUTOFF:
+            self.gone_at = now
+        elif state == VIR_DOMAIN_PAUSED:
+            if reason == VIR_DOMAIN_PAUSED_POSTCOPY:
+                if self.postcopy_at is None:
+                    self.postcopy_at = now
+                    return True
+            elif (reason == VIR_DOMAIN_PAUSED_MIGRATION and
+                  self.paused_at is None):
+                self.paused_at = now
+        return False
 
 
 class NovaLab:
@@ -309,6 +461,22 @@ class GuestSession:
     def verify(self) -> tuple[bool, str]:
         return self.console.verify(VERIFY_TIMEOUT_S)
 
+    def _dest_console(self, dest: Optional[str]
+                      ) -> Optional[guest_mod.Console]:
+        """The guest's console on ``dest`` while it migrates (None if the
+        destination domain cannot be read).
+        """
+        try:
+            host = self.nlab.lab.host(dest or self.other_host())
+            console = guest_mod.Console(
+                self.cloud.connection(host).lookupByUUIDString(
+                    self.server_id))
+            console.open()
+            return console
+        except Exception:  # noqa: BLE001 - only a measurement
+            LOG.exception('destination console of %s', self.server_id)
+            return None
+
     def reattach(self) -> None:
         """Follow the guest to the host that runs it now."""
         if self.console is not None:
@@ -348,6 +516,8 @@ class GuestSession:
                 'dest': lab.host(dest or self.other_host()).qemu_log(
                     dom_name)}
         log_offsets = {end: _log_size(path) for end, path in logs.items()}
+        watch = _SourceWatch(dom)
+        consoles = {'source': self.console}
 
         def sample() -> None:
             # The source QEMU exits when the migration completes: keep its
@@ -355,6 +525,10 @@ class GuestSession:
             value = _proc_cpu_s(qemu_pid)
             if value is not None:
                 cpu['last'] = value
+            if watch.poll():
+                # Post-copy: the guest runs on the destination now; read
+                # its reports there.
+                consoles['postcopy'] = self._dest_console(dest)
             if during is not None:
                 during(time.monotonic() - started)
         tx0, _ = src.veth_bytes()
@@ -369,7 +543,8 @@ class GuestSession:
                 result.error = str(exc)
                 result.outcome = OUTCOME_REJECTED
                 migration = None
-        result.api_s = round(time.monotonic() - started, 2)
+        ended = time.monotonic()
+        result.api_s = round(ended - started, 2)
         sample()
         tx1, _ = src.veth_bytes()
         result.wire_bytes = tx1 - tx0
@@ -392,15 +567,30 @@ class GuestSession:
                                 'reset-state --active')
             cloud.api.post_server_action(
                 self.server_id, {'os-resetState': {'state': 'active'}})
-        # What the guest achieved while it was migrating (its last report
-        # from the source's console).
+        # The guest's last report from the source's console.
         result.guest_rate = self.console.rate()
+        samples = self.console.stats()
+        postcopy_console = consoles.get('postcopy')
+        if postcopy_console is not None:
+            samples += postcopy_console.stats()
+            postcopy_console.close()
         try:
             self.reattach()
         except Exception as exc:  # noqa: BLE001 - no domain anywhere
             result.integrity = 'lost'
             result.error = result.error or 'guest not found: %s' % exc
             return result
+        end = watch.gone_at if watch.gone_at is not None else ended
+        try:
+            self.console.wait_for_stat(end, 2 * self.scenario.stat_s + 2)
+            samples += self.console.stats()
+            result.guest = guest_impact(
+                samples, started, end, nominal=self.scenario.rate,
+                stat_s=self.scenario.stat_s, postcopy_at=watch.postcopy_at,
+                paused_at=watch.paused_at, report=result.report)
+        except Exception as exc:  # noqa: BLE001 - a measurement, not the run
+            LOG.exception('guest impact of %s', spec.name)
+            result.guest = {'error': repr(exc)}
         ok, verdict = self.verify()
         result.integrity = 'ok' if ok else 'FAIL'
         result.verdict = verdict

@@ -40,6 +40,7 @@ class Scenario:
     :param rate: pages rewritten per second.
     :param pattern: zero | small | text | random (see dirtier.c).
     :param link_mbit: the emulated link.
+    :param stat_s: seconds between the dirtier's reports.
     """
 
     name: str
@@ -50,12 +51,16 @@ class Scenario:
     pattern: str
     link_mbit: int = 1000
     description: str = ''
+    #: seconds between the dirtier's ``STAT`` reports (the resolution of
+    #: the guest-impact measurement, see ``runner.guest_impact``)
+    stat_s: int = 1
 
     def cmdline(self, seed: int = 1) -> str:
         return ('console=ttyS0 quiet loglevel=0 panic=-1 '
                 'dirtier.mem=%d dirtier.hot=%d dirtier.rate=%d '
-                'dirtier.pattern=%s dirtier.seed=%d dirtier.stat=5'
-                % (self.touch_mb, self.hot_mb, self.rate, self.pattern, seed))
+                'dirtier.pattern=%s dirtier.seed=%d dirtier.stat=%d'
+                % (self.touch_mb, self.hot_mb, self.rate, self.pattern, seed,
+                   self.stat_s))
 
     @property
     def dirty_mbps(self) -> float:

@@ -120,6 +120,119 @@ class TestSummary(testtools.TestCase):
                       text)
         self.assertEqual(2, len(bench.failures(results)))
 
+    def _done(self, results, scope, number):
+        return [c for c in bench.done_checks(results)
+                if c['scope'] == scope and c['check'] == number][0]
+
+    def test_done_checks(self):
+        results = self._results()
+        # s1: adaptive 11 s vs xbzrle512 (always converged) 10 s: 1.1x.
+        self.assertTrue(self._done(results, 's1', 1)['passed'])
+        self.assertTrue(self._done(results, 's1', 2)['passed'])
+        # s2: nova_default 40 s / adaptive 8 s = 5x, the only scenario
+        # where both converge.
+        check = self._done(results, 'overall', 3)
+        self.assertTrue(check['passed'])
+        self.assertIn('geomean 5.00x over 1 scenario(s)', check['detail'])
+        self.assertTrue(self._done(results, 'overall', 4)['passed'])
+        self.assertTrue(self._done(results, 'overall', 5)['passed'])
+        text = bench.summary_markdown(results)
+        self.assertIn('## Done checks', text)
+        self.assertNotIn('**FAIL**', text.split('## Done checks')[1])
+
+    def test_done_checks_fail(self):
+        results = self._results()
+        for r in results:
+            if r['scenario'] == 's1' and r['plan'] == 'adaptive':
+                if r['repeat'] == 0:
+                    r['converged'], r['total_s'] = False, None
+                    r['outcome'] = 'timeout'
+                r['effective_plan'] = 'adaptive[none] downtime<=300ms'
+                r['downtime_ms'] = 350 if r['repeat'] == 2 else 100
+            if r['scenario'] == 's2' and r['plan'] == 'adaptive':
+                r['total_s'] = 25.0
+                r['tracker'] = {'max_throttle_pct': 40, 'post_copy': False}
+        # 1: xbzrle512 always converged, adaptive did not.
+        self.assertFalse(self._done(results, 's1', 1)['passed'])
+        self.assertFalse(self._done(results, 'overall', 1)['passed'])
+        # 2: adaptive 25 s vs plain 30 s passes in s2; s1 median 11.5 s
+        # vs 10 s fails.
+        self.assertTrue(self._done(results, 's2', 2)['passed'])
+        self.assertFalse(self._done(results, 's1', 2)['passed'])
+        # 3: 40/25 = 1.6x < 3x.
+        self.assertFalse(self._done(results, 'overall', 3)['passed'])
+        # 4: 350 ms over the plan's 300 ms.
+        check = self._done(results, 's1', 4)
+        self.assertFalse(check['passed'])
+        self.assertIn('350 ms > 300 ms', check['detail'])
+        # 5: adaptive throttled; plain (30 s <= 1.2 x 25 s) and
+        # nova_default (40 s) did not: plain is gentle and close.
+        check = self._done(results, 's2', 5)
+        self.assertFalse(check['passed'])
+        self.assertIn('plain', check['detail'])
+        self.assertNotIn('nova_default', check['detail'])
+        self.assertIn('| overall | 5.', bench.summary_markdown(results))
+
+    def test_guest_impact_columns(self):
+        results = self._results()
+        for r in results:
+            r['guest'] = {'vs_before': 0.5, 'vs_nominal': 0.4,
+                          'lost_s': 3.0, 'worst_rate': 100.0,
+                          'max_throttle_pct': 0, 'post_copy': False}
+            if r['plan'] == 'xbzrle512':
+                r['guest'].update(post_copy=True, postcopy_s=2.5,
+                                  max_throttle_pct=30)
+        table = bench.aggregate(results)
+        cell = table['s1']['xbzrle512']
+        self.assertEqual((0.5, 3.0, 30, 3, 2.5),
+                         (cell['guest_vs_before'], cell['guest_lost_s'],
+                          cell['max_throttle_pct'], cell['post_copy'],
+                          cell['postcopy_s']))
+        text = bench.summary_markdown(results)
+        self.assertIn('| xbzrle512 | 50% | 40% | 3.0 | 100 | 30% | '
+                      '3/3 (2.5 s) |', text)
+
+    def test_guest_impact(self):
+        # 1000 pages/s before the migration (t=90..100), 250 pages/s while
+        # it runs (100..110), and a post-copy phase from 106 on whose
+        # reports were read on the destination after the end (112).
+        samples = [(t, t - 50.0, 1000 * t, 1000.0)
+                   for t in range(90, 101)]
+        samples += [(100 + k, 50.0 + k, 100000 + 250 * k, 250.0)
+                    for k in range(1, 7)]
+        samples.append((112.0, 62.0, 101500 + 500, 83.0))
+        out = runner.guest_impact(
+            samples, start=100.2, end=110.0, nominal=2000, stat_s=1,
+            postcopy_at=106.5,
+            report={'monitor': {'max_throttle_pct': 0, 'post_copy': True}})
+        self.assertAlmostEqual(1000.0, out['before_rate'])
+        # Last sample before the end is 106 (3.8 s before it): the window
+        # runs from the start's sample (100) to the first one after (112).
+        self.assertEqual((-0.2, 11.8), (out['window_from_s'],
+                                        out['window_to_s']))
+        self.assertAlmostEqual(2000 / 12.0, out['during_rate'])
+        self.assertAlmostEqual(2000 / 12.0 / 1000.0, out['vs_before'])
+        self.assertAlmostEqual(2000 / 12.0 / 2000, out['vs_nominal'])
+        self.assertEqual(10.0, out['lost_s'])
+        self.assertEqual(83.0, out['worst_rate'])
+        self.assertTrue(out['post_copy'])
+        self.assertEqual(3.5, out['postcopy_s'])
+        self.assertAlmostEqual(500 / 6.0, out['postcopy_rate'])
+
+    def test_guest_impact_without_samples(self):
+        out = runner.guest_impact([], 10.0, 20.0, nominal=5)
+        self.assertIsNone(out['during_rate'])
+        self.assertIsNone(out['before_rate'])
+
+    def test_console_stat_lines(self):
+        console = guest.Console(dom=None)
+        console._take_stats(b'READY pages=3\r\nSTAT t=1.0 written=5 ra',
+                            10.0)
+        console._take_stats(b'te=5\r\nSTAT t=2.0 written=9 rate=4\r\n',
+                            11.0)
+        self.assertEqual([(11.0, 1.0, 5, 5.0), (11.0, 2.0, 9, 4.0)],
+                         console.stats())
+
     def test_chart(self):
         try:
             import matplotlib  # noqa: F401
