@@ -59,8 +59,10 @@ VERIFY_TIMEOUT_S = 120.0
 #: Nova counts at least 2 GiB when it scales the completion timeout.
 NOVA_MIN_DATA_GB = 2.0
 #: The guest's rate "before" the migration is measured over this many
-#: seconds before the request.
-BEFORE_WINDOW_S = 10.0
+#: seconds before the request: the migration waits until the guest has
+#: written that long since the last thing that stopped it (the previous
+#: run's memory check, which blocks the dirtier).
+BEFORE_WINDOW_S = 3.0
 #: libvirt's domain states and paused reasons (libvirt-domain.h), read
 #: on the source while the migration runs.
 VIR_DOMAIN_PAUSED = 3
@@ -209,7 +211,8 @@ def guest_impact(samples: list, start: float, end: float,
                  nominal: Optional[float] = None, stat_s: float = 1.0,
                  postcopy_at: Optional[float] = None,
                  paused_at: Optional[float] = None,
-                 report: Optional[dict] = None) -> dict:
+                 report: Optional[dict] = None,
+                 before_from: Optional[float] = None) -> dict:
     """What the guest lost while it migrated.
 
     :param samples: the dirtier's ``STAT`` lines as
@@ -229,6 +232,9 @@ def guest_impact(samples: list, start: float, end: float,
         switch-over (``VIR_DOMAIN_PAUSED_MIGRATION``).
     :param report: the driver's report (``monitor.max_throttle_pct``,
         ``monitor.post_copy``).
+    :param before_from: the "before" rate counts samples from this time
+        on only (when the guest runs freely again), and at most
+        :data:`BEFORE_WINDOW_S` before ``start``.
 
     The rate during the migration is written pages between the last
     sample read before ``start`` and the last one read before ``end``,
@@ -258,7 +264,10 @@ def guest_impact(samples: list, start: float, end: float,
                           else round(paused_at - start, 2)),
     }
     samples = sorted(samples, key=lambda x: (x[0], x[2]))
-    before = [x for x in samples if start - BEFORE_WINDOW_S <= x[0] <= start]
+    since = start - BEFORE_WINDOW_S
+    if before_from is not None:
+        since = max(since, before_from)
+    before = [x for x in samples if since <= x[0] <= start]
     at_start = before[-1] if before else None
     if at_start is None:
         earlier = [x for x in samples if x[0] <= start]
@@ -496,6 +505,12 @@ class GuestSession:
             poll while the migration runs (and once after it ended), e.g.
             to inject a fault (:mod:`~nova_qat_migration_lab.faults`).
         """
+        # The guest's pace before the migration: let it write freely for
+        # BEFORE_WINDOW_S (the previous run's memory check blocked it).
+        free_from = time.monotonic()
+        self.console.wait_for_stat(
+            free_from + BEFORE_WINDOW_S,
+            BEFORE_WINDOW_S + 2 * self.scenario.stat_s + 3)
         cloud = self.cloud
         lab = self.nlab.lab
         src = lab.host(self.host)
@@ -587,7 +602,8 @@ class GuestSession:
             result.guest = guest_impact(
                 samples, started, end, nominal=self.scenario.rate,
                 stat_s=self.scenario.stat_s, postcopy_at=watch.postcopy_at,
-                paused_at=watch.paused_at, report=result.report)
+                paused_at=watch.paused_at, report=result.report,
+                before_from=free_from)
         except Exception as exc:  # noqa: BLE001 - a measurement, not the run
             LOG.exception('guest impact of %s', spec.name)
             result.guest = {'error': repr(exc)}
