@@ -161,6 +161,9 @@ class QATState:
     hardware: bool = False      # QATzip self-test ran on hardware
     throughput_mbps: float = 0.0  # measured MiB/s of one endpoint / self-test
     ratio: float = 0.0          # compressed/original on the self-test sample
+    #: Why QAT devices this host has are not offered to migrations
+    #: (e.g. QATzip ran in software), '' when they are or there are none.
+    unusable: str = ''
 
     @property
     def available(self) -> bool:
@@ -214,6 +217,13 @@ class InstanceFacts:
     zero_fraction: Optional[float] = None
     compress_ratio: Optional[float] = None
     xbzrle_friendly: Optional[float] = None
+    #: Where the measured fields above come from: ``measured`` (before
+    #: this migration), ``quiet`` (measured, ended after a first window
+    #: read a quiet guest) or ``reused`` (from the history, taken at
+    #: ``measured_at``); None when nothing was measured.
+    measurement: Optional[str] = None
+    #: When the measured fields were taken (seconds since the epoch).
+    measured_at: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)

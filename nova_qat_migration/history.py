@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -73,16 +74,29 @@ _NUMBERS = {
 #: Fields kept per instance (``migrations`` is a counter the store
 #: maintains itself).
 _FIELDS = tuple(_NUMBERS) + ('method', 'converged')
+#: The guest measurement taken before the last migration (see
+#: :class:`Measurement`), kept so the next plan may reuse it; a
+#: measurement is replaced whole, never merged with an older one.
+_MEASURED = {
+    'measured_at': (0.0, 1e11),        # seconds since the epoch
+    'measured_memory_mb': (1.0, 1e9),
+    'measured_dirty_rate_mbps': (0.0, 1e7),
+    'measured_zero_fraction': (0.0, 1.0),
+    'measured_compress_ratio': (0.0, 1.0),
+    'measured_xbzrle_friendly': (0.0, 1.0),
+}
+#: Every field an entry keeps.
+_STORED = _FIELDS + tuple(_MEASURED)
 _MAX_MIGRATIONS = 10 ** 9
 _MAX_UUID = 255
 
 
 def _clean_field(name: str, value: Any) -> Any:
     """``value`` if valid for the History field ``name``, else None."""
-    if name in _NUMBERS:
+    if name in _NUMBERS or name in _MEASURED:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
-        low, high = _NUMBERS[name]
+        low, high = _NUMBERS.get(name) or _MEASURED[name]
         try:
             number = float(value)
         except OverflowError:   # an int beyond float
@@ -126,7 +140,7 @@ def clean_entry(item: Any) -> tuple[Optional[dict], list]:
             entry['updated_at'] = float(updated)
         else:
             dropped.append('updated_at')
-    for name in _FIELDS:
+    for name in _STORED:
         if name not in item or item[name] is None:
             continue
         value = _clean_field(name, item[name])
@@ -134,7 +148,7 @@ def clean_entry(item: Any) -> tuple[Optional[dict], list]:
             dropped.append(name)
         else:
             entry[name] = value
-    unknown = set(item) - set(_FIELDS) - {'uuid', 'migrations',
+    unknown = set(item) - set(_STORED) - {'uuid', 'migrations',
                                           'updated_at'}
     dropped.extend(sorted(str(k)[:40] for k in unknown))
     return entry, dropped
@@ -143,7 +157,7 @@ def clean_entry(item: Any) -> tuple[Optional[dict], list]:
 def clean_values(values: Mapping[str, Any]) -> dict:
     """The ``History`` fields of one migration's report that are valid."""
     out = {}
-    for name in _FIELDS:
+    for name in _STORED:
         value = values.get(name)
         if value is None:
             continue
@@ -155,6 +169,34 @@ def clean_values(values: Mapping[str, Any]) -> dict:
         else:
             out[name] = value
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """The guest measurement taken before an instance's last migration.
+
+    :param measured_at: when it was taken (seconds since the epoch).
+    :param memory_mb: the guest's memory then (a resize makes it stale).
+    """
+
+    measured_at: float
+    memory_mb: Optional[int]
+    dirty_rate_mbps: float
+    zero_fraction: Optional[float] = None
+    compress_ratio: Optional[float] = None
+    xbzrle_friendly: Optional[float] = None
+
+    def age_s(self, now: Optional[float] = None) -> float:
+        return (time.time() if now is None else now) - self.measured_at
+
+    def fields(self) -> dict:
+        """The ``InstanceFacts`` fields it gives a plan."""
+        return {'dirty_rate_mbps': self.dirty_rate_mbps,
+                'zero_fraction': self.zero_fraction,
+                'compress_ratio': self.compress_ratio,
+                'xbzrle_friendly': self.xbzrle_friendly,
+                'measurement': 'reused',
+                'measured_at': self.measured_at}
 
 
 class HistoryStore:
@@ -273,6 +315,23 @@ class HistoryStore:
         except (TypeError, ValueError):
             return datamodel.History()
 
+    def measurement(self, instance_uuid: str) -> Optional[Measurement]:
+        """The measurement kept for ``instance_uuid``, None without one."""
+        with self._lock:
+            self._refresh()
+            entry = dict(self._entries.get(instance_uuid) or {})
+        if (entry.get('measured_at') is None or
+                entry.get('measured_dirty_rate_mbps') is None):
+            return None
+        memory = entry.get('measured_memory_mb')
+        return Measurement(
+            measured_at=entry['measured_at'],
+            memory_mb=int(memory) if memory is not None else None,
+            dirty_rate_mbps=entry['measured_dirty_rate_mbps'],
+            zero_fraction=entry.get('measured_zero_fraction'),
+            compress_ratio=entry.get('measured_compress_ratio'),
+            xbzrle_friendly=entry.get('measured_xbzrle_friendly'))
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
@@ -284,7 +343,9 @@ class HistoryStore:
 
         ``values`` may carry any of the ``History`` fields; ``None`` (and
         invalid) values keep what was known before (a migration that
-        measured no dirty rate does not erase the last measurement).
+        measured no dirty rate does not erase the last measurement). A new
+        guest measurement (``measured_at`` and the ``measured_*`` fields)
+        replaces the old one whole.
         """
         clean = clean_values(values)
         with self._lock:
@@ -299,6 +360,9 @@ class HistoryStore:
                 entry['migrations'] = min(
                     _MAX_MIGRATIONS, int(entry.get('migrations', 0)) + 1)
                 entry['updated_at'] = time.time()
+                if 'measured_at' in clean:
+                    for name in _MEASURED:
+                        entry.pop(name, None)
                 entry.update(clean)
                 self._entries[instance_uuid] = entry
                 while len(self._entries) > self.max_entries:

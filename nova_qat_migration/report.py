@@ -19,12 +19,17 @@ from.
 
 from __future__ import annotations
 
+import datetime
 import json
+import time
 from typing import Any, Mapping, Optional, Sequence
 
+from lxml import etree
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
+from nova_qat_migration.virt.libvirt import constants as c
+from nova_qat_migration.virt.libvirt import passthrough
 
 
 LOG = logging.getLogger(__name__)
@@ -54,6 +59,88 @@ def _num(stats: Mapping[str, Any], key: str) -> Optional[float]:
         return None
 
 
+#: libvirt's number of multifd channels when the call names none
+#: (``VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS``).
+LIBVIRT_DEFAULT_CHANNELS = 2
+
+
+def qemu_ran(params: Optional[Mapping[str, Any]],
+             flags: Optional[Sequence[str]]) -> Optional[dict]:
+    """The page compression QEMU ran with, from what was sent.
+
+    Read from the ``migrateToURI3`` call itself, not from the plan: the
+    flags and typed parameters libvirt sets on both QEMUs, and the
+    ``-global migration.multifd-*`` pairs of the live destination XML,
+    which carry what the passthrough backend set on the source through
+    QMP (and a method an earlier passthrough migration left on both ends,
+    which a plan without one does not see).
+
+    :param params: the params ``migrateToURI3`` received (XMLs included).
+    :param flags: the names of the flags it received (``PARALLEL``, ...).
+    :returns: ``{'method', 'level', 'channels', 'source'}`` (``source``:
+        ``libvirt`` or ``qemu-global``), None when nothing was sent.
+    """
+    if params is None or flags is None:
+        return None
+    names = set(flags)
+    compression = params.get(c.PARAM_COMPRESSION) or []
+    if isinstance(compression, str):
+        compression = [compression]
+    compression = [str(m) for m in compression]
+    level = None
+    source = 'libvirt'
+    if 'PARALLEL' in names:
+        try:
+            channels = int(params.get(c.PARAM_PARALLEL_CONNECTIONS) or
+                           LIBVIRT_DEFAULT_CHANNELS)
+        except (TypeError, ValueError):
+            channels = LIBVIRT_DEFAULT_CHANNELS
+        multifd = [m for m in compression
+                   if m in datamodel.MULTIFD_METHODS]
+        if multifd:
+            # libvirt sets a method it knows on both QEMUs.
+            method = multifd[0]
+            level = params.get(c.LEVEL_PARAMS.get(method, ''))
+        else:
+            found: dict = {}
+            xml = params.get(c.PARAM_DESTINATION_XML)
+            if xml:
+                try:
+                    found = passthrough.globals_of(xml)
+                except (etree.XMLSyntaxError, ValueError):
+                    found = {}
+            method = str(found.get('multifd-compression', 'none'))
+            if method != 'none':
+                source = 'qemu-global'
+                level = found.get('multifd-%s-level' % method)
+    else:
+        channels = 1
+        if compression:
+            method = '+'.join(compression)
+            level = params.get(c.LEVEL_PARAMS.get(method, ''))
+        elif 'COMPRESSED' in names:
+            # libvirt's method for COMPRESSED without one is XBZRLE.
+            method = 'xbzrle'
+        else:
+            method = 'none'
+    return {'method': method,
+            'level': level if isinstance(level, int) else None,
+            'channels': channels, 'source': source}
+
+
+def _ran_note(plan: datamodel.Plan, ran: Mapping[str, Any]) -> str:
+    """What a report says when QEMU ran other than the plan said."""
+    def shape(method: str, level: Any, channels: int) -> str:
+        text = method if level is None else '%s-%s' % (method, level)
+        return text + (' x%d' % channels if channels > 1 else '')
+
+    return ('QEMU ran %s (from %s), not the planned %s'
+            % (shape(ran['method'], ran['level'], ran['channels']),
+               'the destination XML\'s -global pairs'
+               if ran['source'] == 'qemu-global' else 'libvirt\'s call',
+               shape(plan.method, plan.level, plan.parallel_connections)))
+
+
 def build(*, instance_uuid: str, instance_name: str = '',
           requested: Optional[datamodel.Plan] = None,
           call: Any = None, outcome: str = OUTCOME_FAILED,
@@ -81,10 +168,22 @@ def build(*, instance_uuid: str, instance_name: str = '',
     :param notes: what the driver changed on the way (fallbacks, lease).
     :param host: the source host.
     :param prediction: what the convergence model predicted for the plan.
+
+    ``method`` is what QEMU ran (:func:`qemu_ran`, from ``sent_params`` and
+    ``sent_flags``); where that differs from the plan, ``plan`` keeps the
+    planned one and a note says both.
     """
     stats = dict(last_stats or {})
     stats.update(completed_stats or {})
     plan = getattr(call, 'plan', None) or requested
+    notes = list(notes)
+    ran = qemu_ran(sent_params, sent_flags)
+    method = ran['method'] if ran else (plan.method if plan else None)
+    if ran and plan and (
+            ran['method'] != plan.method or
+            (plan.parallel_connections > 1 and
+             ran['channels'] != plan.parallel_connections)):
+        notes.append(_ran_note(plan, ran))
     memory_total = _num(stats, 'memory_total')
     processed = _num(stats, 'memory_processed') or _num(stats,
                                                         'data_processed')
@@ -96,7 +195,8 @@ def build(*, instance_uuid: str, instance_name: str = '',
         'host': host,
         'policy': plan.policy if plan else None,
         'plan': plan.describe() if plan else None,
-        'method': plan.method if plan else None,
+        # what QEMU ran (the plan's own method is in 'plan')
+        'method': method,
         'requested': requested.describe() if requested else None,
         # in full, so a record can be replayed (e.g. by the model's
         # accuracy check)
@@ -139,15 +239,52 @@ def build(*, instance_uuid: str, instance_name: str = '',
         record['wire_mbps'] = round(processed / datamodel.MIB /
                                     (elapsed_ms / 1000.0), 1)
     record['facts'] = _facts_summary(facts) if facts is not None else {}
+    reused = _reused_note(facts) if facts is not None else None
+    if reused:
+        record['notes'].append(reused)
     record['dirty_rate_mbps_before'] = record['facts'].get('dirty_rate_mbps')
     record['prediction'] = dict(prediction) if prediction else None
     return record
+
+
+def _iso(when: Optional[float]) -> Optional[str]:
+    """``when`` (seconds since the epoch) as UTC ISO 8601."""
+    if when is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(
+            when, datetime.timezone.utc).isoformat(timespec='seconds')
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _reused_note(facts: datamodel.Facts) -> Optional[str]:
+    """The note a plan made from a reused measurement carries."""
+    inst = facts.instance
+    if inst.measurement != 'reused':
+        return None
+    return ('guest measurement reused from the migration history: taken '
+            '%s, %s s before this migration was planned' % (
+                _iso(inst.measured_at) or 'at an unknown time',
+                _age(inst.measured_at)))
+
+
+def _age(when: Optional[float], now: Optional[float] = None) -> Any:
+    if when is None:
+        return None
+    return round((time.time() if now is None else now) - when, 1)
 
 
 def _facts_summary(facts: datamodel.Facts) -> dict:
     """What the plan was made from, in one flat dict."""
     inst, host = facts.instance, facts.host
     return {
+        # where the guest's numbers come from: measured before this
+        # migration, ended early on a quiet guest, or reused (and when
+        # they were taken)
+        'measurement': inst.measurement,
+        'measured_at': _iso(inst.measured_at),
+        'measured_at_epoch': inst.measured_at,
         'dirty_rate_mbps': inst.dirty_rate_mbps,
         'memory_mb': inst.memory_mb,
         'zero_fraction': inst.zero_fraction,
@@ -169,6 +306,11 @@ def _facts_summary(facts: datamodel.Facts) -> dict:
         'cores_held': facts.in_flight.cores_held,
         'xbzrle_mb_held': facts.in_flight.xbzrle_mb_held,
         'qat_leases_held': facts.in_flight.qat_leases_held,
+        # the source's QAT as the plan saw it, and why devices it has were
+        # not offered (e.g. QATzip ran in software)
+        'qat_endpoints': facts.qat.endpoints,
+        'qat_hardware': facts.qat.hardware,
+        'qat_unusable': facts.qat.unusable or None,
     }
 
 
@@ -178,7 +320,7 @@ def history_values(record: Mapping[str, Any]) -> dict:
     dirty = record.get('dirty_rate_mbps_before')
     if dirty is None and monitor.get('max_dirty_rate_mbps'):
         dirty = monitor['max_dirty_rate_mbps']
-    return {
+    values = {
         'dirty_rate_mbps': dirty,
         'wire_mbps': record.get('wire_mbps'),
         'compression_ratio': record.get('wire_ratio'),
@@ -187,6 +329,20 @@ def history_values(record: Mapping[str, Any]) -> dict:
         'converged': record.get('outcome') == OUTCOME_COMPLETED,
         'total_s': record.get('total_s'),
     }
+    facts = record.get('facts') or {}
+    # Only a measurement taken for this migration is kept as one: a
+    # reused one keeps its original time, so it ages out.
+    if (facts.get('measurement') in ('measured', 'quiet') and
+            facts.get('measured_at_epoch') is not None and
+            facts.get('dirty_rate_mbps') is not None):
+        values.update(
+            measured_at=facts['measured_at_epoch'],
+            measured_memory_mb=facts.get('memory_mb'),
+            measured_dirty_rate_mbps=facts['dirty_rate_mbps'],
+            measured_zero_fraction=facts.get('zero_fraction'),
+            measured_compress_ratio=facts.get('compress_ratio'),
+            measured_xbzrle_friendly=facts.get('xbzrle_friendly'))
+    return values
 
 
 def emit(record: Mapping[str, Any], history: Any = None) -> None:

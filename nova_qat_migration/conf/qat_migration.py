@@ -317,6 +317,28 @@ from (one small JSON file). Unset: ``qat_migration`` under Nova's
         default=1000, min=1, max=1000000,
         help='Instances remembered in the migration history (oldest first '
              'out).'),
+    cfg.IntOpt('measurement_reuse_seconds',
+        default=300, min=0, max=86400,
+        help="""
+Reuse the guest measurement taken before an instance's last migration from
+this host (its dirty rate, zero-page share, compressibility and
+XBZRLE-friendliness, kept in the migration history) instead of measuring
+the guest again, when that measurement is at most this many seconds old
+and the instance's memory size has not changed. Saves the
+``dirty_rate_sample_seconds`` window on a retried or repeated migration.
+The migration report says when a measurement was reused and when it was
+taken; a reused measurement never renews its own age. 0 always measures.
+"""),
+    cfg.BoolOpt('qatzip_software_allowed',
+        default=False,
+        help="""
+Count QAT devices as usable for ``qatzip`` plans even when the QATzip
+self-test ran in QATzip's software fallback instead of on QAT hardware.
+Off by default: software ``qatzip`` costs about 2.4 times the CPU of
+``zstd`` for a similar ratio, so a host whose QAT devices do not work
+plans without QAT. Only for testing the ``qatzip`` path on machines
+without working QAT hardware.
+"""),
 ]
 
 #: The options of ``[qat_migration]``.

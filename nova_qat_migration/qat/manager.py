@@ -155,20 +155,37 @@ class QATManager:
             self._selftest = result
         return result
 
-    def _warn_selftest(self, test: Optional[qatzip.SelfTestResult]) -> None:
-        """Say once per result why QAT is not offered to migrations."""
+    #: What the log and the report say when QATzip only ran in software.
+    SOFTWARE_ONLY = ('QAT device present but QATzip ran in software: not '
+                     'used')
+
+    def _warn_once(self, test: Optional[qatzip.SelfTestResult],
+                   message: str, *args: Any) -> None:
+        """Log ``message`` once per self-test result."""
         with self._lock:
             if self._warned is test:
                 return
             self._warned = test
-        LOG.warning('QAT devices found but QATzip is unusable (%s: %s; '
-                    '[qat_migration] qatzip_library=%s): plans use no QAT.',
-                    getattr(test, 'status', 'self-test did not run'),
-                    getattr(test, 'message', '') or '-',
-                    self.group.qatzip_library)
+        LOG.warning(message, *args)
+
+    def _warn_selftest(self, test: Optional[qatzip.SelfTestResult]) -> None:
+        """Say once per result why QAT is not offered to migrations."""
+        self._warn_once(
+            test, 'QAT devices found but QATzip is unusable (%s: %s; '
+            '[qat_migration] qatzip_library=%s): plans use no QAT.',
+            getattr(test, 'status', 'self-test did not run'),
+            getattr(test, 'message', '') or '-', self.group.qatzip_library)
 
     def state(self) -> datamodel.QATState:
-        """The source's QAT capacity for the migration being planned."""
+        """The source's QAT capacity for the migration being planned.
+
+        Only a self-test that ran on QAT hardware makes the endpoints
+        usable: QATzip falls back to software silently when no hardware
+        path works (no instance, no memory driver, a dead device), and
+        software ``qatzip`` costs far more CPU than ``zstd``. The operator
+        may count the software path anyway (``[qat_migration]
+        qatzip_software_allowed``, for test beds).
+        """
         statuses = self.scan()
         endpoints = sum(len(s.compression_endpoints()) for s in statuses)
         test: Optional[qatzip.SelfTestResult] = None
@@ -180,15 +197,35 @@ class QATManager:
                 test = qatzip.SelfTestResult(status=qatzip.STATUS_FAILED,
                                              message=str(exc))
         ok = test is not None and test.ok
+        hardware = bool(test is not None and test.hardware)
+        unusable = ''
         if endpoints and not ok:
             # NOTE(qat-migration): QEMU compresses qatzip pages through
             # the same library; devices without a working QATzip cannot
             # carry a migration, so plans must not count on them.
             self._warn_selftest(test)
+            unusable = 'QATzip unusable (%s)' % getattr(
+                test, 'status', 'self-test did not run')
             endpoints = 0
+        elif endpoints and not hardware:
+            if self.group.qatzip_software_allowed:
+                self._warn_once(
+                    test, 'QAT device present but QATzip ran in software '
+                    '(%s); used all the same: [qat_migration] '
+                    'qatzip_software_allowed is set.', test.describe())
+            else:
+                self._warn_once(
+                    test, '%s (%s; engine evidence: qzInit %s, session '
+                    'status %s, ext_rc 0x%x): plans use no QAT.',
+                    self.SOFTWARE_ONLY, test.describe(),
+                    qatzip.rc_name(test.init_rc),
+                    qatzip.rc_name(test.session_status), test.ext_rc or 0)
+                unusable = self.SOFTWARE_ONLY
+                endpoints = 0
         return datamodel.QATState(
             endpoints=endpoints,
             free_leases=self.pool.free if endpoints else 0,
-            hardware=bool(test and test.hardware),
-            throughput_mbps=test.compress_mbps if ok else 0.0,
-            ratio=test.ratio if ok else 0.0)
+            hardware=hardware,
+            throughput_mbps=test.compress_mbps if endpoints else 0.0,
+            ratio=test.ratio if endpoints else 0.0,
+            unusable=unusable)

@@ -35,8 +35,11 @@ loader then satisfies ``libqatzip.so.3``'s dependencies by soname from the
 already-loaded objects, and no ``LD_LIBRARY_PATH`` is needed.
 
 The tests exercise QATzip's software path (no QAT hardware needed); the
-hardware/software decision follows QATzip's documented status codes and its
-``QZ_SW_EXECUTION`` bit.
+hardware/software decision follows QATzip's documented status codes, its
+``QZ_SW_EXECUTION`` bit and ``qzGetStatus`` (``QzStatus_T``: a session
+that ran on hardware is attached to a QAT instance and its
+``hw_session_status`` is ``QZ_OK``). Only positive evidence of all of them
+makes a self-test ``hardware``: QATzip falls back to software silently.
 """
 
 from __future__ import annotations
@@ -108,6 +111,18 @@ int qzTeardownSession(QzSession_T *sess);
 int qzClose(QzSession_T *sess);
 unsigned int qzMaxCompressedLength(unsigned int src_sz, QzSession_T *sess);
 void qzSetLogLevel(int level);
+typedef struct QzStatus_S {
+    unsigned short int qat_hw_count;
+    unsigned char qat_service_init;
+    unsigned char qat_mem_drvr;
+    unsigned char qat_instance_attach;
+    unsigned long int memory_alloced;
+    unsigned char using_huge_pages;
+    signed long int hw_session_status;
+    unsigned char algo_sw[255];
+    unsigned char algo_hw[255];
+} QzStatus_T;
+int qzGetStatus(QzSession_T *sess, QzStatus_T *status);
 """
 
 
@@ -235,6 +250,11 @@ class SelfTestResult:
     init_rc: Optional[int] = None
     session_status: Optional[int] = None
     ext_rc: Optional[int] = None
+    #: From ``qzGetStatus`` after the round trip (None: not available):
+    #: QAT devices QATzip found on the PCI bus, and whether the session
+    #: was attached to a hardware instance.
+    qat_hw_count: Optional[int] = None
+    instance_attached: Optional[bool] = None
     input_bytes: int = 0
     compressed_bytes: int = 0
     ratio: float = 0.0
@@ -298,13 +318,44 @@ class Session:
     def session_status(self) -> int:
         return int(self.sess.hw_session_stat)
 
+    def status(self) -> Optional[dict]:
+        """``qzGetStatus`` of this session, None if it cannot be read.
+
+        A library without the call (or refusing it) gives no evidence
+        either way; :attr:`software` then rests on the return codes.
+        """
+        try:
+            get_status = self.lib.qzGetStatus
+        except AttributeError:
+            return None
+        st = self.ffi.new('QzStatus_T *')
+        if get_status(self.sess, st) != QZ_OK:
+            return None
+        return {'qat_hw_count': int(st.qat_hw_count),
+                'instance_attached': bool(st.qat_instance_attach),
+                'hw_session_status': int(st.hw_session_status)}
+
     @property
     def software(self) -> bool:
-        """Whether the software fallback is (or was last) doing the work."""
-        return (self.init_rc in SOFTWARE_CODES
+        """Whether the software fallback is (or was last) doing the work.
+
+        Any sign of software counts: a software return code of
+        ``qzInit``/``qzSetupSession``, the session's status, the last
+        compression's ``QZ_SW_EXECUTION`` bit, or ``qzGetStatus``
+        reporting no QAT device, no attached instance or a session status
+        other than ``QZ_OK``.
+        """
+        if (self.init_rc in SOFTWARE_CODES
                 or self.setup_rc in SOFTWARE_CODES
                 or self.session_status in SOFTWARE_CODES
-                or bool(self.last_ext_rc & QZ_SW_EXECUTION_MASK))
+                or bool(self.last_ext_rc & QZ_SW_EXECUTION_MASK)):
+            return True
+        status = self.status()
+        if status is None:
+            return False
+        return (status['qat_hw_count'] == 0
+                or not status['instance_attached']
+                or status['hw_session_status'] != QZ_OK)
 
     def max_compressed(self, size: int) -> int:
         bound = int(self.lib.qzMaxCompressedLength(size, self.sess))
@@ -400,6 +451,7 @@ class QATzip:
                 engine = 'software' if s.software else 'hardware'
                 init_rc, stat, ext = (s.init_rc, s.session_status,
                                       s.last_ext_rc)
+                status = s.status() or {}
         except (QATzipError, MemoryError, OverflowError) as exc:
             LOG.warning('QATzip self-test failed: %s', exc)
             return SelfTestResult(status=STATUS_FAILED, library=self.path,
@@ -410,6 +462,8 @@ class QATzip:
             status=STATUS_OK if same else STATUS_FAILED,
             library=self.path, engine=engine, init_rc=init_rc,
             session_status=stat, ext_rc=ext,
+            qat_hw_count=status.get('qat_hw_count'),
+            instance_attached=status.get('instance_attached'),
             input_bytes=len(data), compressed_bytes=len(packed),
             ratio=round(len(packed) / len(data), 4) if data else 0.0,
             compress_mbps=round(mib / max(t1 - t0, 1e-9), 1),

@@ -167,3 +167,108 @@ class ReportTest(testtools.TestCase):
 
         self.useFixture(fixtures.FakeLogger())
         report.emit(self._record(outcome='failed'), Broken())
+
+
+class MeasurementTest(testtools.TestCase):
+    """The guest measurement kept for the next plan to reuse."""
+
+    def setUp(self):
+        super().setUp()
+        self.path = self.useFixture(fixtures.TempDir()).path
+
+    def _facts(self, measurement='measured', at=1000.0, dirty=40.0, **kw):
+        inst = datamodel.InstanceFacts(
+            uuid='u1', memory_mb=2048, dirty_rate_mbps=dirty,
+            zero_fraction=0.3, compress_ratio=0.4, xbzrle_friendly=0.9,
+            measurement=measurement, measured_at=at, **kw)
+        return datamodel.Facts(instance=inst)
+
+    def _record(self, facts):
+        plan = datamodel.Plan(policy='adaptive', method='zstd', level=1,
+                              parallel_connections=4)
+        return report.build(instance_uuid='u1', requested=plan,
+                            outcome=report.OUTCOME_COMPLETED, facts=facts,
+                            sent_params={'compression': 'zstd',
+                                         'parallel.connections': 4},
+                            sent_flags=['LIVE', 'PARALLEL'])
+
+    def test_fresh_measurement_recorded_and_read_back(self):
+        store = history.HistoryStore(self.path)
+        report.emit(self._record(self._facts()), store)
+        # A new store: the measurement is in the file.
+        found = history.HistoryStore(self.path).measurement('u1')
+        self.assertEqual(history.Measurement(
+            measured_at=1000.0, memory_mb=2048, dirty_rate_mbps=40.0,
+            zero_fraction=0.3, compress_ratio=0.4, xbzrle_friendly=0.9),
+            found)
+        self.assertEqual({'dirty_rate_mbps': 40.0, 'zero_fraction': 0.3,
+                          'compress_ratio': 0.4, 'xbzrle_friendly': 0.9,
+                          'measurement': 'reused', 'measured_at': 1000.0},
+                         found.fields())
+        self.assertEqual(500.0, found.age_s(now=1500.0))
+        # The History the policies see is unchanged by it.
+        self.assertEqual(40.0, store.get('u1').dirty_rate_mbps)
+
+    def test_reused_measurement_keeps_its_age(self):
+        # A plan made from a reused measurement must not renew it: the
+        # next plan would otherwise reuse it for ever.
+        store = history.HistoryStore(self.path)
+        report.emit(self._record(self._facts(at=1000.0)), store)
+        record = self._record(self._facts(measurement='reused', at=1000.0,
+                                          dirty=40.0))
+        self.assertNotIn('measured_at', report.history_values(record))
+        report.emit(record, store)
+        self.assertEqual(1000.0, store.measurement('u1').measured_at)
+        self.assertEqual(2, store.get('u1').migrations)
+
+    def test_reused_measurement_is_in_the_report(self):
+        record = self._record(self._facts(measurement='reused',
+                                          at=1700000000.0))
+        self.assertEqual('reused', record['facts']['measurement'])
+        self.assertEqual('2023-11-14T22:13:20+00:00',
+                         record['facts']['measured_at'])
+        notes = [n for n in record['notes'] if 'reused' in n]
+        self.assertEqual(1, len(notes), record['notes'])
+        self.assertIn('taken 2023-11-14T22:13:20+00:00', notes[0])
+        fresh = self._record(self._facts())
+        self.assertFalse([n for n in fresh['notes'] if 'reused' in n])
+
+    def test_new_measurement_replaces_the_old_whole(self):
+        store = history.HistoryStore(self.path)
+        report.emit(self._record(self._facts(at=1000.0)), store)
+        # No page sample this time: the old one must not survive beside
+        # the new dirty rate.
+        inst = datamodel.InstanceFacts(uuid='u1', memory_mb=2048,
+                                       dirty_rate_mbps=90.0,
+                                       measurement='quiet',
+                                       measured_at=2000.0)
+        report.emit(self._record(datamodel.Facts(instance=inst)), store)
+        found = store.measurement('u1')
+        self.assertEqual((2000.0, 90.0, None, None, None),
+                         (found.measured_at, found.dirty_rate_mbps,
+                          found.zero_fraction, found.compress_ratio,
+                          found.xbzrle_friendly))
+
+    def test_no_dirty_rate_no_measurement(self):
+        store = history.HistoryStore(self.path)
+        report.emit(self._record(self._facts(dirty=None)), store)
+        self.assertIsNone(store.measurement('u1'))
+        self.assertIsNone(store.measurement('unknown'))
+
+    def test_bad_measured_values_dropped(self):
+        with open(os.path.join(self.path, history.FILENAME), 'w') as f:
+            json.dump({'version': 1, 'instances': [
+                {'uuid': 'a', 'measured_at': 'yesterday',
+                 'measured_dirty_rate_mbps': 5.0},
+                {'uuid': 'b', 'measured_at': 10.0,
+                 'measured_dirty_rate_mbps': -1.0},
+                {'uuid': 'c', 'measured_at': 10.0,
+                 'measured_dirty_rate_mbps': 5.0,
+                 'measured_compress_ratio': 7.0}]}, f)
+        self.useFixture(fixtures.FakeLogger())
+        store = history.HistoryStore(self.path)
+        self.assertIsNone(store.measurement('a'))
+        self.assertIsNone(store.measurement('b'))
+        found = store.measurement('c')
+        self.assertEqual((5.0, None), (found.dirty_rate_mbps,
+                                       found.compress_ratio))

@@ -924,10 +924,28 @@ class QATSelfTestGateTest(base.TestCase):
     def test_passing_selftest_keeps_qat(self):
         from nova_qat_migration.qat import qatzip
         state = self._manager(qatzip.SelfTestResult(
-            status=qatzip.STATUS_OK, compress_mbps=900.0, ratio=0.4)
-        ).state()
+            status=qatzip.STATUS_OK, engine='hardware', compress_mbps=900.0,
+            ratio=0.4)).state()
         self.assertTrue(state.available)
         self.assertEqual(2, state.endpoints)
+        self.assertEqual('', state.unusable)
+
+    def test_software_only_selftest_stops_qat_plans(self):
+        # QATzip's silent software fallback passes the round trip but is
+        # no QAT: the plan must not count on the devices.
+        from nova_qat_migration.qat import qatzip
+        self.useFixture(fixtures.FakeLogger())
+        state = self._manager(qatzip.SelfTestResult(
+            status=qatzip.STATUS_OK, engine='software', compress_mbps=300.0,
+            ratio=0.4, session_status=qatzip.QZ_NO_HW)).state()
+        self.assertEqual((0, 0, False), (state.endpoints, state.free_leases,
+                                         state.hardware))
+        self.assertIn('ran in software', state.unusable)
+        plan = adaptive.AdaptivePolicy(self.conf).plan(base.make_facts(
+            qat=state, hypervisor=base.HV_QATZIP,
+            destination=base.DEST_QAT, passthrough_allowed=True,
+            hints={'method': 'qatzip'}))
+        self.assertFalse(plan.qat_lease)
 
 
 class PolicySetLockTest(base.TestCase):

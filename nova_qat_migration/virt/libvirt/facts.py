@@ -21,6 +21,7 @@ state between migrations.
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, Optional
 
 from nova.compute import vm_states
@@ -110,6 +111,34 @@ def destination(context: Any, reportclient: Any, dest: str,
         return datamodel.DestinationCaps()
 
 
+def reusable_measurement(conf: Any, instance_uuid: str, memory_mb: int,
+                         history: Optional[qat_history.HistoryStore],
+                         now: Optional[float] = None,
+                         ) -> Optional[qat_history.Measurement]:
+    """The measurement of the instance's last migration, if still good.
+
+    Good means at most ``[qat_migration] measurement_reuse_seconds`` old
+    (a clock that went backwards makes it stale), taken on a guest of the
+    same memory size, and with a dirty rate.
+    """
+    max_age = conf.qat_migration.measurement_reuse_seconds
+    if not max_age or history is None:
+        return None
+    try:
+        found = history.measurement(instance_uuid)
+    except Exception as exc:  # noqa: BLE001 - the history is optional
+        LOG.warning('Migration history unreadable (%s): measuring.', exc)
+        return None
+    if found is None:
+        return None
+    age = found.age_s(now)
+    if not 0 <= age <= max_age:
+        return None
+    if found.memory_mb is not None and found.memory_mb != memory_mb:
+        return None
+    return found
+
+
 def gather(conf: Any, context: Any, instance: Any, dest: str,
            migrate_data: Any, hints: datamodel.Hints, measured: bool, *,
            caps: Optional[datamodel.HypervisorCaps], host: Any,
@@ -120,7 +149,10 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
 
     :param measured: sample host load, dirty rate and QAT state and read
         the destination's traits (not needed by Nova's own plan, and not
-        free: the samples take ~1 s).
+        free: the samples take ~1 s). The guest's own numbers are reused
+        from its last migration when recent
+        (:func:`reusable_measurement`); the facts say so
+        (``InstanceFacts.measurement`` and ``measured_at``).
     :param caps: this host's hypervisor capabilities (unknown if None).
     :param host: Nova's libvirt ``Host``, to find the guest to measure.
     :param qat_manager: the QAT device manager, or None without one.
@@ -138,7 +170,22 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
     if measured:
         host_load = measure.host_load()
         seconds = conf.qat_migration.dirty_rate_sample_seconds
-        if seconds and not paused:
+        reused = (reusable_measurement(conf, instance.uuid, memory_mb,
+                                       history)
+                  if seconds and not paused else None)
+        if reused is not None:
+            measurements = reused.fields()
+            LOG.info('Guest measurement of %(when)s (%(age).0f s ago, '
+                     '[qat_migration] measurement_reuse_seconds=%(max)d) '
+                     'reused: dirty rate %(rate).1f MiB/s; not measured '
+                     'again.',
+                     {'when': datetime.datetime.fromtimestamp(
+                         reused.measured_at, datetime.timezone.utc
+                     ).isoformat(timespec='seconds'),
+                      'age': reused.age_s(),
+                      'max': conf.qat_migration.measurement_reuse_seconds,
+                      'rate': reused.dirty_rate_mbps}, instance=instance)
+        elif seconds and not paused:
             try:
                 guest = host.get_guest(instance)
                 measurements = measure.instance_fields(

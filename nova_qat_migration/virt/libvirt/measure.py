@@ -32,6 +32,17 @@ LOG = logging.getLogger(__name__)
 # libvirt's stable values (see virDomainDirtyRateStatus / stats groups).
 _STATS_DIRTYRATE = 1 << 9
 _DIRTYRATE_MEASURED = 2
+#: How often the result of a dirty-rate calculation is looked for once its
+#: window has passed: QEMU has it a few ms after the window, and every
+#: poll interval waited on top of that delays the migration.
+POLL_S = 0.05
+
+#: The first window (seconds) of a longer dirty-rate measurement, and the
+#: rate (MiB/s) at or below which it shows a quiet guest: the rest of the
+#: window is then skipped (:func:`dirty_rate_quiet_first`). libvirt's
+#: calculation takes whole seconds and reports whole MiB/s.
+QUIET_WINDOW_S = 1
+QUIET_MBPS = 1.0
 
 
 def _cpu_times(proc_stat: str) -> tuple[int, int]:
@@ -108,11 +119,41 @@ def dirty_rate_mbps(dom: Any, seconds: int = 1,
             record = stats[0][1] if stats else {}
             if record.get('dirtyrate.calc_status') == _DIRTYRATE_MEASURED:
                 return float(record.get('dirtyrate.megabytes_per_second', 0))
-            time.sleep(0.2)
+            time.sleep(POLL_S)
     except Exception as exc:  # noqa: any libvirt error means "unknown"
         LOG.info('Dirty rate not measured: %s', exc)
     run_during()
     return None
+
+
+def dirty_rate_quiet_first(dom: Any, seconds: int,
+                           during: Optional[Callable[[], None]] = None,
+                           ) -> tuple[Optional[float], bool]:
+    """The dirty rate over ``seconds``, ended early for a quiet guest.
+
+    A window longer than :data:`QUIET_WINDOW_S` is measured as a first
+    window of that length, then the rest. A first window reading at most
+    :data:`QUIET_MBPS` ends the measurement: a guest that wrote (next to)
+    nothing for a second has no dirty rate worth waiting for, however long
+    the window asked. Otherwise the two windows' rates are averaged by
+    their lengths, so a busy guest costs what it did before.
+
+    :param during: as for :func:`dirty_rate_mbps`, in the first window.
+    :returns: ``(MiB/s or None, ended early)``.
+    """
+    if seconds <= QUIET_WINDOW_S:
+        return dirty_rate_mbps(dom, seconds, during=during), False
+    first = dirty_rate_mbps(dom, QUIET_WINDOW_S, during=during)
+    if first is None:
+        # Not measurable: a second window would not be either.
+        return None, False
+    if first <= QUIET_MBPS:
+        return first, True
+    rest_s = seconds - QUIET_WINDOW_S
+    rest = dirty_rate_mbps(dom, rest_s)
+    if rest is None:
+        return first, False
+    return (first * QUIET_WINDOW_S + rest * rest_s) / seconds, False
 
 
 # -- page sampling -------------------------------------------------------
@@ -226,7 +267,10 @@ def instance_fields(dom: Any, memory_mb: int, dirty_seconds: int = 1,
     The dirty rate from libvirt's calculation, and the page sample's
     zero share, compressibility and XBZRLE-friendliness; each None when
     it could not be measured. The page sample is taken while QEMU
-    measures the dirty rate: the two cost one window.
+    measures the dirty rate: the two cost one window. ``measurement`` is
+    ``quiet`` when a quiet guest ended a longer window early
+    (:func:`dirty_rate_quiet_first`), ``measured`` otherwise, and
+    ``measured_at`` when the measurement started.
     """
     samples: list = []
 
@@ -234,8 +278,11 @@ def instance_fields(dom: Any, memory_mb: int, dirty_seconds: int = 1,
         if sample_pages:
             samples.append(page_sample(dom, memory_mb, pages=sample_pages))
 
-    fields: dict = {'dirty_rate_mbps': dirty_rate_mbps(
-        dom, dirty_seconds, during=sample)}
+    started = time.time()
+    rate, quiet = dirty_rate_quiet_first(dom, dirty_seconds, during=sample)
+    fields: dict = {'dirty_rate_mbps': rate,
+                    'measurement': 'quiet' if quiet else 'measured',
+                    'measured_at': started}
     found = samples[0] if samples else None
     if found is not None:
         fields.update(zero_fraction=found.zero_fraction,

@@ -79,6 +79,18 @@ class TestQATzipLibrary(testtools.TestCase):
             self.assertTrue(s.software)
             self.assertIn(s.session_status, qatzip.SOFTWARE_CODES)
 
+    def test_status_shows_no_hardware(self):
+        # qzGetStatus of the real library on a host without QAT: no
+        # device, no instance attached, the session in software.
+        with self.qz.session() as s:
+            s.compress(qatzip.sample_buffer(64 * 1024))
+            status = s.status()
+        self.assertEqual(0, status['qat_hw_count'])
+        self.assertFalse(status['instance_attached'])
+        result = self.qz.selftest(64 * 1024)
+        self.assertEqual((0, False),
+                         (result.qat_hw_count, result.instance_attached))
+
     def test_no_software_backup_fails_without_hardware(self):
         if not self.qz.session().software:
             self.skipTest('QAT hardware present')
@@ -139,6 +151,120 @@ class TestQATzipLibrary(testtools.TestCase):
         self.assertEqual(qatzip.sample_buffer(100000),
                          qatzip.sample_buffer(100000))
         self.assertEqual(12345, len(qatzip.sample_buffer(12345)))
+
+
+class FakeLib:
+    """QATzip's calls as a library on a QAT host would answer them.
+
+    No QAT hardware exists where the tests run, so what a hardware session
+    reports (``qzInit`` QZ_OK, a session status of QZ_OK, no
+    ``QZ_SW_EXECUTION`` bit, ``qzGetStatus`` with a device and an attached
+    instance) is played here; each test then takes one piece of that
+    evidence away. The data itself goes through zlib.
+    """
+
+    def __init__(self, ffi, **status):
+        self.ffi = ffi
+        self.init_rc = qatzip.QZ_OK
+        self.session_status = qatzip.QZ_OK
+        self.ext_rc = 0
+        self.status = dict(qat_hw_count=1, qat_instance_attach=1,
+                           hw_session_status=qatzip.QZ_OK)
+        self.status.update(status)
+
+    def qzSetLogLevel(self, level):
+        pass
+
+    def qzInit(self, sess, sw_backup):
+        sess.hw_session_stat = self.session_status
+        return self.init_rc
+
+    def qzSetupSession(self, sess, params):
+        return qatzip.QZ_OK
+
+    def qzMaxCompressedLength(self, size, sess):
+        return size + 1024
+
+    def qzCompressExt(self, sess, src, src_len, dst, dst_len, last, ext):
+        import zlib
+        packed = zlib.compress(bytes(src)[:src_len[0]])
+        self.ffi.memmove(dst, packed, len(packed))
+        dst_len[0] = len(packed)
+        ext[0] = self.ext_rc
+        return qatzip.QZ_OK
+
+    def qzDecompress(self, sess, src, src_len, dst, dst_len):
+        import zlib
+        data = zlib.decompress(bytes(src)[:src_len[0]])
+        self.ffi.memmove(dst, data, len(data))
+        dst_len[0] = len(data)
+        return qatzip.QZ_OK
+
+    def qzGetStatus(self, sess, st):
+        for key, value in self.status.items():
+            setattr(st, key, value)
+        return qatzip.QZ_OK
+
+    def qzTeardownSession(self, sess):
+        return qatzip.QZ_OK
+
+    def qzClose(self, sess):
+        return qatzip.QZ_OK
+
+
+class TestEngineEvidence(testtools.TestCase):
+    """Only positive evidence of every kind makes a self-test hardware."""
+
+    def _selftest(self, setup=None, lib_class=FakeLib, **status):
+        import cffi
+        ffi = cffi.FFI()
+        ffi.cdef(qatzip.CDEF)
+        lib = lib_class(ffi, **status)
+        if setup:
+            setup(lib)
+        qz = qatzip.QATzip('fake')
+        qz._ffi, qz._lib, qz.path = ffi, lib, 'fake'
+        return qz.selftest(64 * 1024)
+
+    def test_hardware_when_everything_says_so(self):
+        result = self._selftest()
+        self.assertEqual('hardware', result.engine)
+        self.assertTrue(result.hardware)
+        self.assertEqual((1, True), (result.qat_hw_count,
+                                     result.instance_attached))
+
+    def test_any_software_sign_means_software(self):
+        def init_no_hw(lib):
+            lib.init_rc = qatzip.QZ_NO_HW
+
+        def session_no_hw(lib):
+            lib.session_status = qatzip.QZ_NO_INST_ATTACH
+
+        def sw_execution(lib):
+            lib.ext_rc = qatzip.QZ_SW_EXECUTION_MASK
+
+        cases = [self._selftest(init_no_hw), self._selftest(session_no_hw),
+                 self._selftest(sw_execution),
+                 # qzGetStatus alone: codes all QZ_OK, yet no device, no
+                 # instance attached, or a session status not QZ_OK
+                 self._selftest(qat_hw_count=0),
+                 self._selftest(qat_instance_attach=0),
+                 self._selftest(hw_session_status=qatzip.QZ_NO_HW)]
+        for result in cases:
+            self.assertTrue(result.ok, result)
+            self.assertEqual('software', result.engine, result)
+            self.assertFalse(result.hardware, result)
+
+    def test_library_without_status_call_rests_on_codes(self):
+        class OldLib(FakeLib):
+            def __getattribute__(self, name):
+                if name == 'qzGetStatus':
+                    raise AttributeError(name)
+                return super().__getattribute__(name)
+
+        result = self._selftest(lib_class=OldLib)
+        self.assertEqual('hardware', result.engine)
+        self.assertIsNone(result.qat_hw_count)
 
 
 class TestQATzipMissing(testtools.TestCase):

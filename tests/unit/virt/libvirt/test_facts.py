@@ -13,6 +13,7 @@
 only when the policy needs it, and the destination's Placement traits.
 """
 
+import time
 from unittest import mock
 
 import fixtures
@@ -23,6 +24,7 @@ from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
 from nova_qat_migration.policy import hints as qat_hints
+from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import facts
 
@@ -41,7 +43,7 @@ def _traits(*names):
     return mock.Mock(traits=list(names))
 
 
-class GatherTest(test.NoDBTestCase):
+class _GatherTestBase(test.NoDBTestCase):
 
     def setUp(self):
         super().setUp()
@@ -72,6 +74,9 @@ class GatherTest(test.NoDBTestCase):
         return facts.gather(CONF, mock.sentinel.ctx, instance, 'dest',
                             migrate_data, datamodel.Hints(), measured,
                             **args)
+
+
+class GatherTest(_GatherTestBase):
 
     def test_nova_plan_measures_nothing(self):
         got = self._gather(_instance(), measured=False)
@@ -113,6 +118,105 @@ class GatherTest(test.NoDBTestCase):
         self.assertEqual(datamodel.QATState(), got.qat)
         self.assertEqual(datamodel.HypervisorCaps(), got.hypervisor)
         self.assertEqual(datamodel.History(), got.history)
+
+
+class ReuseMeasurementTest(_GatherTestBase):
+    """A recent measurement on record replaces the ~1 s measuring window."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags(measurement_reuse_seconds=300, group='qat_migration')
+        self.now = time.time()
+
+    def _remember(self, age_s, memory_mb=2048, dirty=12.0):
+        self.history.record(UUID, {
+            'measured_at': self.now - age_s, 'measured_memory_mb': memory_mb,
+            'measured_dirty_rate_mbps': dirty,
+            'measured_compress_ratio': 0.5,
+            'measured_xbzrle_friendly': 0.8})
+
+    def test_recent_measurement_reused(self):
+        self._remember(60)
+        logger = self.useFixture(fixtures.FakeLogger())
+        got = self._gather(_instance(), measured=True)
+        self.fields.assert_not_called()
+        self.host.get_guest.assert_not_called()
+        inst = got.instance
+        self.assertEqual((12.0, 0.5, 0.8, None, 'reused'),
+                         (inst.dirty_rate_mbps, inst.compress_ratio,
+                          inst.xbzrle_friendly, inst.zero_fraction,
+                          inst.measurement))
+        self.assertAlmostEqual(self.now - 60, inst.measured_at)
+        self.assertIn('reused', logger.output)
+        # Host load, QAT and the destination are measured all the same.
+        self.host_load.assert_called_once_with()
+        self.assertEqual(2, got.qat.endpoints)
+
+    def test_measured_when_the_record_does_not_fit(self):
+        cases = {
+            'too old': dict(age_s=301),
+            'resized since': dict(age_s=10, memory_mb=4096),
+            'from the future (clock went back)': dict(age_s=-120),
+        }
+        for name, kw in cases.items():
+            self.history = qat_history.HistoryStore(None, 10)
+            self._remember(**kw)
+            self.fields.reset_mock()
+            got = self._gather(_instance(), measured=True)
+            self.fields.assert_called_once_with(mock.ANY, 2048, 1)
+            self.assertEqual(40.0, got.instance.dirty_rate_mbps, name)
+            self.assertNotEqual('reused', got.instance.measurement, name)
+
+    def test_option_zero_always_measures(self):
+        self._remember(1)
+        self.flags(measurement_reuse_seconds=0, group='qat_migration')
+        got = self._gather(_instance(), measured=True)
+        self.fields.assert_called_once_with(mock.ANY, 2048, 1)
+        self.assertEqual(40.0, got.instance.dirty_rate_mbps)
+
+    def test_nothing_reused_when_nothing_is_measured(self):
+        self._remember(1)
+        got = self._gather(_instance(vm_state='paused'), measured=True)
+        self.assertIsNone(got.instance.measurement)
+        self.assertIsNone(got.instance.dirty_rate_mbps)
+        self.flags(dirty_rate_sample_seconds=0, group='qat_migration')
+        got = self._gather(_instance(), measured=True)
+        self.assertIsNone(got.instance.measurement)
+        got = self._gather(_instance(), measured=False)
+        self.assertIsNone(got.instance.measurement)
+
+    def test_unreadable_history_measures(self):
+        history = mock.Mock()
+        history.measurement.side_effect = RuntimeError('broken')
+        history.get.return_value = datamodel.History()
+        self.useFixture(fixtures.FakeLogger())
+        got = self._gather(_instance(), measured=True, history=history)
+        self.assertEqual(40.0, got.instance.dirty_rate_mbps)
+
+    def test_second_migration_reuses_the_first_measurement(self):
+        # The whole loop: measured, reported, recorded, reused; the
+        # reuse is said in the report, with the first one's time.
+        self.fields.return_value = {
+            'dirty_rate_mbps': 40.0, 'compress_ratio': 0.3,
+            'measurement': 'measured', 'measured_at': self.now}
+        first = self._gather(_instance(), measured=True)
+        plan = datamodel.Plan(policy='adaptive')
+        report.emit(report.build(instance_uuid=UUID, requested=plan,
+                                 outcome=report.OUTCOME_COMPLETED,
+                                 facts=first), self.history)
+        self.fields.reset_mock()
+        second = self._gather(_instance(), measured=True)
+        self.fields.assert_not_called()
+        self.assertEqual(('reused', self.now, 40.0, 0.3),
+                         (second.instance.measurement,
+                          second.instance.measured_at,
+                          second.instance.dirty_rate_mbps,
+                          second.instance.compress_ratio))
+        record = report.build(instance_uuid=UUID, requested=plan,
+                              outcome=report.OUTCOME_COMPLETED,
+                              facts=second)
+        self.assertTrue([n for n in record['notes']
+                         if 'measurement reused' in n], record['notes'])
 
 
 class DestinationTest(test.NoDBTestCase):

@@ -77,7 +77,8 @@ class TestHostLoad(base.TestCase):
         self.assertGreater(load.mem_free_mb, 0)
 
 
-class TestDirtyRate(base.TestCase):
+class _FakeClockTest(base.TestCase):
+    """A fake clock that sleeping advances."""
 
     def setUp(self):
         super().setUp()
@@ -96,6 +97,9 @@ class TestDirtyRate(base.TestCase):
         dom.connect.return_value.domainListGetStats.side_effect = [
             [(dom, record)] for record in records]
         return dom
+
+
+class TestDirtyRate(_FakeClockTest):
 
     def test_measured(self):
         dom = self._dom([
@@ -150,6 +154,81 @@ class TestDirtyRate(base.TestCase):
             (dom, {'dirtyrate.calc_status': 1})]
         self.assertIsNone(measure.dirty_rate_mbps(dom, seconds=1,
                                                   timeout=5))
-        # Polled every 0.2 s until the 5 s deadline, then gave up.
+        # Polled every POLL_S (0.05 s) until the 5 s deadline, then gave
+        # up.
         calls = dom.connect.return_value.domainListGetStats.call_count
-        self.assertTrue(15 <= calls <= 25, calls)
+        self.assertTrue(70 <= calls <= 90, calls)
+
+    def test_result_read_soon_after_the_window(self):
+        # QEMU has the result a moment after the window: it is read within
+        # one POLL_S of it, not a 0.2 s poll later.
+        dom = self._dom([{'dirtyrate.calc_status': 1},
+                         {'dirtyrate.calc_status': 2,
+                          'dirtyrate.megabytes_per_second': 7}])
+        self.assertEqual(7.0, measure.dirty_rate_mbps(dom, seconds=1))
+        self.assertAlmostEqual(1.0 + measure.POLL_S, self.clock[0])
+
+
+class TestQuietFirst(_FakeClockTest):
+    """A longer window starts with a short one; a quiet guest ends it."""
+
+    def _rates(self, *rates):
+        return self._dom([{'dirtyrate.calc_status': 2,
+                           'dirtyrate.megabytes_per_second': r}
+                          for r in rates])
+
+    def test_quiet_guest_ends_a_long_window_early(self):
+        dom = self._rates(0)
+        self.assertEqual((0.0, True),
+                         measure.dirty_rate_quiet_first(dom, 5))
+        dom.startDirtyRateCalc.assert_called_once_with(1, 0)
+        self.assertEqual(1.0, self.clock[0])      # not 5 s
+
+    def test_busy_guest_measured_over_the_whole_window(self):
+        dom = self._rates(100, 40)
+        rate, quiet = measure.dirty_rate_quiet_first(dom, 3)
+        self.assertFalse(quiet)
+        # Both windows, weighted by their lengths.
+        self.assertAlmostEqual((100 * 1 + 40 * 2) / 3.0, rate)
+        self.assertEqual([mock.call(1, 0), mock.call(2, 0)],
+                         dom.startDirtyRateCalc.call_args_list)
+        self.assertEqual(3.0, self.clock[0])      # what it cost before
+
+    def test_threshold(self):
+        rate, quiet = measure.dirty_rate_quiet_first(
+            self._rates(measure.QUIET_MBPS), 4)
+        self.assertTrue(quiet)
+        rate, quiet = measure.dirty_rate_quiet_first(self._rates(2, 2), 4)
+        self.assertEqual((2.0, False), (rate, quiet))
+
+    def test_one_second_window_is_one_window(self):
+        dom = self._rates(0)
+        self.assertEqual((0.0, False),
+                         measure.dirty_rate_quiet_first(dom, 1))
+        dom.startDirtyRateCalc.assert_called_once_with(1, 0)
+
+    def test_unmeasurable_first_window_ends_it(self):
+        dom = mock.Mock()
+        dom.startDirtyRateCalc.side_effect = RuntimeError('not supported')
+        seen = []
+        self.assertEqual((None, False), measure.dirty_rate_quiet_first(
+            dom, 5, during=lambda: seen.append(1)))
+        dom.startDirtyRateCalc.assert_called_once_with(1, 0)
+        self.assertEqual([1], seen)
+
+    def test_second_window_failing_keeps_the_first(self):
+        dom = self._rates(50)
+        dom.startDirtyRateCalc.side_effect = [None, RuntimeError('gone')]
+        self.assertEqual((50.0, False),
+                         measure.dirty_rate_quiet_first(dom, 3))
+
+    def test_instance_fields_say_how_they_were_measured(self):
+        self.fake_time.time.return_value = 1234.5
+        fields = measure.instance_fields(self._rates(0), 1024,
+                                         dirty_seconds=4, sample_pages=0)
+        self.assertEqual({'dirty_rate_mbps': 0.0, 'measurement': 'quiet',
+                          'measured_at': 1234.5}, fields)
+        fields = measure.instance_fields(self._rates(30, 30), 1024,
+                                         dirty_seconds=2, sample_pages=0)
+        self.assertEqual('measured', fields['measurement'])
+        self.assertEqual(30.0, fields['dirty_rate_mbps'])
