@@ -239,7 +239,8 @@ def build(*, instance_uuid: str, instance_name: str = '',
         record['wire_mbps'] = round(processed / datamodel.MIB /
                                     (elapsed_ms / 1000.0), 1)
     record['facts'] = _facts_summary(facts) if facts is not None else {}
-    reused = _reused_note(facts) if facts is not None else None
+    reused = (_reused_note(facts, time.time() - total_s)
+              if facts is not None else None)
     if reused:
         record['notes'].append(reused)
     record['dirty_rate_mbps_before'] = record['facts'].get('dirty_rate_mbps')
@@ -258,21 +259,22 @@ def _iso(when: Optional[float]) -> Optional[str]:
         return None
 
 
-def _reused_note(facts: datamodel.Facts) -> Optional[str]:
-    """The note a plan made from a reused measurement carries."""
+def _reused_note(facts: datamodel.Facts,
+                 planned_at: float) -> Optional[str]:
+    """The note a plan made from a reused measurement carries.
+
+    :param planned_at: when the migration was planned (seconds since the
+        epoch).
+    """
     inst = facts.instance
     if inst.measurement != 'reused':
         return None
+    if inst.measured_at is None:
+        return ('guest measurement reused from the migration history, '
+                'taken at an unknown time')
     return ('guest measurement reused from the migration history: taken '
-            '%s, %s s before this migration was planned' % (
-                _iso(inst.measured_at) or 'at an unknown time',
-                _age(inst.measured_at)))
-
-
-def _age(when: Optional[float], now: Optional[float] = None) -> Any:
-    if when is None:
-        return None
-    return round((time.time() if now is None else now) - when, 1)
+            '%s, %.0f s before this migration was planned'
+            % (_iso(inst.measured_at), planned_at - inst.measured_at))
 
 
 def _facts_summary(facts: datamodel.Facts) -> dict:

@@ -14,6 +14,7 @@
 import json
 import os
 import threading
+from unittest import mock
 
 import fixtures
 import testtools
@@ -183,11 +184,12 @@ class MeasurementTest(testtools.TestCase):
             measurement=measurement, measured_at=at, **kw)
         return datamodel.Facts(instance=inst)
 
-    def _record(self, facts):
+    def _record(self, facts, total_s=0.0):
         plan = datamodel.Plan(policy='adaptive', method='zstd', level=1,
                               parallel_connections=4)
         return report.build(instance_uuid='u1', requested=plan,
                             outcome=report.OUTCOME_COMPLETED, facts=facts,
+                            total_s=total_s,
                             sent_params={'compression': 'zstd',
                                          'parallel.connections': 4},
                             sent_flags=['LIVE', 'PARALLEL'])
@@ -230,6 +232,14 @@ class MeasurementTest(testtools.TestCase):
         notes = [n for n in record['notes'] if 'reused' in n]
         self.assertEqual(1, len(notes), record['notes'])
         self.assertIn('taken 2023-11-14T22:13:20+00:00', notes[0])
+        # The age is the one the planner saw: the migration's own time
+        # (total_s) does not count.
+        with mock.patch.object(report.time, 'time',
+                               return_value=1700000000.0 + 130.0):
+            record = self._record(self._facts(measurement='reused',
+                                              at=1700000000.0), total_s=30.0)
+        self.assertIn('100 s before this migration was planned',
+                      [n for n in record['notes'] if 'reused' in n][0])
         fresh = self._record(self._facts())
         self.assertFalse([n for n in fresh['notes'] if 'reused' in n])
 
