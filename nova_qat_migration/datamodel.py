@@ -400,9 +400,15 @@ class Plan:
 class Calibration:
     """The convergence model's machine constants, in one place.
 
-    Defaults were fitted on the lab benchmark; ``[qat_migration]
-    model_calibration`` names a file of values fitted on the operator's
-    machines (``nova-qat-migration-lab model calibrate``).
+    The defaults are the model's original constants, at the scale of a
+    host with hardware virtualisation (1.4 GiB/s per stream); the lab's
+    TCG hosts copy, compress and encode several times slower, and
+    ``benchmarks/calibration.json`` holds the values fitted there
+    (``nova-qat-migration-lab model calibrate``), which the lab's computes
+    load. ``[qat_migration] model_calibration`` names a file of values
+    fitted on the operator's machines. ``zlib_mbps``, ``qat_mbps``,
+    ``zero_cost``, ``zero_mbps`` and ``downtime_overshoot`` are not fitted
+    (``nova_qat_migration_lab.accuracy.FITTED``).
 
     :param stream_mbps: pages one migration stream copies per second when
         the link is not the limit (the migration thread's CPU bound).
@@ -414,9 +420,19 @@ class Calibration:
         achieves (encoding overhead and cache misses), however small the
         writes.
     :param zero_cost: wire bytes per zero page byte (flags only).
+    :param zero_mbps: zero pages QEMU checks per second (it reads every
+        page to find the zero ones; a mostly empty guest's first pass is
+        bound by this, not by the link).
     :param setup_s: fixed cost of a migration (connections, device state).
     :param switchover_s: fixed part of the downtime (device state,
         destination start).
+    :param downtime_overshoot: share by which the pause may exceed
+        QEMU's estimate of the last transfer (device state, the final
+        bitmap sync; up to 34% in the lab): a predicted downtime is never
+        below the transfer times ``1 + downtime_overshoot``, so it is not
+        optimistic. A third matches ``DOWNTIME_HEADROOM``: a plan that
+        switches at its ``downtime_limit_ms`` is predicted at the
+        operator's target.
     """
 
     stream_mbps: float = 1400.0
@@ -426,8 +442,10 @@ class Calibration:
     xbzrle_mbps: float = 900.0
     xbzrle_residue: float = 0.12
     zero_cost: float = 0.002
+    zero_mbps: float = 5000.0
     setup_s: float = 0.5
     switchover_s: float = 0.03
+    downtime_overshoot: float = 0.33
 
     @classmethod
     def ranges(cls) -> dict:
@@ -440,7 +458,8 @@ class Calibration:
         for field in dataclasses.fields(cls):
             if field.name.endswith('_mbps'):
                 out[field.name] = (0.0, 1e7, True)
-            elif field.name in ('xbzrle_residue', 'zero_cost'):
+            elif field.name in ('xbzrle_residue', 'zero_cost',
+                                'downtime_overshoot'):
                 out[field.name] = (0.0, 1.0, False)
             else:
                 out[field.name] = (0.0, 3600.0, False)

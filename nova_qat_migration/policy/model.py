@@ -19,18 +19,33 @@ operator's limits.
 
 The model follows QEMU's pre-copy loop round by round:
 
-* round 0 sends all of RAM; later rounds send what the guest dirtied
-  meanwhile (never more than its writable working set);
+* round 0 sends all of RAM, zero pages for the cost of reading them and a
+  header; every later round sends the distinct pages the guest dirtied
+  during the previous one: ``W * (1 - exp(-rate * t / W))`` for writes
+  spread over a working set ``W`` (the hint, else the guest's non-zero
+  pages), since the dirty bitmap holds a page once however often it was
+  written;
 * a round's rate is the smallest of the link (after the compression ratio
   or XBZRLE's delta savings), the compressors (channels x per-core
   throughput, or QAT) and the per-stream copy limit;
-* zero pages cost almost nothing on the wire;
-* auto-converge throttles the dirty rate once rounds stop shrinking,
-  starting at ``throttle_initial`` and growing by ``throttle_increment``
-  per round, as QEMU does;
-* pre-copy completes when the rest fits in the downtime; post-copy, when
-  permitted, finishes after ``post_copy_after_stalled`` stalled rounds by
-  sending the rest once.
+* XBZRLE starts after the first pass: the first re-send fills its cache
+  with whole pages, deltas come from the second re-send on, for the share
+  of the working set the cache holds;
+* auto-converge follows QEMU 10's trigger: at a bitmap sync (at most one a
+  second), a period that dirtied more than half the bytes it put on the
+  wire is "high", and every second high period starts the throttle at
+  ``throttle_initial`` or adds ``throttle_increment``;
+* pre-copy completes when the rest fits ``Plan.downtime_limit_ms`` (the
+  limit QEMU is given), with the pause it causes reported with a margin
+  (``Calibration.downtime_overshoot``); post-copy, when permitted,
+  switches once the tracker counts ``post_copy_after_stalled`` stalled
+  passes, and the rest arrives once, at the fresh-page rate.
+
+The lab's records show what this leaves out: a guest that writes at a
+fixed rate with CPU to spare keeps its rate under a throttle that leaves
+it that CPU, and compression threads beyond the idle cores slow the
+guest down; neither the guest's CPU need nor its share is among the
+facts yet.
 
 All rates are MiB/s of guest pages unless named ``wire``. Pure Python and
 cheap (a few microseconds per candidate) so every candidate can be scored.
@@ -39,6 +54,7 @@ cheap (a few microseconds per candidate) so every candidate can be scored.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 from nova_qat_migration import datamodel
@@ -82,6 +98,21 @@ class Prediction:
 
 MAX_ROUNDS = 200
 
+#: QEMU's ``throttle-trigger-threshold`` default: a sync period whose
+#: newly dirtied bytes exceed this share of the bytes it transferred is a
+#: "dirty rate high" period.
+THROTTLE_TRIGGER = 0.5
+#: QEMU raises (or starts) the throttle on every second such period.
+THROTTLE_TRIGGER_COUNT = 2
+#: QEMU checks the trigger at a bitmap sync at most once a second.
+THROTTLE_PERIOD_S = 1.0
+#: ``max-cpu-throttle`` default.
+THROTTLE_MAX = 99
+#: The tracker counts a pass as stalled unless it starts with clearly less
+#: to re-send than every pass before it; the lab's records show passes
+#: 9% smaller still counted as stalled, so "clearly" is taken as 20%.
+STALL_SHRINK = 0.8
+
 
 def xbzrle_wire(plan: datamodel.Plan, load: Workload,
                 cal: datamodel.Calibration) -> float:
@@ -91,7 +122,7 @@ def xbzrle_wire(plan: datamodel.Plan, load: Workload,
     smaller than the working set (all of RAM when unknown) covers
     proportionally fewer pages; the rest go whole.
     """
-    working = load.working_set_mb or load.ram_mb
+    working = working_set(load)
     coverage = 1.0
     if plan.xbzrle_cache_mb and working > 0:
         coverage = min(1.0, plan.xbzrle_cache_mb / working)
@@ -130,66 +161,141 @@ def rates(plan: datamodel.Plan, load: Workload, link_mbps: float,
     return fresh, fresh, 1.0
 
 
+def working_set(load: Workload) -> float:
+    """The pages the guest keeps rewriting (MiB).
+
+    The hint when given; otherwise the guest's non-zero pages, since a
+    page the guest writes is no longer a zero page (only what the guest
+    dirties within a second is counted when that is more).
+    """
+    if load.working_set_mb is not None:
+        return max(0.0, min(load.working_set_mb, load.ram_mb))
+    nonzero = load.ram_mb * (1.0 - load.zero_fraction)
+    return max(0.0, min(load.ram_mb, max(nonzero, load.dirty_mbps)))
+
+
+def dirtied(working: float, dirty_mbps: float, seconds: float) -> float:
+    """Distinct MiB dirtied in ``seconds`` by ``dirty_mbps`` of writes.
+
+    QEMU's dirty bitmap records a page once however often it is written
+    between two syncs: writes spread over a working set ``W`` dirty
+    ``W * (1 - exp(-rate * t / W))`` distinct pages, about ``rate * t``
+    while that is small against ``W`` and never more than ``W``.
+    """
+    if working <= 0.0 or dirty_mbps <= 0.0 or seconds <= 0.0:
+        return 0.0
+    return working * -math.expm1(-dirty_mbps * seconds / working)
+
+
+def next_throttle(plan: datamodel.Plan, throttle: int, high_periods: int,
+                  dirty_mb: float, sent_mb: float) -> tuple[int, int]:
+    """(throttle %, high periods) after a sync period, as QEMU 10 does it.
+
+    A period that dirtied more than :data:`THROTTLE_TRIGGER` of the bytes
+    it put on the wire counts as high (a period below it does not reset
+    the count); every :data:`THROTTLE_TRIGGER_COUNT`-th high period starts
+    the throttle at ``cpu-throttle-initial`` or adds
+    ``cpu-throttle-increment`` (``cpu-throttle-tailslow`` off, QEMU's
+    default), up to :data:`THROTTLE_MAX`.
+    """
+    if dirty_mb <= THROTTLE_TRIGGER * sent_mb:
+        return throttle, high_periods
+    high_periods += 1
+    if high_periods < THROTTLE_TRIGGER_COUNT:
+        return throttle, high_periods
+    if throttle == 0:
+        throttle = plan.throttle_initial or 0
+    else:
+        throttle += plan.throttle_increment or 10
+    return min(THROTTLE_MAX, throttle), 0
+
+
+def _downtime_ms(transfer_s: float, cal: datamodel.Calibration) -> float:
+    # The pause QEMU causes: the last transfer plus the fixed switch-over,
+    # and never less than the transfer with the overshoot of QEMU's own
+    # estimate seen in the lab (device state, the final bitmap sync). With
+    # the default margin, a plan switching at its downtime_limit_ms is
+    # predicted at the operator's target, which DOWNTIME_HEADROOM keeps.
+    return 1000.0 * max(transfer_s + cal.switchover_s,
+                        transfer_s * (1.0 + cal.downtime_overshoot))
+
+
 def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             idle_cores: float = 1.0,
             cal: datamodel.Calibration = datamodel.Calibration(),
             time_limit_s: float = 3600.0) -> Prediction:
-    """Predict ``plan`` for ``load`` over a ``link_mbps`` MiB/s link."""
+    """Predict ``plan`` for ``load`` over a ``link_mbps`` MiB/s link.
+
+    QEMU switches over once what remains can be sent within
+    ``plan.downtime_limit_ms`` (the limit it is given); the downtime
+    reported is the pause that causes, with a margin
+    (``cal.downtime_overshoot``), so it is not optimistic.
+    """
     fresh_rate, resend_rate, wire_per_page = rates(plan, load, link_mbps,
                                                     cal, idle_cores)
-    downtime_s = plan.max_downtime_ms / 1000.0
-    working = load.working_set_mb
-    if working is None:
-        working = load.ram_mb
-    working = max(0.0, min(working, load.ram_mb))
+    xbzrle = plan.method == 'xbzrle'
+    limit_s = plan.downtime_limit_ms / 1000.0
+    working = working_set(load)
     nonzero = load.ram_mb * (1.0 - load.zero_fraction)
     zero = load.ram_mb - nonzero
 
-    # Round 0: every page once (zero pages nearly free).
-    elapsed = cal.setup_s + nonzero / fresh_rate + \
+    # Round 0: every page once. Zero pages cost a read (QEMU checks every
+    # page for zeroes) and a header on the wire.
+    elapsed = cal.setup_s + nonzero / fresh_rate + zero / cal.zero_mbps + \
         zero * cal.zero_cost / link_mbps
     wire = nonzero * wire_per_page + zero * cal.zero_cost
+    round_time = elapsed - cal.setup_s
+    round_wire = wire
+    xbz_wire = xbzrle_wire(plan, load, cal) if xbzrle else wire_per_page
     throttle = 0
-    stalled = 0
-    prev = float('inf')
-    round_time = elapsed
+    high_periods = 0
+    period_dirty = period_wire = period_s = 0.0
+    # The first pass never sets a new low the tracker can see again.
+    stalled = 1
+    lowest_start = float('inf')
     rounds = 1
-    xbz_wire = xbzrle_wire(plan, load, cal) if plan.method == 'xbzrle' \
-        else wire_per_page
     while rounds < MAX_ROUNDS:
         dirty = load.dirty_mbps * (1.0 - throttle / 100.0)
-        remaining = min(working, dirty * round_time)
-        if remaining / resend_rate + cal.switchover_s <= downtime_s or \
-                remaining <= 0.0:
-            down = remaining / resend_rate + cal.switchover_s
-            return Prediction(True, elapsed + down, down * 1000.0, rounds,
-                              wire + remaining * xbz_wire,
+        remaining = dirtied(working, dirty, round_time)
+        # XBZRLE caches a page only when it is first re-sent (QEMU starts
+        # XBZRLE after the first pass), so the first re-send is of whole
+        # pages; deltas only from the second.
+        rate, per_page = (resend_rate, xbz_wire) if rounds >= 2 or \
+            not xbzrle else (fresh_rate, wire_per_page)
+        if remaining <= 0.0 or remaining / rate <= limit_s:
+            transfer = remaining / rate
+            return Prediction(True, elapsed + transfer + cal.switchover_s,
+                              _downtime_ms(transfer, cal), rounds,
+                              wire + remaining * per_page,
                               throttle_pct=throttle)
-        if remaining >= prev * 0.95:
-            stalled += 1
-        else:
+        if rounds >= 2 and remaining <= lowest_start * STALL_SHRINK:
             stalled = 0
+        elif rounds >= 2:
+            stalled += 1
+        lowest_start = min(lowest_start, remaining)
         if plan.post_copy and plan.post_copy_after_stalled and \
                 stalled >= plan.post_copy_after_stalled:
             # Post-copy: the guest runs on the destination at once; the
-            # rest arrives once, on demand or in the background.
+            # rest arrives once, pushed in the background or faulted in.
             rest = remaining / fresh_rate
             return Prediction(True, elapsed + cal.switchover_s + rest,
                               cal.switchover_s * 1000.0, rounds,
                               wire + remaining * wire_per_page,
                               post_copy=True, throttle_pct=throttle)
-        # QEMU throttles when a round dirtied more than half of what it
-        # sent, and steps the throttle up each further round.
+        # Auto-converge, checked at a bitmap sync at least a second after
+        # the last check (see :func:`next_throttle`).
+        period_dirty += remaining
+        period_wire += round_wire
+        period_s += round_time
         if plan.throttle_initial is not None and \
-                dirty * round_time > 0.5 * resend_rate * round_time:
-            if throttle == 0:
-                throttle = plan.throttle_initial
-            else:
-                throttle = min(99, throttle + (plan.throttle_increment or 10))
-        prev = remaining
-        round_time = remaining / resend_rate
+                period_s >= THROTTLE_PERIOD_S:
+            throttle, high_periods = next_throttle(
+                plan, throttle, high_periods, period_dirty, period_wire)
+            period_dirty = period_wire = period_s = 0.0
+        round_time = remaining / rate
+        round_wire = remaining * per_page
         elapsed += round_time
-        wire += remaining * xbz_wire
+        wire += round_wire
         rounds += 1
         if elapsed > time_limit_s:
             break
