@@ -204,6 +204,17 @@ convergence model (time, downtime, whether it converges) and pick the
 fastest that converges within the downtime target. When False, or when the
 model finds no converging plan, the rule-based choice is used.
 """),
+    cfg.FloatOpt('gentle_tolerance',
+        default=0.2, min=0.0, max=5.0,
+        help="""
+How much slower (as a share of the fastest prediction) the model may
+predict a gentler plan to be and still prefer it. Among the plans
+predicted to converge, the ``adaptive`` policy takes the least intrusive
+one -- no vCPU throttling, then throttling starting low, then post-copy --
+whose predicted time is within this share of the fastest plan's. 0 picks
+the fastest plan whatever it does to the guest; a large value keeps the
+gentlest converging plan however slow.
+"""),
     cfg.StrOpt('model_calibration',
         default='',
         help="""

@@ -21,7 +21,8 @@ One engine, three steps:
    pre-copy, each with its throttled and post-copy variants -- using this
    migration's share of the source when others are in flight;
 3. a ranking: the convergence model (:mod:`.predictive`) predicts every
-   candidate and keeps the fastest that converges in the gentlest tier;
+   candidate and keeps the fastest that converges, or a gentler one
+   predicted nearly as fast (``gentle_tolerance``);
    with ``[qat_migration] adaptive_model`` off, or when the model finds
    nothing that converges, the rules (:mod:`.rules`) choose among the same
    candidates with the same constants.
@@ -62,11 +63,13 @@ class AdaptivePolicy(base.Policy):
         load = predictive.workload(facts)
         plan = None
         if self.conf.qat_migration.adaptive_model:
-            picked = predictive.choose(facts, lim, cands.plans, load,
-                                       self.calibration)
+            picked = predictive.choose(
+                facts, lim, cands.plans, load, self.calibration,
+                tolerance=self.conf.qat_migration.gentle_tolerance)
             if picked is not None:
-                best, prediction, scored = picked
-                notes = list(cands.notes)
+                best, prediction, scored, trade = picked
+                notes = [trade] if trade else []
+                notes += cands.notes
                 if candidates.dirty_rate(facts) is None:
                     notes.append('dirty rate unknown: predicted as an idle '
                                  'guest')

@@ -44,12 +44,15 @@ def downtime_target(plan: datamodel.Plan, progress: datamodel.Progress) -> int:
 
     Rises by ``max/DOWNTIME_STEPS`` per stalled iteration, and jumps
     straight to the downtime needed to send what remains at the current
-    bandwidth when that fits under the plan's maximum (the switch-over then
-    happens at once instead of after more futile iterations).
+    bandwidth when that fits under the plan's limit for QEMU
+    (:attr:`~nova_qat_migration.datamodel.Plan.downtime_limit_ms`; the
+    switch-over then happens at once instead of after more futile
+    iterations).
     """
     if progress.stalled_iterations <= 0:
         return 0
-    ceiling = plan.max_downtime_ms
+    # QEMU's own estimate leaves out part of the pause: keep the headroom.
+    ceiling = plan.downtime_limit_ms
     step = max(1, ceiling // DOWNTIME_STEPS)
     target = min(ceiling, step * progress.stalled_iterations)
     if progress.bandwidth_mbps > 0:

@@ -14,8 +14,9 @@
 :mod:`~nova_qat_migration.policy.model` predicts what each candidate of
 :mod:`.candidates` would do for this instance; the best is the fastest
 plan that converges with a downtime within the limit and before Nova's
-completion timeout, from the gentlest tier that has one (no throttling,
-then throttling, then post-copy). Also the model's view of the guest
+completion timeout, unless a gentler one (no throttling, then throttling
+starting low, then post-copy) is predicted within ``[qat_migration]
+gentle_tolerance`` of its time. Also the model's view of the guest
 (:func:`workload`) and of this host's constants (:func:`calibration`),
 which the adaptive policy, the driver's report and the drain command
 share.
@@ -121,25 +122,39 @@ def idle_cores(facts: datamodel.Facts) -> float:
     return max(0.5, common.idle_cores(facts))
 
 
-def _score(plan: datamodel.Plan, pred: model.Prediction) -> tuple:
-    """Sort key inside a tier: fastest first, weighted by intrusion.
+def intrusion(plan: datamodel.Plan) -> tuple:
+    """How much a plan does to the guest, least first.
 
-    A throttle's start counts as a cost (a guest slowed to 20% for 10 s is
-    worse than one slowed by 20% for 12 s), then software compression's
-    CPU.
+    The tier (:func:`tier`), then how hard a throttle starts: a guest
+    slowed to 20% from the first throttled round loses more than one
+    slowed by 20%.
     """
-    throttle = (plan.throttle_initial or 0) / 100.0
+    return (tier(plan), plan.throttle_initial or 0)
+
+
+def _cost(plan: datamodel.Plan, pred: model.Prediction) -> tuple:
+    """Sort key among equally intrusive plans: fastest first, software
+    compression's CPU counted, fewer channels on a tie.
+    """
     cpu = 0.02 if plan.method in ('zlib', 'zstd') else 0.0
-    return (pred.total_s * (1.0 + throttle + cpu), plan.parallel_connections)
+    return (pred.total_s * (1.0 + cpu), plan.parallel_connections)
 
 
 def choose(facts: datamodel.Facts, lim: common.Limits,
            candidates: Iterable[datamodel.Plan], load: model.Workload,
-           cal: datamodel.Calibration,
-           ) -> Optional[tuple[datamodel.Plan, model.Prediction, list]]:
-    """The best converging candidate, its prediction and all scores.
+           cal: datamodel.Calibration, tolerance: float = 0.2,
+           ) -> Optional[tuple[datamodel.Plan, model.Prediction, list,
+                               str]]:
+    """The gentlest candidate predicted to be nearly as fast as the best.
 
-    :returns: None when no candidate converges within the downtime limit.
+    Among the candidates predicted to converge within the downtime limit
+    and Nova's completion timeout, the least intrusive (:func:`intrusion`)
+    whose predicted time is within ``tolerance`` (a share) of the fastest
+    one's, and the fastest of those.
+
+    :returns: None when no candidate converges, else the plan, its
+        prediction, every candidate's prediction and a reason naming the
+        trade made (empty when the fastest plan was also the gentlest).
     """
     idle = idle_cores(facts)
     link = common.link_mbps(facts)
@@ -153,12 +168,31 @@ def choose(facts: datamodel.Facts, lim: common.Limits,
             pr.total_s <= deadline]
     if not good:
         return None
-    # The gentlest tier that has a converging plan, then the best in it.
-    gentlest = min(tier(p) for p, _ in good)
-    best_plan, best_pred = min(((p, pr) for p, pr in good
-                                if tier(p) == gentlest),
-                               key=lambda item: _score(*item))
-    return best_plan, best_pred, scored
+    fastest = min(good, key=lambda item: _cost(*item))
+    bound = fastest[1].total_s * (1.0 + max(0.0, tolerance))
+    near = [item for item in good if item[1].total_s <= bound]
+    best_plan, best_pred = min(
+        near, key=lambda item: (intrusion(item[0]), _cost(*item)))
+    return (best_plan, best_pred, scored,
+            _trade(best_plan, fastest, good, tolerance))
+
+
+def _trade(best: datamodel.Plan, fastest: tuple, good: list,
+           tolerance: float) -> str:
+    """What the choice gave up for the guest, or why it did not."""
+    pct = int(round(tolerance * 100))
+    parts = []
+    if intrusion(best) < intrusion(fastest[0]):
+        parts.append('gentler than the fastest (%s: %s), predicted within '
+                     '%d%% of it' % (_short(fastest[0]),
+                                     fastest[1].describe(), pct))
+    gentler = [item for item in good if intrusion(item[0]) < intrusion(best)]
+    if gentler:
+        alt = min(gentler,
+                  key=lambda item: (intrusion(item[0]), _cost(*item)))
+        parts.append('no gentler plan predicted within %d%%: %s predicted '
+                     '%s' % (pct, _short(alt[0]), alt[1].describe()))
+    return '; '.join(parts)
 
 
 def explain(best: datamodel.Plan, pred: model.Prediction, scored: list) -> str:

@@ -501,12 +501,18 @@ class MonitoredDomain(_DomainProxy):
         return stats
 
     def migrateSetMaxDowntime(self, downtime: int, *args: Any) -> Any:
-        """Nova's downtime steps, scaled to the plan's maximum downtime."""
+        """Nova's downtime steps, scaled to the plan's limit for QEMU.
+
+        Nova's steps climb to ``[libvirt] live_migration_downtime``; a
+        planned migration's climb to its downtime target less the
+        headroom QEMU's estimate needs (:attr:`~nova_qat_migration.
+        datamodel.Plan.downtime_limit_ms`).
+        """
         session = self._qat_session
         value = int(downtime)
         if session.planned:
             nova_max = max(1, CONF.libvirt.live_migration_downtime)
-            value = max(1, int(round(downtime * session.plan.max_downtime_ms
+            value = max(1, int(round(downtime * session.plan.downtime_limit_ms
                                      / nova_max)))
             if value <= session.tracker.downtime_ms:
                 LOG.debug('Downtime step %(nova)d ms (scaled %(value)d ms) '

@@ -735,8 +735,8 @@ class TestWithModel(AdaptiveTestCase):
         self.assertEqual((), call.degradations)
 
     def test_gentlest_tier_wins(self):
-        # A guest that converges without throttling is never throttled,
-        # even when throttling would be predicted faster.
+        # A guest that converges without throttling nearly as fast as with
+        # it is not throttled (gentle_tolerance).
         self.flags(permit_post_copy=True)
         plan = self.plan(instance=dict(dirty_rate_mbps=30.0),
                          host=dict(SPARE, cpu_idle_pct=100.0, cpus=8),
@@ -813,6 +813,5 @@ class TestWithModel(AdaptiveTestCase):
             pred = model.predict(plan, truth, LINK_1G, idle_cores=0.8)
             return pred.total_s if pred.converges else float('inf')
 
-        self.assertEqual(float('inf'), cost(first))
         self.assertLess(cost(second), cost(first))
         self.assertNotEqual('xbzrle', second.method)

@@ -293,14 +293,26 @@ class MonitoredDomainTest(_DomainTestBase):
         session = make_session(datamodel.Plan(policy='static',
                                               max_downtime_ms=2000))
         proxy = execution.MonitoredDomain(self.domain, session)
+        # Nova's steps climb to 500 ms; the plan's to its target less the
+        # headroom QEMU's estimate needs (2000 ms -> 1500 ms).
         proxy.migrateSetMaxDowntime(50)
-        self.domain.migrateSetMaxDowntime.assert_called_with(200)
+        self.domain.migrateSetMaxDowntime.assert_called_with(150)
         session.tracker.applied(datamodel.Action('downtime', 900))
         self.domain.reset_mock()
-        proxy.migrateSetMaxDowntime(200)          # scaled 800 < 900
+        proxy.migrateSetMaxDowntime(200)          # scaled 600 < 900
         self.domain.migrateSetMaxDowntime.assert_not_called()
         proxy.migrateSetMaxDowntime(500)
-        self.domain.migrateSetMaxDowntime.assert_called_with(2000)
+        self.domain.migrateSetMaxDowntime.assert_called_with(1500)
+
+    def test_nova_baseline_downtime_steps_are_novas(self):
+        self.flags(live_migration_downtime=500, group='libvirt')
+        plan = datamodel.Plan(policy='nova_default', max_downtime_ms=500,
+                              nova_baseline=True)
+        self.assertEqual(500, plan.downtime_limit_ms)
+        proxy = execution.MonitoredDomain(self.domain, make_session(plan))
+        for step in (50, 275, 500):
+            proxy.migrateSetMaxDowntime(step)
+            self.domain.migrateSetMaxDowntime.assert_called_with(step)
 
     def test_escalation_errors_never_reach_nova(self):
         session = self._zstd()

@@ -1,0 +1,116 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""The model's ranking: the gentlest plan within a tolerance of the fastest.
+
+Candidates here are written out by hand so that the test states the trade
+it checks; each test first asserts what the model predicts for them (a
+precondition that fails loudly if the model changes under it).
+"""
+
+from nova_qat_migration import datamodel
+from nova_qat_migration.policy import common
+from nova_qat_migration.policy import model
+from nova_qat_migration.policy import predictive
+from tests.unit import base
+
+LINK_1G = 1e9 / 8 / datamodel.MIB
+
+PLAIN = datamodel.Plan(policy='adaptive')
+THROTTLE_20 = PLAIN.because(throttle_initial=20, throttle_increment=10)
+THROTTLE_60 = PLAIN.because(throttle_initial=60, throttle_increment=10)
+POST_COPY = PLAIN.because(post_copy=True, post_copy_after_stalled=1)
+
+
+class ChooseTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        # A 4 GiB guest dirtying 80 MiB/s of incompressible pages over
+        # 1 Gbit/s: plain pre-copy converges slowly, throttling sooner.
+        self.facts = base.make_facts(
+            instance=dict(memory_mb=4096, dirty_rate_mbps=80.0,
+                          compress_ratio=1.0, xbzrle_friendly=0.0),
+            host=dict(cpu_idle_pct=0.0, cpus=2), link_mbps=LINK_1G)
+        self.lim = common.limits(self.conf, self.facts)
+        self.load = predictive.workload(self.facts)
+        self.cal = datamodel.Calibration()
+
+    def predicted(self, plan):
+        return model.predict(plan, self.load, LINK_1G,
+                             idle_cores=predictive.idle_cores(self.facts),
+                             cal=self.cal)
+
+    def choose(self, tolerance, cands=(PLAIN, THROTTLE_20, THROTTLE_60)):
+        return predictive.choose(self.facts, self.lim, cands, self.load,
+                                 self.cal, tolerance=tolerance)
+
+    def test_preconditions(self):
+        plain, low, high = (self.predicted(p)
+                            for p in (PLAIN, THROTTLE_20, THROTTLE_60))
+        for pred in (plain, low, high):
+            self.assertTrue(pred.converges)
+        self.assertLess(high.total_s, plain.total_s)
+        self.assertLessEqual(low.total_s, plain.total_s)
+
+    def test_zero_tolerance_takes_the_fastest(self):
+        fastest = min((PLAIN, THROTTLE_20, THROTTLE_60),
+                      key=lambda p: self.predicted(p).total_s)
+        plan, pred, scored, trade = self.choose(0.0)
+        self.assertEqual(fastest, plan)
+        self.assertEqual(3, len(scored))
+        if plan != PLAIN:
+            self.assertIn('no gentler plan predicted within 0%', trade)
+
+    def test_within_tolerance_the_unthrottled_plan_wins(self):
+        fastest = min(self.predicted(p).total_s
+                      for p in (PLAIN, THROTTLE_20, THROTTLE_60))
+        ratio = self.predicted(PLAIN).total_s / fastest
+        plan, _pred, _scored, trade = self.choose(ratio - 1.0 + 0.01)
+        self.assertEqual(PLAIN, plan)
+        if ratio > 1.0:
+            self.assertIn('gentler than the fastest', trade)
+
+    def test_just_outside_tolerance_the_gentlest_throttle_in_it(self):
+        preds = {p: self.predicted(p).total_s
+                 for p in (PLAIN, THROTTLE_20, THROTTLE_60)}
+        fastest = min(preds.values())
+        ratio = preds[PLAIN] / fastest
+        if ratio <= 1.02:
+            self.skipTest('plain is predicted as fast as throttling')
+        plan, _pred, _scored, trade = self.choose(ratio - 1.0 - 0.01)
+        self.assertTrue(plan.auto_converge)
+        # The lowest starting throttle that is within the tolerance.
+        inside = [p for p in (THROTTLE_20, THROTTLE_60)
+                  if preds[p] <= fastest * (ratio - 0.01)]
+        self.assertEqual(min(inside, key=lambda p: p.throttle_initial), plan)
+        self.assertIn('no gentler plan predicted within', trade)
+        self.assertIn('plain predicted', trade)
+
+    def test_post_copy_is_last(self):
+        plan, *_ = self.choose(10.0, cands=(POST_COPY, THROTTLE_60))
+        self.assertEqual(THROTTLE_60, plan)
+
+    def test_intrusion_order(self):
+        self.assertLess(predictive.intrusion(PLAIN),
+                        predictive.intrusion(THROTTLE_20))
+        self.assertLess(predictive.intrusion(THROTTLE_20),
+                        predictive.intrusion(THROTTLE_60))
+        self.assertLess(predictive.intrusion(THROTTLE_60),
+                        predictive.intrusion(POST_COPY))
+
+    def test_nothing_converges(self):
+        self.facts = base.make_facts(
+            instance=dict(memory_mb=4096, dirty_rate_mbps=5000.0,
+                          compress_ratio=1.0, xbzrle_friendly=0.0),
+            host=dict(cpu_idle_pct=0.0, cpus=2), link_mbps=LINK_1G)
+        self.load = predictive.workload(self.facts)
+        self.assertIsNone(self.choose(0.2, cands=(PLAIN,)))
