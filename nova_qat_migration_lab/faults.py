@@ -53,6 +53,11 @@ from nova_qat_migration_lab import scenarios as sc
 
 LOG = logging.getLogger(__name__)
 
+#: ``[qat_migration]`` options the QAT sysfs fixture sets on both computes.
+QAT_FIXTURE_OPTIONS = ('sysfs_root', 'debugfs_root',
+                       'qat_endpoints_for_migration',
+                       'qatzip_software_allowed')
+
 #: A busy guest whose first pass takes ~10 s on the lab's 200 Mbit/s link:
 #: long enough to hit it in pre-copy, short enough for CI. 256 MiB filled
 #: and all of it rewritten at 2000 pages/s (8 MiB/s): every plan converges
@@ -483,12 +488,14 @@ class QATUnhealthy(Fault):
         tree.setUp()
         ctx.state['tree'] = tree
         tree.add_pf(self.address, '4xxx', numvfs=4, services='dc')
+        # No QAT hardware here: QATzip's self-test runs in software, which
+        # only a test bed's option lets the plan count as QAT.
         ctx.options.update(sysfs_root=tree.sysfs, debugfs_root=tree.debugfs,
                            qat_endpoints_for_migration=1,
+                           qatzip_software_allowed=True,
                            qemu_monitor_passthrough=True)
         from oslo_config import cfg
-        for name in ('sysfs_root', 'debugfs_root',
-                     'qat_endpoints_for_migration'):
+        for name in QAT_FIXTURE_OPTIONS:
             cfg.CONF.set_override(name, ctx.options[name],
                                   group='qat_migration')
         # Both hosts "can" qatzip (Debian's QEMU cannot: the source QEMU
@@ -524,8 +531,7 @@ class QATUnhealthy(Fault):
             state = manager.state()
             ctx.state['qat_after'] = dataclasses.asdict(state)
             ctx.event('QAT state after: %s' % ctx.state['qat_after'])
-        for name in ('sysfs_root', 'debugfs_root',
-                     'qat_endpoints_for_migration'):
+        for name in QAT_FIXTURE_OPTIONS:
             cfg.CONF.clear_override(name, group='qat_migration')
         for name, caps in ctx.state.get('caps', {}).items():
             compute = ctx.cloud.computes.get(name)
