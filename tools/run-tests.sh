@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The project's test command (README): set the machine up, then run the
-# unit, functional (Nova's in-process stack) and lab (real libvirt + QEMU
-# migrations) suites and the quick benchmark. Ends with one line
-# "tests: N passed, M failed, K skipped".
+# The project's test command (README): set the machine up, build the QEMU
+# with QATzip (tools/build-qemu-qatzip.sh: once per machine, cached by its
+# stamp), then run the unit, functional (Nova's in-process stack) and lab
+# (real libvirt + QEMU migrations) suites and the quick benchmark. Ends with
+# one line "tests: N passed, M failed, K skipped".
+#
+# The lab's qatzip tests need that build: this command sets
+# NQM_REQUIRE_QATZIP_QEMU=1, so they fail (not skip) without it, and a
+# failed build counts as a failure of its own with its reason printed
+# (again just above the final line).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -27,6 +33,21 @@ run_suite() {
         [ -z "$f" ] || [ "$f" != 0 ] || failed=$((failed + 1))
     fi
 }
+# The QEMU with QATzip, for the lab's qatzip tests. The build script
+# installs its own build dependencies from Debian's archive and prints
+# the binary's path; its progress and errors go to stderr.
+export NQM_REQUIRE_QATZIP_QEMU=1
+qatzip_failure=
+echo "=== qatzip QEMU (tools/build-qemu-qatzip.sh, cached per machine)"
+build_start=$(date +%s)
+if qatzip_qemu=$(bash tools/build-qemu-qatzip.sh); then
+    echo "=== qatzip QEMU: $qatzip_qemu ready in $(( $(date +%s) - build_start )) s"
+else
+    st=$?
+    qatzip_failure="qatzip QEMU build FAILED (exit $st, after $(( $(date +%s) - build_start )) s; see build-qemu-qatzip's lines above): the lab's qatzip tests fail without it"
+    echo "=== $qatzip_failure"
+    failed=$((failed + 1)); rc=1
+fi
 run_suite unit ./tests/unit run
 if [ -d tests/functional ] && ls tests/functional/test_*.py >/dev/null 2>&1; then
     run_suite functional ./tests/functional run --concurrency 2
@@ -56,5 +77,6 @@ else
 fi
 rm -rf "$docs_out"
 rm -f "$log"
+[ -z "$qatzip_failure" ] || echo "=== $qatzip_failure"
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit $rc

@@ -12,7 +12,9 @@
 """The QEMU built with QATzip (``tools/build-qemu-qatzip.sh``).
 
 The checks on the binary skip, saying how to build it, where it is not
-built (``NQM_QEMU_QATZIP`` or the default prefix). Where it is: the
+built (``NQM_QEMU_QATZIP`` or the default prefix) -- and fail instead
+where it is required (``NQM_REQUIRE_QATZIP_QEMU=1``, set by
+``tools/run-tests.sh`` which builds it; ``CI=true``). Where it is: the
 project's capability probe finds ``qatzip`` among its multifd methods, it
 is the distro QEMU's version (migrations between the two must work), it
 starts without ``LD_LIBRARY_PATH`` (as libvirt starts it) and answers QMP.
@@ -86,6 +88,33 @@ class TestLocate(testtools.TestCase):
     def test_version_of_a_binary_that_does_not_run(self):
         self.assertIsNone(qemu_build.qemu_version(
             os.path.join(self.tmp, 'missing')))
+
+
+class TestRequired(testtools.TestCase):
+    """When a missing build fails the tests that need it (no build)."""
+
+    def test_default_is_a_skip(self):
+        self.assertFalse(qemu_build.required({}))
+        self.assertFalse(qemu_build.required({'CI': 'false'}))
+
+    def test_ci_requires_it(self):
+        self.assertTrue(qemu_build.required({'CI': 'true'}))
+        self.assertTrue(qemu_build.required({'CI': 'TRUE'}))
+
+    def test_the_variable_decides_when_set(self):
+        env = qemu_build.REQUIRE_ENV
+        self.assertTrue(qemu_build.required({env: '1'}))
+        self.assertTrue(qemu_build.required({env: 'yes'}))
+        for off in ('0', 'false', 'no'):
+            self.assertFalse(qemu_build.required({env: off, 'CI': 'true'}),
+                             off)
+        self.assertTrue(qemu_build.required({env: '', 'CI': 'true'}))
+
+    def test_message_names_the_reason_and_the_switch(self):
+        with mock.patch.dict(os.environ, {qemu_build.REQUIRE_ENV: '1'}):
+            text = qemu_build.required_message('why not')
+        self.assertIn(qemu_build.REQUIRE_ENV, text)
+        self.assertTrue(text.endswith(': why not'), text)
 
 
 class TestSelect(testtools.TestCase):
@@ -182,6 +211,9 @@ class TestBuiltQemu(testtools.TestCase):
     def setUp(self):
         super().setUp()
         if self.binary is None:
+            if qemu_build.required():
+                self.fail(qemu_build.required_message(
+                    qemu_build.missing_reason()))
             self.skipTest(qemu_build.missing_reason())
 
     def test_probe_lists_qatzip(self):
