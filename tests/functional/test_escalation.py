@@ -157,11 +157,12 @@ class EscalationTest(base.QATMigrationTestBase):
         self.assertIn('POSTCOPY', flags)
         self.assertEqual([server['id']], self.postcopy)
         # Nova's first downtime step (50 ms of its 500 ms) scaled to the
-        # plan's 1000 ms, then stepped up by stalled iterations.
-        self.assertEqual(100, self.downtimes[0])
+        # plan's 1000 ms target less its 25% headroom (750 ms for QEMU),
+        # then stepped up by stalled iterations, never past 750 ms.
+        self.assertEqual(75, self.downtimes[0])
         self.assertEqual(sorted(self.downtimes), self.downtimes)
-        self.assertGreater(max(self.downtimes), 100)
-        self.assertLessEqual(max(self.downtimes), 1000)
+        self.assertGreater(max(self.downtimes), 75)
+        self.assertLessEqual(max(self.downtimes), 750)
         self.assertEqual('completed', migration['status'])
         self.wait_for_driver_cleanup('src')
         self.assertIn('"actions": [{"kind": "downtime"',
