@@ -43,6 +43,9 @@ echo "=== qatzip QEMU (tools/build-qemu-qatzip.sh, cached per machine)"
 build_start=$(date +%s)
 if qatzip_qemu=$(env -u LD_LIBRARY_PATH bash tools/build-qemu-qatzip.sh); then
     echo "=== qatzip QEMU: $qatzip_qemu ready in $(( $(date +%s) - build_start )) s"
+    # The tests use exactly this binary (also under a custom
+    # NQM_QEMU_QATZIP_PREFIX).
+    export NQM_QEMU_QATZIP=$qatzip_qemu
 else
     st=$?
     qatzip_failure="qatzip QEMU build FAILED (exit $st, after $(( $(date +%s) - build_start )) s; see build-qemu-qatzip's lines above): the lab's qatzip tests fail without it"
