@@ -213,11 +213,20 @@ def _forced_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
         reasons.append('%s is not in [qat_migration] allowed_methods: '
                        'using none' % method)
         method = 'none'
+    forced_level = lim.forced_level
+    if method == 'qatzip' and not common.qat_available(facts):
+        # QATzip without a QAT endpoint runs in software at several
+        # times zstd's CPU: a failing or busy device degrades the plan.
+        soft = software_fallbacks(conf, facts, lim)
+        method = soft[0][0] if soft else 'none'
+        forced_level = None
+        reasons.append('%s: using %s' % (
+            facts.qat.unusable or 'QAT: no free lease', method))
     channels = (min(lim.forced_channels, lim.max_channels)
                 if lim.forced_channels else
                 min(lim.max_channels, PLAIN_MULTIFD_MAX)
                 if method in datamodel.MULTIFD_METHODS else 1)
-    level = (lim.forced_level if lim.forced_level is not None
+    level = (forced_level if forced_level is not None
              else common.default_level(conf, method))
     fields: dict = {}
     if method == 'xbzrle':

@@ -184,6 +184,21 @@ class TestNothingInstalled(StatusTestCase):
         self.assertEqual(Code.WARNING,
                          results['QEMU monitor passthrough'][0])
 
+    def test_qat_with_software_qatzip_warns(self):
+        # The real library, no QAT hardware here: QATzip compresses in
+        # software, which plans do not count as QAT unless allowed.
+        from nova_qat_migration.qat import manager
+        self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=4)
+        self.write_conf(qatzip_library='libqatzip.so.3')
+        _code, results = self.run_status()
+        result, details = results['QATzip self-test']
+        self.assertEqual(Code.WARNING, result, details)
+        self.assertIn(manager.QATManager.SOFTWARE_ONLY, details)
+        self.write_conf(qatzip_library='libqatzip.so.3',
+                        qatzip_software_allowed=True)
+        _code, results = self.run_status()
+        self.assertEqual(Code.SUCCESS, results['QATzip self-test'][0])
+
     def test_unhealthy_qat_warns(self):
         self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=2, heartbeat=-1)
         _code, results = self.run_status()

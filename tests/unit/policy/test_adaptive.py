@@ -465,6 +465,24 @@ class TestRulesForced(AdaptiveTestCase):
         plan = self.plan(hints=dict(method='qatzip'))
         self.assertFalse(plan.qat_lease)
 
+    def test_forced_qatzip_without_usable_qat_runs_software(self):
+        # A QAT device whose QATzip ran in software gives no endpoint: the
+        # hint's qatzip would run in software at several times zstd's CPU.
+        self.flags(allowed_methods=['none', 'zstd', 'qatzip'])
+        unusable = dict(QAT_OK, qat=dict(
+            endpoints=0, free_leases=0,
+            unusable='QAT device present but QATzip ran in software'))
+        plan = self.plan(hints=dict(method='qatzip', level=5),
+                         host=dict(cpu_idle_pct=100.0, cpus=8), **unusable)
+        self.assertEqual('zstd', plan.method)
+        self.assertEqual(self.conf.qat_migration.zstd_level, plan.level)
+        self.assertFalse(plan.qat_lease)
+        self.assertReason('QATzip ran in software: using zstd',
+                          plan.reasons)
+        busy = self.plan(hints=dict(method='qatzip'),
+                         host=dict(cpu_idle_pct=0.0, cpus=8), **unusable)
+        self.assertEqual('none', busy.method)
+
     def test_forced_mt_takes_lease_only_on_qat_build(self):
         self.flags(allowed_methods=['none', 'mt'])
         facts = dict(qat=dict(endpoints=1, free_leases=1),
