@@ -517,11 +517,14 @@ def summary_markdown(results: list, title: str = 'Benchmark',
                     c['n'], integ, '; '.join(sorted(c['plans']))[:120]))
         lines += ['', 'Guest impact (converged runs, medians): the '
                   'dirtier\'s achieved rate during the migration vs. '
-                  'just before it and vs. the nominal %d pages/s; "lost s" '
-                  '= work not done, in seconds of its pace before; "worst" '
+                  'its pace just before it (at most the nominal rate) and '
+                  'vs. the nominal %d pages/s; "lost s" = work not done, '
+                  'in seconds of that pace; "worst" '
                   '= its slowest %d s report; throttle = highest '
                   'auto-converge throttle in any run; post-copy = runs that '
-                  'switched / median seconds in post-copy.' % (
+                  'switched / median seconds in post-copy. The dirtier '
+                  'is rate-limited: a throttle costs it rate only when it '
+                  'leaves the vCPU too little time for the asked rate.' % (
                       sc.SCENARIOS[scen].rate if scen in sc.SCENARIOS
                       else 0, sc.SCENARIOS[scen].stat_s
                       if scen in sc.SCENARIOS else 1), '',
@@ -550,6 +553,8 @@ def summary_markdown(results: list, title: str = 'Benchmark',
             vs_nova = ('%.2f (%.1fx faster)' % (x, 1 / x) if x <= 1 else
                        '%.2f (%.1fx slower)' % (x, x))
             geo.append(r['adaptive_vs_nova'])
+        elif r['adaptive_n'] is None:
+            vs_nova = 'adaptive not run'
         elif r['adaptive_converged']:
             vs_nova = ('nova_default converged %s/%s, adaptive %s/%s'
                        % (r['nova_converged'], r['nova_n'],

@@ -222,8 +222,9 @@ def guest_impact(samples: list, start: float, end: float,
         guest's memory, ``host_s`` is when the lab read the line
         (``time.monotonic()``).
     :param start: when the migration was requested (monotonic).
-    :param end: when it ended: the source domain gone, or Nova's record
-        terminal.
+    :param end: when it ended for the guest: the switch-over (the source
+        seen paused for it), in post-copy the source gone, else Nova's
+        record terminal.
     :param nominal: the scenario's asked rate (pages/s).
     :param stat_s: the dirtier's report interval.
     :param postcopy_at: when the source was first seen paused for
@@ -244,8 +245,14 @@ def guest_impact(samples: list, start: float, end: float,
     to the first one read after ``end`` instead. The window is therefore
     the migration's within about one report interval at each end
     (``window_s``, ``window_from_s``/``window_to_s`` relative to
-    ``start``). ``lost_s`` is the work the guest did not do, in seconds
-    of its pre-migration pace.
+    ``start``). ``vs_before`` and ``lost_s`` (the work the guest did not
+    do, in seconds of its pace) compare with ``reference_rate``: the rate
+    before, capped at the nominal rate (above it, the dirtier is catching
+    up after the previous memory check blocked it).
+
+    Limits: the dirtier is rate-limited, so a throttle (auto-converge)
+    shows here only when it leaves the vCPU too little time for the asked
+    rate; ``max_throttle_pct`` says how hard it was throttled.
     """
     report = report or {}
     monitor = report.get('monitor') or {}
@@ -294,7 +301,13 @@ def guest_impact(samples: list, start: float, end: float,
                            if at_start[0] < x[0] <= at_end[0]),
                           default=None),
     })
+    # A rate-limited dirtier catches up on what a memory check blocked (up
+    # to a second's worth per tick): "before" above the nominal rate is
+    # that catch-up, not the guest's pace.
     ref = out['before_rate']
+    if ref and nominal and ref > nominal:
+        ref = float(nominal)
+    out['reference_rate'] = ref
     if during is not None and ref:
         out['vs_before'] = during / ref
         lost = max(0.0, ref * window - out['written'])
@@ -595,7 +608,16 @@ class GuestSession:
             result.integrity = 'lost'
             result.error = result.error or 'guest not found: %s' % exc
             return result
-        end = watch.gone_at if watch.gone_at is not None else ended
+        # The migration's end for the guest: the switch-over (the source
+        # paused, the guest resumes on the destination a downtime later);
+        # in post-copy, when the source is gone (all pages moved); else
+        # when Nova's record ended.
+        if watch.postcopy_at is not None and watch.gone_at is not None:
+            end = watch.gone_at
+        elif watch.paused_at is not None and result.converged:
+            end = watch.paused_at
+        else:
+            end = ended
         try:
             self.console.wait_for_stat(end, 2 * self.scenario.stat_s + 2)
             samples += self.console.stats()

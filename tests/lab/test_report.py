@@ -219,6 +219,18 @@ class TestSummary(testtools.TestCase):
         self.assertEqual(3.5, out['postcopy_s'])
         self.assertAlmostEqual(500 / 6.0, out['postcopy_rate'])
 
+    def test_guest_impact_catch_up_is_not_the_pace(self):
+        # 1200 pages/s before (catching up), nominal 1000, 800 during.
+        samples = [(t, t, 1200 * t, 1200.0) for t in range(7, 11)]
+        samples += [(10 + k, 10.0 + k, 12000 + 800 * k, 800.0)
+                    for k in range(1, 6)]
+        out = runner.guest_impact(samples, start=10.1, end=15.0,
+                                  nominal=1000)
+        self.assertAlmostEqual(1200.0, out['before_rate'])
+        self.assertEqual(1000.0, out['reference_rate'])
+        self.assertAlmostEqual(0.8, out['vs_before'])
+        self.assertEqual(1.0, out['lost_s'])
+
     def test_guest_impact_without_samples(self):
         out = runner.guest_impact([], 10.0, 20.0, nominal=5)
         self.assertIsNone(out['during_rate'])
