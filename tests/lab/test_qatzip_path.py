@@ -99,7 +99,9 @@ class TestQatzipPath(test_migration.NovaLabTestCase):
         cls.qat_options = {'sysfs_root': tree.sysfs,
                            'debugfs_root': tree.debugfs,
                            'qat_endpoints_for_migration': 1,
-                           'qemu_monitor_passthrough': True}
+                           'qemu_monitor_passthrough': True,
+                           # QATzip's self-test runs in software here.
+                           'qatzip_software_allowed': True}
 
     @classmethod
     def cleanup(cls):
