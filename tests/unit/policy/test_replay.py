@@ -23,6 +23,7 @@ the values the lab ran with (no QAT, Nova's defaults, the completion
 timeout the lab set).
 """
 
+import dataclasses
 import json
 import os
 
@@ -50,8 +51,8 @@ def _records():
                 row = json.loads(line)
                 report = row.get('report') or {}
                 facts = row.get('facts') or report.get('facts')
-                requested = row.get('requested_plan') or (
-                    report.get('requested') or {}).get('describe')
+                requested = _described(row.get('requested_plan') or
+                                       report.get('requested'))
                 policy = (row.get('plan') if 'scenario' in row
                           else (report.get('policy')))
                 if policy != 'adaptive' or not facts or not requested:
@@ -62,6 +63,20 @@ def _records():
                 out.append((name, facts, requested,
                             row.get('link_mbit') or 0))
     return out
+
+
+def _described(requested) -> str:
+    """The requested plan's one-line description, from any record format
+    (the description itself, or the plan in full as the lab records it).
+    """
+    if isinstance(requested, dict):
+        fields = {f.name for f in dataclasses.fields(datamodel.Plan)}
+        plan = {k: v for k, v in requested.items() if k in fields}
+        plan['reasons'] = tuple(plan.get('reasons') or ())
+        plan['fallbacks'] = tuple(tuple(f) if isinstance(f, list) else f
+                                  for f in plan.get('fallbacks') or ())
+        return datamodel.Plan(**plan).describe()
+    return requested or ''
 
 
 def rebuild(summary: dict) -> datamodel.Facts:
@@ -147,7 +162,6 @@ QAT_DEST = frozenset({'xbzrle', 'zlib', 'zstd', 'qatzip'})
 
 def grid_cases():
     """(case name, facts, options) for every grid point."""
-    import dataclasses
     import itertools
     keys = sorted(GRID)
     with open(GRID_FACTS) as f:
