@@ -195,6 +195,9 @@ migrations has been observed.
         help="""
 Seconds to sample an instance's dirty rate with libvirt's dirty-rate
 calculation before planning (0 disables measuring; the history is used).
+A longer window ends after its first second when that second finds the
+guest quiet; a measurement of the last ``measurement_reuse_seconds`` is
+reused instead of measuring again.
 """),
     cfg.BoolOpt('adaptive_model',
         default=True,
