@@ -248,7 +248,7 @@ def build(*, instance_uuid: str, instance_name: str = '',
     return record
 
 
-def _iso(when: Optional[float]) -> Optional[str]:
+def iso_utc(when: Optional[float]) -> Optional[str]:
     """``when`` (seconds since the epoch) as UTC ISO 8601."""
     if when is None:
         return None
@@ -274,7 +274,7 @@ def _reused_note(facts: datamodel.Facts,
                 'taken at an unknown time')
     return ('guest measurement reused from the migration history: taken '
             '%s, %.0f s before this migration was planned'
-            % (_iso(inst.measured_at), planned_at - inst.measured_at))
+            % (iso_utc(inst.measured_at), planned_at - inst.measured_at))
 
 
 def _facts_summary(facts: datamodel.Facts) -> dict:
@@ -285,7 +285,7 @@ def _facts_summary(facts: datamodel.Facts) -> dict:
         # migration, ended early on a quiet guest, or reused (and when
         # they were taken)
         'measurement': inst.measurement,
-        'measured_at': _iso(inst.measured_at),
+        'measured_at': iso_utc(inst.measured_at),
         'measured_at_epoch': inst.measured_at,
         'dirty_rate_mbps': inst.dirty_rate_mbps,
         'memory_mb': inst.memory_mb,

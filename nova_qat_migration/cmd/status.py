@@ -269,11 +269,11 @@ class Checks(upgradecheck.UpgradeCommands):
         with qat_cmd._quiet_c_stderr(True):
             result = self._manager().selftest(size=SELFTEST_BYTES,
                                               refresh=True)
-        if result.ok and self.qat_healthy and not result.hardware:
+        if (result.ok and self.qat_healthy and not result.hardware and
+                not CONF.qat_migration.qatzip_software_allowed):
             from nova_qat_migration.qat import manager
-            if not CONF.qat_migration.qatzip_software_allowed:
-                return Result(Code.WARNING, '%s: %s' % (
-                    manager.QATManager.SOFTWARE_ONLY, result.describe()))
+            return Result(Code.WARNING, '%s: %s' % (
+                manager.QATManager.SOFTWARE_ONLY, result.describe()))
         if result.ok:
             return Result(Code.SUCCESS, result.describe())
         text = 'QATzip self-test: %s: %s' % (result.status, result.message)

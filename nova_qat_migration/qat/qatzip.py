@@ -345,12 +345,17 @@ class Session:
         reporting no QAT device, no attached instance or a session status
         other than ``QZ_OK``.
         """
+        return self.software_given(self.status())
+
+    def software_given(self, status: Optional[dict]) -> bool:
+        """:attr:`software`, with ``qzGetStatus`` already read (``status``,
+        None when it could not be).
+        """
         if (self.init_rc in SOFTWARE_CODES
                 or self.setup_rc in SOFTWARE_CODES
                 or self.session_status in SOFTWARE_CODES
                 or bool(self.last_ext_rc & QZ_SW_EXECUTION_MASK)):
             return True
-        status = self.status()
         if status is None:
             return False
         return (status['qat_hw_count'] == 0
@@ -448,10 +453,12 @@ class QATzip:
                 t1 = time.perf_counter()
                 unpacked = s.decompress(packed, len(data))
                 t2 = time.perf_counter()
-                engine = 'software' if s.software else 'hardware'
+                found = s.status()
+                engine = 'software' if s.software_given(found) \
+                    else 'hardware'
                 init_rc, stat, ext = (s.init_rc, s.session_status,
                                       s.last_ext_rc)
-                status = s.status() or {}
+                status = found or {}
         except (QATzipError, MemoryError, OverflowError) as exc:
             LOG.warning('QATzip self-test failed: %s', exc)
             return SelfTestResult(status=STATUS_FAILED, library=self.path,

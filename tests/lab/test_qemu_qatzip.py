@@ -45,15 +45,27 @@ def _touch_executable(path):
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
 
 
-class TestLocate(testtools.TestCase):
-    """Where :mod:`qemu_build` looks (no build needed)."""
+class _NoBuildCase(testtools.TestCase):
+    """No ``NQM_QEMU_QATZIP``; the default prefix is ``prefix`` in a
+    temporary directory.
+    """
+
+    prefix = 'default'
 
     def setUp(self):
         super().setUp()
         self.tmp = self.useFixture(fixtures.TempDir()).path
         self.useFixture(fixtures.EnvironmentVariable(qemu_build.ENV))
         self.useFixture(fixtures.MockPatchObject(
-            qemu_build, 'DEFAULT_PREFIX', os.path.join(self.tmp, 'default')))
+            qemu_build, 'DEFAULT_PREFIX', os.path.join(self.tmp,
+                                                       self.prefix)))
+
+
+class TestLocate(_NoBuildCase):
+    """Where :mod:`qemu_build` looks (no build needed)."""
+
+    def setUp(self):
+        super().setUp()
         self.binary = os.path.join(self.tmp, 'default', 'bin',
                                    qemu_build.BINARY)
 
@@ -117,15 +129,10 @@ class TestRequired(testtools.TestCase):
         self.assertTrue(text.endswith(': why not'), text)
 
 
-class TestSelect(testtools.TestCase):
+class TestSelect(_NoBuildCase):
     """``distro`` or ``qatzip``: what the lab runs (no build, no lab)."""
 
-    def setUp(self):
-        super().setUp()
-        self.tmp = self.useFixture(fixtures.TempDir()).path
-        self.useFixture(fixtures.EnvironmentVariable(qemu_build.ENV))
-        self.useFixture(fixtures.MockPatchObject(
-            qemu_build, 'DEFAULT_PREFIX', os.path.join(self.tmp, 'none')))
+    prefix = 'none'
 
     def _built(self):
         binary = os.path.join(self.tmp, 'built', 'bin', qemu_build.BINARY)

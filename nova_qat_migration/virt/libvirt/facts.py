@@ -21,7 +21,6 @@ state between migrations.
 
 from __future__ import annotations
 
-import datetime
 from typing import Any, Optional
 
 from nova.compute import vm_states
@@ -31,6 +30,7 @@ from oslo_log import log as logging
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
 from nova_qat_migration.policy import hints as qat_hints
+from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import measure
 
@@ -179,9 +179,7 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
                      '[qat_migration] measurement_reuse_seconds=%(max)d) '
                      'reused: dirty rate %(rate).1f MiB/s; not measured '
                      'again.',
-                     {'when': datetime.datetime.fromtimestamp(
-                         reused.measured_at, datetime.timezone.utc
-                     ).isoformat(timespec='seconds'),
+                     {'when': report.iso_utc(reused.measured_at),
                       'age': reused.age_s(),
                       'max': conf.qat_migration.measurement_reuse_seconds,
                       'rate': reused.dirty_rate_mbps}, instance=instance)
