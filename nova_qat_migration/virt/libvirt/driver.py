@@ -455,10 +455,14 @@ class QATMigrationMixin:
         session = self._qat_session(instance)
         # NOTE(qat-migration): Nova's own plan goes through the proxy too:
         # it sends exactly Nova's flags and params, less the -global pairs
-        # an earlier passthrough migration left in the definition.
+        # an earlier passthrough migration left in the definition. So does
+        # a migration that is not planned at all (planner disabled, or
+        # planning failed): it must not persist those pairs either.
         if session is not None:
-            guest = libvirt_guest.Guest(
-                execution.PlannedDomain(guest._domain, session))
+            domain = execution.PlannedDomain(guest._domain, session)
+        else:
+            domain = execution.CleanDomain(guest._domain, instance)
+        guest = libvirt_guest.Guest(domain)
         return super()._live_migration_operation(
             context, instance, dest, block_migration, migrate_data, guest,
             device_names)

@@ -433,44 +433,81 @@ class PlannedDomain(_DomainProxy):
 
     def _qat_reset_stale(self, params: dict, flags: int,
                          applied: dict) -> dict:
-        """Make both ends agree on the multifd method.
-
-        A QEMU that arrived through the passthrough backend was started
-        with ``-global migration.multifd-compression=<m>``: that is its
-        default. A multifd migration that sets no method of its own (none
-        through libvirt's params, none through the passthrough) would send
-        with ``<m>`` to a destination that now starts clean. Set the source
-        back to ``none`` where the operator allows monitor commands;
-        otherwise keep ``<m>`` on the destination (live XML only).
-        """
         session = self._qat_session
-        if (not flags & c.VIR_MIGRATE_PARALLEL or
-                params.get(c.PARAM_COMPRESSION) or
-                'multifd-compression' in applied):
-            return params
+        return reset_stale_method(self._qat_domain, params, flags, applied,
+                                  session.notes, session.instance)
+
+
+def reset_stale_method(domain: Any, params: dict, flags: int,
+                       applied: dict, notes: list, instance: Any) -> dict:
+    """Make both ends agree on the multifd method.
+
+    A QEMU that arrived through the passthrough backend was started with
+    ``-global migration.multifd-compression=<m>``: that is its default. A
+    multifd migration that sets no method of its own (none through
+    libvirt's params, none through the passthrough) would send with
+    ``<m>`` to a destination that now starts clean. Set the source back to
+    ``none`` where the operator allows monitor commands; otherwise keep
+    ``<m>`` on the destination (live XML only).
+
+    :param applied: what the plan set through the passthrough already.
+    :param notes: where what was done is recorded (the report's notes).
+    :returns: the params to send.
+    """
+    if (not flags & c.VIR_MIGRATE_PARALLEL or
+            params.get(c.PARAM_COMPRESSION) or
+            'multifd-compression' in applied):
+        return params
+    try:
+        stale = passthrough.globals_of(domain.XMLDesc(0))
+    except Exception:  # noqa: BLE001 - no definition: nothing stale
+        return params
+    method = stale.get('multifd-compression', 'none')
+    if method == 'none':
+        return params
+    if CONF.qat_migration.qemu_monitor_passthrough:
         try:
-            stale = passthrough.globals_of(self._qat_domain.XMLDesc(0))
-        except Exception:  # noqa: BLE001 - no definition: nothing stale
+            passthrough.apply_source(domain, {'multifd-compression': 'none'})
+            notes.append('source multifd method %s (left by an earlier '
+                         'migration) reset to none' % method)
             return params
-        method = stale.get('multifd-compression', 'none')
-        if method == 'none':
-            return params
-        if CONF.qat_migration.qemu_monitor_passthrough:
-            try:
-                passthrough.apply_source(self._qat_domain,
-                                         {'multifd-compression': 'none'})
-                session.notes.append('source multifd method %s (left by an '
-                                     'earlier migration) reset to none'
-                                     % method)
-                return params
-            except passthrough.PassthroughError as exc:
-                LOG.warning('Could not reset the source\'s multifd method '
-                            '%(m)s: %(exc)s', {'m': method, 'exc': exc},
-                            instance=session.instance)
-        session.notes.append('source multifd method %s kept on both ends'
-                             % method)
-        return passthrough.rewrite_params(params,
-                                          {'multifd-compression': method})
+        except passthrough.PassthroughError as exc:
+            LOG.warning('Could not reset the source\'s multifd method '
+                        '%(m)s: %(exc)s', {'m': method, 'exc': exc},
+                        instance=instance)
+    notes.append('source multifd method %s kept on both ends' % method)
+    return passthrough.rewrite_params(params, {'multifd-compression': method})
+
+
+class CleanDomain:
+    """The domain of a migration that runs Nova's call unplanned.
+
+    NOTE(qat-migration): with the planner disabled, or when planning
+    failed, Nova's own call still starts from the running definition, so
+    the ``-global`` pairs an earlier passthrough migration put there would
+    be persisted at the destination, and a source QEMU started with one
+    would send with that method by default. Every migration this driver
+    runs, planned or not, goes out clean.
+    """
+
+    def __init__(self, domain: Any, instance: Any) -> None:
+        self._qat_domain = domain
+        self._qat_instance = instance
+        #: what was done, for the log (there is no session to report it)
+        self.notes: list = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._qat_domain, name)
+
+    def migrateToURI3(self, dconnuri: str, params: dict, flags: int) -> Any:
+        sent = reset_stale_method(self._qat_domain,
+                                  passthrough.clean_params(params), flags,
+                                  {}, self.notes, self._qat_instance)
+        for note in self.notes:
+            LOG.info('Unplanned live migration: %s', note,
+                     instance=self._qat_instance)
+        return self._qat_domain.migrateToURI3(dconnuri, params=sent,
+                                              flags=flags)
 
 
 class MonitoredDomain(_DomainProxy):

@@ -287,6 +287,34 @@ class PlanningInputTest(DriverTestBase):
         self.assertEqual('nova_default', session.plan.policy)
         self.assertFalse(session.planned)
 
+    def _operation_domain(self, drvr):
+        """The domain Nova's operation thread would migrate."""
+        seen = []
+
+        def nova_operation(self_, context, instance, dest, block_migration,
+                           migrate_data, guest, device_names):
+            seen.append(guest._domain)
+
+        with mock.patch('nova.virt.libvirt.driver.LibvirtDriver.'
+                        '_live_migration_operation', nova_operation):
+            drvr._live_migration_operation(
+                None, self._instance(), 'dest', False, None,
+                mock.Mock(_domain=mock.Mock()), None)
+        return seen[0]
+
+    def test_unplanned_migrations_go_out_clean(self):
+        # Planning failed, or the planner is off: no session, and still
+        # the domain Nova migrates strips our -global pairs.
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.assertIsInstance(self._operation_domain(drvr),
+                              execution.CleanDomain)
+        self.flags(enabled=False, group='qat_migration')
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.assertIsInstance(self._operation_domain(drvr),
+                              execution.CleanDomain)
+
     def test_planning_failure_runs_nova(self):
         drvr = self.driver()
         drvr.init_host('host')

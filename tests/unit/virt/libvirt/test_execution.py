@@ -172,6 +172,31 @@ class PlannedDomainTest(_DomainTestBase):
         self.assertFalse(passthrough.has_globals(
             sent['params']['persistent_xml']))
 
+    def test_unplanned_migration_gets_a_clean_slate(self):
+        # Planner disabled, or planning failed: no session, Nova's call.
+        # The -global pairs must not reach the destination's persistent
+        # definition, and a stale source method is reset.
+        from nova_qat_migration.virt.libvirt import passthrough
+        stale = self._stale_xml('qatzip')
+        self.domain.XMLDesc.return_value = stale
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        calls = self._monitor_calls()
+        params = {'bandwidth': 0, 'destination_xml': stale,
+                  'persistent_xml': stale}
+        proxy = execution.CleanDomain(self.domain, mock.Mock(uuid='u'))
+        proxy.migrateToURI3('uri', params,
+                            NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL)
+        sent = self.domain.migrateToURI3.call_args.kwargs
+        self.assertEqual(NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL, sent['flags'])
+        for key in ('destination_xml', 'persistent_xml'):
+            self.assertFalse(passthrough.has_globals(sent['params'][key]))
+        self.assertEqual([{'execute': 'migrate-set-parameters',
+                           'arguments': {'multifd-compression': 'none'}}],
+                         calls)
+        self.assertIn('reset to none', proxy.notes[0])
+        # Everything else reaches the real domain.
+        self.assertEqual(stale, proxy.XMLDesc(0))
+
     def test_unbuildable_passthrough_plan_leaves_source_alone(self):
         facts = datamodel.Facts(hypervisor=datamodel.HypervisorCaps(
             libvirt_version=(9, 3, 0),
