@@ -324,6 +324,54 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 2
 
 
+# -- cloud -------------------------------------------------------------------
+
+def cmd_cloud(args: argparse.Namespace) -> int:
+    """``cloud up|status|down``: the operator's cloud (:mod:`.services`)."""
+    from nova_qat_migration_lab import services
+    _logging(args.verbose)
+    if args.action == 'down':
+        cloud = (services.ServiceCloud.attach() if services.ServiceCloud
+                 .running() else services.ServiceCloud())
+        for line in cloud.down():
+            print(line)
+        left = services.stray_processes()
+        for line in left:
+            print('still running: %s' % line, file=sys.stderr)
+        return 1 if left else 0
+    if args.action == 'status':
+        if not services.ServiceCloud.running():
+            print('cloud: down')
+            return 3
+        bad = 0
+        for name, state in services.ServiceCloud.attach().status().items():
+            print('%-26s %s' % (name, state))
+            bad += state != 'up'
+        return 1 if bad else 0
+    why = _check_ready(args.qemu)
+    if why:
+        print(why, file=sys.stderr)
+        return 1
+    _exit_on_signals()
+    from nova_qat_migration_lab import guest
+    cloud = services.ServiceCloud(
+        link_mbit=args.link_mbit, qemu=args.qemu,
+        qat_options=dict(_lab_options(), link_gbps=args.link_mbit / 1000.0),
+        qemu_visible={'%s-%s' % (services.PREFIX, h): False
+                      for h in _csv(args.hide_qemu or '')})
+    try:
+        cloud.up()
+        cloud.upload_guest_images(guest.build())
+    except services.CloudError as exc:
+        print('cloud up failed: %s' % exc, file=sys.stderr)
+        return 1
+    print('cloud up in %.0f s: Keystone %s, clouds.yaml %s (OS_CLOUD=nqm-'
+          'admin or nqm-%s), logs in %s' % (
+              cloud.up_seconds, cloud.url('keystone', '/v3'),
+              cloud.clouds_yaml, services.MEMBER_USER, services.LOG_ROOT))
+    return 0
+
+
 # -- faults ------------------------------------------------------------------
 
 def cmd_faults(args: argparse.Namespace) -> int:
@@ -467,6 +515,25 @@ def add_parsers(subparsers: Any) -> None:
     _add_qemu_argument(p)
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_faults)
+
+    p = subparsers.add_parser(
+        'cloud', help="an operator's cloud: Keystone, Glance, Placement, "
+                      "Nova's API (gunicorn), conductor, scheduler and one "
+                      'nova-compute per lab host, each its own process, '
+                      'over RabbitMQ and MariaDB')
+    p.add_argument('action', choices=('up', 'status', 'down'),
+                   help='up: install what is missing and start everything '
+                        '(databases are kept between runs); status: each '
+                        "service's state; down: stop everything (no lab "
+                        'process or namespace is left)')
+    p.add_argument('--link-mbit', type=int, default=1000)
+    p.add_argument('--hide-qemu', metavar='a,b',
+                   help='lab hosts (a, b) whose nova-compute cannot see '
+                        'the QEMU binary (as with kolla\'s separate '
+                        'nova_libvirt container)')
+    _add_qemu_argument(p)
+    p.add_argument('-v', '--verbose', action='store_true')
+    p.set_defaults(func=cmd_cloud)
 
     p = subparsers.add_parser('lab', help='lab housekeeping')
     p.add_argument('action', choices=('down', 'build', 'check'),

@@ -12,7 +12,8 @@
 """Two libvirt "hosts" on one machine: network namespaces + own daemons.
 
 Each host is a network namespace (one end of a veth pair, an address from
-TEST-NET-1, 192.0.2.0/24, which exists nowhere else), a UTS namespace (its
+TEST-NET-2, 198.51.100.0/24, checked to be on none of the machine's own
+interfaces: some machines here have 192.0.2.2 on ``eth0``), a UTS namespace (its
 own hostname: libvirt refuses to migrate to a host with the same name) and
 a mount namespace in which libvirt's state, run, cache, log and config
 directories are private bind mounts, so that two ``libvirtd`` can hold the
@@ -59,7 +60,7 @@ LOG = logging.getLogger(__name__)
 #: Where labs keep their runtime state. Short: unix socket paths are
 #: limited to 107 bytes.
 RUN_ROOT = '/run/nqm-lab'
-SUBNET_PREFIX = '192.0.2.'   # TEST-NET-1 (RFC 5737): routed nowhere
+SUBNET_PREFIX = '198.51.100.'   # TEST-NET-2 (RFC 5737): routed nowhere
 LIBVIRT_DIRS = {
     'run': '/run/libvirt',
     'lib': '/var/lib/libvirt',
@@ -194,12 +195,27 @@ class Lab:
     :param daemon_env: more environment for both libvirt daemons (libvirt
         passes QEMU only a few variables of its own environment: ``PATH``,
         ``LD_PRELOAD``, ``LD_LIBRARY_PATH``...).
+    :param storage: ``shared``: both hosts see one instances directory (as
+        with NFS); ``local``: each host has its own directory mounted at
+        :attr:`instances_path` (local disks: Nova block-migrates).
+    :param resolve_names: each daemon resolves the other host's name to
+        its lab address (a hosts file in its mount namespace), for a Nova
+        whose computes share one ``CONF`` and so cannot each set
+        ``live_migration_inbound_addr``.
+    :param stable_ids: libvirt host UUIDs derived from the host names (a
+        cloud whose databases outlive the lab sees the same hosts again).
     :raises qemu_build.NotBuilt: ``qatzip`` asked for and not built.
     """
 
     def __init__(self, prefix: Optional[str] = None,
                  link_mbit: int = 1000, qemu: Optional[str] = None,
-                 daemon_env: Optional[dict] = None) -> None:
+                 daemon_env: Optional[dict] = None, storage: str = 'shared',
+                 resolve_names: bool = True,
+                 stable_ids: bool = False) -> None:
+        if storage not in ('shared', 'local'):
+            raise ValueError('storage must be shared or local')
+        self.storage = storage
+        self.resolve_names = resolve_names
         if prefix is None:
             prefix = free_prefix()
         if len(prefix) > 8:
@@ -216,17 +232,19 @@ class Lab:
             LabHost(name='%s-a' % prefix, addr=SUBNET_PREFIX + '1',
                     veth='%s-va' % prefix,
                     root=os.path.join(self.root, 'a'),
-                    host_uuid=str(uuid.uuid4())),
+                    host_uuid=_host_uuid('%s-a' % prefix, stable_ids)),
             LabHost(name='%s-b' % prefix, addr=SUBNET_PREFIX + '2',
                     veth='%s-vb' % prefix,
                     root=os.path.join(self.root, 'b'),
-                    host_uuid=str(uuid.uuid4())),
+                    host_uuid=_host_uuid('%s-b' % prefix, stable_ids)),
         ]
 
     @property
     def instances_path(self) -> str:
-        """The directory both hosts share for instances (NFS in
-        production): what makes a migration need no block copy.
+        """Where the hosts keep instances. With shared storage both see
+        one directory (NFS in production): what makes a migration need no
+        block copy. With local storage each host's own directory
+        (``host.path('instances')``) is mounted here in its namespaces.
         """
         return os.path.join(self.root, 'instances')
 
@@ -271,9 +289,12 @@ class Lab:
             raise LabError('; '.join(why))
         self._lock()
         cleanup(self.prefix)      # leftovers of a lab that died hard
+        _check_subnet_free()
         self._network()
         self.set_link(self.link_mbit)
         os.makedirs(self.instances_path, exist_ok=True)
+        for host in self.hosts:
+            os.makedirs(host.path('instances'), exist_ok=True)
         with open(self.hosts_file, 'w') as f:
             f.write('127.0.0.1 localhost\n')
             for host in self.hosts:
@@ -402,7 +423,7 @@ class Lab:
         self._wait_daemon(host, timeout)
 
     def _write_config(self, host: LabHost) -> None:
-        for kind in list(LIBVIRT_DIRS) + ['sock']:
+        for kind in list(LIBVIRT_DIRS) + ['sock', 'instances']:
             os.makedirs(host.path(kind), exist_ok=True)
         os.makedirs(os.path.join(host.path('etc'), 'qemu'), exist_ok=True)
         with open(os.path.join(host.path('etc'), 'libvirtd.conf'), 'w') as f:
@@ -430,10 +451,12 @@ class Lab:
                 'cgroup_controllers = [ ]',
                 'migration_address = "%s"' % host.addr,
                 'migration_host = "%s"' % host.addr,
-                # Both hosts see one instances directory (as with NFS);
-                # without this libvirt calls the migration unsafe.
-                'shared_filesystems = [ "%s" ]' % self.instances_path,
-                '']))
+                ] + ([
+                    # Both hosts see one instances directory (as with
+                    # NFS); without this libvirt calls the migration
+                    # unsafe.
+                    'shared_filesystems = [ "%s" ]' % self.instances_path]
+                     if self.storage == 'shared' else []) + ['']))
         for name in ('libvirt.conf',):
             open(os.path.join(host.path('etc'), name), 'a').close()
 
@@ -443,7 +466,11 @@ class Lab:
             'mkdir -p %s && mount --bind %s %s' % (target, host.path(kind),
                                                    target)
             for kind, target in LIBVIRT_DIRS.items())
-        mounts += ' && mount --bind %s /etc/hosts' % self.hosts_file
+        if self.resolve_names:
+            mounts += ' && mount --bind %s /etc/hosts' % self.hosts_file
+        if self.storage == 'local':
+            mounts += ' && mount --bind %s %s' % (host.path('instances'),
+                                                  self.instances_path)
         script = 'hostname %s && %s && exec libvirtd --listen --config ' \
                  '%s/libvirtd.conf --pid-file %s/libvirtd.pid' % (
                      host.name, mounts, host.path('etc'), host.root)
@@ -514,6 +541,25 @@ class Lab:
             raise LabError('lab %r is in use by another process'
                            % self.prefix)
         self._lock_fd = fd
+
+
+def _host_uuid(name: str, stable: bool) -> str:
+    if stable:
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS,
+                              '%s.nova-qat-migration-lab' % name))
+    return str(uuid.uuid4())
+
+
+def _check_subnet_free() -> None:
+    """The lab's addresses must be on none of the machine's interfaces
+    (from the root namespace such an address would be the machine, not a
+    lab host).
+    """
+    res = _run(['ip', '-4', '-o', 'addr', 'show'], check=False)
+    for line in res.stdout.splitlines():
+        if (' ' + SUBNET_PREFIX) in line:
+            raise LabError('the lab subnet %s0/24 is in use on this machine '
+                           '(%s)' % (SUBNET_PREFIX, line.split()[1]))
 
 
 def _tail(path: str, n: int = 2000) -> str:
