@@ -20,9 +20,11 @@ from unittest import mock
 
 import ddt
 import fixtures
+from nova import exception
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.fixtures import libvirt as fakelibvirt
 from oslo_config import cfg
+from oslo_config import fixture as config_fixture
 
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import qat_migration
@@ -30,6 +32,7 @@ from nova_qat_migration import datamodel
 from nova_qat_migration.qat import placement
 from nova_qat_migration.virt.libvirt import capabilities as caps_mod
 from tests.unit import base
+from tests.unit.virt.libvirt import test_driver
 
 #: A trimmed ``query-qmp-schema`` reply: QEMU names types by number.
 SCHEMA = [
@@ -664,3 +667,130 @@ class TestMethodsOption(base.TestCase):
                               'hypervisor_multifd_methods = %s\n' % value)
         qat_conf.check(conf_obj, host_memory_mb=65536)
         self.assertEqual(expected, caps_mod.configured_methods(conf_obj))
+
+
+class TestDriverWithoutLocalQEMU(test_driver.DriverTestBase):
+    """The driver on a compute whose QEMU lives in another container."""
+
+    def setUp(self):
+        super().setUp()
+        # The real probe, against Nova's fake libvirt.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.driver.QATMigrationMixin.'
+            'qat_probe_hypervisor',
+            staticmethod(caps_mod.probe_hypervisor)))
+        self.useFixture(NoLocalQEMU())
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.update_provider_tree',
+            lambda self, tree, nodename, allocations=None: None))
+        self.now = 1000.0
+        self.useFixture(fixtures.MockPatch(
+            'nova_qat_migration.virt.libvirt.driver.time.monotonic',
+            side_effect=lambda: self.now))
+
+    def started(self):
+        drvr = self.driver()
+        drvr.init_host('host')
+        return drvr, drvr._host.get_connection()
+
+    def traits(self, drvr):
+        from nova.compute import provider_tree
+        tree = provider_tree.ProviderTree()
+        tree.new_root('node', 'rp-uuid')
+        drvr.update_provider_tree(tree, 'node', allocations={})
+        return tree.data('node').traits
+
+    def test_option_gives_methods_and_traits(self):
+        self.flags(hypervisor_multifd_methods=['zlib', 'zstd', 'qatzip'],
+                   group='qat_migration')
+        drvr, _conn = self.started()
+        self.assertEqual(ALL_METHODS, drvr._qat_caps.multifd_methods)
+        traits = self.traits(drvr)
+        for method in ('ZLIB', 'ZSTD', 'QATZIP'):
+            self.assertIn('CUSTOM_MIGRATION_COMPRESS_' + method, traits)
+
+    def test_bad_option_stops_start(self):
+        # As if nova.conf said so: parsed, and refused, when read.
+        self.useFixture(config_fixture.Config(qat_conf.CONF)).load_raw_values(
+            group='qat_migration', hypervisor_multifd_methods='zstd,lz4')
+        exc = self.assertRaises(exception.InvalidConfiguration,
+                                self.driver().init_host, 'host')
+        self.assertIn(caps_mod.OPTION_NAME, str(exc))
+
+    def test_update_provider_tree_reprobes_when_a_domain_runs(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, conn = self.started()
+        # A new host: nothing running at start-up, nothing to ask.
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN,
+                         drvr._qat_caps.methods_source)
+        self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_QATZIP',
+                         self.traits(drvr))
+        start_domain(conn)
+        monitor = self.useFixture(FakeMonitor(libvirt_version_of(conn)))
+        # Not before the interval has passed.
+        self.traits(drvr)
+        self.assertEqual([], monitor.calls)
+        self.now += caps_mod.REPROBE_INTERVAL_S
+        traits = self.traits(drvr)
+        self.assertIn('CUSTOM_MIGRATION_COMPRESS_QATZIP', traits)
+        self.assertEqual(caps_mod.SOURCE_QMP, drvr._qat_caps.methods_source)
+        # Final: never asked again.
+        self.now += 10 * caps_mod.REPROBE_INTERVAL_S
+        self.traits(drvr)
+        self.assertEqual(2, len(monitor.calls))
+
+    def test_reprobe_is_bounded_while_nothing_answers(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, conn = self.started()
+        start_domain(conn)
+        monitor = self.useFixture(FakeMonitor(
+            libvirt_version_of(conn),
+            error=fakelibvirt.libvirtError('monitor gone')))
+        for _ in range(5):
+            self.now += caps_mod.REPROBE_INTERVAL_S / 2
+            self.traits(drvr)
+        # 2.5 intervals: asked twice, each time one command that failed.
+        self.assertEqual(2, len(monitor.calls))
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN,
+                         drvr._qat_caps.methods_source)
+
+    def test_reprobe_never_raises(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, _conn = self.started()
+        self.now += caps_mod.REPROBE_INTERVAL_S
+        logs = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+        with mock.patch.object(drvr._host, 'get_connection',
+                               side_effect=RuntimeError('libvirt down')):
+            traits = self.traits(drvr)
+        self.assertIn(caps_mod.TRAIT_PLANNER, traits)
+        self.assertIn('libvirt down', logs.output)
+
+    def test_no_reprobe_without_passthrough(self):
+        drvr, conn = self.started()
+        start_domain(conn)
+        monitor = self.useFixture(FakeMonitor(libvirt_version_of(conn)))
+        self.now += 10 * caps_mod.REPROBE_INTERVAL_S
+        self.traits(drvr)
+        self.assertEqual([], monitor.calls)
+
+    def test_source_side_reads_the_migrating_domain(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, conn = self.started()
+        start_domain(conn)
+        monitor = self.useFixture(FakeMonitor(libvirt_version_of(conn)))
+        instance = mock.Mock(uuid=UUID_1)
+        caps = drvr._qat_source_caps(instance)
+        self.assertTrue(caps.accepts('qatzip'))
+        self.assertEqual({'instance-00000001'},
+                         {name for name, _cmd in monitor.calls})
+        # Libvirt's current QEMU answered: it holds for the host too.
+        self.assertIs(caps, drvr._qat_caps)
+        self.assertIs(caps, drvr._qat_source_caps(instance))
+        self.assertEqual(2, len(monitor.calls))
+
+    def test_source_side_failure_plans_with_what_is_known(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, _conn = self.started()
+        before = drvr._qat_caps
+        instance = mock.Mock(uuid=UUID_2)     # no such domain
+        self.assertIs(before, drvr._qat_source_caps(instance))
