@@ -45,6 +45,7 @@ from oslo_log import log as logging
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration.qat import placement
+from nova_qat_migration.virt.libvirt import passthrough
 
 
 LOG = logging.getLogger(__name__)
@@ -320,16 +321,6 @@ def configured_methods(conf: Any = None) -> frozenset[str]:
     return listed | {'none'} if listed else frozenset()
 
 
-def _monitor_command(domain: Any, command: str) -> str:
-    """One QMP command through libvirt's QEMU monitor passthrough.
-
-    A module function so tests without a QEMU (Nova's fake libvirt) can
-    answer instead.
-    """
-    import libvirt_qemu
-    return libvirt_qemu.qemuMonitorCommand(domain, command, 0)
-
-
 def _ask_domain(domain: Any, command: str) -> Any:
     """``command``'s return from ``domain``'s QEMU, through libvirt.
 
@@ -337,7 +328,9 @@ def _ask_domain(domain: Any, command: str) -> Any:
         QMP's success reply.
     """
     try:
-        reply = _monitor_command(domain, json.dumps({'execute': command}))
+        # The one sender of QMP through libvirt (and the tests' seam).
+        reply = passthrough._monitor(domain,
+                                     json.dumps({'execute': command}))
     except Exception as exc:  # noqa: BLE001 - libvirtError, no binding
         raise QMPReplyError('%s: %s' % (command, exc))
     try:

@@ -104,7 +104,7 @@ class FakeMonitor(fixtures.Fixture):
 
     def _setUp(self):
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_qat_migration.virt.libvirt.capabilities._monitor_command',
+            'nova_qat_migration.virt.libvirt.passthrough._monitor',
             self.command))
 
     def command(self, domain, text):
