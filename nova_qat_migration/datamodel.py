@@ -37,6 +37,10 @@ METHODS = ('none', 'xbzrle', 'mt', 'zlib', 'zstd', 'qatzip')
 MULTIFD_METHODS = frozenset({'zlib', 'zstd', 'qatzip'})
 #: Methods that only run on a single migration stream.
 SINGLE_STREAM_METHODS = frozenset({'xbzrle', 'mt'})
+#: Every value QEMU's ``multifd-compression`` enum has had: ``none``,
+#: ``zlib``, ``zstd`` (5.0), ``qpl``, ``uadk`` (9.1), ``qatzip`` (9.2). A
+#: binary has only those it was built with (its ``query-qmp-schema``).
+QEMU_MULTIFD_COMPRESSION = ('none', 'zlib', 'zstd', 'qpl', 'uadk', 'qatzip')
 #: Valid compression levels per method (QEMU's ranges).
 LEVEL_RANGES = {
     'mt': (0, 9),
@@ -84,12 +88,17 @@ class HypervisorCaps:
     :param multifd_methods: values of QEMU's ``multifd-compression`` enum the
         binary accepts (from ``query-qmp-schema``), e.g. none/zlib/zstd.
         Empty when unknown: then libvirt-version rules alone decide.
+    :param methods_source: where ``multifd_methods`` came from: the
+        ``SOURCE_*`` names of :mod:`.virt.libvirt.capabilities` (the
+        operator's option, a running QEMU asked through libvirt, the local
+        binary, or unknown); empty when not probed (set by a caller).
     """
 
     libvirt_version: tuple[int, int, int] = (11, 3, 0)
     qemu_version: tuple[int, int, int] = (10, 0, 0)
     multifd_methods: frozenset[str] = frozenset({'none', 'zlib', 'zstd'})
     postcopy: bool = True
+    methods_source: str = ''
 
     @property
     def libvirt_methods(self) -> frozenset[str]:

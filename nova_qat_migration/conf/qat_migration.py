@@ -296,6 +296,34 @@ Allow multifd compression methods libvirt does not know (``qatzip``) by
 setting them on the source QEMU through libvirt's QEMU monitor passthrough
 and on the destination with a ``-global`` argument. libvirt marks such
 domains as tainted; enable only if that is acceptable.
+
+It also lets the start-up probe ask a running domain's QEMU, through
+libvirt, which multifd compression methods it was built with
+(``query-qmp-schema``), which taints that one domain too; see
+``hypervisor_multifd_methods``.
+"""),
+    cfg.ListOpt('hypervisor_multifd_methods',
+        item_type=types.String(choices=datamodel.QEMU_MULTIFD_COMPRESSION),
+        default=[],
+        help="""
+Multifd compression methods of the QEMU that libvirt runs on this host, as
+its ``query-qmp-schema`` lists them (``none`` is implied). This host plans
+with them and advertises them to sources as ``CUSTOM_MIGRATION_COMPRESS_*``
+traits.
+
+Set it where nova-compute cannot run libvirt's QEMU binary: QEMU in another
+container, as kolla-ansible's ``nova_libvirt`` (nova-compute runs in
+``nova_compute``). When set it wins and nothing is probed, so list only
+what that QEMU has (e.g. ``zlib,zstd``, plus ``qatzip`` for a QEMU built
+with QATzip).
+
+Empty (the default): probed. First a running domain's QEMU, asked through
+libvirt (only with ``qemu_monitor_passthrough``: libvirt taints the domain
+it asks); then libvirt's emulator binary, if nova-compute's filesystem has
+it and it reports libvirt's QEMU version; else unknown (``zlib``/``zstd``
+assumed from the versions, ``qatzip`` never used). With
+``qemu_monitor_passthrough``, a binary's or unknown answer is re-probed
+through libvirt once a domain runs.
 """),
     cfg.BoolOpt('legacy_mt_uses_qat',
         default=False,

@@ -106,6 +106,8 @@ class QATMigrationMixin:
         self._qat_local = threading.local()
         self._qat_policies: Optional[loader.PolicySet] = None
         self._qat_caps: Optional[datamodel.HypervisorCaps] = None
+        #: when provisional multifd methods may be re-probed (monotonic s)
+        self._qat_reprobe_after = 0.0
         self._qat_history: Optional[qat_history.HistoryStore] = None
         self._qat_manager: Any = None
         #: this compute's ``host`` (from ``init_host``), for the report
@@ -180,6 +182,14 @@ class QATMigrationMixin:
         return True
 
     def _qat_probe(self) -> datamodel.HypervisorCaps:
+        """Probe at start-up (see :func:`.capabilities.probe_methods`).
+
+        Provisional methods (from a local binary, or unknown) are
+        re-probed through libvirt by :meth:`_qat_reprobe` and
+        :meth:`_qat_source_caps`.
+        """
+        self._qat_reprobe_after = (time.monotonic() +
+                                   capabilities.REPROBE_INTERVAL_S)
         try:
             return self.qat_probe_hypervisor(self._host.get_connection())
         except Exception as exc:  # noqa: BLE001 - degrade, never fail start
@@ -187,12 +197,60 @@ class QATMigrationMixin:
                         'plans that need no hypervisor feature are used.',
                         exc)
             # NOTE(qat-migration): conservative: no multifd compression
-            # (libvirt 0), no mt (QEMU >= 9.1), no post-copy.
-            return datamodel.HypervisorCaps(libvirt_version=(0, 0, 0),
-                                            qemu_version=(9, 1, 0),
-                                            multifd_methods=frozenset(
-                                                {'none'}),
-                                            postcopy=False)
+            # (libvirt 0), no mt (QEMU >= 9.1), no post-copy; provisional,
+            # so a later re-probe may read the real versions and methods.
+            return datamodel.HypervisorCaps(
+                libvirt_version=(0, 0, 0), qemu_version=(9, 1, 0),
+                multifd_methods=frozenset({'none'}), postcopy=False,
+                methods_source=capabilities.SOURCE_UNKNOWN)
+
+    def _qat_reprobe(self) -> None:
+        """Re-probe provisional multifd methods through a running domain.
+
+        At start-up no domain may be running yet (a new host), so the
+        methods may have come from a local binary or be unknown. Called
+        from Nova's periodic ``update_provider_tree``, so the traits follow;
+        at most once per :data:`.capabilities.REPROBE_INTERVAL_S`, and only
+        while :func:`.capabilities.needs_reprobe`. Never raises.
+        """
+        caps = self._qat_caps
+        if not capabilities.needs_reprobe(caps):
+            return
+        now = time.monotonic()
+        if now < self._qat_reprobe_after:
+            return
+        self._qat_reprobe_after = now + capabilities.REPROBE_INTERVAL_S
+        try:
+            self._qat_caps = capabilities.reprobe(
+                self._host.get_connection(), caps)
+        except Exception as exc:  # noqa: BLE001 - periodic, best effort
+            LOG.warning('Could not re-probe the multifd compression '
+                        'methods: %s', exc)
+
+    def _qat_source_caps(self, instance: Any) -> datamodel.HypervisorCaps:
+        """This host's capabilities for planning ``instance``'s migration.
+
+        NOTE(qat-migration): while the host's methods are provisional, the
+        domain being migrated is a running QEMU that can be asked through
+        libvirt (see :func:`.capabilities.reprobe`): what it says holds
+        for this migration, and for the host when its QEMU is libvirt's
+        current one (traits follow at the next ``update_provider_tree``).
+        """
+        caps = self._qat_caps
+        if not capabilities.needs_reprobe(caps):
+            return caps
+        try:
+            domain = self._host.get_guest(instance)._domain
+            found = capabilities.reprobe(self._host.get_connection(), caps,
+                                         domain=domain)
+        except Exception as exc:  # noqa: BLE001 - plan with what we have
+            LOG.warning('Could not read the multifd compression methods '
+                        'through the migrating domain: %s', exc,
+                        instance=instance)
+            return caps
+        if found.methods_source == capabilities.SOURCE_QMP:
+            self._qat_caps = found
+        return found
 
     @staticmethod
     def _qat_make_history() -> qat_history.HistoryStore:
@@ -224,6 +282,8 @@ class QATMigrationMixin:
         super().update_provider_tree(provider_tree, nodename,
                                      allocations=allocations)
         enabled = self._qat_enabled() and self._qat_caps is not None
+        if enabled:
+            self._qat_reprobe()
         if enabled and self._qat_manager is not None:
             # NOTE(qat-migration): QAT's own providers, and the host trait
             # saying whether this host can lend QAT to a migration
@@ -303,7 +363,7 @@ class QATMigrationMixin:
         measured = policy.name != NOVA_DEFAULT
         facts = qat_facts.gather(
             CONF, context, instance, dest, migrate_data, hints, measured,
-            caps=self._qat_caps, host=self._host,
+            caps=self._qat_source_caps(instance), host=self._host,
             qat_manager=self._qat_manager, history=self._qat_history,
             reportclient=getattr(self.virtapi, 'reportclient', None),
             in_flight=self._qat_budget.snapshot())

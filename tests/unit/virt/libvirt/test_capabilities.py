@@ -11,14 +11,28 @@
 # under the License.
 """Hypervisor capability probe, QMP schema parsing and the traits."""
 
+import dataclasses
+import json
+import logging
 import os
 import re
 from unittest import mock
 
+import ddt
+import fixtures
+from nova import exception
+from nova.tests import fixtures as nova_fixtures
+from nova.tests.fixtures import libvirt as fakelibvirt
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
+
+from nova_qat_migration import conf as qat_conf
+from nova_qat_migration.conf import qat_migration
 from nova_qat_migration import datamodel
 from nova_qat_migration.qat import placement
 from nova_qat_migration.virt.libvirt import capabilities as caps_mod
 from tests.unit import base
+from tests.unit.virt.libvirt import test_driver
 
 #: A trimmed ``query-qmp-schema`` reply: QEMU names types by number.
 SCHEMA = [
@@ -55,6 +69,92 @@ CAPS_XML = """<capabilities>
 
 CUSTOM_TRAIT = re.compile(r'^CUSTOM_[A-Z0-9_]+$')
 
+#: What libvirt names as the emulator in Nova's fake capabilities.
+FAKE_EMULATOR = '/usr/bin/qemu-system-x86_64'
+ALL_METHODS = frozenset({'none', 'zlib', 'zstd', 'qatzip'})
+
+
+def version_return(version):
+    """A ``query-version`` return for ``version``."""
+    major, minor, micro = version
+    return {'qemu': {'major': major, 'minor': minor, 'micro': micro},
+            'package': ''}
+
+
+def libvirt_version_of(conn):
+    return caps_mod._version_tuple(conn.getVersion())
+
+
+class FakeMonitor(fixtures.Fixture):
+    """libvirt's QEMU monitor passthrough, answered without a QEMU.
+
+    Records ``(domain name, command)`` and answers ``query-version`` with
+    ``version`` and ``query-qmp-schema`` with ``schema``, as libvirt hands
+    back QEMU's reply (a JSON string). ``replies`` overrides a command's
+    reply text; ``error`` is raised instead of answering.
+    """
+
+    def __init__(self, version, schema=SCHEMA, replies=None, error=None):
+        super().__init__()
+        self.version = version
+        self.schema = schema
+        self.replies = dict(replies or {})
+        self.error = error
+        self.calls = []
+
+    def _setUp(self):
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.passthrough._monitor',
+            self.command))
+
+    def command(self, domain, text):
+        execute = json.loads(text)['execute']
+        self.calls.append((domain.name(), execute))
+        if self.error is not None:
+            raise self.error
+        if execute in self.replies:
+            return self.replies[execute]
+        answers = {'query-version': version_return(self.version),
+                   'query-qmp-schema': self.schema}
+        return json.dumps({'return': answers[execute], 'id': 'libvirt-9'})
+
+
+class NoLocalQEMU(fixtures.Fixture):
+    """nova-compute's filesystem has no QEMU (it runs in another container):
+    libvirt's emulator does not exist, and running any binary fails the
+    test.
+    """
+
+    def __init__(self, emulator=FAKE_EMULATOR):
+        super().__init__()
+        self.emulator = emulator
+
+    def _setUp(self):
+        real_exists = os.path.exists
+
+        def exists(path):
+            return False if path == self.emulator else real_exists(path)
+
+        self.useFixture(fixtures.MockPatch('os.path.exists',
+                                           side_effect=exists))
+        self.useFixture(fixtures.MockPatchObject(
+            caps_mod, '_qmp_exchange',
+            side_effect=AssertionError('a QEMU binary was run')))
+
+
+def start_domain(conn, name='instance-00000001', uuid=None):
+    """A running domain on Nova's fake libvirt connection ``conn``."""
+    dom = conn.defineXML(
+        '<domain type="kvm"><name>%s</name><uuid>%s</uuid>'
+        '<memory>1048576</memory><vcpu>1</vcpu><os><type>hvm</type></os>'
+        '<devices/></domain>' % (name, uuid or UUID_1))
+    dom.create()
+    return dom
+
+
+UUID_1 = '11111111-2222-3333-4444-555555555501'
+UUID_2 = '11111111-2222-3333-4444-555555555502'
+
 
 class TestSchema(base.TestCase):
 
@@ -72,8 +172,23 @@ class TestSchema(base.TestCase):
     def test_no_command(self):
         self.assertEqual(frozenset(),
                          caps_mod.multifd_methods_from_schema(SCHEMA[2:]))
-        self.assertEqual(frozenset(),
-                         caps_mod.multifd_methods_from_schema([]))
+
+    def test_not_a_schema(self):
+        members_not_a_list = [
+            {'name': 'migrate-set-parameters', 'arg-type': '42'},
+            {'name': '42', 'members': 'multifd-compression'}]
+        for bad in ([], {}, 'schema', None, 42, [1, 2], [{'no-name': 1}],
+                    members_not_a_list):
+            self.assertRaises(caps_mod.QMPReplyError,
+                              caps_mod.multifd_methods_from_schema, bad)
+
+    def test_qemu_version_from_reply(self):
+        self.assertEqual((10, 0, 2), caps_mod.qemu_version_from_reply(
+            version_return((10, 0, 2))))
+        for bad in (None, {}, {'qemu': {'major': 10}}, {'qemu': 'ten'},
+                    {'qemu': {'major': 'x', 'minor': 0, 'micro': 0}}):
+            self.assertRaises(caps_mod.QMPReplyError,
+                              caps_mod.qemu_version_from_reply, bad)
 
     def test_version_tuple(self):
         self.assertEqual((11, 3, 0), caps_mod._version_tuple(11003000))
@@ -106,15 +221,18 @@ class TestProbe(base.TestCase):
 
     def test_probe_hypervisor_versions_and_schema(self):
         binary = self.create_tempfiles([('qemu', '')])[0]
+        replies = [{'return': version_return((8, 2, 1))}, {'return': SCHEMA}]
         with mock.patch.object(caps_mod, '_qmp_exchange',
-                               return_value=[{'return': SCHEMA}]) as qmp:
+                               return_value=replies) as qmp:
             got = caps_mod.probe_hypervisor(self._conn(), qemu_binary=binary)
         self.assertEqual((9, 4, 0), got.libvirt_version)
         self.assertEqual((8, 2, 1), got.qemu_version)
         self.assertEqual(frozenset({'none', 'zlib', 'zstd', 'qatzip'}),
                          got.multifd_methods)
+        self.assertEqual(caps_mod.SOURCE_BINARY, got.methods_source)
         self.assertEqual(binary, qmp.call_args.args[0])
-        self.assertEqual([{'execute': 'query-qmp-schema'}],
+        self.assertEqual([{'execute': 'query-version'},
+                          {'execute': 'query-qmp-schema'}],
                          qmp.call_args.args[1])
 
     def test_probe_uses_emulator_from_capabilities(self):
@@ -125,6 +243,28 @@ class TestProbe(base.TestCase):
         # The binary is not there: no probe, methods unknown.
         qmp.assert_not_called()
         self.assertEqual(frozenset(), got.multifd_methods)
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN, got.methods_source)
+
+    def test_local_binary_of_another_version_is_not_libvirts(self):
+        # e.g. a nova_compute image with its own, different QEMU package
+        binary = self.create_tempfiles([('qemu', '')])[0]
+        replies = [{'return': version_return((7, 2, 0))}, {'return': SCHEMA}]
+        logs = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+        with mock.patch.object(caps_mod, '_qmp_exchange',
+                               return_value=replies):
+            got = caps_mod.probe_hypervisor(self._conn(), qemu_binary=binary)
+        self.assertEqual(frozenset(), got.multifd_methods)
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN, got.methods_source)
+        self.assertIn('not used', logs.output)
+
+    def test_local_binary_error_reply_means_unknown(self):
+        binary = self.create_tempfiles([('qemu', '')])[0]
+        replies = [{'return': version_return((8, 2, 1))},
+                   {'error': {'class': 'CommandNotFound', 'desc': 'nope'}}]
+        with mock.patch.object(caps_mod, '_qmp_exchange',
+                               return_value=replies):
+            got = caps_mod.probe_hypervisor(self._conn(), qemu_binary=binary)
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN, got.methods_source)
 
     def test_probe_failure_means_unknown(self):
         binary = self.create_tempfiles([('qemu', '')])[0]
@@ -151,8 +291,23 @@ class TestProbe(base.TestCase):
             self.skipTest('%s not installed' % caps_mod.DEFAULT_QEMU)
         methods = caps_mod.probe_multifd_methods(caps_mod.DEFAULT_QEMU)
         self.assertIn('none', methods)
-        self.assertTrue(methods <= {'none', 'zlib', 'zstd', 'qatzip', 'qpl',
-                                    'uadk'}, methods)
+        self.assertTrue(methods <= set(datamodel.QEMU_MULTIFD_COMPRESSION),
+                        methods)
+
+    def test_real_qemu_is_used_when_libvirt_reports_its_version(self):
+        # The installed QEMU answers query-version and query-qmp-schema
+        # itself; libvirt (here a mock) reports the same version.
+        if not os.path.exists(caps_mod.DEFAULT_QEMU):
+            self.skipTest('%s not installed' % caps_mod.DEFAULT_QEMU)
+        (reply,) = caps_mod._qmp_exchange(caps_mod.DEFAULT_QEMU,
+                                          [{'execute': 'query-version'}])
+        version = caps_mod.qemu_version_from_reply(reply['return'])
+        conn = self._conn()
+        conn.getVersion.return_value = (version[0] * 1000000 +
+                                        version[1] * 1000 + version[2])
+        got = caps_mod.probe_hypervisor(conn)
+        self.assertEqual(caps_mod.SOURCE_BINARY, got.methods_source)
+        self.assertIn('none', got.multifd_methods)
 
 
 class TestTraits(base.TestCase):
@@ -257,3 +412,385 @@ class TestOneQATTrait(base.TestCase):
         hv = datamodel.HypervisorCaps(
             multifd_methods=frozenset({'none', 'zstd', 'qatzip'}))
         self.assertNotIn(placement.HOST_TRAIT, caps_mod.traits_for(hv))
+
+
+class LibvirtProbeBase(base.TestCase):
+    """A nova-compute beside, not inside, QEMU's filesystem, against Nova's
+    fake libvirt connection.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(nova_fixtures.LibvirtFixture())
+        self.conn = fakelibvirt.Connection('qemu:///system',
+                                           version=11003000,
+                                           hv_version=10000002)
+        self.useFixture(NoLocalQEMU())
+
+    def start_domain(self, name='instance-00000001', uuid=UUID_1):
+        return start_domain(self.conn, name, uuid)
+
+
+@ddt.ddt
+class TestProbeOrder(LibvirtProbeBase):
+
+    def test_qmp_through_libvirt_without_local_binary(self):
+        self.flags(qemu_monitor_passthrough=True)
+        self.start_domain()
+        monitor = self.useFixture(FakeMonitor((10, 0, 2)))
+        got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual(ALL_METHODS, got.multifd_methods)
+        self.assertEqual(caps_mod.SOURCE_QMP, got.methods_source)
+        self.assertEqual([('instance-00000001', 'query-version'),
+                          ('instance-00000001', 'query-qmp-schema')],
+                         monitor.calls)
+        traits = caps_mod.traits_for(got)
+        for method in ('ZLIB', 'ZSTD', 'QATZIP'):
+            self.assertIn('CUSTOM_MIGRATION_COMPRESS_' + method, traits)
+
+    def test_qmp_without_qatzip(self):
+        self.flags(qemu_monitor_passthrough=True)
+        self.start_domain()
+        schema = json.loads(json.dumps(SCHEMA))
+        schema[4]['values'] = ['none', 'zlib', 'zstd']
+        self.useFixture(FakeMonitor((10, 0, 2), schema=schema))
+        got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual(frozenset({'none', 'zlib', 'zstd'}),
+                         got.multifd_methods)
+        self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_QATZIP',
+                         caps_mod.traits_for(got))
+
+    def test_one_domain_is_asked(self):
+        # Each asked domain is tainted: one answer is enough.
+        self.flags(qemu_monitor_passthrough=True)
+        self.start_domain()
+        self.start_domain('instance-00000002', UUID_2)
+        monitor = self.useFixture(FakeMonitor((10, 0, 2)))
+        caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual(1, len({name for name, _cmd in monitor.calls}))
+
+    def test_busy_domain_is_not_asked(self):
+        # A domain in a job (a migration) would make libvirt's monitor call
+        # wait for the job lock.
+        self.flags(qemu_monitor_passthrough=True)
+        busy = self.start_domain()
+        self.start_domain('instance-00000002', UUID_2)
+        monitor = self.useFixture(FakeMonitor((10, 0, 2)))
+        # VIR_DOMAIN_JOB_UNBOUNDED: a migration in progress
+        with mock.patch.object(busy, 'jobInfo',
+                               return_value=[2] + [0] * 11):
+            got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual(caps_mod.SOURCE_QMP, got.methods_source)
+        self.assertEqual({'instance-00000002'},
+                         {name for name, _cmd in monitor.calls})
+
+    def test_no_qmp_without_passthrough(self):
+        # libvirt taints every domain that gets a monitor command.
+        self.start_domain()
+        monitor = self.useFixture(FakeMonitor((10, 0, 2)))
+        logs = self.useFixture(fixtures.FakeLogger(level=logging.INFO))
+        got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual([], monitor.calls)
+        self.assertEqual(frozenset(), got.multifd_methods)
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN, got.methods_source)
+        self.assertIn('qemu_monitor_passthrough is off', logs.output)
+        self.assertIn('not in nova-compute\'s filesystem', logs.output)
+        self.assertIn(caps_mod.OPTION_NAME, logs.output)
+
+    def test_no_running_domain_means_unknown(self):
+        self.flags(qemu_monitor_passthrough=True)
+        monitor = self.useFixture(FakeMonitor((10, 0, 2)))
+        got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual([], monitor.calls)
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN, got.methods_source)
+        self.assertTrue(caps_mod.needs_reprobe(got))
+
+    def test_domain_of_an_older_qemu_is_not_the_hosts(self):
+        # Started before a QEMU upgrade: not what an incoming domain gets.
+        self.flags(qemu_monitor_passthrough=True)
+        self.start_domain()
+        self.useFixture(FakeMonitor((9, 2, 0)))
+        got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN, got.methods_source)
+
+    @ddt.data(
+        {'error': fakelibvirt.libvirtError('Timed out during operation')},
+        {'error': ImportError('No module named libvirt_qemu')},
+        {'replies': {'query-version': 'not json'}},
+        {'replies': {'query-version': '[1, 2]'}},
+        {'replies': {'query-version': '{"return": {"qemu": "ten"}}'}},
+        {'replies': {'query-qmp-schema':
+                     '{"error": {"class": "GenericError", "desc": "no"}}'}},
+        {'replies': {'query-qmp-schema': '{"id": "libvirt-3"}'}},
+        {'replies': {'query-qmp-schema': '{"return": 5}'}},
+        {'replies': {'query-qmp-schema': '{"return": []}'}},
+        {'replies': {'query-qmp-schema': '{"return": [{"nom": 1}]}'}},
+        {'replies': {'query-qmp-schema': '[' * 100000}},
+        {'replies': {'query-qmp-schema': None}},
+    )
+    def test_bad_qmp_reply_degrades_to_unknown(self, monitor_kwargs):
+        self.flags(qemu_monitor_passthrough=True)
+        self.start_domain()
+        self.useFixture(FakeMonitor((10, 0, 2), **monitor_kwargs))
+        logs = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+        got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual(frozenset(), got.multifd_methods)
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN, got.methods_source)
+        self.assertIn('through libvirt\'s QEMU monitor', logs.output)
+
+    def test_listing_domains_fails(self):
+        self.flags(qemu_monitor_passthrough=True)
+        with mock.patch.object(self.conn, 'listAllDomains',
+                               side_effect=fakelibvirt.libvirtError('x')):
+            got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN, got.methods_source)
+
+    def test_option_wins_and_nothing_is_probed(self):
+        self.flags(hypervisor_multifd_methods=['zstd', 'qatzip'],
+                   qemu_monitor_passthrough=True)
+        self.start_domain()
+        monitor = self.useFixture(FakeMonitor((10, 0, 2)))
+        got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual([], monitor.calls)     # no domain tainted
+        self.assertEqual(frozenset({'none', 'zstd', 'qatzip'}),
+                         got.multifd_methods)
+        self.assertEqual(caps_mod.SOURCE_OPTION, got.methods_source)
+        self.assertFalse(caps_mod.needs_reprobe(got))
+        # Versions still come from libvirt.
+        self.assertEqual((11, 3, 0), got.libvirt_version)
+        self.assertEqual((10, 0, 2), got.qemu_version)
+        traits = caps_mod.traits_for(got)
+        self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZSTD', traits)
+        self.assertIn('CUSTOM_MIGRATION_COMPRESS_QATZIP', traits)
+        self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_ZLIB', traits)
+
+    def test_option_without_passthrough(self):
+        # The kolla answer: no binary, no monitor command.
+        self.flags(hypervisor_multifd_methods=['zlib', 'zstd'])
+        got = caps_mod.probe_hypervisor(self.conn)
+        self.assertEqual(frozenset({'none', 'zlib', 'zstd'}),
+                         got.multifd_methods)
+        self.assertTrue(got.accepts('zstd'))
+        self.assertFalse(got.accepts('qatzip'))
+
+
+class TestReprobe(LibvirtProbeBase):
+
+    def unknown(self):
+        return datamodel.HypervisorCaps(
+            libvirt_version=(11, 3, 0), qemu_version=(10, 0, 2),
+            multifd_methods=frozenset(),
+            methods_source=caps_mod.SOURCE_UNKNOWN)
+
+    def test_needs_reprobe(self):
+        self.assertFalse(caps_mod.needs_reprobe(None))
+        self.assertFalse(caps_mod.needs_reprobe(self.unknown()))
+        self.flags(qemu_monitor_passthrough=True)
+        self.assertTrue(caps_mod.needs_reprobe(self.unknown()))
+        for source, expected in ((caps_mod.SOURCE_BINARY, True),
+                                 (caps_mod.SOURCE_QMP, False),
+                                 (caps_mod.SOURCE_OPTION, False),
+                                 ('', False)):
+            caps = datamodel.HypervisorCaps(methods_source=source)
+            self.assertEqual(expected, caps_mod.needs_reprobe(caps), source)
+
+    def test_reprobe_once_a_domain_runs(self):
+        self.flags(qemu_monitor_passthrough=True)
+        monitor = self.useFixture(FakeMonitor((10, 0, 2)))
+        caps = caps_mod.reprobe(self.conn, self.unknown())
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN, caps.methods_source)
+        self.start_domain()
+        caps = caps_mod.reprobe(self.conn, caps)
+        self.assertEqual(ALL_METHODS, caps.multifd_methods)
+        self.assertEqual(caps_mod.SOURCE_QMP, caps.methods_source)
+        self.assertEqual(2, len(monitor.calls))
+
+    def test_reprobe_reads_libvirts_versions_again(self):
+        # QEMU upgraded in the libvirt container since start-up.
+        self.flags(qemu_monitor_passthrough=True)
+        self.conn.fakeVersion = 10001000
+        self.start_domain()
+        self.useFixture(FakeMonitor((10, 1, 0)))
+        caps = caps_mod.reprobe(self.conn, self.unknown())
+        self.assertEqual((10, 1, 0), caps.qemu_version)
+        self.assertEqual(caps_mod.SOURCE_QMP, caps.methods_source)
+
+    def test_migrating_domain_of_an_older_qemu_answers_for_itself(self):
+        self.flags(qemu_monitor_passthrough=True)
+        domain = self.start_domain()
+        self.useFixture(FakeMonitor((9, 2, 0)))
+        caps = caps_mod.reprobe(self.conn, self.unknown(), domain=domain)
+        self.assertEqual(ALL_METHODS, caps.multifd_methods)
+        self.assertEqual(caps_mod.SOURCE_DOMAIN, caps.methods_source)
+
+    def test_bad_reply_keeps_what_was_known(self):
+        self.flags(qemu_monitor_passthrough=True)
+        domain = self.start_domain()
+        self.useFixture(FakeMonitor(
+            (10, 0, 2), error=fakelibvirt.libvirtError('monitor gone')))
+        before = dataclasses.replace(self.unknown(),
+                                     multifd_methods=frozenset({'none'}))
+        caps = caps_mod.reprobe(self.conn, before, domain=domain)
+        self.assertEqual(before, caps)
+
+
+@ddt.ddt
+class TestMethodsOption(base.TestCase):
+
+    def _conf(self, text):
+        path = self.create_tempfiles([('nova.conf', text)], ext='')[0]
+        conf_obj = cfg.ConfigOpts()
+        qat_migration.register_opts(conf_obj)
+        conf_obj(args=[], default_config_files=[path])
+        return conf_obj
+
+    @ddt.data('zstd,lz4', 'xbzrle', 'mt', 'ZSTD', 'zstd qatzip')
+    def test_unknown_method_stops_start_naming_the_option(self, value):
+        conf_obj = self._conf('[qat_migration]\n'
+                              'hypervisor_multifd_methods = %s\n' % value)
+        exc = self.assertRaises(qat_conf.ConfigError, qat_conf.check,
+                                conf_obj, host_memory_mb=65536)
+        self.assertIn(caps_mod.OPTION_NAME, str(exc))
+
+    def test_set_override_refuses_unknown_method(self):
+        self.assertRaises(ValueError, self.conf.set_override,
+                          'hypervisor_multifd_methods', ['zstd', 'lz4'],
+                          group='qat_migration')
+
+    @ddt.data(('', frozenset()),
+              ('zstd', frozenset({'none', 'zstd'})),
+              ('none,zlib,zstd,qatzip', ALL_METHODS),
+              ('qpl,uadk', frozenset({'none', 'qpl', 'uadk'})))
+    @ddt.unpack
+    def test_values(self, value, expected):
+        conf_obj = self._conf('[qat_migration]\n'
+                              'hypervisor_multifd_methods = %s\n' % value)
+        qat_conf.check(conf_obj, host_memory_mb=65536)
+        self.assertEqual(expected, caps_mod.configured_methods(conf_obj))
+
+
+class TestDriverWithoutLocalQEMU(test_driver.DriverTestBase):
+    """The driver on a compute whose QEMU lives in another container."""
+
+    def setUp(self):
+        super().setUp()
+        # The real probe, against Nova's fake libvirt.
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.driver.QATMigrationMixin.'
+            'qat_probe_hypervisor',
+            staticmethod(caps_mod.probe_hypervisor)))
+        self.useFixture(NoLocalQEMU())
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.update_provider_tree',
+            lambda self, tree, nodename, allocations=None: None))
+        self.now = 1000.0
+        self.useFixture(fixtures.MockPatch(
+            'nova_qat_migration.virt.libvirt.driver.time.monotonic',
+            side_effect=lambda: self.now))
+
+    def started(self):
+        drvr = self.driver()
+        drvr.init_host('host')
+        return drvr, drvr._host.get_connection()
+
+    def traits(self, drvr):
+        from nova.compute import provider_tree
+        tree = provider_tree.ProviderTree()
+        tree.new_root('node', 'rp-uuid')
+        drvr.update_provider_tree(tree, 'node', allocations={})
+        return tree.data('node').traits
+
+    def test_option_gives_methods_and_traits(self):
+        self.flags(hypervisor_multifd_methods=['zlib', 'zstd', 'qatzip'],
+                   group='qat_migration')
+        drvr, _conn = self.started()
+        self.assertEqual(ALL_METHODS, drvr._qat_caps.multifd_methods)
+        traits = self.traits(drvr)
+        for method in ('ZLIB', 'ZSTD', 'QATZIP'):
+            self.assertIn('CUSTOM_MIGRATION_COMPRESS_' + method, traits)
+
+    def test_bad_option_stops_start(self):
+        # As if nova.conf said so: parsed, and refused, when read.
+        self.useFixture(config_fixture.Config(qat_conf.CONF)).load_raw_values(
+            group='qat_migration', hypervisor_multifd_methods='zstd,lz4')
+        exc = self.assertRaises(exception.InvalidConfiguration,
+                                self.driver().init_host, 'host')
+        self.assertIn(caps_mod.OPTION_NAME, str(exc))
+
+    def test_update_provider_tree_reprobes_when_a_domain_runs(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, conn = self.started()
+        # A new host: nothing running at start-up, nothing to ask.
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN,
+                         drvr._qat_caps.methods_source)
+        self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_QATZIP',
+                         self.traits(drvr))
+        start_domain(conn)
+        monitor = self.useFixture(FakeMonitor(libvirt_version_of(conn)))
+        # Not before the interval has passed.
+        self.traits(drvr)
+        self.assertEqual([], monitor.calls)
+        self.now += caps_mod.REPROBE_INTERVAL_S
+        traits = self.traits(drvr)
+        self.assertIn('CUSTOM_MIGRATION_COMPRESS_QATZIP', traits)
+        self.assertEqual(caps_mod.SOURCE_QMP, drvr._qat_caps.methods_source)
+        # Final: never asked again.
+        self.now += 10 * caps_mod.REPROBE_INTERVAL_S
+        self.traits(drvr)
+        self.assertEqual(2, len(monitor.calls))
+
+    def test_reprobe_is_bounded_while_nothing_answers(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, conn = self.started()
+        start_domain(conn)
+        monitor = self.useFixture(FakeMonitor(
+            libvirt_version_of(conn),
+            error=fakelibvirt.libvirtError('monitor gone')))
+        for _ in range(5):
+            self.now += caps_mod.REPROBE_INTERVAL_S / 2
+            self.traits(drvr)
+        # 2.5 intervals: asked twice, each time one command that failed.
+        self.assertEqual(2, len(monitor.calls))
+        self.assertEqual(caps_mod.SOURCE_UNKNOWN,
+                         drvr._qat_caps.methods_source)
+
+    def test_reprobe_never_raises(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, _conn = self.started()
+        self.now += caps_mod.REPROBE_INTERVAL_S
+        logs = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
+        with mock.patch.object(drvr._host, 'get_connection',
+                               side_effect=RuntimeError('libvirt down')):
+            traits = self.traits(drvr)
+        self.assertIn(caps_mod.TRAIT_PLANNER, traits)
+        self.assertIn('libvirt down', logs.output)
+
+    def test_no_reprobe_without_passthrough(self):
+        drvr, conn = self.started()
+        start_domain(conn)
+        monitor = self.useFixture(FakeMonitor(libvirt_version_of(conn)))
+        self.now += 10 * caps_mod.REPROBE_INTERVAL_S
+        self.traits(drvr)
+        self.assertEqual([], monitor.calls)
+
+    def test_source_side_reads_the_migrating_domain(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, conn = self.started()
+        start_domain(conn)
+        monitor = self.useFixture(FakeMonitor(libvirt_version_of(conn)))
+        instance = mock.Mock(uuid=UUID_1)
+        caps = drvr._qat_source_caps(instance)
+        self.assertTrue(caps.accepts('qatzip'))
+        self.assertEqual({'instance-00000001'},
+                         {name for name, _cmd in monitor.calls})
+        # Libvirt's current QEMU answered: it holds for the host too.
+        self.assertIs(caps, drvr._qat_caps)
+        self.assertIs(caps, drvr._qat_source_caps(instance))
+        self.assertEqual(2, len(monitor.calls))
+
+    def test_source_side_failure_plans_with_what_is_known(self):
+        self.flags(qemu_monitor_passthrough=True, group='qat_migration')
+        drvr, _conn = self.started()
+        before = drvr._qat_caps
+        instance = mock.Mock(uuid=UUID_2)     # no such domain
+        self.assertIs(before, drvr._qat_source_caps(instance))
