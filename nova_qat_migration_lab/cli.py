@@ -45,7 +45,6 @@ FULL_OUT = ('benchmarks',)
 CALIBRATION = ('benchmarks', 'calibration.json')
 RESULTS = ('benchmarks', 'results.jsonl')
 FAULTS_OUT = ('benchmarks', 'faults')
-DEMO_LOG = ('demo-nova.log',)
 
 
 def _csv(text: str) -> list:
@@ -209,8 +208,11 @@ def _meta(args: argparse.Namespace, scenarios: list, plans: list,
 # -- demo --------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _nova_env()
+    """The README's main job, on the operator's cloud (:mod:`.services`):
+    its terminal output is the story, every service logs to its own file.
+    """
     from nova_qat_migration_lab import runner
+    from nova_qat_migration_lab import services
     _logging(args.verbose)
     _exit_on_signals()
     why = _check_ready(args.qemu)
@@ -219,32 +221,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     scenario = sc.SCENARIOS[args.scenario]
     results = []
-    log_path = os.path.abspath(args.log or repo.path(*DEMO_LOG))
-    with runner.NovaLab(args.prefix, link_mbit=scenario.link_mbit,
-                        qat_options=_lab_options(),
-                        log_path=log_path, qemu=args.qemu) as nlab:
-        lab, cloud = nlab.lab, nlab.cloud
-        print('Demo: a real Nova (API at %s, conductor, scheduler, '
-              'Placement) with two nova-compute services running '
-              'QATLibvirtDriver on two libvirt 11 / QEMU 10 hosts (network '
-              'namespaces %s and %s, %d Mbit/s link, %s QEMU %s). Nova and '
-              'driver log: %s' % (cloud.api_url, lab.source.name,
-                                  lab.dest.name, scenario.link_mbit,
-                                  lab.qemu, lab.emulator, log_path))
-        print('\n%s nova.conf:\n%s' % (lab.source.name,
-                                        cloud.nova_conf(lab.source)))
+    print('== The cloud: Keystone, Glance, Placement, Neutron and Nova\'s '
+          'API under gunicorn, nova-conductor, nova-scheduler, RabbitMQ, '
+          'MariaDB; one nova-compute per lab host (network namespaces, one '
+          'libvirt 11 daemon each, QEMU 10 under TCG, local disks, a %d '
+          'Mbit/s link). Service logs: %s' % (
+              scenario.link_mbit, services.LOG_ROOT), flush=True)
+    started = time.monotonic()
+    try:
+        nlab = runner.NovaLab(link_mbit=scenario.link_mbit,
+                              qat_options=_lab_options(), qemu=args.qemu,
+                              cloud='services')
+        nlab.__enter__()
+    except services.CloudError as exc:
+        print('the cloud did not come up: %s' % exc, file=sys.stderr)
+        return 1
+    try:
+        cloud, lab = nlab.cloud, nlab.lab
+        print('cloud ready in %.0f s%s' % (
+            time.monotonic() - started, '' if nlab.started_cloud else
+            ' (it was already up: `nova-qat-migration-lab cloud down` '
+            'stops it)'))
+        for host in lab.hosts:
+            print('\n-- %s: %s (its own file; [qat_migration] and the '
+                  'libvirt lines)' % (host.name,
+                                      cloud.compute(host.name).conf_file))
+            print(_conf_excerpt(cloud.nova_conf(host)))
         print('One busy guest (%s: %s) is booted by Nova and live-migrated '
               "with Nova's default plan, then with the adaptive plan."
               % (scenario.name, scenario.description))
         with runner.GuestSession(nlab, scenario) as session:
+            for command in cloud.cli_log:
+                if command.startswith('openstack server create'):
+                    print('$ %s' % command)
             print('server %s ACTIVE on %s, guest ready'
                   % (session.server_id, session.host))
             for name in ('nova_default', 'adaptive'):
-                print('\n== [qat_migration] policy = %s' % name)
+                print('\n== [qat_migration] policy = %s (nova.conf '
+                      'edited on both computes, nova-compute restarted)'
+                      % name)
                 res = session.migrate(sc.PLANS[name],
                                       timeout_s=args.timeout)
                 results.append(res)
                 _print_run(res)
+    finally:
+        nlab.__exit__()
     nova, ada = results
     print('\n== Comparison')
     if ada.converged and nova.converged:
@@ -270,13 +291,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _conf_excerpt(text: str) -> str:
+    """The lines of a nova.conf that make the host what it is."""
+    keep = {'DEFAULT': ('host', 'my_ip', 'compute_driver',
+                        'instances_path'),
+            'libvirt': None, 'qat_migration': None,
+            'qat_migration_static': None}
+    out, section = [], None
+    for line in text.splitlines():
+        if line.startswith('['):
+            section = line.strip('[]')
+            if section in keep:
+                out.append(line)
+            continue
+        if section not in keep or not line.strip():
+            continue
+        wanted = keep[section]
+        if wanted is None or line.split(' =')[0] in wanted:
+            out.append(line)
+    return '\n'.join(out)
+
+
 def _print_run(res: Any) -> None:
     for command in res.commands:
         print('$ %s' % command)
-    print('facts measured by the driver: dirty rate %s MiB/s (libvirt '
-          'calc), host CPU idle %s%%, link %s MiB/s'
-          % (res.facts.get('dirty_rate_mbps'),
-             res.facts.get('cpu_idle_pct'), res.facts.get('link_mbps')))
+    if res.facts:
+        print('facts measured by the driver: dirty rate %s MiB/s (libvirt '
+              'calc), host CPU idle %s%%, link %s MiB/s'
+              % (res.facts.get('dirty_rate_mbps'),
+                 res.facts.get('cpu_idle_pct'), res.facts.get('link_mbps')))
+    else:
+        print("facts: none measured (Nova's own plan needs none: it costs "
+              'what Nova costs)')
     print('plan: %s' % res.effective_plan)
     for reason in res.reasons:
         print('  because: %s' % reason)
@@ -462,11 +508,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--scenario', default='small-writes',
                    choices=sorted(sc.SCENARIOS))
     p.add_argument('--timeout', type=float, default=runner_timeout())
-    p.add_argument('--prefix', default=None)
     p.add_argument('--json', help='also write both runs as JSON lines')
-    p.add_argument('--log', help="Nova's and the driver's log "
-                                 '(default demo-nova.log in the repository '
-                                 'root)')
     _add_qemu_argument(p)
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_demo)

@@ -9,7 +9,12 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""A real Nova over the lab's two libvirt hosts.
+"""A real Nova over the lab's two libvirt hosts, in one process.
+
+This is the harness for what needs the driver's internals (the fault
+matrix injects faults into the computes' drivers and reads their state);
+the demo, the benchmark and the lab's surface tests run on the operator's
+cloud of :mod:`.services`, every service its own process.
 
 What runs, in this one process, with native threads (no eventlet):
 
@@ -53,6 +58,7 @@ import os
 # threads are ordinary threads. Must be decided before Nova is imported.
 os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 
+import contextlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -62,7 +68,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Callable, Optional  # noqa: E402
+from typing import Any, Callable, Iterator, Optional  # noqa: E402
 from unittest import mock  # noqa: E402
 from wsgiref import simple_server  # noqa: E402
 
@@ -201,6 +207,11 @@ class ReportCollector(logging.Handler):
         with self.cond:
             self.records.append(data)
             self.cond.notify_all()
+
+    def mark(self) -> int:
+        """Records from now on count for :meth:`wait_for`."""
+        with self.cond:
+            return len(self.records)
 
     def wait_for(self, instance: str, after: int,
                  timeout: float = 60.0) -> Optional[dict]:
@@ -518,6 +529,46 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
             except Exception:  # noqa: BLE001 - 404: deleted
                 return
             time.sleep(0.5)
+
+    def get_server(self, server_id: str) -> dict:
+        return self.api.get_server(server_id)
+
+    def reset_active(self, server_id: str) -> None:
+        self.api.post_server_action(
+            server_id, {'os-resetState': {'state': 'active'}})
+
+    @contextlib.contextmanager
+    def overrides(self, options: dict,
+                  completion_timeout: Optional[int] = None) -> Iterator[None]:
+        """``options`` (``[qat_migration]`` names, or ``group.name``) and
+        Nova's completion timeout for what runs inside, as an operator's
+        nova.conf would set them (one ``CONF`` for both computes).
+        """
+        from oslo_config import cfg
+        conf = cfg.CONF
+        for name, value in options.items():
+            group, _dot, option = name.rpartition('.')
+            conf.set_override(option, value, group=group or 'qat_migration')
+        if completion_timeout is not None:
+            conf.set_override('live_migration_completion_timeout',
+                              completion_timeout, group='libvirt')
+        try:
+            yield
+        finally:
+            for name in options:
+                group, _dot, option = name.rpartition('.')
+                conf.clear_override(option, group=group or 'qat_migration')
+            conf.clear_override('live_migration_completion_timeout',
+                                group='libvirt')
+            # The lab's own defaults come back (they are overrides too).
+            for name, value in self.qat_options.items():
+                conf.set_override(name, value, group='qat_migration')
+
+    def set_link(self, mbit: int) -> None:
+        """Shape the link and tell the planners its rate."""
+        self.lab.set_link(mbit)
+        self.qat_options['link_gbps'] = mbit / 1000.0
+        self.flags(link_gbps=mbit / 1000.0, group='qat_migration')
 
     def host_of(self, server_id: str) -> str:
         return self.api.get_server(server_id)['OS-EXT-SRV-ATTR:host']

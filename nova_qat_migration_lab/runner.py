@@ -359,6 +359,13 @@ class _SourceWatch:
 class NovaLab:
     """The lab's two hosts and a Nova over them, as one context manager.
 
+    With ``cloud='services'`` (the demo's and the benchmark's) that Nova is
+    the operator's cloud of :mod:`.services`, every service its own
+    process: a cloud already up (``nova-qat-migration-lab cloud up``) is
+    used as it is and left running, else one is started and stopped on
+    exit. ``cloud='inprocess'`` is :mod:`.cloud`'s harness, for what needs
+    the driver's internals.
+
     :param qat_options: ``[qat_migration]`` options of both computes
         (besides :data:`LAB_QAT_OPTIONS`).
     :param log_path: Nova's and the driver's log (default: in the lab's
@@ -375,9 +382,19 @@ class NovaLab:
                  log_path: Optional[str] = None,
                  driver: str = cloud_mod.DRIVER,
                  qemu: Optional[str] = None,
-                 daemon_env: Optional[dict] = None) -> None:
-        self.lab = hosts_mod.Lab(prefix, link_mbit=link_mbit, qemu=qemu,
-                                 daemon_env=daemon_env)
+                 daemon_env: Optional[dict] = None,
+                 cloud: str = 'inprocess') -> None:
+        self.kind = cloud
+        self.started_cloud = False
+        if cloud == 'services':
+            from nova_qat_migration_lab import services
+            self.services = services
+            self.lab = None
+        else:
+            self.lab = hosts_mod.Lab(prefix, link_mbit=link_mbit, qemu=qemu,
+                                     daemon_env=daemon_env)
+        self.qemu = qemu
+        self.link_mbit = link_mbit
         options = dict(LAB_QAT_OPTIONS)
         options['link_gbps'] = link_mbit / 1000.0
         options.update(qat_options or {})
@@ -388,6 +405,8 @@ class NovaLab:
         self.images: dict = {}
 
     def __enter__(self) -> 'NovaLab':
+        if self.kind == 'services':
+            return self._enter_services()
         self.lab.__enter__()
         try:
             self.cloud = cloud_mod.LabCloud(
@@ -400,7 +419,34 @@ class NovaLab:
             raise
         return self
 
+    def _enter_services(self) -> 'NovaLab':
+        services = self.services
+        if services.ServiceCloud.running():
+            self.cloud = services.ServiceCloud.attach()
+            self.cloud.qat_options.update(self.qat_options)
+        else:
+            self.cloud = services.ServiceCloud(
+                link_mbit=self.link_mbit, qemu=self.qemu,
+                qat_options=self.qat_options)
+            self.started_cloud = True
+            self.cloud.up()
+        self.lab = self.cloud.lab
+        try:
+            if self.lab.link_mbit != self.link_mbit:
+                self.cloud.set_link(self.link_mbit)
+            self.images = guest_mod.build()
+            self.cloud.upload_guest_images(self.images)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
     def __exit__(self, *exc: Any) -> None:
+        if self.kind == 'services':
+            if self.started_cloud and self.cloud is not None:
+                self.cloud.down()
+            self.cloud = None
+            return
         if self.cloud is not None:
             self.cloud.down()
             self.cloud = None
@@ -408,10 +454,8 @@ class NovaLab:
 
     def set_link(self, mbit: int) -> None:
         """Shape the link and tell the planners its rate."""
-        self.lab.set_link(mbit)
-        for options in (self.qat_options, self.cloud.qat_options):
-            options['link_gbps'] = mbit / 1000.0
-        self.cloud.flags(link_gbps=mbit / 1000.0, group='qat_migration')
+        self.qat_options['link_gbps'] = mbit / 1000.0
+        self.cloud.set_link(mbit)
 
 
 class GuestSession:
@@ -560,10 +604,10 @@ class GuestSession:
             if during is not None:
                 during(time.monotonic() - started)
         tx0, _ = src.veth_bytes()
-        n_reports = len(cloud.reports.records)
+        n_reports = cloud.reports.mark()
         n_cli = len(cloud.cli_log)
         started = time.monotonic()
-        with _overrides(cloud, options, timeout):
+        with cloud.overrides(options, timeout):
             try:
                 migration = cloud.live_migrate(self.server_id, host=dest,
                                                poll=sample)
@@ -587,14 +631,13 @@ class GuestSession:
             result.migration_status = migration['status']
             result.dest = migration.get('dest_compute') or result.dest
         self._fill(result, record, migration)
-        server = cloud.api.get_server(self.server_id)
+        server = cloud.get_server(self.server_id)
         if server['status'] == 'ERROR':
             # What an operator does when the guest still runs: reset the
             # state (recorded; the run counts as failed).
             result.notes.append('Nova left the server in ERROR: '
                                 'reset-state --active')
-            cloud.api.post_server_action(
-                self.server_id, {'os-resetState': {'state': 'active'}})
+            cloud.reset_active(self.server_id)
         # The guest's last report from the source's console.
         result.guest_rate = self.console.rate()
         samples = self.console.stats()
@@ -677,36 +720,3 @@ class GuestSession:
                                   outcome, OUTCOME_ERROR)
             result.error = result.error or 'migration %s (%s)' % (
                 status, outcome)
-
-
-class _overrides:
-    """``[qat_migration]`` options and Nova's completion timeout for one
-    migration, as an operator's nova.conf would set them.
-    """
-
-    def __init__(self, cloud: cloud_mod.LabCloud, options: dict,
-                 completion_timeout: int) -> None:
-        self.cloud = cloud
-        self.options = options
-        self.timeout = completion_timeout
-
-    def __enter__(self) -> None:
-        from oslo_config import cfg
-        conf = cfg.CONF
-        for name, value in self.options.items():
-            group, option = sc.option_group(name)
-            conf.set_override(option, value, group=group)
-        conf.set_override('live_migration_completion_timeout', self.timeout,
-                          group='libvirt')
-
-    def __exit__(self, *exc: Any) -> None:
-        from oslo_config import cfg
-        conf = cfg.CONF
-        for name in self.options:
-            group, option = sc.option_group(name)
-            conf.clear_override(option, group=group)
-        conf.clear_override('live_migration_completion_timeout',
-                            group='libvirt')
-        # The lab's own defaults come back (they are overrides too).
-        for name, value in self.cloud.qat_options.items():
-            conf.set_override(name, value, group='qat_migration')

@@ -22,8 +22,9 @@ under :data:`LOG_ROOT`:
   gunicorn (a ``gunicorn.conf.py`` per service: Keystone's WSGI app parses
   ``sys.argv``), behind ``keystonemiddleware`` with service users in a
   ``service`` project;
-* a network endpoint (:mod:`.neutron`): Nova asks Neutron for security
-  groups even for servers booted with ``--nic none``;
+* Neutron's API (:mod:`.neutron`: ML2, no agents), also under gunicorn:
+  Nova asks Neutron for the instance's ports and networks even for servers
+  booted with ``--nic none``;
 * ``nova-conductor`` and ``nova-scheduler``, as their distribution's units
   start them (``--config-file /etc/nova/nova.conf``);
 * one ``nova-compute`` per lab host, with **its own nova.conf** (``host``,
@@ -60,6 +61,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 import uuid
@@ -89,7 +91,7 @@ DATABASES = ('keystone', 'glance', 'placement', 'nova_api', 'nova_cell0',
              'nova')
 #: Bumped when what ``_setup_databases`` writes changes: an older stamp
 #: means the databases are rebuilt.
-SCHEMA_STAMP = 'nqm-cloud-1'
+SCHEMA_STAMP = 'nqm-cloud-2'
 PORTS = {'keystone': 5000, 'glance': 9292, 'placement': 8778,
          'nova-api': 8774, 'neutron': neutron.PORT}
 DEBIAN_PACKAGES = ('mariadb-server', 'rabbitmq-server', 'memcached')
@@ -138,6 +140,8 @@ def _ini(sections: dict) -> str:
     for section, options in sections.items():
         out.append('[%s]' % section)
         for key, value in options.items():
+            if value is None:
+                continue        # the option's default
             if isinstance(value, (list, tuple)):
                 value = ','.join(str(v) for v in value)
             elif isinstance(value, bool):
@@ -408,10 +412,17 @@ class ServiceCloud:
             done.append('killed %s' % line)
         self.lab.down()
         done += hosts_mod.cleanup(PREFIX)
-        for script, _proc in SYSTEM_SERVICES:
+        for script, proc in SYSTEM_SERVICES:
             if _system_running(script):
                 subprocess.run(['/etc/init.d/%s' % script, 'stop'],
                                capture_output=True, timeout=120)
+                deadline = time.monotonic() + 15
+                while (_system_running(script) and
+                       time.monotonic() < deadline):
+                    time.sleep(0.2)
+                if _system_running(script):
+                    subprocess.run(['pkill', '-x', proc],
+                                   capture_output=True)
                 done.append('stopped %s' % script)
         # rabbitmq-server's stop leaves Erlang's port mapper running.
         subprocess.run(['pkill', '-x', 'epmd'], capture_output=True)
@@ -577,9 +588,7 @@ class ServiceCloud:
                                             username='nova'),
             'glance': {'api_servers': self.url('glance'),
                        'num_retries': 2},
-            'neutron': self._service_auth('nova', username='neutron')
-            if neutron.REAL else neutron.nova_options(
-                self._service_auth('nova')),
+            'neutron': neutron.nova_options(self._service_auth('nova')),
             'oslo_concurrency': {'lock_path': os.path.join(
                 STATE_ROOT, 'nova', 'lock')},
             'oslo_messaging_notifications': {'driver': 'messagingv2'},
@@ -649,7 +658,10 @@ class ServiceCloud:
                     os.path.join(nv, 'api-paste.ini'))
         # Per-service log files: each process gets its own --log-file.
         neutron.write_config(os.path.join(STATE_ROOT, 'neutron'),
-                             self._authtoken('neutron'))
+                             self._db('neutron'), self.transport_url(),
+                             self._authtoken('neutron'),
+                             os.path.join(STATE_ROOT, 'neutron', 'state'),
+                             LOG_ROOT)
         for host in self.computes:
             self.write_compute_conf(host)
         _write(self.clouds_yaml, self._clouds_yaml(), 0o600)
@@ -681,7 +693,7 @@ class ServiceCloud:
             'compute_driver': DRIVER,
             'instances_path': self.lab.instances_path,
             'state_path': host.state_path,
-            'graceful_shutdown_timeout': 30,
+            'graceful_shutdown_timeout': 10,
             'manager_shutdown_timeout': 5,
             'heal_instance_info_cache_interval': -1,
         })
@@ -693,6 +705,15 @@ class ServiceCloud:
         libvirt.update(self.libvirt_options)
         conf['libvirt'] = libvirt
         conf['image_cache'] = {'remove_unused_base_images': False}
+        # NOTE(qat-migration): Nova 34's pre_live_migration on a
+        # destination without shared storage fetches the instance's kernel
+        # through fetch_to_raw, whose deep inspection takes an x86 bzImage
+        # (a legacy boot sector ending in 0x55AA) for an MBR disk and
+        # refuses it ("Image does not pass safety check"); the boot path
+        # caches the same file without that check. Operators whose
+        # instances boot from AKI/ARI images and block-migrate need this
+        # workaround (see doc/source/lab.rst).
+        conf['workarounds'] = {'disable_deep_image_inspection': True}
         conf['nova_sys_admin'] = {'helper_command': '%s --config-file %s' % (
             _bin('privsep-helper'), host.conf_file)}
         conf['qat_migration'] = dict(self.qat_options)
@@ -1295,9 +1316,14 @@ class ServiceCloud:
         changed = [h for h in self.computes if self.write_compute_conf(h)]
         if not changed:
             return []
-        for host in changed:
-            self.processes['nova-compute-%s' % host.name].stop()
         since = time.time()
+        stops = [threading.Thread(
+            target=self.processes['nova-compute-%s' % h.name].stop)
+            for h in changed]
+        for thread in stops:
+            thread.start()
+        for thread in stops:
+            thread.join()
         for host in changed:
             proc = self.compute_process(host)
             proc.start()
@@ -1328,6 +1354,8 @@ class ServiceCloud:
         """Shape the link and tell the planners its rate."""
         self.lab.set_link(mbit)
         self.qat_options['link_gbps'] = mbit / 1000.0
+        if self.running():
+            self._save()
 
     def nova_conf(self, host: hosts_mod.LabHost) -> str:
         """``host``'s nova-compute configuration, as written."""
