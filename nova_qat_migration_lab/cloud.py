@@ -88,6 +88,7 @@ from nova_qat_migration import report  # noqa: E402
 from nova_qat_migration_lab import guest as guest_mod  # noqa: E402
 from nova_qat_migration_lab import hosts as hosts_mod  # noqa: E402
 from nova_qat_migration_lab import qemu_build  # noqa: E402
+from nova_qat_migration_lab import services  # noqa: E402
 
 LOG = oslo_logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ _SKIPPED_FIXTURES = (
 )
 
 
-class CloudError(Exception):
-    """Nova did not do what the lab asked (with Nova's own reason)."""
+#: Nova did not do what the lab asked (one class for both clouds).
+CloudError = services.CloudError
 
 
 def _start_events_once() -> None:

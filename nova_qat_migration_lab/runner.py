@@ -45,12 +45,14 @@ from typing import Any, Callable, Optional
 
 from oslo_log import log as logging
 
-from nova_qat_migration_lab import cloud as cloud_mod
 from nova_qat_migration_lab import guest as guest_mod
 from nova_qat_migration_lab import hosts as hosts_mod
 from nova_qat_migration_lab import scenarios as sc
+from nova_qat_migration_lab.services import CloudError
 
 LOG = logging.getLogger(__name__)
+
+DRIVER = 'qat_migration.QATLibvirtDriver'
 
 DEFAULT_TIMEOUT_S = 60.0
 BOOT_TIMEOUT_S = 180.0
@@ -380,7 +382,7 @@ class NovaLab:
     def __init__(self, prefix: Optional[str] = None, link_mbit: int = 1000,
                  qat_options: Optional[dict] = None,
                  log_path: Optional[str] = None,
-                 driver: str = cloud_mod.DRIVER,
+                 driver: str = DRIVER,
                  qemu: Optional[str] = None,
                  daemon_env: Optional[dict] = None,
                  cloud: str = 'inprocess') -> None:
@@ -401,7 +403,7 @@ class NovaLab:
         self.qat_options = options
         self.log_path = log_path
         self.driver = driver
-        self.cloud: Optional[cloud_mod.LabCloud] = None
+        self.cloud: Any = None
         self.images: dict = {}
 
     def __enter__(self) -> 'NovaLab':
@@ -409,6 +411,8 @@ class NovaLab:
             return self._enter_services()
         self.lab.__enter__()
         try:
+            # Nova's functional-test base: imported only for this harness.
+            from nova_qat_migration_lab import cloud as cloud_mod
             self.cloud = cloud_mod.LabCloud(
                 self.lab, log_path=self.log_path,
                 qat_options=self.qat_options, driver=self.driver).up()
@@ -495,7 +499,7 @@ class GuestSession:
                             host=self.nlab.lab.hosts[0].name,
                             timeout=BOOT_TIMEOUT_S)
         self.server_id = server['id']
-        self.console = cloud_mod.console_of(cloud, self.server_id)
+        self.console = guest_mod.Console(cloud.domain(self.server_id))
         # READY comes once; STAT every few seconds after it.
         self.console.wait_for(r'READY pages=\d+|STAT t=', READY_TIMEOUT_S)
         return time.monotonic() - started
@@ -547,7 +551,7 @@ class GuestSession:
         """Follow the guest to the host that runs it now."""
         if self.console is not None:
             self.console.close()
-        self.console = cloud_mod.console_of(self.cloud, self.server_id)
+        self.console = guest_mod.Console(self.cloud.domain(self.server_id))
 
     # -- the migration -----------------------------------------------------
     def migrate(self, spec: sc.PlanSpec, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -611,7 +615,7 @@ class GuestSession:
             try:
                 migration = cloud.live_migrate(self.server_id, host=dest,
                                                poll=sample)
-            except cloud_mod.CloudError as exc:
+            except CloudError as exc:
                 result.error = str(exc)
                 result.outcome = OUTCOME_REJECTED
                 migration = None
