@@ -488,7 +488,14 @@ class Calibration:
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
-    """A job-stats sample of a running migration, plus monitor memory."""
+    """A job-stats sample of a running migration, plus monitor memory.
+
+    ``remaining_mb`` is the guest memory left to send;
+    ``lowest_remaining_mb`` the lowest data left (memory and, in a block
+    migration, disk) since the memory migration started, and
+    ``lowest_at_s`` when the migration last made progress (that low, a
+    pass starting with less to re-send, or disk data copied).
+    """
 
     elapsed_s: float
     remaining_mb: float
@@ -504,6 +511,16 @@ class Progress:
     stalled_iterations: int = 0
     downtime_ms: int = 0
     post_copy_active: bool = False
+    #: Block migration: libvirt's ``disk_*`` job stats in MiB (MiB/s): the
+    #: disks' data to copy, copied and left; 0 when no disk is copied.
+    disk_total_mb: float = 0.0
+    disk_processed_mb: float = 0.0
+    disk_remaining_mb: float = 0.0
+    disk_bandwidth_mbps: float = 0.0
+    #: The disks are still being copied: the memory migration has not
+    #: started (libvirt copies the disks first) or more than the tracker's
+    #: in-sync slack remains. Post-copy cannot start then.
+    disk_copying: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
