@@ -325,4 +325,3 @@ class BlockMigrationTest(_ReplayTestBase):
         self.assertIn('"outcome": "aborted"', log)
         self.assertIn('disk copy stalled', log)
         self.assertIn('no post-copy while the disks are copied', log)
-
