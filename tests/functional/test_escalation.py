@@ -277,19 +277,29 @@ class BlockMigrationTest(_ReplayTestBase):
             f.write(b'\x01' * 8 * MIB)
         return server
 
-    def test_disk_copy_longer_than_the_progress_timeout_completes(self):
-        # 20 samples of disk copy, 3.5 s of job time each (70 s), with a
-        # 5 s progress timeout: memory_remaining stays 0 all along.
+    def migrate_block(self, sequence, status):
+        """Block-migrate a new server while the fake replays ``sequence``.
+
+        Post-copy is permitted and the progress timeout is 5 s.
+
+        :returns: the server once its migration is ``status``.
+        """
         self.flags(permit_post_copy=True, post_copy_after_stalled=1,
                    progress_timeout=5, group='qat_migration')
         self.start_qat_compute('src')
         self.start_qat_compute('dest')
         server = self.block_server()
-        copy = _block_copy(20)
-        self.sequences[server['id']] = copy + _converging_after(copy)
+        self.sequences[server['id']] = list(sequence)
         self.start_migration(server)
-        self.wait_for_migration(server, ['completed'])
-        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.wait_for_migration(server, [status])
+        return self._wait_for_state_change(server, 'ACTIVE')
+
+    def test_disk_copy_longer_than_the_progress_timeout_completes(self):
+        # 20 samples of disk copy, 3.5 s of job time each (70 s), with a
+        # 5 s progress timeout: memory_remaining stays 0 all along.
+        copy = _block_copy(20)
+        server = self.migrate_block(copy + _converging_after(copy),
+                                    'completed')
         self.assertEqual('dest', server['OS-EXT-SRV-ATTR:host'])
         call = self.last_call(server)
         self.assertIn('NON_SHARED_INC', base.flag_set(call['flags']))
@@ -308,15 +318,8 @@ class BlockMigrationTest(_ReplayTestBase):
     def test_stalled_disk_copy_aborts_without_post_copy(self):
         # The copy stops after 5 samples; post-copy is permitted but QEMU's
         # memory migration never started: abort, the guest stays.
-        self.flags(permit_post_copy=True, post_copy_after_stalled=1,
-                   progress_timeout=5, group='qat_migration')
-        self.start_qat_compute('src')
-        self.start_qat_compute('dest')
-        server = self.block_server()
-        self.sequences[server['id']] = _block_copy(30, stall_after=5)
-        self.start_migration(server)
-        self.wait_for_migration(server, ['cancelled'])
-        server = self._wait_for_state_change(server, 'ACTIVE')
+        server = self.migrate_block(_block_copy(30, stall_after=5),
+                                    'cancelled')
         self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual([server['id']], self.aborted)
         self.assertEqual([], self.postcopy)
