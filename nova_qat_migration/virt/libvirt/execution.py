@@ -26,7 +26,8 @@ two stand-ins for its ``virDomain``:
     policy's escalations; its ``migrateSetMaxDowntime`` scales Nova's
     downtime steps to the plan's maximum downtime, its ``abortJob``
     records that an abort was asked for, and its ``migrateStartPostCopy``
-    refuses while a block migration's disks are still being copied.
+    refuses while a block migration's memory migration waits for the
+    disks to be copied.
 """
 
 from __future__ import annotations
@@ -576,25 +577,24 @@ class MonitoredDomain(_DomainProxy):
         return self._qat_domain.abortJob(*args)
 
     def migrateStartPostCopy(self, *args: Any) -> Any:
-        """Post-copy, unless a block migration's disks are being copied.
+        """Post-copy, unless the memory migration waits for the disks.
 
-        NOTE(qat-migration): libvirt copies the disks before it starts
-        QEMU's memory migration. A switch asked for meanwhile (Nova's
-        force-complete, its completion timeout's ``force_complete``
-        action, or an escalation) is refused by QEMU ("Postcopy must be
-        started after migration has been started") or, on a QEMU whose
-        earlier migration failed, accepted and dropped when the memory
-        migration starts; Nova would then believe the guest runs on the
-        destination and stop its completion timeout. Refused here with a
-        libvirt error, as QEMU would: Nova logs it and its timeouts stay
-        in force.
+        NOTE(qat-migration): libvirt copies a block migration's disks
+        before it starts QEMU's memory migration. A switch asked for
+        meanwhile (Nova's force-complete, its completion timeout's
+        ``force_complete`` action, or an escalation) is refused by QEMU
+        ("Postcopy must be started after migration has been started") or,
+        on a QEMU whose earlier migration failed, accepted and dropped
+        when the memory migration starts; Nova would then believe the
+        guest runs on the destination and stop its completion timeout.
+        Refused here with a libvirt error, as QEMU would: Nova logs it and
+        its timeouts stay in force, and a later request (once the memory
+        migration runs) goes through.
         """
-        session = self._qat_session
-        if session.tracker.disk_copying:
+        if self._qat_session.tracker.memory_waits_for_disks:
             raise libvirt_module().libvirtError(
                 'post-copy refused: the block migration is still copying '
-                'the disks (the memory migration has not started or the '
-                'disk mirrors are not in sync)')
+                'the disks (the memory migration has not started)')
         return self._qat_domain.migrateStartPostCopy(*args)
 
     def _qat_escalate(self, stats: dict) -> None:
@@ -664,14 +664,6 @@ class MonitoredDomain(_DomainProxy):
                 a.kind == datamodel.ACTION_ABORT for a in session.actions):
             # The job is being cancelled (it may take the peer's answer,
             # e.g. over a link that returns later): one abort is enough.
-            return
-        if (action.kind == datamodel.ACTION_POST_COPY and
-                session.tracker.disk_copying):
-            # NOTE(qat-migration): see migrateStartPostCopy; the default
-            # escalation never asks for it, a plugin policy may.
-            LOG.warning('Migration escalation post_copy (%s) not applied: '
-                        'the block migration is still copying the disks',
-                        action.reason, instance=instance)
             return
         idle = self._qat_idle_s()
         if action.kind == datamodel.ACTION_POST_COPY and idle >= DEAD_LINK_S:
