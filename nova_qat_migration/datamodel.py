@@ -554,8 +554,10 @@ class Progress:
     disk_remaining_mb: float = 0.0
     disk_bandwidth_mbps: float = 0.0
     #: The disks are still being copied: the memory migration has not
-    #: started (libvirt copies the disks first) or more than the tracker's
-    #: in-sync slack remains. Post-copy cannot start then.
+    #: started (libvirt copies the disks first; post-copy cannot start
+    #: then) or the mirrors owe more than the tracker's in-sync slack (a
+    #: switch-over would wait for them). The default escalation asks for
+    #: no post-copy while this holds.
     disk_copying: bool = False
 
 

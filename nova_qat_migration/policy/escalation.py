@@ -96,12 +96,13 @@ def escalate(plan: datamodel.Plan, progress: datamodel.Progress) -> list:
     Progress is what the tracker says it is: a new low of the data left
     (memory and a block migration's disk) or, while a block migration's
     disks are copied, disk data moving. Post-copy is never asked for while
-    the disks are copied: QEMU's memory migration has not started, and
-    QEMU refuses the switch ("Postcopy must be started after migration has
-    been started"), or, when an earlier migration of the same QEMU failed,
+    the disks are copied. Before QEMU's memory migration starts, QEMU
+    refuses the switch ("Postcopy must be started after migration has been
+    started"), or, when an earlier migration of the same QEMU failed,
     takes it and forgets it when the memory migration starts, while Nova
     marks the migration as running in post-copy and stops its completion
-    timeout. A stalled disk copy is aborted instead.
+    timeout; afterwards, mirrors that owe more than the in-sync slack would
+    lengthen the switch-over pause. A stalled disk copy is aborted instead.
     """
     if progress.post_copy_active:
         return []

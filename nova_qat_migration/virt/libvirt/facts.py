@@ -120,6 +120,8 @@ DiskFacts = tuple[Optional[int], tuple[int, ...], Optional[str]]
 NO_DISKS: DiskFacts = (None, (), None)
 
 GIB = 1024 ** 3
+#: Where a block device's size is, by device number.
+SYS_DEV_BLOCK = '/sys/dev/block'
 
 
 def _copied_bytes(path: str) -> tuple[int, int]:
@@ -128,17 +130,18 @@ def _copied_bytes(path: str) -> tuple[int, int]:
     A file's allocated bytes (a sparse raw file, or a qcow2 overlay whose
     backing file the destination already has, copies only those) and
     its ``st_size``, which Nova's monitor counts. A block device's
-    ``st_size`` is 0: its size is read from the device.
+    ``st_size`` is 0: its size is read from sysfs (in 512-byte sectors;
+    nova-compute need not be able to open the device).
 
     :raises OSError: when the disk cannot be read.
+    :raises ValueError: when sysfs says something that is not a size.
     """
     info = os.stat(path)
     if stat.S_ISBLK(info.st_mode):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return os.lseek(fd, 0, os.SEEK_END), info.st_size
-        finally:
-            os.close(fd)
+        sysfs = '%s/%d:%d/size' % (SYS_DEV_BLOCK, os.major(info.st_rdev),
+                                   os.minor(info.st_rdev))
+        with open(sysfs) as f:
+            return int(f.read().strip()) * 512, info.st_size
     allocated = getattr(info, 'st_blocks', None)
     copied = (info.st_size if allocated is None
               else min(info.st_size, allocated * 512))

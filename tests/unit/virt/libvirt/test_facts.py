@@ -14,6 +14,7 @@ only when the policy needs it, and the destination's Placement traits.
 """
 
 import os
+import stat
 import time
 from unittest import mock
 
@@ -292,6 +293,27 @@ class BlockMigrationDisksTest(_GatherTestBase):
         # floor per disk) = 6 GiB, at 800 s per GiB.
         self.assertEqual(6.0, got.nova_data_gb())
         self.assertEqual(4800.0, got.completion_timeout_s())
+
+    def test_block_device_size_from_sysfs(self):
+        # An LVM or raw-device disk: st_size 0 (which Nova counts, at its
+        # 2 GiB floor), the size in 512-byte sectors under /sys/dev/block.
+        sysfs = self.useFixture(fixtures.TempDir()).path
+        os.makedirs(os.path.join(sysfs, '253:7'))
+        with open(os.path.join(sysfs, '253:7', 'size'), 'w') as f:
+            f.write('41943040\n')              # 20 GiB
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.facts.SYS_DEV_BLOCK', sysfs))
+        device = os.stat_result(
+            (stat.S_IFBLK | 0o660, 0, 0, 1, 0, 0, 0, 0, 0, 0),
+            {'st_rdev': os.makedev(253, 7), 'st_blocks': 0})
+        self.guest.get_all_disks.return_value = [
+            _disk('vda', '/dev/vg/disk', source_type='block')]
+        with mock.patch.object(facts.os, 'stat', return_value=device):
+            got = self._gather_block()
+        self.assertEqual('disks', got.disk_source)
+        self.assertEqual(20 * 1024 * datamodel.MIB, got.disk_bytes)
+        self.assertEqual((0,), got.disk_sizes)
+        self.assertEqual(4.0, got.nova_data_gb())
 
     def test_flavor_bounds_the_copy_when_disks_cannot_be_read(self):
         self.guest.get_all_disks.side_effect = RuntimeError('no XML')
