@@ -314,12 +314,48 @@ class Facts:
     nova: NovaSettings = NovaSettings()
     history: History = History()
     link_mbps: float = 1192.0     # MiB/s of the migration network
+    #: Nova copies the instance's local disks (``migrate_data.
+    #: block_migration``: libvirt's ``VIR_MIGRATE_NON_SHARED_INC``, an NBD
+    #: drive-mirror that copies the disks before the memory).
     block_migration: bool = False
+    #: Bytes a block migration copies: the allocated data of the local
+    #: disks Nova names in ``migrate_disks``; None when not a block
+    #: migration or unknown (then no disk time is predicted).
+    disk_bytes: Optional[int] = None
+    #: Each copied disk's size as Nova's monitor counts it in the data it
+    #: scales its completion timeout by (``os.stat().st_size``, bytes).
+    disk_sizes: tuple[int, ...] = ()
+    #: Where the disk figures come from: ``disks`` (the guest's disk
+    #: files) or ``flavor`` (root, ephemeral and swap sizes: a bound).
+    disk_source: Optional[str] = None
     #: The operator allows QEMU monitor passthrough for methods libvirt does
     #: not know (``[qat_migration] qemu_monitor_passthrough``).
     passthrough_allowed: bool = False
     #: What the source's other migrations in flight hold.
     in_flight: InFlight = InFlight()
+
+    def nova_data_gb(self) -> float:
+        """The GiB Nova's monitor scales its timeouts by.
+
+        Nova's ``_live_migration_data_gb``: the guest's RAM, at least
+        2 GiB, plus for a block migration each copied disk's size, at least
+        2 GiB each.
+        """
+        data_gb = max(2.0, self.instance.memory_mb / 1024.0)
+        if self.block_migration:
+            data_gb += sum(max(2.0, size / float(1024 ** 3))
+                           for size in self.disk_sizes)
+        return data_gb
+
+    def completion_timeout_s(self) -> float:
+        """Nova's completion timeout for this migration (disks included).
+
+        NOTE(qat-migration): Nova's monitor, which the driver runs
+        unchanged with its disk paths, aborts (or forces) the migration
+        after ``[libvirt] live_migration_completion_timeout`` seconds per
+        GiB of :meth:`nova_data_gb`.
+        """
+        return self.nova.completion_timeout_s_per_gib * self.nova_data_gb()
 
     def can_send(self, method: str) -> bool:
         """Whether the source can send ``method`` by some backend."""
@@ -497,7 +533,14 @@ class Calibration:
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
-    """A job-stats sample of a running migration, plus monitor memory."""
+    """A job-stats sample of a running migration, plus monitor memory.
+
+    ``remaining_mb`` is the guest memory left to send;
+    ``lowest_remaining_mb`` the lowest data left (memory and, in a block
+    migration, disk) since the memory migration started, and
+    ``lowest_at_s`` when the migration last made progress (that low, a
+    pass starting with less to re-send, or disk data copied).
+    """
 
     elapsed_s: float
     remaining_mb: float
@@ -513,6 +556,18 @@ class Progress:
     stalled_iterations: int = 0
     downtime_ms: int = 0
     post_copy_active: bool = False
+    #: Block migration: libvirt's ``disk_*`` job stats in MiB (MiB/s): the
+    #: disks' data to copy, copied and left; 0 when no disk is copied.
+    disk_total_mb: float = 0.0
+    disk_processed_mb: float = 0.0
+    disk_remaining_mb: float = 0.0
+    disk_bandwidth_mbps: float = 0.0
+    #: The disks are still being copied: the memory migration has not
+    #: started (libvirt copies the disks first; post-copy cannot start
+    #: then) or the mirrors owe more than the tracker's in-sync slack (a
+    #: switch-over would wait for them). The default escalation asks for
+    #: no post-copy while this holds.
+    disk_copying: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,6 +63,27 @@ def downtime_target(plan: datamodel.Plan, progress: datamodel.Progress) -> int:
     return target
 
 
+def _watched(progress: datamodel.Progress) -> bool:
+    """Whether the progress timeout can judge this migration yet.
+
+    Once the memory migration has reached a first low, or while a block
+    migration's disks are copied: a disk copy that does not move from the
+    start of the job times out like a memory migration that stalls.
+    """
+    return (progress.lowest_remaining_mb != float('inf') or
+            progress.disk_copying)
+
+
+def _stalled_for(progress: datamodel.Progress) -> str:
+    """What the progress timeout saw, for the action's reason."""
+    idle = progress.elapsed_s - progress.lowest_at_s
+    if progress.disk_copying:
+        return ('disk copy stalled (%.0f of %.0f MiB left) for %.0f s'
+                % (progress.disk_remaining_mb, progress.disk_total_mb, idle))
+    return ('no new low of remaining data (%.0f MiB) for %.0f s'
+            % (progress.lowest_remaining_mb, idle))
+
+
 def escalate(plan: datamodel.Plan, progress: datamodel.Progress) -> list:
     """The default escalation of a running migration.
 
@@ -71,25 +92,35 @@ def escalate(plan: datamodel.Plan, progress: datamodel.Progress) -> list:
     progress timeout ends the migration (by post-copy when the plan permits
     it, else by abort, as KubeVirt does); otherwise downtime, XBZRLE cache
     and the stalled-iteration post-copy switch are considered.
+
+    Progress is what the tracker says it is: a new low of the data left
+    (memory and a block migration's disk) or, while a block migration's
+    disks are copied, disk data moving. Post-copy is never asked for while
+    the disks are copied. Before QEMU's memory migration starts, QEMU
+    refuses the switch ("Postcopy must be started after migration has been
+    started"), or, when an earlier migration of the same QEMU failed,
+    takes it and forgets it when the memory migration starts, while Nova
+    marks the migration as running in post-copy and stops its completion
+    timeout; afterwards, mirrors that owe more than the in-sync slack would
+    lengthen the switch-over pause. A stalled disk copy is aborted instead.
     """
     if progress.post_copy_active:
         return []
 
-    if (plan.progress_timeout_s > 0 and
-            progress.lowest_remaining_mb != float('inf') and
+    if (plan.progress_timeout_s > 0 and _watched(progress) and
             progress.elapsed_s - progress.lowest_at_s
             > plan.progress_timeout_s):
-        reason = ('no new low of remaining data (%.0f MiB) for %.0f s '
-                  '(progress timeout %d s)'
-                  % (progress.lowest_remaining_mb,
-                     progress.elapsed_s - progress.lowest_at_s,
-                     plan.progress_timeout_s))
-        if plan.post_copy:
+        reason = '%s (progress timeout %d s)' % (_stalled_for(progress),
+                                                 plan.progress_timeout_s)
+        if plan.post_copy and not progress.disk_copying:
             return [datamodel.Action(datamodel.ACTION_POST_COPY,
                                      reason=reason)]
+        if plan.post_copy:
+            reason += '; no post-copy while the disks are copied'
         return [datamodel.Action(datamodel.ACTION_ABORT, reason=reason)]
 
     if (plan.post_copy and plan.post_copy_after_stalled and
+            not progress.disk_copying and
             progress.stalled_iterations >= plan.post_copy_after_stalled):
         return [datamodel.Action(
             datamodel.ACTION_POST_COPY,

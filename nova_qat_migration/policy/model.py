@@ -25,6 +25,12 @@ The model follows QEMU's pre-copy loop round by round:
   spread over a working set ``W`` (the hint, else the guest's non-zero
   pages), since the dirty bitmap holds a page once however often it was
   written;
+* a block migration first copies the instance's local disks: libvirt
+  runs an NBD drive-mirror per disk, uncompressed and outside multifd,
+  and starts QEMU's memory migration only once every mirror is in sync,
+  so the copy adds its bytes over the link (this migration's share)
+  before round 0; round 0 then sends all of RAM whatever the guest
+  dirtied meanwhile;
 * a round's rate is the smallest of the link (after the compression ratio
   or XBZRLE's delta savings), the compressors (channels x per-core
   throughput, or QAT) and the per-stream copy limit;
@@ -73,6 +79,8 @@ class Workload:
     compress_ratio: float = 0.5
     #: share of re-sent bytes XBZRLE saves (1.0: tiny in-page writes)
     xbzrle_friendly: float = 0.7
+    #: MiB of local disk a block migration copies before the memory
+    disk_mb: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,15 +93,19 @@ class Prediction:
     post_copy: bool = False
     throttle_pct: int = 0
     why: str = ''
+    #: seconds of a block migration's disk copy (included in ``total_s``)
+    disk_s: float = 0.0
 
     def describe(self) -> str:
+        disk = ' after a %.1f s disk copy' % self.disk_s if self.disk_s \
+            else ''
         if not self.converges:
-            return 'never converges (%s)' % self.why
+            return 'never converges%s (%s)' % (disk, self.why)
         how = ' via post-copy' if self.post_copy else ''
         thr = ' throttled to %d%%' % self.throttle_pct if self.throttle_pct \
             else ''
-        return '%.1f s / %.0f ms%s%s' % (self.total_s, self.downtime_ms,
-                                         how, thr)
+        return '%.1f s / %.0f ms%s%s%s' % (self.total_s, self.downtime_ms,
+                                           how, thr, disk)
 
 
 MAX_ROUNDS = 200
@@ -210,6 +222,19 @@ def next_throttle(plan: datamodel.Plan, throttle: int, high_periods: int,
     return min(THROTTLE_MAX, throttle), 0
 
 
+def disk_copy_s(load: Workload, link_mbps: float) -> float:
+    """Seconds a block migration copies the disks before the memory.
+
+    The disk data crosses the link once, uncompressed. The guest's disk
+    writes during the copy are copied as well, and the mirrors share the
+    link with the memory rounds afterwards; how much the guest writes to
+    its disks is not among the facts, so neither is counted.
+    """
+    if load.disk_mb <= 0.0 or link_mbps <= 0.0:
+        return 0.0
+    return load.disk_mb / link_mbps
+
+
 def _downtime_ms(transfer_s: float, cal: datamodel.Calibration) -> float:
     # The pause QEMU causes: the last transfer plus the fixed switch-over,
     # and never less than the transfer with the overshoot of QEMU's own
@@ -229,7 +254,11 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
     QEMU switches over once what remains can be sent within
     ``plan.downtime_limit_ms`` (the limit it is given); the downtime
     reported is the pause that causes, with a margin
-    (``cal.downtime_overshoot``), so it is not optimistic.
+    (``cal.downtime_overshoot``), so it is not optimistic. A block
+    migration's disk copy (:func:`disk_copy_s`) comes first and counts in
+    the total time; ``time_limit_s`` bounds the memory rounds after it
+    (whether the whole fits Nova's completion timeout is the caller's
+    judgement, :func:`~.predictive.choose`).
     """
     fresh_rate, resend_rate, wire_per_page = rates(plan, load, link_mbps,
                                                     cal, idle_cores)
@@ -239,12 +268,16 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
     nonzero = load.ram_mb * (1.0 - load.zero_fraction)
     zero = load.ram_mb - nonzero
 
+    # A block migration's disks first: QEMU's memory migration starts
+    # once the mirrors are in sync.
+    disk_s = disk_copy_s(load, link_mbps)
     # Round 0: every page once. Zero pages cost a read (QEMU checks every
     # page for zeroes) and a header on the wire.
-    elapsed = cal.setup_s + nonzero / fresh_rate + zero / cal.zero_mbps + \
-        zero * cal.zero_cost / link_mbps
+    elapsed = cal.setup_s + disk_s + nonzero / fresh_rate + \
+        zero / cal.zero_mbps + zero * cal.zero_cost / link_mbps
     wire = nonzero * wire_per_page + zero * cal.zero_cost
-    round_time = elapsed - cal.setup_s
+    disk_wire = max(0.0, load.disk_mb)
+    round_time = elapsed - cal.setup_s - disk_s
     round_wire = wire
     xbz_wire = xbzrle_wire(plan, load, cal) if xbzrle else wire_per_page
     throttle = 0
@@ -266,8 +299,8 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             transfer = remaining / rate
             return Prediction(True, elapsed + transfer + cal.switchover_s,
                               _downtime_ms(transfer, cal), rounds,
-                              wire + remaining * per_page,
-                              throttle_pct=throttle)
+                              wire + remaining * per_page + disk_wire,
+                              throttle_pct=throttle, disk_s=disk_s)
         if rounds >= 2 and remaining <= lowest_start * STALL_SHRINK:
             stalled = 0
         elif rounds >= 2:
@@ -280,8 +313,9 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             rest = remaining / fresh_rate
             return Prediction(True, elapsed + cal.switchover_s + rest,
                               cal.switchover_s * 1000.0, rounds,
-                              wire + remaining * wire_per_page,
-                              post_copy=True, throttle_pct=throttle)
+                              wire + remaining * wire_per_page + disk_wire,
+                              post_copy=True, throttle_pct=throttle,
+                              disk_s=disk_s)
         # Auto-converge, checked at a bitmap sync at least a second after
         # the last check (see :func:`next_throttle`).
         period_dirty += remaining
@@ -297,10 +331,10 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
         elapsed += round_time
         wire += round_wire
         rounds += 1
-        if elapsed > time_limit_s:
+        if elapsed - disk_s > time_limit_s:
             break
-    return Prediction(False, float('inf'), float('inf'), rounds, wire,
-                      throttle_pct=throttle,
+    return Prediction(False, float('inf'), float('inf'), rounds,
+                      wire + disk_wire, throttle_pct=throttle, disk_s=disk_s,
                       why='%.0f MiB/s dirtied vs %.0f MiB/s sent'
                       % (load.dirty_mbps * (1 - throttle / 100.0),
                          resend_rate))

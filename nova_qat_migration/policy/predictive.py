@@ -14,9 +14,10 @@
 :mod:`~nova_qat_migration.policy.model` predicts what each candidate of
 :mod:`.candidates` would do for this instance; the best is the fastest
 plan that converges with a downtime within the limit and before Nova's
-completion timeout, unless a gentler one (no throttling, then throttling
-starting low, then post-copy) is predicted within ``[qat_migration]
-gentle_tolerance`` of its time. Also the model's view of the guest
+completion timeout (a block migration's disk copy counted in both),
+unless a gentler one (no throttling, then throttling starting low, then
+post-copy) is predicted within ``[qat_migration] gentle_tolerance`` of
+its time. Also the model's view of the guest
 (:func:`workload`) and of this host's constants (:func:`calibration`),
 which the adaptive policy, the driver's report and the drain command
 share.
@@ -67,7 +68,8 @@ def calibration(conf: Any) -> datamodel.Calibration:
 def workload(facts: datamodel.Facts) -> model.Workload:
     """The model's view of the guest, from measurements and history.
 
-    What nothing measured keeps :class:`~.model.Workload`'s defaults.
+    What nothing measured keeps :class:`~.model.Workload`'s defaults; a
+    block migration's disk bytes come from the facts (none when unknown).
     """
     inst = facts.instance
     hist = facts.history
@@ -96,6 +98,9 @@ def workload(facts: datamodel.Facts) -> model.Workload:
         low, high = RATIO_RANGE
         fields['compress_ratio'] = max(low, min(high,
                                                 fields['compress_ratio']))
+    if facts.block_migration and facts.disk_bytes:
+        # The disks a block migration copies before the memory.
+        fields['disk_mb'] = facts.disk_bytes / float(datamodel.MIB)
     return model.Workload(
         ram_mb=float(inst.memory_mb), dirty_mbps=float(dirty),
         working_set_mb=(float(inst.hints.working_set_mb)
@@ -161,8 +166,9 @@ def choose(facts: datamodel.Facts, lim: common.Limits,
     scored = [(plan, model.predict(plan, load, link, idle_cores=idle,
                                    cal=cal)) for plan in candidates]
     # Nova aborts a migration at its completion timeout: a plan predicted
-    # to need longer does not converge for our purposes.
-    deadline = facts.nova.completion_timeout_s(facts.instance.memory_mb)
+    # to need longer does not converge for our purposes. Its timeout and
+    # the predicted time both count a block migration's disks.
+    deadline = facts.completion_timeout_s()
     good = [(p, pr) for p, pr in scored
             if pr.converges and pr.downtime_ms <= lim.max_downtime_ms and
             pr.total_s <= deadline]
@@ -233,4 +239,6 @@ def predict_dict(conf: Any, facts: datamodel.Facts,
             'downtime_ms': (round(pred.downtime_ms, 1) if pred.converges
                             else None),
             'post_copy': pred.post_copy, 'rounds': pred.rounds,
+            # a block migration's disk copy, included in total_s
+            'disk_s': round(pred.disk_s, 2),
             'summary': pred.describe()}

@@ -17,10 +17,12 @@ converge, and the test asserts what reached libvirt: downtime steps scaled
 to the plan, a post-copy switch, or an abort on the progress timeout.
 """
 
+import os
 import threading
 import time
 
 import fixtures
+from nova import conf as nova_conf
 from nova.tests.fixtures import libvirt as fakelibvirt
 
 from tests.functional import base
@@ -55,7 +57,50 @@ def _stalling(samples, first_pass=6, step_ms=500, jump_ms=0):
     return out
 
 
-class EscalationTest(base.QATMigrationTestBase):
+def _block_copy(samples, stall_after=None, step_ms=500, jump_ms=3000,
+                disk_mib=4096):
+    """Job stats of a block migration's disk copy (memory not started).
+
+    libvirt copies the disks with an NBD drive-mirror before QEMU's memory
+    migration starts; until then every memory_* stat is 0. 128 MiB are
+    copied per sample, none after ``stall_after`` samples.
+    """
+    out = []
+    for i in range(1, samples + 1):
+        copied = 128 * min(i, stall_after or i)
+        out.append({
+            'type': fakelibvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+            'time_elapsed': (step_ms + jump_ms) * i,
+            'memory_total': 0, 'memory_remaining': 0,
+            'memory_processed': 0, 'memory_iteration': 0,
+            'disk_total': disk_mib * MIB, 'disk_processed': copied * MIB,
+            'disk_remaining': (disk_mib - copied) * MIB,
+            'disk_bps': 100 * MIB,
+        })
+    return out
+
+
+def _converging_after(stats, disk_mib=4096):
+    """A 1 GiB guest converging after the disk copy, mirrors in sync."""
+    t0 = stats[-1]['time_elapsed']
+    out = []
+    for i, remaining in enumerate((900, 600, 300, 100, 20, 5), start=1):
+        out.append({
+            'type': fakelibvirt.VIR_DOMAIN_JOB_UNBOUNDED,
+            'time_elapsed': t0 + 500 * i,
+            'memory_total': TOTAL, 'memory_remaining': remaining * MIB,
+            'memory_processed': TOTAL - remaining * MIB,
+            'memory_iteration': 1 if i < 5 else 2,
+            'memory_dirty_rate': 0, 'memory_page_size': 4096,
+            'memory_bps': 100 * MIB,
+            'disk_total': disk_mib * MIB, 'disk_processed': disk_mib * MIB,
+            'disk_remaining': 0,
+        })
+    return out
+
+
+class _ReplayTestBase(base.QATMigrationTestBase):
+    """The fake domain replays recorded job stats to Nova's monitor."""
 
     POLICY = 'static'
 
@@ -141,6 +186,9 @@ class EscalationTest(base.QATMigrationTestBase):
             return
         super()._migrate_stub(domain, destination, params, flags)
 
+
+class EscalationTest(_ReplayTestBase):
+
     def test_stalled_guest_switches_to_post_copy(self):
         self.flags(method='xbzrle', group='qat_migration_static')
         self.flags(permit_post_copy=True, post_copy_after_stalled=2,
@@ -189,3 +237,94 @@ class EscalationTest(base.QATMigrationTestBase):
         self.assertIn('"outcome": "aborted"', self.stdlog.logger.output)
         history = self.driver_of('src')._qat_history.get(server['id'])
         self.assertFalse(history.converged)
+
+
+class BlockMigrationTest(_ReplayTestBase):
+    """Issue 21: a block migration through Nova's API and monitor.
+
+    NOTE(qat-migration): both fake computes share one instances_path, so
+    Nova would take the storage for shared: the test says it is not, gives
+    the destination its own instance directory and skips its image
+    download (the fake has no image backend to copy from).
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.'
+            '_check_shared_storage_test_file', lambda *a, **k: False))
+        dest_root = self.useFixture(fixtures.TempDir()).path
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.utils.get_instance_path_at_destination',
+            lambda instance, migrate_data=None: '%s/%s' % (dest_root,
+                                                           instance.uuid)))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.'
+            '_create_images_and_backing', lambda *a, **k: None))
+        self.flags(method='none', group='qat_migration_static')
+
+    def block_server(self):
+        """A server on src whose root disk file holds 8 MiB of data.
+
+        The fake image backend writes no disk files; Nova's own disk
+        listing (and the planner's) reads them.
+        """
+        server = self.server_on('src')
+        path = os.path.join(nova_conf.CONF.instances_path, server['id'])
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, 'disk'), 'wb') as f:
+            f.truncate(1024 * MIB)
+            f.write(b'\x01' * 8 * MIB)
+        return server
+
+    def migrate_block(self, sequence, status):
+        """Block-migrate a new server while the fake replays ``sequence``.
+
+        Post-copy is permitted and the progress timeout is 5 s.
+
+        :returns: the server once its migration is ``status``.
+        """
+        self.flags(permit_post_copy=True, post_copy_after_stalled=1,
+                   progress_timeout=5, group='qat_migration')
+        self.start_qat_compute('src')
+        self.start_qat_compute('dest')
+        server = self.block_server()
+        self.sequences[server['id']] = list(sequence)
+        self.start_migration(server)
+        self.wait_for_migration(server, [status])
+        return self._wait_for_state_change(server, 'ACTIVE')
+
+    def test_disk_copy_longer_than_the_progress_timeout_completes(self):
+        # 20 samples of disk copy, 3.5 s of job time each (70 s), with a
+        # 5 s progress timeout: memory_remaining stays 0 all along.
+        copy = _block_copy(20)
+        server = self.migrate_block(copy + _converging_after(copy),
+                                    'completed')
+        self.assertEqual('dest', server['OS-EXT-SRV-ATTR:host'])
+        call = self.last_call(server)
+        self.assertIn('NON_SHARED_INC', base.flag_set(call['flags']))
+        self.assertTrue(call['params'].get('migrate_disks'))
+        self.assertEqual([], self.aborted)
+        self.assertEqual([], self.postcopy)
+        self.wait_for_driver_cleanup('src')
+        log = self.stdlog.logger.output
+        self.assertIn('"outcome": "completed"', log)
+        self.assertIn('"block_migration": true', log)
+        # What libvirt copied, beside the 8 MiB the root disk file holds.
+        self.assertIn('block migration disks: libvirt copied 4096 of 4096 '
+                      'MiB (0 MiB left); 8 MiB planned from the disks', log)
+        self.assertIn('Block migration: disks in sync after', log)
+
+    def test_stalled_disk_copy_aborts_without_post_copy(self):
+        # The copy stops after 5 samples; post-copy is permitted but QEMU's
+        # memory migration never started: abort, the guest stays.
+        server = self.migrate_block(_block_copy(30, stall_after=5),
+                                    'cancelled')
+        self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual([server['id']], self.aborted)
+        self.assertEqual([], self.postcopy)
+        self.wait_for_driver_cleanup('src')
+        log = self.stdlog.logger.output
+        self.assertIn('"outcome": "aborted"', log)
+        self.assertIn('disk copy stalled', log)
+        self.assertIn('no post-copy while the disks are copied', log)

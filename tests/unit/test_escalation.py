@@ -319,3 +319,164 @@ class EscalateTest(testtools.TestCase):
                                       stalled_iterations=1)
         self.assertEqual(escalation.escalate(_plan(), progress),
                          list(P(None).on_progress(_plan(), progress)))
+
+
+# -- block migrations (issue 21) ---------------------------------------------
+#
+# libvirt copies the local disks with an NBD drive-mirror before it starts
+# QEMU's memory migration: until then every memory_* stat is 0 and the
+# disk_* stats carry the copy. A 20 GiB disk at 100 MiB/s copies for
+# ~205 s, longer than the default progress timeout (150 s).
+
+DISK_TOTAL = 20 * 1024 * MIB
+
+
+def _disk_stats(t_ms, disk_remaining_mib, disk_mbps=100, memory=None):
+    """A block migration's job stats while the disks are copied."""
+    remaining = int(disk_remaining_mib * MIB)
+    stats = {
+        'type': 2,
+        'time_elapsed': t_ms,
+        'memory_total': 0,
+        'memory_remaining': 0,
+        'memory_processed': 0,
+        'memory_iteration': 0,
+        'memory_dirty_rate': 0,
+        'memory_bps': 0,
+        'disk_total': DISK_TOTAL,
+        'disk_processed': DISK_TOTAL - remaining,
+        'disk_remaining': remaining,
+        'disk_bps': int(disk_mbps * MIB),
+        'data_total': DISK_TOTAL,
+        'data_processed': DISK_TOTAL - remaining,
+        'data_remaining': remaining,
+    }
+    if memory is not None:
+        stats.update(memory)
+    return stats
+
+
+def _disk_copy(seconds, rate_mbps=100, start_mib=20 * 1024, t0_ms=0,
+               **kw):
+    """Samples every 0.5 s of a disk copy at ``rate_mbps``."""
+    return [_disk_stats(t0_ms + 500 * i,
+                        max(0.0, start_mib - rate_mbps * 0.5 * i), **kw)
+            for i in range(1, int(seconds * 2) + 1)]
+
+
+def _memory_after_disks(t0_ms, sequence):
+    """``sequence`` (memory job stats) after the disk copy, mirrors in
+    sync: its times shifted by ``t0_ms``, the disks copied.
+    """
+    out = []
+    for stats in sequence:
+        stats = dict(stats, time_elapsed=t0_ms + stats['time_elapsed'],
+                     disk_total=DISK_TOTAL, disk_processed=DISK_TOTAL,
+                     disk_remaining=0)
+        out.append(stats)
+    return out
+
+
+class BlockMigrationTest(testtools.TestCase):
+    """The progress rule counts a block migration's disk copy."""
+
+    def test_disk_copy_longer_than_the_progress_timeout_is_progress(self):
+        # memory_remaining stays flat (0: the memory migration has not
+        # started) for 205 s while disk_remaining falls; then the memory
+        # converges. Today's rule took the first 0 for a low nothing could
+        # beat and aborted at 150 s.
+        sequence = (_disk_copy(205) +
+                    _memory_after_disks(205000, CONVERGING))
+        plan = _plan(progress_timeout_s=150)
+        trk, seen = _run(plan, sequence)
+        self.assertEqual([], seen)
+        self.assertEqual(3, trk.summary()['iterations'])
+        self.assertAlmostEqual(2, trk.lowest_remaining_mb, places=3)
+        self.assertEqual(205.5, trk.memory_started_s)
+        # The disk phase counted no memory pass as stalled.
+        self.assertEqual(0, trk.stalled_iterations)
+
+    def test_flat_memory_stats_beside_a_moving_disk_copy(self):
+        # The same copy where memory stats are reported flat at the whole
+        # guest (a libvirt that fills them in early): the data left
+        # (memory and disk) keeps reaching new lows.
+        flat = {'memory_total': TOTAL, 'memory_remaining': TOTAL,
+                'memory_iteration': 1}
+        sequence = _disk_copy(205, memory=flat)
+        _trk, seen = _run(_plan(progress_timeout_s=150), sequence)
+        self.assertEqual([], seen)
+
+    def test_stalled_disk_copy_still_ends_by_the_timeout(self):
+        # 60 s of copying, then the copy stops (the NBD peer hangs):
+        # disk_remaining and disk_processed stay put.
+        moving = _disk_copy(60)
+        stuck = [_disk_stats(60000 + 500 * i, 20 * 1024 - 100 * 60)
+                 for i in range(1, 400)]
+        _trk, seen = _run(_plan(progress_timeout_s=150), moving + stuck)
+        aborts = [(t, a) for t, a in seen if a.kind == 'abort']
+        self.assertTrue(aborts)
+        t_ms, action = aborts[0]
+        # Last progress at 60 s: aborted once 150 s passed without any.
+        self.assertEqual(210500, t_ms)
+        self.assertIn('disk copy stalled', action.reason)
+        self.assertIn('progress timeout 150 s', action.reason)
+
+    def test_disk_copy_that_never_moves_times_out(self):
+        stuck = [_disk_stats(500 * i, 20 * 1024) for i in range(1, 40)]
+        _trk, seen = _run(_plan(progress_timeout_s=10), stuck)
+        self.assertEqual(['abort'], [a.kind for _t, a in seen][:1])
+        self.assertEqual(10500, seen[0][0])
+
+    def test_no_post_copy_while_the_disks_are_copied(self):
+        # Post-copy permitted and the progress timeout passed: the disk
+        # copy stalled, so abort -- QEMU's memory migration has not
+        # started and cannot switch to post-copy.
+        plan = _plan(progress_timeout_s=10, post_copy=True,
+                     post_copy_after_stalled=1)
+        moving = _disk_copy(5)
+        stuck = [_disk_stats(5000 + 500 * i, 20 * 1024 - 500)
+                 for i in range(1, 40)]
+        _trk, seen = _run(plan, moving + stuck)
+        kinds = [a.kind for _t, a in seen]
+        self.assertNotIn('post_copy', kinds)
+        self.assertEqual('abort', kinds[0])
+        self.assertIn('no post-copy while the disks are copied',
+                      seen[0][1].reason)
+
+    def test_no_post_copy_while_mirrors_lag_behind(self):
+        # The memory migration runs and stalls, but the guest writes its
+        # disk faster than the mirrors copy: 2 GiB owed, no post-copy on
+        # stalled passes (the pause would hold the mirrors' backlog).
+        lagging = _memory_after_disks(0, STALLING)
+        for stats in lagging:
+            stats['disk_remaining'] = 2048 * MIB
+        plan = _plan(post_copy=True, post_copy_after_stalled=3)
+        _trk, seen = _run(plan, lagging)
+        self.assertNotIn('post_copy', [a.kind for _t, a in seen])
+        # Mirrors in sync: the same stalled guest switches.
+        _trk, seen = _run(plan, _memory_after_disks(0, STALLING))
+        self.assertIn('post_copy', [a.kind for _t, a in seen])
+
+    def test_progress_says_what_the_disks_do(self):
+        trk = tracker.ProgressTracker()
+        progress = trk.update(_disk_stats(500, 10 * 1024, disk_mbps=80))
+        self.assertTrue(progress.disk_copying)
+        self.assertEqual(20 * 1024, progress.disk_total_mb)
+        self.assertEqual(10 * 1024, progress.disk_remaining_mb)
+        self.assertEqual(10 * 1024, progress.disk_processed_mb)
+        self.assertEqual(80, progress.disk_bandwidth_mbps)
+        self.assertEqual(float('inf'), progress.lowest_remaining_mb)
+        self.assertEqual(0, progress.remaining_mb)
+        progress = trk.update(_memory_after_disks(1000, CONVERGING[:1])[0])
+        self.assertFalse(progress.disk_copying)
+        self.assertEqual(3500, progress.lowest_remaining_mb)
+
+    def test_memory_not_started_is_no_low_without_disks(self):
+        # Any job's first sample may come before QEMU reports memory: a
+        # 0 then must not be the low the progress timeout measures from.
+        empty = {'type': 2, 'time_elapsed': 100, 'memory_total': 0,
+                 'memory_remaining': 0, 'memory_iteration': 0}
+        trk, seen = _run(_plan(progress_timeout_s=3),
+                         [empty] + CONVERGING)
+        self.assertEqual([], seen)
+        self.assertAlmostEqual(2, trk.lowest_remaining_mb, places=3)

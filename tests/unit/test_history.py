@@ -161,6 +161,37 @@ class ReportTest(testtools.TestCase):
             lines[0][len(report.PREFIX):])['instance'])
         self.assertEqual('zstd', store.get('u1').method)
 
+    def test_block_migration_disks_planned_and_copied(self):
+        # Issue 21: the planned disk bytes (facts) beside what libvirt's
+        # disk_* job stats say was copied (the completed job's).
+        gib = 1024 * datamodel.MIB
+        facts = datamodel.Facts(block_migration=True, disk_bytes=3 * gib,
+                                disk_sizes=(8 * gib,), disk_source='disks',
+                                instance=datamodel.InstanceFacts(
+                                    memory_mb=4096))
+        record = self._record(
+            facts=facts,
+            completed_stats={'downtime': 42, 'disk_total': 3 * gib,
+                             'disk_processed': 3 * gib, 'disk_remaining': 0,
+                             'disk_bps': 100 * datamodel.MIB})
+        self.assertIn('block migration disks: libvirt copied 3072 of 3072 '
+                      'MiB (0 MiB left, 100 MiB/s); 3072 MiB planned from '
+                      'the disks', record['notes'])
+        self.assertTrue(record['facts']['block_migration'])
+        self.assertEqual(3 * gib, record['facts']['disk_bytes'])
+        self.assertEqual('disks', record['facts']['disk_source'])
+        # Nova's 800 s per GiB of RAM (4) and disk (8).
+        self.assertEqual(9600.0,
+                         record['facts']['nova_completion_timeout_s'])
+        # Planned, but libvirt sent no disk stats (the job failed early).
+        record = self._record(facts=facts)
+        self.assertIn('block migration disks: no disk_* job stats from '
+                      'libvirt; 3072 MiB planned from the disks',
+                      record['notes'])
+        # No block migration: no note.
+        record = self._record(facts=datamodel.Facts())
+        self.assertFalse([n for n in record['notes'] if 'disks' in n])
+
     def test_emit_never_raises(self):
         class Broken:
             def record(self, *a):

@@ -24,8 +24,10 @@ two stand-ins for its ``virDomain``:
 :class:`MonitoredDomain` (Nova's monitor)
     its ``jobStats`` feeds the session's progress tracker and applies the
     policy's escalations; its ``migrateSetMaxDowntime`` scales Nova's
-    downtime steps to the plan's maximum downtime, and its ``abortJob``
-    records that an abort was asked for.
+    downtime steps to the plan's maximum downtime, its ``abortJob``
+    records that an abort was asked for, and its ``migrateStartPostCopy``
+    refuses while a block migration's memory migration waits for the
+    disks to be copied.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ _JOB_UNBOUNDED = 2
 #: A job that has sent nothing for this long runs over a dead link (or to
 #: a hung peer): it is never switched to post-copy.
 DEAD_LINK_S = 5.0
+#: Nova's migration status once its post-copy switch went through.
+_POSTCOPY_STATUS = 'running (post-copy)'
 
 
 def libvirt_module() -> Any:
@@ -525,6 +529,10 @@ class MonitoredDomain(_DomainProxy):
         #: bytes the job had sent, and when that count last grew
         self._qat_sent: Optional[float] = None
         self._qat_sent_at: Optional[float] = None
+        #: a block migration's disk copy was seen, and the memory
+        #: migration after it (each logged once)
+        self._qat_disk_seen = False
+        self._qat_disk_done = False
 
     def jobStats(self, *args: Any, **kwargs: Any) -> dict:
         stats = self._qat_domain.jobStats(*args, **kwargs)
@@ -568,6 +576,27 @@ class MonitoredDomain(_DomainProxy):
         self._qat_session.abort_requested = True
         return self._qat_domain.abortJob(*args)
 
+    def migrateStartPostCopy(self, *args: Any) -> Any:
+        """Post-copy, unless the memory migration waits for the disks.
+
+        NOTE(qat-migration): libvirt copies a block migration's disks
+        before it starts QEMU's memory migration. A switch asked for
+        meanwhile (Nova's force-complete, its completion timeout's
+        ``force_complete`` action, or an escalation) is refused by QEMU
+        ("Postcopy must be started after migration has been started") or,
+        on a QEMU whose earlier migration failed, accepted and dropped
+        when the memory migration starts; Nova would then believe the
+        guest runs on the destination and stop its completion timeout.
+        Refused here with a libvirt error, as QEMU would: Nova logs it and
+        its timeouts stay in force, and a later request (once the memory
+        migration runs) goes through.
+        """
+        if self._qat_session.tracker.memory_waits_for_disks:
+            raise libvirt_module().libvirtError(
+                'post-copy refused: the block migration is still copying '
+                'the disks (the memory migration has not started)')
+        return self._qat_domain.migrateStartPostCopy(*args)
+
     def _qat_escalate(self, stats: dict) -> None:
         session = self._qat_session
         if not stats or stats.get('type') != _JOB_UNBOUNDED:
@@ -577,19 +606,46 @@ class MonitoredDomain(_DomainProxy):
             plan = session.plan
             policy = (session.policy if session.planned
                       else None)
+        self._qat_note_disks(progress)
         if policy is None:
             return
         actions = list(policy.on_progress(plan, progress) or ())
         for action in actions:
             self._qat_apply(action)
 
+    def _qat_note_disks(self, progress: datamodel.Progress) -> None:
+        """Log when a block migration's memory migration starts.
+
+        The disk copy's length is what the planned one is checked against
+        (``disk_s`` of the report's prediction).
+        """
+        session = self._qat_session
+        if progress.disk_copying and not self._qat_disk_seen:
+            self._qat_disk_seen = True
+            LOG.info('Block migration: copying %.0f MiB of disk before the '
+                     'memory', progress.disk_total_mb,
+                     instance=session.instance)
+        elif (self._qat_disk_seen and not self._qat_disk_done and
+              session.tracker.memory_started_s is not None):
+            self._qat_disk_done = True
+            LOG.info('Block migration: disks in sync after %.1f s '
+                     '(%.0f MiB copied); memory migration running',
+                     session.tracker.memory_started_s,
+                     progress.disk_processed_mb, instance=session.instance)
+
     def _qat_note_sent(self, stats: dict) -> None:
-        """Remember when the job last sent anything."""
+        """Remember when the job last sent anything (memory or disk)."""
         if not stats or stats.get('type') != _JOB_UNBOUNDED:
             return
         sent = stats.get('memory_processed', stats.get('data_processed'))
         if sent is None:
             return
+        try:
+            # A block migration's disk copy sends too (memory_processed
+            # stays 0 until the memory migration starts).
+            sent = float(sent) + float(stats.get('disk_processed') or 0)
+        except (TypeError, ValueError):
+            pass
         if sent != self._qat_sent:
             self._qat_sent = sent
             self._qat_sent_at = time.monotonic()
@@ -636,6 +692,13 @@ class MonitoredDomain(_DomainProxy):
                 if session.migration is not None:
                     libvirt_migrate.trigger_postcopy_switch(
                         guest, instance, session.migration)
+                    # NOTE(qat-migration): Nova logs a refused switch and
+                    # returns; only its status says whether it went
+                    # through. A switch that did not is not applied: the
+                    # escalation goes on and may ask again.
+                    if (getattr(session.migration, 'status', None) !=
+                            _POSTCOPY_STATUS):
+                        return
                 else:
                     guest.migrate_start_postcopy()
             elif action.kind == datamodel.ACTION_ABORT:

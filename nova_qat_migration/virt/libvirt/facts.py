@@ -13,15 +13,18 @@
 
 :func:`gather` reads the instance (flavor, state, hints), measures the
 source host's load and the guest's dirty rate, asks the QAT device manager
-for its state, looks up the instance's migration history and reads the
+for its state, looks up the instance's migration history, reads the
 destination's capabilities from its Placement traits
-(:func:`destination`). Everything it needs is passed in; nothing here keeps
-state between migrations.
+(:func:`destination`) and, for a block migration, the size of the local
+disks Nova copies (:func:`local_disks`). Everything it needs is passed
+in; nothing here keeps state between migrations.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import os
+import stat
+from typing import Any, Callable, Optional
 
 from nova.compute import vm_states
 from nova import objects
@@ -111,6 +114,98 @@ def destination(context: Any, reportclient: Any, dest: str,
         return datamodel.DestinationCaps()
 
 
+#: ``(bytes to copy, each disk's size as Nova counts it, source)``.
+DiskFacts = tuple[Optional[int], tuple[int, ...], Optional[str]]
+
+NO_DISKS: DiskFacts = (None, (), None)
+
+GIB = 1024 ** 3
+#: Where a block device's size is, by device number.
+SYS_DEV_BLOCK = '/sys/dev/block'
+
+
+def _copied_bytes(path: str) -> tuple[int, int]:
+    """(bytes the mirror copies, size Nova counts) of one disk.
+
+    A file's allocated bytes (a sparse raw file, or a qcow2 overlay whose
+    backing file the destination already has, copies only those) and
+    its ``st_size``, which Nova's monitor counts. A block device's
+    ``st_size`` is 0: its size is read from sysfs (in 512-byte sectors;
+    nova-compute need not be able to open the device).
+
+    :raises OSError: when the disk cannot be read.
+    :raises ValueError: when sysfs says something that is not a size.
+    """
+    info = os.stat(path)
+    if stat.S_ISBLK(info.st_mode):
+        sysfs = '%s/%d:%d/size' % (SYS_DEV_BLOCK, os.major(info.st_rdev),
+                                   os.minor(info.st_rdev))
+        with open(sysfs) as f:
+            return int(f.read().strip()) * 512, info.st_size
+    allocated = getattr(info, 'st_blocks', None)
+    copied = (info.st_size if allocated is None
+              else min(info.st_size, allocated * 512))
+    return copied, info.st_size
+
+
+def _flavor_disks(instance: Any, migrate_data: Any) -> DiskFacts:
+    """The flavor's local disks: root (unless the instance boots from a
+    volume), ephemeral and swap. A bound: a disk never holds more.
+    """
+    flavor = field(instance, 'flavor')
+    root_gb = (0 if field(migrate_data, 'is_volume_backed', False)
+               else int(field(flavor, 'root_gb', 0) or 0))
+    sizes = tuple(size for size in (
+        root_gb * GIB,
+        int(field(flavor, 'ephemeral_gb', 0) or 0) * GIB,
+        int(field(flavor, 'swap', 0) or 0) * datamodel.MIB) if size > 0)
+    return sum(sizes), sizes, 'flavor'
+
+
+def local_disks(instance: Any, migrate_data: Any,
+                guest: Callable[[], Any]) -> DiskFacts:
+    """What a block migration of ``instance`` copies.
+
+    The disks Nova names in ``migrate_disks``
+    (``LibvirtDriver._live_migration_copy_disk_paths``): the guest's file
+    and block disks that are neither read-only nor shareable nor an
+    attached volume (``migrate_data.bdms``, filled in by the destination's
+    ``pre_live_migration``; a volume disk also carries its volume's
+    serial). When a disk cannot be read, the flavor's disk sizes bound the
+    copy instead (:func:`_flavor_disks`); when neither can be had, nothing
+    is known and the plan predicts no disk time.
+
+    :param guest: returns Nova's ``Guest`` of the instance.
+    :returns: (bytes to copy, each copied disk's ``st_size`` as Nova's
+        monitor counts it for its timeouts, ``'disks'`` or ``'flavor'``).
+    """
+    try:
+        volumes = {field(bdm, 'dev')
+                   for bdm in field(migrate_data, 'bdms', None) or ()}
+        copied, sizes = 0, []
+        for disk in guest().get_all_disks():
+            if disk.readonly or disk.shareable:
+                continue
+            if disk.source_type not in ('file', 'block'):
+                continue
+            if disk.target_dev in volumes or disk.serial:
+                continue
+            disk_copied, size = _copied_bytes(disk.source_path)
+            copied += disk_copied
+            sizes.append(size)
+        return copied, tuple(sizes), 'disks'
+    except Exception as exc:  # noqa: BLE001 - a bound will do
+        LOG.info('Local disks not read (%s): the flavor\'s disk sizes '
+                 'bound the block migration\'s copy.', exc,
+                 instance=instance)
+    try:
+        return _flavor_disks(instance, migrate_data)
+    except Exception as exc:  # noqa: BLE001 - unknown is a valid answer
+        LOG.info('Block migration\'s disk size unknown: %s', exc,
+                 instance=instance)
+        return NO_DISKS
+
+
 def reusable_measurement(conf: Any, instance_uuid: str, memory_mb: int,
                          history: Optional[qat_history.HistoryStore],
                          now: Optional[float] = None,
@@ -159,9 +254,24 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
     :param history: the migration history store, or None.
     :param reportclient: Nova's Placement client, for :func:`destination`.
     :param in_flight: what the migrations already running hold.
+
+    A block migration's disks are read with the measurements (only
+    ``measured`` plans predict anything from them).
     """
+    found: dict = {}
+
+    def guest() -> Any:
+        """Nova's ``Guest`` of the instance, looked up once."""
+        if 'guest' not in found:
+            found['guest'] = host.get_guest(instance)
+        return found['guest']
+
     flavor = field(instance, 'flavor')
     paused = field(instance, 'vm_state') == vm_states.PAUSED
+    block_migration = bool(field(migrate_data, 'block_migration', False))
+    disk_bytes, disk_sizes, disk_source = (
+        local_disks(instance, migrate_data, guest)
+        if measured and block_migration else NO_DISKS)
     memory_mb = int(field(flavor, 'memory_mb', 0) or
                     field(instance, 'memory_mb', 0) or 0)
     measurements: dict = {}
@@ -185,9 +295,8 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
                       'rate': reused.dirty_rate_mbps}, instance=instance)
         elif seconds and not paused:
             try:
-                guest = host.get_guest(instance)
                 measurements = measure.instance_fields(
-                    guest._domain, memory_mb, seconds)
+                    guest()._domain, memory_mb, seconds)
             except Exception as exc:  # noqa: BLE001
                 LOG.info('Guest not measured: %s', exc, instance=instance)
         if qat_manager is not None:
@@ -210,6 +319,7 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
         history=(history.get(instance.uuid) if history is not None
                  else datamodel.History()),
         link_mbps=link_mbps(conf),
-        block_migration=bool(field(migrate_data, 'block_migration', False)),
+        block_migration=block_migration, disk_bytes=disk_bytes,
+        disk_sizes=disk_sizes, disk_source=disk_source,
         passthrough_allowed=conf.qat_migration.qemu_monitor_passthrough,
         in_flight=in_flight)

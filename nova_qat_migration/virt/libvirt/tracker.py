@@ -13,10 +13,20 @@
 
 :class:`ProgressTracker` turns successive ``virDomainGetJobStats()`` dicts
 into :class:`~nova_qat_migration.datamodel.Progress` values, adding the
-memory a single sample lacks: the lowest remaining data and when it was
-seen, how many iterations passed without a new low, the XBZRLE cache miss
-rate since the cache last changed. Free of libvirt calls and I/O, so it is
-tested with recorded job-stat sequences.
+memory a single sample lacks: the lowest remaining data and when the
+migration last made progress, how many iterations passed without a new
+low, the XBZRLE cache miss rate since the cache last changed. Free of
+libvirt calls and I/O, so it is tested with recorded job-stat sequences.
+
+A block migration (``VIR_MIGRATE_NON_SHARED_INC``) runs in two phases.
+libvirt first copies the local disks with an NBD drive-mirror and waits
+until every mirror is in sync; only then does it start QEMU's memory
+migration. Until then the job's ``memory_*`` stats are all 0 and its
+``disk_*`` stats (``disk_total``, ``disk_processed``, ``disk_remaining``,
+``disk_bps``) carry the copy; afterwards the mirrors follow the guest's
+writes and ``disk_remaining`` stays near 0. So progress is disk data
+copied while the disks are being copied, and a new low of the data left
+(memory and disk) once the memory migration runs.
 """
 
 from __future__ import annotations
@@ -33,6 +43,18 @@ XBZRLE_MIN_PAGES = 1024
 #: of the total (or 10% of the low, if less); QEMU's remaining counter
 #: jitters by a few pages.
 NEW_LOW_EPSILON = 0.005
+#: Disk data (MiB) that must have been copied since the last progress for
+#: a disk copy to count as moving (a copy that creeps slower than this per
+#: progress timeout is stalled).
+DISK_MOVED_MB = 1.0
+#: Disk data (MiB) mirrors in sync may still owe the destination: the
+#: guest's latest writes. More than this and the disks are still being
+#: copied (the escalation does not ask for post-copy then).
+#: NOTE(qat-migration): libvirt completes the mirrors while the guest is
+#: paused at the switch-over (QEMU's pause-before-switchover), post-copy's
+#: included, so what they owe then adds to the pause: 64 MiB is about half
+#: a second on a 1 Gbit/s link.
+DISK_SYNCED_MB = 64.0
 
 
 def _num(stats: Mapping[str, Any], key: str, default: float = 0) -> float:
@@ -72,6 +94,17 @@ class ProgressTracker:
         self._misses_base: Optional[float] = None
         self._pages_base: Optional[float] = None
         self._start_s: Optional[float] = None
+        #: disk data copied when the disk copy last counted as progress
+        self._disk_mark_mb = 0.0
+        #: the last sample's ``Progress.disk_copying``
+        self.disk_copying = False
+        #: the last sample showed a block migration's disks being copied
+        #: before QEMU's memory migration started: post-copy cannot run
+        #: (the driver refuses it whoever asks)
+        self.memory_waits_for_disks = False
+        #: elapsed seconds when QEMU's memory migration was first seen
+        #: running (after a block migration's disk copy)
+        self.memory_started_s: Optional[float] = None
 
     # -- feeding -----------------------------------------------------------
 
@@ -101,12 +134,37 @@ class ProgressTracker:
         throttle = int(_num(stats, 'auto_converge_throttle'))
         self.max_throttle_pct = max(self.max_throttle_pct, throttle)
         iteration = int(_num(stats, 'memory_iteration'))
+        disk_total_mb = _num(stats, 'disk_total') / datamodel.MIB
+        disk_processed_mb = _num(stats, 'disk_processed') / datamodel.MIB
+        disk_remaining_mb = _num(stats, 'disk_remaining') / datamodel.MIB
+
+        # NOTE(qat-migration): libvirt reports every memory_* stat as 0
+        # until QEMU's memory migration runs: while a block migration's
+        # disks are copied, and for a moment after any job starts. A
+        # remaining 0 then is no low (nothing later could beat it: the
+        # progress timeout would fire however fast the data moves).
+        memory_started = ('memory_remaining' in stats and
+                          (total_mb > 0 or 'memory_total' not in stats))
+        if memory_started and self.memory_started_s is None:
+            self.memory_started_s = elapsed
+        self.memory_waits_for_disks = disk_total_mb > 0 and not memory_started
+        self.disk_copying = self.memory_waits_for_disks or (
+            disk_total_mb > 0 and disk_remaining_mb > DISK_SYNCED_MB)
+        if (self.disk_copying and
+                disk_processed_mb >= self._disk_mark_mb + DISK_MOVED_MB):
+            # Disk data moving is progress while the disks are copied.
+            self._disk_mark_mb = disk_processed_mb
+            self.lowest_at_s = elapsed
+            self._new_low_this_iteration = True
+        # What is left to send: the memory and what the mirrors owe.
+        data_mb = remaining_mb + disk_remaining_mb
 
         # Stalled iterations: an iteration that ended without a new low.
+        # Counted from the first sample of the memory migration.
         pass_start = False
-        if self._iteration is None:
+        if memory_started and self._iteration is None:
             self._iteration = iteration
-        elif iteration > self._iteration:
+        elif memory_started and iteration > self._iteration:
             if self._new_low_this_iteration:
                 self.stalled_iterations = 0
             else:
@@ -119,10 +177,10 @@ class ProgressTracker:
         # where a few MiB are the whole difference between iterations.
         epsilon = min(total_mb * NEW_LOW_EPSILON,
                       self.lowest_remaining_mb * NEW_LOW_EPSILON * 20)
-        if ('memory_remaining' in stats and
-                (remaining_mb < self.lowest_remaining_mb - epsilon or
+        if (memory_started and
+                (data_mb < self.lowest_remaining_mb - epsilon or
                  self.lowest_remaining_mb == float('inf'))):
-            self.lowest_remaining_mb = remaining_mb
+            self.lowest_remaining_mb = data_mb
             self.lowest_at_s = elapsed
             self._new_low_this_iteration = True
         # NOTE(qat-migration): libvirt may report almost nothing remaining
@@ -130,12 +188,12 @@ class ProgressTracker:
         # pass that starts with less to re-send than every pass before it
         # is progress too (the dirty set shrinks: the migration converges).
         # The second pass sets the mark; later ones must beat it.
-        if pass_start and 'memory_remaining' in stats:
+        if pass_start:
             if self._lowest_pass_start_mb == float('inf'):
-                self._lowest_pass_start_mb = remaining_mb
-            elif remaining_mb < self._lowest_pass_start_mb - max(
+                self._lowest_pass_start_mb = data_mb
+            elif data_mb < self._lowest_pass_start_mb - max(
                     epsilon, total_mb * NEW_LOW_EPSILON):
-                self._lowest_pass_start_mb = remaining_mb
+                self._lowest_pass_start_mb = data_mb
                 self.lowest_at_s = elapsed
                 self._new_low_this_iteration = True
 
@@ -165,7 +223,12 @@ class ProgressTracker:
             lowest_at_s=self.lowest_at_s,
             stalled_iterations=self.stalled_iterations,
             downtime_ms=self.downtime_ms,
-            post_copy_active=self.post_copy_active)
+            post_copy_active=self.post_copy_active,
+            disk_total_mb=disk_total_mb,
+            disk_processed_mb=disk_processed_mb,
+            disk_remaining_mb=disk_remaining_mb,
+            disk_bandwidth_mbps=_num(stats, 'disk_bps') / datamodel.MIB,
+            disk_copying=self.disk_copying)
 
     def _reset_miss_window(self) -> None:
         self._misses_base = None

@@ -222,6 +222,47 @@ class TestPredict(testtools.TestCase):
         self.assertAlmostEqual(10.0 + first + rest, pred.total_s)
 
 
+class TestBlockMigration(testtools.TestCase):
+    """Issue 21: a block migration copies its disks before the memory."""
+
+    def test_disk_copy_makes_the_prediction_longer_by_disk_over_link(self):
+        # 1000 MiB of RAM dirtied at 50 MiB/s over 100 MiB/s, and 6000 MiB
+        # of disk: the mirrors copy it (uncompressed, outside multifd)
+        # first, the memory rounds run as before after it.
+        load = model.Workload(ram_mb=1000, dirty_mbps=50.0)
+        disk = dataclasses.replace(load, disk_mb=6000.0)
+        for p in (plan(), plan(method='zstd', parallel_connections=4),
+                  plan(post_copy=True, post_copy_after_stalled=1)):
+            memory = model.predict(p, load, 100.0, cal=CAL)
+            both = model.predict(p, disk, 100.0, cal=CAL)
+            self.assertTrue(both.converges, p)
+            self.assertAlmostEqual(60.0, both.disk_s)
+            self.assertAlmostEqual(memory.total_s + 60.0, both.total_s)
+            self.assertEqual(memory.rounds, both.rounds)
+            self.assertAlmostEqual(memory.downtime_ms, both.downtime_ms)
+            self.assertAlmostEqual(memory.wire_mb + 6000.0, both.wire_mb)
+            self.assertIn('after a 60.0 s disk copy', both.describe())
+        self.assertEqual(0.0, model.predict(plan(), load, 100.0,
+                                            cal=CAL).disk_s)
+
+    def test_a_long_disk_copy_does_not_stop_the_rounds(self):
+        # Two hours of disk copy: the rounds after it are still predicted
+        # (whether that fits Nova's timeout is the ranking's judgement).
+        load = model.Workload(ram_mb=1000, dirty_mbps=50.0,
+                              disk_mb=100.0 * 7200)
+        pred = model.predict(plan(), load, 100.0, cal=CAL,
+                             time_limit_s=3600.0)
+        self.assertTrue(pred.converges)
+        self.assertGreater(pred.total_s, 7200.0)
+
+    def test_a_guest_that_never_converges_still_does_not(self):
+        load = model.Workload(ram_mb=1000, dirty_mbps=150.0, disk_mb=500.0)
+        pred = model.predict(plan(), load, 100.0, cal=CAL)
+        self.assertFalse(pred.converges)
+        self.assertIn('never converges after a 5.0 s disk copy',
+                      pred.describe())
+
+
 class TestThrottleSchedule(testtools.TestCase):
     """QEMU 10: every second period over the trigger steps the throttle."""
 

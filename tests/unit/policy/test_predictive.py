@@ -16,6 +16,8 @@ it checks; each test first asserts what the model predicts for them (a
 precondition that fails loudly if the model changes under it).
 """
 
+import dataclasses
+
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import model
@@ -114,3 +116,65 @@ class ChooseTest(base.TestCase):
             host=dict(cpu_idle_pct=0.0, cpus=2), link_mbps=LINK_1G)
         self.load = predictive.workload(self.facts)
         self.assertIsNone(self.choose(0.2, cands=(PLAIN,)))
+
+
+class BlockMigrationTest(base.TestCase):
+    """Issue 21: the disks count in the predicted time and in Nova's
+    completion timeout the ranking checks it against.
+    """
+
+    GIB = 1024 * datamodel.MIB
+
+    def _facts(self, per_gib, disk_gib=None):
+        # An idle 1 GiB guest over 1 Gbit/s: ~9 s for the memory alone.
+        top = {}
+        if disk_gib is not None:
+            top = dict(block_migration=True, disk_bytes=disk_gib * self.GIB,
+                       disk_sizes=(disk_gib * self.GIB,))
+        return base.make_facts(
+            instance=dict(memory_mb=1024, dirty_rate_mbps=0.0,
+                          compress_ratio=1.0, zero_fraction=0.0),
+            host=dict(cpu_idle_pct=0.0, cpus=2), link_mbps=LINK_1G,
+            nova=dict(completion_timeout_s_per_gib=per_gib), **top)
+
+    def _choose(self, facts):
+        return predictive.choose(facts, common.limits(self.conf, facts),
+                                 (PLAIN,), predictive.workload(facts),
+                                 datamodel.Calibration())
+
+    def test_workload_carries_the_disk_bytes_of_a_block_migration(self):
+        self.assertEqual(10240.0, predictive.workload(
+            self._facts(800, disk_gib=10)).disk_mb)
+        # Unknown bytes, or no block migration: no disk time.
+        unknown = dataclasses.replace(self._facts(800, disk_gib=10),
+                                      disk_bytes=None)
+        shared = dataclasses.replace(self._facts(800, disk_gib=10),
+                                     block_migration=False)
+        for facts in (unknown, shared):
+            self.assertEqual(0.0, predictive.workload(facts).disk_mb)
+
+    def test_nova_timeout_counts_the_disks(self):
+        # 10 s per GiB: 20 s for the memory (Nova's 2 GiB floor), 60 s
+        # with a 4 GiB disk. The plan needs ~9 s + ~34 s of disk copy:
+        # past the memory's 20 s, within the 60 s Nova really allows.
+        memory = self._facts(10)
+        _plan, alone, _scored, _trade = self._choose(memory)
+        self.assertLess(alone.total_s, 10.0)
+        block = self._facts(10, disk_gib=4)
+        self.assertEqual(20.0, block.nova.completion_timeout_s(1024))
+        self.assertEqual(60.0, block.completion_timeout_s())
+        plan, pred, _scored, _trade = self._choose(block)
+        self.assertEqual(PLAIN, plan)
+        self.assertAlmostEqual(4096 / LINK_1G, pred.disk_s)
+        self.assertAlmostEqual(alone.total_s + pred.disk_s, pred.total_s)
+        self.assertTrue(20.0 < pred.total_s < 60.0, pred.total_s)
+        self.assertIn('disk copy', predictive.predict_dict(
+            self.conf, block, plan)['summary'])
+
+    def test_disk_copy_past_novas_timeout_does_not_converge(self):
+        # 5 s per GiB: 210 s for 1 GiB of RAM (counted as 2) and a 40 GiB
+        # disk, which alone takes ~344 s over 1 Gbit/s.
+        block = self._facts(5, disk_gib=40)
+        self.assertEqual(210.0, block.completion_timeout_s())
+        self.assertIsNotNone(self._choose(self._facts(5)))
+        self.assertIsNone(self._choose(block))

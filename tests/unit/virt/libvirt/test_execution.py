@@ -417,6 +417,124 @@ class MonitoredDomainTest(_DomainTestBase):
         self.assertEqual('post_copy', session.actions[-1].kind)
 
 
+def _disk_phase(disk_processed_mib, disk_total_mib=10240):
+    """Job stats while a block migration's disks are copied."""
+    mib = datamodel.MIB
+    return {'type': 2, 'memory_total': 0, 'memory_remaining': 0,
+            'memory_processed': 0, 'memory_iteration': 0,
+            'disk_total': disk_total_mib * mib,
+            'disk_processed': disk_processed_mib * mib,
+            'disk_remaining': (disk_total_mib - disk_processed_mib) * mib}
+
+
+def _memory_phase(remaining_mib, disk_total_mib=10240):
+    """Job stats once the memory migration runs, disk mirrors in sync."""
+    mib = datamodel.MIB
+    return {'type': 2, 'memory_total': 1024 * mib,
+            'memory_remaining': remaining_mib * mib,
+            'memory_processed': (1024 - remaining_mib) * mib,
+            'memory_iteration': 1, 'disk_total': disk_total_mib * mib,
+            'disk_processed': disk_total_mib * mib, 'disk_remaining': 0}
+
+
+class BlockMigrationMonitorTest(_DomainTestBase):
+    """Issue 21: no post-copy while a block migration copies its disks."""
+
+    def setUp(self):
+        super().setUp()
+        self.session = make_session(datamodel.Plan(
+            policy='static', post_copy=True, post_copy_after_stalled=2))
+        self.proxy = execution.MonitoredDomain(self.domain, self.session)
+
+    def _sample(self, stats):
+        self.domain.jobStats.return_value = stats
+        return self.proxy.jobStats()
+
+    def test_novas_post_copy_switch_refused_while_disks_copy(self):
+        # Nova's force-complete (or its timeout's force_complete action)
+        # reaches the monitor's domain through Nova's own Guest.
+        migration = mock.Mock(status='running')
+        guest = execution.libvirt_guest.Guest(self.proxy)
+        logs = self.useFixture(fixtures.FakeLogger())
+        self._sample(_disk_phase(2048))
+        self.assertRaises(fakelibvirt.libvirtError,
+                          self.proxy.migrateStartPostCopy)
+        execution.libvirt_migrate.trigger_postcopy_switch(
+            guest, self.session.instance, migration)
+        self.domain.migrateStartPostCopy.assert_not_called()
+        # Nova logged the refusal and did not mark the migration
+        # post-copy: its completion timeout stays in force.
+        self.assertEqual('running', migration.status)
+        self.assertIn('still copying the disks', logs.output)
+        # Once the memory migration runs with the mirrors in sync, the
+        # switch goes through.
+        self._sample(_memory_phase(600))
+        execution.libvirt_migrate.trigger_postcopy_switch(
+            guest, self.session.instance, migration)
+        self.domain.migrateStartPostCopy.assert_called_once_with()
+        self.assertEqual('running (post-copy)', migration.status)
+
+    def test_escalated_post_copy_not_applied_while_disks_copy(self):
+        # The default escalation never asks then; a plugin policy may.
+        logs = self.useFixture(fixtures.FakeLogger())
+        self._sample(_disk_phase(1024))
+        self.proxy._qat_apply(datamodel.Action('post_copy',
+                                               reason='a plugin asked'))
+        self.domain.migrateStartPostCopy.assert_not_called()
+        self.assertEqual([], self.session.actions)
+        self.assertFalse(self.session.tracker.post_copy_active)
+        self.assertIn('Escalation post_copy failed: post-copy refused',
+                      logs.output)
+
+    def test_lagging_mirrors_do_not_block_novas_switch(self):
+        # The memory migration runs; the mirrors owe 2 GiB of the guest's
+        # latest writes. libvirt completes them in the switch-over pause,
+        # so Nova's own force-complete goes through (the default
+        # escalation waits for them, see test_escalation).
+        lagging = dict(_memory_phase(600), disk_remaining=2048 * 1024 ** 2)
+        progress = self.session.tracker.update(lagging)
+        self.assertTrue(progress.disk_copying)
+        self.proxy.migrateStartPostCopy()
+        self.domain.migrateStartPostCopy.assert_called_once_with()
+
+    def test_post_copy_nova_could_not_start_is_not_recorded(self):
+        # Nova's trigger_postcopy_switch logs a libvirt refusal and
+        # returns: the escalation must not believe the switch happened
+        # (it would stop watching a migration still in pre-copy).
+        self.useFixture(fixtures.FakeLogger())
+        self.session.migration = mock.Mock(status='running')
+        self.domain.migrateStartPostCopy.side_effect = (
+            fakelibvirt.make_libvirtError(
+                fakelibvirt.libvirtError, 'Postcopy must be started after '
+                'migration has been started',
+                error_code=fakelibvirt.VIR_ERR_OPERATION_FAILED))
+        self._sample(_memory_phase(600))
+        self.proxy._qat_apply(datamodel.Action('post_copy',
+                                               reason='stalled'))
+        self.domain.migrateStartPostCopy.assert_called_once_with()
+        self.assertEqual([], self.session.actions)
+        self.assertFalse(self.session.tracker.post_copy_active)
+        self.domain.migrateStartPostCopy.side_effect = None
+        self.proxy._qat_apply(datamodel.Action('post_copy',
+                                               reason='stalled'))
+        self.assertEqual(['post_copy'],
+                         [a.kind for a in self.session.actions])
+        self.assertTrue(self.session.tracker.post_copy_active)
+
+    def test_disk_copy_is_data_sent(self):
+        # memory_processed stays 0 while the disks copy: the disk data
+        # moving is what tells a live link from a dead one.
+        clock = self.useFixture(fixtures.MockPatchObject(
+            execution, 'time')).mock.monotonic
+        for i in range(5):
+            clock.return_value = 1000.0 + 10 * i
+            self._sample(_disk_phase(100 * (i + 1)))
+        self.assertEqual(0.0, self.proxy._qat_idle_s())
+        clock.return_value = 1060.0
+        self._sample(_disk_phase(500))
+        self.assertEqual(20.0, self.proxy._qat_idle_s())
+
+
 class MigrationSessionTest(_DomainTestBase):
 
     def test_outcome_follows_what_nova_and_we_asked_for(self):

@@ -13,12 +13,15 @@
 only when the policy needs it, and the destination's Placement traits.
 """
 
+import os
+import stat
 import time
 from unittest import mock
 
 import fixtures
 from nova import objects
 from nova import test
+from nova.virt.libvirt import config as vconfig
 
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
@@ -140,7 +143,8 @@ class ReuseMeasurementTest(_GatherTestBase):
         logger = self.useFixture(fixtures.FakeLogger())
         got = self._gather(_instance(), measured=True)
         self.fields.assert_not_called()
-        self.host.get_guest.assert_not_called()
+        # Looked up once, for the block migration's disks only.
+        self.host.get_guest.assert_called_once_with(mock.ANY)
         inst = got.instance
         self.assertEqual((12.0, 0.5, 0.8, None, 'reused'),
                          (inst.dirty_rate_mbps, inst.compress_ratio,
@@ -217,6 +221,139 @@ class ReuseMeasurementTest(_GatherTestBase):
                               facts=second)
         self.assertTrue([n for n in record['notes']
                          if 'measurement reused' in n], record['notes'])
+
+
+def _disk(target, path=None, source_type='file', readonly=False,
+          serial=None, device='disk'):
+    disk = vconfig.LibvirtConfigGuestDisk()
+    disk.source_type = source_type
+    disk.source_device = device
+    disk.source_path = path
+    disk.target_dev = target
+    disk.readonly = readonly
+    disk.serial = serial
+    return disk
+
+
+class BlockMigrationDisksTest(_GatherTestBase):
+    """Issue 21: a block migration's facts carry the disks Nova copies."""
+
+    def setUp(self):
+        super().setUp()
+        tmp = self.useFixture(fixtures.TempDir()).path
+        # A sparse 1 GiB root disk holding 4 MiB of data, as a qcow2
+        # overlay or a sparse raw file holds only what the guest wrote.
+        self.root = os.path.join(tmp, 'disk')
+        with open(self.root, 'wb') as f:
+            f.truncate(1024 * datamodel.MIB)
+            f.write(os.urandom(4 * datamodel.MIB))
+        self.ephemeral = os.path.join(tmp, 'disk.eph0')
+        with open(self.ephemeral, 'wb') as f:
+            f.write(os.urandom(3 * datamodel.MIB))
+        self.guest = self.host.get_guest.return_value
+        self.guest.get_all_disks.return_value = [
+            _disk('vda', self.root),
+            _disk('vdb', self.ephemeral),
+            # What Nova does not copy: a volume (named in migrate_data's
+            # bdms, or carrying its volume's serial), a read-only config
+            # drive, a network disk.
+            _disk('vdc', '/dev/sdx', source_type='block'),
+            _disk('vdd', '/dev/sdy', source_type='block', serial='vol-2'),
+            _disk('hda', os.path.join(tmp, 'disk.config'), readonly=True,
+                  device='cdrom'),
+            _disk('vde', None, source_type='network'),
+        ]
+        self.migrate_data = objects.LibvirtLiveMigrateData(
+            block_migration=True,
+            bdms=[objects.LibvirtLiveMigrateBDMInfo(serial='vol-1',
+                                                    dev='vdc')])
+
+    def _gather_block(self, instance=None, measured=True, migrate_data=None):
+        return facts.gather(
+            CONF, mock.sentinel.ctx, instance or _instance(), 'dest',
+            migrate_data or self.migrate_data, datamodel.Hints(), measured,
+            caps=CAPS, host=self.host, qat_manager=self.manager,
+            history=self.history, reportclient=mock.sentinel.rc,
+            in_flight=datamodel.InFlight())
+
+    def test_disks_nova_copies_are_read(self):
+        got = self._gather_block()
+        self.assertTrue(got.block_migration)
+        self.assertEqual('disks', got.disk_source)
+        # Nova's monitor counts each file's size (st_size) ...
+        self.assertEqual((1024 * datamodel.MIB, 3 * datamodel.MIB),
+                         got.disk_sizes)
+        # ... the mirror copies what the files hold (sparse: ~7 MiB of a
+        # 1 GiB file; the filesystem may round up a little).
+        self.assertGreaterEqual(got.disk_bytes, 7 * datamodel.MIB)
+        self.assertLess(got.disk_bytes, 64 * datamodel.MIB)
+        # One guest lookup serves the disks and the measurement.
+        self.host.get_guest.assert_called_once_with(mock.ANY)
+        # Nova's data: 2 GiB of RAM (its floor) + 2 GiB per disk (its
+        # floor per disk) = 6 GiB, at 800 s per GiB.
+        self.assertEqual(6.0, got.nova_data_gb())
+        self.assertEqual(4800.0, got.completion_timeout_s())
+
+    def test_block_device_size_from_sysfs(self):
+        # An LVM or raw-device disk: st_size 0 (which Nova counts, at its
+        # 2 GiB floor), the size in 512-byte sectors under /sys/dev/block.
+        sysfs = self.useFixture(fixtures.TempDir()).path
+        os.makedirs(os.path.join(sysfs, '253:7'))
+        with open(os.path.join(sysfs, '253:7', 'size'), 'w') as f:
+            f.write('41943040\n')              # 20 GiB
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.facts.SYS_DEV_BLOCK', sysfs))
+        device = os.stat_result(
+            (stat.S_IFBLK | 0o660, 0, 0, 1, 0, 0, 0, 0, 0, 0),
+            {'st_rdev': os.makedev(253, 7), 'st_blocks': 0})
+        self.guest.get_all_disks.return_value = [
+            _disk('vda', '/dev/vg/disk', source_type='block')]
+        with mock.patch.object(facts.os, 'stat', return_value=device):
+            got = self._gather_block()
+        self.assertEqual('disks', got.disk_source)
+        self.assertEqual(20 * 1024 * datamodel.MIB, got.disk_bytes)
+        self.assertEqual((0,), got.disk_sizes)
+        self.assertEqual(4.0, got.nova_data_gb())
+
+    def test_flavor_bounds_the_copy_when_disks_cannot_be_read(self):
+        self.guest.get_all_disks.side_effect = RuntimeError('no XML')
+        self.useFixture(fixtures.FakeLogger())
+        instance = _instance()
+        instance.flavor.root_gb = 20
+        instance.flavor.ephemeral_gb = 5
+        instance.flavor.swap = 512
+        got = self._gather_block(instance)
+        gib = 1024 * datamodel.MIB
+        self.assertEqual('flavor', got.disk_source)
+        self.assertEqual((20 * gib, 5 * gib, 512 * datamodel.MIB),
+                         got.disk_sizes)
+        self.assertEqual(25 * gib + 512 * datamodel.MIB, got.disk_bytes)
+        # An instance booted from a volume has no local root disk.
+        self.migrate_data.is_volume_backed = True
+        got = self._gather_block(instance)
+        self.assertEqual((5 * gib, 512 * datamodel.MIB), got.disk_sizes)
+
+    def test_unknown_never_fails_planning(self):
+        self.guest.get_all_disks.side_effect = RuntimeError('no XML')
+        self.useFixture(fixtures.FakeLogger())
+        with mock.patch.object(facts, '_flavor_disks',
+                               side_effect=KeyError('flavor')):
+            got = self._gather_block()
+        self.assertTrue(got.block_migration)
+        self.assertIsNone(got.disk_bytes)
+        self.assertIsNone(got.disk_source)
+
+    def test_not_read_without_a_block_migration_or_for_novas_plan(self):
+        shared = objects.LibvirtLiveMigrateData(block_migration=False)
+        got = self._gather_block(migrate_data=shared)
+        self.assertFalse(got.block_migration)
+        self.assertIsNone(got.disk_bytes)
+        self.assertEqual((), got.disk_sizes)
+        self.assertEqual(2.0, got.nova_data_gb())
+        got = self._gather_block(measured=False)
+        self.assertTrue(got.block_migration)
+        self.assertIsNone(got.disk_bytes)
+        self.guest.get_all_disks.assert_not_called()
 
 
 class DestinationTest(test.NoDBTestCase):
