@@ -1093,18 +1093,20 @@ class ServiceCloud:
 
     def guest_image(self, name: str, cmdline: str,
                     properties: Optional[dict] = None,
-                    disk_mb: int = 1, owner: str = 'admin') -> str:
+                    disk_mb: int = 1, owner: str = 'admin',
+                    disk_file: Optional[str] = None) -> str:
         """A bootable image: the lab kernel + initramfs with ``cmdline``
         and a root disk of ``disk_mb`` MiB (zeros: the guest runs from its
-        initramfs)."""
+        initramfs), or the raw ``disk_file``."""
         props = {'kernel_id': self.images['kernel'],
                  'ramdisk_id': self.images['ramdisk'],
                  'os_command_line': cmdline, 'architecture': 'x86_64'}
         props.update(properties or {})
-        key = ('image', owner, disk_mb, tuple(sorted(props.items())))
+        key = ('image', owner, disk_file or disk_mb,
+               tuple(sorted(props.items())))
         if key in self._objects:
             return self._objects[key]
-        disk = os.path.join(STATE_ROOT, 'disk-%dm.raw' % disk_mb)
+        disk = disk_file or os.path.join(STATE_ROOT, 'disk-%dm.raw' % disk_mb)
         if not os.path.exists(disk):
             with open(disk, 'wb') as f:
                 f.truncate(disk_mb * 1024 * 1024)
@@ -1310,10 +1312,12 @@ class ServiceCloud:
             self.qat_options, self.libvirt_options, self.compute_extra = \
                 saved
 
-    def apply(self) -> list:
-        """Rewrite the computes' nova.conf; restart those that changed.
-        Returns their names."""
-        changed = [h for h in self.computes if self.write_compute_conf(h)]
+    def apply(self, restart: tuple = ()) -> list:
+        """Rewrite the computes' nova.conf; restart those that changed
+        (and those named in ``restart``, e.g. after a change of
+        :attr:`qemu_visible`). Returns their names."""
+        changed = [h for h in self.computes
+                   if self.write_compute_conf(h) or h.name in restart]
         if not changed:
             return []
         since = time.time()
@@ -1356,6 +1360,23 @@ class ServiceCloud:
         self.qat_options['link_gbps'] = mbit / 1000.0
         if self.running():
             self._save()
+
+    def compute_pid(self, host_name: str) -> Optional[int]:
+        return self.processes['nova-compute-%s' % host_name].pid
+
+    def sees_qemu(self, host_name: str) -> bool:
+        """Whether ``host_name``'s nova-compute finds the emulator libvirt
+        runs, in its own mount namespace."""
+        res = subprocess.run(['nsenter', '-t', str(self.compute_pid(
+            host_name)), '-m', 'test', '-e', self.lab.emulator],
+            capture_output=True)
+        return res.returncode == 0
+
+    def provider_traits(self, host_name: str) -> set:
+        """The traits Placement holds for ``host_name``'s compute node."""
+        return set(self.placement_get(
+            '/resource_providers/%s/traits'
+            % self.provider_uuid(host_name))['traits'])
 
     def nova_conf(self, host: hosts_mod.LabHost) -> str:
         """``host``'s nova-compute configuration, as written."""

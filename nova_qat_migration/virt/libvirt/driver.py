@@ -519,10 +519,12 @@ class QATMigrationMixin:
         # a migration that is not planned at all (planner disabled, or
         # planning failed): it must not persist those pairs either.
         if session is not None:
-            domain = execution.PlannedDomain(guest._domain, session)
-        else:
-            domain = execution.CleanDomain(guest._domain, instance)
-        guest = libvirt_guest.Guest(domain)
+            guest = libvirt_guest.Guest(
+                execution.PlannedDomain(guest._domain, session))
+        elif not isinstance(guest._domain, execution.CleanDomain):
+            # The Guest Nova made for this migration alone: its domain
+            # goes out clean whoever calls it.
+            guest._domain = execution.CleanDomain(guest._domain, instance)
         return super()._live_migration_operation(
             context, instance, dest, block_migration, migrate_data, guest,
             device_names)

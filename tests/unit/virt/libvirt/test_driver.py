@@ -295,11 +295,11 @@ class PlanningInputTest(DriverTestBase):
                            migrate_data, guest, device_names):
             seen.append(guest._domain)
 
+        guest = mock.Mock(_domain=mock.Mock())
         with mock.patch('nova.virt.libvirt.driver.LibvirtDriver.'
                         '_live_migration_operation', nova_operation):
             drvr._live_migration_operation(
-                None, self._instance(), 'dest', False, None,
-                mock.Mock(_domain=mock.Mock()), None)
+                None, self._instance(), 'dest', False, None, guest, None)
         return seen[0]
 
     def test_unplanned_migrations_go_out_clean(self):
