@@ -203,6 +203,12 @@ class Hints:
     allow_post_copy: Optional[bool] = None
     allow_throttle: Optional[bool] = None
     working_set_mb: Optional[int] = None
+    #: The same hints without the image's values (the operator's alone,
+    #: from the flavor), or None when the image added nothing. An image
+    #: may only choose among what these allow, and the operator's plan
+    #: wins when the image's would not converge
+    #: (:mod:`nova_qat_migration.policy.tenant`).
+    operator: Optional['Hints'] = None
 
 
 @dataclasses.dataclass(frozen=True)

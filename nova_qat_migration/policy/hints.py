@@ -69,10 +69,20 @@ RULE_LOWER = 'lower'
 #: ``forbid``: a boolean permission; the image can only say ``false``.
 RULE_FORBID = 'forbid'
 #: ``choose``: used only when the flavor sets nothing for the key, and only
-#: if the value is among what the options allow.
+#: if the value is among what the options allow. The policies narrow it
+#: further (:class:`~.common.Limits`): a method only among the plans the
+#: operator's gates produce, a level only below the policy's own.
 RULE_CHOOSE = 'choose'
 #: ``policy``: only the policies in ``[qat_migration] image_policies``.
 RULE_POLICY = 'policy'
+
+#: The lowest downtime (ms) an image may ask for, unless the operator's
+#: own limit is lower. Nova itself never plans a switch-over under 100 ms
+#: (``[libvirt] live_migration_downtime`` has that minimum): a busy guest
+#: rarely fits a smaller pause, so a tenant's 10 ms would only make its
+#: server's migration run until a timeout. The operator's options and
+#: flavors keep the key's own minimum.
+IMAGE_DOWNTIME_FLOOR_MS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +247,13 @@ def _narrow_image(image: dict, flavor: dict, conf: Any,
                 ignored.append('%s=%d lowered to the operator\'s %d'
                                % (where, value, limit))
                 value = limit
+            if name == 'max_downtime_ms':
+                floor = min(IMAGE_DOWNTIME_FLOOR_MS, limit or value)
+                if value < floor:
+                    ignored.append('%s=%d raised to %d ms, the least an '
+                                   'image may ask for' % (where, value,
+                                                          floor))
+                    value = floor
             out[name] = value
         elif rule == RULE_CHOOSE:
             if name in flavor:
@@ -279,8 +296,10 @@ def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
     :param conf: the options image values are narrowed against (default:
         nova-compute's ``CONF``).
     :param memory_mb: the instance's RAM, bounding an image's working set.
-    :returns: ``(hints, ignored)``, ``ignored`` one message per image value
-        that was invalid or would have widened a limit.
+    :returns: ``(hints, ignored)``: ``hints`` carries the flavor's alone
+        as :attr:`~.datamodel.Hints.operator` when the image changed
+        anything; ``ignored`` has one message per image value that was
+        invalid or was lowered or raised to a bound.
     :raises InvalidHint: for a bad flavor extra spec, naming the key.
     """
     if conf is None:
@@ -293,7 +312,11 @@ def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
     image.update(_collect(image_properties, '', 'image property', ignored))
     values = dict(flavor)
     values.update(_narrow_image(image, flavor, conf, memory_mb, ignored))
-    return datamodel.Hints(**values), ignored
+    operator = datamodel.Hints(**flavor)
+    hints = datamodel.Hints(**values)
+    if hints != operator:
+        hints = dataclasses.replace(hints, operator=operator)
+    return hints, ignored
 
 
 def from_instance(extra_specs: Optional[Mapping[str, Any]] = None,

@@ -232,7 +232,10 @@ class ImagePropertiesTest(base.TestCase):
         self.assertIn('flavor extra spec qat_migration:method', str(exc))
 
     @ddt.data(('600', 500, 500), ('60000', 500, 500), ('300', 500, 300),
-              ('10', 500, 10))
+              # never under hints.IMAGE_DOWNTIME_FLOOR_MS, unless the
+              # operator's own limit is
+              ('10', 500, 100), ('99', 500, 100), ('100', 500, 100),
+              ('10', 50, 50))
     @ddt.unpack
     def test_image_downtime_never_above_the_option(self, value, option,
                                                    want):

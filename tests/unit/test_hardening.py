@@ -1,0 +1,416 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+"""Issue 24, second hardening pass: one test class per finding.
+
+Each test failed on the code before the fix. The generated-inputs test
+(:class:`GeneratedImagePlansTest`) compares the *plans* the built-in
+policies make with and without an image's hints: an image never adds a
+method, level, channel, cache, throttle or post-copy that the operator's
+plan would not allow, and never stops a guest from converging that the
+operator's plan moves. Generated cases use a seeded ``random.Random`` so a
+failure reproduces.
+"""
+
+import dataclasses
+import random
+
+
+from nova_qat_migration.conf import CONF
+from nova_qat_migration import datamodel
+from nova_qat_migration.policy import adaptive
+from nova_qat_migration.policy import candidates
+from nova_qat_migration.policy import common
+from nova_qat_migration.policy import hints
+from nova_qat_migration.policy import static
+from nova_qat_migration.policy import tenant
+from tests.unit import base
+
+SEED = 20261224
+
+
+def _image(**props):
+    """System metadata as Nova keeps an image's properties."""
+    return {'image_qat_migration:%s' % k: str(v) for k, v in props.items()}
+
+
+def _flavor(**specs):
+    return {'qat_migration:%s' % k: str(v) for k, v in specs.items()}
+
+
+class _Planner:
+    """Facts with the hints an instance would get, and both policies."""
+
+    def __init__(self, test):
+        self.test = test
+
+    def hints(self, image=None, flavor=None, memory_mb=4096):
+        got, _ignored = hints.resolve(extra_specs=flavor,
+                                      system_metadata=image,
+                                      conf=CONF, memory_mb=memory_mb)
+        return got
+
+    def facts(self, image=None, flavor=None, **sections):
+        memory = (sections.get('instance') or {}).get('memory_mb', 4096)
+        sections.setdefault('destination', base.DEST_SOFTWARE)
+        return base.make_facts(hints=self.hints(image, flavor, memory),
+                               **sections)
+
+    @staticmethod
+    def policies():
+        pol = adaptive.AdaptivePolicy(CONF)
+        pol.load()
+        return pol, static.StaticPolicy(CONF)
+
+
+# -- Medium: an image's method passes the operator's gates -----------------
+
+class ImageMethodGatesTest(base.TestCase):
+    """An image chooses among what the operator's gates allow; its level
+    and channel count only lower the policy's choice.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.p = _Planner(self)
+        self.adaptive, self.static = self.p.policies()
+
+    def test_busy_cpu_keeps_software_compression_off(self):
+        # 5% idle: the operator's plan is plain pre-copy; the image's
+        # zstd-9 used to become zstd-9 on 4 channels.
+        facts = self.p.facts(_image(method='zstd', level=9),
+                             host={'cpu_idle_pct': 5.0})
+        for policy in (self.adaptive, self.static):
+            plan = policy.plan(facts)
+            self.assertEqual('none', plan.method, policy.name)
+            self.assertReason('qat_migration:method=zstd ignored',
+                              plan.reasons)
+            self.assertReason('cpu_idle_threshold', plan.reasons)
+
+    def test_idle_cpu_lets_the_image_choose_zstd(self):
+        facts = self.p.facts(_image(method='zstd'),
+                             host={'cpu_idle_pct': 90.0})
+        for policy in (self.adaptive, self.static):
+            plan = policy.plan(facts)
+            self.assertEqual('zstd', plan.method, policy.name)
+            self.assertReason('chosen by the image', plan.reasons)
+
+    def test_image_level_only_lowers(self):
+        self.flags(zstd_level=3)
+        facts = self.p.facts(_image(method='zstd', level=9),
+                             host={'cpu_idle_pct': 90.0})
+        for policy in (self.adaptive, self.static):
+            self.assertEqual(3, policy.plan(facts).level, policy.name)
+        facts = self.p.facts(_image(method='zstd', level=1),
+                             host={'cpu_idle_pct': 90.0})
+        for policy in (self.adaptive, self.static):
+            self.assertEqual(1, policy.plan(facts).level, policy.name)
+
+    def test_flavor_level_still_fixes_it(self):
+        self.flags(zstd_level=3)
+        facts = self.p.facts(flavor=_flavor(method='zstd', level=9),
+                             host={'cpu_idle_pct': 90.0})
+        self.assertEqual(9, self.static.plan(facts).level)
+        self.assertEqual(9, self.adaptive.plan(facts).level)
+
+    def test_static_channels_only_lowered_by_the_image(self):
+        self.flags(parallel_connections=2, group='qat_migration_static')
+        self.flags(method='zstd', group='qat_migration_static')
+        facts = self.p.facts(_image(parallel_connections=4),
+                             host={'cpu_idle_pct': 90.0})
+        self.assertEqual(2, self.static.plan(facts).parallel_connections)
+        facts = self.p.facts(_image(parallel_connections=1),
+                             host={'cpu_idle_pct': 90.0})
+        self.assertEqual(1, self.static.plan(facts).parallel_connections)
+
+    def test_adaptive_channels_only_lowered_by_the_image(self):
+        # Plain multifd on a fast link: the rules' own count, not the
+        # image's larger one.
+        self.flags(max_parallel_connections=8, adaptive_model=False)
+        host = {'cpus': 2, 'cpu_idle_pct': 5.0}
+        operator = self.adaptive.plan(self.p.facts(host=host))
+        image = self.adaptive.plan(self.p.facts(
+            _image(parallel_connections=8), host=host))
+        self.assertLessEqual(image.parallel_connections,
+                             operator.parallel_connections)
+
+    def test_no_xbzrle_cache_below_the_memory_headroom(self):
+        # 1000 MiB free under a 2048 MiB headroom: no cache for anyone.
+        facts = self.p.facts(_image(method='xbzrle'),
+                             host={'mem_free_mb': 1000})
+        for policy in (self.adaptive, self.static):
+            plan = policy.plan(facts)
+            self.assertNotEqual('xbzrle', plan.method, policy.name)
+            self.assertIsNone(plan.xbzrle_cache_mb, policy.name)
+            self.assertReason('memory_headroom_mb', plan.reasons)
+
+    def test_static_image_cache_bounded_by_spare_memory(self):
+        self.flags(xbzrle_cache_mb=1024, group='qat_migration_static')
+        facts = self.p.facts(_image(method='xbzrle'),
+                             host={'mem_free_mb': 2048 + 300})
+        plan = self.static.plan(facts)
+        self.assertEqual('xbzrle', plan.method)
+        self.assertEqual(256, plan.xbzrle_cache_mb)
+
+    def test_image_qatzip_without_a_lease_ignored(self):
+        self.flags(qemu_monitor_passthrough=True)
+        facts = self.p.facts(_image(method='qatzip'),
+                             host={'cpu_idle_pct': 5.0},
+                             destination=base.DEST_QAT,
+                             hypervisor=base.HV_QATZIP,
+                             qat={'endpoints': 2, 'free_leases': 0},
+                             passthrough_allowed=True)
+        for policy in (self.adaptive, self.static):
+            plan = policy.plan(facts)
+            self.assertNotEqual('qatzip', plan.method, policy.name)
+            self.assertFalse(plan.qat_lease, policy.name)
+
+
+# -- Medium: the operator has the last word --------------------------------
+
+class OperatorLastWordTest(base.TestCase):
+    """Valid narrowing hints never make a guest unmigratable that the
+    operator's plan moves.
+    """
+
+    #: A guest dirtying more than the 10 Gbit/s link moves.
+    BUSY = dict(instance={'dirty_rate_mbps': 1500.0, 'memory_mb': 4096},
+                host={'cpu_idle_pct': 5.0})
+    NARROW = _image(max_downtime_ms=10, allow_throttle='false',
+                    allow_post_copy='false')
+
+    def setUp(self):
+        super().setUp()
+        self.flags(permit_post_copy=True)
+        self.p = _Planner(self)
+        self.adaptive, self.static = self.p.policies()
+        self.cal = self.adaptive.calibration
+
+    def test_image_downtime_floor(self):
+        got = self.p.hints(_image(max_downtime_ms=10))
+        self.assertEqual(hints.IMAGE_DOWNTIME_FLOOR_MS, got.max_downtime_ms)
+        # Never above the operator's own, lower limit.
+        self.flags(downtime_ms=50)
+        self.assertEqual(50, self.p.hints(
+            _image(max_downtime_ms=10)).max_downtime_ms)
+
+    def test_operator_plan_when_the_image_would_not_converge(self):
+        operator_facts = self.p.facts(**self.BUSY)
+        facts = self.p.facts(self.NARROW, **self.BUSY)
+        for policy in (self.adaptive, self.static):
+            self.flags(auto_converge=True, group='qat_migration_static')
+            operator = policy.plan(operator_facts)
+            self.assertTrue(tenant.converges(operator_facts, operator,
+                                             self.cal), policy.name)
+            plan = policy.plan(facts)
+            self.assertTrue(tenant.converges(operator_facts, plan,
+                                             self.cal), policy.name)
+            self.assertTrue(plan.auto_converge or plan.post_copy,
+                            policy.name)
+            self.assertEqual(operator.max_downtime_ms, plan.max_downtime_ms)
+            self.assertReason('set aside', plan.reasons)
+            self.assertReason('allow_throttle=False', plan.reasons)
+
+    def test_image_kept_when_it_still_converges(self):
+        quiet = dict(instance={'dirty_rate_mbps': 5.0},
+                     host={'cpu_idle_pct': 5.0})
+        facts = self.p.facts(self.NARROW, **quiet)
+        for policy in (self.adaptive, self.static):
+            plan = policy.plan(facts)
+            self.assertEqual(hints.IMAGE_DOWNTIME_FLOOR_MS,
+                             plan.max_downtime_ms, policy.name)
+            self.assertFalse(plan.post_copy or plan.auto_converge)
+            self.assertNoReason('set aside', plan.reasons)
+
+    def test_image_kept_when_the_operators_plan_fails_too(self):
+        self.flags(permit_post_copy=False, permit_auto_converge=False)
+        facts = self.p.facts(self.NARROW, **self.BUSY)
+        plan = self.adaptive.plan(facts)
+        self.assertEqual(hints.IMAGE_DOWNTIME_FLOOR_MS, plan.max_downtime_ms)
+        self.assertNoReason('set aside', plan.reasons)
+
+    def test_image_working_set_cannot_talk_the_check_round(self):
+        # A tiny working set would make the narrowed plan look like it
+        # converges; the check reads the operator's view of the guest.
+        facts = self.p.facts(
+            _image(working_set_mb=1, allow_throttle='false',
+                   allow_post_copy='false'), **self.BUSY)
+        plan = self.adaptive.plan(facts)
+        self.assertTrue(plan.auto_converge or plan.post_copy)
+
+
+# -- the generated comparison of plans -------------------------------------
+
+_METHOD_POOL = list(datamodel.METHODS)
+
+
+class GeneratedImagePlansTest(base.TestCase):
+    """Property over generated options, flavors, images and hosts.
+
+    For every built-in policy, the plan made with the image's hints
+    against the plan made from the operator's alone: the image adds no
+    method the operator's gates would not offer, no higher level, no
+    more channels, no larger cache, no throttle or post-copy the
+    operator does not permit, no longer downtime; and if the operator's
+    plan is predicted to converge, so is the image's.
+    """
+
+    CASES = 600
+
+    def _options(self, rng):
+        allowed = rng.sample(_METHOD_POOL, rng.randint(1, len(_METHOD_POOL)))
+        self.flags(
+            downtime_ms=rng.choice([50, 200, 500, 5000]),
+            permit_post_copy=rng.random() < 0.5,
+            permit_auto_converge=rng.random() < 0.6,
+            max_parallel_connections=rng.choice([1, 2, 4, 8]),
+            allowed_methods=allowed,
+            cpu_idle_threshold=rng.choice([0, 30, 50, 90]),
+            memory_headroom_mb=rng.choice([0, 2048, 16384]),
+            zstd_level=rng.choice([0, 1, 3]),
+            zlib_level=rng.choice([1, 6]),
+            qemu_monitor_passthrough=rng.random() < 0.5,
+            adaptive_model=rng.random() < 0.8)
+        self.flags(group='qat_migration_static',
+                   method=rng.choice(sorted(set(allowed) | {'none'})),
+                   parallel_connections=rng.choice([1, 2, 4]),
+                   auto_converge=rng.random() < 0.5,
+                   xbzrle_cache_mb=rng.choice([64, 256, 1024]))
+
+    @staticmethod
+    def _hints(rng, chance):
+        values = {
+            'method': rng.choice(_METHOD_POOL),
+            'level': rng.choice([1, 5, 9]),
+            'parallel_connections': rng.choice([1, 2, 3, 4, 32]),
+            'max_downtime_ms': rng.choice([10, 100, 300, 2000, 60000]),
+            'allow_post_copy': rng.choice(['true', 'false']),
+            'allow_throttle': rng.choice(['true', 'false']),
+            'working_set_mb': rng.choice([0, 64, 1024, 1 << 20]),
+        }
+        return {k: v for k, v in values.items() if rng.random() < chance}
+
+    def _facts(self, rng, hint_values):
+        memory = rng.choice([1024, 4096, 16384])
+        qat = rng.random() < 0.4
+        return base.make_facts(
+            hints=hint_values,
+            instance={'memory_mb': memory,
+                      'dirty_rate_mbps': rng.choice(
+                          [None, 0.0, 50.0, 400.0, 1500.0, 4000.0]),
+                      'compress_ratio': rng.choice([None, 0.3, 0.95])},
+            host={'cpus': rng.choice([2, 8, 32]),
+                  'cpu_idle_pct': rng.choice([2.0, 40.0, 95.0]),
+                  'mem_free_mb': rng.choice([0, 1000, 4096, 65536])},
+            qat={'endpoints': 4 if qat else 0,
+                 'free_leases': rng.choice([0, 1]) if qat else 0},
+            hypervisor=rng.choice([datamodel.HypervisorCaps(),
+                                   base.HV_QATZIP]),
+            destination=rng.choice([datamodel.DestinationCaps(),
+                                    base.DEST_SOFTWARE, base.DEST_QAT]),
+            nova={'tunnelled': rng.random() < 0.1},
+            link_mbps=rng.choice([100.0, 1192.0, 4768.0]),
+            passthrough_allowed=CONF.qat_migration.qemu_monitor_passthrough)
+
+    def test_image_never_adds_what_the_operator_would_not_allow(self):
+        rng = random.Random(SEED)
+        pol_adaptive, pol_static = _Planner(self).policies()
+        cal = pol_adaptive.calibration
+        for i in range(self.CASES):
+            self._options(rng)
+            flavor = _flavor(**self._hints(rng, 0.25))
+            image = _image(**self._hints(rng, 0.6))
+            facts = self._facts(rng, datamodel.Hints())
+            memory = facts.instance.memory_mb
+            operator_hints, _ = hints.resolve(extra_specs=flavor, conf=CONF,
+                                              memory_mb=memory)
+            image_hints, _ = hints.resolve(extra_specs=flavor,
+                                           system_metadata=image, conf=CONF,
+                                           memory_mb=memory)
+            facts_op = _with_hints(facts, operator_hints)
+            facts_img = _with_hints(facts, image_hints)
+            for policy in (pol_adaptive, pol_static):
+                case = (i, policy.name, flavor, image)
+                op = policy.plan(facts_op)
+                img = policy.plan(facts_img)
+                self._compare(policy, facts_op, op, img, case)
+                if tenant.converges(facts_op, op, cal):
+                    self.assertTrue(tenant.converges(facts_op, img, cal),
+                                    (case, op.describe(), img.describe()))
+
+    def _compare(self, policy, facts_op, op, img, case):
+        lim = common.limits(CONF, facts_op)
+        why = (case, op.describe(), img.describe())
+        self.assertLessEqual(img.max_downtime_ms, op.max_downtime_ms, why)
+        if img.post_copy:
+            self.assertTrue(lim.post_copy, why)
+        if img.auto_converge:
+            self.assertTrue(lim.throttle, why)
+        if policy.name == 'static':
+            offered = None
+            if img.auto_converge:
+                self.assertTrue(op.auto_converge, why)
+            self.assertLessEqual(img.parallel_connections,
+                                 op.parallel_connections, why)
+        else:
+            offered = candidates.generate(CONF, facts_op, lim).plans
+            if img.auto_converge:
+                self.assertIn(img.throttle_initial,
+                              {p.throttle_initial for p in offered}, why)
+        # The method: the operator's, or one the operator's gates offer.
+        if img.method != op.method:
+            self.assertIsNone(lim.forced_method, why)
+            self.assertIsNone(candidates.closed(CONF, facts_op, lim,
+                                                img.method), why)
+            if offered is not None:
+                self.assertIn(img.method, {p.method for p in offered}, why)
+        same = [p for p in offered or () if p.method == img.method]
+        # The level: never above what the operator's plan gives it.
+        # (A level beside none or xbzrle is unused.)
+        if img.level is not None and img.method in datamodel.LEVEL_RANGES:
+            # (A flavor's level is for its method: a plan degraded to
+            # another method runs that one's own level.)
+            flavors = (lim.forced_level is not None and
+                       lim.forced_method in (None, img.method))
+            level = (lim.forced_level if flavors
+                     else common.default_level(CONF, img.method))
+            self.assertLessEqual(img.level, level, why)
+            if img.method == op.method and op.level is not None:
+                self.assertLessEqual(img.level, op.level, why)
+        # Channels: no more than the operator's plans of that method.
+        self.assertLessEqual(img.parallel_connections, lim.max_channels,
+                             why)
+        if same:
+            self.assertLessEqual(
+                img.parallel_connections,
+                max(p.parallel_connections for p in same), why)
+        # Cache: no more than the operator would give.
+        if img.method == 'xbzrle':
+            if op.method == 'xbzrle':
+                self.assertLessEqual(img.xbzrle_cache_mb or 0,
+                                     op.xbzrle_cache_mb or 0, why)
+                self.assertLessEqual(img.xbzrle_cache_max_mb or 0,
+                                     op.xbzrle_cache_max_mb or 0, why)
+            else:
+                bound = common.xbzrle_cache_max_mb(CONF, facts_op)
+                self.assertLessEqual(img.xbzrle_cache_mb or 0, bound, why)
+                self.assertLessEqual(img.xbzrle_cache_max_mb or 0, bound,
+                                     why)
+        else:
+            self.assertIsNone(img.xbzrle_cache_mb, why)
+        if img.qat_lease:
+            self.assertTrue(op.qat_lease or common.qat_available(facts_op),
+                            why)
+
+
+def _with_hints(facts, got):
+    return dataclasses.replace(
+        facts, instance=dataclasses.replace(facts.instance, hints=got))
