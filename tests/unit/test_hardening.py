@@ -21,10 +21,17 @@ failure reproduces.
 """
 
 import dataclasses
+import os
 import random
+import threading
 
+import ddt
+import fixtures
+from oslo_config import cfg
 
+from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
+from nova_qat_migration.conf import qat_migration as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import candidates
@@ -414,3 +421,128 @@ class GeneratedImagePlansTest(base.TestCase):
 def _with_hints(facts, got):
     return dataclasses.replace(
         facts, instance=dataclasses.replace(facts.instance, hints=got))
+
+
+# -- Medium: empty option values --------------------------------------------
+
+def _conf_file(test, text):
+    path = os.path.join(test.useFixture(fixtures.TempDir()).path,
+                        'nova.conf')
+    with open(path, 'w') as f:
+        f.write(text)
+    conf = cfg.ConfigOpts()
+    qat_opts.register_opts(conf)
+    conf(args=[], default_config_files=[path])
+    return conf
+
+
+#: Options that read ``name =`` as None (issue 24 counts 16 that failed
+#: every migration and 4 that crashed start-up with a bare TypeError).
+_NONE_WHEN_EMPTY = [
+    ('qat_migration', o.name) for o in qat_opts.ALL_OPTS
+    if isinstance(o, (cfg.IntOpt, cfg.FloatOpt)) and o.default is not None
+] + [('qat_migration_static', o.name) for o in qat_opts.static_opts
+     if isinstance(o, cfg.IntOpt)]
+
+
+@ddt.ddt
+class EmptyOptionsTest(base.TestCase):
+
+    def test_every_integer_option_counted(self):
+        names = {name for _group, name in _NONE_WHEN_EMPTY}
+        for name in ('downtime_ms', 'memory_headroom_mb',
+                     'xbzrle_cache_min_mb', 'xbzrle_cache_max_mb',
+                     'xbzrle_cache_mb', 'parallel_connections',
+                     'history_max_entries', 'qat_endpoints_for_migration'):
+            self.assertIn(name, names)
+
+    @ddt.data(*_NONE_WHEN_EMPTY)
+    @ddt.unpack
+    def test_empty_value_refused_naming_it(self, group, name):
+        conf = _conf_file(self, '[%s]\n%s =\n' % (group, name))
+        exc = self.assertRaises(qat_conf.ConfigError, qat_conf.check, conf,
+                                host_memory_mb=8192)
+        self.assertIn('[%s] %s must not be empty' % (group, name), str(exc))
+
+    @ddt.data('sysfs_root', 'debugfs_root', 'qatzip_library', 'policy')
+    def test_empty_string_refused_where_the_default_is_not(self, name):
+        conf = _conf_file(self, '[qat_migration]\n%s =\n' % name)
+        exc = self.assertRaises(qat_conf.ConfigError, qat_conf.check, conf,
+                                host_memory_mb=8192)
+        self.assertIn('[qat_migration] %s must not be empty' % name,
+                      str(exc))
+
+    @ddt.data('state_path', 'model_calibration', 'allowed_methods',
+              'image_policies')
+    def test_empty_keeps_its_meaning_where_the_default_is_empty(self, name):
+        qat_conf.check(_conf_file(self, '[qat_migration]\n%s =\n' % name),
+                       host_memory_mb=8192)
+
+
+# -- Low: absurd numbers and files that block ------------------------------
+
+@ddt.ddt
+class SaneBoundsTest(base.TestCase):
+
+    def _calibration(self, text):
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'cal.json')
+        with open(path, 'w') as f:
+            f.write(text)
+        return path
+
+    @ddt.data('1e308', '10001', '1e5')
+    def test_link_gbps_bounded(self, value):
+        conf = _conf_file(self, '[qat_migration]\nlink_gbps = %s\n' % value)
+        exc = self.assertRaises(qat_conf.ConfigError, qat_conf.check, conf,
+                                host_memory_mb=8192)
+        self.assertIn('[qat_migration] link_gbps must be at most', str(exc))
+
+    def test_fast_link_accepted(self):
+        qat_conf.check(_conf_file(self, '[qat_migration]\nlink_gbps = 400\n'),
+                       host_memory_mb=8192)
+
+    @ddt.data(('stream_mbps', 1e-300), ('stream_mbps', 0.5),
+              ('compress_mbps', 1e9), ('setup_s', 3000.0),
+              ('switchover_s', 120.0))
+    @ddt.unpack
+    def test_absurd_calibration_refused(self, field, value):
+        path = self._calibration('{"%s": %r}' % (field, value))
+        exc = self.assertRaises(qat_conf.ConfigError,
+                                qat_conf.check_calibration, path)
+        self.assertIn(field, str(exc))
+
+    def test_committed_calibration_still_accepted(self):
+        path = os.path.join(os.path.dirname(os.path.dirname(
+            os.path.dirname(os.path.abspath(__file__)))),
+            'benchmarks', 'calibration.json')
+        self.assertIn('stream_mbps', qat_conf.check_calibration(path))
+
+    def _returns(self, func, *args):
+        """``func(*args)``'s exception, failing if it blocks."""
+        out = []
+
+        def run():
+            try:
+                func(*args)
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - handed to the test
+                out.append(exc)
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(10)
+        self.assertFalse(thread.is_alive(), '%s blocked' % func.__name__)
+        return out[0]
+
+    def test_fifo_calibration_refused_without_blocking(self):
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'cal')
+        os.mkfifo(path)
+        exc = self._returns(qat_conf.check_calibration, path)
+        self.assertIsInstance(exc, qat_conf.ConfigError)
+        self.assertIn('not a regular file', str(exc))
+        self.assertIn('[qat_migration] model_calibration', str(exc))
+
+    def test_directory_calibration_refused(self):
+        path = self.useFixture(fixtures.TempDir()).path
+        exc = self._returns(qat_conf.check_calibration, path)
+        self.assertIsInstance(exc, qat_conf.ConfigError)
