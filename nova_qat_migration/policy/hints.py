@@ -189,17 +189,30 @@ def _short(value: Any, limit: int = 64) -> str:
 
 
 def _collect(mapping: Optional[Mapping[str, Any]], prefix: str,
-             source: str, errors: Optional[list] = None) -> dict:
+             source: str, errors: Optional[list] = None,
+             warnings: Optional[list] = None) -> dict:
     """The ``qat_migration:*`` values of ``mapping``, parsed.
 
     :param errors: when given, a bad key or value is appended to it (and
         skipped) instead of raised.
+    :param warnings: when given, keys in another spelling of the
+        namespace (``QAT_MIGRATION:x``), which are never used, are named
+        in it.
     :raises InvalidHint: naming the key, when ``errors`` is None.
     """
     found: dict = {}
     ns = prefix + NAMESPACE + ':'
     for name, value in (mapping or {}).items():
-        if not isinstance(name, str) or not name.startswith(ns):
+        if not isinstance(name, str):
+            continue
+        if not name.startswith(ns):
+            if name.lower().startswith(ns) and warnings is not None:
+                # Nova's API takes QAT_MIGRATION:x (an unknown namespace
+                # to it), and nothing here reads it: say so rather than
+                # let the operator or tenant believe it applies.
+                warnings.append(
+                    '%s %s ignored: the namespace is %s (lower case)'
+                    % (source, _short(name[len(prefix):]), NAMESPACE))
             continue
         short = name[len(ns):]
         key = KEYS_BY_NAME.get(short)
@@ -299,17 +312,21 @@ def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
     :returns: ``(hints, ignored)``: ``hints`` carries the flavor's alone
         as :attr:`~.datamodel.Hints.operator` when the image changed
         anything; ``ignored`` has one message per image value that was
-        invalid or was lowered or raised to a bound.
+        invalid or was lowered or raised to a bound, and per key in
+        another spelling of the namespace (flavor or image), never
+        used.
     :raises InvalidHint: for a bad flavor extra spec, naming the key.
     """
     if conf is None:
         from nova_qat_migration import conf as qat_conf
         conf = qat_conf.CONF
-    flavor = _collect(extra_specs, '', 'flavor extra spec')
     ignored: list = []
+    flavor = _collect(extra_specs, '', 'flavor extra spec',
+                      warnings=ignored)
     image = _collect(system_metadata, IMAGE_SYSMETA_PREFIX,
-                     'image property', ignored)
-    image.update(_collect(image_properties, '', 'image property', ignored))
+                     'image property', ignored, warnings=ignored)
+    image.update(_collect(image_properties, '', 'image property', ignored,
+                          warnings=ignored))
     values = dict(flavor)
     values.update(_narrow_image(image, flavor, conf, memory_mb, ignored))
     operator = datamodel.Hints(**flavor)
@@ -334,6 +351,6 @@ def from_instance(extra_specs: Optional[Mapping[str, Any]] = None,
     hints, ignored = resolve(extra_specs, image_properties, system_metadata,
                              conf=conf, memory_mb=memory_mb)
     for message in ignored:
-        LOG.warning('Live-migration hint from the image not used: %s',
+        LOG.warning('Live-migration hint not used as given: %s',
                     message, instance=instance)
     return hints
