@@ -21,6 +21,7 @@ failure reproduces.
 """
 
 import dataclasses
+import json
 import os
 import random
 import threading
@@ -33,6 +34,7 @@ from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
 from nova_qat_migration.conf import qat_migration as qat_opts
 from nova_qat_migration import datamodel
+from nova_qat_migration import history
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import candidates
 from nova_qat_migration.policy import common
@@ -586,3 +588,113 @@ class NamespaceCaseTest(base.TestCase):
                          'qat_migrationx:y': '1'},
             system_metadata={'image_hw_disk_bus': 'virtio'})
         self.assertEqual([], ignored)
+
+
+# -- Low: one bad history entry costs that entry, not the file -------------
+
+class HistoryEntryTest(base.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.path = self.useFixture(fixtures.TempDir()).path
+        self.file = os.path.join(self.path, history.FILENAME)
+        self.logger = self.useFixture(fixtures.FakeLogger())
+
+    def _write(self, text):
+        with open(self.file, 'w') as f:
+            f.write(text)
+
+    def _entries(self, *bad):
+        good = [{'uuid': 'good-1', 'wire_mbps': 100.0, 'method': 'zstd'},
+                {'uuid': 'good-2', 'converged': True}]
+        return ('{"version": 1, "instances": [%s]}'
+                % ', '.join([json.dumps(good[0])] + list(bad) +
+                            [json.dumps(good[1])]))
+
+    def _assert_good_kept(self, store):
+        self.assertEqual(100.0, store.get('good-1').wire_mbps)
+        self.assertEqual('zstd', store.get('good-1').method)
+        self.assertIs(True, store.get('good-2').converged)
+
+    def test_number_of_5000_digits_costs_the_field(self):
+        self._write(self._entries(
+            '{"uuid": "bad", "method": "xbzrle", "total_s": %s}'
+            % ('9' * 5000)))
+        store = history.HistoryStore(self.path)
+        self._assert_good_kept(store)
+        self.assertEqual('xbzrle', store.get('bad').method)
+        self.assertIsNone(store.get('bad').total_s)
+
+    def test_huge_uuid_or_counter_costs_the_entry_or_field(self):
+        self._write(self._entries(
+            '{"uuid": %s}' % ('1' * 5000),
+            '{"uuid": "c", "migrations": %s}' % ('7' * 5000)))
+        store = history.HistoryStore(self.path)
+        self._assert_good_kept(store)
+        self.assertEqual(0, store.get('c').migrations)
+
+    def test_deep_value_costs_the_field(self):
+        deep = '[' * 100000 + ']' * 100000
+        self._write(self._entries(
+            '{"uuid": "deep", "method": "zlib", "wire_mbps": %s}' % deep))
+        store = history.HistoryStore(self.path)
+        self._assert_good_kept(store)
+        self.assertEqual('zlib', store.get('deep').method)
+
+    def test_deep_entry_costs_the_entry(self):
+        self._write(self._entries('[' * 100000 + ']' * 100000,
+                                  '{"uuid": "x\\"[[["}'))
+        store = history.HistoryStore(self.path)
+        self._assert_good_kept(store)
+        self.assertEqual(3, len(store))
+
+    def test_next_write_keeps_the_good_entries(self):
+        self._write(self._entries('{"uuid": "bad", "total_s": %s}'
+                                  % ('9' * 5000)))
+        store = history.HistoryStore(self.path)
+        store.record('new', {'method': 'none'})
+        reread = history.HistoryStore(self.path)
+        self._assert_good_kept(reread)
+        self.assertEqual('none', reread.get('new').method)
+
+    def test_unreadable_file_moved_aside_before_it_is_replaced(self):
+        garbage = b'\x00not a history\xff' * 10
+        with open(self.file, 'wb') as f:
+            f.write(garbage)
+        store = history.HistoryStore(self.path)
+        store.record('new', {'method': 'zstd'})
+        with open(self.file + history.CORRUPT_SUFFIX, 'rb') as f:
+            self.assertEqual(garbage, f.read())
+        self.assertEqual('zstd', history.HistoryStore(self.path)
+                         .get('new').method)
+        self.assertIn(history.CORRUPT_SUFFIX, self.logger.output)
+
+    def test_lock_that_cannot_be_taken_keeps_the_history_in_memory(self):
+        # The lock file's name is taken by a directory: the lock cannot
+        # be taken (even as root).
+        os.mkdir(os.path.join(self.path, history.LOCKNAME))
+        store = history.HistoryStore(self.path)
+        store.record('a', {'method': 'zstd'})
+        store.record('a', {'converged': True})
+        got = store.get('a')
+        self.assertEqual(('zstd', True, 2),
+                         (got.method, got.converged, got.migrations))
+        self.assertEqual(1, self.logger.output.count('kept in memory'))
+        self.assertFalse(os.path.exists(self.file))
+
+    def test_state_path_that_is_a_file_keeps_the_history_in_memory(self):
+        path = os.path.join(self.path, 'not-a-dir')
+        with open(path, 'w') as f:
+            f.write('x')
+        store = history.HistoryStore(path)
+        store.record('a', {'method': 'xbzrle'})
+        self.assertEqual('xbzrle', store.get('a').method)
+        self.assertIn('kept in memory', self.logger.output)
+
+    def test_lock_failure_never_raises_from_record(self):
+        store = history.HistoryStore(self.path)
+        self.useFixture(fixtures.MockPatch(
+            'oslo_concurrency.lockutils.lock',
+            side_effect=PermissionError(13, 'Permission denied')))
+        store.record('a', {'method': 'zstd'})
+        self.assertEqual('zstd', store.get('a').method)
