@@ -25,6 +25,7 @@ import json
 import os
 import random
 import threading
+from unittest import mock
 
 import ddt
 import fixtures
@@ -35,12 +36,15 @@ from nova_qat_migration.conf import CONF
 from nova_qat_migration.conf import qat_migration as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration import history
+from nova_qat_migration import notifications
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import candidates
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import hints
 from nova_qat_migration.policy import static
 from nova_qat_migration.policy import tenant
+from nova_qat_migration import report
+from nova_qat_migration.virt.libvirt import tracker
 from tests.unit import base
 
 SEED = 20261224
@@ -698,3 +702,85 @@ class HistoryEntryTest(base.TestCase):
             side_effect=PermissionError(13, 'Permission denied')))
         store.record('a', {'method': 'zstd'})
         self.assertEqual('zstd', store.get('a').method)
+
+
+# -- Low: non-finite numbers in job stats or facts --------------------------
+
+INF, NAN = float('inf'), float('nan')
+
+
+def _refuse(name):
+    raise ValueError('%s in strict JSON' % name)
+
+
+class NonFiniteNumbersTest(base.TestCase):
+    """NaN and infinity become None: the report, the notification and the
+    history record all survive, and the log line is strict JSON.
+    """
+
+    STATS = {'memory_total': INF, 'memory_processed': NAN,
+             'memory_iteration': INF, 'time_elapsed': NAN,
+             'compression_bytes': INF, 'compression_pages': NAN,
+             'compression_cache_misses': INF, 'compression_overflow': NAN,
+             'memory_remaining': INF, 'memory_dirty_rate': NAN,
+             'auto_converge_throttle': INF}
+
+    def _record(self):
+        track = tracker.ProgressTracker()
+        track.update(dict(self.STATS))
+        facts = base.make_facts(
+            instance={'dirty_rate_mbps': NAN, 'compress_ratio': INF},
+            host={'cpu_idle_pct': NAN}, link_mbps=INF)
+        plan = datamodel.Plan(policy='adaptive')
+        return report.build(
+            instance_uuid='3e5d2c1a-8b7f-4f6e-9a0b-1c2d3e4f5a6b',
+            requested=plan, outcome=report.OUTCOME_COMPLETED,
+            total_s=INF, last_stats=dict(self.STATS),
+            completed_stats={'downtime': NAN, 'time_elapsed': INF},
+            summary=track.summary(), facts=facts,
+            prediction={'total_s': INF, 'downtime_ms': NAN})
+
+    def test_record_is_strict_json(self):
+        record = self._record()
+        text = json.dumps(record, allow_nan=False, default=str)
+        back = json.loads(text, parse_constant=_refuse)
+        self.assertIsNone(back['iterations'])
+        self.assertIsNone(back['total_s'])
+        self.assertIsNone(back['facts']['dirty_rate_mbps'])
+        self.assertIsNone(back['prediction']['total_s'])
+
+    def test_notification_built(self):
+        note = notifications.build(self._record(), host='cmp1')
+        data = note.payload.obj_to_primitive()['nova_object.data']
+        self.assertIsNone(data['iterations'])
+        self.assertIsNone(data['facts']['cpu_idle_pct'])
+
+    def test_payload_from_a_record_not_made_by_build(self):
+        record = {'instance': '3e5d2c1a-8b7f-4f6e-9a0b-1c2d3e4f5a6b',
+                  'outcome': 'failed', 'iterations': INF, 'bytes': NAN,
+                  'total_s': INF, 'monitor': {'iterations': INF,
+                                              'max_dirty_rate_mbps': NAN},
+                  'compression': {'bytes': INF}, 'facts': {'x': NAN}}
+        payload = notifications.QATMigrationPayload(record)
+        self.assertIsNone(payload.iterations)
+        self.assertIsNone(payload.monitor.iterations)
+        self.assertIsNone(payload.compression.bytes)
+        self.assertIsNone(payload.facts['x'])
+
+    def test_emit_logs_strict_json_and_records_history(self):
+        logs = self.useFixture(fixtures.FakeLogger())
+        store = history.HistoryStore(None)
+        with mock.patch.object(notifications, 'emit_report') as sent:
+            report.emit(self._record(), store)
+        sent.assert_called_once()
+        line = [x for x in logs.output.splitlines() if report.PREFIX in x][0]
+        json.loads(line.split(report.PREFIX, 1)[1], parse_constant=_refuse)
+        self.assertEqual(1, store.get(
+            '3e5d2c1a-8b7f-4f6e-9a0b-1c2d3e4f5a6b').migrations)
+        self.assertNotIn('Could not', logs.output)
+
+    def test_tracker_survives_non_finite_stats(self):
+        track = tracker.ProgressTracker()
+        track.update(dict(self.STATS))
+        summary = track.summary()
+        self.assertEqual(0, summary['iterations'])
