@@ -20,7 +20,9 @@ operator's plan moves. Generated cases use a seeded ``random.Random`` so a
 failure reproduces.
 """
 
+import argparse
 import dataclasses
+import io
 import json
 import os
 import random
@@ -31,6 +33,7 @@ import ddt
 import fixtures
 from oslo_config import cfg
 
+from nova_qat_migration.cmd import qat as qat_cmd
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
 from nova_qat_migration.conf import qat_migration as qat_opts
@@ -43,9 +46,12 @@ from nova_qat_migration.policy import common
 from nova_qat_migration.policy import hints
 from nova_qat_migration.policy import static
 from nova_qat_migration.policy import tenant
+from nova_qat_migration.qat import devices
+from nova_qat_migration.qat import health
 from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import tracker
 from tests.unit import base
+from tests.unit.qat import base as qat_base
 
 SEED = 20261224
 
@@ -429,6 +435,40 @@ def _with_hints(facts, got):
         facts, instance=dataclasses.replace(facts.instance, hints=got))
 
 
+def _returns_within(test, seconds, func, *args, fifos=()):
+    """``func(*args)``, failing the test if it blocks.
+
+    A call still blocked after ``seconds`` fails the test; a writer then
+    opens each of ``fifos`` so the blocked reader returns and the test
+    process can end.
+    """
+    out = []
+
+    def run():
+        try:
+            out.append((func(*args), None))
+        except BaseException as exc:  # noqa: BLE001 - handed back below
+            out.append((None, exc))
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        for _ in range(int(seconds * 10)):
+            for fifo in fifos:
+                try:
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:     # no reader on it (yet)
+                    pass
+            thread.join(0.1)
+            if not thread.is_alive():
+                break
+        test.fail('%s blocked' % func.__name__)
+    value, exc = out[0]
+    if exc is not None:
+        raise exc
+    return value
+
+
 # -- Medium: empty option values --------------------------------------------
 
 def _conf_file(test, text):
@@ -524,33 +564,24 @@ class SaneBoundsTest(base.TestCase):
             'benchmarks', 'calibration.json')
         self.assertIn('stream_mbps', qat_conf.check_calibration(path))
 
-    def _returns(self, func, *args):
-        """``func(*args)``'s exception, failing if it blocks."""
-        out = []
-
-        def run():
-            try:
-                func(*args)
-                out.append(None)
-            except Exception as exc:  # noqa: BLE001 - handed to the test
-                out.append(exc)
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        thread.join(10)
-        self.assertFalse(thread.is_alive(), '%s blocked' % func.__name__)
-        return out[0]
+    def _raised(self, func, *args, fifos=()):
+        try:
+            _returns_within(self, 10, func, *args, fifos=fifos)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            return exc
+        return None
 
     def test_fifo_calibration_refused_without_blocking(self):
         path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'cal')
         os.mkfifo(path)
-        exc = self._returns(qat_conf.check_calibration, path)
+        exc = self._raised(qat_conf.check_calibration, path, fifos=[path])
         self.assertIsInstance(exc, qat_conf.ConfigError)
         self.assertIn('not a regular file', str(exc))
         self.assertIn('[qat_migration] model_calibration', str(exc))
 
     def test_directory_calibration_refused(self):
         path = self.useFixture(fixtures.TempDir()).path
-        exc = self._returns(qat_conf.check_calibration, path)
+        exc = self._raised(qat_conf.check_calibration, path)
         self.assertIsInstance(exc, qat_conf.ConfigError)
 
 
@@ -710,7 +741,7 @@ INF, NAN = float('inf'), float('nan')
 
 
 def _refuse(name):
-    raise ValueError('%s in strict JSON' % name)
+    raise ValueError(name)
 
 
 class NonFiniteNumbersTest(base.TestCase):
@@ -784,3 +815,82 @@ class NonFiniteNumbersTest(base.TestCase):
         track.update(dict(self.STATS))
         summary = track.summary()
         self.assertEqual(0, summary['iterations'])
+
+
+# -- Low: sysfs entries that block or hide devices -------------------------
+
+class SysfsTest(qat_base.QATTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.fifos = []
+
+    def _fifo(self, path):
+        os.unlink(path)
+        os.mkfifo(path)
+        self.fifos.append(path)
+
+    def test_fifo_attribute_does_not_block_the_scan(self):
+        self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=2)
+        self.tree.add_pf('0000:70:00.0', '4xxx', numvfs=2)
+        pf = self.tree.device_dir('0000:6b:00.0')
+        self._fifo(os.path.join(pf, 'numa_node'))
+        self._fifo(os.path.join(pf, 'qat', 'state'))
+        pfs = _returns_within(self, 10, devices.discover, self.tree.sysfs,
+                              fifos=self.fifos)
+        self.assertEqual(['0000:6b:00.0', '0000:70:00.0'],
+                         [p.address for p in pfs])
+        self.assertEqual(-1, pfs[0].numa_node)
+        self.assertIn('not a regular file', self.log.output)
+
+    def test_fifo_heartbeat_does_not_block_the_health_check(self):
+        self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=2)
+        self.tree.set_heartbeat('0000:6b:00.0', 0)
+        status = os.path.join(self.tree.debugfs_dir('0000:6b:00.0'),
+                              'heartbeat', 'status')
+        self._fifo(status)
+        reader = health.HealthReader(self.tree.debugfs)
+        directory = self.tree.debugfs_dir('0000:6b:00.0')
+        self.assertIsNone(_returns_within(self, 10, reader.heartbeat,
+                                          directory, fifos=self.fifos))
+
+    def test_non_ascii_virtfn_hides_nothing(self):
+        self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=3)
+        self.tree.add_pf('0000:70:00.0', '4xxx', numvfs=2)
+        pf = self.tree.device_dir('0000:6b:00.0')
+        os.symlink(os.readlink(os.path.join(pf, 'virtfn1')),
+                   os.path.join(pf, 'virtfn\u00b2'))
+        pfs = devices.discover(self.tree.sysfs)
+        self.assertEqual([3, 2], [len(p.vfs) for p in pfs])
+        self.assertIn('not a VF link', self.log.output)
+
+    def _non_utf8_pf(self):
+        self.tree.add_pf('0000:6b:00.0', '4xxx', numvfs=2)
+        self.tree.add_pf('0000:70:00.0', '4xxx', numvfs=2)
+        links = os.path.join(self.tree.sysfs, 'bus', 'pci', 'devices')
+        os.rename(os.path.join(links, '0000:70:00.0').encode(),
+                  os.path.join(links.encode(), b'0000:70:00.\xff'))
+
+    def test_non_utf8_pf_name_ignored(self):
+        self._non_utf8_pf()
+        pfs = devices.discover(self.tree.sysfs)
+        self.assertEqual(['0000:6b:00.0'], [p.address for p in pfs])
+        self.assertIn('not a PCI address', self.log.output)
+
+    def test_devices_command_prints_under_a_utf8_locale(self):
+        self._non_utf8_pf()
+        parser = argparse.ArgumentParser()
+        qat_cmd.add_parsers(parser.add_subparsers())
+        args = parser.parse_args(['devices', '--sysfs-root',
+                                  self.tree.sysfs, '-v'])
+        raw = io.BytesIO()
+        out = io.TextIOWrapper(raw, encoding='utf-8', errors='strict')
+        with mock.patch('sys.stdout', out):
+            rc = args.func(args)
+            out.flush()
+        self.assertEqual(0, rc)
+        self.assertIn(b'PF 0000:6b:00.0', raw.getvalue())
+
+    def test_printable_escapes_undecodable_names(self):
+        name = os.fsdecode(b'drv\xff')
+        self.assertEqual('drv\\xff', qat_cmd._printable(name))
