@@ -29,6 +29,7 @@ import sys
 import typing
 from typing import Any, Optional, Sequence
 
+from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import hints as hints_mod
@@ -269,6 +270,14 @@ def facts_from_args(args: argparse.Namespace) -> datamodel.Facts:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        # What nova-compute checks at start-up: a configuration it would
+        # refuse gets the same message here, not a traceback mid-plan.
+        qat_conf.check(CONF)
+    except qat_conf.ConfigError as exc:
+        print('nova-qat-migration: configuration error: %s (nova-compute '
+              'would not start with it)' % exc, file=sys.stderr)
+        return 2
     facts = facts_from_args(args)
     name = args.policy or CONF.qat_migration.policy
     try:

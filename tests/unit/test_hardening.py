@@ -33,6 +33,7 @@ import ddt
 import fixtures
 from oslo_config import cfg
 
+from nova_qat_migration.cmd import cli
 from nova_qat_migration.cmd import qat as qat_cmd
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
@@ -894,3 +895,50 @@ class SysfsTest(qat_base.QATTestCase):
     def test_printable_escapes_undecodable_names(self):
         name = os.fsdecode(b'drv\xff')
         self.assertEqual('drv\\xff', qat_cmd._printable(name))
+
+
+# -- Low: command-line tracebacks ------------------------------------------
+
+class CommandLineTest(base.TestCase):
+
+    def _main(self, argv, env=None):
+        err, out = io.StringIO(), io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stderr', err))
+        self.useFixture(fixtures.MonkeyPatch('sys.stdout', out))
+        for name, value in (env or {}).items():
+            self.useFixture(fixtures.EnvironmentVariable(name, value))
+        return cli.main(argv), out.getvalue(), err.getvalue()
+
+    def _file(self, name, text):
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path, name)
+        with open(path, 'w') as f:
+            f.write(text)
+        return path
+
+    def test_plan_runs_the_start_up_check(self):
+        for text, option in (
+                ('[qat_migration]\ndowntime_ms =\n', 'downtime_ms'),
+                ('[qat_migration]\nmemory_headroom_mb =\n',
+                 'memory_headroom_mb'),
+                ('[qat_migration]\nlink_gbps = 1e308\n', 'link_gbps'),
+                ('[qat_migration]\nxbzrle_cache_min_mb = 8192\n',
+                 'xbzrle_cache_min_mb')):
+            conf = self._file('nova.conf', text)
+            rc, _out, err = self._main(['--config-file', conf, 'plan'])
+            self.assertEqual(2, rc, text)
+            self.assertIn('[qat_migration] %s' % option, err)
+            self.assertIn('nova-compute would not start', err)
+            self.assertNotIn('Traceback', err)
+            CONF.reset()
+            CONF.clear()
+
+    def test_drain_with_a_malformed_clouds_yaml(self):
+        for text in ('clouds: 5\n', 'clouds: [1, 2]\n',
+                     'clouds: {a: 5}\n', 'clouds: {: ]\n'):
+            clouds = self._file('clouds.yaml', text)
+            rc, _out, err = self._main(
+                ['drain', 'cmp1', '--dry-run'],
+                env={'OS_CLIENT_CONFIG_FILE': clouds, 'OS_CLOUD': 'a'})
+            self.assertEqual(2, rc, text)
+            self.assertIn('clouds.yaml', err)
+            self.assertNotIn('Traceback', err)
