@@ -27,10 +27,12 @@ import json
 import os
 import random
 import threading
+import time
 from unittest import mock
 
 import ddt
 import fixtures
+from nova import objects
 from oslo_config import cfg
 
 from nova_qat_migration.cmd import cli
@@ -42,6 +44,7 @@ from nova_qat_migration import datamodel
 from nova_qat_migration import history
 from nova_qat_migration import notifications
 from nova_qat_migration.policy import adaptive
+from nova_qat_migration.policy import base as policy_base
 from nova_qat_migration.policy import candidates
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import hints
@@ -50,9 +53,12 @@ from nova_qat_migration.policy import tenant
 from nova_qat_migration.qat import devices
 from nova_qat_migration.qat import health
 from nova_qat_migration import report
+from nova_qat_migration.virt.libvirt import facts as qat_facts
 from nova_qat_migration.virt.libvirt import tracker
+from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base
 from tests.unit.qat import base as qat_base
+from tests.unit.virt.libvirt import test_driver
 
 SEED = 20261224
 
@@ -361,6 +367,8 @@ class GeneratedImagePlansTest(base.TestCase):
                 case = (i, policy.name, flavor, image)
                 op = policy.plan(facts_op)
                 img = policy.plan(facts_img)
+                policy_base.validate_plan(op)
+                policy_base.validate_plan(img)
                 self._compare(policy, facts_op, op, img, case)
                 if tenant.converges(facts_op, op, cal):
                     self.assertTrue(tenant.converges(facts_op, img, cal),
@@ -942,3 +950,155 @@ class CommandLineTest(base.TestCase):
             self.assertEqual(2, rc, text)
             self.assertIn('clouds.yaml', err)
             self.assertNotIn('Traceback', err)
+
+
+# -- Low: a plugin's invalid plan; the plan lock and slow measurements -----
+
+_PLAN = datamodel.Plan(policy='plugin')
+
+
+@ddt.ddt
+class ValidatePlanTest(base.TestCase):
+
+    @ddt.data(('bandwidth_mbps', -1), ('bandwidth_mbps', 1.5),
+              ('parallel_connections', 0), ('parallel_connections', True),
+              ('level', float('nan')), ('max_downtime_ms', float('inf')),
+              ('max_downtime_ms', 0), ('throttle_initial', 150),
+              ('xbzrle_cache_mb', -64), ('progress_timeout_s', -1),
+              ('method', 'lz4'), ('post_copy', 'yes'),
+              ('fallbacks', (('zstd', 99),)), ('fallbacks', 'zstd'),
+              ('reasons', (1, 2)))
+    @ddt.unpack
+    def test_invalid_field_named(self, field, value):
+        plan = dataclasses.replace(_PLAN, **{field: value})
+        exc = self.assertRaises(policy_base.InvalidPlan,
+                                policy_base.validate_plan, plan)
+        self.assertIn(field.rstrip('s') if field == 'fallbacks' else field,
+                      str(exc))
+
+    def test_level_checked_against_the_method(self):
+        policy_base.validate_plan(dataclasses.replace(
+            _PLAN, method='zstd', level=20))
+        self.assertRaises(policy_base.InvalidPlan, policy_base.validate_plan,
+                          dataclasses.replace(_PLAN, method='zlib',
+                                              level=20))
+
+    def test_not_a_plan(self):
+        self.assertRaises(policy_base.InvalidPlan, policy_base.validate_plan,
+                          {'policy': 'x'})
+
+    def test_built_in_plans_valid(self):
+        facts = base.make_facts()
+        for cls in (adaptive.AdaptivePolicy, static.StaticPolicy):
+            policy_base.validate_plan(cls(CONF).plan(facts))
+        from nova_qat_migration.policy import nova_default
+        policy_base.validate_plan(
+            nova_default.NovaDefaultPolicy(CONF).plan(facts))
+
+
+class _DriverTest(test_driver.DriverTestBase):
+
+    A = '11111111-2222-3333-4444-00000000000a'
+    B = '11111111-2222-3333-4444-00000000000b'
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.measure.host_load',
+            lambda *a, **k: datamodel.HostLoad()))
+
+    def _instance(self, uuid):
+        flavor = objects.Flavor(memory_mb=2048, vcpus=2, extra_specs={})
+        return objects.Instance(uuid=uuid, vm_state='active', flavor=flavor,
+                                system_metadata={})
+
+
+class PluginPlanTest(_DriverTest):
+
+    def test_invalid_plugin_plan_falls_back_to_novas_call(self):
+        self.flags(policy='static', group='qat_migration')
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.policy.static.StaticPolicy.plan',
+            lambda self_, facts: datamodel.Plan(policy='static',
+                                                bandwidth_mbps=-5)))
+        logger = self.useFixture(fixtures.FakeLogger())
+        migrate_data = objects.LibvirtLiveMigrateData(block_migration=False)
+        session = drvr._qat_plan(None, self._instance(self.A), 'dest',
+                                 migrate_data)
+        self.assertEqual('nova_default', session.plan.policy)
+        self.assertEqual(session.nova_call.params, session.call.params)
+        self.assertNotIn(-5, session.call.params.values())
+        self.assertIn('bandwidth_mbps -5', logger.output)
+
+    def test_translate_never_sees_an_invalid_plan(self):
+        self.flags(policy='static', group='qat_migration')
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.policy.static.StaticPolicy.plan',
+            lambda self_, facts: datamodel.Plan(
+                policy='static', method='zstd', level=float('nan'),
+                parallel_connections=4)))
+        seen = []
+        real = translate.to_libvirt
+
+        def to_libvirt(plan, facts):
+            seen.append(plan)
+            return real(plan, facts)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.translate.to_libvirt',
+            to_libvirt))
+        self.useFixture(fixtures.FakeLogger())
+        drvr._qat_plan(None, self._instance(self.A), 'dest',
+                       objects.LibvirtLiveMigrateData(block_migration=False))
+        self.assertTrue(seen)
+        for plan in seen:
+            policy_base.validate_plan(plan)
+
+
+class PlanLockTest(_DriverTest):
+    """Measuring one guest does not hold up another migration's plan."""
+
+    def test_slow_measurement_does_not_delay_another_plan(self):
+        self.flags(policy='static', group='qat_migration')
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.useFixture(fixtures.FakeLogger())
+        a_measuring = threading.Event()
+        b_planned = threading.Event()
+        real_gather = qat_facts.gather
+
+        def gather(conf, context, instance, *args, **kwargs):
+            if instance.uuid == self.A:
+                # Guest A's measurement lasts until B has been planned
+                # (or 10 s, when B waits for A's lock).
+                a_measuring.set()
+                b_planned.wait(10)
+            return real_gather(conf, context, instance, *args, **kwargs)
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.facts.gather', gather))
+        planned = {}
+
+        def nova_live_migration(self_, context, instance, *args):
+            planned[instance.uuid] = time.monotonic()
+            if instance.uuid == self.B:
+                b_planned.set()
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver._live_migration',
+            nova_live_migration))
+
+        def migrate(uuid):
+            drvr._live_migration(
+                None, self._instance(uuid), 'dest', 'post', 'recover', False,
+                objects.LibvirtLiveMigrateData(block_migration=False))
+        thread_a = threading.Thread(target=migrate, args=(self.A,))
+        thread_a.start()
+        self.assertTrue(a_measuring.wait(10))
+        started = time.monotonic()
+        migrate(self.B)
+        thread_a.join(30)
+        self.assertLess(planned[self.B] - started, 5.0)
+        self.assertLess(planned[self.B], planned[self.A])
+        self.assertEqual({}, drvr._qat_budget.shares())
