@@ -480,17 +480,6 @@ def _returns_within(test, seconds, func, *args, fifos=()):
 
 # -- Medium: empty option values --------------------------------------------
 
-def _conf_file(test, text):
-    path = os.path.join(test.useFixture(fixtures.TempDir()).path,
-                        'nova.conf')
-    with open(path, 'w') as f:
-        f.write(text)
-    conf = cfg.ConfigOpts()
-    qat_opts.register_opts(conf)
-    conf(args=[], default_config_files=[path])
-    return conf
-
-
 #: Options that read ``name =`` as None (issue 24 counts 16 that failed
 #: every migration and 4 that crashed start-up with a bare TypeError).
 _NONE_WHEN_EMPTY = [
@@ -514,14 +503,14 @@ class EmptyOptionsTest(base.TestCase):
     @ddt.data(*_NONE_WHEN_EMPTY)
     @ddt.unpack
     def test_empty_value_refused_naming_it(self, group, name):
-        conf = _conf_file(self, '[%s]\n%s =\n' % (group, name))
+        conf = base.conf_from_text(self, '[%s]\n%s =\n' % (group, name))
         exc = self.assertRaises(qat_conf.ConfigError, qat_conf.check, conf,
                                 host_memory_mb=8192)
         self.assertIn('[%s] %s must not be empty' % (group, name), str(exc))
 
     @ddt.data('sysfs_root', 'debugfs_root', 'qatzip_library', 'policy')
     def test_empty_string_refused_where_the_default_is_not(self, name):
-        conf = _conf_file(self, '[qat_migration]\n%s =\n' % name)
+        conf = base.conf_from_text(self, '[qat_migration]\n%s =\n' % name)
         exc = self.assertRaises(qat_conf.ConfigError, qat_conf.check, conf,
                                 host_memory_mb=8192)
         self.assertIn('[qat_migration] %s must not be empty' % name,
@@ -530,8 +519,8 @@ class EmptyOptionsTest(base.TestCase):
     @ddt.data('state_path', 'model_calibration', 'allowed_methods',
               'image_policies')
     def test_empty_keeps_its_meaning_where_the_default_is_empty(self, name):
-        qat_conf.check(_conf_file(self, '[qat_migration]\n%s =\n' % name),
-                       host_memory_mb=8192)
+        conf = base.conf_from_text(self, '[qat_migration]\n%s =\n' % name)
+        qat_conf.check(conf, host_memory_mb=8192)
 
 
 # -- Low: absurd numbers and files that block ------------------------------
@@ -539,30 +528,26 @@ class EmptyOptionsTest(base.TestCase):
 @ddt.ddt
 class SaneBoundsTest(base.TestCase):
 
-    def _calibration(self, text):
-        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
-                            'cal.json')
-        with open(path, 'w') as f:
-            f.write(text)
-        return path
-
     @ddt.data('1e308', '10001', '1e5')
     def test_link_gbps_bounded(self, value):
-        conf = _conf_file(self, '[qat_migration]\nlink_gbps = %s\n' % value)
+        conf = base.conf_from_text(
+            self, '[qat_migration]\nlink_gbps = %s\n' % value)
         exc = self.assertRaises(qat_conf.ConfigError, qat_conf.check, conf,
                                 host_memory_mb=8192)
         self.assertIn('[qat_migration] link_gbps must be at most', str(exc))
 
     def test_fast_link_accepted(self):
-        qat_conf.check(_conf_file(self, '[qat_migration]\nlink_gbps = 400\n'),
-                       host_memory_mb=8192)
+        conf = base.conf_from_text(self,
+                                   '[qat_migration]\nlink_gbps = 400\n')
+        qat_conf.check(conf, host_memory_mb=8192)
 
     @ddt.data(('stream_mbps', 1e-300), ('stream_mbps', 0.5),
               ('compress_mbps', 1e9), ('setup_s', 3000.0),
               ('switchover_s', 120.0))
     @ddt.unpack
     def test_absurd_calibration_refused(self, field, value):
-        path = self._calibration('{"%s": %r}' % (field, value))
+        path = base.temp_file(self, 'cal.json',
+                              '{"%s": %r}' % (field, value))
         exc = self.assertRaises(qat_conf.ConfigError,
                                 qat_conf.check_calibration, path)
         self.assertIn(field, str(exc))
@@ -640,13 +625,13 @@ class HistoryEntryTest(base.TestCase):
 
     def setUp(self):
         super().setUp()
+        self.logger = self.useFixture(fixtures.FakeLogger())
         self.path = self.useFixture(fixtures.TempDir()).path
         self.file = os.path.join(self.path, history.FILENAME)
-        self.logger = self.useFixture(fixtures.FakeLogger())
 
     def _write(self, text):
-        with open(self.file, 'w') as f:
-            f.write(text)
+        self.file = base.temp_file(self, history.FILENAME, text)
+        self.path = os.path.dirname(self.file)
 
     def _entries(self, *bad):
         good = [{'uuid': 'good-1', 'wire_mbps': 100.0, 'method': 'zstd'},
@@ -703,8 +688,7 @@ class HistoryEntryTest(base.TestCase):
 
     def test_unreadable_file_moved_aside_before_it_is_replaced(self):
         garbage = b'\x00not a history\xff' * 10
-        with open(self.file, 'wb') as f:
-            f.write(garbage)
+        self._write(garbage)
         store = history.HistoryStore(self.path)
         store.record('new', {'method': 'zstd'})
         with open(self.file + history.CORRUPT_SUFFIX, 'rb') as f:
@@ -917,12 +901,6 @@ class CommandLineTest(base.TestCase):
             self.useFixture(fixtures.EnvironmentVariable(name, value))
         return cli.main(argv), out.getvalue(), err.getvalue()
 
-    def _file(self, name, text):
-        path = os.path.join(self.useFixture(fixtures.TempDir()).path, name)
-        with open(path, 'w') as f:
-            f.write(text)
-        return path
-
     def test_plan_runs_the_start_up_check(self):
         for text, option in (
                 ('[qat_migration]\ndowntime_ms =\n', 'downtime_ms'),
@@ -931,7 +909,7 @@ class CommandLineTest(base.TestCase):
                 ('[qat_migration]\nlink_gbps = 1e308\n', 'link_gbps'),
                 ('[qat_migration]\nxbzrle_cache_min_mb = 8192\n',
                  'xbzrle_cache_min_mb')):
-            conf = self._file('nova.conf', text)
+            conf = base.temp_file(self, 'nova.conf', text)
             rc, _out, err = self._main(['--config-file', conf, 'plan'])
             self.assertEqual(2, rc, text)
             self.assertIn('[qat_migration] %s' % option, err)
@@ -943,7 +921,7 @@ class CommandLineTest(base.TestCase):
     def test_drain_with_a_malformed_clouds_yaml(self):
         for text in ('clouds: 5\n', 'clouds: [1, 2]\n',
                      'clouds: {a: 5}\n', 'clouds: {: ]\n'):
-            clouds = self._file('clouds.yaml', text)
+            clouds = base.temp_file(self, 'clouds.yaml', text)
             rc, _out, err = self._main(
                 ['drain', 'cmp1', '--dry-run'],
                 env={'OS_CLIENT_CONFIG_FILE': clouds, 'OS_CLOUD': 'a'})

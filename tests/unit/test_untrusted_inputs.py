@@ -704,14 +704,7 @@ class OptionsTest(base.TestCase):
     """Every bad option stops start-up with ``[qat_migration] name``."""
 
     def _conf(self, text):
-        tmp = self.useFixture(fixtures.TempDir()).path
-        path = os.path.join(tmp, 'nova.conf')
-        with open(path, 'w') as f:
-            f.write(text)
-        conf = cfg.ConfigOpts()
-        qat_opts.register_opts(conf)
-        conf(args=[], default_config_files=[path])
-        return conf
+        return base.conf_from_text(self, text)
 
     @ddt.data(*OPTION_FILES)
     @ddt.unpack
