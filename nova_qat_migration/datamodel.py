@@ -212,6 +212,12 @@ class Hints:
     allow_post_copy: Optional[bool] = None
     allow_throttle: Optional[bool] = None
     working_set_mb: Optional[int] = None
+    #: The same hints without the image's values (the operator's alone,
+    #: from the flavor), or None when the image added nothing. An image
+    #: may only choose among what these allow, and the operator's plan
+    #: wins when the image's would not converge
+    #: (:mod:`nova_qat_migration.policy.tenant`).
+    operator: Optional['Hints'] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -516,18 +522,24 @@ class Calibration:
     def ranges(cls) -> dict:
         """``{field: (low, high, low_is_exclusive)}`` a value must be in.
 
-        Rates divide (they must be above zero); residues and costs are
-        shares of a page; times are non-negative.
+        Rates divide, so they are bounded away from zero: below 1 MiB/s
+        no host migrates at all (``stream_mbps: 1e-300`` would predict
+        that every guest needs an 80% throttle), above 1 TiB/s no core
+        or endpoint copies. Residues and costs are shares of a page;
+        the fixed costs are times a real migration has (a set-up of ten
+        minutes, a switch-over of a minute are already failures).
         """
         out = {}
         for field in dataclasses.fields(cls):
             if field.name.endswith('_mbps'):
-                out[field.name] = (0.0, 1e7, True)
+                out[field.name] = (1.0, 1024.0 * 1024.0, False)
             elif field.name in ('xbzrle_residue', 'zero_cost',
                                 'downtime_overshoot'):
                 out[field.name] = (0.0, 1.0, False)
+            elif field.name == 'switchover_s':
+                out[field.name] = (0.0, 60.0, False)
             else:
-                out[field.name] = (0.0, 3600.0, False)
+                out[field.name] = (0.0, 600.0, False)
         return out
 
 

@@ -24,11 +24,15 @@ one small JSON file under ``[qat_migration] state_path``:
 * crash-safe: written to a temporary file, fsynced, renamed over the old
   one, and the directory fsynced so the rename survives a power cut;
 * forgiving: whatever the file holds -- binary garbage, a JSON list, NaN,
-  numbers beyond any range, nesting deep enough to exhaust the parser's
-  recursion -- is read as far as it is valid: each entry is checked field
-  by field, a bad field is dropped (a bad entry entirely), a warning is
-  logged, and the next write heals the file. Nothing in it can fail a
-  migration or make every later ``record()`` raise.
+  numbers beyond any range or with thousands of digits, nesting deep
+  enough to exhaust the parser's recursion -- is read as far as it is
+  valid: each entry is checked field by field, a bad field is dropped (a
+  bad entry entirely), a warning is logged, and the next write heals the
+  file. A file that is not a history at all is moved aside
+  (``history.json.corrupt``) before the next write replaces it, so an
+  operator can still look at it. When the lock or the directory cannot be
+  used, the history is kept in memory with a warning. Nothing in it can
+  fail a migration or make ``record()`` raise.
 """
 
 from __future__ import annotations
@@ -55,6 +59,16 @@ LOG = logging.getLogger(__name__)
 FILENAME = 'history.json'
 #: The external lock's file, beside the history.
 LOCKNAME = 'history.json.lock'
+#: Where a file that is not a history is moved before it is replaced
+#: (one copy: the latest).
+CORRUPT_SUFFIX = '.corrupt'
+#: No valid number in the history has more digits than this; a longer one
+#: is read as invalid (Python refuses ints of more than 4300 digits, which
+#: would cost the whole file).
+_MAX_DIGITS = 64
+#: Valid entries nest three deep (file, instances, entry); anything nested
+#: deeper than this is read as null when the file is too deep to parse.
+_MAX_DEPTH = 8
 _FORMAT_VERSION = 1
 #: A history file larger than this is not read (a bounded store of small
 #: entries never grows to it: about 2 KiB per entry at most).
@@ -110,6 +124,68 @@ def _clean_field(name: str, value: Any) -> Any:
     if name == 'converged':
         return value if isinstance(value, bool) else None
     return None
+
+
+class _Invalid:
+    """A value read from the file that no field accepts (a number of
+    thousands of digits): dropped by :func:`clean_entry`.
+    """
+
+    def __repr__(self) -> str:
+        return 'invalid'
+
+
+_INVALID = _Invalid()
+
+
+def _parse_int(text: str) -> Any:
+    if len(text) > _MAX_DIGITS:
+        return _INVALID
+    return int(text)
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_int=_parse_int)
+
+
+def _prune(text: str, limit: int = _MAX_DEPTH) -> str:
+    """``text`` with every array or object nested deeper than ``limit``
+    replaced by ``null``.
+
+    Python's parser gives up on the whole document at a few thousand
+    levels; pruning first costs only the values that nest that deep.
+    Strings are skipped (brackets in them are text), and a text that is
+    not JSON stays not JSON.
+    """
+    out = []
+    depth = 0
+    keep_from = 0
+    pruned_at = None        # depth of the container being dropped
+    in_string = escaped = False
+    for i, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == '\\':
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in '[{':
+            depth += 1
+            if depth > limit and pruned_at is None:
+                out.append(text[keep_from:i])
+                out.append('null')
+                pruned_at = depth
+        elif char in ']}':
+            if pruned_at is not None and depth == pruned_at:
+                pruned_at = None
+                keep_from = i + 1
+            depth -= 1
+    if pruned_at is None:
+        out.append(text[keep_from:])
+    return ''.join(out)
 
 
 def clean_entry(item: Any) -> tuple[Optional[dict], list]:
@@ -214,6 +290,9 @@ class HistoryStore:
         self._lock = threading.Lock()
         #: (inode, size, mtime_ns) of the file last read.
         self._seen: Optional[tuple] = None
+        #: Why the file is not used now (lock or directory unusable), or
+        #: None; warned about once per spell.
+        self._degraded: Optional[str] = None
         loaded = self._read()
         self._entries: collections.OrderedDict = (
             loaded if loaded is not None else collections.OrderedDict())
@@ -240,8 +319,13 @@ class HistoryStore:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def _read(self) -> Optional[collections.OrderedDict]:
+    def _read(self, move_aside: bool = False,
+              ) -> Optional[collections.OrderedDict]:
         """The entries in the file; None when there is no usable file.
+
+        :param move_aside: move a file that is not a history out of the
+            way (only with the external lock held: another process may be
+            replacing it).
 
         Never raises: see the module docstring.
         """
@@ -256,7 +340,12 @@ class HistoryStore:
                 raw = f.read(limit + 1)
             if len(raw) > limit:
                 raise ValueError('larger than %d bytes' % limit)
-            data = json.loads(raw.decode('utf-8'))
+            # A byte that is not UTF-8 costs the string it is in.
+            text = raw.decode('utf-8', errors='replace')
+            try:
+                data = _loads(text)
+            except RecursionError:
+                data = _loads(_prune(text))
             if not isinstance(data, dict):
                 raise ValueError('not a JSON object')
             items = data.get('instances')
@@ -265,11 +354,13 @@ class HistoryStore:
         except (OSError, ValueError, RecursionError, MemoryError) as exc:
             # NOTE(qat-migration): the history is an optimisation; losing it
             # costs one less informed plan, refusing to start would cost
-            # the host. (UnicodeDecodeError and JSONDecodeError are
-            # ValueErrors; deep nesting is a RecursionError.)
+            # the host. (JSONDecodeError is a ValueError; nesting too deep
+            # even once pruned is a RecursionError.)
+            aside = self._move_aside() if move_aside else None
             LOG.warning('Ignoring unreadable migration history %s (%s); '
-                        'starting with an empty history.',
-                        self.filename, str(exc)[:200])
+                        'starting with an empty history%s.',
+                        self.filename, str(exc)[:200],
+                        ' (the file is kept as %s)' % aside if aside else '')
             return None
         entries: collections.OrderedDict = collections.OrderedDict()
         bad_entries = 0
@@ -292,6 +383,17 @@ class HistoryStore:
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
         return entries
+
+    def _move_aside(self) -> Optional[str]:
+        """Rename the file to :data:`CORRUPT_SUFFIX`; its new name."""
+        target = self.filename + CORRUPT_SUFFIX
+        try:
+            os.replace(self.filename, target)
+        except OSError as exc:
+            LOG.warning('Could not move %s aside: %s', self.filename, exc)
+            return None
+        self._seen = None
+        return target
 
     def _refresh(self) -> None:
         """Re-read the file if another process replaced it (lock held)."""
@@ -348,38 +450,55 @@ class HistoryStore:
         replaces the old one whole.
         """
         clean = clean_values(values)
-        with self._lock:
-            with self._file_lock():
+        with self._lock, contextlib.ExitStack() as stack:
+            shared = self._take_file_lock(stack)
+            if shared:
                 # Reload before writing: another process sharing the state
                 # path may have recorded since we last read.
-                loaded = self._read()
+                loaded = self._read(move_aside=True)
                 if loaded is not None:
                     self._entries = loaded
-                entry = dict(self._entries.pop(instance_uuid, {}))
-                entry['uuid'] = instance_uuid
-                entry['migrations'] = min(
-                    _MAX_MIGRATIONS, int(entry.get('migrations', 0)) + 1)
-                entry['updated_at'] = time.time()
-                if 'measured_at' in clean:
-                    for name in _MEASURED:
-                        entry.pop(name, None)
-                entry.update(clean)
-                self._entries[instance_uuid] = entry
-                while len(self._entries) > self.max_entries:
-                    self._entries.popitem(last=False)
+            entry = dict(self._entries.pop(instance_uuid, {}))
+            entry['uuid'] = instance_uuid
+            entry['migrations'] = min(
+                _MAX_MIGRATIONS, int(entry.get('migrations', 0)) + 1)
+            entry['updated_at'] = time.time()
+            if 'measured_at' in clean:
+                for name in _MEASURED:
+                    entry.pop(name, None)
+            entry.update(clean)
+            self._entries[instance_uuid] = entry
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+            if shared:
                 self._write(list(self._entries.values()))
 
-    def _file_lock(self) -> Any:
-        """The external lock of this history file (none in memory)."""
+    def _take_file_lock(self, stack: contextlib.ExitStack) -> bool:
+        """Hold the external lock of the history file until ``stack``
+        closes; False (in memory only) without a file or when the lock
+        or the directory cannot be used.
+        """
         if not self.filename:
-            return contextlib.nullcontext()
+            return False
         try:
             os.makedirs(self.path, exist_ok=True)
-        except OSError:
-            # The write will fail and say so; nothing to share then.
-            return contextlib.nullcontext()
-        return lockutils.lock(LOCKNAME, external=True, lock_path=self.path,
-                              do_log=False)
+            stack.enter_context(lockutils.lock(
+                LOCKNAME, external=True, lock_path=self.path,
+                do_log=False))
+        except Exception as exc:  # noqa: BLE001 - never fail a migration
+            why = str(exc)[:200]
+            if self._degraded is None:
+                LOG.warning('Migration history %(file)s cannot be shared '
+                            '(%(why)s): kept in memory until the lock can '
+                            'be taken.', {'file': self.filename,
+                                          'why': why})
+            self._degraded = why
+            return False
+        if self._degraded is not None:
+            LOG.info('Migration history %s is written again.',
+                     self.filename)
+            self._degraded = None
+        return True
 
     def _write(self, entries: list) -> None:
         if not self.filename:

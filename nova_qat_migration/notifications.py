@@ -31,6 +31,7 @@ major one.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Optional
 
 from nova import context as nova_context
@@ -52,12 +53,23 @@ EVENT_TYPE = '%s.%s.%s' % (OBJECT, ACTION, PHASE_END)
 OUTCOMES = ('completed', 'failed', 'cancelled', 'aborted')
 
 
-def _int(value: Any) -> Optional[int]:
-    return None if value is None else int(value)
-
-
 def _float(value: Any) -> Optional[float]:
-    return None if value is None else float(value)
+    """A finite float, else None: a NaN or infinite number in a record
+    must not cost the whole notification (``int(inf)`` raises, and
+    oslo.serialization would write NaN into the message).
+    """
+    if value is None or isinstance(value, bool):
+        return None if value is None else float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _int(value: Any) -> Optional[int]:
+    number = _float(value) if not isinstance(value, int) else value
+    return None if number is None else int(number)
 
 
 @nova_base.NovaObjectRegistry.register_if(False)
@@ -133,9 +145,9 @@ class QATMigrationMonitorPayload(notification.NotificationPayloadBase):
         for name, field in self.fields.items():
             value = summary.get(name)
             if value is not None and isinstance(field, fields.IntegerField):
-                value = int(value)
+                value = _int(value)
             elif value is not None and isinstance(field, fields.FloatField):
-                value = float(value)
+                value = _float(value)
             elif value is not None and isinstance(field,
                                                   fields.BooleanField):
                 value = bool(value)
@@ -254,6 +266,8 @@ def _strings(mapping: Any) -> dict:
     for key, value in (mapping or {}).items():
         if isinstance(value, (list, tuple, set, frozenset)):
             value = ','.join(str(v) for v in value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = None
         out[str(key)] = None if value is None else str(value)
     return out
 

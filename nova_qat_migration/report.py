@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -52,11 +53,37 @@ def visible_params(params: Optional[Mapping[str, Any]]) -> dict:
 
 
 def _num(stats: Mapping[str, Any], key: str) -> Optional[float]:
+    """``stats[key]`` as a finite float, else None."""
     try:
         value = stats.get(key)
-        return None if value is None else float(value)
+        number = None if value is None else float(value)
     except (TypeError, ValueError):
         return None
+    return number if number is None or math.isfinite(number) else None
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts, lists and
+    tuples too) replaced by None.
+
+    A record carries numbers from libvirt's job stats, the facts and the
+    model; one non-finite value would otherwise make the log line, the
+    notification and the history record invalid JSON (or an ``int()``
+    raise and lose all three).
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(record: Mapping[str, Any]) -> str:
+    """``record`` as one line of strict JSON (no NaN or Infinity)."""
+    return json.dumps(finite(record), sort_keys=True, default=str,
+                      allow_nan=False)
 
 
 #: libvirt's number of multifd channels when the call names none
@@ -249,7 +276,7 @@ def build(*, instance_uuid: str, instance_name: str = '',
         record['notes'].append(reused)
     record['dirty_rate_mbps_before'] = record['facts'].get('dirty_rate_mbps')
     record['prediction'] = dict(prediction) if prediction else None
-    return record
+    return finite(record)
 
 
 def disk_note(stats: Mapping[str, Any],
@@ -402,8 +429,8 @@ def emit(record: Mapping[str, Any], history: Any = None) -> None:
     migration into a failed one.
     """
     try:
-        line = json.dumps(record, sort_keys=True, default=str)
-    except (TypeError, ValueError):
+        line = dumps(record)
+    except (TypeError, ValueError, RecursionError):
         line = repr(record)
     level = (LOG.info if record.get('outcome') == OUTCOME_COMPLETED
              else LOG.warning)

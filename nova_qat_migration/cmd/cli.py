@@ -29,8 +29,10 @@ import sys
 import typing
 from typing import Any, Optional, Sequence
 
+from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
+from nova_qat_migration.policy import base
 from nova_qat_migration.policy import hints as hints_mod
 from nova_qat_migration.policy import loader
 from nova_qat_migration.virt.libvirt import translate
@@ -269,6 +271,14 @@ def facts_from_args(args: argparse.Namespace) -> datamodel.Facts:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        # What nova-compute checks at start-up: a configuration it would
+        # refuse gets the same message here, not a traceback mid-plan.
+        qat_conf.check(CONF)
+    except qat_conf.ConfigError as exc:
+        print('nova-qat-migration: configuration error: %s (nova-compute '
+              'would not start with it)' % exc, file=sys.stderr)
+        return 2
     facts = facts_from_args(args)
     name = args.policy or CONF.qat_migration.policy
     try:
@@ -276,6 +286,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except loader.UnknownPolicy as exc:
         raise UsageError(str(exc))
     plan = policy.plan(facts)
+    try:
+        base.validate_plan(plan)
+    except base.InvalidPlan as exc:
+        # nova-compute would run Nova's own plan instead.
+        raise UsageError('%s: nova-compute would use Nova\'s own plan'
+                         % exc)
     call = translate.to_libvirt(plan, facts)
     if args.json:
         print(json.dumps(call.to_dict(), indent=2, sort_keys=True))

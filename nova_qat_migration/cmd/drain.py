@@ -531,10 +531,26 @@ class Drainer:
         return 0 if ok and not self.refused and not self.failed else 1
 
 
+class CloudConfigError(Exception):
+    """``OS_*`` / ``clouds.yaml`` cannot be made into a connection."""
+
+
 def connect() -> Any:
-    """An openstacksdk connection from ``OS_*`` / ``clouds.yaml``."""
+    """An openstacksdk connection from ``OS_*`` / ``clouds.yaml``.
+
+    :raises CloudConfigError: for anything the SDK cannot make a
+        connection of: it reads a malformed ``clouds.yaml`` (``clouds:
+        5``, bad YAML) with whatever exception its parser hits first.
+    """
     import openstack
-    return openstack.connect()
+    try:
+        return openstack.connect()
+    except Exception as exc:  # noqa: BLE001 - the SDK's parser, any type
+        raise CloudConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: Exception) -> str:
+    return '%s: %s' % (type(exc).__name__, exc)
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -546,6 +562,9 @@ def cmd_drain(args: argparse.Namespace) -> int:
         drainer = Drainer(conn, args.host, concurrency=concurrency,
                           target=args.target)
         guests = drainer.guests()
+    except CloudConfigError as exc:
+        raise cli.UsageError('cannot connect to Nova\'s API with the '
+                             'OS_* environment or clouds.yaml: %s' % exc)
     except Exception as exc:
         # No cloud configured, bad credentials, API unreachable: a message,
         # not a traceback.

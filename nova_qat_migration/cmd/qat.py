@@ -65,6 +65,22 @@ def _quiet_c_stderr(enabled: bool) -> Iterator[None]:
         os.close(null)
 
 
+def _printable(text: str) -> str:
+    """``text`` as a UTF-8 terminal can print it.
+
+    Names read from sysfs (a driver's link, an entry's name) are bytes
+    the kernel does not promise to be UTF-8; Python keeps the undecodable
+    ones as surrogates, which ``print`` refuses under a UTF-8 locale.
+    They are shown escaped (``\\xff``).
+    """
+    return text.encode('utf-8', 'surrogateescape').decode(
+        'utf-8', 'backslashreplace')
+
+
+def _say(text: str = '') -> None:
+    print(_printable(text))
+
+
 def _vf_summary(vfs: list) -> str:
     by_driver: dict[str, int] = {}
     for vf in vfs:
@@ -85,7 +101,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     nodename = args.nodename or socket.gethostname()
     host_plan = mgr.plan(nodename, statuses)
     if args.json:
-        print(json.dumps({
+        _say(json.dumps({
             'sysfs_root': CONF.qat_migration.sysfs_root,
             'debugfs_root': CONF.qat_migration.debugfs_root,
             'devices': [s.to_dict() for s in statuses],
@@ -93,38 +109,38 @@ def cmd_devices(args: argparse.Namespace) -> int:
         }, indent=2, sort_keys=True))
         return 0
     if not statuses:
-        print('No QAT devices under %s.' % CONF.qat_migration.sysfs_root)
+        _say('No QAT devices under %s.' % CONF.qat_migration.sysfs_root)
     for s in statuses:
         pf = s.pf
         h = s.health
-        print('PF %s  %s (gen %d, 0x%04x)  driver %s  NUMA %d'
+        _say('PF %s  %s (gen %d, 0x%04x)  driver %s  NUMA %d'
               % (pf.address, pf.product, pf.generation, pf.device_id,
                  pf.driver or 'unbound', pf.numa_node))
         util = ('%.1f%%' % h.dc_utilization
                 if h.dc_utilization is not None else '-')
-        print('   state %s  services %s  heartbeat %s  dc util %s  -> %s'
+        _say('   state %s  services %s  heartbeat %s  dc util %s  -> %s'
               % (pf.state or 'n/a (gen %d)' % pf.generation,
                  ';'.join(pf.services) or '-', h.status, util,
                  'healthy' if s.healthy else 'NOT USABLE'))
         data = pf.to_dict()
-        print('   SR-IOV %d/%d VFs%s; compression endpoints: %d'
+        _say('   SR-IOV %d/%d VFs%s; compression endpoints: %d'
               % (pf.sriov_numvfs, pf.sriov_totalvfs,
                  ' (%s)' % _vf_summary(data['vfs']) if pf.vfs else '',
                  len(s.compression_endpoints())))
         if args.verbose:
             for vf in pf.vfs:
-                print('     VF %s  driver %s'
+                _say('     VF %s  driver %s'
                       % (vf.address, vf.driver or 'unbound'))
-    print()
-    print('Placement (node %s, %d endpoints kept for migrations):'
+    _say()
+    _say('Placement (node %s, %d endpoints kept for migrations):'
           % (nodename, CONF.qat_migration.qat_endpoints_for_migration))
     for child in host_plan.children:
         inv = child.inventory().get(placement.RESOURCE_CLASS)
-        print('  %s  %s total %d reserved %d  traits %s'
+        _say('  %s  %s total %d reserved %d  traits %s'
               % (child.name, placement.RESOURCE_CLASS,
                  inv['total'] if inv else 0, inv['reserved'] if inv else 0,
                  ','.join(sorted(child.traits))))
-    print('  compute node traits: %s'
+    _say('  compute node traits: %s'
           % (','.join(sorted(host_plan.host_traits)) or '-'))
     return 0
 

@@ -20,6 +20,7 @@ loader). :func:`check` reads and checks them at start-up.
 import json
 import math
 import os
+import stat
 from typing import Any, Optional
 
 from oslo_config import cfg
@@ -37,6 +38,15 @@ STATIC_GROUP = qat_migration.static_group.name
 MEMINFO = '/proc/meminfo'
 #: A calibration file larger than this is not a calibration file.
 _CALIBRATION_MAX_BYTES = 64 * 1024
+#: Upper bounds the start-up check applies to options that have none of
+#: their own (oslo.config takes 1e308 for a FloatOpt without a maximum):
+#: ``{option: (maximum, why)}``.
+_SANE_MAXIMA = {
+    # 10 Tbit/s: no migration network comes near it, and a larger value
+    # makes the link practically infinite in the model (and 1e308 makes
+    # it infinite: reports then carry Infinity).
+    'link_gbps': (10000.0, 'Gbit/s'),
+}
 
 
 class ConfigError(ValueError):
@@ -68,6 +78,7 @@ def check(conf: cfg.ConfigOpts = CONF,
     qat_migration.register_static_opts(conf)
     values = _read(conf, GROUP, qat_migration.ALL_OPTS)
     static = _read(conf, STATIC_GROUP, qat_migration.static_opts)
+    _check_sane_maxima(values)
     _check_combinations(values, static)
     _check_static_cache(values, static, host_memory_mb)
     if values['model_calibration']:
@@ -76,6 +87,13 @@ def check(conf: cfg.ConfigOpts = CONF,
 
 def _read(conf: cfg.ConfigOpts, group: str, opts: list) -> dict:
     """``{dest: value}`` of ``opts`` in ``group``; floats must be finite.
+
+    An option whose default is not empty must not be empty: oslo.config
+    reads ``downtime_ms =`` as None, which every later comparison or
+    arithmetic turns into a TypeError (per migration, or a bare traceback
+    at start-up), and ``sysfs_root =`` as '', a path relative to
+    wherever nova-compute was started. (An empty list keeps its meaning:
+    ``allowed_methods =`` allows only ``none``.)
 
     :raises ConfigError: naming the first option that cannot be read.
     """
@@ -86,11 +104,26 @@ def _read(conf: cfg.ConfigOpts, group: str, opts: list) -> dict:
             value = values[opt.dest] = getattr(section, opt.dest)
         except (cfg.Error, ValueError) as exc:
             raise ConfigError('%s: %s' % (_name(opt.name, group), exc))
+        if _empty(value) and not _empty(opt.default):
+            raise ConfigError('%s must not be empty (remove the line for '
+                              'the default, %s)'
+                              % (_name(opt.name, group), opt.default))
         if (isinstance(opt, cfg.FloatOpt) and value is not None and
                 not math.isfinite(value)):
             raise ConfigError('%s must be a finite number, got %s'
                               % (_name(opt.name, group), value))
     return values
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == ''
+
+
+def _check_sane_maxima(v: dict) -> None:
+    for option, (maximum, unit) in _SANE_MAXIMA.items():
+        if v[option] is not None and v[option] > maximum:
+            raise ConfigError('%s must be at most %g %s, got %g'
+                              % (_name(option), maximum, unit, v[option]))
 
 
 def _check_combinations(v: dict, static: dict) -> None:
@@ -158,12 +191,9 @@ def check_calibration(path: str) -> dict:
     """
     where = '%s %s' % (_name('model_calibration'), path)
     try:
-        if os.path.getsize(path) > _CALIBRATION_MAX_BYTES:
-            raise ConfigError('%s is larger than %d bytes'
-                              % (where, _CALIBRATION_MAX_BYTES))
-        with open(path, 'rb') as f:
-            data = json.loads(f.read().decode('utf-8'),
-                              parse_constant=_refuse_constant)
+        raw = _read_regular_file(path, _CALIBRATION_MAX_BYTES, where)
+        data = json.loads(raw.decode('utf-8'),
+                          parse_constant=_refuse_constant)
     except ConfigError:
         raise
     except (OSError, ValueError, RecursionError) as exc:
@@ -192,6 +222,29 @@ def check_calibration(path: str) -> dict:
                    json.dumps(value)[:64]))
         out[name] = float(value)
     return out
+
+
+def _read_regular_file(path: str, limit: int, where: str) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most
+    ``limit`` bytes.
+
+    Opened without blocking and checked before reading: a FIFO (or a
+    device) at the path would otherwise block nova-compute's start-up
+    until something writes to it.
+
+    :raises ConfigError: naming ``where`` for anything but a regular file
+        or one that is too large.
+    :raises OSError: when it cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, 'rb') as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError('%s is not a regular file' % where)
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise ConfigError('%s is larger than %d bytes' % (where, limit))
+    return raw
 
 
 def _refuse_constant(name: str) -> Any:

@@ -27,6 +27,11 @@ One engine, three steps:
    nothing that converges, the rules (:mod:`.rules`) choose among the same
    candidates with the same constants.
 
+An image's hints only narrow: its method is chosen among the candidates
+the operator's gates produced, its level and channels only lower theirs,
+and when the narrowed plan is predicted not to converge while the
+operator's plan does, the operator's runs (:mod:`.tenant`).
+
 History of the instance's last migration and a sample of its pages refine
 the guesses: an incompressible guest is not compressed, a guest whose
 XBZRLE hit rate was poor gets no cache. Every decision is given a reason.
@@ -42,6 +47,7 @@ from nova_qat_migration.policy import candidates
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import predictive
 from nova_qat_migration.policy import rules
+from nova_qat_migration.policy import tenant
 
 
 class AdaptivePolicy(base.Policy):
@@ -58,6 +64,13 @@ class AdaptivePolicy(base.Policy):
         self.calibration = predictive.calibration(self.conf)
 
     def plan(self, facts: datamodel.Facts) -> datamodel.Plan:
+        """The plan for ``facts``; the operator's when the image's hints
+        would keep the guest from converging (:mod:`.tenant`).
+        """
+        return tenant.operator_last_word(facts, self._plan,
+                                         self.calibration)
+
+    def _plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         lim = common.limits(self.conf, facts)
         cands = candidates.generate(self.conf, facts, lim)
         load = predictive.workload(facts)

@@ -54,7 +54,8 @@ class Candidates:
     :param plans: every candidate; each shape first, then its variants.
     :param notes: reasons a lever is not offered (kept in the plan).
     :param forced: the instance's ``qat_migration:method`` hint fixed the
-        shape.
+        method: the flavor's (one shape) or the image's (the shapes of
+        that method the operator's gates allow).
     """
 
     plans: tuple
@@ -117,7 +118,7 @@ def software_fallbacks(conf: Any, facts: datamodel.Facts,
     """Software methods a QAT plan falls back to, when the CPU is idle."""
     if not cpu_ok(conf, facts):
         return ()
-    return tuple((m, common.default_level(conf, m))
+    return tuple((m, common.capped_level(lim, common.default_level(conf, m)))
                  for m in ('zstd', 'zlib') if m in lim.methods)
 
 
@@ -136,6 +137,44 @@ def mt_open(conf: Any, facts: datamodel.Facts, lim: common.Limits) -> bool:
     return (conf.qat_migration.legacy_mt_uses_qat and
             common.qat_available(facts) and sendable(facts, lim, 'mt') and
             not incompressible(facts))
+
+
+def closed(conf: Any, facts: datamodel.Facts, lim: common.Limits,
+           method: str) -> Optional[str]:
+    """Why the operator's gates give no plan of ``method``, or None.
+
+    The same gates :func:`generate` applies to the plans it offers: an
+    image's ``qat_migration:method`` may only choose a method that passes
+    them (the ``static`` policy asks this directly).
+    """
+    if method == 'none':
+        return None
+    if method not in lim.methods:
+        return 'not in [qat_migration] allowed_methods'
+    if method == 'xbzrle':
+        if common.xbzrle_cache_mb(conf, facts) is None:
+            return ('not enough memory above [qat_migration] '
+                    'memory_headroom_mb for an XBZRLE cache')
+        return None
+    if method == 'qatzip':
+        return None if qat_open(facts, lim) else why_not_qat(facts, lim)
+    if method == 'mt':
+        return None if mt_open(conf, facts, lim) else (
+            'the legacy mt threads only run on QAT here ([qat_migration] '
+            'legacy_mt_uses_qat, a free lease)')
+    # zstd, zlib
+    if not sendable(facts, lim, method):
+        return 'not run by both hosts'
+    if facts.nova.tunnelled:
+        return 'multifd cannot run tunnelled'
+    if not cpu_ok(conf, facts):
+        return ('%.0f%% CPU idle < [qat_migration] cpu_idle_threshold %d%%'
+                % (common.cpu_idle_pct(facts),
+                   conf.qat_migration.cpu_idle_threshold))
+    if incompressible(facts):
+        return ('pages compress to %.2f: incompressible'
+                % measured_ratio(facts))
+    return None
 
 
 def why_not_qat(facts: datamodel.Facts, lim: common.Limits) -> str:
@@ -184,8 +223,13 @@ def mt_threads(facts: datamodel.Facts) -> tuple:
 
 def base_plan(conf: Any, facts: datamodel.Facts, lim: common.Limits,
               **fields: Any) -> datamodel.Plan:
-    """A plan with the operator's limits every candidate shares."""
+    """A plan with the operator's limits every candidate shares.
+
+    A level (and a fallback's) is lowered to the image's cap, if any.
+    """
     group = conf.qat_migration
+    if fields.get('level') is not None:
+        fields['level'] = common.capped_level(lim, fields['level'])
     return datamodel.Plan(
         policy='adaptive', max_downtime_ms=lim.max_downtime_ms,
         post_copy_after_stalled=group.post_copy_after_stalled,
@@ -243,12 +287,20 @@ def _forced_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
                      reasons=tuple(reasons), **fields)
 
 
+def _level(conf: Any, lim: common.Limits, method: str) -> Optional[int]:
+    """The flavor's level, else the method's option (an image's cap is
+    applied by :func:`base_plan`).
+    """
+    return (lim.forced_level if lim.forced_level is not None
+            else common.default_level(conf, method))
+
+
 def _after(conf: Any, lim: common.Limits, method: str) -> tuple:
     """The software methods a ``method`` plan falls back to (zstd falls
     back to zlib).
     """
     order = [m for m in ('zstd', 'zlib') if m in lim.methods]
-    return tuple((m, common.default_level(conf, m))
+    return tuple((m, common.capped_level(lim, common.default_level(conf, m)))
                  for m in order[order.index(method) + 1:])
 
 
@@ -278,14 +330,14 @@ def _shapes(conf: Any, facts: datamodel.Facts, lim: common.Limits,
         if squeezed:
             continue
         shapes += [base_plan(conf, facts, lim, method=method,
-                             level=common.default_level(conf, method),
+                             level=_level(conf, lim, method),
                              parallel_connections=n,
                              fallbacks=_after(conf, lim, method))
                    for n in counts if n <= idle]
     fallbacks = software_fallbacks(conf, facts, lim)
     if qat_open(facts, lim):
         shapes += [base_plan(conf, facts, lim, method='qatzip',
-                             level=group.qatzip_level,
+                             level=_level(conf, lim, 'qatzip'),
                              parallel_connections=n, qat_lease=True,
                              fallbacks=fallbacks) for n in counts]
     elif 'qatzip' in lim.methods and facts.qat.endpoints:
@@ -293,7 +345,8 @@ def _shapes(conf: Any, facts: datamodel.Facts, lim: common.Limits,
     if mt_open(conf, facts, lim):
         threads, dthreads = mt_threads(facts)
         shapes.append(base_plan(conf, facts, lim, method='mt',
-                                level=group.mt_level, mt_threads=threads,
+                                level=_level(conf, lim, 'mt'),
+                                mt_threads=threads,
                                 mt_dthreads=dthreads, qat_lease=True,
                                 fallbacks=fallbacks))
     if 'xbzrle' in lim.methods:
@@ -350,13 +403,33 @@ def generate(conf: Any, facts: datamodel.Facts,
              lim: common.Limits) -> Candidates:
     """Every candidate plan for this migration."""
     notes: list = []
-    if lim.forced_method:
+    forced = bool(lim.forced_method)
+    if forced:
         shapes = [_forced_shape(conf, facts, lim)]
     else:
         shapes = _shapes(conf, facts, lim, notes)
+    if facts.instance.hints.operator is not None and not forced:
+        # An image narrows: its plans use only methods the operator's own
+        # limits and gates offer (fewer channels must not open software
+        # compression the operator's channel count kept off the idle
+        # cores), and its method chooses among those.
+        theirs = common.operator_view(facts)
+        offered = {s.method for s in _shapes(
+            conf, theirs, common.limits(conf, theirs), [])}
+        shapes = [s for s in shapes if s.method in offered]
+    if lim.image_method and not forced:
+        chosen = [s for s in shapes if s.method == lim.image_method]
+        if chosen:
+            forced = True
+            shapes = [s.because('method %s chosen by the image'
+                                % lim.image_method) for s in chosen]
+        else:
+            notes.append('image property qat_migration:method=%s ignored: '
+                         '%s' % (lim.image_method,
+                                 closed(conf, facts, lim, lim.image_method)
+                                 or 'no plan of it here'))
     plans = []
     for shape in shapes:
         plans.append(shape)
         plans += _variants(conf, facts, lim, shape)
-    return Candidates(tuple(plans), tuple(notes),
-                      forced=bool(lim.forced_method))
+    return Candidates(tuple(plans), tuple(notes), forced=forced)

@@ -23,7 +23,15 @@ from nova_qat_migration import datamodel
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What the operator and the instance permit for one migration."""
+    """What the operator and the instance permit for one migration.
+
+    The operator's hints (a flavor's extra specs) *fix* a method, level
+    or channel count (``forced_*``). The tenant's (an image's) only
+    narrow: ``image_method`` picks among the plans the operator's gates
+    already allow (never past the CPU-idle threshold, the memory
+    headroom or a missing QAT lease), ``level_cap`` and a lower
+    ``max_channels`` only lower what the policy would choose.
+    """
 
     methods: tuple
     max_downtime_ms: int
@@ -33,13 +41,18 @@ class Limits:
     forced_method: Optional[str] = None
     forced_level: Optional[int] = None
     forced_channels: Optional[int] = None
+    #: A method the image chose (the flavor sets none).
+    image_method: Optional[str] = None
+    #: The highest level the image allows (the flavor sets none).
+    level_cap: Optional[int] = None
 
 
 def limits(conf: Any, facts: datamodel.Facts) -> Limits:
     group = conf.qat_migration
     hints = facts.instance.hints
+    # Without image values every hint is the operator's.
+    operator = hints.operator or hints
     methods = tuple(m for m in group.allowed_methods if m != 'none')
-    forced = hints.method
     return Limits(
         methods=methods + ('none',),
         max_downtime_ms=hints.max_downtime_ms or group.downtime_ms,
@@ -47,18 +60,43 @@ def limits(conf: Any, facts: datamodel.Facts) -> Limits:
                        hints.allow_post_copy is not False),
         throttle=bool(group.permit_auto_converge and
                       hints.allow_throttle is not False),
-        # A qat_migration:parallel_connections hint fixes the channel
-        # count of multifd plans (within the host's bound).
+        # A flavor's qat_migration:parallel_connections fixes the channel
+        # count of multifd plans (within the host's bound); an image's
+        # only bounds it.
         max_channels=min(group.max_parallel_connections,
                          hints.parallel_connections or
                          group.max_parallel_connections),
-        forced_method=forced,
-        forced_level=hints.level,
-        forced_channels=hints.parallel_connections)
+        forced_method=operator.method,
+        forced_level=operator.level,
+        forced_channels=operator.parallel_connections,
+        image_method=(hints.method if hints.method != operator.method
+                      else None),
+        level_cap=hints.level if operator.level is None else None)
+
+
+def operator_view(facts: datamodel.Facts) -> datamodel.Facts:
+    """``facts`` with the operator's hints alone (without the image's)."""
+    hints = facts.instance.hints
+    if hints.operator is None:
+        return facts
+    return dataclasses.replace(
+        facts, instance=dataclasses.replace(facts.instance,
+                                            hints=hints.operator))
 
 
 def default_level(conf: Any, method: str) -> Optional[int]:
     return getattr(conf.qat_migration, '%s_level' % method, None)
+
+
+def capped_level(lim: Limits, level: Optional[int]) -> Optional[int]:
+    """``level``, lowered to the image's ``level_cap``.
+
+    Every method's range starts at or below the cap's minimum
+    (:data:`~.hints.LEVEL_MIN`), so the result stays valid.
+    """
+    if level is None or lim.level_cap is None:
+        return level
+    return min(level, lim.level_cap)
 
 
 # -- this migration's share of the source ----------------------------------

@@ -69,10 +69,20 @@ RULE_LOWER = 'lower'
 #: ``forbid``: a boolean permission; the image can only say ``false``.
 RULE_FORBID = 'forbid'
 #: ``choose``: used only when the flavor sets nothing for the key, and only
-#: if the value is among what the options allow.
+#: if the value is among what the options allow. The policies narrow it
+#: further (:class:`~.common.Limits`): a method only among the plans the
+#: operator's gates produce, a level only below the policy's own.
 RULE_CHOOSE = 'choose'
 #: ``policy``: only the policies in ``[qat_migration] image_policies``.
 RULE_POLICY = 'policy'
+
+#: The lowest downtime (ms) an image may ask for, unless the operator's
+#: own limit is lower. Nova itself never plans a switch-over under 100 ms
+#: (``[libvirt] live_migration_downtime`` has that minimum): a busy guest
+#: rarely fits a smaller pause, so a tenant's 10 ms would only make its
+#: server's migration run until a timeout. The operator's options and
+#: flavors keep the key's own minimum.
+IMAGE_DOWNTIME_FLOOR_MS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,17 +189,30 @@ def _short(value: Any, limit: int = 64) -> str:
 
 
 def _collect(mapping: Optional[Mapping[str, Any]], prefix: str,
-             source: str, errors: Optional[list] = None) -> dict:
+             source: str, errors: Optional[list] = None,
+             warnings: Optional[list] = None) -> dict:
     """The ``qat_migration:*`` values of ``mapping``, parsed.
 
     :param errors: when given, a bad key or value is appended to it (and
         skipped) instead of raised.
+    :param warnings: when given, keys in another spelling of the
+        namespace (``QAT_MIGRATION:x``), which are never used, are named
+        in it.
     :raises InvalidHint: naming the key, when ``errors`` is None.
     """
     found: dict = {}
     ns = prefix + NAMESPACE + ':'
     for name, value in (mapping or {}).items():
-        if not isinstance(name, str) or not name.startswith(ns):
+        if not isinstance(name, str):
+            continue
+        if not name.startswith(ns):
+            if name.lower().startswith(ns) and warnings is not None:
+                # Nova's API takes QAT_MIGRATION:x (an unknown namespace
+                # to it), and nothing here reads it: say so rather than
+                # let the operator or tenant believe it applies.
+                warnings.append(
+                    '%s %s ignored: the namespace is %s (lower case)'
+                    % (source, _short(name[len(prefix):]), NAMESPACE))
             continue
         short = name[len(ns):]
         key = KEYS_BY_NAME.get(short)
@@ -237,6 +260,13 @@ def _narrow_image(image: dict, flavor: dict, conf: Any,
                 ignored.append('%s=%d lowered to the operator\'s %d'
                                % (where, value, limit))
                 value = limit
+            if name == 'max_downtime_ms':
+                floor = min(IMAGE_DOWNTIME_FLOOR_MS, limit or value)
+                if value < floor:
+                    ignored.append('%s=%d raised to %d ms, the least an '
+                                   'image may ask for' % (where, value,
+                                                          floor))
+                    value = floor
             out[name] = value
         elif rule == RULE_CHOOSE:
             if name in flavor:
@@ -279,21 +309,31 @@ def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
     :param conf: the options image values are narrowed against (default:
         nova-compute's ``CONF``).
     :param memory_mb: the instance's RAM, bounding an image's working set.
-    :returns: ``(hints, ignored)``, ``ignored`` one message per image value
-        that was invalid or would have widened a limit.
+    :returns: ``(hints, ignored)``: ``hints`` carries the flavor's alone
+        as :attr:`~.datamodel.Hints.operator` when the image changed
+        anything; ``ignored`` has one message per image value that was
+        invalid or was lowered or raised to a bound, and per key in
+        another spelling of the namespace (flavor or image), never
+        used.
     :raises InvalidHint: for a bad flavor extra spec, naming the key.
     """
     if conf is None:
         from nova_qat_migration import conf as qat_conf
         conf = qat_conf.CONF
-    flavor = _collect(extra_specs, '', 'flavor extra spec')
     ignored: list = []
+    flavor = _collect(extra_specs, '', 'flavor extra spec',
+                      warnings=ignored)
     image = _collect(system_metadata, IMAGE_SYSMETA_PREFIX,
-                     'image property', ignored)
-    image.update(_collect(image_properties, '', 'image property', ignored))
+                     'image property', ignored, warnings=ignored)
+    image.update(_collect(image_properties, '', 'image property', ignored,
+                          warnings=ignored))
     values = dict(flavor)
     values.update(_narrow_image(image, flavor, conf, memory_mb, ignored))
-    return datamodel.Hints(**values), ignored
+    operator = datamodel.Hints(**flavor)
+    hints = datamodel.Hints(**values)
+    if hints != operator:
+        hints = dataclasses.replace(hints, operator=operator)
+    return hints, ignored
 
 
 def from_instance(extra_specs: Optional[Mapping[str, Any]] = None,
@@ -311,6 +351,6 @@ def from_instance(extra_specs: Optional[Mapping[str, Any]] = None,
     hints, ignored = resolve(extra_specs, image_properties, system_metadata,
                              conf=conf, memory_mb=memory_mb)
     for message in ignored:
-        LOG.warning('Live-migration hint from the image not used: %s',
+        LOG.warning('Live-migration hint not used as given: %s',
                     message, instance=instance)
     return hints

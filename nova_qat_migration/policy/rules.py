@@ -91,9 +91,33 @@ def choose(conf: Any, facts: datamodel.Facts, lim: common.Limits,
            cands: cands_mod.Candidates, load: model.Workload,
            cal: datamodel.Calibration) -> datamodel.Plan:
     """The rules' plan among ``cands``."""
-    shape = (cands.shapes[0] if cands.forced
+    shape = (_forced_shape(facts, lim, cands.shapes) if cands.forced
              else _pick_shape(conf, facts, lim, cands, load, cal))
     return _converge(conf, facts, lim, cands, shape, load, cal)
+
+
+def _forced_shape(facts: datamodel.Facts, lim: common.Limits,
+                  shapes: list) -> datamodel.Plan:
+    """The shape of a method a hint fixed.
+
+    A flavor's method leaves one shape; an image's leaves that method's
+    shapes the operator's gates allow, of which the rules take the
+    channel count they would give the method.
+    """
+    if len(shapes) == 1:
+        return shapes[0]
+    method = shapes[0].method
+    if method == 'qatzip':
+        want = cands_mod.qat_channels(facts, lim)
+    elif method in ('zstd', 'zlib'):
+        want = cands_mod.software_channels(facts, lim)
+    elif (common.link_mbps(facts) >= FAST_LINK_MBPS and
+          facts.host.cpus > 1):
+        want = cands_mod.plain_channels(facts, lim)
+    else:
+        want = 1
+    return next((p for p in shapes if p.parallel_connections == want),
+                shapes[0])
 
 
 def _pick_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,

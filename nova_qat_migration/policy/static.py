@@ -18,7 +18,9 @@ For operators who know their workloads and want one predictable plan
 from nova_qat_migration.conf import qat_migration as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
+from nova_qat_migration.policy import candidates
 from nova_qat_migration.policy import common
+from nova_qat_migration.policy import tenant
 
 
 class StaticPolicy(base.Policy):
@@ -31,6 +33,12 @@ class StaticPolicy(base.Policy):
     CONFIG_OPTS = tuple(qat_opts.static_opts)
 
     def plan(self, facts: datamodel.Facts) -> datamodel.Plan:
+        """The static plan; the operator's when the image's hints would
+        keep the guest from converging (:mod:`.tenant`).
+        """
+        return tenant.plan_any(self.conf, facts, self._plan)
+
+    def _plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         group = self.conf.qat_migration
         static = self.conf[self.CONFIG_GROUP.name]
         lim = common.limits(self.conf, facts)
@@ -40,6 +48,16 @@ class StaticPolicy(base.Policy):
         if lim.forced_method:
             reasons.append('method %s forced by qat_migration:method'
                            % lim.forced_method)
+        elif lim.image_method:
+            # The tenant chooses only among what the operator's gates
+            # allow (CPU idle, memory headroom, QAT, both hosts).
+            why = candidates.closed(self.conf, facts, lim, lim.image_method)
+            if why:
+                reasons.append('image property qat_migration:method=%s '
+                               'ignored: %s' % (lim.image_method, why))
+            else:
+                method = lim.image_method
+                reasons.append('method %s chosen by the image' % method)
         if method not in lim.methods:
             reasons.append('%s not in [qat_migration] allowed_methods: none'
                            % method)
@@ -54,12 +72,21 @@ class StaticPolicy(base.Policy):
                 xbzrle = facts.instance.memory_mb
                 reasons.append('XBZRLE cache bounded by the guest\'s RAM: '
                                '%d MiB' % xbzrle)
+            if method == lim.image_method and not lim.forced_method:
+                # The operator chose no cache: the image's is bounded by
+                # the memory above the headroom now.
+                spare = common.xbzrle_cache_max_mb(self.conf, facts)
+                if spare < xbzrle:
+                    xbzrle = spare
+                    reasons.append('XBZRLE cache bounded by the memory '
+                                   'above the headroom: %d MiB' % xbzrle)
         throttle = static.auto_converge and lim.throttle
+        level = (lim.forced_level if lim.forced_level is not None
+                 else common.default_level(self.conf, method))
         return datamodel.Plan(
             policy=self.name,
             method=method,
-            level=(lim.forced_level if lim.forced_level is not None
-                   else common.default_level(self.conf, method)),
+            level=common.capped_level(lim, level),
             parallel_connections=min(channels, lim.max_channels),
             xbzrle_cache_mb=xbzrle,
             xbzrle_cache_max_mb=xbzrle,

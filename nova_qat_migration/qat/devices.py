@@ -25,7 +25,10 @@ needed).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import re
+import stat
 import threading
 from typing import Iterable, Optional
 
@@ -46,6 +49,32 @@ LEGACY_SERVICES = ('sym', 'asym', 'dc')
 #: Drivers that give a function to userspace through VFIO. On Gen4+ this is
 #: how qatlib (and so QATzip and QEMU's ``qatzip`` method) reaches VFs.
 VFIO_DRIVERS = frozenset({'vfio-pci', 'qat_vfio_pci'})
+
+#: How the kernel names a PCI function (``DDDD:BB:DD.F``, a domain of
+#: four or more hex digits): an entry of ``bus/pci/devices`` named
+#: otherwise is not one, whatever it holds.
+PCI_ADDRESS = re.compile(r'[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]')
+#: A PF's link to its VF number N (ASCII digits only).
+VIRTFN = re.compile(r'virtfn([0-9]{1,5})')
+
+
+def read_attribute(path: str, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the regular file ``path``, never blocking.
+
+    Opened non-blocking and checked before reading: a FIFO (or a device
+    node) where a sysfs or debugfs attribute should be would otherwise
+    block nova-compute's start-up or its periodic scan until something
+    wrote to it.
+
+    :raises OSError: when it cannot be opened or read, or is not a
+        regular file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK |
+                 getattr(os, 'O_NOCTTY', 0))
+    with os.fdopen(fd, 'rb') as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, 'not a regular file')
+        return f.read(limit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,8 +272,7 @@ class Scanner:
 
     def _read(self, path: str, required: bool = True) -> Optional[str]:
         try:
-            with open(path, 'rb') as f:
-                return f.read(4096).decode('ascii').strip()
+            return read_attribute(path, 4096).decode('ascii').strip()
         except FileNotFoundError:
             if required:
                 self.warn(path, 'missing, skipped')
@@ -306,15 +334,22 @@ class Scanner:
         try:
             with os.scandir(d) as it:
                 for entry in it:
-                    if entry.name.startswith('virtfn'):
-                        target = self._link_name(entry.path)
-                        if target:
-                            vf_addrs.append((entry.name, target))
+                    if not entry.name.startswith('virtfn'):
+                        continue
+                    index = VIRTFN.fullmatch(entry.name)
+                    if index is None:
+                        # Not the kernel's (virtfn² is no index): one
+                        # stray entry must not hide the PF.
+                        self.warn(d, 'entry %s is not a VF link, ignored',
+                                  ascii(entry.name)[:80])
+                        continue
+                    target = self._link_name(entry.path)
+                    if target:
+                        vf_addrs.append((int(index.group(1)), target))
         except OSError as exc:
             self.warn(d, 'cannot list (%s)', exc)
         # virtfn0, virtfn1, ... virtfn10: sort by index, not by name.
-        vf_addrs.sort(key=lambda p: int(p[0][6:]) if p[0][6:].isdigit()
-                      else 1 << 30)
+        vf_addrs.sort()
         state: Optional[str] = None
         services: tuple[str, ...] = LEGACY_SERVICES
         if model.has_cfg_services:
@@ -365,6 +400,13 @@ class Scanner:
         pfs: list[PhysicalFunction] = []
         orphans: list[str] = []
         for name in names:
+            if not PCI_ADDRESS.fullmatch(name):
+                # Not a PCI function (a name that is not even UTF-8 would
+                # also break every consumer of the address: logs, the
+                # devices command, Placement provider names).
+                self.warn(self.devices_dir, 'entry %s is not a PCI '
+                          'address, ignored', ascii(name)[:80])
+                continue
             dev_dir = base + name
             # NOTE(qat-migration): a function with a ``physfn`` link is a VF
             # and is read through its PF's ``virtfn*`` links below, which

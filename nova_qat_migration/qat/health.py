@@ -133,8 +133,8 @@ class HealthReader:
 
     def _read(self, path: str) -> Optional[str]:
         try:
-            with open(path, 'rb') as f:
-                return f.read(65536).decode('ascii')
+            # Never blocks on a FIFO where a debugfs file should be.
+            return devices.read_attribute(path, 65536).decode('ascii')
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:

@@ -19,11 +19,15 @@ facts its decision depends on.
 """
 
 import dataclasses
+import os
 
+import fixtures
+from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 from oslotest import base as oslotest_base
 
 from nova_qat_migration.conf import CONF
+from nova_qat_migration.conf import qat_migration as qat_opts
 from nova_qat_migration import datamodel
 
 #: 10 Gbit/s in MiB/s.
@@ -81,6 +85,27 @@ def make_facts(instance=None, host=None, qat=None, hypervisor=None,
     )
     values.update(top)
     return datamodel.Facts(**values)
+
+
+def temp_file(test, name, text):
+    """``text`` written to a file ``name`` in a directory of ``test``'s."""
+    path = os.path.join(test.useFixture(fixtures.TempDir()).path, name)
+    with open(path, 'wb' if isinstance(text, bytes) else 'w') as f:
+        f.write(text)
+    return path
+
+
+def conf_from_text(test, text, register=True):
+    """A private ``ConfigOpts`` reading ``text`` as nova.conf.
+
+    :param register: register ``[qat_migration]`` and
+        ``[qat_migration_static]`` first.
+    """
+    conf = cfg.ConfigOpts()
+    if register:
+        qat_opts.register_opts(conf)
+    conf(args=[], default_config_files=[temp_file(test, 'nova.conf', text)])
+    return conf
 
 
 class TestCase(oslotest_base.BaseTestCase):

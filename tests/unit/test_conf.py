@@ -47,14 +47,7 @@ class TestOptionBounds(base.TestCase):
 
     def _fresh_conf(self, text):
         """A private ConfigOpts with our options and ``text`` as nova.conf."""
-        tmp = self.useFixture(fixtures.TempDir()).path
-        path = os.path.join(tmp, 'nova.conf')
-        with open(path, 'w') as f:
-            f.write(text)
-        conf_obj = cfg.ConfigOpts()
-        qat_migration.register_opts(conf_obj)
-        conf_obj(args=[], default_config_files=[path])
-        return conf_obj
+        return base.conf_from_text(self, text)
 
     @ddt.data(('zlib_level', 10), ('zlib_level', -1), ('zstd_level', 21),
               ('qatzip_level', 0), ('max_parallel_connections', 0),

@@ -232,7 +232,10 @@ class ImagePropertiesTest(base.TestCase):
         self.assertIn('flavor extra spec qat_migration:method', str(exc))
 
     @ddt.data(('600', 500, 500), ('60000', 500, 500), ('300', 500, 300),
-              ('10', 500, 10))
+              # never under hints.IMAGE_DOWNTIME_FLOOR_MS, unless the
+              # operator's own limit is
+              ('10', 500, 100), ('99', 500, 100), ('100', 500, 100),
+              ('10', 50, 50))
     @ddt.unpack
     def test_image_downtime_never_above_the_option(self, value, option,
                                                    want):
@@ -701,14 +704,7 @@ class OptionsTest(base.TestCase):
     """Every bad option stops start-up with ``[qat_migration] name``."""
 
     def _conf(self, text):
-        tmp = self.useFixture(fixtures.TempDir()).path
-        path = os.path.join(tmp, 'nova.conf')
-        with open(path, 'w') as f:
-            f.write(text)
-        conf = cfg.ConfigOpts()
-        qat_opts.register_opts(conf)
-        conf(args=[], default_config_files=[path])
-        return conf
+        return base.conf_from_text(self, text)
 
     @ddt.data(*OPTION_FILES)
     @ddt.unpack

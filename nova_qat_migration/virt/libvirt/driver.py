@@ -56,6 +56,7 @@ from oslo_log import log as logging
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
+from nova_qat_migration.policy import base
 from nova_qat_migration.policy import hints as qat_hints
 from nova_qat_migration.policy import loader
 from nova_qat_migration.policy import predictive
@@ -342,8 +343,11 @@ class QATMigrationMixin:
 
     # -- planning ----------------------------------------------------------
 
-    def _qat_plan(self, context: Any, instance: Any, dest: str,
-                  migrate_data: Any) -> execution.MigrationSession:
+    def _qat_gather(self, context: Any, instance: Any, dest: str,
+                    migrate_data: Any) -> tuple:
+        """``(policy, facts)`` for one migration; the facts' ``in_flight``
+        is filled in by :meth:`_qat_plan`, under the plan lock.
+        """
         policies = self._qat_policies
         nova_policy = policies.get(NOVA_DEFAULT)
         try:
@@ -366,9 +370,27 @@ class QATMigrationMixin:
             caps=self._qat_source_caps(instance), host=self._host,
             qat_manager=self._qat_manager, history=self._qat_history,
             reportclient=getattr(self.virtapi, 'reportclient', None),
-            in_flight=self._qat_budget.snapshot())
+            in_flight=datamodel.InFlight())
+        return policy, facts
+
+    def _qat_plan(self, context: Any, instance: Any, dest: str,
+                  migrate_data: Any, gathered: Optional[tuple] = None,
+                  ) -> execution.MigrationSession:
+        """The session of one migration, planned against what the
+        migrations in flight hold now.
+
+        :param gathered: :meth:`_qat_gather`'s result (gathered here when
+            None).
+        """
+        policy, facts = gathered or self._qat_gather(context, instance,
+                                                     dest, migrate_data)
+        nova_policy = self._qat_policies.get(NOVA_DEFAULT)
+        facts = dataclasses.replace(facts,
+                                    in_flight=self._qat_budget.snapshot())
         try:
             requested = policy.plan(facts)
+            # A plugin's plan is checked before anything translates it.
+            base.validate_plan(requested)
         except Exception:  # noqa: BLE001 - a plugin bug must not fail LM
             LOG.exception('Migration policy %s failed; using %s',
                           policy.name, NOVA_DEFAULT, instance=instance)
@@ -412,10 +434,14 @@ class QATMigrationMixin:
             try:
                 # NOTE(qat-migration): concurrent migrations share this
                 # host: each plan sees what the others hold, and holds its
-                # own share before the next plan is made.
+                # own share before the next plan is made. The facts are
+                # gathered before the lock: measuring one guest (seconds)
+                # must not hold up another migration's planning.
+                gathered = self._qat_gather(context, instance, dest,
+                                            migrate_data)
                 with self._qat_plan_lock:
                     session = self._qat_plan(context, instance, dest,
-                                             migrate_data)
+                                             migrate_data, gathered)
                     self._qat_take_lease(stack, session)
                     self._qat_budget.reserve(session)
                     session.budget = self._qat_budget

@@ -60,9 +60,11 @@ DISK_SYNCED_MB = 64.0
 def _num(stats: Mapping[str, Any], key: str, default: float = 0) -> float:
     value = stats.get(key, default)
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return float(default)
+    # A NaN or infinite counter is no measurement (int() of it raises).
+    return number if math.isfinite(number) else float(default)
 
 
 class ProgressTracker:

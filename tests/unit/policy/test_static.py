@@ -11,9 +11,6 @@
 # under the License.
 """``static``: the operator's fixed choice from ``[qat_migration_static]``."""
 
-import os
-
-import fixtures
 from oslo_config import cfg
 
 from nova_qat_migration.policy import loader
@@ -153,13 +150,7 @@ class TestStaticOptions(base.TestCase):
     """``[qat_migration_static]``, declared by the policy, old names read."""
 
     def _conf(self, text):
-        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
-                            'nova.conf')
-        with open(path, 'w') as f:
-            f.write(text)
-        conf = cfg.ConfigOpts()
-        conf(args=[], default_config_files=[path])
-        return conf
+        return base.conf_from_text(self, text, register=False)
 
     def test_declared_by_the_policy(self):
         self.assertEqual('qat_migration_static',
