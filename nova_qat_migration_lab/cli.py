@@ -385,6 +385,9 @@ def cmd_cloud(args: argparse.Namespace) -> int:
         for line in left:
             print('still running: %s' % line, file=sys.stderr)
         return 1 if left else 0
+    if args.action == 'measure':
+        print(json.dumps(services.footprint(args.seconds), indent=1))
+        return 0
     if args.action == 'status':
         if not services.ServiceCloud.running():
             print('cloud: down')
@@ -563,11 +566,14 @@ def add_parsers(subparsers: Any) -> None:
                       "Nova's API (gunicorn), conductor, scheduler and one "
                       'nova-compute per lab host, each its own process, '
                       'over RabbitMQ and MariaDB')
-    p.add_argument('action', choices=('up', 'status', 'down'),
+    p.add_argument('action', choices=('up', 'status', 'measure', 'down'),
                    help='up: install what is missing and start everything '
                         '(databases are kept between runs); status: each '
-                        "service's state; down: stop everything (no lab "
-                        'process or namespace is left)')
+                        "service's state; measure: the idle RSS and CPU of "
+                        'the control plane and of the computes; down: stop '
+                        'everything (no lab process or namespace is left)')
+    p.add_argument('--seconds', type=float, default=60.0,
+                   help='measure: how long to watch the CPU')
     p.add_argument('--link-mbit', type=int, default=1000)
     p.add_argument('--hide-qemu', metavar='a,b',
                    help='lab hosts (a, b) whose nova-compute cannot see '

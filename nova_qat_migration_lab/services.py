@@ -524,11 +524,18 @@ class ServiceCloud:
             '''), 0o644)
         _write('/etc/rabbitmq/rabbitmq.conf', textwrap.dedent('''\
             listeners.tcp.default = 127.0.0.1:5672
+            distribution.listener.interface = 127.0.0.1
             loopback_users = none
             '''), 0o644)
         for script, _proc in SYSTEM_SERVICES:
-            if _system_running(script):
+            if _system_running(script) and not _listens_beyond_loopback(
+                    script):
                 continue
+            if _system_running(script):
+                # Started by its package with the distribution's defaults
+                # (every address): again, with the lab's.
+                subprocess.run(['/etc/init.d/%s' % script, 'stop'],
+                               capture_output=True, timeout=120)
             res = subprocess.run(['/etc/init.d/%s' % script, 'start'],
                                  capture_output=True, text=True, timeout=180)
             if res.returncode != 0 or not _system_running(script):
@@ -1196,6 +1203,11 @@ class ServiceCloud:
     def connection(self, host: hosts_mod.LabHost) -> Any:
         """A libvirt connection of the lab's own (not the compute's)."""
         conn = self._conns.get(host.name)
+        if conn is None:
+            import libvirt
+            # A domain looked up where it is not (yet) is an answer, not
+            # an error to print.
+            libvirt.registerErrorHandler(lambda *args: None, None)
         if conn is None or not conn.isAlive():
             conn = self._conns[host.name] = self.lab.connect(host)
         return conn
@@ -1474,6 +1486,26 @@ def _system_running(script: str) -> bool:
                           capture_output=True).returncode == 0
 
 
+#: The ports each Debian service must bind on loopback only.
+SYSTEM_PORTS = {'mariadb': (3306,),
+                'rabbitmq-server': (5672, 4369, 25672),
+                'memcached': (11211,)}
+
+
+def _listens_beyond_loopback(script: str) -> bool:
+    out = subprocess.run(['ss', '-Hltn'], capture_output=True,
+                         text=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        addr, _sep, port = parts[3].rpartition(':')
+        if (port.isdigit() and int(port) in SYSTEM_PORTS[script] and
+                addr not in ('127.0.0.1', '[::1]')):
+            return True
+    return False
+
+
 def _rpc_consumers() -> dict:
     """{queue: consumers} from RabbitMQ."""
     res = subprocess.run(['rabbitmqctl', '-q', 'list_queues', 'name',
@@ -1532,6 +1564,76 @@ def _stray_processes() -> list:
                     'gunicorn', 'neutron-server', 'privsep-helper')):
             found.append('%s: %s' % (entry, text[:120]))
     return found
+
+
+#: Process names of the control plane (everything but the computes).
+CONTROL_PLANE = ('mariadbd', 'beam.smp', 'epmd', 'erl_child_setup',
+                 'inet_gethost', 'memcached', 'gunicorn', 'nova-conductor',
+                 'nova-scheduler')
+COMPUTE = ('nova-compute', 'privsep-helper')
+
+
+def _classify(pid: str) -> Optional[str]:
+    try:
+        with open('/proc/%s/cmdline' % pid, 'rb') as f:
+            argv = f.read().replace(b'\0', b' ').decode(errors='replace')
+        with open('/proc/%s/comm' % pid) as f:
+            comm = f.read().strip()
+    except OSError:
+        return None
+    if any(n in argv for n in COMPUTE):
+        return 'compute'
+    if comm in CONTROL_PLANE or any(n in argv for n in CONTROL_PLANE):
+        return 'control'
+    return None
+
+
+def _cpu_ticks(pid: str) -> int:
+    try:
+        with open('/proc/%s/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _rss_kib(pid: str) -> int:
+    try:
+        with open('/proc/%s/status' % pid) as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def footprint(seconds: float = 60.0) -> dict:
+    """The cloud's idle cost: RSS (MiB) and CPU (% of one core over
+    ``seconds``) of the control plane and of the computes, from /proc.
+    """
+    def snapshot() -> dict:
+        out: dict = {}
+        for pid in os.listdir('/proc'):
+            if pid.isdigit():
+                kind = _classify(pid)
+                if kind:
+                    out[pid] = (kind, _cpu_ticks(pid))
+        return out
+    before = snapshot()
+    time.sleep(seconds)
+    after = snapshot()
+    hz = os.sysconf('SC_CLK_TCK')
+    result = {}
+    for kind in ('control', 'compute'):
+        pids = [p for p, (k, _t) in after.items() if k == kind]
+        ticks = sum(after[p][1] - before.get(p, (kind, after[p][1]))[1]
+                    for p in pids)
+        result[kind] = {
+            'processes': len(pids),
+            'rss_mib': round(sum(_rss_kib(p) for p in pids) / 1024.0),
+            'cpu_pct_of_one_core': round(100.0 * ticks / hz / seconds, 2)}
+    return result
 
 
 def stray_processes() -> list:

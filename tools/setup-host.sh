@@ -13,7 +13,10 @@ major=$(cut -d. -f1 /etc/debian_version)
 APT="apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 
 common_pkgs=(pkg-config gcc libc6-dev make iproute2 busybox-static cpio gzip
-             linux-image-amd64 kmod procps)
+             linux-image-amd64 kmod procps
+             # The lab's operator cloud (nova-qat-migration-lab cloud up):
+             # its database, message bus and token cache.
+             mariadb-server rabbitmq-server memcached)
 virt_pkgs=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev)
 qat_pkgs=(libqatzip3 qatzip libqat4 libusdm0)
 
