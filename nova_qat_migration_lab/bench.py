@@ -57,7 +57,8 @@ def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
                repeats: int, out_path: str, timeout_s: float,
                prefix: Optional[str] = None, echo=_echo,
                qat_options: Optional[dict] = None,
-               qemu: Optional[str] = None) -> list:
+               qemu: Optional[str] = None,
+               cloud: str = 'services') -> list:
     """Run the matrix through Nova, appending one JSON line per migration
     to ``out_path``. Returns the result dicts.
 
@@ -65,6 +66,8 @@ def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
         as ``qat_options`` and per plan spec.
     :param qemu: the lab's QEMU (``distro`` or ``qatzip``, see
         :class:`~nova_qat_migration_lab.runner.NovaLab`).
+    :param cloud: ``services`` (the operator's cloud, every service its
+        own process; logs under /var/log/nqm-cloud) or ``inprocess``.
     """
     scenarios = list(scenarios)
     plans = list(plans)
@@ -75,11 +78,14 @@ def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
                             'nova.log')
     with runner.NovaLab(prefix, link_mbit=first.link_mbit,
                         qat_options=qat_options,
-                        log_path=log_path, qemu=qemu) as nlab, \
+                        log_path=log_path, qemu=qemu, cloud=cloud) as nlab, \
             open(out_path, 'a') as out:
-        echo('bench: Nova API at %s; every migration is '
+        echo('bench: %s cloud, Nova API at %s; every migration is '
              '"openstack server migrate --live-migration" through '
-             'QATLibvirtDriver (log: %s)' % (nlab.cloud.api_url, log_path))
+             'QATLibvirtDriver (logs: %s)' % (
+                 cloud, nlab.cloud.api_url,
+                 log_path if cloud == 'inprocess' else
+                 '/var/log/nqm-cloud'))
         for repeat in range(repeats):
             for name in scenarios:
                 scenario = sc.SCENARIOS[name]

@@ -157,11 +157,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   args.qemu, jsonl))
         bench.run_matrix(None, scenarios, plans, repeats, jsonl,
                          args.timeout, prefix=args.prefix,
-                         qat_options=_lab_options(), qemu=args.qemu)
+                         qat_options=_lab_options(), qemu=args.qemu,
+                         cloud=args.cloud)
         print('bench: done in %.1f min' % ((time.time() - started) / 60))
     results = bench.load(jsonl)
     meta = _meta(args, scenarios, plans, repeats)
     if not args.report_only:
+        meta['cloud'] = args.cloud
         meta['qemu'] = ('%s (%s)' % (args.qemu, qemu_build.emulator(
             args.qemu)))
     if args.report_only:
@@ -499,8 +501,14 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--report-only', action='store_true',
                    help='rebuild summary and chart from results.jsonl')
     p.add_argument('--prefix', default=None,
-                   help='lab name (namespaces PREFIX-a, PREFIX-b; default: '
-                        'the first free of nqm, nqm1, ...)')
+                   help='in-process cloud: lab name (namespaces PREFIX-a, '
+                        'PREFIX-b; default: the first free of nqm, nqm1, '
+                        '...)')
+    p.add_argument('--cloud', choices=('services', 'inprocess'),
+                   default='services',
+                   help="services: the operator's cloud (cloud up; one "
+                        'already up is used and left up); inprocess: '
+                        "Nova's functional-test stack in this process")
     _add_qemu_argument(p)
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_bench)

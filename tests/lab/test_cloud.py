@@ -369,6 +369,9 @@ class TestQATPlacement(CloudTestCase):
             back = session.migrate(_qatzip_plan(), timeout_s=TIMEOUT_S)
             self.assertEqual(runner.OUTCOME_COMPLETED, back.outcome,
                              back.error)
+            # Its notification too, so the next hop reads its own.
+            self.assertIsNotNone(_cloud['listener'].wait_for(
+                session.server_id))
             session.reattach()
 
 
