@@ -13,9 +13,9 @@
 
 Each host is a network namespace (one end of a veth pair, an address from
 TEST-NET-2, 198.51.100.0/24, checked to be on none of the machine's own
-interfaces: some machines here have 192.0.2.2 on ``eth0``), a UTS namespace (its
-own hostname: libvirt refuses to migrate to a host with the same name) and
-a mount namespace in which libvirt's state, run, cache, log and config
+interfaces: some machines here have 192.0.2.2 on ``eth0``), a UTS
+namespace (its own hostname: libvirt refuses to migrate to a host with the
+same name) and a mount namespace in which libvirt's state, run, cache, log and config
 directories are private bind mounts, so that two ``libvirtd`` can hold the
 same domain during a migration. The daemons listen on TCP only inside
 their namespace and on a unix socket under the lab's run directory, which

@@ -94,7 +94,8 @@ def sync_database(conf_dir: str) -> None:
 
 def process(cloud: Any, conf_dir: str) -> Any:
     """The API's process: gunicorn serving Neutron's WSGI application
-    (which parses its own configuration from the environment)."""
+    (which parses its own configuration from the environment).
+    """
     return cloud._gunicorn('neutron', 'nova_qat_migration_lab.neutron_wsgi:'
                            'application', {
         'OS_NEUTRON_CONFIG_DIR': conf_dir,

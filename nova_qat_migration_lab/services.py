@@ -69,10 +69,8 @@ import uuid
 from oslo_log import log as logging
 
 from nova_qat_migration import report
-from nova_qat_migration_lab import guest as guest_mod
 from nova_qat_migration_lab import hosts as hosts_mod
 from nova_qat_migration_lab import neutron
-from nova_qat_migration_lab import qemu_build
 
 LOG = logging.getLogger(__name__)
 
@@ -369,7 +367,8 @@ class ServiceCloud:
             LOG.info('cloud up: %s %.1f s', name, self.timings[name])
 
     def _check_ports(self) -> None:
-        """Every port the cloud binds is free (else name who holds it)."""
+        """Every port the cloud binds is free (else name who holds it).
+    """
         import socket
         for service, port in sorted(PORTS.items()):
             with socket.socket() as sock:
@@ -466,7 +465,8 @@ class ServiceCloud:
 
     @classmethod
     def attach(cls) -> 'ServiceCloud':
-        """The cloud ``up`` started in another process."""
+        """The cloud ``up`` started in another process.
+        """
         if not cls.running():
             raise CloudError('no cloud is up (nova-qat-migration-lab cloud '
                              'up)')
@@ -815,7 +815,8 @@ class ServiceCloud:
 
     def _register(self) -> None:
         """Service users, catalog, projects and the lab's users (one
-        process, through the identity API)."""
+        process, through the identity API).
+        """
         from keystoneauth1 import session as ks_session
         from keystoneclient.v3 import client as ks_client
         sess = self.session()
@@ -1032,7 +1033,8 @@ class ServiceCloud:
 
     def cli_env(self, user: str = 'admin') -> dict:
         """Environment for ``openstack``/``nova`` with ``user``'s cloud
-        from clouds.yaml (``OS_CLOUD``)."""
+        from clouds.yaml (``OS_CLOUD``).
+        """
         env = {k: v for k, v in os.environ.items()
                if not k.startswith('OS_')}
         env.update({'OS_CLIENT_CONFIG_FILE': self.clouds_yaml,
@@ -1079,7 +1081,8 @@ class ServiceCloud:
 
     def upload_guest_images(self, images: dict) -> None:
         """The lab kernel and initramfs in Glance (reused when the same
-        files are there already)."""
+        files are there already).
+        """
         if self.images:
             return
         found = {}
@@ -1104,7 +1107,8 @@ class ServiceCloud:
                     disk_file: Optional[str] = None) -> str:
         """A bootable image: the lab kernel + initramfs with ``cmdline``
         and a root disk of ``disk_mb`` MiB (zeros: the guest runs from its
-        initramfs), or the raw ``disk_file``."""
+        initramfs), or the raw ``disk_file``.
+        """
         props = {'kernel_id': self.images['kernel'],
                  'ramdisk_id': self.images['ramdisk'],
                  'os_command_line': cmdline, 'architecture': 'x86_64'}
@@ -1327,7 +1331,8 @@ class ServiceCloud:
     def apply(self, restart: tuple = ()) -> list:
         """Rewrite the computes' nova.conf; restart those that changed
         (and those named in ``restart``, e.g. after a change of
-        :attr:`qemu_visible`). Returns their names."""
+        :attr:`qemu_visible`). Returns their names.
+        """
         changed = [h for h in self.computes
                    if self.write_compute_conf(h) or h.name in restart]
         if not changed:
@@ -1378,7 +1383,8 @@ class ServiceCloud:
 
     def sees_qemu(self, host_name: str) -> bool:
         """Whether ``host_name``'s nova-compute finds the emulator libvirt
-        runs, in its own mount namespace."""
+        runs, in its own mount namespace.
+        """
         res = subprocess.run(['nsenter', '-t', str(self.compute_pid(
             host_name)), '-m', 'test', '-e', self.lab.emulator],
             capture_output=True)
@@ -1400,7 +1406,8 @@ class ServiceCloud:
 
 class LogReports:
     """The driver's ``qat_migration report:`` records, read from the
-    computes' log files (what a log shipper would collect)."""
+    computes' log files (what a log shipper would collect).
+    """
 
     def __init__(self, cloud: ServiceCloud) -> None:
         self.cloud = cloud
@@ -1439,7 +1446,8 @@ class LogReports:
 
     def mark(self) -> int:
         """Only records logged from now on count for :meth:`wait_for`
-        (the logs hold earlier runs' too)."""
+        (the logs hold earlier runs' too).
+        """
         self._poll()
         return len(self._records)
 
@@ -1547,7 +1555,8 @@ def _hide_qemu_commands(workdir: str, emulator: str) -> list:
 
 
 def _stray_processes() -> list:
-    """Names of cloud processes still running (none after ``down``)."""
+    """Names of cloud processes still running (none after ``down``).
+    """
     found = []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -1637,7 +1646,8 @@ def footprint(seconds: float = 60.0) -> dict:
 
 
 def stray_processes() -> list:
-    """What of the cloud still runs (``ps``), and its namespaces."""
+    """What of the cloud still runs (``ps``), and its namespaces.
+    """
     out = _stray_processes()
     for script, proc in SYSTEM_SERVICES:
         if _system_running(script):
