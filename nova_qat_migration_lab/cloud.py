@@ -603,28 +603,8 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
         if host:
             args += ['--host', host]
         self.openstack(*(args + [server_id]))
-        deadline = time.monotonic() + timeout
-        while True:
-            new = [m for m in self.migrations(server_id)
-                   if m['id'] not in before]
-            if new and new[0]['status'] in TERMINAL_MIGRATION:
-                # The server leaves MIGRATING once Nova has cleaned up.
-                self._settle(server_id, deadline)
-                return new[0]
-            if time.monotonic() > deadline:
-                raise CloudError('migration of %s not finished after %.0f s'
-                                 % (server_id, timeout))
-            if poll is not None:
-                poll()
-            time.sleep(0.25)
-
-    def _settle(self, server_id: str, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            server = self.api.get_server(server_id)
-            if server['status'] != 'MIGRATING' and not server.get(
-                    'OS-EXT-STS:task_state'):
-                return
-            time.sleep(0.25)
+        return services.wait_for_migration(self, server_id, before, timeout,
+                                           poll)
 
     def allocations(self, server_id: str) -> dict:
         """Placement's allocations of the server: {provider: resources}."""

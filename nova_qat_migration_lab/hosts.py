@@ -13,13 +13,13 @@
 
 Each host is a network namespace (one end of a veth pair, an address from
 TEST-NET-2, 198.51.100.0/24, checked to be on none of the machine's own
-interfaces: some machines here have 192.0.2.2 on ``eth0``), a UTS
-namespace (its own hostname: libvirt refuses to migrate to a host with the
-same name) and a mount namespace in which libvirt's state, run, cache, log and config
+interfaces: some machines here have 192.0.2.2 on ``eth0``), a UTS namespace
+(its own hostname: libvirt refuses to migrate to a host with the same name)
+and a mount namespace in which libvirt's state, run, cache, log and config
 directories are private bind mounts, so that two ``libvirtd`` can hold the
-same domain during a migration. The daemons listen on TCP only inside
-their namespace and on a unix socket under the lab's run directory, which
-is how the (root-namespace) lab process talks to them.
+same domain during a migration. The daemons listen on TCP only inside their
+namespace and on a unix socket under the lab's run directory, which is how
+the (root-namespace) lab process talks to them.
 
 The link between the hosts is shaped with ``tc`` (a token bucket on both
 veth ends), so every plan sees the same wire.

@@ -1255,27 +1255,7 @@ class ServiceCloud:
                 args.append('--shared-migration')
             self.openstack(*(args + ['--os-compute-api-version', '2.latest',
                                      server_id]))
-        deadline = time.monotonic() + timeout
-        while True:
-            new = [m for m in self.migrations(server_id)
-                   if m['id'] not in before]
-            if new and new[0]['status'] in TERMINAL_MIGRATION:
-                self._settle(server_id, deadline)
-                return new[0]
-            if time.monotonic() > deadline:
-                raise CloudError('migration of %s not finished after %.0f s'
-                                 % (server_id, timeout))
-            if poll is not None:
-                poll()
-            time.sleep(0.25)
-
-    def _settle(self, server_id: str, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            server = self.get_server(server_id)
-            if server['status'] != 'MIGRATING' and not server.get(
-                    'OS-EXT-STS:task_state'):
-                return
-            time.sleep(0.25)
+        return wait_for_migration(self, server_id, before, timeout, poll)
 
     # -- Placement ------------------------------------------------------------
 
@@ -1402,6 +1382,36 @@ class ServiceCloud:
 
     def compute_log(self, host_name: str) -> str:
         return os.path.join(LOG_ROOT, 'nova-compute-%s.log' % host_name)
+
+
+def wait_for_migration(cloud: Any, server_id: str, before: set,
+                       timeout: float,
+                       poll: Optional[Callable[[], None]] = None) -> dict:
+    """Wait for the server's new migration record (not in ``before``) to
+    end and the server to settle; returns the record (``status`` is
+    Nova's). ``cloud`` has ``migrations`` and ``get_server`` (either
+    cloud).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        new = [m for m in cloud.migrations(server_id)
+               if m['id'] not in before]
+        if new and new[0]['status'] in TERMINAL_MIGRATION:
+            break
+        if time.monotonic() > deadline:
+            raise CloudError('migration of %s not finished after %.0f s'
+                             % (server_id, timeout))
+        if poll is not None:
+            poll()
+        time.sleep(0.25)
+    # The server leaves MIGRATING once Nova has cleaned up.
+    while time.monotonic() < deadline:
+        server = cloud.get_server(server_id)
+        if server['status'] != 'MIGRATING' and not server.get(
+                'OS-EXT-STS:task_state'):
+            break
+        time.sleep(0.25)
+    return new[0]
 
 
 class LogReports:

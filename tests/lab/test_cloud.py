@@ -82,11 +82,12 @@ def skip_reason():
 class Notifications:
     """What a monitoring system sees: an oslo.messaging notification
     listener on RabbitMQ, in its own pool (Nova's own consumers keep
-    theirs)."""
+    theirs).
+    """
 
     def __init__(self, c) -> None:
-        import oslo_messaging
         from oslo_config import cfg
+        import oslo_messaging
         conf = cfg.ConfigOpts()
         conf([], project='nqm-lab-listener')
         transport = oslo_messaging.get_notification_transport(
@@ -135,7 +136,8 @@ class Notifications:
 
 
 class CloudTestCase(testtools.TestCase):
-    """One guest per test class on the operator's cloud."""
+    """One guest per test class on the operator's cloud.
+    """
 
     scenario = SCENARIO
     properties: dict = {}
@@ -173,9 +175,19 @@ class CloudTestCase(testtools.TestCase):
         self.addCleanup(session.destroy)
         return session
 
+    def attach(self, server_id):
+        """A session for a server booted otherwise (its guest ready)."""
+        session = runner.GuestSession(self.nlab, self.scenario)
+        session.server_id = server_id
+        session.console = guest_mod.Console(self.cloud.domain(server_id))
+        session.console.wait_for(r'READY pages=\d+|STAT t=', 180)
+        self.addCleanup(session.console.close)
+        return session
+
     def assert_planned(self, res, session, policy=None):
         """The driver planned it, reported it in its log and through
-        RabbitMQ, and the guest is intact at the destination."""
+        RabbitMQ, and the guest is intact at the destination.
+        """
         self.addDetail('run', testtools.content.text_content(json.dumps(
             {k: v for k, v in res.to_dict().items() if k != 'report'},
             default=str)))
@@ -211,7 +223,8 @@ class _Attached:
 
 class TestSurfaces(CloudTestCase):
     """The CLIs operators use, a notification consumer, block migration
-    over local disks."""
+    over local disks.
+    """
 
     def test_1_openstack_client_block_migrates(self):
         session = self.boot()
@@ -255,7 +268,8 @@ class TestSurfaces(CloudTestCase):
 
 class TestTenant(CloudTestCase):
     """The member user: refused live migration by Nova's policy; its image
-    properties narrow the operator's plan and never widen it."""
+    properties narrow the operator's plan and never widen it.
+    """
 
     owner = services.MEMBER_USER
 
@@ -277,11 +291,7 @@ class TestTenant(CloudTestCase):
         self.assertIn('403', res.stderr + res.stdout)
         # The operator moves it: the plan follows the tenant's narrowing
         # and ignores its widening.
-        session = runner.GuestSession(self.nlab, self.scenario)
-        session.server_id = server['id']
-        session.console = guest_mod.Console(c.domain(server['id']))
-        session.console.wait_for(r'READY pages=\d+|STAT t=', 180)
-        self.addCleanup(session.console.close)
+        session = self.attach(server['id'])
         res = session.migrate(sc.PLANS['adaptive'], timeout_s=TIMEOUT_S)
         self.assert_planned(res, session, 'adaptive')
         self.assertNotIn('AUTO_CONVERGE', res.flags)
@@ -293,7 +303,8 @@ class TestTenant(CloudTestCase):
 class TestQATPlacement(CloudTestCase):
     """QAT capacity in the real Placement, and a migration holding and
     releasing a lease (QAT sysfs fixture on one compute; QATzip in
-    software: no QAT hardware here)."""
+    software: no QAT hardware here).
+    """
 
     @classmethod
     def setUpClass(cls):
@@ -384,7 +395,8 @@ def _qatzip_plan():
 class TestQemuInAnotherContainer(CloudTestCase):
     """nova-compute without the QEMU binary (kolla's nova_libvirt split):
     capabilities come through libvirt or the operator's option, never by
-    running a binary."""
+    running a binary.
+    """
 
     @classmethod
     def setUpClass(cls):
@@ -435,7 +447,8 @@ class TestQemuInAnotherContainer(CloudTestCase):
 
 class TestLongBlockMigration(CloudTestCase):
     """A disk copy that outlasts the planner's progress timeout (150 s)
-    completes with the adaptive policy, as it would with Nova."""
+    completes with the adaptive policy, as it would with Nova.
+    """
 
     scenario = sc.Scenario('cloud-disk', memory_mb=256, touch_mb=16,
                            hot_mb=8, rate=200, pattern='small',
@@ -477,11 +490,7 @@ class TestLongBlockMigration(CloudTestCase):
         server = c.boot('disk-guest', image, flavor,
                         host=c.lab.hosts[0].name)
         self.addCleanup(c.delete, server['id'])
-        session = runner.GuestSession(self.nlab, self.scenario)
-        session.server_id = server['id']
-        session.console = guest_mod.Console(c.domain(server['id']))
-        session.console.wait_for(r'READY pages=\d+|STAT t=', 180)
-        self.addCleanup(session.console.close)
+        session = self.attach(server['id'])
         c.set_link(self.scenario.link_mbit)
         started = time.monotonic()
         res = session.migrate(sc.PLANS['adaptive'], timeout_s=900)
