@@ -503,4 +503,3 @@ class TestLongBlockMigration(CloudTestCase):
         self.assertGreaterEqual(facts.get('disk_bytes') or 0,
                                 self.DISK_MB * 1024 * 1024 * 0.9, facts)
         self.assertNotEqual('aborted', res.report.get('outcome'))
-
