@@ -43,8 +43,10 @@ required (``tools/run-tests.sh``, which builds it, sets
 with the reason instead, so a failed build cannot hide behind a skip.
 """
 
+import contextlib
 import json
 import os
+from unittest import mock
 
 import testtools
 
@@ -217,3 +219,50 @@ class TestQatzipPath(test_migration.NovaLabTestCase):
         # without compression.
         self.assertTrue(any('reset to none' in n for n in res.notes),
                         res.notes)
+
+    def test_5_unplanned_hops_after_qatzip_go_out_clean(self):
+        # After a qatzip hop (the destination QEMU started with -global
+        # ...=qatzip), a migration the driver does not plan, because
+        # planning failed or because the planner is disabled, still leaves
+        # no -global in the destination's definitions, and a multifd call
+        # (Nova's own parallel connections) finds the source QEMU set back
+        # to no compression (else it would send qatzip pages to a QEMU
+        # that expects none, and the guest would not arrive intact).
+        import libvirt
+        from nova_qat_migration.virt.libvirt import passthrough
+        failing = sc.PlanSpec('planning-fails', policy='adaptive')
+        disabled = sc.PlanSpec('planner-disabled', policy='adaptive',
+                               options=(('enabled', False),))
+        # Nova's own call is multifd: its flags are parsed at start-up.
+        self._nova_parallel(4)
+        self.addCleanup(self._nova_parallel, 1)
+        for spec in (failing, disabled):
+            res = self.migrate(QATZIP)
+            self.assertCompletedIntact(res)
+            self.assertEqual('qatzip', _qemu_method(
+                self.domains()[res.dest]))
+            with contextlib.ExitStack() as stack:
+                if spec is failing:
+                    for compute in self.cloud.computes.values():
+                        stack.enter_context(mock.patch.object(
+                            compute.driver, '_qat_plan',
+                            side_effect=RuntimeError('planning fails')))
+                res = self.migrate(spec)
+            self.assertCompletedIntact(res)
+            # Nothing was planned: no report.
+            self.assertEqual({}, res.report, spec.name)
+            dom = self.domains()[res.dest]
+            self.assertEqual({}, passthrough.globals_of(
+                dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)), spec.name)
+            self.assertEqual({}, passthrough.globals_of(dom.XMLDesc(0)),
+                             spec.name)
+            self.assertEqual('none', _qemu_method(dom), spec.name)
+
+    def _nova_parallel(self, connections):
+        """``[libvirt] live_migration_parallel_connections`` on both
+        computes, as after a restart with it.
+        """
+        self.cloud.flags(live_migration_parallel_connections=connections,
+                         group='libvirt')
+        for compute in self.cloud.computes.values():
+            compute.driver._parse_migration_flags()
