@@ -469,6 +469,17 @@ def cmd_faults(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from nova_qat_migration_lab import soak
+    _logging(args.verbose)
+    _exit_on_signals()
+    why = _check_ready()
+    if why:
+        print(why, file=sys.stderr)
+        return 1
+    return soak.main(args)
+
+
 def cmd_drain_bench(args: argparse.Namespace) -> int:
     _nova_env()
     from nova_qat_migration_lab import drain_bench
@@ -600,6 +611,16 @@ def add_parsers(subparsers: Any) -> None:
                    help='down: also when a live process holds the lab')
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_lab)
+
+    from nova_qat_migration_lab import soak
+    p = subparsers.add_parser(
+        'soak', help='many live migrations in a row on the operator\'s '
+                     'cloud (a guest per policy, back and forth): outcomes, '
+                     'leaked shares and -global entries, nova-compute RSS '
+                     'and descriptors (benchmarks/soak)')
+    soak.add_arguments(p)
+    p.add_argument('-v', '--verbose', action='store_true')
+    p.set_defaults(func=cmd_soak)
 
     from nova_qat_migration_lab import drain_bench
     p = subparsers.add_parser(
