@@ -97,6 +97,9 @@ DEBIAN_PACKAGES = ('mariadb-server', 'rabbitmq-server', 'memcached')
 SYSTEM_SERVICES = (('mariadb', 'mariadbd'), ('rabbitmq-server', 'beam.smp'),
                    ('memcached', 'memcached'))
 TERMINAL_MIGRATION = ('completed', 'error', 'failed', 'cancelled')
+#: A request on a kept-alive connection the server has just closed fails
+#: before it is sent: try again (keystoneauth's connect retries).
+CONNECT_RETRIES = 3
 MIGRATION_TIMEOUT_S = 900.0
 #: QEMU binaries a compute with ``qemu_visible=False`` must not see.
 QEMU_GLOBS = ('/usr/bin/qemu-system-*',)
@@ -888,6 +891,9 @@ class ServiceCloud:
             worker_class = 'gthread'
             threads = 4
             timeout = 300
+            # Longer than the clients' idle gaps (gunicorn's default, 2 s,
+            # races a client reusing the connection).
+            keepalive = 75
             control_socket_disable = True
             accesslog = %(access)r
             errorlog = %(error)r
@@ -1035,7 +1041,7 @@ class ServiceCloud:
             self.api_url + path, headers={
                 'OpenStack-API-Version': 'compute latest',
                 'X-OpenStack-Nova-API-Version': 'latest'},
-            raise_exc=True)
+            raise_exc=True, connect_retries=CONNECT_RETRIES)
         return resp.json()
 
     def compute_request(self, method: str, path: str,
@@ -1044,7 +1050,7 @@ class ServiceCloud:
             self.api_url + path, method, json=body, headers={
                 'OpenStack-API-Version': 'compute latest',
                 'X-OpenStack-Nova-API-Version': 'latest'},
-            raise_exc=True)
+            raise_exc=True, connect_retries=CONNECT_RETRIES)
         return resp.json() if resp.content else None
 
     def cli_env(self, user: str = 'admin') -> dict:
@@ -1279,7 +1285,7 @@ class ServiceCloud:
         return self.session().get(
             self.url('placement', path),
             headers={'OpenStack-API-Version': 'placement latest'},
-            raise_exc=True).json()
+            raise_exc=True, connect_retries=CONNECT_RETRIES).json()
 
     def provider_uuid(self, host_name: str) -> str:
         rps = self.placement_get('/resource_providers?name=%s'
