@@ -38,8 +38,12 @@ def _cli(*args, timeout=900):
 
 def _left():
     """What of the cloud still runs: processes (ps) and namespaces."""
-    ps = subprocess.run(['ps', '-eo', 'pid=,args='], capture_output=True,
-                        text=True).stdout.splitlines()
+    # A zombie (already exited, not yet reaped by its parent) is not
+    # running: ``stat`` Z.
+    ps = [line for line in subprocess.run(
+        ['ps', '-eo', 'pid=,stat=,args='], capture_output=True,
+        text=True).stdout.splitlines()
+        if not line.split()[1].startswith('Z')]
     names = ('nova-compute', 'nova-conductor', 'nova-scheduler',
              'gunicorn', 'privsep-helper', 'mariadbd', 'beam.smp',
              'memcached', 'epmd', services.STATE_ROOT,
