@@ -192,13 +192,16 @@ def log_written(path: str, offset: int) -> dict:
                 if QATZIP_FALLBACK_LINE.search(line))}
 
 
-def completion_timeout_per_gib(timeout_s: float, memory_mb: int) -> int:
+def completion_timeout_per_gib(timeout_s: float, memory_mb: int,
+                               copied_disks: int = 0) -> int:
     """``[libvirt] live_migration_completion_timeout`` for ``timeout_s``.
 
-    Nova multiplies the option by the instance's data size (at least
-    2 GiB) and aborts the job after that many seconds.
+    Nova multiplies the option by the instance's data size (its memory,
+    at least 2 GiB, plus in a block migration each copied disk, at least
+    2 GiB each) and aborts the job after that many seconds.
     """
-    data_gb = max(NOVA_MIN_DATA_GB, memory_mb / 1024.0)
+    data_gb = (max(NOVA_MIN_DATA_GB, memory_mb / 1024.0) +
+               NOVA_MIN_DATA_GB * copied_disks)
     return max(1, int(round(timeout_s / data_gb)))
 
 
@@ -580,8 +583,12 @@ class GuestSession:
                            repeat=repeat, source=src.name, dest=dest or '',
                            link_mbit=lab.link_mbit, started_at=time.time())
         options = spec.conf_options()
-        timeout = completion_timeout_per_gib(timeout_s,
-                                             self.scenario.memory_mb)
+        # The lab's servers have one small root disk: on local storage
+        # every live migration copies it.
+        timeout = completion_timeout_per_gib(
+            timeout_s, self.scenario.memory_mb,
+            copied_disks=1 if getattr(lab, 'storage', 'shared') == 'local'
+            else 0)
         dom = cloud.domain(self.server_id)
         dom_name = dom.name()
         found = re.search(r'<emulator>([^<]+)</emulator>', dom.XMLDesc(0))
