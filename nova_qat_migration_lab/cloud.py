@@ -503,19 +503,7 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
 
     def wait_server(self, server_id: str, status: str,
                     timeout: float = 180) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            server = self.api.get_server(server_id)
-            if server['status'] == status:
-                return server
-            if server['status'] == 'ERROR':
-                raise CloudError('server %s went to ERROR: %s' % (
-                    server_id, server.get('fault')))
-            if time.monotonic() > deadline:
-                raise CloudError('server %s is %s after %.0f s, not %s'
-                                 % (server_id, server['status'], timeout,
-                                    status))
-            time.sleep(0.5)
+        return services.wait_for_server(self, server_id, status, timeout)
 
     def delete(self, server_id: str, timeout: float = 120) -> None:
         try:

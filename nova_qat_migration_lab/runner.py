@@ -419,6 +419,14 @@ class NovaLab:
             self.cloud = cloud_mod.LabCloud(
                 self.lab, log_path=self.log_path,
                 qat_options=self.qat_options, driver=self.driver).up()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self._guest_images()
+
+    def _guest_images(self) -> 'NovaLab':
+        """The lab guest built and in the cloud's Glance."""
+        try:
             self.images = guest_mod.build()
             self.cloud.upload_guest_images(self.images)
         except BaseException:
@@ -441,12 +449,10 @@ class NovaLab:
         try:
             if self.lab.link_mbit != self.link_mbit:
                 self.cloud.set_link(self.link_mbit)
-            self.images = guest_mod.build()
-            self.cloud.upload_guest_images(self.images)
         except BaseException:
             self.__exit__()
             raise
-        return self
+        return self._guest_images()
 
     def __exit__(self, *exc: Any) -> None:
         if self.kind == 'services':

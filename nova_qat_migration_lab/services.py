@@ -561,6 +561,11 @@ class ServiceCloud:
                            capture_output=True, timeout=120)
         res = subprocess.run(['/etc/init.d/%s' % script, 'start'],
                              capture_output=True, text=True, timeout=180)
+        # A daemon may appear a moment after its script returns.
+        deadline = time.monotonic() + 15
+        while (res.returncode == 0 and not _system_running(script) and
+               time.monotonic() < deadline):
+            time.sleep(0.2)
         if res.returncode != 0 or not _system_running(script):
             raise CloudError('%s did not start: %s' % (
                 script, (res.stdout + res.stderr).strip()[-1500:]))
@@ -1186,18 +1191,7 @@ class ServiceCloud:
 
     def wait_server(self, server_id: str, status: str,
                     timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            server = self.get_server(server_id)
-            if server['status'] == status:
-                return server
-            if server['status'] == 'ERROR':
-                raise CloudError('server %s went to ERROR: %s' % (
-                    server_id, server.get('fault')))
-            if time.monotonic() > deadline:
-                raise CloudError('server %s is %s after %.0f s, not %s' % (
-                    server_id, server['status'], timeout, status))
-            time.sleep(0.5)
+        return wait_for_server(self, server_id, status, timeout)
 
     def reset_active(self, server_id: str) -> None:
         self.compute_request('POST', '/servers/%s/action' % server_id,
@@ -1404,6 +1398,25 @@ class ServiceCloud:
 
     def compute_log(self, host_name: str) -> str:
         return os.path.join(LOG_ROOT, 'nova-compute-%s.log' % host_name)
+
+
+def wait_for_server(cloud: Any, server_id: str, status: str,
+                    timeout: float) -> dict:
+    """Wait until the server is ``status`` (raise on ERROR or timeout);
+    ``cloud`` has ``get_server`` (either cloud).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        server = cloud.get_server(server_id)
+        if server['status'] == status:
+            return server
+        if server['status'] == 'ERROR':
+            raise CloudError('server %s went to ERROR: %s' % (
+                server_id, server.get('fault')))
+        if time.monotonic() > deadline:
+            raise CloudError('server %s is %s after %.0f s, not %s' % (
+                server_id, server['status'], timeout, status))
+        time.sleep(0.5)
 
 
 def wait_for_migration(cloud: Any, server_id: str, before: set,
