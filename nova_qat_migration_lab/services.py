@@ -69,6 +69,7 @@ import uuid
 from oslo_log import log as logging
 
 from nova_qat_migration import report
+from nova_qat_migration_lab import horizon
 from nova_qat_migration_lab import hosts as hosts_mod
 from nova_qat_migration_lab import neutron
 
@@ -91,7 +92,7 @@ DATABASES = ('keystone', 'glance', 'placement', 'nova_api', 'nova_cell0',
 #: means the databases are rebuilt.
 SCHEMA_STAMP = 'nqm-cloud-2'
 PORTS = {'keystone': 5000, 'glance': 9292, 'placement': 8778,
-         'nova-api': 8774, 'neutron': neutron.PORT}
+         'nova-api': 8774, 'neutron': neutron.PORT, 'horizon': horizon.PORT}
 DEBIAN_PACKAGES = ('mariadb-server', 'rabbitmq-server', 'memcached')
 #: (init script, process name) of the Debian services the cloud uses.
 SYSTEM_SERVICES = (('mariadb', 'mariadbd'), ('rabbitmq-server', 'beam.smp'),
@@ -338,7 +339,7 @@ class ServiceCloud:
             raise CloudError('the cloud is already up (%s); `down` first'
                              % self.state_file())
         self.timings: dict = {}
-        hosts = None
+        hosts = static = None
         try:
             self._step('install', self._install)
             self._check_ports()
@@ -347,6 +348,9 @@ class ServiceCloud:
             # The lab hosts need nothing of the control plane: they come
             # up meanwhile.
             hosts = _Background(self.lab.up)
+            # Horizon's static files need no service either.
+            static = _Background(horizon.prepare_static,
+                                 os.path.join(STATE_ROOT, 'horizon'))
             warm = self._step('databases', self._setup_databases)
             self._step('keystone', self._start_apis, ['keystone'])
             if not warm:
@@ -354,15 +358,18 @@ class ServiceCloud:
             self._step('apis', self._start_apis, [
                 'placement', 'glance', 'nova-api', 'neutron',
                 'nova-conductor', 'nova-scheduler'])
+            self._step('horizon static files', static.result)
+            self._step('horizon', self._start_apis, ['horizon'])
             self._step('lab hosts', hosts.result)
             self._step('computes', self._start_computes)
             self._step('computes up', self._wait_computes)
             self._save()
         except BaseException:
-            if hosts is not None:
+            for background in (hosts, static):
                 # Let the hosts finish coming up before taking them down.
                 with contextlib.suppress(BaseException):
-                    hosts.result()
+                    if background is not None:
+                        background.result()
             self.down()
             raise
         LOG.info('cloud up in %.1f s', time.monotonic() - started)
@@ -690,6 +697,9 @@ class ServiceCloud:
                              self._authtoken('neutron'),
                              os.path.join(STATE_ROOT, 'neutron', 'state'),
                              LOG_ROOT)
+        horizon.write_config(os.path.join(STATE_ROOT, 'horizon'),
+                             self.url('keystone', '/v3'), '127.0.0.1:11211',
+                             LOG_ROOT)
         for host in self.computes:
             self.write_compute_conf(host)
         _write(self.clouds_yaml, self._clouds_yaml(), 0o600)
@@ -924,6 +934,7 @@ class ServiceCloud:
             self._gunicorn('nova-api', 'nova.wsgi.osapi_compute:application',
                            {'OS_NOVA_CONFIG_DIR': nv}),
             neutron.process(self, os.path.join(STATE_ROOT, 'neutron')),
+            horizon.process(self, os.path.join(STATE_ROOT, 'horizon')),
             Process(name='nova-conductor', argv=[
                 _bin('nova-conductor'), '--config-file', nova_conf,
                 '--log-file', os.path.join(LOG_ROOT, 'nova-conductor.log')]),

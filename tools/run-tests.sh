@@ -12,7 +12,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+# Horizon's browser test needs Debian's chromium and chromium-driver.
+export NQM_BROWSER=1
+run_start=$(date +%s)
 bash tools/bootstrap.sh || { echo "bootstrap failed"; exit 1; }
+echo "=== bootstrap: $(( $(date +%s) - run_start )) s"
 . tools/env.sh
 PY="$VENV/bin/python"
 passed=0 failed=0 skipped=0 rc=0
@@ -20,8 +24,10 @@ log=$(mktemp)
 run_suite() {
     local name=$1; shift
     echo "=== $name"
+    local t0=$(date +%s)
     "$PY" -m stestr --test-path "$@" 2>&1 | tee "$log"
     local st=${PIPESTATUS[0]}
+    echo "=== $name: $(( $(date +%s) - t0 )) s"
     local p f s
     p=$(sed -n 's/^ - Passed: \([0-9]*\).*/\1/p' "$log" | tail -1)
     f=$(sed -n 's/^ - Failed: \([0-9]*\).*/\1/p' "$log" | tail -1)
@@ -67,10 +73,12 @@ run_suite nova-lm ./tests/nova_lm --top-dir ./ run \
 cloud_qemu=distro
 [ -n "$qatzip_failure" ] || cloud_qemu=qatzip
 echo "=== cloud up (nova-qat-migration-lab cloud up --qemu $cloud_qemu)"
+t0=$(date +%s)
 "$VENV/bin/nova-qat-migration-lab" --repo-root "$PWD" cloud down >/dev/null 2>&1
 if "$VENV/bin/nova-qat-migration-lab" --repo-root "$PWD" cloud up \
         --qemu "$cloud_qemu"; then
     passed=$((passed + 1))
+    echo "=== cloud up: $(( $(date +%s) - t0 )) s"
 else
     echo "=== cloud up: FAILED"; failed=$((failed + 1)); rc=1
 fi
@@ -79,11 +87,13 @@ if [ -d tests/lab ] && ls tests/lab/test_*.py >/dev/null 2>&1; then
 fi
 # The quick benchmark, through the lab's own command, on the same cloud.
 echo "=== bench --quick"
+t0=$(date +%s)
 if "$VENV/bin/nova-qat-migration-lab" --repo-root "$PWD" bench --quick; then
     passed=$((passed + 1))
 else
     echo "=== bench --quick: FAILED"; failed=$((failed + 1)); rc=1
 fi
+echo "=== bench --quick: $(( $(date +%s) - t0 )) s"
 echo "=== cloud down"
 "$VENV/bin/nova-qat-migration-lab" --repo-root "$PWD" cloud down
 # Its life cycle: nothing left after down, a second (warm) up works.
@@ -101,5 +111,6 @@ fi
 rm -rf "$docs_out"
 rm -f "$log"
 [ -z "$qatzip_failure" ] || echo "=== $qatzip_failure"
+echo "=== total: $(( $(date +%s) - run_start )) s"
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit $rc

@@ -19,6 +19,11 @@ common_pkgs=(pkg-config gcc libc6-dev make iproute2 busybox-static cpio gzip
              mariadb-server rabbitmq-server memcached)
 virt_pkgs=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev)
 qat_pkgs=(libqatzip3 qatzip libqat4 libusdm0)
+# Horizon's browser test (the test command sets NQM_BROWSER=1; the demo
+# does not need a browser).
+browser_pkgs=()
+[ "${NQM_BROWSER:-0}" = 1 ] && browser_pkgs=(chromium chromium-driver)
+common_pkgs+=("${browser_pkgs[@]}")
 
 if [ "$major" = "12" ]; then
     if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then

@@ -17,7 +17,9 @@ and local disks.
 
 Each test asserts that the plan came from ``QATLibvirtDriver`` (its
 report in the source compute's log, and its notification from RabbitMQ)
-and that the guest's memory check passes at the destination.
+and that the guest's memory check passes at the destination. The member
+user's surface (Nova's 403, image properties that narrow the plan) is
+driven through Horizon in :mod:`tests.lab.test_horizon`.
 
 The cloud is the one ``nova-qat-migration-lab cloud up`` started (the
 test command starts it before this suite and stops it after); without
@@ -264,40 +266,6 @@ class TestSurfaces(CloudTestCase):
         session.reattach()
         ok, verdict = session.verify()
         self.assertTrue(ok, verdict)
-
-
-class TestTenant(CloudTestCase):
-    """The member user: refused live migration by Nova's policy; its image
-    properties narrow the operator's plan and never widen it.
-    """
-
-    owner = services.MEMBER_USER
-
-    def test_member_refused_and_image_narrows(self):
-        c = self.cloud
-        # A narrowing hint (no throttling) and a widening one (a downtime
-        # above the operator's 500 ms), set by the image's owner.
-        image = c.guest_image('member-image', self.scenario.cmdline(1),
-                              {'qat_migration:allow_throttle': 'false',
-                               'qat_migration:max_downtime_ms': '5000'},
-                              owner=services.MEMBER_USER)
-        flavor = c.lab_flavor('member', self.scenario.memory_mb)
-        server = c.boot('member-guest', image, flavor,
-                        user=services.MEMBER_USER)
-        self.addCleanup(c.delete, server['id'])
-        res = c.cli('openstack', 'server', 'migrate', '--live-migration',
-                    server['id'], user=services.MEMBER_USER, check=False)
-        self.assertNotEqual(0, res.returncode)
-        self.assertIn('403', res.stderr + res.stdout)
-        # The operator moves it: the plan follows the tenant's narrowing
-        # and ignores its widening.
-        session = self.attach(server['id'])
-        res = session.migrate(sc.PLANS['adaptive'], timeout_s=TIMEOUT_S)
-        self.assert_planned(res, session, 'adaptive')
-        self.assertNotIn('AUTO_CONVERGE', res.flags)
-        plan = res.report['requested_plan']
-        self.assertLessEqual(plan['max_downtime_ms'], 500, plan)
-        self.assertFalse(plan.get('auto_converge'), plan)
 
 
 class TestQATPlacement(CloudTestCase):
