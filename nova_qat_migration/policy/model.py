@@ -413,6 +413,7 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             break
     return Prediction(False, float('inf'), float('inf'), rounds,
                       wire + disk_wire, throttle_pct=throttle, disk_s=disk_s,
-                      cpu_impact=impact, why='%.0f MiB/s dirtied vs %.0f MiB/s sent'
-                      % (load.dirty_mbps * (1 - throttle / 100.0),
+                      cpu_impact=impact,
+                      why='%.0f MiB/s dirtied vs %.0f MiB/s sent'
+                      % (load.dirty_mbps * (1 - throttle / 100.0) * slowed,
                          resend_rate))
