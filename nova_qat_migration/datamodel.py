@@ -53,6 +53,15 @@ LEVEL_RANGES = {
 #: (:attr:`Plan.downtime_limit_ms`).
 DOWNTIME_HEADROOM = 0.25
 
+#: The first pass (libvirt's ``memory_iteration``) whose XBZRLE cache
+#: misses say anything about the cache's size. QEMU starts XBZRLE once
+#: the first pass (iteration 1) has sent every page whole; the first
+#: XBZRLE pass (iteration 2) finds the cache empty and misses on every
+#: page it looks up, filling the cache as it goes. A resized cache starts
+#: empty again (QEMU allocates a new one), so its misses count from the
+#: second pass after the resize.
+XBZRLE_WARM_ITERATION = 3
+
 # -- what an escalation can do (:class:`Action` kinds) ---------------------
 
 ACTION_DOWNTIME = 'downtime'

@@ -34,9 +34,11 @@ The model follows QEMU's pre-copy loop round by round:
 * a round's rate is the smallest of the link (after the compression ratio
   or XBZRLE's delta savings), the compressors (channels x per-core
   throughput, or QAT) and the per-stream copy limit;
-* XBZRLE starts after the first pass: the first re-send fills its cache
-  with whole pages, deltas come from the second re-send on, for the share
-  of the working set the cache holds;
+* XBZRLE starts after the first pass: the first re-send finds the cache
+  cold and fills it with whole pages, deltas come from the second re-send
+  on (:data:`~nova_qat_migration.datamodel.XBZRLE_WARM_ITERATION`, the
+  pass from which the escalation trusts the cache's misses), for the
+  share of the working set the cache holds;
 * auto-converge follows QEMU 10's trigger: at a bitmap sync (at most one a
   second), a period that dirtied more than half the bytes it put on the
   wire is "high", and every second high period starts the throttle at
