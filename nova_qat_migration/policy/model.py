@@ -308,14 +308,19 @@ def disk_copy_s(load: Workload, link_mbps: float) -> float:
     return load.disk_mb / link_mbps
 
 
-def _downtime_ms(transfer_s: float, cal: datamodel.Calibration) -> float:
+def _downtime_ms(transfer_s: float, cal: datamodel.Calibration,
+                 multifd: bool = False) -> float:
     # The pause QEMU causes: the last transfer plus the fixed switch-over,
     # and never less than the transfer with the overshoot of QEMU's own
-    # estimate seen in the lab (device state, the final bitmap sync). With
-    # the default margin, a plan switching at its downtime_limit_ms is
-    # predicted at the operator's target, which DOWNTIME_HEADROOM keeps.
+    # estimate seen in the lab (device state, the final bitmap sync; for
+    # multifd every channel's flush and sync). With the default margins, a
+    # plan switching at its downtime_limit_ms is predicted at the
+    # operator's target, which the headroom keeps (DOWNTIME_HEADROOM,
+    # MULTIFD_DOWNTIME_HEADROOM).
+    overshoot = (cal.multifd_downtime_overshoot if multifd
+                 else cal.downtime_overshoot)
     return 1000.0 * max(transfer_s + cal.switchover_s,
-                        transfer_s * (1.0 + cal.downtime_overshoot))
+                        transfer_s * (1.0 + overshoot))
 
 
 def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
@@ -377,7 +382,8 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
         if remaining <= 0.0 or remaining / rate <= limit_s:
             transfer = remaining / rate
             return Prediction(True, elapsed + transfer + cal.switchover_s,
-                              _downtime_ms(transfer, cal), rounds,
+                              _downtime_ms(transfer, cal, plan.multifd),
+                              rounds,
                               wire + remaining * per_page + disk_wire,
                               throttle_pct=throttle, disk_s=disk_s,
                               cpu_impact=impact)

@@ -228,6 +228,20 @@ class EscalateTest(testtools.TestCase):
         self.assertTrue(all(a.kind == 'downtime' for _, a in seen))
         self.assertEqual(375, trk.downtime_ms)
 
+    def test_every_planned_multifd_plan_climbs_to_the_larger_headroom(self):
+        # Every policy's multifd plan, compressed or not: 500 ms asked,
+        # 300 ms given to QEMU (MULTIFD_DOWNTIME_HEADROOM).
+        for policy in ('adaptive', 'static'):
+            for method, channels in (('zstd', 4), ('none', 2),
+                                     ('qatzip', 4)):
+                plan = _plan(policy=policy, method=method,
+                             parallel_connections=channels)
+                self.assertEqual(300, plan.downtime_limit_ms)
+                trk, seen = _run(plan, STALLING)
+                values = [a.value for _, a in seen if a.kind == 'downtime']
+                self.assertEqual([60, 120, 180, 240, 300], values)
+                self.assertEqual(300, trk.downtime_ms)
+
     def test_stalling_switches_to_post_copy_when_permitted(self):
         plan = _plan(post_copy=True, post_copy_after_stalled=3)
         trk, seen = _run(plan, STALLING)
