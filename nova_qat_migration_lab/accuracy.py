@@ -115,7 +115,8 @@ def predictions(records: Iterable[dict], cal: datamodel.Calibration,
         pred = model.predict(plan, predictive.workload(facts),
                              facts.link_mbps,
                              idle_cores=predictive.idle_cores(facts),
-                             cal=cal, time_limit_s=3600.0)
+                             cal=cal, time_limit_s=3600.0,
+                             busy_cores=predictive.busy_cores(facts))
         out.append((r, pred))
     return out
 

@@ -42,6 +42,16 @@ from nova_qat_migration_lab import scenarios as sc
 #: Below the repository root (:func:`repo.path`).
 QUICK_OUT = ('lab-run', 'bench-quick')
 FULL_OUT = ('benchmarks',)
+#: Output directories and plans of the named scenario sets (``bench
+#: --scenario-set``) other than the default.
+SET_OUT = {'scale-model': ('benchmarks', 'scale-model'),
+           'link-calibration': ('benchmarks', 'link-calibration')}
+SET_PLANS = {
+    # adaptive, Nova's plan and the fixed plans the oracle picks from
+    'scale-model': ('nova_default', 'adaptive', 'plain', 'zstd1x4',
+                    'xbzrle512', 'autoconv20+10', 'postcopy2'),
+    'link-calibration': sc.LINK_CALIBRATION_PLANS,
+}
 CALIBRATION = ('benchmarks', 'calibration.json')
 RESULTS = ('benchmarks', 'results.jsonl')
 FAULTS_OUT = ('benchmarks', 'faults')
@@ -131,13 +141,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from nova_qat_migration_lab import bench
     _logging(args.verbose)
     _exit_on_signals()
+    if args.scale_link_mbit:
+        # The scale model at the link the calibration found.
+        sc.SCENARIOS.update({s.name: s for s in sc.scale_model(
+            args.scale_link_mbit)})
+    named = sc.SCENARIO_SETS[args.scenario_set]
     scenarios = _csv(args.scenarios) if args.scenarios else (
-        list(sc.QUICK_SCENARIOS) if args.quick else list(sc.SCENARIOS))
+        list(sc.QUICK_SCENARIOS) if args.quick else list(named))
     plans = _csv(args.plans) if args.plans else (
-        list(sc.QUICK_PLANS) if args.quick else list(sc.PLANS))
+        list(sc.QUICK_PLANS) if args.quick else
+        list(SET_PLANS.get(args.scenario_set, sc.PLANS)))
     repeats = args.repeats or (1 if args.quick else 3)
-    out_dir = args.out or repo.path(*(QUICK_OUT if args.quick
-                                      else FULL_OUT))
+    out_dir = args.out or repo.path(*(
+        QUICK_OUT if args.quick else
+        SET_OUT.get(args.scenario_set, FULL_OUT)))
     if (_unknown('scenario', scenarios, list(sc.SCENARIOS)) or
             _unknown('plan', plans, list(sc.PLANS))):
         return 2
@@ -170,9 +187,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         meta['matrix'] = ('%d runs read from %s (repeats completed: %d)'
                           % (len(results), jsonl,
                              len({r.get('repeat') for r in results})))
+    if args.scenario_set == 'link-calibration':
+        text = bench.link_calibration_markdown(results)
+        with open(os.path.join(out_dir, 'summary.md'), 'w') as f:
+            f.write(text)
+        print(text)
+        return 0
     report = bench.write_reports(results, out_dir, args.timeout,
                                  title='nova-qat-migration lab benchmark'
-                                 + (' (quick)' if args.quick else ''),
+                                 + (' (quick)' if args.quick else '') +
+                                 ('' if args.scenario_set == 'default' else
+                                  ' (%s)' % args.scenario_set),
                                  meta=meta)
     print(report['text'])
     print('wrote %s%s' % (report['summary'], ', %s' % report['chart']
@@ -496,6 +521,29 @@ def add_parsers(subparsers: Any) -> None:
                    help='small matrix for CI: %s x %s, 1 repeat'
                         % (','.join(sc.QUICK_SCENARIOS),
                            ','.join(sc.QUICK_PLANS)))
+    p.add_argument('--scenario-set', choices=sorted(sc.SCENARIO_SETS),
+                   default='default',
+                   help='default: the CPU-bound matrix (1 Gbit/s); '
+                        'scale-model: four guests on a %d Mbit/s link '
+                        'dirtying %.1f-%.1f of it, Nova\'s %d s/GiB '
+                        'completion timeout, the oracle and the physical '
+                        'floor in the summary (benchmarks/scale-model); '
+                        'link-calibration: an idle guest over %s Mbit/s '
+                        'with %s, wire rate against link rate '
+                        '(benchmarks/link-calibration)'
+                        % (sc.SCALE_MODEL_LINK_MBIT,
+                           sc.SCALE_DIRTY_SHARE[0], sc.SCALE_DIRTY_SHARE[1],
+                           sc.NOVA_TIMEOUT_S_PER_GIB,
+                           ','.join(str(r) for r in
+                                    sc.LINK_CALIBRATION_MBIT),
+                           ' and '.join(sc.LINK_CALIBRATION_PLANS)))
+    p.add_argument('--scale-model', dest='scenario_set',
+                   action='store_const', const='scale-model',
+                   help='same as --scenario-set scale-model')
+    p.add_argument('--scale-link-mbit', type=int, default=0,
+                   help='the scale model\'s link (default %d Mbit/s); its '
+                        'guests\' dirty rates follow it'
+                        % sc.SCALE_MODEL_LINK_MBIT)
     p.add_argument('--scenarios', help='comma-separated: %s'
                    % ','.join(sc.SCENARIOS))
     p.add_argument('--plans', help='comma-separated: %s'
@@ -503,7 +551,9 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--repeats', type=int, default=0)
     p.add_argument('--timeout', type=float,
                    default=runner_timeout(),
-                   help='completion timeout per migration (s)')
+                   help='completion timeout per migration (s); a '
+                        'scenario with its own (the scale model\'s: '
+                        'Nova\'s 800 s per GiB) keeps it')
     p.add_argument('--out', help='output directory (default benchmarks/, '
                                  'lab-run/bench-quick with --quick, below '
                                  'the repository root)')

@@ -54,6 +54,26 @@ class Scenario:
     #: seconds between the dirtier's ``STAT`` reports (the resolution of
     #: the guest-impact measurement, see ``runner.guest_impact``)
     stat_s: int = 1
+    #: Nova's completion timeout per GiB for this scenario's migrations
+    #: (``[libvirt] live_migration_completion_timeout``); None: the
+    #: benchmark's ``--timeout`` (per migration) applies.
+    timeout_s_per_gib: Optional[int] = None
+
+    def completion_timeout_s(self, default_s: float) -> float:
+        """The completion timeout (s) of one migration of this guest.
+
+        With :attr:`timeout_s_per_gib`, Nova's own rule: that many seconds
+        per GiB of RAM, at least 2 GiB (the runner turns the seconds back
+        into the per-GiB option, counting a copied disk).
+        """
+        if self.timeout_s_per_gib is None:
+            return default_s
+        return self.timeout_s_per_gib * max(2.0, self.memory_mb / 1024.0)
+
+    @property
+    def link_mbps(self) -> float:
+        """The link in MiB/s."""
+        return self.link_mbit * 1e6 / 8 / datamodel.MIB
 
     def cmdline(self, seed: int = 1) -> str:
         return ('console=ttyS0 quiet loglevel=0 panic=-1 '
@@ -104,6 +124,108 @@ SCENARIOS = {s.name: s for s in (
                          'XBZRLE cache; incompressible): nova_default ~30 s '
                          'here, xbzrle512 ~21 s'),
 )}
+
+
+#: Nova's default ``[libvirt] live_migration_completion_timeout`` (s/GiB).
+NOVA_TIMEOUT_S_PER_GIB = 800
+#: The scale model's link: on the lab's two cores zstd-1 on 4 channels
+#: keeps a link of this speed full (``bench --link-calibration`` measures
+#: where that stops), as tens of idle cores keep a 10-25 Gbit/s link
+#: shared by concurrent migrations full on a real compute host.
+SCALE_MODEL_LINK_MBIT = 250
+#: Dirty rates of the scale model's guests, as shares of the link.
+SCALE_DIRTY_SHARE = (0.5, 0.9)
+
+
+def scale_model(link_mbit: int = SCALE_MODEL_LINK_MBIT) -> tuple:
+    """The scale model's scenarios over a ``link_mbit`` link.
+
+    1.5-2 GiB guests dirtying between half and nine tenths of the link
+    (:data:`SCALE_DIRTY_SHARE`), with Nova's own completion timeout
+    (:data:`NOVA_TIMEOUT_S_PER_GIB`) so that plain pre-copy's slow
+    convergence is timed, not cut off: text (compresses about 0.3-0.45),
+    small in-page writes (XBZRLE-friendly, incompressible), random pages
+    (incompressible) and a mostly zero guest.
+    """
+    link = link_mbit * 1e6 / 8 / datamodel.MIB
+
+    def rate(share: float) -> int:
+        # pages/s for a dirty rate of ``share`` of the link
+        return int(round(share * link * datamodel.MIB / 4096))
+
+    common = dict(link_mbit=link_mbit,
+                  timeout_s_per_gib=NOVA_TIMEOUT_S_PER_GIB)
+    return (
+        Scenario('scale-text', 1536, 1280, 384, rate(0.67), 'text',
+                 description='scale model: 1.5 GiB guest, 1.25 GiB of '
+                             'text-like pages, 2/3 of the link rewritten '
+                             'over 384 MiB', **common),
+        Scenario('scale-small', 1536, 1280, 384, rate(0.75), 'small',
+                 description='scale model: 1.5 GiB guest, small in-page '
+                             'changes at 3/4 of the link over 384 MiB '
+                             '(XBZRLE-friendly, incompressible)', **common),
+        Scenario('scale-random', 1536, 1280, 256, rate(0.6), 'random',
+                 description='scale model: 1.5 GiB guest, whole random '
+                             'pages at 0.6 of the link over 256 MiB '
+                             '(incompressible)', **common),
+        Scenario('scale-zero', 2048, 256, 128, rate(0.55), 'text',
+                 description='scale model: 2 GiB guest, 256 MiB in use, '
+                             'text pages at 0.55 of the link over 128 MiB; '
+                             'the rest zero pages', **common),
+    )
+
+
+def check_scale_scenario(scenario: Scenario) -> list:
+    """What keeps ``scenario`` from being a scale-model scenario ([] if
+    nothing): its dirty rate within :data:`SCALE_DIRTY_SHARE` of its link,
+    Nova's completion timeout, a hot set within what it fills.
+    """
+    problems = []
+    low, high = SCALE_DIRTY_SHARE
+    share = scenario.dirty_mbps / scenario.link_mbps
+    if not low <= share <= high:
+        problems.append('%s: dirty rate %.1f MiB/s is %.2f of the %d '
+                        'Mbit/s link, not within %.1f-%.1f'
+                        % (scenario.name, scenario.dirty_mbps, share,
+                           scenario.link_mbit, low, high))
+    if scenario.timeout_s_per_gib != NOVA_TIMEOUT_S_PER_GIB:
+        problems.append('%s: completion timeout %s s/GiB, not Nova\'s %d'
+                        % (scenario.name, scenario.timeout_s_per_gib,
+                           NOVA_TIMEOUT_S_PER_GIB))
+    if not 0 < scenario.hot_mb <= scenario.touch_mb <= scenario.memory_mb:
+        problems.append('%s: hot %d MiB, filled %d MiB, memory %d MiB'
+                        % (scenario.name, scenario.hot_mb,
+                           scenario.touch_mb, scenario.memory_mb))
+    return problems
+
+
+#: Link rates (Mbit/s) ``bench --link-calibration`` migrates an idle text
+#: guest over, with plain pre-copy and zstd-1 x4.
+LINK_CALIBRATION_MBIT = (100, 250, 500, 1000)
+LINK_CALIBRATION_PLANS = ('plain', 'zstd1x4')
+
+
+def link_calibration(rates: tuple = LINK_CALIBRATION_MBIT) -> tuple:
+    """An idle guest of 768 MiB of text pages per link rate: its wire
+    rate against the link shows where the cores, not the link, bound a
+    migration.
+    """
+    return tuple(Scenario('link-%d' % mbit, 1024, 768, 4, 50, 'text',
+                          link_mbit=mbit,
+                          timeout_s_per_gib=NOVA_TIMEOUT_S_PER_GIB,
+                          description='link calibration: idle guest, '
+                                      '768 MiB of text pages, %d Mbit/s'
+                                      % mbit)
+                 for mbit in rates)
+
+
+#: Scenario sets ``bench --scenario-set`` names.
+SCENARIO_SETS = {
+    'default': tuple(SCENARIOS),
+    'scale-model': tuple(s.name for s in scale_model()),
+    'link-calibration': tuple(s.name for s in link_calibration()),
+}
+SCENARIOS.update({s.name: s for s in scale_model() + link_calibration()})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -106,11 +106,42 @@ Upper bound of multifd channels (libvirt ``parallel.connections``) a plan
 may use. Software compression uses at most one channel per idle source CPU.
 """),
     cfg.IntOpt('cpu_idle_threshold',
-        default=50, min=0, max=100,
+        default=None, min=0, max=100,
+        deprecated_for_removal=True,
+        deprecated_reason="""
+A hard gate on the idle CPU measured before a migration flips a decision
+on a few points of measuring noise, and closes compression where it would
+win: fewer bytes on the wire mean fewer passes even when the compressors
+must share busy cores. The ``adaptive`` policy now predicts the time of
+each plan with the compressors sharing the cores with the guests, and
+``max_guest_cpu_impact_pct`` caps what that sharing may cost the guests.
+""",
         help="""
 Percentage of source host CPU that must be idle before software compression
-(zlib/zstd) is chosen. Below it, only methods that cost little CPU are used
-(XBZRLE, plain multifd, or QAT-offloaded compression).
+(zlib/zstd) is chosen. Unset by default: the ``adaptive`` policy then
+predicts the time of compressed plans with the compressors sharing busy
+cores, and ``max_guest_cpu_impact_pct`` bounds the cost to the guests. When
+set, it is still honoured as a hard gate (below it, only methods that cost
+little CPU are used: XBZRLE, plain multifd, or QAT-offloaded compression),
+in addition to ``max_guest_cpu_impact_pct``.
+"""),
+    cfg.IntOpt('max_guest_cpu_impact_pct',
+        default=50, min=0, max=100,
+        help="""
+Largest share (percent) of CPU time the work already running on the source
+host -- the guests' vCPUs, the migrating guest's own included -- may lose to
+a migration's software compression threads (zlib/zstd).
+
+Compressors first use idle cores; what they need beyond them they share
+with the busy work, which then runs that much slower while the migration
+lasts. The ``adaptive`` policy predicts this share for every compressed
+plan from the measured idle CPU, the link and how well the guest's pages
+compress, and does not plan compression that would exceed it. On a host
+with idle cores the share is 0; on a 2-core host at 0% idle, zstd filling
+a 1 Gbit/s link with pages that compress to 0.45 costs about 40%. 0 allows
+compression only on idle cores; 100 lets the predicted migration time
+alone decide. QAT offload, XBZRLE and plain multifd are not affected, nor
+is a fixed plan of the ``static`` policy (the operator's own choice).
 """),
     cfg.IntOpt('memory_headroom_mb',
         default=2048, min=0,

@@ -82,6 +82,8 @@ class AdaptivePolicy(base.Policy):
             if picked is not None:
                 best, prediction, scored, trade = picked
                 notes = [trade] if trade else []
+                cost = predictive.cpu_cost(facts, best, self.calibration)
+                notes += [cost] if cost else []
                 notes += cands.notes
                 if candidates.dirty_rate(facts) is None:
                     notes.append('dirty rate unknown: predicted as an idle '

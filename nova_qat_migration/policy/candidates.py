@@ -34,6 +34,7 @@ from typing import Any, Optional
 
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import common
+from nova_qat_migration.policy import predictive
 
 #: Pages that compress worse than this (compressed/original) are not
 #: worth a compressor.
@@ -108,18 +109,58 @@ def sendable(facts: datamodel.Facts, lim: common.Limits,
 
 
 def cpu_ok(conf: Any, facts: datamodel.Facts) -> bool:
-    """Whether the source's idle CPU may run software compressors."""
-    return (common.cpu_idle_pct(facts) >=
-            conf.qat_migration.cpu_idle_threshold)
+    """Whether the deprecated ``[qat_migration] cpu_idle_threshold``, when
+    the operator set it, lets software compressors run.
+
+    Unset (the default), the cost of compressing on busy cores is judged
+    per plan instead (:func:`impact_closed`).
+    """
+    threshold = conf.qat_migration.cpu_idle_threshold
+    return threshold is None or common.cpu_idle_pct(facts) >= threshold
+
+
+def _threshold_note(conf: Any, facts: datamodel.Facts) -> str:
+    return ('%.0f%% CPU idle < [qat_migration] cpu_idle_threshold %d%%'
+            % (common.cpu_idle_pct(facts),
+               conf.qat_migration.cpu_idle_threshold))
+
+
+def impact_closed(conf: Any, facts: datamodel.Facts,
+                  plan: datamodel.Plan) -> Optional[str]:
+    """Why ``plan``'s software compressors would cost the guests too much
+    CPU, or None.
+
+    The compressors share busy cores with the guests' vCPUs (the
+    migrating guest's own included); the share of CPU time that work is
+    predicted to lose (:func:`.predictive.cpu_impact_pct`) must stay within
+    ``[qat_migration] max_guest_cpu_impact_pct``.
+    """
+    if plan.method not in ('zlib', 'zstd'):
+        return None
+    cap = conf.qat_migration.max_guest_cpu_impact_pct
+    impact = predictive.cpu_impact_pct(facts, plan,
+                                       predictive.calibration(conf))
+    if impact <= cap:
+        return None
+    return ('%s x%d: %.0f%% CPU idle, the compressors would take %.0f%% of '
+            'the busy vCPUs\' time > [qat_migration] '
+            'max_guest_cpu_impact_pct %d%%'
+            % (plan.method, plan.parallel_connections,
+               common.cpu_idle_pct(facts), impact, cap))
 
 
 def software_fallbacks(conf: Any, facts: datamodel.Facts,
                        lim: common.Limits) -> tuple:
-    """Software methods a QAT plan falls back to, when the CPU is idle."""
+    """Software methods a QAT plan falls back to, when the source's CPU
+    can run them (:func:`cpu_ok`, :func:`impact_closed` on two channels).
+    """
     if not cpu_ok(conf, facts):
         return ()
     return tuple((m, common.capped_level(lim, common.default_level(conf, m)))
-                 for m in ('zstd', 'zlib') if m in lim.methods)
+                 for m in ('zstd', 'zlib') if m in lim.methods and
+                 impact_closed(conf, facts, base_plan(
+                     conf, facts, lim, method=m,
+                     parallel_connections=2)) is None)
 
 
 def qat_open(facts: datamodel.Facts, lim: common.Limits) -> bool:
@@ -168,13 +209,13 @@ def closed(conf: Any, facts: datamodel.Facts, lim: common.Limits,
     if facts.nova.tunnelled:
         return 'multifd cannot run tunnelled'
     if not cpu_ok(conf, facts):
-        return ('%.0f%% CPU idle < [qat_migration] cpu_idle_threshold %d%%'
-                % (common.cpu_idle_pct(facts),
-                   conf.qat_migration.cpu_idle_threshold))
+        return _threshold_note(conf, facts)
     if incompressible(facts):
         return ('pages compress to %.2f: incompressible'
                 % measured_ratio(facts))
-    return None
+    fewest = base_plan(conf, facts, lim, method=method,
+                       parallel_connections=2)
+    return impact_closed(conf, facts, fewest)
 
 
 def why_not_qat(facts: datamodel.Facts, lim: common.Limits) -> str:
@@ -306,7 +347,6 @@ def _after(conf: Any, lim: common.Limits, method: str) -> tuple:
 
 def _shapes(conf: Any, facts: datamodel.Facts, lim: common.Limits,
             notes: list) -> list:
-    group = conf.qat_migration
     multifd_ok = not facts.nova.tunnelled
     counts = {2, 4, lim.max_channels, software_channels(facts, lim),
               plain_channels(facts, lim), qat_channels(facts, lim)}
@@ -323,17 +363,18 @@ def _shapes(conf: Any, facts: datamodel.Facts, lim: common.Limits,
         if not sendable(facts, lim, method) or not multifd_ok:
             continue
         if not cpu_ok(conf, facts):
-            notes.append('%s: %.0f%% CPU idle < %d%%'
-                         % (method, common.cpu_idle_pct(facts),
-                            group.cpu_idle_threshold))
+            notes.append('%s: %s' % (method, _threshold_note(conf, facts)))
             continue
         if squeezed:
             continue
-        shapes += [base_plan(conf, facts, lim, method=method,
+        offered = [base_plan(conf, facts, lim, method=method,
                              level=_level(conf, lim, method),
                              parallel_connections=n,
                              fallbacks=_after(conf, lim, method))
                    for n in counts if n <= idle]
+        costly = [(p, impact_closed(conf, facts, p)) for p in offered]
+        shapes += [p for p, why in costly if why is None]
+        notes += [why for _p, why in costly if why is not None][:1]
     fallbacks = software_fallbacks(conf, facts, lim)
     if qat_open(facts, lim):
         shapes += [base_plan(conf, facts, lim, method='qatzip',

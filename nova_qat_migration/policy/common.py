@@ -104,8 +104,11 @@ def capped_level(lim: Limits, level: Optional[int]) -> Optional[int]:
 # NOTE(qat-migration): measured idle CPU and free memory already miss what
 # running migrations use *now*, but not what they were planned to use and
 # have not reached yet (a migration started a second ago). Taking the lower
-# of the measurement and capacity minus the holdings never over-commits;
-# at worst a cache already allocated is counted twice.
+# of the measurement and capacity minus the holdings never over-commits
+# memory; at worst a cache already allocated is counted twice. Idle cores
+# are the measurement less what the compressors in flight were planned
+# on: a compressor already running is then counted twice (the host looks
+# busier than it is), never an idle core given to two migrations.
 
 
 def link_mbps(facts: datamodel.Facts) -> float:
@@ -116,8 +119,8 @@ def link_mbps(facts: datamodel.Facts) -> float:
 def idle_cores(facts: datamodel.Facts) -> float:
     """Idle cores not planned for the compressors of migrations in flight."""
     host = facts.host
-    measured = host.cpus * host.cpu_idle_pct / 100.0
-    return max(0.0, min(measured, host.cpus - facts.in_flight.cores_held))
+    measured = min(host.cpus, host.cpus * host.cpu_idle_pct / 100.0)
+    return max(0.0, measured - facts.in_flight.cores_held)
 
 
 def cpu_idle_pct(facts: datamodel.Facts) -> float:

@@ -137,10 +137,13 @@ def escalate(plan: datamodel.Plan, progress: datamodel.Progress) -> list:
                               progress.remaining_mb,
                               progress.bandwidth_mbps)))
 
-    # NOTE(qat-migration): during the first pass every page is new to the
-    # cache, so misses say nothing about its size until iteration 2.
+    # NOTE(qat-migration): the cache is cold until the first XBZRLE pass
+    # has filled it (QEMU starts XBZRLE after the first pass, so every
+    # lookup of iteration 2 misses): its misses say nothing about its size
+    # before iteration 3 (datamodel.XBZRLE_WARM_ITERATION; the tracker
+    # also waits a pass after a resize, which empties the cache).
     if (plan.method == 'xbzrle' and plan.xbzrle_cache_max_mb and
-            progress.iteration >= 2 and
+            progress.iteration >= datamodel.XBZRLE_WARM_ITERATION and
             progress.xbzrle_cache_mb > 0 and
             progress.xbzrle_cache_miss_rate > XBZRLE_MISS_RATE_HIGH):
         grown = int(progress.xbzrle_cache_mb * 2)

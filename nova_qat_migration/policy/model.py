@@ -34,9 +34,11 @@ The model follows QEMU's pre-copy loop round by round:
 * a round's rate is the smallest of the link (after the compression ratio
   or XBZRLE's delta savings), the compressors (channels x per-core
   throughput, or QAT) and the per-stream copy limit;
-* XBZRLE starts after the first pass: the first re-send fills its cache
-  with whole pages, deltas come from the second re-send on, for the share
-  of the working set the cache holds;
+* XBZRLE starts after the first pass: the first re-send finds the cache
+  cold and fills it with whole pages, deltas come from the second re-send
+  on (:data:`~nova_qat_migration.datamodel.XBZRLE_WARM_ITERATION`, the
+  pass from which the escalation trusts the cache's misses), for the
+  share of the working set the cache holds;
 * auto-converge follows QEMU 10's trigger: at a bitmap sync (at most one a
   second), a period that dirtied more than half the bytes it put on the
   wire is "high", and every second high period starts the throttle at
@@ -47,11 +49,15 @@ The model follows QEMU's pre-copy loop round by round:
   switches once the tracker counts ``post_copy_after_stalled`` stalled
   passes, and the rest arrives once, at the fresh-page rate.
 
+* software compressors take the idle cores and share the busy ones with
+  the work running there (:func:`compressor_cores`); the migrating
+  guest's vCPUs are part of that work, so its dirty rate drops by the
+  share they lose (:func:`cpu_impact`).
+
 The lab's records show what this leaves out: a guest that writes at a
-fixed rate with CPU to spare keeps its rate under a throttle that leaves
-it that CPU, and compression threads beyond the idle cores slow the
-guest down; neither the guest's CPU need nor its share is among the
-facts yet.
+fixed rate with CPU to spare keeps its rate under a throttle (or beside
+compressors) that leaves it that CPU; the guest's CPU need is not among
+the facts, so the model takes its dirtying as bound by its CPU.
 
 All rates are MiB/s of guest pages unless named ``wire``. Pure Python and
 cheap (a few microseconds per candidate) so every candidate can be scored.
@@ -95,6 +101,9 @@ class Prediction:
     why: str = ''
     #: seconds of a block migration's disk copy (included in ``total_s``)
     disk_s: float = 0.0
+    #: share of CPU time the source's busy work (the guest's vCPUs among
+    #: it) loses to the plan's software compressors (:func:`cpu_impact`)
+    cpu_impact: float = 0.0
 
     def describe(self) -> str:
         disk = ' after a %.1f s disk copy' % self.disk_s if self.disk_s \
@@ -142,21 +151,85 @@ def xbzrle_wire(plan: datamodel.Plan, load: Workload,
     return coverage * min(1.0, delta) + (1.0 - coverage)
 
 
+#: Cores software compressors are assumed to get when nothing says how
+#: busy the host is (no idle core measured and no busy core known).
+MIN_COMPRESSOR_CORES = 0.5
+
+
+def compressor_cores(want: float, idle_cores: float,
+                     busy_cores: float) -> tuple[float, float]:
+    """(cores the compressors get, share of CPU time the busy work loses).
+
+    Compression threads first take the idle cores. What they want beyond
+    those they share with the work already running -- the guests' vCPUs,
+    the migrating guest's own among them, and both QEMUs' migration
+    threads where they run here -- which the scheduler shares about in
+    proportion to demand: ``extra`` cores wanted on ``busy`` busy cores
+    get ``extra * busy / (busy + extra)`` of them, and the busy work
+    keeps ``busy / (busy + extra)`` of its CPU time. So compression at 0%
+    idle still gets a share (fewer bytes can still mean fewer passes),
+    the share changes smoothly with the idle CPU measured (a few points
+    of measuring noise move the prediction a little, not a decision
+    across a threshold), and the cost to the guests is a number an
+    operator can cap (``[qat_migration] max_guest_cpu_impact_pct``).
+
+    With no busy core known (``busy_cores`` 0) the compressors get the
+    idle cores alone, at least :data:`MIN_COMPRESSOR_CORES`.
+    """
+    want = max(0.0, want)
+    idle = max(0.0, idle_cores)
+    busy = max(0.0, busy_cores)
+    if want <= idle:
+        return want, 0.0
+    if busy <= 0.0:
+        return max(MIN_COMPRESSOR_CORES, idle), 0.0
+    extra = want - idle
+    return idle + extra * busy / (busy + extra), extra / (busy + extra)
+
+
+def _compressor_demand(plan: datamodel.Plan, load: Workload,
+                       link_mbps: float,
+                       cal: datamodel.Calibration) -> tuple[float, float]:
+    """(input MiB/s of one compressor core, cores the compressors want).
+
+    They want what keeps the link full after compression, on at most one
+    core per channel.
+    """
+    per_core = cal.compress_mbps if plan.method == 'zstd' else cal.zlib_mbps
+    pages = link_mbps / max(load.compress_ratio, 1e-3)
+    return per_core, min(max(1, plan.parallel_connections),
+                         pages / per_core)
+
+
+def cpu_impact(plan: datamodel.Plan, load: Workload, link_mbps: float,
+               cal: datamodel.Calibration, idle_cores: float,
+               busy_cores: float) -> float:
+    """Share (0-1) of CPU time the source's busy work loses to ``plan``'s
+    software compressors (:func:`compressor_cores`); 0 for every other
+    method (QAT offloads, XBZRLE and plain copies run on one thread).
+    """
+    if plan.method not in ('zlib', 'zstd'):
+        return 0.0
+    _per_core, want = _compressor_demand(plan, load, link_mbps, cal)
+    return compressor_cores(want, idle_cores, busy_cores)[1]
+
+
 def rates(plan: datamodel.Plan, load: Workload, link_mbps: float,
-          cal: datamodel.Calibration,
-          idle_cores: float) -> tuple[float, float, float]:
+          cal: datamodel.Calibration, idle_cores: float,
+          busy_cores: float = 0.0) -> tuple[float, float, float]:
     """(pages/s for fresh pages, pages/s for re-sent pages, wire/page).
 
     Channels only add copy throughput while there are idle cores to run
-    them; re-sent pages differ only for XBZRLE, whose cache turns them
-    into deltas.
+    them; software compressors get the idle cores and a share of the
+    busy ones (:func:`compressor_cores`); re-sent pages differ only for
+    XBZRLE, whose cache turns them into deltas.
     """
     channels = max(1, plan.parallel_connections)
     copy_cap = cal.stream_mbps * min(channels, max(1.0, idle_cores))
     method = plan.method
     if method in ('zlib', 'zstd'):
-        cores = max(0.5, min(channels, idle_cores))
-        per_core = cal.compress_mbps if method == 'zstd' else cal.zlib_mbps
+        per_core, want = _compressor_demand(plan, load, link_mbps, cal)
+        cores, _impact = compressor_cores(want, idle_cores, busy_cores)
         wire_per_page = load.compress_ratio
         rate = min(link_mbps / wire_per_page, per_core * cores, copy_cap)
         return rate, rate, wire_per_page
@@ -235,20 +308,26 @@ def disk_copy_s(load: Workload, link_mbps: float) -> float:
     return load.disk_mb / link_mbps
 
 
-def _downtime_ms(transfer_s: float, cal: datamodel.Calibration) -> float:
+def _downtime_ms(transfer_s: float, cal: datamodel.Calibration,
+                 multifd: bool = False) -> float:
     # The pause QEMU causes: the last transfer plus the fixed switch-over,
     # and never less than the transfer with the overshoot of QEMU's own
-    # estimate seen in the lab (device state, the final bitmap sync). With
-    # the default margin, a plan switching at its downtime_limit_ms is
-    # predicted at the operator's target, which DOWNTIME_HEADROOM keeps.
+    # estimate seen in the lab (device state, the final bitmap sync; for
+    # multifd every channel's flush and sync). With the default margins, a
+    # plan switching at its downtime_limit_ms is predicted at the
+    # operator's target, which the headroom keeps (DOWNTIME_HEADROOM,
+    # MULTIFD_DOWNTIME_HEADROOM).
+    overshoot = (cal.multifd_downtime_overshoot if multifd
+                 else cal.downtime_overshoot)
     return 1000.0 * max(transfer_s + cal.switchover_s,
-                        transfer_s * (1.0 + cal.downtime_overshoot))
+                        transfer_s * (1.0 + overshoot))
 
 
 def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             idle_cores: float = 1.0,
             cal: datamodel.Calibration = datamodel.Calibration(),
-            time_limit_s: float = 3600.0) -> Prediction:
+            time_limit_s: float = 3600.0,
+            busy_cores: float = 0.0) -> Prediction:
     """Predict ``plan`` for ``load`` over a ``link_mbps`` MiB/s link.
 
     QEMU switches over once what remains can be sent within
@@ -261,8 +340,13 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
     judgement, :func:`~.predictive.choose`).
     """
     fresh_rate, resend_rate, wire_per_page = rates(plan, load, link_mbps,
-                                                    cal, idle_cores)
+                                                    cal, idle_cores,
+                                                    busy_cores)
     xbzrle = plan.method == 'xbzrle'
+    # The migrating guest's vCPUs are among the busy work the compressors
+    # share cores with: they run (and dirty pages) that much slower.
+    impact = cpu_impact(plan, load, link_mbps, cal, idle_cores, busy_cores)
+    slowed = 1.0 - impact
     limit_s = plan.downtime_limit_ms / 1000.0
     working = working_set(load)
     nonzero = load.ram_mb * (1.0 - load.zero_fraction)
@@ -288,7 +372,7 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
     lowest_start = float('inf')
     rounds = 1
     while rounds < MAX_ROUNDS:
-        dirty = load.dirty_mbps * (1.0 - throttle / 100.0)
+        dirty = load.dirty_mbps * (1.0 - throttle / 100.0) * slowed
         remaining = dirtied(working, dirty, round_time)
         # XBZRLE caches a page only when it is first re-sent (QEMU starts
         # XBZRLE after the first pass), so the first re-send is of whole
@@ -298,9 +382,11 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
         if remaining <= 0.0 or remaining / rate <= limit_s:
             transfer = remaining / rate
             return Prediction(True, elapsed + transfer + cal.switchover_s,
-                              _downtime_ms(transfer, cal), rounds,
+                              _downtime_ms(transfer, cal, plan.multifd),
+                              rounds,
                               wire + remaining * per_page + disk_wire,
-                              throttle_pct=throttle, disk_s=disk_s)
+                              throttle_pct=throttle, disk_s=disk_s,
+                              cpu_impact=impact)
         if rounds >= 2 and remaining <= lowest_start * STALL_SHRINK:
             stalled = 0
         elif rounds >= 2:
@@ -315,7 +401,7 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
                               cal.switchover_s * 1000.0, rounds,
                               wire + remaining * wire_per_page + disk_wire,
                               post_copy=True, throttle_pct=throttle,
-                              disk_s=disk_s)
+                              disk_s=disk_s, cpu_impact=impact)
         # Auto-converge, checked at a bitmap sync at least a second after
         # the last check (see :func:`next_throttle`).
         period_dirty += remaining
@@ -335,6 +421,7 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             break
     return Prediction(False, float('inf'), float('inf'), rounds,
                       wire + disk_wire, throttle_pct=throttle, disk_s=disk_s,
+                      cpu_impact=impact,
                       why='%.0f MiB/s dirtied vs %.0f MiB/s sent'
-                      % (load.dirty_mbps * (1 - throttle / 100.0),
+                      % (load.dirty_mbps * (1 - throttle / 100.0) * slowed,
                          resend_rate))

@@ -107,6 +107,19 @@ def workload(facts: datamodel.Facts) -> model.Workload:
                         if inst.hints.working_set_mb else None), **fields)
 
 
+def cpu_cost(facts: datamodel.Facts, plan: datamodel.Plan,
+             cal: datamodel.Calibration) -> Optional[str]:
+    """A reason saying what ``plan``'s compressors take from the busy
+    vCPUs, or None when they run on idle cores alone.
+    """
+    impact = cpu_impact_pct(facts, plan, cal)
+    if impact < 0.5:
+        return None
+    return ('%.0f%% CPU idle: the compressors share busy cores, about '
+            '%.0f%% of the busy vCPUs\' time' % (common.cpu_idle_pct(facts),
+                                                 impact))
+
+
 def tier(plan: datamodel.Plan) -> int:
     """How intrusive a plan is.
 
@@ -124,17 +137,50 @@ def idle_cores(facts: datamodel.Facts) -> float:
 
     What the migrations in flight hold is not spare (see :mod:`.common`).
     """
-    return max(0.5, common.idle_cores(facts))
+    return common.idle_cores(facts)
 
 
-def intrusion(plan: datamodel.Plan) -> tuple:
+def busy_cores(facts: datamodel.Facts) -> float:
+    """The source's cores that are not idle: the guests' vCPUs (the
+    migrating guest's own included), the QEMUs and the compressors of
+    migrations in flight. Software compressors share them
+    (:func:`.model.compressor_cores`).
+    """
+    return max(0.0, facts.host.cpus - idle_cores(facts))
+
+
+def predict(facts: datamodel.Facts, plan: datamodel.Plan,
+            cal: datamodel.Calibration,
+            load: Optional[model.Workload] = None) -> model.Prediction:
+    """The model's prediction of ``plan`` on this host for this guest."""
+    return model.predict(plan, load or workload(facts),
+                         common.link_mbps(facts),
+                         idle_cores=idle_cores(facts), cal=cal,
+                         busy_cores=busy_cores(facts))
+
+
+def cpu_impact_pct(facts: datamodel.Facts, plan: datamodel.Plan,
+                   cal: datamodel.Calibration) -> float:
+    """Percent of CPU time the source's busy work is predicted to lose to
+    ``plan``'s software compressors (:func:`.model.cpu_impact`).
+    """
+    return 100.0 * model.cpu_impact(plan, workload(facts),
+                                    common.link_mbps(facts), cal,
+                                    idle_cores(facts), busy_cores(facts))
+
+
+def intrusion(plan: datamodel.Plan,
+              pred: Optional[model.Prediction] = None) -> tuple:
     """How much a plan does to the guest, least first.
 
-    The tier (:func:`tier`), then how hard a throttle starts: a guest
-    slowed to 20% from the first throttled round loses more than one
-    slowed by 20%.
+    The tier (:func:`tier`), then how hard it slows the guests: the
+    throttle it starts with (a guest slowed to 20% from the first
+    throttled round loses more than one slowed by 20%), or the share of
+    CPU time its compressors take from the busy vCPUs when they share
+    cores (``pred.cpu_impact``), whichever is more.
     """
-    return (tier(plan), plan.throttle_initial or 0)
+    impact = int(round(100.0 * pred.cpu_impact)) if pred else 0
+    return (tier(plan), max(plan.throttle_initial or 0, impact))
 
 
 def _cost(plan: datamodel.Plan, pred: model.Prediction) -> tuple:
@@ -161,10 +207,8 @@ def choose(facts: datamodel.Facts, lim: common.Limits,
         prediction, every candidate's prediction and a reason naming the
         trade made (empty when the fastest plan was also the gentlest).
     """
-    idle = idle_cores(facts)
-    link = common.link_mbps(facts)
-    scored = [(plan, model.predict(plan, load, link, idle_cores=idle,
-                                   cal=cal)) for plan in candidates]
+    scored = [(plan, predict(facts, plan, cal, load))
+              for plan in candidates]
     # Nova aborts a migration at its completion timeout: a plan predicted
     # to need longer does not converge for our purposes. Its timeout and
     # the predicted time both count a block migration's disks.
@@ -178,24 +222,24 @@ def choose(facts: datamodel.Facts, lim: common.Limits,
     bound = fastest[1].total_s * (1.0 + max(0.0, tolerance))
     near = [item for item in good if item[1].total_s <= bound]
     best_plan, best_pred = min(
-        near, key=lambda item: (intrusion(item[0]), _cost(*item)))
+        near, key=lambda item: (intrusion(*item), _cost(*item)))
     return (best_plan, best_pred, scored,
-            _trade(best_plan, fastest, good, tolerance))
+            _trade((best_plan, best_pred), fastest, good, tolerance))
 
 
-def _trade(best: datamodel.Plan, fastest: tuple, good: list,
+def _trade(best: tuple, fastest: tuple, good: list,
            tolerance: float) -> str:
     """What the choice gave up for the guest, or why it did not."""
     pct = int(round(tolerance * 100))
     parts = []
-    if intrusion(best) < intrusion(fastest[0]):
+    if intrusion(*best) < intrusion(*fastest):
         parts.append('gentler than the fastest (%s: %s), predicted within '
                      '%d%% of it' % (_short(fastest[0]),
                                      fastest[1].describe(), pct))
-    gentler = [item for item in good if intrusion(item[0]) < intrusion(best)]
+    gentler = [item for item in good if intrusion(*item) < intrusion(*best)]
     if gentler:
         alt = min(gentler,
-                  key=lambda item: (intrusion(item[0]), _cost(*item)))
+                  key=lambda item: (intrusion(*item), _cost(*item)))
         parts.append('no gentler plan predicted within %d%%: %s predicted '
                      '%s' % (pct, _short(alt[0]), alt[1].describe()))
     return '; '.join(parts)
@@ -230,9 +274,7 @@ def _short(plan: datamodel.Plan) -> str:
 def predict_dict(conf: Any, facts: datamodel.Facts,
                  plan: datamodel.Plan) -> dict:
     """The model's prediction for ``plan`` as a loggable dict."""
-    pred = model.predict(plan, workload(facts), common.link_mbps(facts),
-                         idle_cores=idle_cores(facts),
-                         cal=calibration(conf))
+    pred = predict(facts, plan, calibration(conf))
     return {'converges': pred.converges,
             'total_s': (round(pred.total_s, 2) if pred.converges
                         else None),

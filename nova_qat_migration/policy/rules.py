@@ -83,7 +83,8 @@ def moved_mbps(facts: datamodel.Facts, plan: datamodel.Plan,
     (XBZRLE's deltas included).
     """
     _fresh, resend, _wire = model.rates(plan, load, common.link_mbps(facts),
-                                        cal, predictive.idle_cores(facts))
+                                        cal, predictive.idle_cores(facts),
+                                        predictive.busy_cores(facts))
     return resend
 
 
@@ -182,16 +183,20 @@ def _pick_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
         effective = moved_mbps(facts, compressed, load, cal)
         if effective > BEAT_LINK * link or busy:
             return compressed.because(
-                *reasons, '%.0f%% CPU idle (>= %d%%): %s multifd x%d, about '
+                *reasons, '%.0f%% CPU idle%s: %s multifd x%d, about '
                 '%.0f MiB/s of pages over a %.0f MiB/s link'
-                % (idle_pct, group.cpu_idle_threshold, compressed.method,
-                   channels, effective, link))
+                % (idle_pct, _cpu_cost(conf, facts, compressed, cal),
+                   compressed.method, channels, effective, link))
         reasons.append('compression would not beat the %.0f MiB/s link '
                        'with %.1f idle core(s)'
                        % (link, common.idle_cores(facts)))
     elif software and not cands_mod.cpu_ok(conf, facts):
         reasons.append('%.0f%% CPU idle < %d%%: no software compression'
                        % (idle_pct, group.cpu_idle_threshold))
+    elif software and not squeezed and not facts.nova.tunnelled:
+        reasons.append('software compression would cost the busy vCPUs '
+                       'more than [qat_migration] max_guest_cpu_impact_pct '
+                       '%d%%' % group.max_guest_cpu_impact_pct)
     elif software and facts.nova.tunnelled:
         reasons.append('multifd cannot run tunnelled: no software '
                        'compression')
@@ -206,6 +211,16 @@ def _pick_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
                                'multifd x%d' % (link, channels))
     plain = _shape(shapes, method='none', parallel_connections=1)
     return plain.because(*reasons, 'plain pre-copy')
+
+
+def _cpu_cost(conf: Any, facts: datamodel.Facts, plan: datamodel.Plan,
+              cal: datamodel.Calibration) -> str:
+    """What running ``plan``'s compressors costs, for its reason."""
+    threshold = conf.qat_migration.cpu_idle_threshold
+    if threshold is not None:
+        return ' (>= %d%%)' % threshold
+    cost = predictive.cpu_cost(facts, plan, cal)
+    return ' (%s)' % cost.split(': ', 1)[1] if cost else ''
 
 
 def _converge(conf: Any, facts: datamodel.Facts, lim: common.Limits,

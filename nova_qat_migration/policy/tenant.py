@@ -31,7 +31,6 @@ from typing import Any, Callable
 
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import common
-from nova_qat_migration.policy import model
 from nova_qat_migration.policy import predictive
 
 
@@ -41,9 +40,7 @@ def converges(facts: datamodel.Facts, plan: datamodel.Plan,
     and Nova's completion timeout (the test :func:`.predictive.choose`
     ranks by).
     """
-    pred = model.predict(plan, predictive.workload(facts),
-                         common.link_mbps(facts),
-                         idle_cores=predictive.idle_cores(facts), cal=cal)
+    pred = predictive.predict(facts, plan, cal)
     deadline = facts.nova.completion_timeout_s(facts.instance.memory_mb)
     return (pred.converges and pred.downtime_ms <= plan.max_downtime_ms and
             pred.total_s <= deadline)

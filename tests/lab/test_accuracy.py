@@ -109,5 +109,6 @@ class TestRecordsAreReplayable(testtools.TestCase):
         direct = model.predict(accuracy._plan(record),
                                predictive.workload(facts), facts.link_mbps,
                                idle_cores=predictive.idle_cores(facts),
-                               cal=TRUTH, time_limit_s=3600.0)
+                               cal=TRUTH, time_limit_s=3600.0,
+                               busy_cores=predictive.busy_cores(facts))
         self.assertEqual(direct, pred)

@@ -162,19 +162,51 @@ class ProgressTrackerTest(testtools.TestCase):
     def test_xbzrle_miss_rate_window_resets_on_resize(self):
         trk = tracker.ProgressTracker()
         xb = dict(compression_cache=256 * MIB)
-        trk.update(_stats(500, 1, 900, compression_cache_misses=0,
+        trk.update(_stats(500, 3, 900, compression_cache_misses=0,
                           compression_pages=0, **xb))
-        progress = trk.update(_stats(1000, 2, 800,
+        progress = trk.update(_stats(1000, 3, 800,
                                      compression_cache_misses=6000,
                                      compression_pages=4000, **xb))
         self.assertAlmostEqual(0.6, progress.xbzrle_cache_miss_rate)
         trk.applied(datamodel.Action(datamodel.ACTION_XBZRLE_CACHE, 512))
-        progress = trk.update(_stats(1500, 2, 700,
+        progress = trk.update(_stats(1500, 3, 700,
                                      compression_cache_misses=6500,
                                      compression_pages=4100,
                                      compression_cache=512 * MIB))
         self.assertEqual(0, progress.xbzrle_cache_miss_rate)
         self.assertEqual(512, progress.xbzrle_cache_mb)
+        # The new cache starts empty: the rest of pass 3 and pass 4 fill
+        # it, whatever they miss.
+        progress = trk.update(_stats(2000, 4, 600,
+                                     compression_cache_misses=16500,
+                                     compression_pages=4100,
+                                     compression_cache=512 * MIB))
+        self.assertEqual(0, progress.xbzrle_cache_miss_rate)
+        trk.update(_stats(2500, 5, 500, compression_cache_misses=16500,
+                          compression_pages=4100,
+                          compression_cache=512 * MIB))
+        progress = trk.update(_stats(3000, 5, 400,
+                                     compression_cache_misses=17500,
+                                     compression_pages=13100,
+                                     compression_cache=512 * MIB))
+        self.assertAlmostEqual(0.1, progress.xbzrle_cache_miss_rate)
+
+    def test_first_xbzrle_pass_misses_everything_and_counts_nothing(self):
+        # QEMU sends pass 1 whole and starts XBZRLE in pass 2, whose
+        # lookups all miss (the cache is empty): the "100% miss rate" that
+        # doubled the demo's cache (and emptied it again) is no signal.
+        trk = tracker.ProgressTracker(xbzrle_cache_mb=512)
+        xb = dict(compression_cache=512 * MIB)
+        trk.update(_stats(500, 2, 900, compression_cache_misses=0,
+                          compression_pages=0, **xb))
+        progress = trk.update(_stats(1000, 2, 800,
+                                     compression_cache_misses=50000,
+                                     compression_pages=0, **xb))
+        self.assertEqual(0, progress.xbzrle_cache_miss_rate)
+        plan = _plan(method='xbzrle', xbzrle_cache_mb=512,
+                     xbzrle_cache_max_mb=2048)
+        self.assertEqual([], [a for a in escalation.escalate(plan, progress)
+                              if a.kind == 'xbzrle_cache'])
 
 
 class EscalateTest(testtools.TestCase):
@@ -195,6 +227,20 @@ class EscalateTest(testtools.TestCase):
         self.assertEqual([75, 150, 225, 300, 375], values)
         self.assertTrue(all(a.kind == 'downtime' for _, a in seen))
         self.assertEqual(375, trk.downtime_ms)
+
+    def test_every_planned_multifd_plan_climbs_to_the_larger_headroom(self):
+        # Every policy's multifd plan, compressed or not: 500 ms asked,
+        # 300 ms given to QEMU (MULTIFD_DOWNTIME_HEADROOM).
+        for policy in ('adaptive', 'static'):
+            for method, channels in (('zstd', 4), ('none', 2),
+                                     ('qatzip', 4)):
+                plan = _plan(policy=policy, method=method,
+                             parallel_connections=channels)
+                self.assertEqual(300, plan.downtime_limit_ms)
+                trk, seen = _run(plan, STALLING)
+                values = [a.value for _, a in seen if a.kind == 'downtime']
+                self.assertEqual([60, 120, 180, 240, 300], values)
+                self.assertEqual(300, trk.downtime_ms)
 
     def test_stalling_switches_to_post_copy_when_permitted(self):
         plan = _plan(post_copy=True, post_copy_after_stalled=3)
@@ -263,12 +309,13 @@ class EscalateTest(testtools.TestCase):
     def test_xbzrle_cache_not_grown_in_the_first_pass(self):
         plan = _plan(method='xbzrle', xbzrle_cache_mb=256,
                      xbzrle_cache_max_mb=1024)
-        first = datamodel.Progress(elapsed_s=1, remaining_mb=900, iteration=1,
-                                   xbzrle_cache_mb=256,
-                                   xbzrle_cache_miss_rate=1.0)
-        self.assertEqual([], [a for a in escalation.escalate(plan, first)
-                              if a.kind == 'xbzrle_cache'])
-        later = dataclasses.replace(first, iteration=2)
+        for cold in (1, 2):
+            first = datamodel.Progress(elapsed_s=1, remaining_mb=900,
+                                       iteration=cold, xbzrle_cache_mb=256,
+                                       xbzrle_cache_miss_rate=1.0)
+            self.assertEqual([], [a for a in escalation.escalate(plan, first)
+                                  if a.kind == 'xbzrle_cache'], cold)
+        later = dataclasses.replace(first, iteration=3)
         self.assertEqual([512], [a.value for a in
                                  escalation.escalate(plan, later)
                                  if a.kind == 'xbzrle_cache'])
@@ -276,19 +323,24 @@ class EscalateTest(testtools.TestCase):
     def test_first_pass_misses_do_not_count(self):
         trk = tracker.ProgressTracker(xbzrle_cache_mb=256)
         cache = 256 * MIB
-        # First pass: every lookup misses while the cache fills.
+        # Pass 1 sends every page whole; pass 2, the first XBZRLE pass,
+        # misses on every lookup while the cache fills.
         trk.update(_stats(500, 1, 900, compression_cache=cache,
                           compression_cache_misses=0,
                           compression_pages=0))
-        trk.update(_stats(1000, 1, 600, compression_cache=cache,
-                          compression_cache_misses=50000,
+        trk.update(_stats(1000, 2, 600, compression_cache=cache,
+                          compression_cache_misses=0,
                           compression_pages=0))
-        # Iteration 2: hits from now on.
-        trk.update(_stats(1500, 2, 300, compression_cache=cache,
+        progress = trk.update(_stats(1200, 2, 500, compression_cache=cache,
+                                     compression_cache_misses=50000,
+                                     compression_pages=0))
+        self.assertEqual(0, progress.xbzrle_cache_miss_rate)
+        # Iteration 3: hits from now on.
+        trk.update(_stats(1500, 3, 300, compression_cache=cache,
                           compression_cache_misses=50000,
                           compression_pages=0))
         progress = trk.update(_stats(
-            2000, 2, 200, compression_cache=cache,
+            2000, 3, 200, compression_cache=cache,
             compression_cache_misses=50100, compression_pages=5000))
         self.assertLess(progress.xbzrle_cache_miss_rate, 0.05)
 

@@ -114,12 +114,16 @@ class ImageMethodGatesTest(base.TestCase):
         # zstd-9 used to become zstd-9 on 4 channels.
         facts = self.p.facts(_image(method='zstd', level=9),
                              host={'cpu_idle_pct': 5.0})
-        for policy in (self.adaptive, self.static):
-            plan = policy.plan(facts)
-            self.assertEqual('none', plan.method, policy.name)
-            self.assertReason('qat_migration:method=zstd ignored',
-                              plan.reasons)
-            self.assertReason('cpu_idle_threshold', plan.reasons)
+        for option, value in (('max_guest_cpu_impact_pct', 0),
+                              ('cpu_idle_threshold', 50)):
+            self.flags(**{option: value})
+            for policy in (self.adaptive, self.static):
+                plan = policy.plan(facts)
+                self.assertEqual('none', plan.method, policy.name)
+                self.assertReason('qat_migration:method=zstd ignored',
+                                  plan.reasons)
+                self.assertReason(option, plan.reasons)
+            self.conf.clear_override(option, group='qat_migration')
 
     def test_idle_cpu_lets_the_image_choose_zstd(self):
         facts = self.p.facts(_image(method='zstd'),

@@ -95,6 +95,11 @@ class ProgressTracker:
         self._lowest_pass_start_mb = float('inf')
         self._misses_base: Optional[float] = None
         self._pages_base: Optional[float] = None
+        #: the first iteration whose XBZRLE misses are trusted: the cache
+        #: is cold before it (the first XBZRLE pass, a pass after a resize)
+        self._xbzrle_warm_from = datamodel.XBZRLE_WARM_ITERATION
+        #: the last sample's ``memory_iteration``
+        self._iteration_seen = 0
         self._start_s: Optional[float] = None
         #: disk data copied when the disk copy last counted as progress
         self._disk_mark_mb = 0.0
@@ -202,12 +207,18 @@ class ProgressTracker:
         # XBZRLE cache: libvirt reports the cache size it really uses.
         if 'compression_cache' in stats:
             cache_mb = _num(stats, 'compression_cache') / datamodel.MIB
-            if cache_mb and cache_mb != self.xbzrle_cache_mb:
+            if cache_mb and self.xbzrle_cache_mb and \
+                    cache_mb != self.xbzrle_cache_mb:
+                self._cache_resized(iteration)
+            elif cache_mb and cache_mb != self.xbzrle_cache_mb:
+                # The size first seen: no resize, a fresh window.
                 self._reset_miss_window()
             self.xbzrle_cache_mb = cache_mb or self.xbzrle_cache_mb
-        if iteration < 2:
-            # The first pass fills the cache: its misses say nothing about
-            # the cache size, so the window opens with iteration 2.
+        self._iteration_seen = iteration
+        if iteration < self._xbzrle_warm_from:
+            # A cold cache misses on every page it has not seen yet: the
+            # misses say nothing about its size, so the window opens once
+            # a full XBZRLE pass has filled it.
             self._reset_miss_window()
         miss_rate = self._miss_rate(stats)
 
@@ -236,6 +247,13 @@ class ProgressTracker:
         self._misses_base = None
         self._pages_base = None
 
+    def _cache_resized(self, iteration: int) -> None:
+        """The XBZRLE cache was replaced by an empty one at ``iteration``:
+        the rest of that pass and the next refill it.
+        """
+        self._reset_miss_window()
+        self._xbzrle_warm_from = max(self._xbzrle_warm_from, iteration + 2)
+
     def _miss_rate(self, stats: Mapping[str, Any]) -> float:
         if 'compression_cache_misses' not in stats:
             return 0.0
@@ -258,7 +276,7 @@ class ProgressTracker:
             self.downtime_ms = max(self.downtime_ms, action.value)
         elif action.kind == datamodel.ACTION_XBZRLE_CACHE and action.value:
             self.xbzrle_cache_mb = float(action.value)
-            self._reset_miss_window()
+            self._cache_resized(self._iteration_seen)
         elif action.kind == datamodel.ACTION_POST_COPY:
             self.post_copy_active = True
 

@@ -85,8 +85,15 @@ class TestRulesQAT(AdaptiveTestCase):
         self.assertEqual((('zstd', 2), ('zlib', 4)), plan.fallbacks)
 
     def test_qat_no_software_fallbacks_when_cpu_busy(self):
+        self.flags(max_guest_cpu_impact_pct=5)
         plan = self.plan(**QAT_OK)
         self.assertEqual((), plan.fallbacks)
+
+    def test_qat_software_fallbacks_sharing_busy_cores(self):
+        # 10% idle: zstd on two channels would take a share of the busy
+        # cores, within the default max_guest_cpu_impact_pct.
+        plan = self.plan(**QAT_OK)
+        self.assertEqual((('zstd', 1), ('zlib', 1)), plan.fallbacks)
 
     def test_qat_plan_runs_through_passthrough(self):
         facts = base.make_facts(**QAT_OK)
@@ -299,8 +306,7 @@ class TestRulesSoftwareCompression(AdaptiveTestCase):
         self.assertEqual(('zstd', 3, 3), (plan.method, plan.level,
                                           plan.parallel_connections))
         self.assertEqual((('zlib', 5),), plan.fallbacks)
-        self.assertReason('90% CPU idle (>= 50%): zstd multifd x3',
-                          plan.reasons)
+        self.assertReason('90% CPU idle: zstd multifd x3', plan.reasons)
 
     def test_zlib_when_zstd_not_allowed(self):
         self.flags(allowed_methods=['none', 'zlib'])
@@ -326,6 +332,21 @@ class TestRulesSoftwareCompression(AdaptiveTestCase):
         self.assertEqual(2, plan.parallel_connections)
 
     def test_cpu_too_busy(self):
+        self.flags(max_guest_cpu_impact_pct=0)
+        plan = self.plan(**self.idle_facts(host=dict(cpu_idle_pct=10.0)))
+        self.assertNotIn(plan.method, ('zlib', 'zstd'))
+        self.assertReason('software compression would cost the busy vCPUs '
+                          'more than [qat_migration] '
+                          'max_guest_cpu_impact_pct 0%', plan.reasons)
+
+    def test_busy_cpu_shared_within_the_cap(self):
+        plan = self.plan(**self.idle_facts(host=dict(cpu_idle_pct=10.0)))
+        self.assertEqual('zstd', plan.method)
+        self.assertReason("10% CPU idle (the compressors share busy cores, "
+                          "about", plan.reasons)
+
+    def test_deprecated_threshold_still_gates_when_set(self):
+        self.flags(cpu_idle_threshold=50)
         plan = self.plan(**self.idle_facts(host=dict(cpu_idle_pct=40.0)))
         self.assertNotIn(plan.method, ('zlib', 'zstd'))
         self.assertReason('40% CPU idle < 50%: no software compression',
@@ -479,6 +500,7 @@ class TestRulesForced(AdaptiveTestCase):
         self.assertFalse(plan.qat_lease)
         self.assertReason('QATzip ran in software: using zstd',
                           plan.reasons)
+        self.flags(max_guest_cpu_impact_pct=0)
         busy = self.plan(hints=dict(method='qatzip'),
                          host=dict(cpu_idle_pct=0.0, cpus=8), **unusable)
         self.assertEqual('none', busy.method)
@@ -704,11 +726,15 @@ class TestWithModel(AdaptiveTestCase):
             self.assertNotIn(plan.method, ('zlib', 'zstd', 'qatzip'))
 
     def test_no_software_compression_on_busy_cpu(self):
+        self.flags(max_guest_cpu_impact_pct=5)
         plan = self.plan(instance=dict(dirty_rate_mbps=500.0),
                          host=dict(cpu_idle_pct=10.0),
                          destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
         self.assertNotIn(plan.method, ('zlib', 'zstd'))
-        self.assertReason('zstd: 10% CPU idle < 50%', plan.reasons)
+        self.assertReason('zstd x2: 10% CPU idle, the compressors would '
+                          "take 7% of the busy vCPUs' time > "
+                          '[qat_migration] max_guest_cpu_impact_pct 5%',
+                          plan.reasons)
 
     def test_no_qatzip_without_passthrough(self):
         plan = self.plan(instance=dict(dirty_rate_mbps=500.0),
@@ -813,6 +839,7 @@ class TestWithModel(AdaptiveTestCase):
                                compress_ratio=0.45, xbzrle_friendly=0.0)
         # A busy host CPU rules software compression out; spare memory
         # makes XBZRLE the first guess.
+        self.flags(cpu_idle_threshold=50)
         common = dict(host=dict(SPARE, cpu_idle_pct=10.0, cpus=8),
                       destination=base.DEST_SOFTWARE, link_mbps=LINK_1G)
         first = self.plan(instance=dict(dirty_rate_mbps=150.0), **common)

@@ -110,14 +110,32 @@ class ConcurrentPlansTest(test_base.TestCase):
                                   plans[1][1].reasons)
 
     def test_compressors_take_the_idle_cores_once(self):
+        budget, plans = self._plan_all(self._cores_facts(), 4)
+        methods = [p.method for _, p in plans]
+        self.assertEqual(['zstd', 'zstd'], methods[:2])
+        self.assertEqual(4.0, plans[2][0].in_flight.cores_held)
+        # The later compressors share busy cores (predicted and capped),
+        # holding no idle core another migration counts on.
+        self.assertEqual(4.0, sum(s.cores for s in budget.shares().values()))
+        self.assertReason("of the busy vCPUs' time", plans[2][1].reasons)
+
+    def test_no_idle_core_left_and_no_impact_allowed(self):
+        self.flags(max_guest_cpu_impact_pct=0)
         _, plans = self._plan_all(self._cores_facts(), 4)
         methods = [p.method for _, p in plans]
         self.assertEqual(['zstd', 'zstd'], methods[:2])
         # Nothing idle is left for a third compressor.
         self.assertNotIn('zstd', methods[2:])
         self.assertNotIn('zlib', methods[2:])
-        self.assertEqual(4.0, plans[2][0].in_flight.cores_held)
-        self.assertReason('zstd: 0% CPU idle < 50%', plans[2][1].reasons)
+        self.assertReason('max_guest_cpu_impact_pct 0%',
+                          plans[2][1].reasons)
+
+    def test_a_deprecated_threshold_set_still_gates(self):
+        self.flags(cpu_idle_threshold=50)
+        _, plans = self._plan_all(self._cores_facts(), 4)
+        self.assertNotIn('zstd', [p.method for _, p in plans][2:])
+        self.assertReason('zstd: 0% CPU idle < [qat_migration] '
+                          'cpu_idle_threshold 50%', plans[2][1].reasons)
 
     def test_xbzrle_caches_split_the_spare_memory(self):
         budget, plans = self._plan_all(self._memory_facts(), 4)
@@ -249,8 +267,9 @@ class DriverBudgetTest(test_driver.DriverTestBase):
             flavor=flavor, system_metadata={})
 
     def test_concurrent_migrations_share_the_host(self):
+        # Compressors on idle cores only: the first takes them all.
         self.flags(policy='adaptive', memory_headroom_mb=2048,
-                   group='qat_migration')
+                   max_guest_cpu_impact_pct=0, group='qat_migration')
         self.useFixture(fixtures.MonkeyPatch(
             'nova_qat_migration.virt.libvirt.measure.host_load',
             lambda *a, **k: datamodel.HostLoad(cpus=4, cpu_idle_pct=100.0,

@@ -329,6 +329,18 @@ class MonitoredDomainTest(_DomainTestBase):
         proxy.migrateSetMaxDowntime(500)
         self.domain.migrateSetMaxDowntime.assert_called_with(1500)
 
+    def test_multifd_plan_steps_keep_the_larger_headroom(self):
+        # A static zstd-1 x4 plan paused the guest 604 ms with 375 ms
+        # given: multifd plans climb to 60% of the target (300 ms).
+        self.flags(live_migration_downtime=500, group='libvirt')
+        session = self._zstd()
+        self.assertEqual(300, session.plan.downtime_limit_ms)
+        proxy = execution.MonitoredDomain(self.domain, session)
+        proxy.migrateSetMaxDowntime(50)
+        self.domain.migrateSetMaxDowntime.assert_called_with(30)
+        proxy.migrateSetMaxDowntime(500)
+        self.domain.migrateSetMaxDowntime.assert_called_with(300)
+
     def test_nova_baseline_downtime_steps_are_novas(self):
         self.flags(live_migration_downtime=500, group='libvirt')
         plan = datamodel.Plan(policy='nova_default', max_downtime_ms=500,
