@@ -228,11 +228,16 @@ def _short(plan: datamodel.Plan) -> str:
 
 
 def predict_dict(conf: Any, facts: datamodel.Facts,
-                 plan: datamodel.Plan) -> dict:
-    """The model's prediction for ``plan`` as a loggable dict."""
+                 plan: datamodel.Plan,
+                 trace: Optional[list] = None) -> dict:
+    """The model's prediction for ``plan`` as a loggable dict.
+
+    :param trace: receives the predicted remaining data over time (see
+        :func:`~.model.predict`).
+    """
     pred = model.predict(plan, workload(facts), common.link_mbps(facts),
                          idle_cores=idle_cores(facts),
-                         cal=calibration(conf))
+                         cal=calibration(conf), trace=trace)
     return {'converges': pred.converges,
             'total_s': (round(pred.total_s, 2) if pred.converges
                         else None),
