@@ -339,11 +339,15 @@ def page(data: dict, svg: str, text: str) -> bytes:
             % (title, title, svg, html.escape(text))).encode('utf-8')
 
 
-def write(path: str, content: bytes) -> None:
-    """Write ``content`` to ``path`` (a UsageError when it cannot be)."""
+def write(path: str, draw: Any) -> None:
+    """Write what ``draw()`` returns to ``path``, opened first: a path
+    that cannot be written fails before the drawing is made.
+
+    :raises cli.UsageError: ``path`` cannot be written.
+    """
     try:
         with open(path, 'wb') as f:
-            f.write(content)
+            f.write(draw())
     except OSError as exc:
         raise cli.UsageError('cannot write %s: %s'
                              % (path, exc.strerror or exc))
@@ -364,7 +368,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     if fmt is None:
         sys.stdout.write(table(data, args.last))
         return 0
-    write(args.output, render(data, fmt, args.last))
+    _pyplot()   # without matplotlib, fail before the file is created
+    write(args.output, lambda: render(data, fmt, args.last))
     print('wrote %s' % args.output)
     return 0
 
