@@ -20,12 +20,14 @@ command on the source compute's own configuration::
         timeline <server uuid> --output doc/source/_static/timeline-example.svg
 
 and the same without ``--output`` into ``timeline-example.txt`` beside it
-(the text table). ``doc/source/timeline.rst`` shows both.
+(the text table), and what the run was into ``timeline-example.inc``.
+``doc/source/timeline.rst`` shows the three.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import subprocess
 import sys
@@ -40,6 +42,12 @@ OUT = ('doc', 'source', '_static', 'timeline-example.svg')
 #: throttle: every kind of line and event on one drawing.
 SCENARIO = 'small-writes'
 PLAN = 'adaptive'
+#: ``timeline-example.inc``: what the drawing comes from (reST).
+SOURCE = ('From a lab run on %(date)s (``nova-qat-migration-lab '
+          'timeline-doc``): the ``%(scenario)s`` guest (%(description)s) '
+          'live-migrated by Nova from %(source)s with the ``%(plan)s`` '
+          'plan over a %(link)d Mbit/s link, real QEMU and libvirt under '
+          'TCG on two shared cores: %(outcome)s.\n')
 
 
 def timeline_command(conf_file: str, server_id: str, *more: str) -> list:
@@ -114,6 +122,14 @@ def run(args: argparse.Namespace, lab_options: dict) -> int:
                 return 1
     finally:
         nlab.__exit__()
+    base = os.path.splitext(svg)[0]
+    with open(base + '.inc', 'w') as f:
+        f.write(SOURCE % {
+            'date': datetime.date.today().isoformat(),
+            'scenario': scenario.name,
+            'description': scenario.description, 'source': res.source,
+            'plan': args.plan, 'link': scenario.link_mbit,
+            'outcome': res.outcome})
     print(table, end='')
-    print('wrote %s and %s' % (svg, os.path.splitext(svg)[0] + '.txt'))
+    print('wrote %s, %s.txt and %s.inc' % (svg, base, base))
     return 0 if res.integrity == 'ok' else 1

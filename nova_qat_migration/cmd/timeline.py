@@ -204,11 +204,11 @@ def table(data: dict, last: Optional[int] = None) -> str:
         'hit%', 'model MiB', 'action'))
     for sample, events in shown:
         t, left, sent, dirty, iteration, throttle, hit, model = sample
-        lines.append('%7.1f %10s %10s %9s %5s %5s %6s %10s  %s' % (
+        lines.append(('%7.1f %10s %10s %9s %5s %5s %6s %10s  %s' % (
             t, _num(left, '%.1f'), _num(sent, '%.1f'), _num(dirty, '%.1f'),
             _num(iteration, '%d'), _num(throttle, '%d'),
             _num(hit, '%.0f', 100.0), _num(model, '%.1f'),
-            _events_text(events)))
+            _events_text(events))).rstrip())
     if not shown:
         lines.append('(no samples: the job ended before the monitor '
                      'looked)')
