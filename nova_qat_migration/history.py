@@ -238,7 +238,7 @@ def clean_entry(item: Any) -> tuple[Optional[dict], list]:
         else:
             entry[name] = value
     if item.get(TIMELINE) is not None:
-        series = timeline_mod.clean(item[TIMELINE])
+        series = timeline_mod.checked(item[TIMELINE])
         if series is None:
             dropped.append(TIMELINE)
         else:
@@ -264,7 +264,7 @@ def clean_values(values: Mapping[str, Any]) -> dict:
         else:
             out[name] = value
     if values.get(TIMELINE) is not None:
-        series = timeline_mod.clean(values[TIMELINE])
+        series = timeline_mod.checked(values[TIMELINE])
         if series is None:
             LOG.warning('Migration history: the timeline is not valid, not '
                         'recorded.')

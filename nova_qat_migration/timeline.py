@@ -77,10 +77,16 @@ _MAX_NUMBER = 1e12
 #: Text fields of a stored timeline.
 _TEXTS = ('instance', 'name', 'display_name', 'host', 'outcome', 'policy',
           'plan', 'requested', 'method', 'prediction')
-#: Numeric fields of a stored timeline.
-_NUMBERS = ('started_at', 'total_s', 'job_s', 'downtime_ms', 'memory_mb',
-            'link_mbps', 'interval_s', 'samples_seen', 'events_dropped',
-            'predicted_total_s', 'predicted_downtime_ms', 'predicted_rounds')
+#: Numeric fields of a stored timeline, with their digits (None: an
+#: integer).
+_NUMBERS = {'started_at': 3, 'total_s': 3, 'job_s': 3, 'downtime_ms': 1,
+            'memory_mb': 1, 'link_mbps': 1, 'interval_s': 3,
+            'samples_seen': None, 'events_dropped': None,
+            'predicted_total_s': 3, 'predicted_downtime_ms': 1,
+            'predicted_rounds': None}
+#: Every key of a stored timeline.
+_KEYS = frozenset(_TEXTS) | frozenset(_NUMBERS) | {
+    'version', 'fields', 'samples', 'events', 'predicted'}
 
 
 def _finite(value: Any) -> Optional[float]:
@@ -283,6 +289,27 @@ def build(series: Series, record: Mapping[str, Any],
     return clean(data) or {}
 
 
+def checked(data: Any) -> Optional[dict]:
+    """``data`` as it is when it can be stored as it is, else
+    :func:`clean` of it.
+
+    The cheap check the history makes of every timeline it reads (a few
+    dozen of them at every read of the file): the layout, strict JSON and
+    the size. What reads a timeline's values (the command) cleans it.
+    """
+    if (isinstance(data, dict) and data.get('version') == TIMELINE_VERSION
+            and data.get('fields') == list(FIELDS) and
+            set(data) <= _KEYS and
+            isinstance(data.get('samples'), list) and
+            len(data['samples']) <= MAX_SAMPLES):
+        try:
+            if len(json.dumps(data, allow_nan=False)) <= MAX_BYTES:
+                return data
+        except (TypeError, ValueError, RecursionError):
+            pass
+    return clean(data)
+
+
 def clean(data: Any) -> Optional[dict]:
     """``data`` as a valid stored timeline, or None if it is none.
 
@@ -302,8 +329,8 @@ def clean(data: Any) -> Optional[dict]:
         value = _text(data.get(name))
         if value is not None:
             out[name] = value
-    for name in _NUMBERS:
-        value = _round(data.get(name), 3)
+    for name, digits in _NUMBERS.items():
+        value = _round(data.get(name), digits)
         if value is not None:
             out[name] = value
     rows = []

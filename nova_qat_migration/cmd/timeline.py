@@ -35,6 +35,7 @@ from typing import Any, Optional
 from nova_qat_migration.cmd import cli
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import history
+from nova_qat_migration import timeline
 
 #: Output formats by file name suffix.
 FORMATS = ('svg', 'png', 'html')
@@ -108,8 +109,8 @@ def find(entries: list, instance: str, path: str) -> dict:
     if not matches:
         for key in ('name', 'display_name'):
             matches = [e for e in entries
-                       if (e.get(history.TIMELINE) or {}).get(key) ==
-                       wanted]
+                       if isinstance(e.get(history.TIMELINE), dict) and
+                       e[history.TIMELINE].get(key) == wanted]
             if matches:
                 break
     if not matches:
@@ -121,7 +122,7 @@ def find(entries: list, instance: str, path: str) -> dict:
                              % (wanted, len(matches), ', '.join(
                                  e['uuid'] for e in matches)))
     entry = matches[0]
-    data = entry.get(history.TIMELINE)
+    data = timeline.clean(entry.get(history.TIMELINE))
     if not data:
         raise cli.UsageError(
             'no timeline kept for %s in %s: it was migrated by an older '

@@ -142,14 +142,19 @@ class SeriesTest(testtools.TestCase):
         self.assertEqual([None, None, 0.1, 0.9, None], hits)
 
 
+def predict(plan, load):
+    """The model's prediction at 1 Gbit/s, with its trace."""
+    trace = []
+    return model.predict(plan, load, 119.0, trace=trace), trace
+
+
 class PredictedTest(testtools.TestCase):
 
     def test_model_trace_follows_the_passes(self):
         plan = datamodel.Plan(policy='t', max_downtime_ms=500)
         load = model.Workload(ram_mb=1024, dirty_mbps=50.0,
                               working_set_mb=256)
-        trace = []
-        pred = model.predict(plan, load, 119.0, trace=trace)
+        pred, trace = predict(plan, load)
         self.assertTrue(pred.converges)
         cal = datamodel.Calibration()
         self.assertEqual((cal.setup_s, 1024), trace[0])
@@ -173,8 +178,7 @@ class PredictedTest(testtools.TestCase):
                               post_copy_after_stalled=2)
         load = model.Workload(ram_mb=1024, dirty_mbps=500.0,
                               disk_mb=2048)
-        trace = []
-        pred = model.predict(plan, load, 119.0, trace=trace)
+        pred, trace = predict(plan, load)
         self.assertTrue(pred.post_copy)
         cal = datamodel.Calibration()
         self.assertEqual([(cal.setup_s, 2048),
@@ -242,6 +246,18 @@ class BuildTest(testtools.TestCase):
         for bad in (None, [], 'x', {}, dict(good, version=2),
                     dict(good, fields=['t']), dict(good, samples={})):
             self.assertIsNone(timeline.clean(bad))
+
+    def test_checked_keeps_a_good_one_and_cleans_the_rest(self):
+        good = timeline_data.busy_timeline()
+        self.assertIs(good, timeline.checked(good))
+        nan = dict(good, total_s=float('nan'))
+        self.assertEqual(timeline.clean(nan), timeline.checked(nan))
+        self.assertNotIn('total_s', timeline.checked(nan))
+        for bad in (dict(good, unknown=1), dict(good, plan='x' * 10 ** 6),
+                    dict(good, samples=good['samples'] * 100)):
+            self.assertEqual(timeline.clean(bad), timeline.checked(bad))
+            self.assertIsNot(bad, timeline.checked(bad))
+        self.assertIsNone(timeline.checked(dict(good, version=0)))
 
     def test_clean_bounds_a_hostile_timeline(self):
         data = timeline_data.busy_timeline()
