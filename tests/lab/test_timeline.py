@@ -67,7 +67,7 @@ class TestTimeline(test_cloud.CloudTestCase):
         # The escalation's actions, as the report lists them; besides
         # them, only Nova's downtime steps and QEMU's throttle changes.
         escalations = [(e['kind'], e['value']) for e in data['events']
-                       if e['kind'] != 'throttle' and
+                       if e['kind'] != 'throttle' and e['reason'] and
                        not e['reason'].startswith("Nova's")]
         self.assertEqual([(a['kind'], a['value'])
                           for a in res.report['actions']], escalations)
