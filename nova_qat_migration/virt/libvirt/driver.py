@@ -512,7 +512,7 @@ class QATMigrationMixin:
             # The event may trail Nova's monitor by a moment.
             session.completed_event.wait(JOB_EVENT_WAIT_S)
         try:
-            #: the model's predicted remaining data, for the timeline
+            # The model's predicted remaining data, for the timeline.
             predicted: list = []
             record = report.build(
                 instance_uuid=session.instance_uuid,
@@ -618,6 +618,8 @@ def _prediction(session: execution.MigrationSession,
                                        trace=trace)
     except Exception as exc:  # noqa: BLE001 - informational only
         LOG.debug('No prediction for the report: %s', exc)
+        if trace is not None:
+            trace.clear()   # no half a line either
         return None
 
 

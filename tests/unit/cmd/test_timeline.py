@@ -24,6 +24,7 @@ import fixtures
 from lxml import etree
 
 from nova_qat_migration.cmd import cli
+from nova_qat_migration.cmd import timeline as timeline_cmd
 from nova_qat_migration import history
 from tests.unit import base
 from tests.unit import timeline_data
@@ -182,6 +183,20 @@ class TimelineCLITest(base.TestCase):
         # The events before the last 3 samples are not drawn.
         self.assertNotIn('xbzrle_cache 1024MiB', texts)
         self.assertIn('completed', texts)
+
+    def test_gaps_and_no_samples(self):
+        # libvirt left values out (None once cleaned): gaps, no crash.
+        for sample in self.data['samples'][3:6]:
+            sample[1] = sample[3] = sample[4] = sample[5] = None
+        text = timeline_cmd.table(self.data)
+        self.assertIn('    2.0          -      238.0         -     -     -',
+                      text)
+        self.assertDrawing(timeline_cmd.render(self.data, 'svg'))
+        # A job that ended before the monitor's first look.
+        empty = dict(self.data, samples=[], events=[], predicted=[])
+        self.assertIn('(no samples', timeline_cmd.table(empty))
+        root = etree.fromstring(timeline_cmd.render(empty, 'svg'))
+        self.assertIn('completed', root.findtext(SVG + 'title'))
 
     # -- bad input ---------------------------------------------------------
 
