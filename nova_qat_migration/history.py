@@ -12,11 +12,15 @@
 """Per-host memory of past migrations, one entry per instance.
 
 The adaptive policy plans better when it knows how the instance behaved
-last time (dirty rate, compressibility, whether it converged). The store is
-one small JSON file under ``[qat_migration] state_path``:
+last time (dirty rate, compressibility, whether it converged); an
+operator looking at a slow migration wants its timeline
+(``nova-qat-migration timeline``). The store is one small JSON file under
+``[qat_migration] state_path``:
 
 * bounded: at most ``history_max_entries`` instances, least recently
-  migrated dropped first;
+  migrated dropped first; only the :data:`TIMELINES_KEPT` most recently
+  migrated keep their last migration's timeline (a bounded series,
+  :mod:`nova_qat_migration.timeline`);
 * shared: threads record through one lock, and processes sharing the
   state path through an external ``oslo.concurrency`` lock (a file beside
   the history) with the file re-read before every write, so neither loses
@@ -52,6 +56,7 @@ from oslo_concurrency import lockutils
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import timeline as timeline_mod
 
 
 LOG = logging.getLogger(__name__)
@@ -74,6 +79,14 @@ _FORMAT_VERSION = 1
 #: entries never grows to it: about 2 KiB per entry at most).
 _BYTES_PER_ENTRY = 2048
 _MIN_READ_BYTES = 1024 * 1024
+#: Entries that keep their last migration's timeline (what
+#: ``nova-qat-migration timeline`` draws, up to
+#: :data:`~nova_qat_migration.timeline.MAX_BYTES` each): the most recently
+#: migrated instances'. An older entry keeps its numbers without it, so
+#: the file stays small whatever ``history_max_entries`` is.
+TIMELINES_KEPT = 20
+#: The entry field holding the timeline.
+TIMELINE = 'timeline'
 
 #: Numeric fields of :class:`~nova_qat_migration.datamodel.History` and
 #: the range a real migration can produce. Anything outside (NaN,
@@ -224,8 +237,14 @@ def clean_entry(item: Any) -> tuple[Optional[dict], list]:
             dropped.append(name)
         else:
             entry[name] = value
+    if item.get(TIMELINE) is not None:
+        series = timeline_mod.checked(item[TIMELINE])
+        if series is None:
+            dropped.append(TIMELINE)
+        else:
+            entry[TIMELINE] = series
     unknown = set(item) - set(_STORED) - {'uuid', 'migrations',
-                                          'updated_at'}
+                                          'updated_at', TIMELINE}
     dropped.extend(sorted(str(k)[:40] for k in unknown))
     return entry, dropped
 
@@ -244,7 +263,51 @@ def clean_values(values: Mapping[str, Any]) -> dict:
                         {'name': name, 'value': values.get(name)})
         else:
             out[name] = value
+    if values.get(TIMELINE) is not None:
+        series = timeline_mod.checked(values[TIMELINE])
+        if series is None:
+            LOG.warning('Migration history: the timeline is not valid, not '
+                        'recorded.')
+        else:
+            out[TIMELINE] = series
     return out
+
+
+def read_limit(max_entries: int) -> int:
+    """The largest history file read for ``max_entries`` entries."""
+    return (max(_MIN_READ_BYTES, max_entries * _BYTES_PER_ENTRY) +
+            TIMELINES_KEPT * timeline_mod.MAX_BYTES)
+
+
+def parse(raw: bytes) -> list:
+    """The entries (not yet checked) of a history file's bytes.
+
+    :raises ValueError: the bytes are not a history (not JSON, or not
+        ``{"instances": [...]}``).
+    :raises RecursionError: nesting too deep even once pruned.
+    """
+    # A byte that is not UTF-8 costs the string it is in.
+    text = raw.decode('utf-8', errors='replace')
+    try:
+        data = _loads(text)
+    except RecursionError:
+        data = _loads(_prune(text))
+    if not isinstance(data, dict):
+        raise ValueError('not a JSON object')
+    items = data.get('instances')
+    if not isinstance(items, list):
+        raise ValueError('instances is not a list')
+    return items
+
+
+def _drop_old_timelines(entries: collections.OrderedDict) -> None:
+    """Only the :data:`TIMELINES_KEPT` newest entries keep a timeline."""
+    kept = 0
+    for entry in reversed(entries.values()):
+        if TIMELINE in entry:
+            kept += 1
+            if kept > TIMELINES_KEPT:
+                del entry[TIMELINE]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,10 +360,10 @@ class HistoryStore:
         self._entries: collections.OrderedDict = (
             loaded if loaded is not None else collections.OrderedDict())
 
-    @classmethod
-    def from_conf(cls, conf: Any) -> 'HistoryStore':
-        group = conf.qat_migration
-        path = group.state_path
+    @staticmethod
+    def path_from_conf(conf: Any) -> Optional[str]:
+        """The history's directory nova-compute uses with ``conf``."""
+        path = conf.qat_migration.state_path
         if not path:
             try:
                 base_path = conf.state_path     # Nova's [DEFAULT] option
@@ -308,7 +371,12 @@ class HistoryStore:
                 base_path = None
             path = (os.path.join(base_path, 'qat_migration')
                     if base_path else None)
-        return cls(path, group.history_max_entries)
+        return path
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> 'HistoryStore':
+        return cls(cls.path_from_conf(conf),
+                   conf.qat_migration.history_max_entries)
 
     # -- reading -----------------------------------------------------------
 
@@ -334,23 +402,13 @@ class HistoryStore:
         self._seen = self._stat()
         if self._seen is None:
             return None
-        limit = max(_MIN_READ_BYTES, self.max_entries * _BYTES_PER_ENTRY)
+        limit = read_limit(self.max_entries)
         try:
             with open(self.filename, 'rb') as f:
                 raw = f.read(limit + 1)
             if len(raw) > limit:
                 raise ValueError('larger than %d bytes' % limit)
-            # A byte that is not UTF-8 costs the string it is in.
-            text = raw.decode('utf-8', errors='replace')
-            try:
-                data = _loads(text)
-            except RecursionError:
-                data = _loads(_prune(text))
-            if not isinstance(data, dict):
-                raise ValueError('not a JSON object')
-            items = data.get('instances')
-            if not isinstance(items, list):
-                raise ValueError('instances is not a list')
+            items = parse(raw)
         except (OSError, ValueError, RecursionError, MemoryError) as exc:
             # NOTE(qat-migration): the history is an optimisation; losing it
             # costs one less informed plan, refusing to start would cost
@@ -382,6 +440,7 @@ class HistoryStore:
                          'none'})
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
+        _drop_old_timelines(entries)
         return entries
 
     def _move_aside(self) -> Optional[str]:
@@ -447,7 +506,9 @@ class HistoryStore:
         invalid) values keep what was known before (a migration that
         measured no dirty rate does not erase the last measurement). A new
         guest measurement (``measured_at`` and the ``measured_*`` fields)
-        replaces the old one whole.
+        replaces the old one whole. ``timeline``
+        (:func:`~nova_qat_migration.timeline.build`) replaces the last
+        migration's, or removes it when this migration has none.
         """
         clean = clean_values(values)
         with self._lock, contextlib.ExitStack() as stack:
@@ -466,10 +527,13 @@ class HistoryStore:
             if 'measured_at' in clean:
                 for name in _MEASURED:
                     entry.pop(name, None)
+            # The timeline is the last migration's, or none.
+            entry.pop(TIMELINE, None)
             entry.update(clean)
             self._entries[instance_uuid] = entry
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+            _drop_old_timelines(self._entries)
             if shared:
                 self._write(list(self._entries.values()))
 

@@ -419,11 +419,13 @@ def history_values(record: Mapping[str, Any]) -> dict:
     return values
 
 
-def emit(record: Mapping[str, Any], history: Any = None) -> None:
+def emit(record: Mapping[str, Any], history: Any = None,
+         timeline: Optional[Mapping[str, Any]] = None) -> None:
     """Log ``record`` as one line, send it as the versioned notification
     ``qat_migration.live_migration.end`` (where Nova sends versioned
     notifications, :mod:`nova_qat_migration.notifications`) and feed it
-    into ``history``.
+    into ``history``, with the migration's ``timeline`` (kept there only:
+    too large for a log line or a notification).
 
     Never raises: a report that cannot be written must not turn a finished
     migration into a failed one.
@@ -446,7 +448,9 @@ def emit(record: Mapping[str, Any], history: Any = None) -> None:
                       record.get('instance'))
     if history is not None:
         try:
-            history.record(record['instance'], history_values(record))
+            values = history_values(record)
+            values['timeline'] = timeline
+            history.record(record['instance'], values)
         except Exception:   # noqa: BLE001 - best effort, see docstring
             LOG.exception('Could not record migration history for %s',
                           record.get('instance'))

@@ -12,7 +12,8 @@
 """``nova-qat-migration-lab``: the real-migration lab's command line.
 
 Subcommands: ``bench`` (the benchmark matrix), ``demo`` (one guest,
-Nova's plan against the adaptive one), ``faults`` (the fault matrix),
+Nova's plan against the adaptive one), ``timeline-doc`` (the docs'
+timeline from a real migration), ``faults`` (the fault matrix),
 ``drain-bench`` (empty a lab host, see :mod:`.drain_bench`), ``model``
 (fit the convergence model to benchmark results, or report its accuracy)
 and ``lab`` (housekeeping). The commands that run migrations need root,
@@ -513,6 +514,17 @@ def cmd_drain_bench(args: argparse.Namespace) -> int:
     return drain_bench.run(args)
 
 
+def cmd_timeline_doc(args: argparse.Namespace) -> int:
+    from nova_qat_migration_lab import timeline_doc
+    _logging(args.verbose)
+    _exit_on_signals()
+    why = _check_ready(args.qemu)
+    if why:
+        print(why, file=sys.stderr)
+        return 1
+    return timeline_doc.run(args, _lab_options())
+
+
 def add_parsers(subparsers: Any) -> None:
     """Register the lab's subcommands."""
     p = subparsers.add_parser(
@@ -679,6 +691,16 @@ def add_parsers(subparsers: Any) -> None:
     drain_bench.add_arguments(p)
     p.add_argument('-v', '--verbose', action='store_true')
     p.set_defaults(func=cmd_drain_bench)
+
+    from nova_qat_migration_lab import timeline_doc
+    p = subparsers.add_parser(
+        'timeline-doc', help="migrate a busy guest on the operator's cloud "
+                             'and write its timeline into the docs (%s and '
+                             'the table as .txt)' % '/'.join(timeline_doc.OUT))
+    timeline_doc.add_arguments(p)
+    _add_qemu_argument(p)
+    p.add_argument('-v', '--verbose', action='store_true')
+    p.set_defaults(func=cmd_timeline_doc)
 
 
 def cmd_model(args: argparse.Namespace) -> int:

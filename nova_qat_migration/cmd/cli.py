@@ -40,7 +40,8 @@ from nova_qat_migration.virt.libvirt import translate
 #: Modules contributing subcommands through ``add_parsers(subparsers)``.
 SUBCOMMAND_MODULES = ('nova_qat_migration.cmd.qat',
                       'nova_qat_migration.cmd.status',
-                      'nova_qat_migration.cmd.drain')
+                      'nova_qat_migration.cmd.drain',
+                      'nova_qat_migration.cmd.timeline')
 
 
 class UsageError(Exception):

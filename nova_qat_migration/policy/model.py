@@ -327,7 +327,8 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             idle_cores: float = 1.0,
             cal: datamodel.Calibration = datamodel.Calibration(),
             time_limit_s: float = 3600.0,
-            busy_cores: float = 0.0) -> Prediction:
+            busy_cores: float = 0.0,
+            trace: Optional[list] = None) -> Prediction:
     """Predict ``plan`` for ``load`` over a ``link_mbps`` MiB/s link.
 
     QEMU switches over once what remains can be sent within
@@ -338,6 +339,12 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
     the total time; ``time_limit_s`` bounds the memory rounds after it
     (whether the whole fits Nova's completion timeout is the caller's
     judgement, :func:`~.predictive.choose`).
+
+    :param trace: if given, receives the predicted remaining data as
+        ``(seconds, MiB)`` corners of a line: each pass starts with what
+        the guest dirtied during the previous one and falls to nothing
+        as it is sent (what ``nova-qat-migration timeline`` draws beside
+        libvirt's ``memory_remaining``).
     """
     fresh_rate, resend_rate, wire_per_page = rates(plan, load, link_mbps,
                                                     cal, idle_cores,
@@ -362,6 +369,11 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
     wire = nonzero * wire_per_page + zero * cal.zero_cost
     disk_wire = max(0.0, load.disk_mb)
     round_time = elapsed - cal.setup_s - disk_s
+    if trace is not None:
+        start = cal.setup_s + disk_s
+        if disk_s:
+            trace += [(cal.setup_s, load.disk_mb), (start, 0.0)]
+        trace.append((start, load.ram_mb))
     round_wire = wire
     xbz_wire = xbzrle_wire(plan, load, cal) if xbzrle else wire_per_page
     throttle = 0
@@ -374,6 +386,8 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
     while rounds < MAX_ROUNDS:
         dirty = load.dirty_mbps * (1.0 - throttle / 100.0) * slowed
         remaining = dirtied(working, dirty, round_time)
+        if trace is not None:
+            trace += [(elapsed, 0.0), (elapsed, remaining)]
         # XBZRLE caches a page only when it is first re-sent (QEMU starts
         # XBZRLE after the first pass), so the first re-send is of whole
         # pages; deltas only from the second.
@@ -381,6 +395,8 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             not xbzrle else (fresh_rate, wire_per_page)
         if remaining <= 0.0 or remaining / rate <= limit_s:
             transfer = remaining / rate
+            if trace is not None:
+                trace.append((elapsed + transfer + cal.switchover_s, 0.0))
             return Prediction(True, elapsed + transfer + cal.switchover_s,
                               _downtime_ms(transfer, cal, plan.multifd),
                               rounds,
@@ -397,6 +413,9 @@ def predict(plan: datamodel.Plan, load: Workload, link_mbps: float,
             # Post-copy: the guest runs on the destination at once; the
             # rest arrives once, pushed in the background or faulted in.
             rest = remaining / fresh_rate
+            if trace is not None:
+                trace += [(elapsed + cal.switchover_s, remaining),
+                          (elapsed + cal.switchover_s + rest, 0.0)]
             return Prediction(True, elapsed + cal.switchover_s + rest,
                               cal.switchover_s * 1000.0, rounds,
                               wire + remaining * wire_per_page + disk_wire,

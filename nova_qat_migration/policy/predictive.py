@@ -151,12 +151,13 @@ def busy_cores(facts: datamodel.Facts) -> float:
 
 def predict(facts: datamodel.Facts, plan: datamodel.Plan,
             cal: datamodel.Calibration,
-            load: Optional[model.Workload] = None) -> model.Prediction:
+            load: Optional[model.Workload] = None,
+            trace: Optional[list] = None) -> model.Prediction:
     """The model's prediction of ``plan`` on this host for this guest."""
     return model.predict(plan, load or workload(facts),
                          common.link_mbps(facts),
                          idle_cores=idle_cores(facts), cal=cal,
-                         busy_cores=busy_cores(facts))
+                         busy_cores=busy_cores(facts), trace=trace)
 
 
 def cpu_impact_pct(facts: datamodel.Facts, plan: datamodel.Plan,
@@ -272,9 +273,14 @@ def _short(plan: datamodel.Plan) -> str:
 
 
 def predict_dict(conf: Any, facts: datamodel.Facts,
-                 plan: datamodel.Plan) -> dict:
-    """The model's prediction for ``plan`` as a loggable dict."""
-    pred = predict(facts, plan, calibration(conf))
+                 plan: datamodel.Plan,
+                 trace: Optional[list] = None) -> dict:
+    """The model's prediction for ``plan`` as a loggable dict.
+
+    :param trace: receives the predicted remaining data over time (see
+        :func:`~.model.predict`).
+    """
+    pred = predict(facts, plan, calibration(conf), trace=trace)
     return {'converges': pred.converges,
             'total_s': (round(pred.total_s, 2) if pred.converges
                         else None),

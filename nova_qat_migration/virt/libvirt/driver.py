@@ -61,6 +61,7 @@ from nova_qat_migration.policy import hints as qat_hints
 from nova_qat_migration.policy import loader
 from nova_qat_migration.policy import predictive
 from nova_qat_migration import report
+from nova_qat_migration import timeline as qat_timeline
 from nova_qat_migration.virt.libvirt import budget as qat_budget
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import constants as c
@@ -511,6 +512,8 @@ class QATMigrationMixin:
             # The event may trail Nova's monitor by a moment.
             session.completed_event.wait(JOB_EVENT_WAIT_S)
         try:
+            # The model's predicted remaining data, for the timeline.
+            predicted: list = []
             record = report.build(
                 instance_uuid=session.instance_uuid,
                 instance_name=qat_facts.field(session.instance, 'name', ''),
@@ -528,8 +531,9 @@ class QATMigrationMixin:
                 facts=(None if session.policy.name == NOVA_DEFAULT
                        else session.facts),
                 host=self._qat_host_name or CONF.host,
-                prediction=_prediction(session))
-            report.emit(record, self._qat_history)
+                prediction=_prediction(session, predicted))
+            report.emit(record, self._qat_history,
+                        timeline=_timeline(session, record, predicted))
         except Exception:  # noqa: BLE001 - reporting is best effort
             LOG.exception('Could not report the migration',
                           instance=session.instance)
@@ -600,16 +604,38 @@ class QATMigrationMixin:
         return super()._get_migration_flags(is_block_migration)
 
 
-def _prediction(session: execution.MigrationSession) -> Optional[dict]:
+def _prediction(session: execution.MigrationSession,
+                trace: Optional[list] = None) -> Optional[dict]:
     """The convergence model's prediction for the plan that ran, for the
     report (what the planner expected beside what happened).
+
+    :param trace: receives the predicted remaining data over time.
     """
     if session.policy.name == NOVA_DEFAULT:
         return None   # Nova's own plan: nothing was measured
     try:
-        return predictive.predict_dict(CONF, session.facts, session.plan)
+        return predictive.predict_dict(CONF, session.facts, session.plan,
+                                       trace=trace)
     except Exception as exc:  # noqa: BLE001 - informational only
         LOG.debug('No prediction for the report: %s', exc)
+        if trace is not None:
+            trace.clear()   # no half a line either
+        return None
+
+
+def _timeline(session: execution.MigrationSession, record: dict,
+              predicted: list) -> Optional[dict]:
+    """The migration's timeline for its history entry (None if it cannot
+    be built: the report and the history go on without).
+    """
+    try:
+        return qat_timeline.build(
+            session.tracker.series, record, predicted,
+            display_name=qat_facts.field(session.instance, 'display_name',
+                                         ''))
+    except Exception:  # noqa: BLE001 - informational only
+        LOG.exception('No timeline for the migration history',
+                      instance=session.instance)
         return None
 
 

@@ -567,13 +567,16 @@ class MonitoredDomain(_DomainProxy):
                           instance=session.instance)
                 return 0
         result = self._qat_domain.migrateSetMaxDowntime(value, *args)
-        session.tracker.applied(
-            datamodel.Action(datamodel.ACTION_DOWNTIME, value))
+        session.tracker.applied(datamodel.Action(
+            datamodel.ACTION_DOWNTIME, value,
+            reason="Nova's downtime step %d ms" % downtime))
         return result
 
     def abortJob(self, *args: Any) -> Any:
         """Nova's monitor aborting the job (completion timeout)."""
         self._qat_session.abort_requested = True
+        self._qat_session.tracker.series.event(
+            datamodel.ACTION_ABORT, reason="Nova's completion timeout")
         return self._qat_domain.abortJob(*args)
 
     def migrateStartPostCopy(self, *args: Any) -> Any:
@@ -595,7 +598,9 @@ class MonitoredDomain(_DomainProxy):
             raise libvirt_module().libvirtError(
                 'post-copy refused: the block migration is still copying '
                 'the disks (the memory migration has not started)')
-        return self._qat_domain.migrateStartPostCopy(*args)
+        result = self._qat_domain.migrateStartPostCopy(*args)
+        self._qat_session.tracker.series.event(datamodel.ACTION_POST_COPY)
+        return result
 
     def _qat_escalate(self, stats: dict) -> None:
         session = self._qat_session

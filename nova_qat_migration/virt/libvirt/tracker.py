@@ -35,6 +35,7 @@ import math
 from typing import Any, Mapping, Optional
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import timeline
 
 #: Pages that must have been looked up since the last cache change before
 #: the miss rate is trusted (one sample right after a resize says nothing).
@@ -112,6 +113,8 @@ class ProgressTracker:
         #: elapsed seconds when QEMU's memory migration was first seen
         #: running (after a block migration's disk copy)
         self.memory_started_s: Optional[float] = None
+        #: the samples and actions ``nova-qat-migration timeline`` draws
+        self.series = timeline.Series()
 
     # -- feeding -----------------------------------------------------------
 
@@ -222,7 +225,7 @@ class ProgressTracker:
             self._reset_miss_window()
         miss_rate = self._miss_rate(stats)
 
-        return datamodel.Progress(
+        progress = datamodel.Progress(
             elapsed_s=elapsed,
             remaining_mb=remaining_mb,
             total_mb=total_mb,
@@ -242,6 +245,8 @@ class ProgressTracker:
             disk_remaining_mb=disk_remaining_mb,
             disk_bandwidth_mbps=_num(stats, 'disk_bps') / datamodel.MIB,
             disk_copying=self.disk_copying)
+        self.series.add(progress, stats)
+        return progress
 
     def _reset_miss_window(self) -> None:
         self._misses_base = None
@@ -271,6 +276,7 @@ class ProgressTracker:
 
     def applied(self, action: datamodel.Action) -> None:
         """Record that the driver applied ``action`` successfully."""
+        self.series.event(action.kind, action.value, action.reason)
         if (action.kind == datamodel.ACTION_DOWNTIME and
                 action.value is not None):
             self.downtime_ms = max(self.downtime_ms, action.value)
