@@ -199,10 +199,8 @@ def _history_store(conf: Any) -> Any:
 
 
 def _hints(extra_specs: dict) -> datamodel.Hints:
-    try:
-        return hints_mod.from_instance(extra_specs=extra_specs)
-    except hints_mod.InvalidHint:
-        return datamodel.Hints()
+    """The flavor's hints; a bad key is ignored (the source does too)."""
+    return hints_mod.from_instance(extra_specs=extra_specs, ignored=[])
 
 
 def _reason(exc: Exception) -> str:

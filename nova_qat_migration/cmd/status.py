@@ -58,6 +58,12 @@ SELFTEST_BYTES = 1024 * 1024
 PLACEMENT_TRAITS_VERSION = '1.6'
 
 
+def _plain_error(exc: BaseException) -> str:
+    """``exc`` in plain words: its message, its type only without one."""
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
 def _methods_text(methods: Any) -> str:
     return ', '.join(sorted(methods)) or 'none'
 
@@ -153,6 +159,44 @@ class Checks(upgradecheck.UpgradeCommands):
             return Result(Code.SUCCESS, '%s will be created on the first '
                           'migration%s' % (path, who))
         return Result(Code.SUCCESS, '%s is writable%s' % (path, who))
+
+    def _flavors(self) -> list:
+        """``[(name, extra specs)]`` of every flavor, through Nova's API
+        with the ``OS_*`` environment or ``clouds.yaml`` (as ``drain``).
+
+        Separate for tests.
+
+        :raises Exception: whatever stops the SDK (no cloud, auth, HTTP).
+        """
+        from nova_qat_migration.cmd import drain
+        conn = drain.connect()
+        return [(flavor.name or flavor.id, dict(flavor.extra_specs or {}))
+                for flavor in conn.compute.flavors(details=True,
+                                                   is_public=None)]
+
+    def _check_flavors(self) -> Result:
+        from nova_qat_migration.policy import hints
+        try:
+            flavors = self._flavors()
+        except Exception as exc:  # noqa: BLE001 - optional: no API here
+            return Result(Code.SUCCESS,
+                          'flavors not checked: Nova\'s API not reachable '
+                          'with the OS_* environment or clouds.yaml (%s)'
+                          % _plain_error(exc))
+        bad = []
+        for name, specs in flavors:
+            _, ignored = hints.resolve(extra_specs=specs, lenient=True)
+            bad += ['flavor %s: %s' % (name, message)
+                    for message in ignored]
+        if bad:
+            return Result(Code.WARNING,
+                          '%s. Migrations still run; these keys are '
+                          'ignored. Fix them with openstack flavor set / '
+                          'unset (Nova validates them from microversion '
+                          '2.86 where nova-api has this package).'
+                          % '; '.join(bad))
+        return Result(Code.SUCCESS, '%d flavor(s), no invalid '
+                      'qat_migration:* key' % len(flavors))
 
     # -- hypervisor --------------------------------------------------------
 
@@ -368,6 +412,7 @@ class Checks(upgradecheck.UpgradeCommands):
         ('QATzip self-test', _check_qatzip),
         ('QEMU monitor passthrough', _check_passthrough),
         ('Placement traits', _check_placement),
+        ('Flavor extra specs', _check_flavors),
     )
 
 

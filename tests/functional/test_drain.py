@@ -85,3 +85,26 @@ class DrainTest(base.QATMigrationTestBase):
         self.assertIn(server['id'], d.refused)
         self.assertIn('cannot move', self.out.getvalue())
         self.assertIn('HTTP 400', self.out.getvalue())
+
+    def test_bad_flavor_key_from_the_sdk_does_not_stop_the_drain(self):
+        # openstacksdk's Flavor negotiates at most microversion 2.61, where
+        # Nova validates no extra spec: ``openstack flavor set --property
+        # qat_migration:method=bogus`` stores it. The drain still empties
+        # the host; the key is ignored with a warning naming it.
+        flavor = self.flavor()
+        self.conn.compute.create_flavor_extra_specs(
+            flavor, {'qat_migration:method': 'bogus'})
+        self.assertEqual('bogus', self.admin_api.get_extra_specs(flavor)
+                         ['qat_migration:method'])
+        servers = [self.server_on('src', flavor) for _ in range(2)]
+        d = self._drainer(concurrency=1)
+        code = d.run(*d.plan(d.guests()))
+        self.assertEqual(0, code, self.out.getvalue())
+        for server in servers:
+            self.assertEqual(
+                'dst', self.admin_api.get_server(server['id'])
+                ['OS-EXT-SRV-ATTR:host'])
+            self._wait_for_migration_status(server, ['completed'])
+        self.assertIn("flavor extra spec qat_migration:method: 'bogus' is "
+                      "not one of", self.stdlog.logger.output)
+        self.wait_for_driver_cleanup('src')

@@ -73,17 +73,21 @@ def link_mbps(conf: Any) -> float:
     return conf.qat_migration.link_gbps * 1e9 / 8 / datamodel.MIB
 
 
-def instance_hints(conf: Any, instance: Any) -> datamodel.Hints:
+def instance_hints(conf: Any, instance: Any,
+                   ignored: Optional[list] = None) -> datamodel.Hints:
     """The live-migration hints of ``instance`` (flavor extra specs and
     image properties, see :func:`~nova_qat_migration.policy.hints.
     from_instance`).
 
-    :raises InvalidHint: for a bad flavor extra spec.
+    :param ignored: when given, a bad flavor key or value is ignored with
+        a warning naming it (appended here, for the report) instead of
+        raised.
+    :raises InvalidHint: for a bad flavor extra spec (without ``ignored``).
     """
     return qat_hints.from_instance(
         _extra_specs(instance), None, _system_metadata(instance),
         conf=conf, memory_mb=field(field(instance, 'flavor'), 'memory_mb'),
-        instance=instance)
+        instance=instance, ignored=ignored)
 
 
 def destination(context: Any, reportclient: Any, dest: str,

@@ -49,6 +49,11 @@ class StatusTestCase(base.TestCase):
         os.mkdir(self.state)
         self.conf_file = os.path.join(self.tmp, 'nova.conf')
         self.write_conf()
+        # No cloud credentials here: the flavors are not checked (a test
+        # that wants flavors patches its own answer).
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.cmd.status.Checks._flavors',
+            mock.Mock(side_effect=RuntimeError('no cloud configured'))))
 
     def write_conf(self, default='', **group):
         values = dict(state_path=self.state, sysfs_root=self.tree.sysfs,
@@ -276,3 +281,37 @@ class TestPlacementTraits(StatusTestCase):
         result = checks._check_placement()
         self.assertEqual(Code.WARNING, result.code)
         self.assertIn('Placement unreachable', result.details)
+
+
+class TestFlavors(StatusTestCase):
+
+    def _run(self, flavors):
+        checks = self.checks()
+        with mock.patch.object(checks, '_flavors', return_value=flavors):
+            return checks._check_flavors()
+
+    def test_invalid_keys_listed_by_flavor(self):
+        result = self._run([
+            ('m1.ok', {'qat_migration:method': 'zstd', 'hw:cpu': 'x'}),
+            ('m1.typo', {'qat_migration:method': 'bogus',
+                         'qat_migration:downtime_msec': '300'})])
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn("flavor m1.typo: flavor extra spec "
+                      "qat_migration:method: 'bogus' is not one of",
+                      result.details)
+        self.assertIn('qat_migration:downtime_msec is not a known key',
+                      result.details)
+        self.assertNotIn('m1.ok', result.details)
+        self.assertIn('Migrations still run', result.details)
+
+    def test_all_flavors_valid(self):
+        result = self._run([('m1.ok', {'qat_migration:level': '3'})])
+        self.assertEqual(Code.SUCCESS, result.code)
+        self.assertIn('1 flavor(s), no invalid', result.details)
+
+    def test_without_cloud_not_checked(self):
+        checks = self.checks()
+        result = checks._check_flavors()
+        self.assertEqual(Code.SUCCESS, result.code)
+        self.assertIn('flavors not checked', result.details)
+        self.assertIn('no cloud configured', result.details)

@@ -410,6 +410,15 @@ class InstanceInputTest(test.NoDBTestCase):
             qat_hints.InvalidHint, facts.instance_hints, CONF,
             _instance(extra_specs={
                 'qat_migration:parallel_connections': '999'}))
+        # Planning passes a list: the bad key is ignored and named there.
+        ignored = []
+        hints = facts.instance_hints(CONF, _instance(extra_specs={
+            'qat_migration:parallel_connections': '999',
+            'qat_migration:level': '3'}), ignored)
+        self.assertIsNone(hints.parallel_connections)
+        self.assertEqual(3, hints.level)
+        self.assertEqual(1, len(ignored))
+        self.assertIn('qat_migration:parallel_connections', ignored[0])
 
     def test_field_of_an_unset_versioned_field(self):
         instance = objects.Instance(uuid=UUID)
