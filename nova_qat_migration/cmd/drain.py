@@ -105,8 +105,10 @@ def _predict(guest: Guest, link_mbps: float, share: float,
             vcpus=guest.vcpus, hints=guest.hints,
             paused=guest.status == 'PAUSED'),
         history=guest.history, link_mbps=link_mbps)
+    from nova_qat_migration import conf as qat_conf
     plan = datamodel.Plan(policy='drain', max_downtime_ms=(
-        guest.hints.max_downtime_ms or conf.qat_migration.downtime_ms))
+        guest.hints.max_downtime_ms or
+        qat_conf.nova_ceiling(conf, 'downtime_ms')))
     return model.predict(plan, predictive.workload(facts),
                          link_mbps * share, idle_cores=1.0,
                          cal=predictive.calibration(conf))

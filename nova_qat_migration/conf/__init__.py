@@ -49,6 +49,37 @@ _SANE_MAXIMA = {
 }
 
 
+#: ``[qat_migration]`` options that follow a ``[libvirt]`` option of Nova's
+#: while unset: Nova's switches are the ceiling by default, and an
+#: explicit ``[qat_migration]`` value wins (see :func:`nova_ceiling`).
+FOLLOWS_LIBVIRT = {
+    'permit_auto_converge': 'live_migration_permit_auto_converge',
+    'permit_post_copy': 'live_migration_permit_post_copy',
+    'downtime_ms': 'live_migration_downtime',
+    'max_parallel_connections': 'live_migration_parallel_connections',
+}
+
+
+def nova_ceiling(conf: cfg.ConfigOpts, name: str) -> Any:
+    """The value of ``[qat_migration] name`` that plans use.
+
+    The option itself when the operator set it; while unset, the
+    ``[libvirt]`` option it follows (:data:`FOLLOWS_LIBVIRT`), so with
+    ``[qat_migration]`` untouched a plan is never allowed more than Nova's
+    own ``live_migration_*`` switches allow.
+    """
+    value = getattr(conf.qat_migration, name)
+    if value is not None:
+        return value
+    if 'libvirt' not in conf:
+        import nova.conf  # noqa: F401 - registers [libvirt]
+    value = getattr(conf.libvirt, FOLLOWS_LIBVIRT[name])
+    if name == 'max_parallel_connections':
+        # Nova's option has no maximum; multifd's channels do.
+        value = max(1, min(int(value), 32))
+    return value
+
+
 class ConfigError(ValueError):
     """An option value that cannot be used.
 

@@ -258,7 +258,7 @@ def _narrow_image(image: dict, flavor: dict, conf: Any,
                     continue
                 limit = flavor.get(name, memory_mb)
             else:
-                limit = flavor.get(name, getattr(group, key.option))
+                limit = flavor.get(name, _option(conf, key.option))
             if limit is not None and value > limit:
                 ignored.append('%s=%d lowered to the operator\'s %d'
                                % (where, value, limit))
@@ -296,6 +296,17 @@ def _narrow_image(image: dict, flavor: dict, conf: Any,
         else:  # pragma: no cover - a KEYS entry without a rule
             raise AssertionError('no image rule for %s' % name)
     return out
+
+
+def _option(conf: Any, name: str) -> Any:
+    """``[qat_migration] name`` as plans use it (for the options that
+    follow ``[libvirt]`` while unset, :func:`~nova_qat_migration.conf.
+    nova_ceiling`).
+    """
+    from nova_qat_migration import conf as qat_conf
+    if name in qat_conf.FOLLOWS_LIBVIRT:
+        return qat_conf.nova_ceiling(conf, name)
+    return getattr(conf.qat_migration, name)
 
 
 def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
