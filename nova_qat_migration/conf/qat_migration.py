@@ -223,10 +223,25 @@ migrations has been observed.
         default=1, min=0, max=60,
         help="""
 Seconds to sample an instance's dirty rate with libvirt's dirty-rate
-calculation before planning (0 disables measuring; the history is used).
+calculation before planning (0 disables measuring, and the page sample of
+``sample_guest_memory`` with it; the history is used).
 A longer window ends after its first second when that second finds the
 guest quiet; a measurement of the last ``measurement_reuse_seconds`` is
 reused instead of measuring again.
+"""),
+    cfg.BoolOpt('sample_guest_memory',
+        default=True,
+        help="""
+Read a sample of the guest's memory before planning: 128 random pages
+through libvirt's ``virDomainMemoryPeek``, taken during the dirty-rate
+window, to judge their zero share, compressibility and XBZRLE
+friendliness. The bytes are only counted and compressed in nova-compute's
+memory, never logged, stored or sent; the statistics go into the report.
+
+False: no guest memory is read. The dirty rate is still measured (it
+counts dirtied pages without reading them; ``dirty_rate_sample_seconds``
+turns that off), and plans assume average compressibility and no XBZRLE
+gain.
 """),
     cfg.BoolOpt('adaptive_model',
         default=True,

@@ -300,7 +300,9 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
         elif seconds and not paused:
             try:
                 measurements = measure.instance_fields(
-                    guest()._domain, memory_mb, seconds)
+                    guest()._domain, memory_mb, seconds,
+                    **({} if conf.qat_migration.sample_guest_memory
+                       else {'sample_pages': 0}))
             except Exception as exc:  # noqa: BLE001
                 LOG.info('Guest not measured: %s', exc, instance=instance)
         if qat_manager is not None:
