@@ -349,6 +349,15 @@ def _add_plan_parser(subparsers: Any) -> None:
     p.set_defaults(func=cmd_plan)
 
 
+def package_version() -> str:
+    """This package's version, as pip installed it."""
+    from importlib import metadata
+    try:
+        return metadata.version('nova-qat-migration')
+    except metadata.PackageNotFoundError:
+        return 'unknown (not installed)'
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # exit code 2, no traceback
         self.print_usage(sys.stderr)
@@ -359,8 +368,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='nova-qat-migration',
                      description='Per-instance live-migration planning for '
                                  "Nova's libvirt driver.")
+    parser.add_argument('--version', action='version',
+                        version='%(prog)s ' + package_version())
     parser.add_argument('--config-file', action='append', default=[],
-                        help='nova.conf to read [qat_migration] from')
+                        metavar='PATH',
+                        help='nova.conf to read the options from (repeat '
+                             'for more; later files win)')
+    parser.add_argument('--config-dir', action='append', default=[],
+                        metavar='DIR',
+                        help='a directory of *.conf files read after the '
+                             '--config-file ones, in name order (the '
+                             'nova.conf.d layout)')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND',
                                        parser_class=_Parser)
     _add_plan_parser(subparsers)
@@ -377,6 +395,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.print_help()
             return 2
         CONF(args=[], project='nova', default_config_files=args.config_file,
+             default_config_dirs=args.config_dir,
              validate_default_values=True)
         return args.func(args)
     except UsageError as exc:
