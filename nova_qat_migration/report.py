@@ -19,6 +19,7 @@ from.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -385,7 +386,21 @@ def _facts_summary(facts: datamodel.Facts) -> dict:
         'qat_endpoints': facts.qat.endpoints,
         'qat_hardware': facts.qat.hardware,
         'qat_unusable': facts.qat.unusable or None,
+        # what a replay (``plan --from-report``) needs besides the above:
+        # the instance's hints (the operator's alone too, when an image
+        # narrowed them) and whether the passthrough was allowed
+        'hints': _hints_dict(inst.hints),
+        'operator_hints': (_hints_dict(inst.hints.operator)
+                           if inst.hints.operator is not None else None),
+        'passthrough_allowed': facts.passthrough_allowed,
     }
+
+
+def _hints_dict(hints: datamodel.Hints) -> dict:
+    """The hints that are set, by name."""
+    return {f.name: getattr(hints, f.name)
+            for f in dataclasses.fields(hints)
+            if f.name != 'operator' and getattr(hints, f.name) is not None}
 
 
 def history_values(record: Mapping[str, Any]) -> dict:
