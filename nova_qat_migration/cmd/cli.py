@@ -393,10 +393,11 @@ def _add_plan_parser(subparsers: Any) -> None:
         'plan', help='show the plan a policy chooses for given facts, or '
                      'replay a logged decision (--from-report)',
         description='A dry run of the planner: the facts come from '
-                    '--facts and the options below (default: an unknown '
-                    'guest on an idle-less host, see "Facts format" in the '
-                    'CLI documentation); the options from nova.conf '
-                    '(--config-file / --config-dir before "plan"). '
+                    '--facts and the options below (default: the defaults '
+                    'of "Facts format" in the CLI documentation, a 1 GiB '
+                    'guest of unknown dirty rate on an idle 2-CPU source); '
+                    'the options from nova.conf (--config-file / '
+                    '--config-dir before "plan"). '
                     'Prints the plan, the libvirt flags and parameters '
                     'nova-compute would send, and the reasons.')
     p.add_argument('--facts', metavar='FILE',

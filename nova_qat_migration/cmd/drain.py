@@ -598,12 +598,17 @@ def _count(text: str) -> int:
     return value
 
 
+def _plain(text: str) -> str:
+    """reST inline markup of a docstring, for a terminal: ``x`` -> x."""
+    return text.replace('``', '')
+
+
 def add_parsers(subparsers: Any) -> None:
     """Register ``drain`` on the main CLI."""
     p = subparsers.add_parser(
         'drain', help='live-migrate every server off a compute host, in '
         'the order that empties it fastest',
-        description=__doc__.split('\n\n', 1)[1].split('\n\n')[0])
+        description=_plain(__doc__.split('\n\n', 1)[1].split('\n\n')[0]))
     p.add_argument('host', metavar='HOST', help='compute host to empty')
     p.add_argument('--disable-reason', metavar='TEXT',
                    help='disable the host\'s nova-compute service with this '
