@@ -182,7 +182,10 @@ def build(*, instance_uuid: str, instance_name: str = '',
           notes: Sequence[str] = (),
           facts: Optional[datamodel.Facts] = None,
           host: Optional[str] = None,
-          prediction: Optional[Mapping[str, Any]] = None) -> dict:
+          prediction: Optional[Mapping[str, Any]] = None,
+          destination: Optional[str] = None,
+          migration_uuid: Optional[str] = None,
+          request_id: Optional[str] = None) -> dict:
     """Assemble the record of one finished migration.
 
     :param requested: the plan the policy asked for.
@@ -196,6 +199,12 @@ def build(*, instance_uuid: str, instance_name: str = '',
     :param notes: what the driver changed on the way (fallbacks, lease).
     :param host: the source host.
     :param prediction: what the convergence model predicted for the plan.
+    :param destination: the destination host.
+    :param migration_uuid: Nova's migration record (``openstack server
+        migration show``), to match Nova's own ``instance.live_migration_*``
+        notifications and API.
+    :param request_id: the request that asked for the migration
+        (``req-...``), as in Nova's logs and instance actions.
 
     ``method`` is what QEMU ran (:func:`qemu_ran`, from ``sent_params`` and
     ``sent_flags``); where that differs from the plan, ``plan`` keeps the
@@ -221,6 +230,9 @@ def build(*, instance_uuid: str, instance_name: str = '',
         'instance': instance_uuid,
         'name': instance_name,
         'host': host,
+        'destination': destination,
+        'migration_uuid': migration_uuid,
+        'request_id': request_id,
         'policy': plan.policy if plan else None,
         'plan': plan.describe() if plan else None,
         # what QEMU ran (the plan's own method is in 'plan')

@@ -108,3 +108,31 @@ class DrainTest(base.QATMigrationTestBase):
         self.assertIn("flavor extra spec qat_migration:method: 'bogus' is "
                       "not one of", self.stdlog.logger.output)
         self.wait_for_driver_cleanup('src')
+
+    def test_openstack_client_command(self):
+        # ``openstack qat-migration drain``: the plugin's command on the
+        # client's own SDK connection, no nova.conf, no local history.
+        import types
+
+        from nova_qat_migration.cmd import osc
+        flavor = self.flavor()
+        servers = [self.server_on('src', flavor) for _ in range(2)]
+        out = io.StringIO()
+        app = types.SimpleNamespace(
+            stdout=out,
+            client_manager=types.SimpleNamespace(qat_migration=self.conn))
+        cmd = osc.DrainHost(app, None)
+        args = cmd.get_parser('openstack qat-migration drain').parse_args(
+            ['src', '--dry-run'])
+        self.assertEqual(0, cmd.take_action(args))
+        text = out.getvalue()
+        self.assertIn('drain src: 2 server(s), concurrency 1', text)
+        for server in servers:
+            self.assertIn(server['id'], text)
+            self.assertEqual('src', self.admin_api.get_server(
+                server['id'])['OS-EXT-SRV-ATTR:host'])
+        args = cmd.get_parser('x').parse_args(['src', '--target', 'dst'])
+        self.assertEqual(0, cmd.take_action(args), out.getvalue())
+        for server in servers:
+            self._wait_for_migration_status(server, ['completed'])
+        self.wait_for_driver_cleanup('src')

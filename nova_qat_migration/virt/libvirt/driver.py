@@ -473,7 +473,8 @@ class QATMigrationMixin:
                     context, instance, dest, post_method, recover_method,
                     block_migration, migrate_data)
             finally:
-                self._qat_report(session)
+                self._qat_report(session, dest,
+                                 getattr(context, 'request_id', None))
                 session.unwatch_job()
                 with self._qat_sessions_lock:
                     self._qat_sessions.pop(instance.uuid, None)
@@ -514,7 +515,9 @@ class QATMigrationMixin:
         LOG.warning('No QAT lease free; plan degraded to %s',
                     session.plan.describe(), instance=session.instance)
 
-    def _qat_report(self, session: execution.MigrationSession) -> None:
+    def _qat_report(self, session: execution.MigrationSession,
+                    dest: Optional[str] = None,
+                    request_id: Optional[str] = None) -> None:
         if (session.outcome == report.OUTCOME_COMPLETED and
                 session.job_watch is not None):
             # The event may trail Nova's monitor by a moment.
@@ -537,7 +540,11 @@ class QATMigrationMixin:
                 facts=(None if session.policy.name == NOVA_DEFAULT
                        else session.facts),
                 host=self._qat_host_name or CONF.host,
-                prediction=_prediction(session))
+                prediction=_prediction(session),
+                destination=(qat_facts.field(session.migration,
+                                             'dest_compute') or dest),
+                migration_uuid=qat_facts.field(session.migration, 'uuid'),
+                request_id=request_id)
             report.emit(record, self._qat_history)
         except Exception:  # noqa: BLE001 - reporting is best effort
             LOG.exception('Could not report the migration',
