@@ -666,8 +666,13 @@ def add_drain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _plain(text: str) -> str:
-    """reST inline markup of a docstring, for a terminal: ``x`` -> x."""
-    return text.replace('``', '')
+    """reST inline markup of a docstring, for a terminal: ``x`` -> x.
+
+    (``OS_*`` reads as the variables it means: a bare ``*`` or a trailing
+    underscore would be reST markup again where the help is rendered.)
+    """
+    return text.replace('``OS_*``', 'OS_CLOUD, OS_AUTH_URL, ...').replace(
+        '``', '')
 
 
 def add_parsers(subparsers: Any) -> None:

@@ -544,10 +544,10 @@ _DESCRIPTION = (
     'Readiness checks of this compute host, in the shape of nova-status '
     'upgrade check (oslo.upgradecheck): the Nova version, the driver, the '
     'options (bad values and unknown names), libvirt/QEMU, QAT, the QEMU '
-    'monitor passthrough, Placement traits and, where the OS_* environment '
-    'or clouds.yaml reaches Nova\'s API, the flavors\' qat_migration:* '
-    'keys. Reads nova.conf from --config-file / --config-dir (before the '
-    "subcommand) or from oslo.config's default places "
+    'monitor passthrough, Placement traits and, where OS_CLOUD or OS_AUTH_URL '
+    'and the like or clouds.yaml reach Nova\'s API, the flavors\' '
+    'qat_migration keys. Reads nova.conf from --config-file / --config-dir '
+    "(before the subcommand) or from oslo.config's default places "
     '(/etc/nova/nova.conf). Exit code: 0 success, 1 warning, 2 failure, '
     '255 a check crashed.')
 
