@@ -229,9 +229,10 @@ class Checks(upgradecheck.UpgradeCommands):
         """
         from nova_qat_migration.cmd import drain
         conn = drain.connect()
+        # is_public=none: private flavors too (an admin's view).
         return [(flavor.name or flavor.id, dict(flavor.extra_specs or {}))
                 for flavor in conn.compute.flavors(details=True,
-                                                   is_public=None)]
+                                                   is_public='none')]
 
     def _check_flavors(self) -> Result:
         from nova_qat_migration.policy import hints

@@ -136,3 +136,27 @@ class DrainTest(base.QATMigrationTestBase):
         for server in servers:
             self._wait_for_migration_status(server, ['completed'])
         self.wait_for_driver_cleanup('src')
+
+    def test_status_lists_flavors_with_invalid_keys(self):
+        # ``status`` asks Nova's API (here through the same SDK
+        # connection) for every flavor, private ones too.
+        from unittest import mock
+
+        from nova_qat_migration.cmd import status
+        good = self.flavor(**{'qat_migration:method': 'zstd'})
+        bad = self._create_flavor(memory_mb=512, vcpu=1, disk=1,
+                                  ephemeral=0, is_public=False)
+        self.conn.compute.create_flavor_extra_specs(
+            bad, {'qat_migration:downtime_msec': '300'})
+        with mock.patch('nova_qat_migration.cmd.drain.connect',
+                        return_value=self.conn):
+            result = status.Checks()._check_flavors()
+        self.assertEqual(status.Code.WARNING, result.code, result.details)
+        name = self.admin_api.api_get('/flavors/%s' % bad).body[
+            'flavor']['name']
+        self.assertIn('flavor %s: flavor extra spec qat_migration:'
+                      'downtime_msec is not a known key' % name,
+                      result.details)
+        good_name = self.admin_api.api_get('/flavors/%s' % good).body[
+            'flavor']['name']
+        self.assertNotIn('flavor %s:' % good_name, result.details)
