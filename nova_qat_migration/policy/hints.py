@@ -14,7 +14,8 @@ properties.
 
 One table (:data:`KEYS`) defines every key, its type and bounds; the API
 validator (:mod:`nova_qat_migration.api.extra_specs`) and the migration
-pre-check both use it, so a value refused at one is refused at the other.
+planning both use it, so a value refused at one is ignored (with a
+warning naming it) at the other.
 Image properties reach the compute host through the instance's system
 metadata (``image_qat_migration:<key>``).
 

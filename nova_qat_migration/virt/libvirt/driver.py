@@ -311,7 +311,7 @@ class QATMigrationMixin:
         if stale:
             provider_tree.remove_traits(nodename, *sorted(stale))
 
-    # -- pre-checks --------------------------------------------------------
+    # -- hints ---------------------------------------------------------------
 
     def _qat_check_hints(self, instance: Any) -> datamodel.Hints:
         """The hints of ``instance``; what cannot be used is ignored.
