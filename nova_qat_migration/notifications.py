@@ -22,8 +22,8 @@ way -- but under this project's own publisher, ``nova-qat-migration:<host>``
 (:data:`PUBLISHER`): Nova's names are Nova's. The payload carries the
 source and destination hosts, Nova's migration UUID and the request id,
 so it can be matched with ``openstack server migration show`` and Nova's
-own ``instance.live_migration_*`` notifications. It is sent only where Nova sends versioned
-notifications (``[notifications] notification_format`` = ``versioned`` or
+own ``instance.live_migration_*`` notifications. It is sent only where
+Nova sends versioned notifications (``[notifications] notification_format`` = ``versioned`` or
 ``both`` and an ``[oslo_messaging_notifications] driver``); Nova accepts no
 new legacy (unversioned) event types, so there is no legacy form.
 

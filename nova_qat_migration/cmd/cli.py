@@ -441,7 +441,8 @@ def _add_plan_parser(subparsers: Any) -> None:
                         'link_gbps)')
     p.add_argument('--dest-methods', metavar='M1,M2',
                    help='compression methods the destination advertises '
-                        '(its CUSTOM_MIGRATION_COMPRESS_<METHOD> traits), e.g. '
+                        '(its CUSTOM_MIGRATION_COMPRESS_<METHOD> traits), '
+                        'e.g. '
                         'xbzrle,zlib,zstd')
     p.add_argument('--hint', action='append', metavar='KEY=VALUE',
                    help='a qat_migration:KEY flavor extra spec, e.g. '
@@ -478,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
                              'for more; later files win)')
     parser.add_argument('--config-dir', action='append', default=[],
                         metavar='DIR',
-                        help='a directory whose .conf files are read after the '
+                        help='a directory whose .conf files are read after '
+                             'the '
                              '--config-file ones, in name order (the '
                              'nova.conf.d layout)')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND',
