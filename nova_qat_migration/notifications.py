@@ -23,9 +23,10 @@ way -- but under this project's own publisher, ``nova-qat-migration:<host>``
 source and destination hosts, Nova's migration UUID and the request id,
 so it can be matched with ``openstack server migration show`` and Nova's
 own ``instance.live_migration_*`` notifications. It is sent only where
-Nova sends versioned notifications (``[notifications] notification_format`` = ``versioned`` or
-``both`` and an ``[oslo_messaging_notifications] driver``); Nova accepts no
-new legacy (unversioned) event types, so there is no legacy form.
+Nova sends versioned notifications (``[notifications]
+notification_format`` = ``versioned`` or ``both`` and an
+``[oslo_messaging_notifications] driver``); Nova accepts no new legacy
+(unversioned) event types, so there is no legacy form.
 
 The payload classes are not registered in Nova's object registry (Nova's
 object-hash tests cover Nova's own objects only); their ``VERSION`` follows
