@@ -14,14 +14,19 @@
 :func:`emit_report` sends each per-migration record
 (:func:`nova_qat_migration.report.build`) as
 ``qat_migration.live_migration.end`` through Nova's versioned notifier, in
-the same envelope as Nova's own versioned notifications: publisher
-``nova-compute:<host>``, payload an ``oslo.versionedobjects`` primitive
-(``nova_object.name``, ``nova_object.namespace``, ``nova_object.version``,
-``nova_object.data``), so a consumer of ``instance.live_migration_post.end``
-reads it the same way. It is sent only where Nova sends versioned
-notifications (``[notifications] notification_format`` = ``versioned`` or
-``both`` and an ``[oslo_messaging_notifications] driver``); Nova accepts no
-new legacy (unversioned) event types, so there is no legacy form.
+the same envelope as Nova's own versioned notifications -- payload an
+``oslo.versionedobjects`` primitive (``nova_object.name``,
+``nova_object.namespace``, ``nova_object.version``, ``nova_object.data``),
+so a consumer of ``instance.live_migration_post.end`` reads it the same
+way -- but under this project's own publisher, ``nova-qat-migration:<host>``
+(:data:`PUBLISHER`): Nova's names are Nova's. The payload carries the
+source and destination hosts, Nova's migration UUID and the request id,
+so it can be matched with ``openstack server migration show`` and Nova's
+own ``instance.live_migration_*`` notifications. It is sent only where
+Nova sends versioned notifications (``[notifications]
+notification_format`` = ``versioned`` or ``both`` and an
+``[oslo_messaging_notifications] driver``); Nova accepts no new legacy
+(unversioned) event types, so there is no legacy form.
 
 The payload classes are not registered in Nova's object registry (Nova's
 object-hash tests cover Nova's own objects only); their ``VERSION`` follows
@@ -31,6 +36,7 @@ major one.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Mapping, Optional
 
@@ -51,6 +57,8 @@ PHASE_END = 'end'
 EVENT_TYPE = '%s.%s.%s' % (OBJECT, ACTION, PHASE_END)
 
 OUTCOMES = ('completed', 'failed', 'cancelled', 'aborted')
+#: The publisher's source: ``publisher_id`` is ``nova-qat-migration:<host>``.
+PUBLISHER = 'nova-qat-migration'
 
 
 def _float(value: Any) -> Optional[float]:
@@ -93,6 +101,26 @@ class QATMigrationEventType(notification.NotificationObject):
 
     to_notification_event_type_field = (
         notification.EventType.to_notification_event_type_field)
+
+
+@nova_base.NovaObjectRegistry.register_if(False)
+class QATMigrationPublisher(notification.NotificationObject):
+    """This project's publisher (Nova's ``NotificationPublisher`` only
+    takes Nova's own services as its source).
+    """
+
+    # Version 1.0: Initial version
+    VERSION = '1.0'
+
+    fields = {
+        'host': fields.StringField(nullable=False),
+        'source': fields.StringField(nullable=False),
+    }
+
+    def __init__(self, host: str, source: str = PUBLISHER) -> None:
+        super().__init__()
+        self.host = host
+        self.source = source
 
 
 @nova_base.NovaObjectRegistry.register_if(False)
@@ -159,17 +187,21 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
     """One finished live migration: plan, reasons, call and outcome.
 
     Field for field the ``qat_migration report:`` log record, with
-    ``bytes`` named ``bytes_transferred`` and libvirt's typed params as
-    strings.
+    ``bytes`` named ``bytes_transferred``, ``destination`` named
+    ``destination_host`` and libvirt's typed params as strings.
     """
 
     # Version 1.0: Initial version
-    VERSION = '1.0'
+    # Version 1.1: destination_host, migration_uuid and request_id added
+    VERSION = '1.1'
 
     fields = {
         'instance_uuid': fields.UUIDField(nullable=False),
         'instance_name': fields.StringField(nullable=True),
         'host': fields.StringField(nullable=True),
+        'destination_host': fields.StringField(nullable=True),
+        'migration_uuid': fields.UUIDField(nullable=True),
+        'request_id': fields.StringField(nullable=True),
         'outcome': fields.EnumField(valid_values=OUTCOMES, nullable=False),
         'policy': fields.StringField(nullable=True),
         'plan': fields.StringField(nullable=True),
@@ -203,6 +235,9 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
         self.instance_uuid = record['instance']
         self.instance_name = record.get('name') or None
         self.host = record.get('host') or host
+        self.destination_host = record.get('destination') or None
+        self.migration_uuid = record.get('migration_uuid') or None
+        self.request_id = record.get('request_id') or None
         self.outcome = record.get('outcome') or 'failed'
         for name in ('policy', 'plan', 'requested', 'method', 'backend'):
             value = record.get(name)
@@ -242,10 +277,13 @@ class QATMigrationNotification(notification.NotificationBase):
     """``qat_migration.live_migration.end``."""
 
     # Version 1.0: Initial version
-    VERSION = '1.0'
+    # Version 1.1: the publisher is QATMigrationPublisher
+    #              (nova-qat-migration:<host>), payload 1.1
+    VERSION = '1.1'
 
     fields = {
         'event_type': fields.ObjectField('QATMigrationEventType'),
+        'publisher': fields.ObjectField('QATMigrationPublisher'),
         'payload': fields.ObjectField('QATMigrationPayload'),
     }
 
@@ -257,14 +295,17 @@ RECORD_KEYS = frozenset({
     'backend', 'reasons', 'flags', 'params', 'notes', 'actions', 'total_s',
     'downtime_ms', 'memory_total_bytes', 'bytes', 'wire_ratio', 'wire_mbps',
     'dirty_rate_mbps_before', 'compression', 'monitor', 'host',
-    'iterations', 'facts', 'prediction', 'requested_plan', 'job_s'})
+    'iterations', 'facts', 'prediction', 'requested_plan', 'job_s',
+    'destination', 'migration_uuid', 'request_id'})
 
 
 def _strings(mapping: Any) -> dict:
     """A flat dict of strings (lists joined) for a string-dict field."""
     out: dict = {}
     for key, value in (mapping or {}).items():
-        if isinstance(value, (list, tuple, set, frozenset)):
+        if isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True, default=str)
+        elif isinstance(value, (list, tuple, set, frozenset)):
             value = ','.join(str(v) for v in value)
         elif isinstance(value, float) and not math.isfinite(value):
             value = None
@@ -295,8 +336,7 @@ def build(record: Mapping[str, Any], host: Optional[str] = None,
     return QATMigrationNotification(
         priority=(fields.NotificationPriority.INFO if completed
                   else fields.NotificationPriority.WARN),
-        publisher=notification.NotificationPublisher(
-            host=host, source=fields.NotificationSource.COMPUTE),
+        publisher=QATMigrationPublisher(host=host),
         event_type=QATMigrationEventType(object=OBJECT, action=ACTION,
                                          phase=PHASE_END),
         payload=QATMigrationPayload(record, host=host))

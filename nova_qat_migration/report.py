@@ -19,6 +19,7 @@ from.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -181,7 +182,10 @@ def build(*, instance_uuid: str, instance_name: str = '',
           notes: Sequence[str] = (),
           facts: Optional[datamodel.Facts] = None,
           host: Optional[str] = None,
-          prediction: Optional[Mapping[str, Any]] = None) -> dict:
+          prediction: Optional[Mapping[str, Any]] = None,
+          destination: Optional[str] = None,
+          migration_uuid: Optional[str] = None,
+          request_id: Optional[str] = None) -> dict:
     """Assemble the record of one finished migration.
 
     :param requested: the plan the policy asked for.
@@ -195,6 +199,12 @@ def build(*, instance_uuid: str, instance_name: str = '',
     :param notes: what the driver changed on the way (fallbacks, lease).
     :param host: the source host.
     :param prediction: what the convergence model predicted for the plan.
+    :param destination: the destination host.
+    :param migration_uuid: Nova's migration record (``openstack server
+        migration show``), to match Nova's own ``instance.live_migration_*``
+        notifications and API.
+    :param request_id: the request that asked for the migration
+        (``req-...``), as in Nova's logs and instance actions.
 
     ``method`` is what QEMU ran (:func:`qemu_ran`, from ``sent_params`` and
     ``sent_flags``); where that differs from the plan, ``plan`` keeps the
@@ -220,6 +230,9 @@ def build(*, instance_uuid: str, instance_name: str = '',
         'instance': instance_uuid,
         'name': instance_name,
         'host': host,
+        'destination': destination,
+        'migration_uuid': migration_uuid,
+        'request_id': request_id,
         'policy': plan.policy if plan else None,
         'plan': plan.describe() if plan else None,
         # what QEMU ran (the plan's own method is in 'plan')
@@ -385,7 +398,21 @@ def _facts_summary(facts: datamodel.Facts) -> dict:
         'qat_endpoints': facts.qat.endpoints,
         'qat_hardware': facts.qat.hardware,
         'qat_unusable': facts.qat.unusable or None,
+        # what a replay (``plan --from-report``) needs besides the above:
+        # the instance's hints (the operator's alone too, when an image
+        # narrowed them) and whether the passthrough was allowed
+        'hints': _hints_dict(inst.hints),
+        'operator_hints': (_hints_dict(inst.hints.operator)
+                           if inst.hints.operator is not None else None),
+        'passthrough_allowed': facts.passthrough_allowed,
     }
+
+
+def _hints_dict(hints: datamodel.Hints) -> dict:
+    """The hints that are set, by name."""
+    return {f.name: getattr(hints, f.name)
+            for f in dataclasses.fields(hints)
+            if f.name != 'operator' and getattr(hints, f.name) is not None}
 
 
 def history_values(record: Mapping[str, Any]) -> dict:

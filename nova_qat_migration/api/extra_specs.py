@@ -20,9 +20,9 @@ keys), so a pair of keys cannot be checked here. The key table
 (:data:`nova_qat_migration.policy.hints.KEYS`) is therefore built so that
 every combination of individually valid values plans: e.g.
 ``qat_migration:level`` is bounded by the levels every method accepts. A
-flavor this validator accepts never fails a migration pre-check for its
-``qat_migration:*`` values (only an uninstalled policy name can, which the
-API cannot know).
+flavor this validator accepts has every ``qat_migration:*`` value used
+when a migration is planned (only an uninstalled policy name is ignored
+there, which the API cannot know).
 """
 
 from nova.api.validation.extra_specs import base
@@ -36,8 +36,8 @@ class KeyedValidator(base.ExtraSpecValidator):
 
     Nova's own messages only quote the value (``'lz4' is not one of: ...``);
     with many keys in one request the operator could not tell which one.
-    After Nova's checks the value goes through the pre-check's own parser,
-    so the API never accepts what a migration would refuse.
+    After Nova's checks the value goes through the planner's own parser,
+    so the API never accepts what a migration would ignore.
     """
 
     def validate(self, name, value):

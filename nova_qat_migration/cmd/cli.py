@@ -272,6 +272,8 @@ def facts_from_args(args: argparse.Namespace) -> datamodel.Facts:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.from_report:
+        return cmd_replay(args)
     try:
         # What nova-compute checks at start-up: a configuration it would
         # refuse gets the same message here, not a traceback mid-plan.
@@ -325,29 +327,139 @@ def _number_arg(kind: type, low: float, high: float = _MAX_NUMBER) -> Any:
     return parse
 
 
+#: ``plan``'s options that give facts (not combined with --from-report).
+_FACT_OPTIONS = ('facts', 'ram', 'vcpus', 'dirty_rate', 'cpus', 'cpu_idle',
+                 'mem_free', 'link_gbps', 'dest_methods', 'hint')
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``plan --from-report``: the recorded decision made again."""
+    from nova_qat_migration import replay
+    given = [name for name in _FACT_OPTIONS if getattr(args, name)]
+    if given or args.policy:
+        raise UsageError('--from-report takes the facts and the policy '
+                         'from the report; drop %s'
+                         % ', '.join('--' + n.replace('_', '-')
+                                     for n in given + (['policy']
+                                                       if args.policy
+                                                       else [])))
+    try:
+        if args.from_report == '-':
+            text = sys.stdin.read(_MAX_REPORT_BYTES + 1)
+        else:
+            with open(args.from_report, errors='replace') as f:
+                text = f.read(_MAX_REPORT_BYTES + 1)
+    except OSError as exc:
+        raise UsageError('cannot read %s: %s' % (args.from_report, exc))
+    if len(text) > _MAX_REPORT_BYTES:
+        raise UsageError('%s is larger than %d bytes: grep the report '
+                         'line out of the log first'
+                         % (args.from_report, _MAX_REPORT_BYTES))
+    try:
+        record = replay.find_report(text, args.instance)
+        result = replay.replay(CONF, record)
+    except (replay.NotAReport, loader.UnknownPolicy) as exc:
+        raise UsageError(str(exc))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError('the report\'s facts cannot be read: %s: %s'
+                         % (type(exc).__name__, exc))
+    if args.json:
+        print(json.dumps({'recorded': result.recorded,
+                          'replayed': result.replayed.describe(),
+                          'differences': result.differences,
+                          'reasons': list(result.replayed.reasons)},
+                         indent=2, sort_keys=True))
+    else:
+        print('instance: %s' % (record.get('instance') or '-'))
+        print('recorded: %s' % result.recorded)
+        print('replayed: %s' % result.replayed.describe())
+        if result.differences:
+            print('differences (recorded -> replayed):')
+            for line in result.differences:
+                print('  - %s' % line)
+        else:
+            print('same plan')
+        print('reasons:')
+        for reason in result.replayed.reasons:
+            print('  - %s' % reason)
+    return 1 if result.differences else 0
+
+
+#: A log of many migrations is fine; anything beyond this is not a log.
+_MAX_REPORT_BYTES = 256 * 1024 * 1024
+
+
 def _add_plan_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        'plan', help='show the plan a policy chooses for given facts')
+        'plan', help='show the plan a policy chooses for given facts, or '
+                     'replay a logged decision (--from-report)',
+        description='A dry run of the planner: the facts come from '
+                    '--facts and the options below (default: the defaults '
+                    'of "Facts format" in the CLI documentation, a 1 GiB '
+                    'guest of unknown dirty rate on an idle 2-CPU source); '
+                    'the options from nova.conf (--config-file / '
+                    '--config-dir before "plan"). '
+                    'Prints the plan, the libvirt flags and parameters '
+                    'nova-compute would send, and the reasons.')
     p.add_argument('--facts', metavar='FILE',
-                   help='JSON file with the facts (fields of policy.base.'
-                        'Facts; nested objects per section)')
+                   help='JSON file with the facts: an object whose keys '
+                        'are fields of nova_qat_migration.datamodel.Facts, '
+                        'with one nested object per section (instance, '
+                        'host, qat, hypervisor, destination, nova, '
+                        'history, in_flight); see "Facts format" in the '
+                        'CLI documentation. Options below override it')
+    p.add_argument('--from-report', metavar='FILE',
+                   help='replay a logged decision: FILE (or - for stdin) '
+                        'holds a nova-compute log with "qat_migration '
+                        'report:" lines (the last one is used, see '
+                        '--instance), one report as JSON, or a lab '
+                        'benchmark record; the plan is made again from the '
+                        'facts it recorded, with this nova.conf, and any '
+                        'difference is printed (exit 1)')
+    p.add_argument('--instance', metavar='UUID',
+                   help='with --from-report: the last report of this '
+                        'instance')
     p.add_argument('--policy', help='policy name (default: the configured '
-                   'one)')
-    p.add_argument('--ram', type=_number_arg(int, 1), metavar='MiB')
-    p.add_argument('--vcpus', type=_number_arg(int, 1, 65536))
+                   'one, [qat_migration] policy)')
+    p.add_argument('--ram', type=_number_arg(int, 1), metavar='MiB',
+                   help="the guest's memory")
+    p.add_argument('--vcpus', type=_number_arg(int, 1, 65536),
+                   metavar='N', help="the guest's vCPUs")
     p.add_argument('--dirty-rate', type=_number_arg(float, 0),
-                   metavar='MiB/s')
-    p.add_argument('--cpus', type=_number_arg(int, 1, 65536))
+                   metavar='MiB/s',
+                   help='how fast the guest dirties memory (default: '
+                        'unknown)')
+    p.add_argument('--cpus', type=_number_arg(int, 1, 65536), metavar='N',
+                   help="the source host's CPUs")
     p.add_argument('--cpu-idle', type=_number_arg(float, 0, 100),
-                   metavar='PCT')
-    p.add_argument('--mem-free', type=_number_arg(int, 0), metavar='MiB')
-    p.add_argument('--link-gbps', type=_number_arg(float, 0.001, 1e6))
+                   metavar='PCT',
+                   help="share of the source's CPU that is idle")
+    p.add_argument('--mem-free', type=_number_arg(int, 0), metavar='MiB',
+                   help="the source's free memory")
+    p.add_argument('--link-gbps', type=_number_arg(float, 0.001, 1e6),
+                   metavar='GBIT/S',
+                   help='migration link speed (default: [qat_migration] '
+                        'link_gbps)')
     p.add_argument('--dest-methods', metavar='M1,M2',
-                   help='methods the destination advertises')
+                   help='compression methods the destination advertises '
+                        '(its CUSTOM_MIGRATION_COMPRESS_<METHOD> traits), '
+                        'e.g. '
+                        'xbzrle,zlib,zstd')
     p.add_argument('--hint', action='append', metavar='KEY=VALUE',
-                   help='a qat_migration:KEY flavor extra spec')
-    p.add_argument('--json', action='store_true')
+                   help='a qat_migration:KEY flavor extra spec, e.g. '
+                        'method=zstd (repeat for more)')
+    p.add_argument('--json', action='store_true',
+                   help='print the libvirt call (or the replay) as JSON')
     p.set_defaults(func=cmd_plan)
+
+
+def package_version() -> str:
+    """This package's version, as pip installed it."""
+    from importlib import metadata
+    try:
+        return metadata.version('nova-qat-migration')
+    except metadata.PackageNotFoundError:
+        return 'unknown (not installed)'
 
 
 class _Parser(argparse.ArgumentParser):
@@ -360,8 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='nova-qat-migration',
                      description='Per-instance live-migration planning for '
                                  "Nova's libvirt driver.")
+    parser.add_argument('--version', action='version',
+                        version='%(prog)s ' + package_version())
     parser.add_argument('--config-file', action='append', default=[],
-                        help='nova.conf to read [qat_migration] from')
+                        metavar='PATH',
+                        help='nova.conf to read the options from (repeat '
+                             'for more; later files win)')
+    parser.add_argument('--config-dir', action='append', default=[],
+                        metavar='DIR',
+                        help='a directory whose .conf files are read after '
+                             'the '
+                             '--config-file ones, in name order (the '
+                             'nova.conf.d layout)')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND',
                                        parser_class=_Parser)
     _add_plan_parser(subparsers)
@@ -378,6 +500,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.print_help()
             return 2
         CONF(args=[], project='nova', default_config_files=args.config_file,
+             default_config_dirs=args.config_dir,
              validate_default_values=True)
         return args.func(args)
     except UsageError as exc:

@@ -105,8 +105,10 @@ def _predict(guest: Guest, link_mbps: float, share: float,
             vcpus=guest.vcpus, hints=guest.hints,
             paused=guest.status == 'PAUSED'),
         history=guest.history, link_mbps=link_mbps)
+    from nova_qat_migration import conf as qat_conf
     plan = datamodel.Plan(policy='drain', max_downtime_ms=(
-        guest.hints.max_downtime_ms or conf.qat_migration.downtime_ms))
+        guest.hints.max_downtime_ms or
+        qat_conf.nova_ceiling(conf, 'downtime_ms')))
     return model.predict(plan, predictive.workload(facts),
                          link_mbps * share, idle_cores=1.0,
                          cal=predictive.calibration(conf))
@@ -199,10 +201,8 @@ def _history_store(conf: Any) -> Any:
 
 
 def _hints(extra_specs: dict) -> datamodel.Hints:
-    try:
-        return hints_mod.from_instance(extra_specs=extra_specs)
-    except hints_mod.InvalidHint:
-        return datamodel.Hints()
+    """The flavor's hints; a bad key is ignored (the source does too)."""
+    return hints_mod.from_instance(extra_specs=extra_specs, ignored=[])
 
 
 def _reason(exc: Exception) -> str:
@@ -214,13 +214,36 @@ def _reason(exc: Exception) -> str:
 
 
 def default_concurrency(conf: Any = CONF) -> int:
-    """``[DEFAULT] max_concurrent_live_migrations`` if readable, else 1."""
+    """``[DEFAULT] max_concurrent_live_migrations`` if readable, else 1
+    (Nova's default); 0 for Nova's deprecated 0 (no bound of Nova's).
+    """
     try:
         import nova.conf  # noqa: F401 - registers Nova's options
         value = int(conf.max_concurrent_live_migrations)
     except Exception:  # noqa: BLE001
         return 1
-    return value if value > 0 else 0    # 0: Nova's "unlimited"
+    return value if value > 0 else 0
+
+
+def concurrency(requested: Optional[int], conf: Any = CONF) -> tuple:
+    """``(migrations at once, why)`` for a drain.
+
+    Nova runs at most ``[DEFAULT] max_concurrent_live_migrations`` live
+    migrations from a host at once (default 1) and queues the others, and
+    advises against raising it: the drain never starts more than that
+    (its predictions would be wrong for queued ones), unless the operator
+    asks for less. Where nova.conf is not readable (a workstation), Nova's
+    default bounds it.
+    """
+    nova_max = default_concurrency(conf)
+    bound = ('[DEFAULT] max_concurrent_live_migrations = %d' % nova_max
+             if nova_max else 'Nova\'s deprecated unbounded 0')
+    if requested is None:
+        return (nova_max or 1), 'from %s' % bound
+    if nova_max and requested > nova_max:
+        return nova_max, ('%d asked, bounded by %s (Nova would queue the '
+                          'others)' % (requested, bound))
+    return requested, 'as asked'
 
 
 # -- the drain -------------------------------------------------------------
@@ -253,9 +276,12 @@ class Drainer:
 
     # -- reading ---------------------------------------------------------
 
+    #: Read this host's local migration history (a compute node's).
+    use_history = True
+
     def guests(self) -> list:
         """The servers on the host, with their flavor and history."""
-        store = _history_store(self.conf)
+        store = _history_store(self.conf) if self.use_history else None
         found = []
         for server in self.conn.compute.servers(
                 details=True, all_projects=True, compute_host=self.host):
@@ -553,28 +579,25 @@ def _describe(exc: Exception) -> str:
     return '%s: %s' % (type(exc).__name__, exc)
 
 
-def cmd_drain(args: argparse.Namespace) -> int:
+def run(conn: Any, args: argparse.Namespace, conf: Any = CONF,
+        out: Optional[TextIO] = None, history: bool = True) -> int:
+    """Drain ``args.host`` through ``conn``: print the order and, unless
+    ``args.dry_run``, migrate. Shared by ``nova-qat-migration drain`` and
+    ``openstack qat-migration drain``.
+
+    :param history: order by this host's local migration history too (on
+        a compute node); without it the flavors alone order the servers.
+    :raises UsageError: for what the operator can fix (no such service).
+    """
     from nova_qat_migration.cmd import cli
-    concurrency = (args.concurrency if args.concurrency is not None
-                   else default_concurrency())
-    try:
-        conn = connect()
-        drainer = Drainer(conn, args.host, concurrency=concurrency,
-                          target=args.target)
-        guests = drainer.guests()
-    except CloudConfigError as exc:
-        raise cli.UsageError('cannot connect to Nova\'s API with the '
-                             'OS_* environment or clouds.yaml: %s' % exc)
-    except Exception as exc:
-        # No cloud configured, bad credentials, API unreachable: a message,
-        # not a traceback.
-        if type(exc).__module__.split('.')[0] in ('openstack',
-                                                  'keystoneauth1'):
-            raise cli.UsageError('cannot list the servers of %s through '
-                                 'Nova\'s API: %s' % (args.host, exc))
-        raise
+    count, why = concurrency(args.concurrency, conf)
+    drainer = Drainer(conn, args.host, concurrency=count,
+                      target=args.target, conf=conf, out=out)
+    drainer.use_history = history
+    guests = drainer.guests()
     groups, resume, stuck = drainer.plan(guests)
     drainer.print_plan(groups, resume, stuck)
+    drainer.say('concurrency: %s' % why)
     if args.dry_run:
         return 0
     if args.disable_reason:
@@ -590,12 +613,66 @@ def cmd_drain(args: argparse.Namespace) -> int:
         return 130
 
 
-def _count(text: str) -> int:
+def is_cloud_error(exc: Exception) -> bool:
+    """Whether ``exc`` comes from the SDK or keystoneauth (no cloud
+    configured, bad credentials, API unreachable).
+    """
+    return type(exc).__module__.split('.')[0] in ('openstack',
+                                                  'keystoneauth1')
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    from nova_qat_migration.cmd import cli
+    try:
+        conn = connect()
+        return run(conn, args)
+    except CloudConfigError as exc:
+        raise cli.UsageError('cannot connect to Nova\'s API with the '
+                             'OS_* environment or clouds.yaml: %s' % exc)
+    except Exception as exc:
+        # A message, not a traceback.
+        if is_cloud_error(exc):
+            raise cli.UsageError('cannot list the servers of %s through '
+                                 'Nova\'s API: %s' % (args.host, exc))
+        raise
+
+
+def count(text: str) -> int:
+    """``--concurrency``: 1 .. 1000 (0 no longer means no limit)."""
     value = int(text)
-    if value < 0 or value > 1000:
-        raise argparse.ArgumentTypeError('%s is not between 0 and 1000'
-                                         % text)
+    if value < 1 or value > 1000:
+        raise argparse.ArgumentTypeError(
+            '%s is not between 1 and 1000 (Nova advises against unbounded '
+            'concurrent live migrations)' % text)
     return value
+
+
+def add_drain_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of both drain commands."""
+    p.add_argument('host', metavar='HOST', help='compute host to empty')
+    p.add_argument('--disable-reason', metavar='TEXT',
+                   help='disable the host\'s nova-compute service with this '
+                        'reason first (so nothing new lands on it)')
+    p.add_argument('--target', metavar='HOST',
+                   help='destination host (default: the scheduler picks)')
+    p.add_argument('--concurrency', type=count, metavar='N',
+                   help='migrations at once, at most [DEFAULT] '
+                        'max_concurrent_live_migrations of nova.conf (Nova '
+                        'queues the others; 1 when nova.conf is not read); '
+                        'default: that value')
+    p.add_argument('--dry-run', action='store_true',
+                   help='print the order, the groups and the predicted '
+                        'times; migrate nothing')
+
+
+def _plain(text: str) -> str:
+    """reST inline markup of a docstring, for a terminal: ``x`` -> x.
+
+    (``OS_*`` reads as the variables it means: a bare ``*`` or a trailing
+    underscore would be reST markup again where the help is rendered.)
+    """
+    return text.replace('``OS_*``', 'OS_CLOUD, OS_AUTH_URL, ...').replace(
+        '``', '')
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -603,18 +680,6 @@ def add_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser(
         'drain', help='live-migrate every server off a compute host, in '
         'the order that empties it fastest',
-        description=__doc__.split('\n\n', 1)[1].split('\n\n')[0])
-    p.add_argument('host', metavar='HOST', help='compute host to empty')
-    p.add_argument('--disable-reason', metavar='TEXT',
-                   help='disable the host\'s nova-compute service with this '
-                        'reason first (so nothing new lands on it)')
-    p.add_argument('--target', metavar='HOST',
-                   help='destination host (default: the scheduler picks)')
-    p.add_argument('--concurrency', type=_count, metavar='N',
-                   help='migrations at once (default: [DEFAULT] '
-                        'max_concurrent_live_migrations if readable, '
-                        'else 1; 0: no limit)')
-    p.add_argument('--dry-run', action='store_true',
-                   help='print the order, the groups and the predicted '
-                        'times; migrate nothing')
+        description=_plain(__doc__.split('\n\n', 1)[1].split('\n\n')[0]))
+    add_drain_arguments(p)
     p.set_defaults(func=cmd_drain)

@@ -109,7 +109,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
         }, indent=2, sort_keys=True))
         return 0
     if not statuses:
-        _say('No QAT devices under %s.' % CONF.qat_migration.sysfs_root)
+        # NOTE(qat-migration): nothing to list, and nothing for Placement:
+        # say so in words rather than print an empty inventory.
+        _say('No QAT devices under %s: this host plans without QAT '
+             '(qatzip is not used; software methods are), and publishes '
+             'no QAT inventory to Placement for node %s.'
+             % (CONF.qat_migration.sysfs_root, nodename))
+        if host_plan.host_traits:
+            _say('Compute node traits: %s'
+                 % ','.join(sorted(host_plan.host_traits)))
+        return 0
     for s in statuses:
         pf = s.pf
         h = s.health
@@ -132,8 +141,11 @@ def cmd_devices(args: argparse.Namespace) -> int:
                 _say('     VF %s  driver %s'
                       % (vf.address, vf.driver or 'unbound'))
     _say()
-    _say('Placement (node %s, %d endpoints kept for migrations):'
-          % (nodename, CONF.qat_migration.qat_endpoints_for_migration))
+    kept = CONF.qat_migration.qat_endpoints_for_migration
+    _say('Placement (node %s; %s kept for migrations, [qat_migration] '
+         'qat_endpoints_for_migration):'
+         % (nodename, '1 endpoint is' if kept == 1
+            else '%d endpoints are' % kept))
     for child in host_plan.children:
         inv = child.inventory().get(placement.RESOURCE_CLASS)
         _say('  %s  %s total %d reserved %d  traits %s'
@@ -185,7 +197,8 @@ def add_parsers(subparsers: Any) -> None:
                    'names (default: this host name)')
     p.add_argument('-v', '--verbose', action='store_true',
                    help='list every VF')
-    p.add_argument('--json', action='store_true')
+    p.add_argument('--json', action='store_true',
+                   help='print the devices and the Placement view as JSON')
     p.set_defaults(func=cmd_devices)
 
     p = subparsers.add_parser(
@@ -198,5 +211,6 @@ def add_parsers(subparsers: Any) -> None:
                         'qatzip_library)')
     p.add_argument('--debug', action='store_true',
                    help="show the C libraries' own messages")
-    p.add_argument('--json', action='store_true')
+    p.add_argument('--json', action='store_true',
+                   help='print the self-test result as JSON')
     p.set_defaults(func=cmd_selftest)

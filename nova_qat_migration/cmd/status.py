@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from importlib import metadata as importlib_metadata
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -54,8 +56,33 @@ NOVA_MIN_QEMU = (6, 2, 0)
 #: libvirt's migration API knows multifd zlib/zstd from 9.4.
 LIBVIRT_MULTIFD_COMPRESSION = (9, 4, 0)
 SELFTEST_BYTES = 1024 * 1024
+#: The Nova releases whose libvirt driver this package hooks:
+#: ``(lowest, first unsupported)`` (as ``nova>=34.0.0,<35`` in
+#: requirements.txt).
+NOVA_SUPPORTED = ((34, 0, 0), (35, 0, 0))
+#: What to set in nova.conf when Placement's credentials are missing.
+PLACEMENT_AUTH_HELP = (
+    'set [placement] auth_type = password, auth_url, username, password, '
+    'project_name, user_domain_name and project_domain_name in nova.conf '
+    '(the credentials nova-compute uses), or pass --no-placement')
 #: Placement microversion with ``GET /resource_providers/{uuid}/traits``.
 PLACEMENT_TRAITS_VERSION = '1.6'
+
+
+def _release(text: str) -> Optional[tuple]:
+    """``(major, minor, patch)`` of a package version such as
+    ``34.0.1.dev12``, or None when it does not start like one.
+    """
+    found = re.match(r'(\d+)(?:\.(\d+))?(?:\.(\d+))?', text)
+    if not found:
+        return None
+    return tuple(int(part or 0) for part in found.groups())
+
+
+def _plain_error(exc: BaseException) -> str:
+    """``exc`` in plain words: its message, its type only without one."""
+    text = str(exc).strip()
+    return text or type(exc).__name__
 
 
 def _methods_text(methods: Any) -> str:
@@ -116,8 +143,46 @@ class Checks(upgradecheck.UpgradeCommands):
             loader.load_policy(CONF.qat_migration.policy, CONF)
         except loader.UnknownPolicy as exc:
             return Result(Code.FAILURE, str(exc))
+        # NOTE(qat-migration): as oslo-config-validator: oslo.config
+        # ignores an option nobody registered, so a typo silently keeps
+        # the default.
+        unknown = ['[%s] %s in %s%s' % (group, name, path,
+                                        ' (did you mean %s?)' % close[0]
+                                        if close else '')
+                   for path, group, name, close in
+                   qat_conf.unknown_options(CONF)]
+        if unknown:
+            return Result(Code.WARNING,
+                          'unknown option(s), ignored by nova-compute (the '
+                          'default applies): %s' % '; '.join(unknown))
+        channels = qat_conf.nova_ceiling(CONF, 'max_parallel_connections')
+        note = ('' if channels > 1 else
+                '; multifd compression is not planned: one connection '
+                '([qat_migration] max_parallel_connections unset and '
+                '[libvirt] live_migration_parallel_connections = %d)'
+                % CONF.libvirt.live_migration_parallel_connections)
         return Result(Code.SUCCESS, '[qat_migration] options valid; policy '
-                                    '%s loads' % CONF.qat_migration.policy)
+                                    '%s loads%s'
+                      % (CONF.qat_migration.policy, note))
+
+    def _check_nova_version(self) -> Result:
+        try:
+            text = importlib_metadata.version('nova')
+        except importlib_metadata.PackageNotFoundError:
+            return Result(Code.FAILURE, 'Nova is not installed in this '
+                                        'environment (%s)' % sys.prefix)
+        version = _release(text)
+        low, high = NOVA_SUPPORTED
+        supported = '>= %s, < %s' % (datamodel.version_str(low),
+                                     datamodel.version_str(high))
+        if version is None or not low <= version < high:
+            return Result(Code.FAILURE,
+                          'Nova %s is installed; this nova-qat-migration '
+                          'supports Nova %s (it hooks Nova\'s libvirt '
+                          'driver methods of those releases)'
+                          % (text, supported))
+        return Result(Code.SUCCESS, 'Nova %s (supported: %s)'
+                      % (text, supported))
 
     def _check_state_path(self) -> Result:
         from nova_qat_migration import history
@@ -153,6 +218,45 @@ class Checks(upgradecheck.UpgradeCommands):
             return Result(Code.SUCCESS, '%s will be created on the first '
                           'migration%s' % (path, who))
         return Result(Code.SUCCESS, '%s is writable%s' % (path, who))
+
+    def _flavors(self) -> list:
+        """``[(name, extra specs)]`` of every flavor, through Nova's API
+        with the ``OS_*`` environment or ``clouds.yaml`` (as ``drain``).
+
+        Separate for tests.
+
+        :raises Exception: whatever stops the SDK (no cloud, auth, HTTP).
+        """
+        from nova_qat_migration.cmd import drain
+        conn = drain.connect()
+        # is_public=none: private flavors too (an admin's view).
+        return [(flavor.name or flavor.id, dict(flavor.extra_specs or {}))
+                for flavor in conn.compute.flavors(details=True,
+                                                   is_public='none')]
+
+    def _check_flavors(self) -> Result:
+        from nova_qat_migration.policy import hints
+        try:
+            flavors = self._flavors()
+        except Exception as exc:  # noqa: BLE001 - optional: no API here
+            return Result(Code.SUCCESS,
+                          'flavors not checked: Nova\'s API not reachable '
+                          'with the OS_* environment or clouds.yaml (%s)'
+                          % _plain_error(exc))
+        bad = []
+        for name, specs in flavors:
+            _, ignored = hints.resolve(extra_specs=specs, lenient=True)
+            bad += ['flavor %s: %s' % (name, message)
+                    for message in ignored]
+        if bad:
+            return Result(Code.WARNING,
+                          '%s. Migrations still run; these keys are '
+                          'ignored. Fix them with openstack flavor set / '
+                          'unset (Nova validates them from microversion '
+                          '2.86 where nova-api has this package).'
+                          % '; '.join(bad))
+        return Result(Code.SUCCESS, '%d flavor(s), no invalid '
+                      'qat_migration:* key' % len(flavors))
 
     # -- hypervisor --------------------------------------------------------
 
@@ -316,7 +420,8 @@ class Checks(upgradecheck.UpgradeCommands):
 
     def _check_placement(self) -> Result:
         if not self.placement:
-            return Result(Code.WARNING, 'not checked (--no-placement)')
+            return Result(Code.SUCCESS,
+                          'not checked on request (--no-placement)')
         nodename = self._nodename()
         try:
             found = self._placement_get('/resource_providers?name=%s'
@@ -331,9 +436,14 @@ class Checks(upgradecheck.UpgradeCommands):
             traits = set(self._placement_get(
                 '/resource_providers/%s/traits' % uuid).get('traits') or ())
         except Exception as exc:  # noqa: BLE001 - any ksa/auth/HTTP error
+            from keystoneauth1 import exceptions as ksa_exc
+            if isinstance(exc, ksa_exc.MissingAuthPlugin):
+                return Result(Code.WARNING, 'Placement not checked: no '
+                              'credentials in nova.conf [placement]: %s'
+                              % PLACEMENT_AUTH_HELP)
             return Result(Code.WARNING, 'Placement unreachable with '
-                          'nova.conf [placement]: %s: %s'
-                          % (type(exc).__name__, exc))
+                          'nova.conf [placement]: %s'
+                          % _plain_error(exc))
         ours = {t for t in traits
                 if t.startswith(capabilities.TRAIT_PREFIX)}
         if capabilities.TRAIT_PLANNER not in traits:
@@ -359,6 +469,7 @@ class Checks(upgradecheck.UpgradeCommands):
                       % (nodename, _methods_text(expected)))
 
     _upgrade_checks = (
+        ('Nova version', _check_nova_version),
         ('Compute driver', _check_driver),
         ('Options and policy', _check_options),
         ('State path', _check_state_path),
@@ -368,6 +479,7 @@ class Checks(upgradecheck.UpgradeCommands):
         ('QATzip self-test', _check_qatzip),
         ('QEMU monitor passthrough', _check_passthrough),
         ('Placement traits', _check_placement),
+        ('Flavor extra specs', _check_flavors),
     )
 
 
@@ -402,7 +514,7 @@ def run(checks: Checks, as_json: bool = False) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    if not args.config_file:
+    if not args.config_file and not getattr(args, 'config_dir', None):
         # NOTE(qat-migration): like nova-status, read nova.conf from its
         # usual places when no --config-file was given.
         CONF(args=[], project='nova', validate_default_values=True)
@@ -412,17 +524,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return run(checks, as_json=args.json)
 
 
-def add_parsers(subparsers: Any) -> None:
-    """Register ``status`` on the main CLI."""
-    p = subparsers.add_parser(
-        'status',
-        help='check that this compute host is ready (driver, options, '
-             'libvirt/QEMU, QAT, passthrough, Placement traits); exit 0 '
-             'success, 1 warning, 2 failure',
-        description='Readiness checks of this compute host, in the shape '
-                    'of nova-status upgrade check. Reads nova.conf from '
-                    '--config-file (before the subcommand) or from '
-                    "oslo.config's default places (/etc/nova/nova.conf).")
+def _add_check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--connection-uri', metavar='URI',
                    help='libvirt URI (default [libvirt] connection_uri, '
                         'else %s)' % DEFAULT_URI)
@@ -431,7 +533,49 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--nodename', help='compute node provider name in '
                    "Placement (default: libvirt's host name)")
     p.add_argument('--no-placement', action='store_true',
-                   help='do not ask Placement for the traits')
+                   help='do not ask Placement for the traits (the check '
+                        'then reads "not checked on request", a success)')
     p.add_argument('--json', action='store_true',
                    help='print the results as JSON')
     p.set_defaults(func=cmd_status)
+
+
+#: What both forms say about themselves.
+_DESCRIPTION = (
+    'Readiness checks of this compute host, in the shape of nova-status '
+    'upgrade check (oslo.upgradecheck): the Nova version, the driver, the '
+    'options (bad values and unknown names), libvirt/QEMU, QAT, the QEMU '
+    'monitor passthrough, Placement traits and, where OS_CLOUD or OS_AUTH_URL '
+    'and the like or clouds.yaml reach Nova\'s API, the flavors\' '
+    'qat_migration keys. Reads nova.conf from --config-file / --config-dir '
+    "(before the subcommand) or from oslo.config's default places "
+    '(/etc/nova/nova.conf). Exit code: 0 success, 1 warning, 2 failure, '
+    '255 a check crashed.')
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``status`` and ``upgrade check`` on the main CLI.
+
+    ``upgrade check`` is the name deployment tools call on every
+    OpenStack service (``nova-status upgrade check``,
+    ``placement-status upgrade check``); both run the same checks.
+    """
+    p = subparsers.add_parser(
+        'status',
+        help='check that this compute host is ready (driver, options, '
+             'libvirt/QEMU, QAT, passthrough, Placement traits); exit 0 '
+             'success, 1 warning, 2 failure',
+        description=_DESCRIPTION)
+    _add_check_arguments(p)
+    upgrade = subparsers.add_parser(
+        'upgrade', help='upgrade checks, as nova-status upgrade check',
+        description='Checks for deployment tools, as other OpenStack '
+                    'services have them.')
+    commands = upgrade.add_subparsers(dest='upgrade_command',
+                                      metavar='COMMAND',
+                                      parser_class=type(upgrade))
+    commands.required = True
+    check = commands.add_parser(
+        'check', help='the checks of status (same options, same exit '
+                      'codes)', description=_DESCRIPTION)
+    _add_check_arguments(check)

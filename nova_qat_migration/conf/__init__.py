@@ -17,9 +17,12 @@ Options live in Nova's global ``CONF`` (nova.conf): the planner's in
 loader). :func:`check` reads and checks them at start-up.
 """
 
+import difflib
+import glob
 import json
 import math
 import os
+import re
 import stat
 from typing import Any, Optional
 
@@ -47,6 +50,37 @@ _SANE_MAXIMA = {
     # it infinite: reports then carry Infinity).
     'link_gbps': (10000.0, 'Gbit/s'),
 }
+
+
+#: ``[qat_migration]`` options that follow a ``[libvirt]`` option of Nova's
+#: while unset: Nova's switches are the ceiling by default, and an
+#: explicit ``[qat_migration]`` value wins (see :func:`nova_ceiling`).
+FOLLOWS_LIBVIRT = {
+    'permit_auto_converge': 'live_migration_permit_auto_converge',
+    'permit_post_copy': 'live_migration_permit_post_copy',
+    'downtime_ms': 'live_migration_downtime',
+    'max_parallel_connections': 'live_migration_parallel_connections',
+}
+
+
+def nova_ceiling(conf: cfg.ConfigOpts, name: str) -> Any:
+    """The value of ``[qat_migration] name`` that plans use.
+
+    The option itself when the operator set it; while unset, the
+    ``[libvirt]`` option it follows (:data:`FOLLOWS_LIBVIRT`), so with
+    ``[qat_migration]`` untouched a plan is never allowed more than Nova's
+    own ``live_migration_*`` switches allow.
+    """
+    value = getattr(conf.qat_migration, name)
+    if value is not None:
+        return value
+    if 'libvirt' not in conf:
+        import nova.conf  # noqa: F401 - registers [libvirt]
+    value = getattr(conf.libvirt, FOLLOWS_LIBVIRT[name])
+    if name == 'max_parallel_connections':
+        # Nova's option has no maximum; multifd's channels do.
+        value = max(1, min(int(value), 32))
+    return value
 
 
 class ConfigError(ValueError):
@@ -103,7 +137,8 @@ def _read(conf: cfg.ConfigOpts, group: str, opts: list) -> dict:
         try:
             value = values[opt.dest] = getattr(section, opt.dest)
         except (cfg.Error, ValueError) as exc:
-            raise ConfigError('%s: %s' % (_name(opt.name, group), exc))
+            raise ConfigError('%s: %s' % (_name(opt.name, group),
+                                          plain_error(exc)))
         if _empty(value) and not _empty(opt.default):
             raise ConfigError('%s must not be empty (remove the line for '
                               'the default, %s)'
@@ -113,6 +148,100 @@ def _read(conf: cfg.ConfigOpts, group: str, opts: list) -> dict:
             raise ConfigError('%s must be a finite number, got %s'
                               % (_name(opt.name, group), value))
     return values
+
+
+#: oslo.config's reasons for a bad value, and how an operator reads them.
+_PLAIN_REASONS = (
+    (re.compile(r'Should be greater than or equal to (\S+)'),
+     r'must be at least \1'),
+    (re.compile(r'Should be less than or equal to (\S+)'),
+     r'must be at most \1'),
+    (re.compile(r'Valid values are \[(.*)\], but found (.*)'),
+     r'\2 is not one of \1'),
+    (re.compile(r'Unexpected boolean value (.*)'),
+     r'\1 is not true or false'),
+    (re.compile(r'invalid literal for int\(\) with base 10: (.*)'),
+     r'\1 is not a whole number'),
+    (re.compile(r'could not convert string to float: (.*)'),
+     r'\1 is not a number'),
+)
+
+
+def plain_error(exc: BaseException) -> str:
+    """oslo.config's error about a value, in plain words.
+
+    Its message names internals (``Value for option x from
+    LocationInfo(location=<Locations.user: (4, True)>, detail='/etc/...')
+    is not valid: Should be greater than or equal to 10``); this keeps the
+    file and the reason: ``in /etc/...: must be at least 10``.
+    """
+    text = str(exc)
+    where = re.search(r"LocationInfo\(.*?detail='([^']*)'\)", text)
+    reason = text.split(' is not valid: ', 1)[-1]
+    for pattern, plain in _PLAIN_REASONS:
+        if pattern.search(reason):
+            reason = pattern.sub(plain, reason)
+            break
+    if where and where.group(1):
+        return 'in %s: %s' % (where.group(1), reason)
+    return reason
+
+
+def config_files(conf: cfg.ConfigOpts) -> list:
+    """The files ``conf`` was read from: ``--config-file`` ones, then each
+    ``--config-dir``'s ``*.conf`` in name order (as oslo.config reads
+    them).
+    """
+    files = list(getattr(conf, 'config_file', None) or ())
+    dirs = getattr(conf, 'config_dir', None) or ()
+    for directory in [dirs] if isinstance(dirs, str) else dirs:
+        files += sorted(glob.glob(os.path.join(directory, '*.conf')))
+    return files
+
+
+def known_options() -> dict:
+    """``{group: {option names}}`` of the groups this package owns
+    (``[qat_migration]``, ``[qat_migration_static]`` and every installed
+    policy's), former names included.
+    """
+    from nova_qat_migration.conf import opts as conf_opts
+    known: dict = {}
+    for group, group_opts in conf_opts.list_opts():
+        name = getattr(group, 'name', group)
+        names = known.setdefault(name, set())
+        for opt in group_opts:
+            names.update((opt.name, opt.dest))
+            for old in opt.deprecated_opts:
+                known.setdefault(old.group or name, set()).add(old.name)
+    known.setdefault(STATIC_GROUP, set()).update(
+        o.name for o in qat_migration.static_opts)
+    return known
+
+
+def unknown_options(conf: cfg.ConfigOpts) -> list:
+    """Options in the groups this package owns that no option is called:
+    oslo.config ignores them silently (a misspelt ``downtime_msec`` leaves
+    ``downtime_ms`` at its default).
+
+    :returns: ``[(file, group, name, close known names)]``.
+    """
+    known = known_options()
+    found = []
+    for path in config_files(conf):
+        sections: dict = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except Exception:  # noqa: BLE001 - oslo.config reports bad files
+            continue
+        for section, values in sections.items():
+            group = section.lower()
+            if group not in known:
+                continue
+            for name in values:
+                if name not in known[group]:
+                    found.append((path, group, name, difflib.get_close_matches(
+                        name, sorted(known[group]), n=1)))
+    return found
 
 
 def _empty(value: Any) -> bool:

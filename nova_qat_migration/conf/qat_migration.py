@@ -100,10 +100,20 @@ in QEMU 9.1) is only used when listed here; see ``legacy_mt_uses_qat``.
         max=datamodel.LEVEL_RANGES['mt'][1],
         help='Compression level for the legacy ``mt`` method (0 .. 9).'),
     cfg.IntOpt('max_parallel_connections',
-        default=4, min=1, max=32,
+        default=None, min=1, max=32,
+        sample_default='<[libvirt] live_migration_parallel_connections>',
         help="""
 Upper bound of multifd channels (libvirt ``parallel.connections``) a plan
 may use. Software compression uses at most one channel per idle source CPU.
+
+Unset (the default): ``[libvirt] live_migration_parallel_connections``.
+Nova's default there, 1, is a single stream, and multifd compression
+(``zlib``, ``zstd``, ``qatzip``) is planned on 2 channels or more, so
+with both at their defaults plans use no multifd: set this (e.g. ``4``)
+or Nova's option to let plans compress. Set: this value wins over
+``[libvirt]`` for planned migrations, lower or higher (an explicit
+widening: each channel may use a source core). A flavor's
+``qat_migration:parallel_connections`` picks a count up to this bound.
 """),
     cfg.IntOpt('cpu_idle_threshold',
         default=None, min=0, max=100,
@@ -183,25 +193,44 @@ steps it may climb. The start is picked by how far the dirty rate exceeds
 the link; the increment is the gap between steps. Values must increase.
 """),
     cfg.BoolOpt('permit_auto_converge',
-        default=True,
+        default=None,
+        sample_default='<[libvirt] live_migration_permit_auto_converge>',
         help="""
-Whether plans may throttle guest vCPUs (auto-converge). A flavor extra spec
-``qat_migration:allow_throttle=false`` forbids it for an instance.
+Whether plans may throttle guest vCPUs (auto-converge).
+
+Unset (the default): what ``[libvirt] live_migration_permit_auto_converge``
+says (Nova's default: false), so a guest Nova would never throttle is
+never throttled. ``false`` forbids throttling even where ``[libvirt]``
+permits it; ``true`` permits it even where ``[libvirt]`` does not (an
+explicit widening, for planned migrations only). A flavor extra spec or
+image property ``qat_migration:allow_throttle=false`` forbids it for an
+instance.
 """),
     cfg.IntOpt('downtime_ms',
-        default=500, min=10, max=60000,
+        default=None, min=10, max=60000,
+        sample_default='<[libvirt] live_migration_downtime>',
         help="""
 Target maximum downtime (milliseconds) of the switch-over. Nova's downtime
-steps climb to this value (instead of ``[libvirt] live_migration_downtime``)
-for planned migrations. A flavor's ``qat_migration:max_downtime_ms`` may
-raise or lower it for its instances; an image's may only lower it.
+steps climb to this value for planned migrations.
+
+Unset (the default): ``[libvirt] live_migration_downtime`` (Nova's
+default: 500). Set: this value wins over ``[libvirt]`` for planned
+migrations, lower or higher (a higher one is an explicit widening). A
+flavor's ``qat_migration:max_downtime_ms`` may raise or lower it for its
+instances; an image's may only lower it.
 """),
     cfg.BoolOpt('permit_post_copy',
-        default=False,
+        default=None,
+        sample_default='<[libvirt] live_migration_permit_post_copy>',
         help="""
 Whether plans may switch to post-copy. Post-copy always finishes, but if the
-source or network fails during it the guest is lost, so it is opt-in here
-and per instance (``qat_migration:allow_post_copy``).
+source or network fails during it the guest is lost.
+
+Unset (the default): what ``[libvirt] live_migration_permit_post_copy``
+says (Nova's default: false). ``false`` forbids post-copy even where
+``[libvirt]`` permits it; ``true`` permits it even where ``[libvirt]``
+does not (an explicit widening, for planned migrations only). Per
+instance, ``qat_migration:allow_post_copy=false`` forbids it.
 """),
     cfg.IntOpt('post_copy_after_stalled',
         default=3, min=1, max=100,
@@ -225,10 +254,25 @@ migrations has been observed.
         default=1, min=0, max=60,
         help="""
 Seconds to sample an instance's dirty rate with libvirt's dirty-rate
-calculation before planning (0 disables measuring; the history is used).
+calculation before planning (0 disables measuring, and the page sample of
+``sample_guest_memory`` with it; the history is used).
 A longer window ends after its first second when that second finds the
 guest quiet; a measurement of the last ``measurement_reuse_seconds`` is
 reused instead of measuring again.
+"""),
+    cfg.BoolOpt('sample_guest_memory',
+        default=True,
+        help="""
+Read a sample of the guest's memory before planning: 128 random pages
+through libvirt's ``virDomainMemoryPeek``, taken during the dirty-rate
+window, to judge their zero share, compressibility and XBZRLE
+friendliness. The bytes are only counted and compressed in nova-compute's
+memory, never logged, stored or sent; the statistics go into the report.
+
+False: no guest memory is read. The dirty rate is still measured (it
+counts dirtied pages without reading them; ``dirty_rate_sample_seconds``
+turns that off), and plans assume average compressibility and no XBZRLE
+gain.
 """),
     cfg.BoolOpt('adaptive_model',
         default=True,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
+from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 
 
@@ -48,24 +49,30 @@ class Limits:
 
 
 def limits(conf: Any, facts: datamodel.Facts) -> Limits:
+    """What one migration may use.
+
+    Throttling, post-copy, the downtime and the channels are bounded by
+    Nova's ``[libvirt] live_migration_*`` switches unless ``[qat_migration]``
+    sets them (:func:`~nova_qat_migration.conf.nova_ceiling`).
+    """
     group = conf.qat_migration
     hints = facts.instance.hints
     # Without image values every hint is the operator's.
     operator = hints.operator or hints
     methods = tuple(m for m in group.allowed_methods if m != 'none')
+    channels = qat_conf.nova_ceiling(conf, 'max_parallel_connections')
     return Limits(
         methods=methods + ('none',),
-        max_downtime_ms=hints.max_downtime_ms or group.downtime_ms,
-        post_copy=bool(group.permit_post_copy and
+        max_downtime_ms=(hints.max_downtime_ms or
+                         qat_conf.nova_ceiling(conf, 'downtime_ms')),
+        post_copy=bool(qat_conf.nova_ceiling(conf, 'permit_post_copy') and
                        hints.allow_post_copy is not False),
-        throttle=bool(group.permit_auto_converge and
-                      hints.allow_throttle is not False),
+        throttle=bool(qat_conf.nova_ceiling(conf, 'permit_auto_converge')
+                      and hints.allow_throttle is not False),
         # A flavor's qat_migration:parallel_connections fixes the channel
         # count of multifd plans (within the host's bound); an image's
         # only bounds it.
-        max_channels=min(group.max_parallel_connections,
-                         hints.parallel_connections or
-                         group.max_parallel_connections),
+        max_channels=min(channels, hints.parallel_connections or channels),
         forced_method=operator.method,
         forced_level=operator.level,
         forced_channels=operator.parallel_connections,

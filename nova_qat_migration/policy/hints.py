@@ -14,15 +14,19 @@ properties.
 
 One table (:data:`KEYS`) defines every key, its type and bounds; the API
 validator (:mod:`nova_qat_migration.api.extra_specs`) and the migration
-pre-check both use it, so a value refused at one is refused at the other.
+planning both use it, so a value refused at one is ignored (with a
+warning naming it) at the other.
 Image properties reach the compute host through the instance's system
 metadata (``image_qat_migration:<key>``).
 
 The two sources are not trusted alike:
 
-* flavor extra specs are the operator's. They are strict (a bad key or
-  value fails the migration pre-check naming it, and the API refused it
-  already) and may widen a limit within the option bounds, e.g. a
+* flavor extra specs are the operator's. Nova's API refuses a bad key or
+  value (from microversion 2.86, where this package is installed on the
+  nova-api hosts); one that reached a flavor anyway (an older
+  microversion, as openstacksdk's 2.61) is ignored with a warning naming
+  it when a migration is planned (``lenient``), never refusing the
+  migration. They may widen a limit within the option bounds, e.g. a
   ``max_downtime_ms`` above ``[qat_migration] downtime_ms``;
 * image properties are the tenant's. A bad key or value is ignored with a
   warning -- a tenant must not be able to make its server impossible to
@@ -255,7 +259,7 @@ def _narrow_image(image: dict, flavor: dict, conf: Any,
                     continue
                 limit = flavor.get(name, memory_mb)
             else:
-                limit = flavor.get(name, getattr(group, key.option))
+                limit = flavor.get(name, _option(conf, key.option))
             if limit is not None and value > limit:
                 ignored.append('%s=%d lowered to the operator\'s %d'
                                % (where, value, limit))
@@ -295,11 +299,22 @@ def _narrow_image(image: dict, flavor: dict, conf: Any,
     return out
 
 
+def _option(conf: Any, name: str) -> Any:
+    """``[qat_migration] name`` as plans use it (for the options that
+    follow ``[libvirt]`` while unset, :func:`~nova_qat_migration.conf.
+    nova_ceiling`).
+    """
+    from nova_qat_migration import conf as qat_conf
+    if name in qat_conf.FOLLOWS_LIBVIRT:
+        return qat_conf.nova_ceiling(conf, name)
+    return getattr(conf.qat_migration, name)
+
+
 def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
             image_properties: Optional[Mapping[str, Any]] = None,
             system_metadata: Optional[Mapping[str, Any]] = None,
             conf: Any = None, memory_mb: Optional[int] = None,
-            ) -> tuple[datamodel.Hints, list]:
+            lenient: bool = False) -> tuple[datamodel.Hints, list]:
     """Hints for one instance and what was ignored from its image.
 
     :param extra_specs: the flavor's extra specs (strict).
@@ -309,20 +324,27 @@ def resolve(extra_specs: Optional[Mapping[str, Any]] = None,
     :param conf: the options image values are narrowed against (default:
         nova-compute's ``CONF``).
     :param memory_mb: the instance's RAM, bounding an image's working set.
+    :param lenient: a bad flavor key or value is ignored (named in
+        ``ignored``) instead of raised, as when a migration is planned: a
+        typo in a flavor never blocks a migration, the rest of its hints
+        stand.
     :returns: ``(hints, ignored)``: ``hints`` carries the flavor's alone
         as :attr:`~.datamodel.Hints.operator` when the image changed
         anything; ``ignored`` has one message per image value that was
         invalid or was lowered or raised to a bound, and per key in
         another spelling of the namespace (flavor or image), never
         used.
-    :raises InvalidHint: for a bad flavor extra spec, naming the key.
+    :raises InvalidHint: for a bad flavor extra spec, naming the key
+        (unless ``lenient``).
     """
     if conf is None:
         from nova_qat_migration import conf as qat_conf
         conf = qat_conf.CONF
     ignored: list = []
-    flavor = _collect(extra_specs, '', 'flavor extra spec',
+    flavor_errors: Optional[list] = [] if lenient else None
+    flavor = _collect(extra_specs, '', 'flavor extra spec', flavor_errors,
                       warnings=ignored)
+    ignored.extend('%s: ignored' % error for error in flavor_errors or ())
     image = _collect(system_metadata, IMAGE_SYSMETA_PREFIX,
                      'image property', ignored, warnings=ignored)
     image.update(_collect(image_properties, '', 'image property', ignored,
@@ -340,17 +362,27 @@ def from_instance(extra_specs: Optional[Mapping[str, Any]] = None,
                   image_properties: Optional[Mapping[str, Any]] = None,
                   system_metadata: Optional[Mapping[str, Any]] = None,
                   conf: Any = None, memory_mb: Optional[int] = None,
-                  instance: Any = None) -> datamodel.Hints:
-    """Hints for one instance; ignored image values are logged.
+                  instance: Any = None, ignored: Optional[list] = None,
+                  ) -> datamodel.Hints:
+    """Hints for one instance; ignored values are logged.
 
     See :func:`resolve` for the parameters; ``instance`` only tags the
     warnings.
 
-    :raises InvalidHint: for a bad flavor extra spec, naming the key.
+    :param ignored: when given, a bad flavor key or value is ignored too
+        (``resolve``'s ``lenient``), and every message logged is appended
+        to it (for the migration's report).
+    :raises InvalidHint: for a bad flavor extra spec, naming the key
+        (unless ``ignored`` is given).
     """
-    hints, ignored = resolve(extra_specs, image_properties, system_metadata,
-                             conf=conf, memory_mb=memory_mb)
-    for message in ignored:
+    hints, messages = resolve(extra_specs, image_properties,
+                              system_metadata, conf=conf,
+                              memory_mb=memory_mb,
+                              lenient=ignored is not None)
+    for message in messages:
         LOG.warning('Live-migration hint not used as given: %s',
                     message, instance=instance)
+    if ignored is not None:
+        ignored.extend('hint not used as given: %s' % message
+                       for message in messages)
     return hints

@@ -109,6 +109,10 @@ class QATMigrationTestBase(libvirt_base.LibvirtMigrationMixin,
     ADMIN_API = True
     #: ``[qat_migration] policy`` of the computes.
     POLICY = 'adaptive'
+    #: Options set explicitly beyond Nova's ``[libvirt]`` defaults, which
+    #: the planner follows while they are unset (no auto-converge, one
+    #: connection: no multifd compression), as the lab's computes do.
+    WIDENED = {'permit_auto_converge': True, 'max_parallel_connections': 4}
 
     def _setup_services(self):
         self.flags(api_paste_config=API_PASTE, group='wsgi')
@@ -120,7 +124,7 @@ class QATMigrationTestBase(libvirt_base.LibvirtMigrationMixin,
         self.load = self.useFixture(HostLoadFixture())
         state = self.useFixture(fixtures.TempDir()).path
         self.flags(policy=self.POLICY, dirty_rate_sample_seconds=0,
-                   state_path=state, group='qat_migration')
+                   state_path=state, group='qat_migration', **self.WIDENED)
         self.flags(compute_driver=QAT_DRIVER)
         #: server uuid -> list of {'flags': int, 'params': dict}
         self.calls = {}

@@ -85,3 +85,78 @@ class DrainTest(base.QATMigrationTestBase):
         self.assertIn(server['id'], d.refused)
         self.assertIn('cannot move', self.out.getvalue())
         self.assertIn('HTTP 400', self.out.getvalue())
+
+    def test_bad_flavor_key_from_the_sdk_does_not_stop_the_drain(self):
+        # openstacksdk's Flavor negotiates at most microversion 2.61, where
+        # Nova validates no extra spec: ``openstack flavor set --property
+        # qat_migration:method=bogus`` stores it. The drain still empties
+        # the host; the key is ignored with a warning naming it.
+        flavor = self.flavor()
+        self.conn.compute.create_flavor_extra_specs(
+            flavor, {'qat_migration:method': 'bogus'})
+        self.assertEqual('bogus', self.admin_api.get_extra_specs(flavor)
+                         ['qat_migration:method'])
+        servers = [self.server_on('src', flavor) for _ in range(2)]
+        d = self._drainer(concurrency=1)
+        code = d.run(*d.plan(d.guests()))
+        self.assertEqual(0, code, self.out.getvalue())
+        for server in servers:
+            self.assertEqual(
+                'dst', self.admin_api.get_server(server['id'])
+                ['OS-EXT-SRV-ATTR:host'])
+            self._wait_for_migration_status(server, ['completed'])
+        self.assertIn("flavor extra spec qat_migration:method: 'bogus' is "
+                      "not one of", self.stdlog.logger.output)
+        self.wait_for_driver_cleanup('src')
+
+    def test_openstack_client_command(self):
+        # ``openstack qat-migration drain``: the plugin's command on the
+        # client's own SDK connection, no nova.conf, no local history.
+        import types
+
+        from nova_qat_migration.cmd import osc
+        flavor = self.flavor()
+        servers = [self.server_on('src', flavor) for _ in range(2)]
+        out = io.StringIO()
+        app = types.SimpleNamespace(
+            stdout=out,
+            client_manager=types.SimpleNamespace(qat_migration=self.conn))
+        cmd = osc.DrainHost(app, None)
+        args = cmd.get_parser('openstack qat-migration drain').parse_args(
+            ['src', '--dry-run'])
+        self.assertEqual(0, cmd.take_action(args))
+        text = out.getvalue()
+        self.assertIn('drain src: 2 server(s), concurrency 1', text)
+        for server in servers:
+            self.assertIn(server['id'], text)
+            self.assertEqual('src', self.admin_api.get_server(
+                server['id'])['OS-EXT-SRV-ATTR:host'])
+        args = cmd.get_parser('x').parse_args(['src', '--target', 'dst'])
+        self.assertEqual(0, cmd.take_action(args), out.getvalue())
+        for server in servers:
+            self._wait_for_migration_status(server, ['completed'])
+        self.wait_for_driver_cleanup('src')
+
+    def test_status_lists_flavors_with_invalid_keys(self):
+        # ``status`` asks Nova's API (here through the same SDK
+        # connection) for every flavor, private ones too.
+        from unittest import mock
+
+        from nova_qat_migration.cmd import status
+        good = self.flavor(**{'qat_migration:method': 'zstd'})
+        bad = self._create_flavor(memory_mb=512, vcpu=1, disk=1,
+                                  ephemeral=0, is_public=False)
+        self.conn.compute.create_flavor_extra_specs(
+            bad, {'qat_migration:downtime_msec': '300'})
+        with mock.patch('nova_qat_migration.cmd.drain.connect',
+                        return_value=self.conn):
+            result = status.Checks()._check_flavors()
+        self.assertEqual(status.Code.WARNING, result.code, result.details)
+        name = self.admin_api.api_get('/flavors/%s' % bad).body[
+            'flavor']['name']
+        self.assertIn('flavor %s: flavor extra spec qat_migration:'
+                      'downtime_msec is not a known key' % name,
+                      result.details)
+        good_name = self.admin_api.api_get('/flavors/%s' % good).body[
+            'flavor']['name']
+        self.assertNotIn('flavor %s:' % good_name, result.details)

@@ -164,33 +164,31 @@ class ExtraSpecTest(base.QATMigrationTestBase):
                           exc.response.text)
 
 
-class PreCheckTest(base.QATMigrationTestBase):
-    """A bad hint that reached an instance fails the pre-check."""
+class BadFlavorHintTest(base.QATMigrationTestBase):
+    """A bad hint that reached a flavor never refuses the migration."""
 
-    # NOTE(qat-migration): as in production, the conductor's work is a
-    # cast: the API answers 202 and the migration ends in 'error'.
-    CAST_AS_CALL = False
-
-    def test_bad_extra_spec_fails_precheck(self):
+    def test_bad_extra_spec_ignored_naming_key(self):
         self.start_qat_compute('src')
         self.start_qat_compute('dest')
-        # Set before validation existed (microversion < 2.86 does not
-        # validate): the migration pre-check refuses it, the server stays.
+        # Stored below microversion 2.86, which validates nothing (as
+        # openstacksdk's 2.61): the key is ignored with a warning naming
+        # it, the flavor's other hints stand and the migration runs.
         flavor = self.flavor()
         self.api.microversion = '2.85'
         self.api.post_extra_spec(
-            flavor, {'extra_specs': {'qat_migration:method': 'bogus'}})
+            flavor, {'extra_specs': {'qat_migration:method': 'bogus',
+                                     'qat_migration:level': '3'}})
         self.api.microversion = 'latest'
-        server = self.server_on('src', flavor)
-        self.api.post_server_action(
-            server['id'], {'os-migrateLive': {'host': 'dest',
-                                              'block_migration': 'auto'}})
-        self._wait_for_migration_status(server, ['error'])
-        server = self._wait_for_state_change(server, 'ACTIVE')
-        self.assertEqual('src', server['OS-EXT-SRV-ATTR:host'])
-        self.assertNotIn(server['id'], self.calls)
+        server = self.migrate(self.server_on('src', flavor), 'dest')
+        self.assertEqual('dest', server['OS-EXT-SRV-ATTR:host'])
+        self.assertIn(server['id'], self.calls)
         self.assertIn("qat_migration:method: 'bogus' is not one of",
                       self.stdlog.logger.output)
+        # the report carries it too
+        report_line = [line for line in
+                       self.stdlog.logger.output.splitlines()
+                       if 'qat_migration report: ' in line][-1]
+        self.assertIn('qat_migration:method', report_line)
 
 
 class RefusedPlanTest(base.QATMigrationTestBase):

@@ -18,6 +18,7 @@ monitoring would receive from the message bus.
 
 from nova_qat_migration import notifications
 from tests.functional import base
+from tests.unit import test_notifications
 
 
 class LiveMigrationNotificationTest(base.QATMigrationTestBase):
@@ -40,15 +41,28 @@ class LiveMigrationNotificationTest(base.QATMigrationTestBase):
             notifications.EVENT_TYPE, n_events=1, timeout=30)
         self.assertEqual(1, len(sent))
         msg = sent[0]
-        self.assertEqual('nova-compute:src', msg['publisher_id'])
+        # The project's own publisher, not Nova's.
+        self.assertEqual('nova-qat-migration:src', msg['publisher_id'])
         self.assertEqual('INFO', msg['priority'].upper())
+        # What is sent has the committed sample's keys and types.
+        self.assertEqual([], test_notifications.shape_differences(
+            test_notifications.load_sample(), msg))
         payload = msg['payload']
         self.assertEqual('QATMigrationPayload', payload['nova_object.name'])
-        self.assertEqual('1.0', payload['nova_object.version'])
+        self.assertEqual('1.1', payload['nova_object.version'])
         self.assertEqual('nova', payload['nova_object.namespace'])
         data = payload['nova_object.data']
         self.assertEqual(server['id'], data['instance_uuid'])
         self.assertEqual('src', data['host'])
+        self.assertEqual('dest', data['destination_host'])
+        # Matches Nova's migration record and the request.
+        migrations = [m for m in self.admin_api.api_get(
+            '/os-migrations?instance_uuid=%s' % server['id']).body[
+            'migrations'] if m['migration_type'] == 'live-migration']
+        self.assertEqual([m['uuid'] for m in migrations],
+                         [data['migration_uuid']])
+        self.assertTrue(data['request_id'].startswith('req-'),
+                        data['request_id'])
         self.assertEqual('completed', data['outcome'])
         self.assertEqual('adaptive', data['policy'])
         # The plan the driver really sent to libvirt, as in the log line.

@@ -204,7 +204,7 @@ class CloudTestCase(testtools.TestCase):
         self.assertEqual(res.report['policy'], data['policy'])
         self.assertEqual(res.effective_plan, data['plan'])
         self.assertEqual('completed', data['outcome'])
-        self.assertEqual('nova-compute:%s' % res.source,
+        self.assertEqual('nova-qat-migration:%s' % res.source,
                          event['publisher_id'])
         self.assertEqual('ok', res.integrity, res.verdict)
         self.assertEqual(res.dest, res.verified_on)

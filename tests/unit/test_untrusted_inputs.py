@@ -1010,15 +1010,15 @@ class DriverStartAndPreCheckTest(test_driver.DriverTestBase):
             'qat_migration:nonsense': 'x', 'qat_migration:': '',
             'qat_migration:policy': 'not_installed'}))
 
-    def test_flavor_still_fails_the_precheck_naming_the_key(self):
+    def test_bad_flavor_never_fails_the_precheck_naming_the_key(self):
         drvr = self.driver()
         drvr.init_host('host')
+        logger = self.useFixture(fixtures.FakeLogger())
         for specs, fragment in (
                 ({'qat_migration:level': '15'}, 'qat_migration:level'),
                 ({'qat_migration:nonsense': '1'}, 'qat_migration:nonsense'),
                 ({'qat_migration:policy': 'not_installed'},
-                 "'not_installed'")):
-            exc = self.assertRaises(exception.MigrationPreCheckError,
-                                    drvr._qat_check_hints,
-                                    self._instance(extra_specs=specs))
-            self.assertIn(fragment, str(exc))
+                 'qat_migration:policy=not_installed')):
+            hints = drvr._qat_check_hints(self._instance(extra_specs=specs))
+            self.assertEqual(datamodel.Hints(), hints)
+            self.assertIn(fragment, logger.output)

@@ -18,8 +18,10 @@ copying any of its methods:
     start the planner (options, policies, hypervisor probe, history, QAT
     device manager) and publish what this host can receive as
     ``CUSTOM_MIGRATION_*`` traits.
-``check_can_live_migrate_source``
-    refuses a migration whose flavor carries a bad hint.
+(no pre-check of our own)
+    a bad ``qat_migration:*`` flavor extra spec or image property never
+    refuses a migration: it is ignored with a warning naming it (log,
+    report notes, notification) when the migration is planned.
 ``_live_migration`` (the caller's thread)
     gathers the facts (:mod:`.facts`), runs the policy, translates the
     plan, takes a QAT lease when the plan wants one, reserves the
@@ -57,7 +59,6 @@ from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
 from nova_qat_migration.policy import base
-from nova_qat_migration.policy import hints as qat_hints
 from nova_qat_migration.policy import loader
 from nova_qat_migration.policy import predictive
 from nova_qat_migration import report
@@ -311,57 +312,64 @@ class QATMigrationMixin:
         if stale:
             provider_tree.remove_traits(nodename, *sorted(stale))
 
-    # -- pre-checks --------------------------------------------------------
+    # -- hints ---------------------------------------------------------------
 
     def _qat_check_hints(self, instance: Any) -> datamodel.Hints:
-        """Validated hints of ``instance``.
+        """The hints of ``instance``; what cannot be used is ignored.
 
-        Flavor extra specs are the operator's: a bad one fails the check.
-        Image properties are the tenant's: a bad one is ignored with a
-        warning (and one that would widen a limit is narrowed), so a
-        tenant cannot make its server impossible to live-migrate.
-
-        :raises MigrationPreCheckError: naming the bad flavor key, so the
-            request fails before anything happens to the instance.
+        Never refuses: a bad flavor extra spec (one that reached the
+        flavor below microversion 2.86, or where nova-api lacks this
+        package's validator) or image property, or a policy that is not
+        installed, is ignored with a warning naming it, and the rest of
+        the hints stand. A typo must not block a migration (a host drain)
+        that Nova itself would run.
         """
-        try:
-            hints = qat_facts.instance_hints(CONF, instance)
-            if hints.policy and self._qat_policies is not None:
-                self._qat_policies.get(hints.policy)
-            return hints
-        except (qat_hints.InvalidHint, loader.UnknownPolicy) as exc:
-            raise exception.MigrationPreCheckError(
-                reason='invalid live-migration hint: %s' % exc)
+        ignored: list = []
+        hints = qat_facts.instance_hints(CONF, instance, ignored)
+        return self._qat_known_policy(hints, ignored, instance)
 
-    def check_can_live_migrate_source(self, context: Any, instance: Any,
-                                      dest_check_data: Any,
-                                      block_device_info: Any = None) -> Any:
-        if self._qat_ready():
-            self._qat_check_hints(instance)
-        return super().check_can_live_migrate_source(
-            context, instance, dest_check_data,
-            block_device_info=block_device_info)
+    def _qat_known_policy(self, hints: datamodel.Hints, ignored: list,
+                          instance: Any) -> datamodel.Hints:
+        """``hints`` without a ``policy`` that is not installed (named in
+        ``ignored``): the configured policy plans instead.
+        """
+        if not hints.policy or self._qat_policies is None:
+            return hints
+        try:
+            self._qat_policies.get(hints.policy)
+        except loader.UnknownPolicy as exc:
+            message = ('hint not used as given: qat_migration:policy=%s '
+                       'ignored (%s); [qat_migration] policy %s plans'
+                       % (hints.policy, exc, CONF.qat_migration.policy))
+            LOG.warning('Live-migration %s', message, instance=instance)
+            ignored.append(message)
+            operator = hints.operator
+            if operator is not None and operator.policy == hints.policy:
+                operator = dataclasses.replace(operator, policy=None)
+            hints = dataclasses.replace(hints, policy=None,
+                                        operator=operator)
+        return hints
 
     # -- planning ----------------------------------------------------------
 
     def _qat_gather(self, context: Any, instance: Any, dest: str,
                     migrate_data: Any) -> tuple:
-        """``(policy, facts)`` for one migration; the facts' ``in_flight``
-        is filled in by :meth:`_qat_plan`, under the plan lock.
+        """``(policy, facts, notes)`` for one migration; the facts'
+        ``in_flight`` is filled in by :meth:`_qat_plan`, under the plan
+        lock. ``notes`` name the hints that were ignored (for the report).
         """
         policies = self._qat_policies
         nova_policy = policies.get(NOVA_DEFAULT)
-        try:
-            hints = qat_facts.instance_hints(CONF, instance)
-        except qat_hints.InvalidHint as exc:
-            # The pre-check refuses these; a flavor changed since then.
-            LOG.warning('Ignoring invalid live-migration hints (%s).', exc,
-                        instance=instance)
-            hints = datamodel.Hints()
+        ignored: list = []
+        hints = self._qat_known_policy(
+            qat_facts.instance_hints(CONF, instance, ignored), ignored,
+            instance)
         try:
             policy = policies.for_hints(hints)
         except loader.UnknownPolicy as exc:
+            # The configured policy itself went away (a SIGHUP'd name).
             LOG.warning('%s; using %s', exc, NOVA_DEFAULT, instance=instance)
+            ignored.append('%s; %s planned' % (exc, NOVA_DEFAULT))
             policy = nova_policy
         # NOTE(qat-migration): Nova's own plan needs no measurement; skip
         # the ~1 s of sampling so nova_default costs what Nova costs.
@@ -372,7 +380,7 @@ class QATMigrationMixin:
             qat_manager=self._qat_manager, history=self._qat_history,
             reportclient=getattr(self.virtapi, 'reportclient', None),
             in_flight=datamodel.InFlight())
-        return policy, facts
+        return policy, facts, ignored
 
     def _qat_plan(self, context: Any, instance: Any, dest: str,
                   migrate_data: Any, gathered: Optional[tuple] = None,
@@ -383,8 +391,8 @@ class QATMigrationMixin:
         :param gathered: :meth:`_qat_gather`'s result (gathered here when
             None).
         """
-        policy, facts = gathered or self._qat_gather(context, instance,
-                                                     dest, migrate_data)
+        policy, facts, notes = gathered or self._qat_gather(
+            context, instance, dest, migrate_data)
         nova_policy = self._qat_policies.get(NOVA_DEFAULT)
         facts = dataclasses.replace(facts,
                                     in_flight=self._qat_budget.snapshot())
@@ -408,6 +416,7 @@ class QATMigrationMixin:
         session = execution.MigrationSession(
             instance, facts, policy, requested, call, nova_call,
             qat_facts.field(migrate_data, 'migration'))
+        session.notes.extend(notes)
         if call.backend == translate.BACKEND_PASSTHROUGH:
             # What runs if the monitor command is refused: the same plan
             # with only the methods libvirt knows.
@@ -465,7 +474,8 @@ class QATMigrationMixin:
                     context, instance, dest, post_method, recover_method,
                     block_migration, migrate_data)
             finally:
-                self._qat_report(session)
+                self._qat_report(session, dest,
+                                 getattr(context, 'request_id', None))
                 session.unwatch_job()
                 with self._qat_sessions_lock:
                     self._qat_sessions.pop(instance.uuid, None)
@@ -506,7 +516,9 @@ class QATMigrationMixin:
         LOG.warning('No QAT lease free; plan degraded to %s',
                     session.plan.describe(), instance=session.instance)
 
-    def _qat_report(self, session: execution.MigrationSession) -> None:
+    def _qat_report(self, session: execution.MigrationSession,
+                    dest: Optional[str] = None,
+                    request_id: Optional[str] = None) -> None:
         if (session.outcome == report.OUTCOME_COMPLETED and
                 session.job_watch is not None):
             # The event may trail Nova's monitor by a moment.
@@ -531,7 +543,11 @@ class QATMigrationMixin:
                 facts=(None if session.policy.name == NOVA_DEFAULT
                        else session.facts),
                 host=self._qat_host_name or CONF.host,
-                prediction=_prediction(session, predicted))
+                prediction=_prediction(session, predicted),
+                destination=(qat_facts.field(session.migration,
+                                             'dest_compute') or dest),
+                migration_uuid=qat_facts.field(session.migration, 'uuid'),
+                request_id=request_id)
             report.emit(record, self._qat_history,
                         timeline=_timeline(session, record, predicted))
         except Exception:  # noqa: BLE001 - reporting is best effort

@@ -73,17 +73,21 @@ def link_mbps(conf: Any) -> float:
     return conf.qat_migration.link_gbps * 1e9 / 8 / datamodel.MIB
 
 
-def instance_hints(conf: Any, instance: Any) -> datamodel.Hints:
+def instance_hints(conf: Any, instance: Any,
+                   ignored: Optional[list] = None) -> datamodel.Hints:
     """The live-migration hints of ``instance`` (flavor extra specs and
     image properties, see :func:`~nova_qat_migration.policy.hints.
     from_instance`).
 
-    :raises InvalidHint: for a bad flavor extra spec.
+    :param ignored: when given, a bad flavor key or value is ignored with
+        a warning naming it (appended here, for the report) instead of
+        raised.
+    :raises InvalidHint: for a bad flavor extra spec (without ``ignored``).
     """
     return qat_hints.from_instance(
         _extra_specs(instance), None, _system_metadata(instance),
         conf=conf, memory_mb=field(field(instance, 'flavor'), 'memory_mb'),
-        instance=instance)
+        instance=instance, ignored=ignored)
 
 
 def destination(context: Any, reportclient: Any, dest: str,
@@ -296,7 +300,9 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
         elif seconds and not paused:
             try:
                 measurements = measure.instance_fields(
-                    guest()._domain, memory_mb, seconds)
+                    guest()._domain, memory_mb, seconds,
+                    **({} if conf.qat_migration.sample_guest_memory
+                       else {'sample_pages': 0}))
             except Exception as exc:  # noqa: BLE001
                 LOG.info('Guest not measured: %s', exc, instance=instance)
         if qat_manager is not None:

@@ -11,6 +11,7 @@
 # under the License.
 """``nova-qat-migration plan``: output, and exit code 2 on bad input."""
 
+import argparse
 import io
 import json
 import os
@@ -291,3 +292,58 @@ class TestProcess(base.TestCase):
         self.assertIn('facts are not valid JSON', result.stderr)
         self.assertNotIn('Traceback', result.stderr)
         self.assertEqual('', result.stdout)
+
+
+class TestOperatorHabits(CLITestCase):
+    """``--version``, help for every option, the documented facts file."""
+
+    def test_version(self):
+        out = io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stdout', out))
+        exc = self.assertRaises(SystemExit, cli.main, ['--version'])
+        self.assertEqual(0, exc.code)
+        self.assertEqual('nova-qat-migration %s\n' % cli.package_version(),
+                         out.getvalue())
+
+    def test_every_option_of_every_subcommand_has_help(self):
+        parser = cli.build_parser()
+        missing = []
+
+        def walk(p, name):
+            for action in p._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    for sub, subparser in action.choices.items():
+                        walk(subparser, '%s %s' % (name, sub))
+                elif not action.help:
+                    missing.append('%s %s' % (name, action.dest))
+        walk(parser, 'nova-qat-migration')
+        self.assertEqual([], missing)
+
+    def test_help_prints_no_rest_markup(self):
+        for command in ('drain', 'plan', 'status', 'devices'):
+            out = io.StringIO()
+            self.useFixture(fixtures.MonkeyPatch('sys.stdout', out))
+            self.assertRaises(SystemExit, cli.main, [command, '--help'])
+            self.assertNotIn('``', out.getvalue(), command)
+            self.assertNotIn(':class:', out.getvalue(), command)
+
+    def test_documented_facts_example_plans(self):
+        example = os.path.join(os.path.dirname(os.path.dirname(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
+            'etc', 'nova-qat-migration', 'facts.example.json')
+        with open(example) as f:
+            data = json.load(f)
+        facts = cli.facts_from_json(json.dumps(data))
+        # Every section of the documented format is in the example.
+        self.assertEqual(set(cli._NESTED), set(data) & set(cli._NESTED))
+        self.assertEqual(300, facts.instance.hints.max_downtime_ms)
+        code, out, err = self.run_cli('plan', '--facts', example)
+        self.assertEqual(0, code, err)
+        self.assertIn('plan:   adaptive[', out)
+
+    def test_devices_without_qat_reads_naturally(self):
+        code, out, err = self.run_cli('devices', '--sysfs-root', self.tmp)
+        self.assertEqual(0, code, err)
+        self.assertIn('No QAT devices under %s: this host plans without '
+                      'QAT' % self.tmp, out)
+        self.assertNotIn('endpoints kept', out)

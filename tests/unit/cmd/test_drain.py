@@ -244,6 +244,8 @@ class DryRunTest(DrainTestBase):
             'nova_qat_migration.cmd.drain.connect',
             lambda: types.SimpleNamespace(compute=compute)))
         self.useFixture(fixtures.MonkeyPatch('sys.stdout', out))
+        import nova.conf  # noqa: F401 - registers the option
+        self.flags(group=None, max_concurrent_live_migrations=3)
         code = cli.main(['drain', HOST, '--dry-run', '--concurrency', '2',
                          '--disable-reason', 'maintenance'])
         self.assertEqual(0, code)
@@ -275,6 +277,26 @@ class DryRunTest(DrainTestBase):
         self.assertEqual(3, drain.default_concurrency())
         self.flags(group=None, max_concurrent_live_migrations=0)
         self.assertEqual(0, drain.default_concurrency())
+
+    def test_concurrency_bounded_by_nova_unless_less_asked(self):
+        import nova.conf  # noqa: F401 - registers the option
+        # Nova's default: one at a time, even when more is asked.
+        self.assertEqual(1, drain.concurrency(None)[0])
+        count, why = drain.concurrency(4)
+        self.assertEqual(1, count)
+        self.assertIn('4 asked, bounded by [DEFAULT] '
+                      'max_concurrent_live_migrations = 1', why)
+        self.flags(group=None, max_concurrent_live_migrations=3)
+        self.assertEqual((3, 'from [DEFAULT] max_concurrent_live_migrations '
+                          '= 3'), drain.concurrency(None))
+        self.assertEqual((2, 'as asked'), drain.concurrency(2))
+        self.assertEqual(3, drain.concurrency(8)[0])
+
+    def test_concurrency_zero_no_longer_unlimited(self):
+        err = io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stderr', err))
+        self.assertEqual(2, cli.main(['drain', HOST, '--concurrency', '0']))
+        self.assertIn('0 is not between 1 and 1000', err.getvalue())
 
 
 class RunTest(DrainTestBase):

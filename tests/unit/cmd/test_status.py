@@ -49,6 +49,11 @@ class StatusTestCase(base.TestCase):
         os.mkdir(self.state)
         self.conf_file = os.path.join(self.tmp, 'nova.conf')
         self.write_conf()
+        # No cloud credentials here: the flavors are not checked (a test
+        # that wants flavors patches its own answer).
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.cmd.status.Checks._flavors',
+            mock.Mock(side_effect=RuntimeError('no cloud configured'))))
 
     def write_conf(self, default='', **group):
         values = dict(state_path=self.state, sysfs_root=self.tree.sysfs,
@@ -116,7 +121,7 @@ class TestNothingInstalled(StatusTestCase):
                          results['QEMU monitor passthrough'][0])
         result, details = results['Placement traits']
         self.assertEqual(Code.WARNING, result)
-        self.assertIn('Placement unreachable', details)
+        self.assertIn('no credentials in nova.conf [placement]', details)
 
     def test_table_output(self):
         out = io.StringIO()
@@ -128,7 +133,7 @@ class TestNothingInstalled(StatusTestCase):
         self.assertIn('nova-qat-migration Readiness Check Results', text)
         self.assertIn('Check: Compute driver', text)
         self.assertIn('Result: Failure', text)
-        self.assertIn('not checked (--no-placement)', text)
+        self.assertIn('not checked on request (--no-placement)', text)
 
     def test_driver_configured(self):
         self.write_conf(default='compute_driver = %s' % status.DRIVER)
@@ -163,6 +168,56 @@ class TestNothingInstalled(StatusTestCase):
         result, details = results['Options and policy']
         self.assertEqual(Code.FAILURE, result)
         self.assertIn('no_such_policy', details)
+
+    def test_bad_value_in_plain_words(self):
+        self.write_conf(downtime_ms='5', permit_post_copy='maybe')
+        _code, results = self.run_status()
+        result, details = results['Options and policy']
+        self.assertEqual(Code.FAILURE, result)
+        self.assertNotIn('LocationInfo', details)
+        self.assertNotIn('Locations.', details)
+        self.assertIn('in %s: ' % self.conf_file, details)
+        self.assertTrue('must be at least 10' in details or
+                        "'maybe' is not true or false" in details, details)
+
+    def test_unknown_option_in_a_conf_d_flagged(self):
+        # nova.conf.d layout: the typo sits in a drop-in file.
+        conf_d = os.path.join(self.tmp, 'nova.conf.d')
+        os.mkdir(conf_d)
+        with open(os.path.join(conf_d, '50-qat.conf'), 'w') as f:
+            f.write('[qat_migration]\ndowntime_msec = 300\n'
+                    '[qat_migration_static]\nauto_convrge = true\n'
+                    '[libvirt]\nnot_ours = 1\n')
+        out, err = io.StringIO(), io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stdout', out))
+        self.useFixture(fixtures.MonkeyPatch('sys.stderr', err))
+        cli.main(['--config-file', self.conf_file, '--config-dir', conf_d,
+                  'status', '--no-placement', '--json',
+                  '--qemu', os.path.join(self.missing, 'qemu')])
+        results = {c['check']: (c['result'], c['details'])
+                   for c in json.loads(out.getvalue())['checks']}
+        result, details = results['Options and policy']
+        self.assertEqual(Code.WARNING, result)
+        self.assertIn('[qat_migration] downtime_msec in %s/50-qat.conf '
+                      '(did you mean downtime_ms?)' % conf_d, details)
+        self.assertIn('[qat_migration_static] auto_convrge', details)
+        # Nova's own groups are Nova's business.
+        self.assertNotIn('not_ours', details)
+
+    def test_deprecated_names_are_known(self):
+        self.write_conf(static_method='none')
+        _code, results = self.run_status()
+        self.assertEqual(Code.SUCCESS, results['Options and policy'][0])
+
+    def test_nova_version_in_range(self):
+        _code, results = self.run_status()
+        result, details = results['Nova version']
+        self.assertEqual(Code.SUCCESS, result)
+        self.assertIn('supported: >= 34.0.0, < 35.0.0', details)
+        with mock.patch('importlib.metadata.version', return_value='35.1.0'):
+            result = self.checks()._check_nova_version()
+        self.assertEqual(Code.FAILURE, result.code)
+        self.assertIn('Nova 35.1.0 is installed', result.details)
 
     def test_passthrough_taints(self):
         self.write_conf(qemu_monitor_passthrough='true')
@@ -266,6 +321,21 @@ class TestPlacementTraits(StatusTestCase):
         self.assertEqual(Code.WARNING, result.code)
         self.assertIn('no resource provider named other', result.details)
 
+    def test_no_placement_is_success(self):
+        checks = self.checks(placement=False)
+        result = checks._check_placement()
+        self.assertEqual(Code.SUCCESS, result.code)
+        self.assertEqual('not checked on request (--no-placement)',
+                         result.details)
+
+    def test_placement_credentials_missing_says_what_to_set(self):
+        # The default nova.conf of the test: no [placement] auth at all.
+        result = self.checks(nodename='cmp1')._check_placement()
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertNotIn('MissingAuthPlugin', result.details)
+        self.assertIn('[placement] auth_type = password', result.details)
+        self.assertIn('--no-placement', result.details)
+
     def test_placement_unreachable(self):
         # A real keystoneauth adapter, to an address nothing listens on.
         self.write_conf(default='')
@@ -276,3 +346,56 @@ class TestPlacementTraits(StatusTestCase):
         result = checks._check_placement()
         self.assertEqual(Code.WARNING, result.code)
         self.assertIn('Placement unreachable', result.details)
+
+
+class TestFlavors(StatusTestCase):
+
+    def _run(self, flavors):
+        checks = self.checks()
+        with mock.patch.object(checks, '_flavors', return_value=flavors):
+            return checks._check_flavors()
+
+    def test_invalid_keys_listed_by_flavor(self):
+        result = self._run([
+            ('m1.ok', {'qat_migration:method': 'zstd', 'hw:cpu': 'x'}),
+            ('m1.typo', {'qat_migration:method': 'bogus',
+                         'qat_migration:downtime_msec': '300'})])
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn("flavor m1.typo: flavor extra spec "
+                      "qat_migration:method: 'bogus' is not one of",
+                      result.details)
+        self.assertIn('qat_migration:downtime_msec is not a known key',
+                      result.details)
+        self.assertNotIn('m1.ok', result.details)
+        self.assertIn('Migrations still run', result.details)
+
+    def test_all_flavors_valid(self):
+        result = self._run([('m1.ok', {'qat_migration:level': '3'})])
+        self.assertEqual(Code.SUCCESS, result.code)
+        self.assertIn('1 flavor(s), no invalid', result.details)
+
+    def test_without_cloud_not_checked(self):
+        checks = self.checks()
+        result = checks._check_flavors()
+        self.assertEqual(Code.SUCCESS, result.code)
+        self.assertIn('flavors not checked', result.details)
+        self.assertIn('no cloud configured', result.details)
+
+
+class TestUpgradeCheck(StatusTestCase):
+
+    def test_upgrade_check_is_status(self):
+        out = io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stdout', out))
+        code = cli.main(['--config-file', self.conf_file, 'upgrade',
+                         'check', '--no-placement', '--json', '--qemu',
+                         os.path.join(self.missing, 'qemu')])
+        data = json.loads(out.getvalue())
+        self.assertEqual([name for name, _ in status.Checks._upgrade_checks],
+                         [c['check'] for c in data['checks']])
+        self.assertEqual(Code.FAILURE, code)   # no libvirt here
+
+    def test_upgrade_without_command_is_a_usage_error(self):
+        err = io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stderr', err))
+        self.assertEqual(2, cli.main(['upgrade']))

@@ -50,7 +50,7 @@ class AdaptiveTestCase(base.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.flags(adaptive_model=self.model)
+        self.flags(adaptive_model=self.model, **base.WIDENED)
         self.policy = adaptive.AdaptivePolicy(self.conf)
 
     def plan(self, **facts):

@@ -30,6 +30,10 @@ def _bare(plan):
 
 class TestGenerate(base.TestCase):
 
+    def setUp(self):
+        super().setUp()
+        self.flags(**base.WIDENED)
+
     def generate(self, **facts):
         facts = base.make_facts(**facts)
         return facts, candidates.generate(

@@ -165,6 +165,7 @@ class TestFromInstance(base.TestCase):
             extra_specs={'qat_migration:level': '5'}).level)
 
     def test_native_python_values(self):
+        self.flags(max_parallel_connections=8)
         got = hints.from_instance(image_properties={
             'qat_migration:allow_post_copy': False,
             'qat_migration:parallel_connections': 4})

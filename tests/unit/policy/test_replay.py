@@ -31,15 +31,18 @@ import ddt
 
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
+from nova_qat_migration import replay
 from tests.unit import base
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
 SOURCES = ('benchmarks/results.jsonl',)
 #: ``[qat_migration]`` options of the lab's computes (lab runner defaults,
-#: ``runner.LAB_QAT_OPTIONS``); the committed records were planned with
-#: the deprecated ``cpu_idle_threshold = 25`` (:data:`CHANGED`).
-LAB_OPTIONS: dict = {}
+#: ``runner.LAB_QAT_OPTIONS``: throttling and four channels, which were
+#: the product's defaults when the records were made); the committed
+#: records were planned with the deprecated ``cpu_idle_threshold = 25``
+#: (:data:`CHANGED`).
+LAB_OPTIONS = dict(base.WIDENED)
 
 
 def _records():
@@ -72,46 +75,13 @@ def _described(requested) -> str:
     (the description itself, or the plan in full as the lab records it).
     """
     if isinstance(requested, dict):
-        fields = {f.name for f in dataclasses.fields(datamodel.Plan)}
-        plan = {k: v for k, v in requested.items() if k in fields}
-        plan['reasons'] = tuple(plan.get('reasons') or ())
-        plan['fallbacks'] = tuple(tuple(f) if isinstance(f, list) else f
-                                  for f in plan.get('fallbacks') or ())
-        return datamodel.Plan(**plan).describe()
+        return replay.plan_from_dict(requested).describe()
     return requested or ''
 
 
-def rebuild(summary: dict) -> datamodel.Facts:
-    """Facts from the report's summary of them."""
-    s = summary
-    instance = datamodel.InstanceFacts(
-        memory_mb=s['memory_mb'], dirty_rate_mbps=s.get('dirty_rate_mbps'),
-        zero_fraction=s.get('zero_fraction'),
-        compress_ratio=s.get('compress_ratio'),
-        xbzrle_friendly=s.get('xbzrle_friendly'))
-    dest_methods = frozenset(s.get('destination_methods') or ())
-    return datamodel.Facts(
-        instance=instance,
-        host=datamodel.HostLoad(cpus=s.get('cpus', 2),
-                                cpu_idle_pct=s['cpu_idle_pct'],
-                                mem_free_mb=s.get('mem_free_mb', 0)),
-        hypervisor=datamodel.HypervisorCaps(
-            multifd_methods=frozenset(s.get('source_multifd_methods') or
-                                      ())),
-        destination=datamodel.DestinationCaps(
-            known=bool(dest_methods), methods=dest_methods,
-            multifd=bool(dest_methods)),
-        history=datamodel.History(
-            migrations=s.get('history_migrations', 0),
-            converged=s.get('history_converged'),
-            method=s.get('history_method')),
-        link_mbps=s['link_mbps'],
-        in_flight=datamodel.InFlight(
-            migrations=s.get('in_flight_migrations', 0),
-            link_share=s.get('link_share', 1.0),
-            cores_held=s.get('cores_held', 0),
-            xbzrle_mb_held=s.get('xbzrle_mb_held', 0),
-            qat_leases_held=s.get('qat_leases_held', 0)))
+#: Facts from the report's summary of them (what ``plan --from-report``
+#: replays from).
+rebuild = replay.facts_from_summary
 
 
 RECORDS = _records()

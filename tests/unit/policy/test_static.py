@@ -22,6 +22,7 @@ class TestStatic(base.TestCase):
 
     def setUp(self):
         super().setUp()
+        self.flags(**base.WIDENED)
         self.policy = static.StaticPolicy(self.conf)
 
     def plan(self, **facts):

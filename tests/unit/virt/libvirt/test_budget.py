@@ -49,7 +49,7 @@ class ConcurrentPlansTest(test_base.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.flags(memory_headroom_mb=2048)
+        self.flags(memory_headroom_mb=2048, **test_base.WIDENED)
         self.policy = adaptive.AdaptivePolicy(CONF)
 
     def _plan_all(self, facts, count):
@@ -269,7 +269,8 @@ class DriverBudgetTest(test_driver.DriverTestBase):
     def test_concurrent_migrations_share_the_host(self):
         # Compressors on idle cores only: the first takes them all.
         self.flags(policy='adaptive', memory_headroom_mb=2048,
-                   max_guest_cpu_impact_pct=0, group='qat_migration')
+                   max_guest_cpu_impact_pct=0, group='qat_migration',
+                   **test_base.WIDENED)
         self.useFixture(fixtures.MonkeyPatch(
             'nova_qat_migration.virt.libvirt.measure.host_load',
             lambda *a, **k: datamodel.HostLoad(cpus=4, cpu_idle_pct=100.0,

@@ -252,13 +252,37 @@ class PlanningInputTest(DriverTestBase):
                                 vm_state='active', flavor=flavor,
                                 system_metadata=sysmeta or {})
 
-    def test_bad_hint_fails_precheck_naming_key(self):
+    def test_bad_flavor_hint_ignored_naming_key(self):
+        # A typo in a flavor never refuses a migration: the key is
+        # ignored with a warning naming it, the other hints stand.
         drvr = self.driver()
         drvr.init_host('host')
-        exc = self.assertRaises(
-            exception.MigrationPreCheckError, drvr._qat_check_hints,
-            self._instance({'qat_migration:parallel_connections': '999'}))
-        self.assertIn('qat_migration:parallel_connections', str(exc))
+        logger = self.useFixture(fixtures.FakeLogger())
+        hints = drvr._qat_check_hints(
+            self._instance({'qat_migration:parallel_connections': '999',
+                            'qat_migration:method': 'zlib'}))
+        self.assertIsNone(hints.parallel_connections)
+        self.assertEqual('zlib', hints.method)
+        self.assertIn('qat_migration:parallel_connections: 999 is above '
+                      'the maximum 32: ignored', logger.output)
+
+    def test_bad_flavor_hint_is_a_note_of_the_session(self):
+        drvr = self.driver()
+        drvr.init_host('host')
+        self.useFixture(fixtures.FakeLogger())
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.measure.host_load',
+            lambda *a, **k: datamodel.HostLoad()))
+        migrate_data = objects.LibvirtLiveMigrateData(block_migration=False)
+        session = drvr._qat_plan(None, self._instance(
+            {'qat_migration:method': 'bogus',
+             'qat_migration:policy': 'not_installed'}), 'dest',
+            migrate_data)
+        # The configured policy plans; both keys are named in the notes.
+        self.assertEqual('adaptive', session.policy.name)
+        notes = ' '.join(session.notes)
+        self.assertIn("qat_migration:method: 'bogus' is not one of", notes)
+        self.assertIn('qat_migration:policy=not_installed ignored', notes)
 
     def test_bad_image_hint_ignored_with_warning(self):
         # Image properties are the tenant's: they never block a migration.

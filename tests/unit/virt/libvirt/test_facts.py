@@ -98,6 +98,15 @@ class GatherTest(_GatherTestBase):
         self.assertEqual(1, got.in_flight.migrations)
         self.assertAlmostEqual(8e9 / 8 / datamodel.MIB, got.link_mbps)
 
+    def test_guest_memory_not_read_when_off(self):
+        # The dirty rate is measured all the same; no page is peeked.
+        self.flags(sample_guest_memory=False, group='qat_migration')
+        got = self._gather(_instance(), measured=True)
+        self.fields.assert_called_once_with(
+            self.host.get_guest.return_value._domain, 2048, 1,
+            sample_pages=0)
+        self.assertEqual(40.0, got.instance.dirty_rate_mbps)
+
     def test_measured_facts(self):
         got = self._gather(_instance(), measured=True)
         self.assertEqual(self.load, got.host)
@@ -410,6 +419,15 @@ class InstanceInputTest(test.NoDBTestCase):
             qat_hints.InvalidHint, facts.instance_hints, CONF,
             _instance(extra_specs={
                 'qat_migration:parallel_connections': '999'}))
+        # Planning passes a list: the bad key is ignored and named there.
+        ignored = []
+        hints = facts.instance_hints(CONF, _instance(extra_specs={
+            'qat_migration:parallel_connections': '999',
+            'qat_migration:level': '3'}), ignored)
+        self.assertIsNone(hints.parallel_connections)
+        self.assertEqual(3, hints.level)
+        self.assertEqual(1, len(ignored))
+        self.assertIn('qat_migration:parallel_connections', ignored[0])
 
     def test_field_of_an_unset_versioned_field(self):
         instance = objects.Instance(uuid=UUID)

@@ -228,7 +228,11 @@ class TestQuietFirst(_FakeClockTest):
                                          dirty_seconds=4, sample_pages=0)
         self.assertEqual({'dirty_rate_mbps': 0.0, 'measurement': 'quiet',
                           'measured_at': 1234.5}, fields)
-        fields = measure.instance_fields(self._rates(30, 30), 1024,
+        dom = self._rates(30, 30)
+        fields = measure.instance_fields(dom, 1024,
                                          dirty_seconds=2, sample_pages=0)
+        # [qat_migration] sample_guest_memory = false: no page is read.
+        dom.memoryPeek.assert_not_called()
+        self.assertNotIn('compress_ratio', fields)
         self.assertEqual('measured', fields['measurement'])
         self.assertEqual(30.0, fields['dirty_rate_mbps'])
