@@ -51,6 +51,10 @@ FROZEN = {
     'benchmarks/qatzip/results.jsonl':
         'made by benchmarks/qatzip/run.py with its own option sets, not '
         'the lab scenarios',
+    'benchmarks/soak/results.jsonl':
+        "the soak's guests are planned by their flavors' extra specs and "
+        "the soak's own options (nova_qat_migration_lab/soak.py), which "
+        'its rows do not carry',
     'benchmarks/faults/results.jsonl':
         "the fault matrix's rows use the option sets of "
         'nova_qat_migration_lab/faults.py, and its nova_default rows carry '
