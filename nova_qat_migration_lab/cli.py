@@ -95,6 +95,18 @@ def _unknown(kind: str, names: list, known: list) -> bool:
     return False
 
 
+def _start(args: argparse.Namespace, qemu: str = qemu_build.DISTRO) -> bool:
+    """Logging and signal handling for a lab command; False (with the
+    reason printed) when the lab cannot run here.
+    """
+    _logging(args.verbose)
+    _exit_on_signals()
+    why = _check_ready(qemu)
+    if why:
+        print(why, file=sys.stderr)
+    return not why
+
+
 def _check_ready(qemu: str = qemu_build.DISTRO) -> Optional[str]:
     """Why the lab cannot run here with the ``qemu`` choice, or None."""
     from nova_qat_migration_lab import hosts
@@ -241,11 +253,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """
     from nova_qat_migration_lab import runner
     from nova_qat_migration_lab import services
-    _logging(args.verbose)
-    _exit_on_signals()
-    why = _check_ready(args.qemu)
-    if why:
-        print(why, file=sys.stderr)
+    if not _start(args, args.qemu):
         return 1
     scenario = sc.SCENARIOS[args.scenario]
     results = []
@@ -497,11 +505,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
 def cmd_soak(args: argparse.Namespace) -> int:
     from nova_qat_migration_lab import soak
-    _logging(args.verbose)
-    _exit_on_signals()
-    why = _check_ready()
-    if why:
-        print(why, file=sys.stderr)
+    if not _start(args):
         return 1
     return soak.main(args)
 
@@ -516,11 +520,7 @@ def cmd_drain_bench(args: argparse.Namespace) -> int:
 
 def cmd_timeline_doc(args: argparse.Namespace) -> int:
     from nova_qat_migration_lab import timeline_doc
-    _logging(args.verbose)
-    _exit_on_signals()
-    why = _check_ready(args.qemu)
-    if why:
-        print(why, file=sys.stderr)
+    if not _start(args, args.qemu):
         return 1
     return timeline_doc.run(args, _lab_options())
 
