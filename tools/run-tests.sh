@@ -2,7 +2,8 @@
 # The project's test command (README): set the machine up, build the QEMU
 # with QATzip (tools/build-qemu-qatzip.sh: once per machine, cached by its
 # stamp), then run the unit, functional (Nova's in-process stack) and lab
-# (real libvirt + QEMU migrations) suites and the quick benchmark. Ends with
+# (real libvirt + QEMU migrations) suites. The benchmark is its own
+# command (nova-qat-migration-lab bench [--quick]). Ends with
 # one line "tests: N passed, M failed, K skipped".
 #
 # The lab's qatzip tests need that build: this command sets
@@ -85,15 +86,6 @@ fi
 if [ -d tests/lab ] && ls tests/lab/test_*.py >/dev/null 2>&1; then
     run_suite lab ./tests/lab run --concurrency 1
 fi
-# The quick benchmark, through the lab's own command, on the same cloud.
-echo "=== bench --quick"
-t0=$(date +%s)
-if "$VENV/bin/nova-qat-migration-lab" --repo-root "$PWD" bench --quick; then
-    passed=$((passed + 1))
-else
-    echo "=== bench --quick: FAILED"; failed=$((failed + 1)); rc=1
-fi
-echo "=== bench --quick: $(( $(date +%s) - t0 )) s"
 echo "=== cloud down"
 "$VENV/bin/nova-qat-migration-lab" --repo-root "$PWD" cloud down
 # Its life cycle: nothing left after down, a second (warm) up works.
