@@ -32,6 +32,7 @@ from typing import Any, Optional, Sequence
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
+from nova_qat_migration import exception
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import hints as hints_mod
 from nova_qat_migration.policy import loader
@@ -44,8 +45,7 @@ SUBCOMMAND_MODULES = ('nova_qat_migration.cmd.qat',
                       'nova_qat_migration.cmd.timeline')
 
 
-class UsageError(Exception):
-    """Bad input from the command line: message and exit code 2."""
+UsageError = exception.UsageError
 
 
 def _version(text: str) -> tuple:

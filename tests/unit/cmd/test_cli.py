@@ -293,6 +293,22 @@ class TestProcess(base.TestCase):
         self.assertNotIn('Traceback', result.stderr)
         self.assertEqual('', result.stdout)
 
+    def test_subcommand_usage_error_as_main_module(self):
+        # A subcommand module raises the UsageError it imports; with cli run
+        # as __main__ that must still be the class main() catches.
+        tmp = self.useFixture(fixtures.TempDir()).path
+        conf = os.path.join(tmp, 'nova.conf')
+        with open(conf, 'w') as f:
+            f.write('[qat_migration]\nstate_path = %s\n' % tmp)
+        result = subprocess.run(
+            [sys.executable, '-m', 'nova_qat_migration.cmd.cli',
+             '--config-file', conf, 'timeline', 'no-such-server'],
+            cwd=REPO, capture_output=True, text=True, timeout=120)
+        self.assertEqual(2, result.returncode, result.stderr)
+        self.assertNotIn('Traceback', result.stderr)
+        self.assertEqual(1, len(result.stderr.strip().splitlines()),
+                         result.stderr)
+
 
 class TestOperatorHabits(CLITestCase):
     """``--version``, help for every option, the documented facts file."""
