@@ -55,19 +55,20 @@ from nova.virt.libvirt import driver as nova_driver
 from nova.virt.libvirt import guest as libvirt_guest
 from oslo_log import log as logging
 
+from nova_qat_migration import budget as qat_budget
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import loader
 from nova_qat_migration.policy import predictive
-from nova_qat_migration import report
 from nova_qat_migration import timeline as qat_timeline
-from nova_qat_migration.virt.libvirt import budget as qat_budget
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import execution
 from nova_qat_migration.virt.libvirt import facts as qat_facts
+from nova_qat_migration.virt.libvirt import report
 from nova_qat_migration.virt.libvirt import translate
 
 CONF = qat_conf.CONF
@@ -519,7 +520,7 @@ class QATMigrationMixin:
     def _qat_report(self, session: execution.MigrationSession,
                     dest: Optional[str] = None,
                     request_id: Optional[str] = None) -> None:
-        if (session.outcome == report.OUTCOME_COMPLETED and
+        if (session.outcome == outcomes.OUTCOME_COMPLETED and
                 session.job_watch is not None):
             # The event may trail Nova's monitor by a moment.
             session.completed_event.wait(JOB_EVENT_WAIT_S)
@@ -538,6 +539,7 @@ class QATMigrationMixin:
                 sent_params=session.sent_params,
                 sent_flags=(c.flag_names(session.sent_flags)
                             if session.sent_flags is not None else None),
+                passthrough_globals=session.passthrough,
                 actions=session.actions, notes=session.notes,
                 # Nova's own plan measures nothing: no facts to report.
                 facts=(None if session.policy.name == NOVA_DEFAULT

@@ -42,13 +42,14 @@ from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import migration as libvirt_migrate
 from oslo_log import log as logging
 
+from nova_qat_migration import budget as qat_budget
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import base
-from nova_qat_migration import report
-from nova_qat_migration.virt.libvirt import budget as qat_budget
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import passthrough
+from nova_qat_migration.virt.libvirt import report
 from nova_qat_migration.virt.libvirt import tracker
 from nova_qat_migration.virt.libvirt import translate
 
@@ -91,7 +92,8 @@ class MigrationSession:
     ``started``
     ``call``, ``notes``,          Nova's operation thread, in
     ``sent_params``,              :meth:`PlannedDomain.migrateToURI3`
-    ``sent_flags``                (``call`` only through
+    ``sent_flags``,               (``call`` only through
+    ``passthrough``
                                   :meth:`fall_back_to_nova` and
                                   :meth:`fall_back_to_software`, under
                                   ``lock``); before registration the
@@ -140,7 +142,10 @@ class MigrationSession:
         self.software_call: Optional[translate.MigrationCall] = None
         self.sent_params: Optional[dict] = None
         self.sent_flags: Optional[int] = None
-        self.outcome = report.OUTCOME_FAILED
+        #: the multifd parameters set on the source QEMU through the
+        #: monitor passthrough (the report's ``passthrough.globals``)
+        self.passthrough: dict = {}
+        self.outcome = outcomes.OUTCOME_FAILED
         #: libvirt's statistics of the completed job (its event).
         self.completed_stats: dict = {}
         self.completed_event = threading.Event()
@@ -186,7 +191,7 @@ class MigrationSession:
 
     def completed(self) -> None:
         """Nova's monitor saw the job complete (its ``post_method``)."""
-        self.outcome = report.OUTCOME_COMPLETED
+        self.outcome = outcomes.OUTCOME_COMPLETED
 
     def rolled_back(self, migration_status: Optional[str] = None) -> None:
         """Nova's monitor rolls the migration back (its
@@ -194,10 +199,10 @@ class MigrationSession:
         for by Nova or its API), or failed.
         """
         self.outcome = (
-            report.OUTCOME_ABORTED if self.aborted_by_us else
-            report.OUTCOME_CANCELLED if (migration_status == 'cancelled' or
+            outcomes.OUTCOME_ABORTED if self.aborted_by_us else
+            outcomes.OUTCOME_CANCELLED if (migration_status == 'cancelled' or
                                          self.abort_requested) else
-            report.OUTCOME_FAILED)
+            outcomes.OUTCOME_FAILED)
 
     def watch_job(self, connect: Callable[[], Any], domain: Any) -> None:
         """Catch libvirt's statistics of the completed job.
@@ -433,6 +438,7 @@ class PlannedDomain(_DomainProxy):
                  '(libvirt marks the domain tainted)', call.passthrough,
                  instance=session.instance)
         session.notes.append('passthrough %s' % (call.passthrough,))
+        session.passthrough = dict(call.passthrough)
         return dict(call.passthrough), previous
 
     def _qat_reset_stale(self, params: dict, flags: int,

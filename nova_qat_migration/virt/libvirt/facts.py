@@ -32,8 +32,8 @@ from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import hints as qat_hints
-from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import measure
 
@@ -293,7 +293,7 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
                      '[qat_migration] measurement_reuse_seconds=%(max)d) '
                      'reused: dirty rate %(rate).1f MiB/s; not measured '
                      'again.',
-                     {'when': report.iso_utc(reused.measured_at),
+                     {'when': outcomes.iso_utc(reused.measured_at),
                       'age': reused.age_s(),
                       'max': conf.qat_migration.measurement_reuse_seconds,
                       'rate': reused.dirty_rate_mbps}, instance=instance)

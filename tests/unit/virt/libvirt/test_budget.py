@@ -25,13 +25,13 @@ from unittest import mock
 import fixtures
 from nova import objects
 
+from nova_qat_migration import budget as qat_budget
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import escalation
 from nova_qat_migration.policy import static
-from nova_qat_migration.virt.libvirt import budget as qat_budget
 from nova_qat_migration.virt.libvirt import execution
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base as test_base
@@ -331,7 +331,7 @@ class DriverBudgetTest(test_driver.DriverTestBase):
 class RecordAndCliTest(test_base.TestCase):
 
     def test_report_records_what_was_held(self):
-        from nova_qat_migration import report
+        from nova_qat_migration.virt.libvirt import report
         held = datamodel.InFlight(migrations=2, link_share=1 / 3.0,
                                   cores_held=2.0, xbzrle_mb_held=512,
                                   qat_leases_held=1)

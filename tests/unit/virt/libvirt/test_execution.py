@@ -23,9 +23,9 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import nova_default
-from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import execution
 from nova_qat_migration.virt.libvirt import translate
@@ -551,23 +551,23 @@ class MigrationSessionTest(_DomainTestBase):
 
     def test_outcome_follows_what_nova_and_we_asked_for(self):
         session = self._zstd()
-        self.assertEqual(report.OUTCOME_FAILED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_FAILED, session.outcome)
         session.completed()
-        self.assertEqual(report.OUTCOME_COMPLETED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_COMPLETED, session.outcome)
         session.rolled_back()
-        self.assertEqual(report.OUTCOME_FAILED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_FAILED, session.outcome)
         session.rolled_back('cancelled')        # Nova's API abort
-        self.assertEqual(report.OUTCOME_CANCELLED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_CANCELLED, session.outcome)
         # Nova's completion timeout, through the monitor's domain.
         session = self._zstd()
         execution.MonitoredDomain(self.domain, session).abortJob()
         session.rolled_back('error')
-        self.assertEqual(report.OUTCOME_CANCELLED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_CANCELLED, session.outcome)
         # Our own escalation.
         execution.MonitoredDomain(self.domain, session)._qat_apply(
             datamodel.Action('abort', reason='progress timeout'))
         session.rolled_back('error')
-        self.assertEqual(report.OUTCOME_ABORTED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_ABORTED, session.outcome)
 
     def test_no_job_completed_event_id_no_watch(self):
         # Nova's fake libvirt lacks VIR_DOMAIN_EVENT_ID_JOB_COMPLETED.

@@ -20,7 +20,6 @@ from.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import math
 import time
@@ -30,18 +29,12 @@ from lxml import etree
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import outcomes
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import passthrough
 
 
 LOG = logging.getLogger(__name__)
-
-PREFIX = 'qat_migration report: '
-
-OUTCOME_COMPLETED = 'completed'
-OUTCOME_FAILED = 'failed'
-OUTCOME_CANCELLED = 'cancelled'
-OUTCOME_ABORTED = 'aborted'      # by our own escalation (progress timeout)
 
 #: Params never worth a log line (large XML documents).
 _HIDDEN_PARAMS = frozenset({'destination_xml', 'persistent_xml'})
@@ -171,13 +164,14 @@ def _ran_note(plan: datamodel.Plan, ran: Mapping[str, Any]) -> str:
 
 def build(*, instance_uuid: str, instance_name: str = '',
           requested: Optional[datamodel.Plan] = None,
-          call: Any = None, outcome: str = OUTCOME_FAILED,
+          call: Any = None, outcome: str = outcomes.OUTCOME_FAILED,
           total_s: float = 0.0,
           last_stats: Optional[Mapping[str, Any]] = None,
           completed_stats: Optional[Mapping[str, Any]] = None,
           summary: Optional[Mapping[str, Any]] = None,
           sent_params: Optional[Mapping[str, Any]] = None,
           sent_flags: Optional[Sequence[str]] = None,
+          passthrough_globals: Optional[Mapping[str, Any]] = None,
           actions: Sequence[datamodel.Action] = (),
           notes: Sequence[str] = (),
           facts: Optional[datamodel.Facts] = None,
@@ -196,6 +190,9 @@ def build(*, instance_uuid: str, instance_name: str = '',
         (downtime, totals); they win over ``last_stats``.
     :param summary: :meth:`ProgressTracker.summary` of the migration.
     :param sent_params: params ``migrateToURI3`` really received.
+    :param passthrough_globals: the multifd parameters set on the source
+        QEMU through the monitor passthrough (the destination's
+        ``-global`` pairs), if any.
     :param notes: what the driver changed on the way (fallbacks, lease).
     :param host: the source host.
     :param prediction: what the convergence model predicted for the plan.
@@ -205,6 +202,11 @@ def build(*, instance_uuid: str, instance_name: str = '',
         notifications and API.
     :param request_id: the request that asked for the migration
         (``req-...``), as in Nova's logs and instance actions.
+
+    Besides the prose of ``plan`` and ``notes``, ``effective_plan`` is the
+    executed plan field by field (:meth:`~nova_qat_migration.datamodel.
+    Plan.to_dict`) and ``passthrough`` what the monitor passthrough set
+    (``{'globals': {...}}``, or ``{}``), so no reader parses prose.
 
     ``method`` is what QEMU ran (:func:`qemu_ran`, from ``sent_params`` and
     ``sent_flags``); where that differs from the plan, ``plan`` keeps the
@@ -241,6 +243,10 @@ def build(*, instance_uuid: str, instance_name: str = '',
         # in full, so a record can be replayed (e.g. by the model's
         # accuracy check)
         'requested_plan': requested.to_dict() if requested else None,
+        # the executed plan in full (after degradation)
+        'effective_plan': plan.to_dict() if plan else None,
+        'passthrough': ({'globals': dict(passthrough_globals)}
+                        if passthrough_globals else {}),
         'reasons': list(getattr(call, 'reasons', ()) or
                         (plan.reasons if plan else ())),
         'flags': list(sent_flags if sent_flags is not None else
@@ -326,17 +332,6 @@ def disk_note(stats: Mapping[str, Any],
     return text
 
 
-def iso_utc(when: Optional[float]) -> Optional[str]:
-    """``when`` (seconds since the epoch) as UTC ISO 8601."""
-    if when is None:
-        return None
-    try:
-        return datetime.datetime.fromtimestamp(
-            when, datetime.timezone.utc).isoformat(timespec='seconds')
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
 def _reused_note(facts: datamodel.Facts,
                  planned_at: float) -> Optional[str]:
     """The note a plan made from a reused measurement carries.
@@ -352,7 +347,8 @@ def _reused_note(facts: datamodel.Facts,
                 'taken at an unknown time')
     return ('guest measurement reused from the migration history: taken '
             '%s, %.0f s before this migration was planned'
-            % (iso_utc(inst.measured_at), planned_at - inst.measured_at))
+            % (outcomes.iso_utc(inst.measured_at),
+               planned_at - inst.measured_at))
 
 
 def _facts_summary(facts: datamodel.Facts) -> dict:
@@ -363,7 +359,7 @@ def _facts_summary(facts: datamodel.Facts) -> dict:
         # migration, ended early on a quiet guest, or reused (and when
         # they were taken)
         'measurement': inst.measurement,
-        'measured_at': iso_utc(inst.measured_at),
+        'measured_at': outcomes.iso_utc(inst.measured_at),
         'measured_at_epoch': inst.measured_at,
         'dirty_rate_mbps': inst.dirty_rate_mbps,
         'memory_mb': inst.memory_mb,
@@ -427,7 +423,7 @@ def history_values(record: Mapping[str, Any]) -> dict:
         'compression_ratio': record.get('wire_ratio'),
         'xbzrle_hit_ratio': monitor.get('xbzrle_hit_ratio'),
         'method': record.get('method'),
-        'converged': record.get('outcome') == OUTCOME_COMPLETED,
+        'converged': record.get('outcome') == outcomes.OUTCOME_COMPLETED,
         'total_s': record.get('total_s'),
     }
     facts = record.get('facts') or {}
@@ -461,9 +457,9 @@ def emit(record: Mapping[str, Any], history: Any = None,
         line = dumps(record)
     except (TypeError, ValueError, RecursionError):
         line = repr(record)
-    level = (LOG.info if record.get('outcome') == OUTCOME_COMPLETED
+    level = (LOG.info if record.get('outcome') == outcomes.OUTCOME_COMPLETED
              else LOG.warning)
-    level('%s%s', PREFIX, line)
+    level('%s%s', outcomes.PREFIX, line)
     try:
         # Imported here: Nova's RPC layer is only wanted where a report is
         # really emitted (nova-compute), not by every user of build().
