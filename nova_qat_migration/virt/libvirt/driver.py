@@ -38,6 +38,9 @@ copying any of its methods:
     ``_get_migration_flags``, and an :class:`~.execution.MonitoredDomain`
     that runs the policy's escalations and scales Nova's downtime steps.
 
+Checks from outside (the lab) read the planner's state through
+:meth:`~.introspect.QATIntrospectionMixin.qat_introspect`.
+
 Nothing host-wide is mutated (``_live_migration_flags`` stays Nova's), so
 concurrent migrations each see only their own plan.
 """
@@ -68,6 +71,7 @@ from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import execution
 from nova_qat_migration.virt.libvirt import facts as qat_facts
+from nova_qat_migration.virt.libvirt import introspect
 from nova_qat_migration.virt.libvirt import report
 from nova_qat_migration.virt.libvirt import translate
 
@@ -88,7 +92,7 @@ def _qat_manager_class() -> Any:
     return manager.QATManager
 
 
-class QATMigrationMixin:
+class QATMigrationMixin(introspect.QATIntrospectionMixin):
     """Per-instance live-migration planning for ``LibvirtDriver``.
 
     Mix in before ``LibvirtDriver``. With ``[qat_migration] enabled =

@@ -215,6 +215,58 @@ class ProviderTreeTest(DriverTestBase):
                          capabilities.traits_for(drvr._qat_caps))
 
 
+class IntrospectionTest(DriverTestBase):
+    """The read-only view the lab checks, and its one test hook."""
+
+    def _tree_traits(self, drvr):
+        from nova.compute import provider_tree
+        tree = provider_tree.ProviderTree()
+        tree.new_root('node', 'rp-uuid')
+        drvr.update_provider_tree(tree, 'node', allocations={})
+        return tree.data('node').traits
+
+    def test_introspect_before_and_after_start(self):
+        drvr = self.driver()
+        before = drvr.qat_introspect()
+        self.assertEqual({'capabilities', 'sessions', 'budget', 'history',
+                          'manager'}, set(before))
+        self.assertIsNone(before['capabilities'])     # not probed yet
+        self.assertIsNone(before['history'])
+        drvr.init_host('host')
+        seen = drvr.qat_introspect()
+        self.assertEqual(CAPS, seen['capabilities'])
+        self.assertEqual({}, seen['sessions'])
+        self.assertEqual(0, seen['budget'].snapshot().migrations)
+        self.assertIsNotNone(seen['history'])
+
+    def test_sessions_are_a_copy(self):
+        drvr = self.driver()
+        session = make_session(datamodel.Plan(policy='static'))
+        drvr._qat_sessions['uuid-1'] = session
+        seen = drvr.qat_introspect()['sessions']
+        self.assertEqual({'uuid-1': session}, seen)
+        seen.clear()
+        self.assertIn('uuid-1', drvr.qat_introspect()['sessions'])
+
+    def test_test_capabilities_plan_and_traits_then_restore(self):
+        from nova_qat_migration.virt.libvirt import capabilities
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.update_provider_tree',
+            lambda self, tree, nodename, allocations=None: None))
+        drvr = self.driver()
+        drvr.init_host('host')
+        trait = capabilities.compress_trait('qatzip')
+        self.assertNotIn(trait, self._tree_traits(drvr))
+        pretend = datamodel.HypervisorCaps(
+            multifd_methods=CAPS.multifd_methods | {'qatzip'})
+        previous = drvr.qat_set_test_capabilities(pretend)
+        self.assertEqual(CAPS, previous)
+        self.assertIs(pretend, drvr.qat_introspect()['capabilities'])
+        self.assertIn(trait, self._tree_traits(drvr))
+        drvr.qat_set_test_capabilities(previous)
+        self.assertNotIn(trait, self._tree_traits(drvr))
+
+
 class MonitorFlagsTest(DriverTestBase):
 
     def test_monitor_sees_only_its_own_flags(self):
