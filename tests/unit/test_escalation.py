@@ -532,3 +532,24 @@ class BlockMigrationTest(testtools.TestCase):
                          [empty] + CONVERGING)
         self.assertEqual([], seen)
         self.assertAlmostEqual(2, trk.lowest_remaining_mb, places=3)
+
+
+class DeadLinkTest(testtools.TestCase):
+    """Post-copy over a link that sends nothing becomes an abort."""
+
+    POST_COPY = datamodel.Action(datamodel.ACTION_POST_COPY,
+                                 reason='progress timeout')
+
+    def test_post_copy_kept_while_data_moves(self):
+        self.assertIs(self.POST_COPY, escalation.guard_dead_link(
+            self.POST_COPY, escalation.DEAD_LINK_S - 0.5))
+
+    def test_post_copy_on_a_dead_link_aborts(self):
+        action = escalation.guard_dead_link(self.POST_COPY,
+                                            escalation.DEAD_LINK_S + 2)
+        self.assertEqual(datamodel.ACTION_ABORT, action.kind)
+        self.assertIn('progress timeout; nothing sent for 7 s', action.reason)
+
+    def test_other_actions_untouched(self):
+        downtime = datamodel.Action(datamodel.ACTION_DOWNTIME, value=100)
+        self.assertIs(downtime, escalation.guard_dead_link(downtime, 60.0))

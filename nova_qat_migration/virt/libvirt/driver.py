@@ -378,7 +378,7 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
             policy = nova_policy
         # NOTE(qat-migration): Nova's own plan needs no measurement; skip
         # the ~1 s of sampling so nova_default costs what Nova costs.
-        measured = policy.name != NOVA_DEFAULT
+        measured = not policy.reproduces_nova
         facts = qat_facts.gather(
             CONF, context, instance, dest, migrate_data, hints, measured,
             caps=self._qat_source_caps(instance), host=self._host,
@@ -546,7 +546,7 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
                 passthrough_globals=session.passthrough,
                 actions=session.actions, notes=session.notes,
                 # Nova's own plan measures nothing: no facts to report.
-                facts=(None if session.policy.name == NOVA_DEFAULT
+                facts=(None if session.policy.reproduces_nova
                        else session.facts),
                 host=self._qat_host_name or CONF.host,
                 prediction=_prediction(session, predicted),
@@ -633,7 +633,7 @@ def _prediction(session: execution.MigrationSession,
 
     :param trace: receives the predicted remaining data over time.
     """
-    if session.policy.name == NOVA_DEFAULT:
+    if session.policy.reproduces_nova:
         return None   # Nova's own plan: nothing was measured
     try:
         return predictive.predict_dict(CONF, session.facts, session.plan,

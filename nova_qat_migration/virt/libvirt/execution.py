@@ -47,6 +47,7 @@ from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration import outcomes
 from nova_qat_migration.policy import base
+from nova_qat_migration.policy import escalation
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import passthrough
 from nova_qat_migration.virt.libvirt import report
@@ -58,9 +59,6 @@ LOG = logging.getLogger(__name__)
 
 #: libvirt's ``VIR_DOMAIN_JOB_UNBOUNDED``: a job that is still running.
 _JOB_UNBOUNDED = 2
-#: A job that has sent nothing for this long runs over a dead link (or to
-#: a hung peer): it is never switched to post-copy.
-DEAD_LINK_S = 5.0
 #: Nova's migration status once its post-copy switch went through.
 _POSTCOPY_STATUS = 'running (post-copy)'
 
@@ -676,17 +674,7 @@ class MonitoredDomain(_DomainProxy):
             # The job is being cancelled (it may take the peer's answer,
             # e.g. over a link that returns later): one abort is enough.
             return
-        idle = self._qat_idle_s()
-        if action.kind == datamodel.ACTION_POST_COPY and idle >= DEAD_LINK_S:
-            # NOTE(qat-migration): nothing reaches the destination (link
-            # cut, peer hung). Post-copy would stop the guest here and
-            # start it there without its memory: frozen until the link
-            # returns, lost if it does not. Aborting keeps it running here
-            # with all of its memory.
-            action = datamodel.Action(
-                datamodel.ACTION_ABORT,
-                reason='%s; nothing sent for %.0f s: abort instead of '
-                       'post-copy' % (action.reason, idle))
+        action = escalation.guard_dead_link(action, self._qat_idle_s())
         LOG.info('Migration escalation: %(kind)s %(value)s (%(reason)s)',
                  {'kind': action.kind, 'value': action.value or '',
                   'reason': action.reason}, instance=instance)

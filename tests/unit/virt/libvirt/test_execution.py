@@ -25,6 +25,7 @@ from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
 from nova_qat_migration import outcomes
 from nova_qat_migration.policy import base
+from nova_qat_migration.policy import escalation
 from nova_qat_migration.policy import nova_default
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import execution
@@ -382,7 +383,7 @@ class MonitoredDomainTest(_DomainTestBase):
             execution, 'time')).mock.monotonic
         clock.return_value = 1000.0
         proxy.jobStats()
-        clock.return_value = 1000.0 + execution.DEAD_LINK_S + 1
+        clock.return_value = 1000.0 + escalation.DEAD_LINK_S + 1
         proxy.jobStats()
         with mock.patch('nova.virt.libvirt.migration.'
                         'trigger_postcopy_switch') as switch:
