@@ -515,9 +515,9 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
             session.facts, qat=dataclasses.replace(session.facts.qat,
                                                    free_leases=0))
         session.facts = facts
-        session.call = translate.to_libvirt(session.requested, facts)
-        session.notes.append('no QAT lease free: re-planned to %s'
-                             % session.plan.describe())
+        call = translate.to_libvirt(session.requested, facts)
+        session.replace_call(call, 'no QAT lease free: re-planned to %s'
+                             % call.plan.describe())
         LOG.warning('No QAT lease free; plan degraded to %s',
                     session.plan.describe(), instance=session.instance)
 
@@ -617,13 +617,11 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
 
     def _get_migration_flags(self, is_block_migration: bool) -> int:
         """This migration's flags inside its monitor, else Nova's."""
+        flags = super()._get_migration_flags(is_block_migration)
         session = getattr(self._qat_local, 'session', None)
         if session is not None:
-            flags = session.call.flags
-            if not is_block_migration:
-                flags &= ~c.VIR_MIGRATE_NON_SHARED_INC
-            return flags
-        return super()._get_migration_flags(is_block_migration)
+            return session.flags_for(flags)
+        return flags
 
 
 def _prediction(session: execution.MigrationSession,

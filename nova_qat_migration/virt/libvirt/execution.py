@@ -91,11 +91,10 @@ class MigrationSession:
     ``call``, ``notes``,          Nova's operation thread, in
     ``sent_params``,              :meth:`PlannedDomain.migrateToURI3`
     ``sent_flags``,               (``call`` only through
-    ``passthrough``
-                                  :meth:`fall_back_to_nova` and
-                                  :meth:`fall_back_to_software`, under
-                                  ``lock``); before registration the
-                                  caller thread (lease re-plan)
+    ``passthrough``               :meth:`replace_call`, under ``lock``:
+                                  the fall-backs); before registration
+                                  the caller thread (lease re-plan,
+                                  through :meth:`replace_call` too)
     ``tracker``, ``actions``,     Nova's monitor (the caller thread):
     ``abort_requested``,          :class:`MonitoredDomain`'s ``jobStats``
     ``aborted_by_us``             (escalations), ``migrateSetMaxDowntime``
@@ -173,17 +172,46 @@ class MigrationSession:
         """Whether this migration deviates from Nova's own call at all."""
         return not self.call.plan.nova_baseline
 
-    def fall_back_to_nova(self, why: str) -> None:
-        """Run the rest of this migration as Nova would have."""
+    def replace_call(self, call: translate.MigrationCall, why: str) -> None:
+        """Run ``call`` instead of the current one; ``why`` is noted.
+
+        The one writer of ``call`` once the session exists: the driver's
+        re-plan without a QAT lease and the operation thread's fall-backs
+        all go through here, under ``lock``.
+        """
         with self.lock:
             self.notes.append(why)
-            self.call = self.nova_call
+            self.call = call
+
+    def fall_back_to_nova(self, why: str) -> None:
+        """Run the rest of this migration as Nova would have."""
+        self.replace_call(self.nova_call, why)
 
     def fall_back_to_software(self, why: str) -> None:
         """Drop the QEMU passthrough: the plan with libvirt's methods."""
-        with self.lock:
-            self.notes.append(why)
-            self.call = self.software_call or self.nova_call
+        self.replace_call(self.software_call or self.nova_call, why)
+
+    def flags_for(self, nova_flags: int) -> int:
+        """The flags this migration runs with, given the ones Nova built.
+
+        The one place both of Nova's threads get them from: the operation
+        thread from the flags Nova passes to ``migrateToURI3``, the
+        monitor from Nova's host flags. A plan decides
+        :data:`~.constants.PLANNED_FLAGS` only; Nova every other flag,
+        including its per-migration decisions (no ``NON_SHARED_INC``
+        without disks to copy). ``POSTCOPY`` stays off when Nova dropped
+        it for this migration (a paused guest): Nova's call had it, what
+        Nova passes has not.
+        """
+        call = self.call
+        if call.plan.nova_baseline:
+            return nova_flags
+        flags = (nova_flags & ~c.PLANNED_FLAGS |
+                 call.flags & c.PLANNED_FLAGS)
+        if (self.nova_call.flags & c.VIR_MIGRATE_POSTCOPY and
+                not nova_flags & c.VIR_MIGRATE_POSTCOPY):
+            flags &= ~c.VIR_MIGRATE_POSTCOPY
+        return flags
 
     # -- how it ended ------------------------------------------------------
 
@@ -368,16 +396,11 @@ class PlannedDomain(_DomainProxy):
         if call.plan.nova_baseline:
             # Nova's own plan: exactly what Nova built, less our leftovers.
             return passthrough.clean_params(params), flags
-        planned_flags = call.flags
         # NOTE(qat-migration): Nova's Guest.migrate() drops NON_SHARED_INC
         # when no disk is copied (a libvirt binding quirk would copy all
         # of them, volumes included) and its operation drops POSTCOPY for
-        # paused guests. Keep both decisions for the planned flags too.
-        if not params.get('migrate_disks'):
-            planned_flags &= ~c.VIR_MIGRATE_NON_SHARED_INC
-        if (session.nova_call.flags & c.VIR_MIGRATE_POSTCOPY and
-                not flags & c.VIR_MIGRATE_POSTCOPY):
-            planned_flags &= ~c.VIR_MIGRATE_POSTCOPY
+        # paused guests; flags_for keeps both decisions.
+        planned_flags = session.flags_for(flags)
         planned_params = passthrough.clean_params(
             translate.merge_params(params, call))
         if call.backend == translate.BACKEND_PASSTHROUGH and call.passthrough:
