@@ -26,16 +26,16 @@ copying any of its methods:
     gathers the facts (:mod:`.facts`), runs the policy, translates the
     plan, takes a QAT lease when the plan wants one, reserves the
     migration's share of the host (:mod:`.budget`) and registers a
-    :class:`~.execution.MigrationSession` under the instance UUID for the
+    :class:`~.session.MigrationSession` under the instance UUID for the
     duration of this migration only; then Nova's ``_live_migration`` runs
     unchanged, and the report is emitted when it returns.
 ``_live_migration_operation`` (Nova's operation thread)
     hands Nova a :class:`~nova.virt.libvirt.guest.Guest` whose domain is an
-    :class:`~.execution.PlannedDomain`: Nova builds its params and flags as
+    :class:`~.operation.PlannedDomain`: Nova builds its params and flags as
     always and the proxy sends the planned call instead.
 ``_live_migration_monitor`` (the caller's thread)
     the monitor sees this migration's flags through a thread-local read by
-    ``_get_migration_flags``, and an :class:`~.execution.MonitoredDomain`
+    ``_get_migration_flags``, and an :class:`~.monitor.MonitoredDomain`
     that runs the policy's escalations and scales Nova's downtime steps.
 
 Checks from outside (the lab) read the planner's state through
@@ -69,10 +69,12 @@ from nova_qat_migration.policy import predictive
 from nova_qat_migration import timeline as qat_timeline
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import constants as c
-from nova_qat_migration.virt.libvirt import execution
 from nova_qat_migration.virt.libvirt import facts as qat_facts
 from nova_qat_migration.virt.libvirt import introspect
+from nova_qat_migration.virt.libvirt import monitor as lm_monitor
+from nova_qat_migration.virt.libvirt import operation as lm_operation
 from nova_qat_migration.virt.libvirt import report
+from nova_qat_migration.virt.libvirt import session as lm_session
 from nova_qat_migration.virt.libvirt import translate
 
 CONF = qat_conf.CONF
@@ -389,7 +391,7 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
 
     def _qat_plan(self, context: Any, instance: Any, dest: str,
                   migrate_data: Any, gathered: Optional[tuple] = None,
-                  ) -> execution.MigrationSession:
+                  ) -> lm_session.MigrationSession:
         """The session of one migration, planned against what the
         migrations in flight hold now.
 
@@ -418,7 +420,7 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
             LOG.exception('Could not translate plan %s; using Nova\'s',
                           requested.describe(), instance=instance)
             call = nova_call
-        session = execution.MigrationSession(
+        session = lm_session.MigrationSession(
             instance, facts, policy, requested, call, nova_call,
             qat_facts.field(migrate_data, 'migration'))
         session.notes.extend(notes)
@@ -431,7 +433,7 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
         return session
 
     def _qat_session(self, instance: Any,
-                     ) -> Optional[execution.MigrationSession]:
+                     ) -> Optional[lm_session.MigrationSession]:
         uuid = qat_facts.field(instance, 'uuid')
         with self._qat_sessions_lock:
             return self._qat_sessions.get(uuid)
@@ -485,15 +487,15 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
                 with self._qat_sessions_lock:
                     self._qat_sessions.pop(instance.uuid, None)
 
-    def _qat_watch_job(self, session: execution.MigrationSession,
+    def _qat_watch_job(self, session: lm_session.MigrationSession,
                        domain: Any) -> None:
         """Catch libvirt's statistics of the completed job (see
-        :meth:`.execution.MigrationSession.watch_job`).
+        :meth:`.session.MigrationSession.watch_job`).
         """
         session.watch_job(self._host.get_connection, domain)
 
     def _qat_take_lease(self, stack: contextlib.ExitStack,
-                        session: execution.MigrationSession) -> None:
+                        session: lm_session.MigrationSession) -> None:
         """Hold a QAT lease for a plan that needs one, or re-plan without.
 
         The lease is released by ``stack`` on every exit path.
@@ -521,7 +523,7 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
         LOG.warning('No QAT lease free; plan degraded to %s',
                     session.plan.describe(), instance=session.instance)
 
-    def _qat_report(self, session: execution.MigrationSession,
+    def _qat_report(self, session: lm_session.MigrationSession,
                     dest: Optional[str] = None,
                     request_id: Optional[str] = None) -> None:
         if (session.outcome == outcomes.OUTCOME_COMPLETED and
@@ -572,11 +574,11 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
         # planning failed): it must not persist those pairs either.
         if session is not None:
             guest = libvirt_guest.Guest(
-                execution.PlannedDomain(guest._domain, session))
-        elif not isinstance(guest._domain, execution.CleanDomain):
+                lm_operation.PlannedDomain(guest._domain, session))
+        elif not isinstance(guest._domain, lm_operation.CleanDomain):
             # The Guest Nova made for this migration alone: its domain
             # goes out clean whoever calls it.
-            guest._domain = execution.CleanDomain(guest._domain, instance)
+            guest._domain = lm_operation.CleanDomain(guest._domain, instance)
         return super()._live_migration_operation(
             context, instance, dest, block_migration, migrate_data, guest,
             device_names)
@@ -591,7 +593,7 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
             return super()._live_migration_monitor(
                 context, instance, guest, dest, post_method, recover_method,
                 block_migration, migrate_data, future, disk_paths)
-        domain = execution.MonitoredDomain(guest._domain, session)
+        domain = lm_monitor.MonitoredDomain(guest._domain, session)
         planned_guest = libvirt_guest.Guest(domain)
         domain._qat_guest = planned_guest
 
@@ -624,7 +626,7 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
         return flags
 
 
-def _prediction(session: execution.MigrationSession,
+def _prediction(session: lm_session.MigrationSession,
                 trace: Optional[list] = None) -> Optional[dict]:
     """The convergence model's prediction for the plan that ran, for the
     report (what the planner expected beside what happened).
@@ -643,7 +645,7 @@ def _prediction(session: execution.MigrationSession,
         return None
 
 
-def _timeline(session: execution.MigrationSession, record: dict,
+def _timeline(session: lm_session.MigrationSession, record: dict,
               predicted: list) -> Optional[dict]:
     """The migration's timeline for its history entry (None if it cannot
     be built: the report and the history go on without).

@@ -32,7 +32,7 @@ from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import escalation
 from nova_qat_migration.policy import static
-from nova_qat_migration.virt.libvirt import execution
+from nova_qat_migration.virt.libvirt import session as lm_session
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base as test_base
 from tests.unit.virt.libvirt import test_driver
@@ -212,7 +212,7 @@ class SessionCeilingTest(test_base.TestCase):
                               xbzrle_cache_mb=256, xbzrle_cache_max_mb=512)
         instance = mock.Mock(uuid='uuid-1')
         call = translate.to_libvirt(plan, facts)
-        session = execution.MigrationSession(
+        session = lm_session.MigrationSession(
             instance, facts, static.StaticPolicy(CONF), plan, call, call)
         self.assertEqual(512, session.plan.xbzrle_cache_max_mb)
         budget = qat_budget.HostBudget(CONF)
@@ -236,7 +236,7 @@ class SessionCeilingTest(test_base.TestCase):
                                   xbzrle_cache_mb=256,
                                   xbzrle_cache_max_mb=cache)
             call = translate.to_libvirt(plan, seen)
-            session = execution.MigrationSession(
+            session = lm_session.MigrationSession(
                 mock.Mock(uuid='uuid-%d' % i), seen,
                 adaptive.AdaptivePolicy(CONF), plan, call, call)
             budget.reserve(session)

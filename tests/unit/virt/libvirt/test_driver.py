@@ -34,7 +34,8 @@ from nova_qat_migration.policy import nova_default
 from nova_qat_migration.policy import static
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import driver as qat_driver
-from nova_qat_migration.virt.libvirt import execution
+from nova_qat_migration.virt.libvirt import operation as lm_operation
+from nova_qat_migration.virt.libvirt import session as lm_session
 from nova_qat_migration.virt.libvirt import translate
 
 CAPS = datamodel.HypervisorCaps(multifd_methods=frozenset({'none', 'zlib',
@@ -129,7 +130,7 @@ def make_session(plan, facts=None, nova_flags=NOVA_FLAGS):
     instance = mock.Mock(uuid='uuid-1', vm_state='active')
     instance.name = 'vm'
     nova_plan = nova_default.NovaDefaultPolicy(CONF).plan(facts)
-    return execution.MigrationSession(
+    return lm_session.MigrationSession(
         instance, facts, static.StaticPolicy(CONF), plan,
         translate.to_libvirt(plan, facts),
         translate.to_libvirt(nova_plan, facts))
@@ -384,12 +385,12 @@ class PlanningInputTest(DriverTestBase):
         drvr = self.driver()
         drvr.init_host('host')
         self.assertIsInstance(self._operation_domain(drvr),
-                              execution.CleanDomain)
+                              lm_operation.CleanDomain)
         self.flags(enabled=False, group='qat_migration')
         drvr = self.driver()
         drvr.init_host('host')
         self.assertIsInstance(self._operation_domain(drvr),
-                              execution.CleanDomain)
+                              lm_operation.CleanDomain)
 
     def test_planning_failure_runs_nova(self):
         drvr = self.driver()

@@ -21,7 +21,7 @@ import json  # noqa: F401 - used by the borrowed _monitor_calls
 from nova_qat_migration import datamodel
 from nova_qat_migration import outcomes
 from nova_qat_migration.virt.libvirt import constants as c
-from nova_qat_migration.virt.libvirt import execution
+from nova_qat_migration.virt.libvirt import operation as lm_operation
 from nova_qat_migration.virt.libvirt import passthrough
 from nova_qat_migration.virt.libvirt import report
 from nova_qat_migration.virt.libvirt import translate
@@ -52,7 +52,7 @@ class ReportedMethodTest(test_execution._DomainTestBase):
     _monitor_calls = test_execution.PlannedDomainTest._monitor_calls
 
     def _run(self, session, params=None):
-        execution.PlannedDomain(self.domain, session).migrateToURI3(
+        lm_operation.PlannedDomain(self.domain, session).migrateToURI3(
             'uri', params or self.nova_params, NOVA_FLAGS)
         return _report(session)
 
