@@ -66,6 +66,7 @@ from nova_qat_migration import outcomes
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import loader
 from nova_qat_migration.policy import predictive
+from nova_qat_migration.qat import manager as qat_manager
 from nova_qat_migration import timeline as qat_timeline
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import constants as c
@@ -83,15 +84,6 @@ LOG = logging.getLogger(__name__)
 NOVA_DEFAULT = 'nova_default'
 #: How long the report waits for libvirt's job-completed event.
 JOB_EVENT_WAIT_S = 2.0
-
-
-def _qat_manager_class() -> Any:
-    """The QAT device manager class, or None while it is not installed."""
-    try:
-        from nova_qat_migration.qat import manager
-    except ImportError:
-        return None
-    return manager.QATManager
 
 
 class QATMigrationMixin(introspect.QATIntrospectionMixin):
@@ -274,12 +266,8 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
 
     @staticmethod
     def _qat_make_manager() -> Any:
-        cls = _qat_manager_class()
-        if cls is None:
-            LOG.info('QAT device manager not installed: plans use no QAT.')
-            return None
         try:
-            return cls(CONF)
+            return qat_manager.QATManager(CONF)
         except Exception as exc:  # noqa: BLE001
             LOG.warning('QAT device manager failed to start (%s): plans use '
                         'no QAT.', exc)
@@ -487,13 +475,6 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
                 with self._qat_sessions_lock:
                     self._qat_sessions.pop(instance.uuid, None)
 
-    def _qat_watch_job(self, session: lm_session.MigrationSession,
-                       domain: Any) -> None:
-        """Catch libvirt's statistics of the completed job (see
-        :meth:`.session.MigrationSession.watch_job`).
-        """
-        session.watch_job(self._host.get_connection, domain)
-
     def _qat_take_lease(self, stack: contextlib.ExitStack,
                         session: lm_session.MigrationSession) -> None:
         """Hold a QAT lease for a plan that needs one, or re-plan without.
@@ -597,7 +578,7 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
         planned_guest = libvirt_guest.Guest(domain)
         domain._qat_guest = planned_guest
 
-        self._qat_watch_job(session, guest._domain)
+        session.watch_job(self._host.get_connection, guest._domain)
 
         # The monitor is where Nova decides the outcome: it calls exactly
         # one of these when the job completes, fails or is cancelled.

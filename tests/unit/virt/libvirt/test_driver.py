@@ -155,7 +155,7 @@ class JobCompletedEventTest(DriverTestBase):
         self.useFixture(fixtures.MockPatchObject(
             drvr._host, 'get_connection', return_value=conn))
         session = make_session(datamodel.Plan(policy='static'))
-        drvr._qat_watch_job(session, mock.sentinel.dom)
+        session.watch_job(drvr._host.get_connection, mock.sentinel.dom)
         dom, event_id, callback, _opaque = \
             conn.domainEventRegisterAny.call_args.args
         self.assertIs(mock.sentinel.dom, dom)
@@ -177,7 +177,7 @@ class JobCompletedEventTest(DriverTestBase):
         self.useFixture(fixtures.MockPatchObject(
             drvr._host, 'get_connection', return_value=conn))
         session = make_session(datamodel.Plan(policy='static'))
-        drvr._qat_watch_job(session, mock.sentinel.dom)
+        session.watch_job(drvr._host.get_connection, mock.sentinel.dom)
         self.assertIsNone(session.job_watch)
         session.unwatch_job()     # nothing to do, no error
 

@@ -136,7 +136,7 @@ class PlannedDomainTest(_DomainTestBase):
         self.assertEqual(NOVA_FLAGS, sent['flags'])
         self.assertEqual(0, sent['params']['bandwidth'])
         for key in ('destination_xml', 'persistent_xml'):
-            self.assertFalse(passthrough.has_globals(sent['params'][key]))
+            self.assertFalse(passthrough.globals_of(sent['params'][key]))
         # Single stream: the source's default method does not matter.
         self.assertEqual([], calls)
 
@@ -158,7 +158,7 @@ class PlannedDomainTest(_DomainTestBase):
         self.assertEqual([{'execute': 'migrate-set-parameters',
                            'arguments': {'multifd-compression': 'none'}}],
                          calls)
-        self.assertFalse(passthrough.has_globals(
+        self.assertFalse(passthrough.globals_of(
             sent['params']['destination_xml']))
         # Not allowed: both ends keep the stale method (live XML only).
         self.flags(qemu_monitor_passthrough=False, group='qat_migration')
@@ -171,7 +171,7 @@ class PlannedDomainTest(_DomainTestBase):
         self.assertEqual({'multifd-compression': 'zstd'},
                          passthrough.globals_of(
                              sent['params']['destination_xml']))
-        self.assertFalse(passthrough.has_globals(
+        self.assertFalse(passthrough.globals_of(
             sent['params']['persistent_xml']))
 
     def test_unplanned_migration_gets_a_clean_slate(self):
@@ -191,7 +191,7 @@ class PlannedDomainTest(_DomainTestBase):
         sent = self.domain.migrateToURI3.call_args.kwargs
         self.assertEqual(NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL, sent['flags'])
         for key in ('destination_xml', 'persistent_xml'):
-            self.assertFalse(passthrough.has_globals(sent['params'][key]))
+            self.assertFalse(passthrough.globals_of(sent['params'][key]))
         self.assertEqual([{'execute': 'migrate-set-parameters',
                            'arguments': {'multifd-compression': 'none'}}],
                          calls)
