@@ -295,7 +295,8 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
         ours = capabilities.traits_for(self._qat_caps) if enabled else set()
         try:
             current = set(provider_tree.data(nodename).traits)
-        except Exception:  # noqa: BLE001 - provider not in the tree
+        except ValueError as exc:   # the provider is not in the tree
+            LOG.debug('No provider %s in the tree: %s', nodename, exc)
             current = set()
         # NOTE(qat-migration): only our own namespace is ever removed, so
         # Nova's traits (and an operator's) survive; stale ones of ours

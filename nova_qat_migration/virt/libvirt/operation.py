@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lxml import etree
 from oslo_log import log as logging
 
 from nova_qat_migration import conf as qat_conf
@@ -137,11 +138,13 @@ class PlannedDomain(lm_session.DomainProxy):
 
     def _qat_source_running(self) -> bool:
         """Whether the guest still runs here (not paused, not gone)."""
+        lv = lm_session.libvirt_module()
         try:
             return (self._qat_domain.state()[0] ==
-                    getattr(lm_session.libvirt_module(),
-                            'VIR_DOMAIN_RUNNING', 1))
-        except Exception:  # noqa: BLE001 - unknown: not running
+                    getattr(lv, 'VIR_DOMAIN_RUNNING', 1))
+        except (lv.libvirtError, IndexError, TypeError) as exc:
+            LOG.debug('Source domain state unknown (%s): not running', exc,
+                      instance=self._qat_session.instance)
             return False
 
     def _qat_build(self, call: translate.MigrationCall, params: dict,
@@ -249,7 +252,10 @@ def reset_stale_method(domain: Any, params: dict, flags: int,
         return params
     try:
         stale = passthrough.globals_of(domain.XMLDesc(0))
-    except Exception:  # noqa: BLE001 - no definition: nothing stale
+    except (lm_session.libvirt_module().libvirtError, etree.XMLSyntaxError,
+            ValueError, TypeError, AttributeError) as exc:  # no document
+        LOG.debug('No running definition to read (%s): nothing stale', exc,
+                  instance=instance)
         return params
     method = stale.get('multifd-compression', 'none')
     if method == 'none':
@@ -306,5 +312,6 @@ def _is_refusal(exc: Exception) -> bool:
         return False
     try:
         return exc.get_error_code() in c.refused_error_codes(lv)
-    except Exception:  # noqa: BLE001 - a malformed error is no refusal
+    except (AttributeError, IndexError, TypeError) as error:
+        LOG.debug('Malformed libvirt error %r (%s): no refusal', exc, error)
         return False
