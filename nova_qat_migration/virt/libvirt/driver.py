@@ -50,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-import time
 from typing import Any, Optional
 
 from nova import exception
@@ -62,19 +61,14 @@ from nova_qat_migration import budget as qat_budget
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
-from nova_qat_migration import outcomes
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import loader
-from nova_qat_migration.policy import predictive
-from nova_qat_migration.qat import manager as qat_manager
-from nova_qat_migration import timeline as qat_timeline
 from nova_qat_migration.virt.libvirt import capabilities
-from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import facts as qat_facts
-from nova_qat_migration.virt.libvirt import introspect
+from nova_qat_migration.virt.libvirt import finish
+from nova_qat_migration.virt.libvirt import host
 from nova_qat_migration.virt.libvirt import monitor as lm_monitor
 from nova_qat_migration.virt.libvirt import operation as lm_operation
-from nova_qat_migration.virt.libvirt import report
 from nova_qat_migration.virt.libvirt import session as lm_session
 from nova_qat_migration.virt.libvirt import translate
 
@@ -82,11 +76,9 @@ CONF = qat_conf.CONF
 LOG = logging.getLogger(__name__)
 
 NOVA_DEFAULT = 'nova_default'
-#: How long the report waits for libvirt's job-completed event.
-JOB_EVENT_WAIT_S = 2.0
 
 
-class QATMigrationMixin(introspect.QATIntrospectionMixin):
+class QATMigrationMixin(host.QATHostMixin):
     """Per-instance live-migration planning for ``LibvirtDriver``.
 
     Mix in before ``LibvirtDriver``. With ``[qat_migration] enabled =
@@ -116,10 +108,6 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
         self._qat_host_name: Optional[str] = None
 
     # -- start-up ----------------------------------------------------------
-
-    @staticmethod
-    def _qat_enabled() -> bool:
-        return bool(CONF.qat_migration.enabled)
 
     def init_host(self, host: str) -> Any:
         result = super().init_host(host)
@@ -182,131 +170,6 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
                                     '(%s); Nova\'s own plan is used.', exc)
                         return False
         return True
-
-    def _qat_probe(self) -> datamodel.HypervisorCaps:
-        """Probe at start-up (see :func:`.capabilities.probe_methods`).
-
-        Provisional methods (from a local binary, or unknown) are
-        re-probed through libvirt by :meth:`_qat_reprobe` and
-        :meth:`_qat_source_caps`.
-        """
-        self._qat_reprobe_after = (time.monotonic() +
-                                   capabilities.REPROBE_INTERVAL_S)
-        try:
-            return self.qat_probe_hypervisor(self._host.get_connection())
-        except Exception as exc:  # noqa: BLE001 - degrade, never fail start
-            LOG.warning('Could not probe migration capabilities (%s); only '
-                        'plans that need no hypervisor feature are used.',
-                        exc)
-            # NOTE(qat-migration): conservative: no multifd compression
-            # (libvirt 0), no mt (QEMU >= 9.1), no post-copy; provisional,
-            # so a later re-probe may read the real versions and methods.
-            return datamodel.HypervisorCaps(
-                libvirt_version=(0, 0, 0), qemu_version=(9, 1, 0),
-                multifd_methods=frozenset({'none'}), postcopy=False,
-                methods_source=capabilities.SOURCE_UNKNOWN)
-
-    def _qat_reprobe(self) -> None:
-        """Re-probe provisional multifd methods through a running domain.
-
-        At start-up no domain may be running yet (a new host), so the
-        methods may have come from a local binary or be unknown. Called
-        from Nova's periodic ``update_provider_tree``, so the traits follow;
-        at most once per :data:`.capabilities.REPROBE_INTERVAL_S`, and only
-        while :func:`.capabilities.needs_reprobe`. Never raises.
-        """
-        caps = self._qat_caps
-        if not capabilities.needs_reprobe(caps):
-            return
-        now = time.monotonic()
-        if now < self._qat_reprobe_after:
-            return
-        self._qat_reprobe_after = now + capabilities.REPROBE_INTERVAL_S
-        try:
-            self._qat_caps = capabilities.reprobe(
-                self._host.get_connection(), caps)
-        except Exception as exc:  # noqa: BLE001 - periodic, best effort
-            LOG.warning('Could not re-probe the multifd compression '
-                        'methods: %s', exc)
-
-    def _qat_source_caps(self, instance: Any) -> datamodel.HypervisorCaps:
-        """This host's capabilities for planning ``instance``'s migration.
-
-        NOTE(qat-migration): while the host's methods are provisional, the
-        domain being migrated is a running QEMU that can be asked through
-        libvirt (see :func:`.capabilities.reprobe`): what it says holds
-        for this migration, and for the host when its QEMU is libvirt's
-        current one (traits follow at the next ``update_provider_tree``).
-        """
-        caps = self._qat_caps
-        if not capabilities.needs_reprobe(caps):
-            return caps
-        try:
-            domain = self._host.get_guest(instance)._domain
-            found = capabilities.reprobe(self._host.get_connection(), caps,
-                                         domain=domain)
-        except Exception as exc:  # noqa: BLE001 - plan with what we have
-            LOG.warning('Could not read the multifd compression methods '
-                        'through the migrating domain: %s', exc,
-                        instance=instance)
-            return caps
-        if found.methods_source == capabilities.SOURCE_QMP:
-            self._qat_caps = found
-        return found
-
-    @staticmethod
-    def _qat_make_history() -> qat_history.HistoryStore:
-        try:
-            return qat_history.HistoryStore.from_conf(CONF)
-        except Exception as exc:  # noqa: BLE001
-            LOG.warning('Migration history unavailable (%s); kept in memory',
-                        exc)
-            return qat_history.HistoryStore(
-                None, CONF.qat_migration.history_max_entries)
-
-    @staticmethod
-    def _qat_make_manager() -> Any:
-        try:
-            return qat_manager.QATManager(CONF)
-        except Exception as exc:  # noqa: BLE001
-            LOG.warning('QAT device manager failed to start (%s): plans use '
-                        'no QAT.', exc)
-            return None
-
-    # -- placement ---------------------------------------------------------
-
-    def update_provider_tree(self, provider_tree: Any, nodename: str,
-                             allocations: Optional[dict] = None) -> None:
-        super().update_provider_tree(provider_tree, nodename,
-                                     allocations=allocations)
-        enabled = self._qat_enabled() and self._qat_caps is not None
-        if enabled:
-            self._qat_reprobe()
-        if enabled and self._qat_manager is not None:
-            # NOTE(qat-migration): QAT's own providers, and the host trait
-            # saying whether this host can lend QAT to a migration
-            # (``qat.placement.HOST_TRAIT``): the manager is their one
-            # writer.
-            try:
-                self._qat_manager.update_provider_tree(
-                    provider_tree, nodename, allocations)
-            except Exception as exc:  # noqa: BLE001
-                LOG.warning('QAT inventory not updated: %s', exc)
-        ours = capabilities.traits_for(self._qat_caps) if enabled else set()
-        try:
-            current = set(provider_tree.data(nodename).traits)
-        except ValueError as exc:   # the provider is not in the tree
-            LOG.debug('No provider %s in the tree: %s', nodename, exc)
-            current = set()
-        # NOTE(qat-migration): only our own namespace is ever removed, so
-        # Nova's traits (and an operator's) survive; stale ones of ours
-        # (e.g. after a QEMU downgrade or disabling the planner) do not.
-        stale = {t for t in current
-                 if t.startswith(capabilities.TRAIT_PREFIX)} - ours
-        if ours:
-            provider_tree.add_traits(nodename, *sorted(ours))
-        if stale:
-            provider_tree.remove_traits(nodename, *sorted(stale))
 
     # -- hints ---------------------------------------------------------------
 
@@ -508,41 +371,8 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
     def _qat_report(self, session: lm_session.MigrationSession,
                     dest: Optional[str] = None,
                     request_id: Optional[str] = None) -> None:
-        if (session.outcome == outcomes.OUTCOME_COMPLETED and
-                session.job_watch is not None):
-            # The event may trail Nova's monitor by a moment.
-            session.completed_event.wait(JOB_EVENT_WAIT_S)
-        try:
-            # The model's predicted remaining data, for the timeline.
-            predicted: list = []
-            record = report.build(
-                instance_uuid=session.instance_uuid,
-                instance_name=qat_facts.field(session.instance, 'name', ''),
-                requested=session.requested, call=session.call,
-                outcome=session.outcome,
-                total_s=time.monotonic() - session.started,
-                last_stats=session.tracker.last,
-                completed_stats=session.completed_stats,
-                summary=session.tracker.summary(),
-                sent_params=session.sent_params,
-                sent_flags=(c.flag_names(session.sent_flags)
-                            if session.sent_flags is not None else None),
-                passthrough_globals=session.passthrough,
-                actions=session.actions, notes=session.notes,
-                # Nova's own plan measures nothing: no facts to report.
-                facts=(None if session.policy.reproduces_nova
-                       else session.facts),
-                host=self._qat_host_name or CONF.host,
-                prediction=_prediction(session, predicted),
-                destination=(qat_facts.field(session.migration,
-                                             'dest_compute') or dest),
-                migration_uuid=qat_facts.field(session.migration, 'uuid'),
-                request_id=request_id)
-            report.emit(record, self._qat_history,
-                        timeline=_timeline(session, record, predicted))
-        except Exception:  # noqa: BLE001 - reporting is best effort
-            LOG.exception('Could not report the migration',
-                          instance=session.instance)
+        finish.report_session(session, self._qat_host_name or CONF.host,
+                              self._qat_history, dest, request_id)
 
     def _live_migration_operation(self, context: Any, instance: Any,
                                   dest: str, block_migration: bool,
@@ -606,41 +436,6 @@ class QATMigrationMixin(introspect.QATIntrospectionMixin):
         if session is not None:
             return session.flags_for(flags)
         return flags
-
-
-def _prediction(session: lm_session.MigrationSession,
-                trace: Optional[list] = None) -> Optional[dict]:
-    """The convergence model's prediction for the plan that ran, for the
-    report (what the planner expected beside what happened).
-
-    :param trace: receives the predicted remaining data over time.
-    """
-    if session.policy.reproduces_nova:
-        return None   # Nova's own plan: nothing was measured
-    try:
-        return predictive.predict_dict(CONF, session.facts, session.plan,
-                                       trace=trace)
-    except Exception as exc:  # noqa: BLE001 - informational only
-        LOG.debug('No prediction for the report: %s', exc)
-        if trace is not None:
-            trace.clear()   # no half a line either
-        return None
-
-
-def _timeline(session: lm_session.MigrationSession, record: dict,
-              predicted: list) -> Optional[dict]:
-    """The migration's timeline for its history entry (None if it cannot
-    be built: the report and the history go on without).
-    """
-    try:
-        return qat_timeline.build(
-            session.tracker.series, record, predicted,
-            display_name=qat_facts.field(session.instance, 'display_name',
-                                         ''))
-    except Exception:  # noqa: BLE001 - informational only
-        LOG.exception('No timeline for the migration history',
-                      instance=session.instance)
-        return None
 
 
 class QATLibvirtDriver(QATMigrationMixin, nova_driver.LibvirtDriver):

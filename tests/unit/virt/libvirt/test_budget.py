@@ -331,11 +331,11 @@ class DriverBudgetTest(test_driver.DriverTestBase):
 class RecordAndCliTest(test_base.TestCase):
 
     def test_report_records_what_was_held(self):
-        from nova_qat_migration.virt.libvirt import report
+        from nova_qat_migration.virt.libvirt import report_facts
         held = datamodel.InFlight(migrations=2, link_share=1 / 3.0,
                                   cores_held=2.0, xbzrle_mb_held=512,
                                   qat_leases_held=1)
-        summary = report._facts_summary(
+        summary = report_facts.summary(
             test_base.make_facts(in_flight=held))
         self.assertEqual(
             {'in_flight_migrations': 2, 'link_share': 0.333,

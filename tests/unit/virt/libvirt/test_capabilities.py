@@ -685,7 +685,7 @@ class TestDriverWithoutLocalQEMU(test_driver.DriverTestBase):
             lambda self, tree, nodename, allocations=None: None))
         self.now = 1000.0
         self.useFixture(fixtures.MockPatch(
-            'nova_qat_migration.virt.libvirt.driver.time.monotonic',
+            'nova_qat_migration.virt.libvirt.host.time.monotonic',
             side_effect=lambda: self.now))
 
     def started(self):
