@@ -47,6 +47,15 @@ NOVA_FLAGS = (c.VIR_MIGRATE_LIVE | c.VIR_MIGRATE_PEER2PEER |
               c.VIR_MIGRATE_UNDEFINE_SOURCE | c.VIR_MIGRATE_PERSIST_DEST)
 
 
+def provider_traits(drvr):
+    """The traits ``drvr`` publishes on a provider tree of one node."""
+    from nova.compute import provider_tree
+    tree = provider_tree.ProviderTree()
+    tree.new_root('node', 'rp-uuid')
+    drvr.update_provider_tree(tree, 'node', allocations={})
+    return tree.data('node').traits
+
+
 class DriverTestBase(test.NoDBTestCase):
 
     def setUp(self):
@@ -219,13 +228,6 @@ class ProviderTreeTest(DriverTestBase):
 class IntrospectionTest(DriverTestBase):
     """The read-only view the lab checks, and its one test hook."""
 
-    def _tree_traits(self, drvr):
-        from nova.compute import provider_tree
-        tree = provider_tree.ProviderTree()
-        tree.new_root('node', 'rp-uuid')
-        drvr.update_provider_tree(tree, 'node', allocations={})
-        return tree.data('node').traits
-
     def test_introspect_before_and_after_start(self):
         drvr = self.driver()
         before = drvr.qat_introspect()
@@ -257,15 +259,15 @@ class IntrospectionTest(DriverTestBase):
         drvr = self.driver()
         drvr.init_host('host')
         trait = capabilities.compress_trait('qatzip')
-        self.assertNotIn(trait, self._tree_traits(drvr))
+        self.assertNotIn(trait, provider_traits(drvr))
         pretend = datamodel.HypervisorCaps(
             multifd_methods=CAPS.multifd_methods | {'qatzip'})
         previous = drvr.qat_set_test_capabilities(pretend)
         self.assertEqual(CAPS, previous)
         self.assertIs(pretend, drvr.qat_introspect()['capabilities'])
-        self.assertIn(trait, self._tree_traits(drvr))
+        self.assertIn(trait, provider_traits(drvr))
         drvr.qat_set_test_capabilities(previous)
-        self.assertNotIn(trait, self._tree_traits(drvr))
+        self.assertNotIn(trait, provider_traits(drvr))
 
 
 class MonitorFlagsTest(DriverTestBase):
