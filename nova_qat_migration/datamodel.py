@@ -307,7 +307,7 @@ class InFlight:
     """What the source's other migrations in flight hold.
 
     Concurrent migrations share the source's link, cores, memory and QAT;
-    the driver's :class:`~nova_qat_migration.virt.libvirt.budget.HostBudget`
+    the driver's :class:`~nova_qat_migration.budget.HostBudget`
     fills this in when a plan is made. The defaults are a migration alone.
 
     :param migrations: other migrations running from this host.

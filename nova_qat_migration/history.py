@@ -53,6 +53,7 @@ import time
 from typing import Any, Mapping, Optional
 
 from oslo_concurrency import lockutils
+from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
@@ -367,7 +368,9 @@ class HistoryStore:
         if not path:
             try:
                 base_path = conf.state_path     # Nova's [DEFAULT] option
-            except Exception:  # noqa: BLE001 - Nova's options not loaded
+            except (cfg.NoSuchOptError, AttributeError) as exc:
+                # Nova's options are not registered (a command-line tool).
+                LOG.debug('No [DEFAULT] state_path: %s', exc)
                 base_path = None
             path = (os.path.join(base_path, 'qat_migration')
                     if base_path else None)

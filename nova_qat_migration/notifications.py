@@ -12,7 +12,7 @@
 """The migration report as a versioned notification.
 
 :func:`emit_report` sends each per-migration record
-(:func:`nova_qat_migration.report.build`) as
+(:func:`nova_qat_migration.virt.libvirt.report.build`) as
 ``qat_migration.live_migration.end`` through Nova's versioned notifier, in
 the same envelope as Nova's own versioned notifications -- payload an
 ``oslo.versionedobjects`` primitive (``nova_object.name``,
@@ -49,6 +49,8 @@ from oslo_config import cfg
 from oslo_context import context as common_context
 from oslo_log import log as logging
 
+from nova_qat_migration import outcomes
+
 LOG = logging.getLogger(__name__)
 
 OBJECT = 'qat_migration'
@@ -56,7 +58,8 @@ ACTION = 'live_migration'
 PHASE_END = 'end'
 EVENT_TYPE = '%s.%s.%s' % (OBJECT, ACTION, PHASE_END)
 
-OUTCOMES = ('completed', 'failed', 'cancelled', 'aborted')
+OUTCOMES = (outcomes.OUTCOME_COMPLETED, outcomes.OUTCOME_FAILED,
+            outcomes.OUTCOME_CANCELLED, outcomes.OUTCOME_ABORTED)
 #: The publisher's source: ``publisher_id`` is ``nova-qat-migration:<host>``.
 PUBLISHER = 'nova-qat-migration'
 
@@ -238,7 +241,7 @@ class QATMigrationPayload(notification.NotificationPayloadBase):
         self.destination_host = record.get('destination') or None
         self.migration_uuid = record.get('migration_uuid') or None
         self.request_id = record.get('request_id') or None
-        self.outcome = record.get('outcome') or 'failed'
+        self.outcome = record.get('outcome') or outcomes.OUTCOME_FAILED
         for name in ('policy', 'plan', 'requested', 'method', 'backend'):
             value = record.get(name)
             setattr(self, name, None if value is None else str(value))
@@ -298,6 +301,11 @@ RECORD_KEYS = frozenset({
     'iterations', 'facts', 'prediction', 'requested_plan', 'job_s',
     'destination', 'migration_uuid', 'request_id'})
 
+#: Record keys only the log line and the history carry: the structured
+#: forms of what the payload has as ``plan`` and ``notes`` (a later
+#: payload version may add them).
+LOG_ONLY_KEYS = frozenset({'effective_plan', 'passthrough'})
+
 
 def _strings(mapping: Any) -> dict:
     """A flat dict of strings (lists joined) for a string-dict field."""
@@ -332,7 +340,7 @@ def build(record: Mapping[str, Any], host: Optional[str] = None,
           ) -> QATMigrationNotification:
     """The notification object for one report ``record``."""
     host = host or cfg.CONF.host
-    completed = record.get('outcome') == 'completed'
+    completed = record.get('outcome') == outcomes.OUTCOME_COMPLETED
     return QATMigrationNotification(
         priority=(fields.NotificationPriority.INFO if completed
                   else fields.NotificationPriority.WARN),

@@ -12,8 +12,9 @@
 """A logged decision, made again: ``nova-qat-migration plan --from-report``.
 
 Every planned migration logs one ``qat_migration report: {json}`` line
-(:mod:`nova_qat_migration.report`) with the facts the plan was made from,
-as the report summarises them, and the plan the policy asked for.
+(:mod:`nova_qat_migration.virt.libvirt.report`) with the facts the plan
+was made from, as the report summarises them, and the plan the policy
+asked for.
 :func:`replay` rebuilds the facts from that summary and asks the same
 policy again, with the options of the ``nova.conf`` it is given (the
 report does not carry them), so any decision in a log can be reproduced,
@@ -31,8 +32,8 @@ import json
 from typing import Any, Mapping, Optional
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import loader
-from nova_qat_migration import report as report_mod
 
 
 class NotAReport(ValueError):
@@ -122,7 +123,7 @@ def find_report(text: str, instance: Optional[str] = None) -> dict:
     """
     found = None
     for line in text.splitlines():
-        _, sep, payload = line.partition(report_mod.PREFIX)
+        _, sep, payload = line.partition(outcomes.PREFIX)
         if not sep:
             continue
         try:
@@ -144,7 +145,7 @@ def find_report(text: str, instance: Optional[str] = None) -> dict:
                 found = None
     if not found:
         raise NotAReport('no %r line%s, and not a report as JSON'
-                         % (report_mod.PREFIX.strip(),
+                         % (outcomes.PREFIX.strip(),
                             ' of instance %s' % instance if instance
                             else ''))
     return found

@@ -147,6 +147,10 @@ class Policy(metaclass=abc.ABCMeta):
     #: The entry-point name, used in plans and logs.
     name: str = ''
 
+    #: Whether this policy's plan is exactly Nova's own (nothing measured,
+    #: nothing reported as a planner's prediction).
+    reproduces_nova: bool = False
+
     #: The group of the policy's own options, or None when it has none.
     CONFIG_GROUP: Optional[Union[str, cfg.OptGroup]] = None
 

@@ -37,6 +37,9 @@ DOWNTIME_STEPS = 5
 XBZRLE_MISS_RATE_HIGH = 0.3
 #: Safety margin on the downtime needed to send what remains.
 DOWNTIME_MARGIN = 1.2
+#: A job that has sent nothing for this long (seconds) runs over a dead
+#: link (or to a hung peer): it is never switched to post-copy.
+DEAD_LINK_S = 5.0
 
 
 def downtime_target(plan: datamodel.Plan, progress: datamodel.Progress) -> int:
@@ -153,3 +156,25 @@ def escalate(plan: datamodel.Plan, progress: datamodel.Progress) -> list:
                 reason='XBZRLE cache miss rate %.0f%%'
                        % (progress.xbzrle_cache_miss_rate * 100)))
     return actions
+
+
+def guard_dead_link(action: datamodel.Action,
+                    idle_s: float) -> datamodel.Action:
+    """``action``, or an abort where post-copy would strand the guest.
+
+    Applied to every policy's actions (its own :meth:`on_progress
+    <nova_qat_migration.policy.base.Policy.on_progress>` included) by the
+    driver, which knows how long the job has sent nothing (``idle_s``).
+
+    NOTE(qat-migration): when nothing reaches the destination for
+    :data:`DEAD_LINK_S` (link cut, peer hung), post-copy would stop the
+    guest here and start it there without its memory: frozen until the
+    link returns, lost if it does not. Aborting keeps it running here with
+    all of its memory.
+    """
+    if action.kind != datamodel.ACTION_POST_COPY or idle_s < DEAD_LINK_S:
+        return action
+    return datamodel.Action(
+        datamodel.ACTION_ABORT,
+        reason='%s; nothing sent for %.0f s: abort instead of post-copy'
+               % (action.reason, idle_s))

@@ -116,7 +116,7 @@ class QATPassthroughTest(QATPassthroughBase):
         self.assertIn('migration.multifd-compression=qatzip',
                       self._multifd_globals(
                           call['params']['destination_xml']))
-        self.assertFalse(passthrough.has_globals(
+        self.assertFalse(passthrough.globals_of(
             call['params']['persistent_xml']))
         # A QAT lease was held while migrating and released after.
         self.assertEqual([1], self.leases_during)
@@ -128,7 +128,7 @@ class QATPassthroughTest(QATPassthroughBase):
         server = self.migrate(self.server_on('src'), 'dest')
         self.assertEqual([], self.commands)
         call = self.last_call(server)
-        self.assertFalse(passthrough.has_globals(
+        self.assertFalse(passthrough.globals_of(
             call['params']['destination_xml']))
         self.assertEqual([0], self.leases_during)
 
@@ -141,7 +141,7 @@ class QATPassthroughTest(QATPassthroughBase):
         self.assertEqual('dest', server['OS-EXT-SRV-ATTR:host'])
         self.assertEqual(1, len(self.commands))
         call = self.last_call(server)
-        self.assertFalse(passthrough.has_globals(
+        self.assertFalse(passthrough.globals_of(
             call['params']['destination_xml']))
         self.assertNotEqual('qatzip', call['params'].get('compression'))
         self.assertIn('monitor passthrough refused',
@@ -205,7 +205,7 @@ class QATLeaseContentionTest(QATPassthroughBase):
         for server in (a, b):
             self._wait_for_migration_status(server, ['completed'])
         self.assertFalse(self.barrier.broken)
-        with_qat = [s for s in (a, b) if passthrough.has_globals(
+        with_qat = [s for s in (a, b) if passthrough.globals_of(
             self.last_call(s)['params']['destination_xml'])]
         self.assertEqual(1, len(with_qat))
         # Both were in flight together; one lease existed and was held.

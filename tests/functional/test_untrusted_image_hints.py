@@ -20,7 +20,7 @@ assertions are on what libvirt received and on the migration report.
 
 import json
 
-from nova_qat_migration import report
+from nova_qat_migration import outcomes
 from tests.functional import base
 
 
@@ -42,8 +42,8 @@ class UntrustedImageHintsTest(base.QATMigrationTestBase):
     def _report(self, server):
         self.wait_for_driver_cleanup('src')
         for line in self.stdlog.logger.output.splitlines():
-            if report.PREFIX in line and server['id'] in line:
-                return json.loads(line.split(report.PREFIX, 1)[1])
+            if outcomes.PREFIX in line and server['id'] in line:
+                return json.loads(line.split(outcomes.PREFIX, 1)[1])
         self.fail('no migration report for %s' % server['id'])
 
     def test_bad_image_properties_do_not_block_the_migration(self):

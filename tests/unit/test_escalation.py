@@ -195,7 +195,8 @@ class ProgressTrackerTest(testtools.TestCase):
         # QEMU sends pass 1 whole and starts XBZRLE in pass 2, whose
         # lookups all miss (the cache is empty): the "100% miss rate" that
         # doubled the demo's cache (and emptied it again) is no signal.
-        trk = tracker.ProgressTracker(xbzrle_cache_mb=512)
+        trk = tracker.ProgressTracker()
+        trk.xbzrle_cache_mb = 512
         xb = dict(compression_cache=512 * MIB)
         trk.update(_stats(500, 2, 900, compression_cache_misses=0,
                           compression_pages=0, **xb))
@@ -289,7 +290,8 @@ class EscalateTest(testtools.TestCase):
     def test_xbzrle_cache_doubles_up_to_max(self):
         plan = _plan(method='xbzrle', xbzrle_cache_mb=256,
                      xbzrle_cache_max_mb=1024)
-        trk = tracker.ProgressTracker(xbzrle_cache_mb=256)
+        trk = tracker.ProgressTracker()
+        trk.xbzrle_cache_mb = 256
         grown = []
         misses = pages = 0
         cache = 256
@@ -321,7 +323,8 @@ class EscalateTest(testtools.TestCase):
                                  if a.kind == 'xbzrle_cache'])
 
     def test_first_pass_misses_do_not_count(self):
-        trk = tracker.ProgressTracker(xbzrle_cache_mb=256)
+        trk = tracker.ProgressTracker()
+        trk.xbzrle_cache_mb = 256
         cache = 256 * MIB
         # Pass 1 sends every page whole; pass 2, the first XBZRLE pass,
         # misses on every lookup while the cache fills.
@@ -532,3 +535,24 @@ class BlockMigrationTest(testtools.TestCase):
                          [empty] + CONVERGING)
         self.assertEqual([], seen)
         self.assertAlmostEqual(2, trk.lowest_remaining_mb, places=3)
+
+
+class DeadLinkTest(testtools.TestCase):
+    """Post-copy over a link that sends nothing becomes an abort."""
+
+    POST_COPY = datamodel.Action(datamodel.ACTION_POST_COPY,
+                                 reason='progress timeout')
+
+    def test_post_copy_kept_while_data_moves(self):
+        self.assertIs(self.POST_COPY, escalation.guard_dead_link(
+            self.POST_COPY, escalation.DEAD_LINK_S - 0.5))
+
+    def test_post_copy_on_a_dead_link_aborts(self):
+        action = escalation.guard_dead_link(self.POST_COPY,
+                                            escalation.DEAD_LINK_S + 2)
+        self.assertEqual(datamodel.ACTION_ABORT, action.kind)
+        self.assertIn('progress timeout; nothing sent for 7 s', action.reason)
+
+    def test_other_actions_untouched(self):
+        downtime = datamodel.Action(datamodel.ACTION_DOWNTIME, value=100)
+        self.assertIs(downtime, escalation.guard_dead_link(downtime, 60.0))

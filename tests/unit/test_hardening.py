@@ -43,6 +43,7 @@ from nova_qat_migration.conf import qat_migration as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration import history
 from nova_qat_migration import notifications
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import base as policy_base
 from nova_qat_migration.policy import candidates
@@ -52,8 +53,8 @@ from nova_qat_migration.policy import static
 from nova_qat_migration.policy import tenant
 from nova_qat_migration.qat import devices
 from nova_qat_migration.qat import health
-from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import facts as qat_facts
+from nova_qat_migration.virt.libvirt import report
 from nova_qat_migration.virt.libvirt import tracker
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base
@@ -765,7 +766,7 @@ class NonFiniteNumbersTest(base.TestCase):
         plan = datamodel.Plan(policy='adaptive')
         return report.build(
             instance_uuid='3e5d2c1a-8b7f-4f6e-9a0b-1c2d3e4f5a6b',
-            requested=plan, outcome=report.OUTCOME_COMPLETED,
+            requested=plan, outcome=outcomes.OUTCOME_COMPLETED,
             total_s=INF, last_stats=dict(self.STATS),
             completed_stats={'downtime': NAN, 'time_elapsed': INF},
             summary=track.summary(), facts=facts,
@@ -804,8 +805,8 @@ class NonFiniteNumbersTest(base.TestCase):
         with mock.patch.object(notifications, 'emit_report') as sent:
             report.emit(self._record(), store)
         sent.assert_called_once()
-        line = [x for x in logs.output.splitlines() if report.PREFIX in x][0]
-        json.loads(line.split(report.PREFIX, 1)[1], parse_constant=_refuse)
+        line = [x for x in logs.output.splitlines() if outcomes.PREFIX in x][0]
+        json.loads(line.split(outcomes.PREFIX, 1)[1], parse_constant=_refuse)
         self.assertEqual(1, store.get(
             '3e5d2c1a-8b7f-4f6e-9a0b-1c2d3e4f5a6b').migrations)
         self.assertNotIn('Could not', logs.output)

@@ -21,7 +21,8 @@ import testtools
 
 from nova_qat_migration import datamodel
 from nova_qat_migration import history
-from nova_qat_migration import report
+from nova_qat_migration import outcomes
+from nova_qat_migration.virt.libvirt import report
 
 
 class HistoryStoreTest(testtools.TestCase):
@@ -114,7 +115,7 @@ class ReportTest(testtools.TestCase):
                               parallel_connections=4, reasons=('idle CPU',))
         args = dict(
             instance_uuid='u1', instance_name='vm', requested=plan,
-            outcome=report.OUTCOME_COMPLETED, total_s=12.3456,
+            outcome=outcomes.OUTCOME_COMPLETED, total_s=12.3456,
             last_stats={'memory_total': 1024 * datamodel.MIB,
                         'memory_processed': 512 * datamodel.MIB,
                         'time_elapsed': 4000, 'downtime': 999},
@@ -155,10 +156,10 @@ class ReportTest(testtools.TestCase):
         store = history.HistoryStore(None)
         report.emit(self._record(), store)
         lines = [line for line in logger.output.splitlines()
-                 if line.startswith(report.PREFIX)]
+                 if line.startswith(outcomes.PREFIX)]
         self.assertEqual(1, len(lines))
         self.assertEqual('u1', json.loads(
-            lines[0][len(report.PREFIX):])['instance'])
+            lines[0][len(outcomes.PREFIX):])['instance'])
         self.assertEqual('zstd', store.get('u1').method)
 
     def test_block_migration_disks_planned_and_copied(self):
@@ -219,7 +220,7 @@ class MeasurementTest(testtools.TestCase):
         plan = datamodel.Plan(policy='adaptive', method='zstd', level=1,
                               parallel_connections=4)
         return report.build(instance_uuid='u1', requested=plan,
-                            outcome=report.OUTCOME_COMPLETED, facts=facts,
+                            outcome=outcomes.OUTCOME_COMPLETED, facts=facts,
                             total_s=total_s,
                             sent_params={'compression': 'zstd',
                                          'parallel.connections': 4},

@@ -15,11 +15,18 @@ Every module of ``nova_qat_migration`` is read with :mod:`ast`, never
 imported, so these checks see function-local imports too and cost no
 start-up of Nova or libvirt.
 
-The layers, bottom up (:data:`LAYERS`):
-:mod:`nova_qat_migration.datamodel` imports nothing from the package;
-``conf`` builds on the data model only; ``qat`` too; ``policy`` on those
-two and never reaches into ``virt`` (a policy is pure: the driver gathers
-facts and executes plans); only ``cmd`` imports ``cmd``.
+The layers, bottom up (:data:`LAYERS`, which names every module):
+:mod:`nova_qat_migration.datamodel`, ``outcomes`` and ``exception`` import
+nothing from the package; ``conf``, ``qat``, ``timeline`` build on the data
+model only; ``history`` adds the timeline, ``notifications`` the outcomes;
+``policy`` builds on ``conf`` and the data model and never reaches into
+``virt`` (a policy is pure: the driver gathers facts and executes plans);
+``budget``, ``replay`` and ``api`` sit on ``policy``; ``virt`` on all of
+those; only ``cmd`` imports ``cmd``.
+
+An import counts wherever it is written (inside a function too) and so
+does a module named by a string in a module that imports by name
+(``importlib.import_module``): a cycle hidden either way is found.
 """
 
 import ast
@@ -33,18 +40,62 @@ import nova_qat_migration
 PACKAGE = 'nova_qat_migration'
 ROOT = pathlib.Path(nova_qat_migration.__file__).resolve().parent
 
-#: What each layer may import from the package besides itself.
+_DM = 'nova_qat_migration.datamodel'
+_OUT = 'nova_qat_migration.outcomes'
+_EXC = 'nova_qat_migration.exception'
+_CONF = 'nova_qat_migration.conf'
+_POLICY = 'nova_qat_migration.policy'
+_TIMELINE = 'nova_qat_migration.timeline'
+
+#: What each layer may import from the package besides itself. Every
+#: module of the package is under one of these
+#: (:meth:`TestStructure.test_layers_cover_every_module`).
 LAYERS = {
-    'nova_qat_migration.datamodel': [],
-    'nova_qat_migration.conf': ['nova_qat_migration.datamodel'],
-    'nova_qat_migration.qat': ['nova_qat_migration.datamodel'],
-    'nova_qat_migration.policy': ['nova_qat_migration.conf',
-                                  'nova_qat_migration.datamodel'],
+    _DM: [],
+    _OUT: [],
+    _EXC: [],
+    _CONF: [_DM],
+    'nova_qat_migration.qat': [_DM, _EXC],
+    _TIMELINE: [_DM],
+    'nova_qat_migration.history': [_DM, _OUT, _TIMELINE],
+    'nova_qat_migration.notifications': [_DM, _OUT],
+    _POLICY: [_CONF, _DM, _EXC],
+    'nova_qat_migration.budget': [_CONF, _DM, _POLICY],
+    'nova_qat_migration.replay': [_CONF, _DM, _OUT, _POLICY],
+    'nova_qat_migration.api': [_CONF, _DM, _EXC, _POLICY],
+    'nova_qat_migration.virt': [
+        'nova_qat_migration.budget', _CONF, _DM, _EXC,
+        'nova_qat_migration.history', 'nova_qat_migration.notifications',
+        _OUT, _POLICY, 'nova_qat_migration.qat', _TIMELINE],
+    'nova_qat_migration.cmd': [
+        'nova_qat_migration.api', 'nova_qat_migration.budget', _CONF, _DM,
+        _EXC, 'nova_qat_migration.history', _OUT, _POLICY,
+        'nova_qat_migration.qat', 'nova_qat_migration.replay', _TIMELINE,
+        'nova_qat_migration.virt'],
+    # Transition shim for the lab (re-exports virt.libvirt.report); the
+    # lead removes it when the lab reads the new path.
+    'nova_qat_migration.report': [_OUT, 'nova_qat_migration.virt'],
 }
 
 #: Imports that break a layer today, each with the reason it stays:
 #: ``(importer, imported) -> reason``. Remove an entry when it is fixed.
 LAYER_EXCEPTIONS: dict = {}
+
+#: Imports that close a cycle today, each with the reason it stays:
+#: ``(importer module, imported module) -> reason``; the edge is left out
+#: of the cycle check. Remove an entry when the cycle is gone (a test
+#: says so).
+CYCLE_EXCEPTIONS = {
+    ('nova_qat_migration.cmd.drain', 'nova_qat_migration.cmd.cli'):
+        'cli loads drain by an importlib string and drain imports cli '
+        'back: removed by struct-policy',
+    ('nova_qat_migration.cmd.timeline', 'nova_qat_migration.cmd.cli'):
+        'cli loads timeline by an importlib string and timeline imports '
+        'cli back (UsageError): removed by struct-policy',
+}
+
+#: Calls that import a module named by a string.
+DYNAMIC_IMPORTS = frozenset({'import_module', '__import__'})
 
 #: Module-level constants defined in more than one module on purpose:
 #: ``name -> reason``.
@@ -102,6 +153,35 @@ def imports_of(name, tree, modules):
         for target in targets:
             if target in modules and target != name:
                 found.setdefault(target, node.lineno)
+    for target, line in string_imports(name, tree, modules).items():
+        found.setdefault(target, line)
+    return found
+
+
+def _callee(func):
+    """The name a call is made by: ``f`` for ``f()`` and ``m.f()``."""
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else None
+
+
+def string_imports(name, tree, modules):
+    """``{package module: line}`` named by a string literal in ``tree``,
+    when ``tree`` imports by name (:data:`DYNAMIC_IMPORTS`).
+
+    Such a module may load any module it names (e.g. a list of
+    subcommand modules handed to ``importlib.import_module``), so every
+    package module it names counts as imported.
+    """
+    if not any(isinstance(node, ast.Call) and
+               _callee(node.func) in DYNAMIC_IMPORTS
+               for node in ast.walk(tree)):
+        return {}
+    found = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and node.value in modules and node.value != name):
+            found.setdefault(node.value, node.lineno)
     return found
 
 
@@ -160,6 +240,17 @@ def _cycle_in(graph, group):
                 seen.add(w)
                 paths.append(path + [w])
     raise AssertionError('no cycle in %s' % sorted(group))
+
+
+def reachable(graph, start):
+    """The modules ``start`` imports, directly or not."""
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph.get(todo.pop(), ()):
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
 
 
 def _under(module, layer):
@@ -258,8 +349,29 @@ class TestStructure(testtools.TestCase):
                       self.graph['nova_qat_migration.cmd.status'])
 
     def test_no_import_cycle(self):
-        found = [' -> '.join(cycle) for cycle in cycles(self.graph)]
-        self.assertEqual([], found, 'import cycles in the package')
+        graph = {importer: {t: line for t, line in imported.items()
+                            if (importer, t) not in CYCLE_EXCEPTIONS}
+                 for importer, imported in self.graph.items()}
+        found = [' -> '.join(cycle) for cycle in cycles(graph)]
+        self.assertEqual([], found, 'import cycles in the package (imports '
+                         'inside functions and by importlib count)')
+
+    def test_cycle_exceptions_still_needed(self):
+        for importer, imported in CYCLE_EXCEPTIONS:
+            self.assertIn(imported, self.graph.get(importer, {}),
+                          'cycle exception %s -> %s: no such import'
+                          % (importer, imported))
+            self.assertIn(importer, reachable(self.graph, imported),
+                          'cycle exception %s -> %s no longer needed'
+                          % (importer, imported))
+
+    def test_layers_cover_every_module(self):
+        uncovered = [name for name in sorted(self.modules)
+                     if name != PACKAGE and
+                     not any(_under(name, layer) for layer in LAYERS)]
+        self.assertEqual([], uncovered, 'modules in no layer of LAYERS')
+        # The package's own __init__ imports nothing of it.
+        self.assertEqual({}, self.graph[PACKAGE])
 
     def test_datamodel_imports_nothing_from_the_package(self):
         self.assertEqual({}, self.graph['nova_qat_migration.datamodel'])
@@ -328,6 +440,32 @@ class TestChecksThemselves(testtools.TestCase):
         self.assertEqual({'nova_qat_migration.policy.model': 2,
                           'nova_qat_migration.datamodel': 3,
                           'nova_qat_migration.qat.devices': 4}, found)
+
+    def test_importlib_string_and_local_import_cycle_found(self):
+        # The hidden cycle the structure test once missed: a module that
+        # loads another by name, which imports it back inside a function.
+        modules = {'nova_qat_migration.cmd.cli': ast.parse(
+                       'import importlib\n'
+                       'MODS = ("nova_qat_migration.cmd.drain",)\n'
+                       'def build():\n'
+                       '    for m in MODS:\n'
+                       '        importlib.import_module(m)\n'),
+                   'nova_qat_migration.cmd.drain': ast.parse(
+                       'def main():\n'
+                       '    from nova_qat_migration.cmd import cli\n')}
+        graph = import_graph(modules)
+        self.assertEqual({'nova_qat_migration.cmd.drain': 2},
+                         graph['nova_qat_migration.cmd.cli'])
+        self.assertEqual([['nova_qat_migration.cmd.cli',
+                           'nova_qat_migration.cmd.drain',
+                           'nova_qat_migration.cmd.cli']], cycles(graph))
+
+    def test_strings_are_no_imports_without_importlib(self):
+        tree = ast.parse('HELP = "see nova_qat_migration.cmd.drain"\n'
+                         'NAME = "nova_qat_migration.cmd.drain"\n')
+        self.assertEqual({}, string_imports(
+            'nova_qat_migration.history', tree,
+            {'nova_qat_migration.cmd.drain': None}))
 
     def test_literal_constants(self):
         tree = ast.parse('A = 1\nB: int = -2.5\nC = ("x", 1)\n'

@@ -344,7 +344,8 @@ def _ask_domain(domain: Any, command: str) -> Any:
 def _domain_name(domain: Any) -> str:
     try:
         return domain.name()
-    except Exception:  # noqa: BLE001 - only for the log
+    except Exception as exc:  # noqa: BLE001 - libvirtError; only for a log
+        LOG.debug('Domain name unreadable: %s', exc)
         return '?'
 
 
@@ -383,7 +384,9 @@ def _idle(domain: Any) -> bool:
     """
     try:
         return domain.jobInfo()[0] == VIR_DOMAIN_JOB_NONE
-    except Exception:  # noqa: BLE001 - gone, or cannot tell: skip it
+    except Exception as exc:  # noqa: BLE001 - libvirtError: gone, or
+        # cannot tell (the binding's error class is not imported here)
+        LOG.debug('Domain job unreadable, domain skipped: %s', exc)
         return False
 
 

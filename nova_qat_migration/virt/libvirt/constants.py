@@ -53,7 +53,6 @@ PLANNED_FLAGS = (VIR_MIGRATE_COMPRESSED | VIR_MIGRATE_AUTO_CONVERGE |
 
 # migrateToURI3 typed parameter names (VIR_MIGRATE_PARAM_*).
 PARAM_BANDWIDTH = 'bandwidth'
-PARAM_BANDWIDTH_POSTCOPY = 'bandwidth.postcopy'
 PARAM_COMPRESSION = 'compression'
 PARAM_COMPRESSION_MT_LEVEL = 'compression.mt.level'
 PARAM_COMPRESSION_MT_THREADS = 'compression.mt.threads'
@@ -65,7 +64,6 @@ PARAM_PARALLEL_CONNECTIONS = 'parallel.connections'
 PARAM_AUTO_CONVERGE_INITIAL = 'auto_converge.initial'
 PARAM_AUTO_CONVERGE_INCREMENT = 'auto_converge.increment'
 PARAM_DESTINATION_XML = 'destination_xml'
-PARAM_PERSIST_XML = 'persistent_xml'
 
 LEVEL_PARAMS = {
     'mt': PARAM_COMPRESSION_MT_LEVEL,

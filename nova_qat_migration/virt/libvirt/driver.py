@@ -26,17 +26,20 @@ copying any of its methods:
     gathers the facts (:mod:`.facts`), runs the policy, translates the
     plan, takes a QAT lease when the plan wants one, reserves the
     migration's share of the host (:mod:`.budget`) and registers a
-    :class:`~.execution.MigrationSession` under the instance UUID for the
+    :class:`~.session.MigrationSession` under the instance UUID for the
     duration of this migration only; then Nova's ``_live_migration`` runs
     unchanged, and the report is emitted when it returns.
 ``_live_migration_operation`` (Nova's operation thread)
     hands Nova a :class:`~nova.virt.libvirt.guest.Guest` whose domain is an
-    :class:`~.execution.PlannedDomain`: Nova builds its params and flags as
+    :class:`~.operation.PlannedDomain`: Nova builds its params and flags as
     always and the proxy sends the planned call instead.
 ``_live_migration_monitor`` (the caller's thread)
     the monitor sees this migration's flags through a thread-local read by
-    ``_get_migration_flags``, and an :class:`~.execution.MonitoredDomain`
+    ``_get_migration_flags``, and an :class:`~.monitor.MonitoredDomain`
     that runs the policy's escalations and scales Nova's downtime steps.
+
+Checks from outside (the lab) read the planner's state through
+:meth:`~.introspect.QATIntrospectionMixin.qat_introspect`.
 
 Nothing host-wide is mutated (``_live_migration_flags`` stays Nova's), so
 concurrent migrations each see only their own plan.
@@ -47,7 +50,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-import time
 from typing import Any, Optional
 
 from nova import exception
@@ -55,39 +57,28 @@ from nova.virt.libvirt import driver as nova_driver
 from nova.virt.libvirt import guest as libvirt_guest
 from oslo_log import log as logging
 
+from nova_qat_migration import budget as qat_budget
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import loader
-from nova_qat_migration.policy import predictive
-from nova_qat_migration import report
-from nova_qat_migration import timeline as qat_timeline
-from nova_qat_migration.virt.libvirt import budget as qat_budget
 from nova_qat_migration.virt.libvirt import capabilities
-from nova_qat_migration.virt.libvirt import constants as c
-from nova_qat_migration.virt.libvirt import execution
 from nova_qat_migration.virt.libvirt import facts as qat_facts
+from nova_qat_migration.virt.libvirt import finish
+from nova_qat_migration.virt.libvirt import host
+from nova_qat_migration.virt.libvirt import monitor as lm_monitor
+from nova_qat_migration.virt.libvirt import operation as lm_operation
+from nova_qat_migration.virt.libvirt import session as lm_session
 from nova_qat_migration.virt.libvirt import translate
 
 CONF = qat_conf.CONF
 LOG = logging.getLogger(__name__)
 
 NOVA_DEFAULT = 'nova_default'
-#: How long the report waits for libvirt's job-completed event.
-JOB_EVENT_WAIT_S = 2.0
 
 
-def _qat_manager_class() -> Any:
-    """The QAT device manager class, or None while it is not installed."""
-    try:
-        from nova_qat_migration.qat import manager
-    except ImportError:
-        return None
-    return manager.QATManager
-
-
-class QATMigrationMixin:
+class QATMigrationMixin(host.QATHostMixin):
     """Per-instance live-migration planning for ``LibvirtDriver``.
 
     Mix in before ``LibvirtDriver``. With ``[qat_migration] enabled =
@@ -117,10 +108,6 @@ class QATMigrationMixin:
         self._qat_host_name: Optional[str] = None
 
     # -- start-up ----------------------------------------------------------
-
-    @staticmethod
-    def _qat_enabled() -> bool:
-        return bool(CONF.qat_migration.enabled)
 
     def init_host(self, host: str) -> Any:
         result = super().init_host(host)
@@ -184,134 +171,6 @@ class QATMigrationMixin:
                         return False
         return True
 
-    def _qat_probe(self) -> datamodel.HypervisorCaps:
-        """Probe at start-up (see :func:`.capabilities.probe_methods`).
-
-        Provisional methods (from a local binary, or unknown) are
-        re-probed through libvirt by :meth:`_qat_reprobe` and
-        :meth:`_qat_source_caps`.
-        """
-        self._qat_reprobe_after = (time.monotonic() +
-                                   capabilities.REPROBE_INTERVAL_S)
-        try:
-            return self.qat_probe_hypervisor(self._host.get_connection())
-        except Exception as exc:  # noqa: BLE001 - degrade, never fail start
-            LOG.warning('Could not probe migration capabilities (%s); only '
-                        'plans that need no hypervisor feature are used.',
-                        exc)
-            # NOTE(qat-migration): conservative: no multifd compression
-            # (libvirt 0), no mt (QEMU >= 9.1), no post-copy; provisional,
-            # so a later re-probe may read the real versions and methods.
-            return datamodel.HypervisorCaps(
-                libvirt_version=(0, 0, 0), qemu_version=(9, 1, 0),
-                multifd_methods=frozenset({'none'}), postcopy=False,
-                methods_source=capabilities.SOURCE_UNKNOWN)
-
-    def _qat_reprobe(self) -> None:
-        """Re-probe provisional multifd methods through a running domain.
-
-        At start-up no domain may be running yet (a new host), so the
-        methods may have come from a local binary or be unknown. Called
-        from Nova's periodic ``update_provider_tree``, so the traits follow;
-        at most once per :data:`.capabilities.REPROBE_INTERVAL_S`, and only
-        while :func:`.capabilities.needs_reprobe`. Never raises.
-        """
-        caps = self._qat_caps
-        if not capabilities.needs_reprobe(caps):
-            return
-        now = time.monotonic()
-        if now < self._qat_reprobe_after:
-            return
-        self._qat_reprobe_after = now + capabilities.REPROBE_INTERVAL_S
-        try:
-            self._qat_caps = capabilities.reprobe(
-                self._host.get_connection(), caps)
-        except Exception as exc:  # noqa: BLE001 - periodic, best effort
-            LOG.warning('Could not re-probe the multifd compression '
-                        'methods: %s', exc)
-
-    def _qat_source_caps(self, instance: Any) -> datamodel.HypervisorCaps:
-        """This host's capabilities for planning ``instance``'s migration.
-
-        NOTE(qat-migration): while the host's methods are provisional, the
-        domain being migrated is a running QEMU that can be asked through
-        libvirt (see :func:`.capabilities.reprobe`): what it says holds
-        for this migration, and for the host when its QEMU is libvirt's
-        current one (traits follow at the next ``update_provider_tree``).
-        """
-        caps = self._qat_caps
-        if not capabilities.needs_reprobe(caps):
-            return caps
-        try:
-            domain = self._host.get_guest(instance)._domain
-            found = capabilities.reprobe(self._host.get_connection(), caps,
-                                         domain=domain)
-        except Exception as exc:  # noqa: BLE001 - plan with what we have
-            LOG.warning('Could not read the multifd compression methods '
-                        'through the migrating domain: %s', exc,
-                        instance=instance)
-            return caps
-        if found.methods_source == capabilities.SOURCE_QMP:
-            self._qat_caps = found
-        return found
-
-    @staticmethod
-    def _qat_make_history() -> qat_history.HistoryStore:
-        try:
-            return qat_history.HistoryStore.from_conf(CONF)
-        except Exception as exc:  # noqa: BLE001
-            LOG.warning('Migration history unavailable (%s); kept in memory',
-                        exc)
-            return qat_history.HistoryStore(
-                None, CONF.qat_migration.history_max_entries)
-
-    @staticmethod
-    def _qat_make_manager() -> Any:
-        cls = _qat_manager_class()
-        if cls is None:
-            LOG.info('QAT device manager not installed: plans use no QAT.')
-            return None
-        try:
-            return cls(CONF)
-        except Exception as exc:  # noqa: BLE001
-            LOG.warning('QAT device manager failed to start (%s): plans use '
-                        'no QAT.', exc)
-            return None
-
-    # -- placement ---------------------------------------------------------
-
-    def update_provider_tree(self, provider_tree: Any, nodename: str,
-                             allocations: Optional[dict] = None) -> None:
-        super().update_provider_tree(provider_tree, nodename,
-                                     allocations=allocations)
-        enabled = self._qat_enabled() and self._qat_caps is not None
-        if enabled:
-            self._qat_reprobe()
-        if enabled and self._qat_manager is not None:
-            # NOTE(qat-migration): QAT's own providers, and the host trait
-            # saying whether this host can lend QAT to a migration
-            # (``qat.placement.HOST_TRAIT``): the manager is their one
-            # writer.
-            try:
-                self._qat_manager.update_provider_tree(
-                    provider_tree, nodename, allocations)
-            except Exception as exc:  # noqa: BLE001
-                LOG.warning('QAT inventory not updated: %s', exc)
-        ours = capabilities.traits_for(self._qat_caps) if enabled else set()
-        try:
-            current = set(provider_tree.data(nodename).traits)
-        except Exception:  # noqa: BLE001 - provider not in the tree
-            current = set()
-        # NOTE(qat-migration): only our own namespace is ever removed, so
-        # Nova's traits (and an operator's) survive; stale ones of ours
-        # (e.g. after a QEMU downgrade or disabling the planner) do not.
-        stale = {t for t in current
-                 if t.startswith(capabilities.TRAIT_PREFIX)} - ours
-        if ours:
-            provider_tree.add_traits(nodename, *sorted(ours))
-        if stale:
-            provider_tree.remove_traits(nodename, *sorted(stale))
-
     # -- hints ---------------------------------------------------------------
 
     def _qat_check_hints(self, instance: Any) -> datamodel.Hints:
@@ -373,7 +232,7 @@ class QATMigrationMixin:
             policy = nova_policy
         # NOTE(qat-migration): Nova's own plan needs no measurement; skip
         # the ~1 s of sampling so nova_default costs what Nova costs.
-        measured = policy.name != NOVA_DEFAULT
+        measured = not policy.reproduces_nova
         facts = qat_facts.gather(
             CONF, context, instance, dest, migrate_data, hints, measured,
             caps=self._qat_source_caps(instance), host=self._host,
@@ -384,7 +243,7 @@ class QATMigrationMixin:
 
     def _qat_plan(self, context: Any, instance: Any, dest: str,
                   migrate_data: Any, gathered: Optional[tuple] = None,
-                  ) -> execution.MigrationSession:
+                  ) -> lm_session.MigrationSession:
         """The session of one migration, planned against what the
         migrations in flight hold now.
 
@@ -413,7 +272,7 @@ class QATMigrationMixin:
             LOG.exception('Could not translate plan %s; using Nova\'s',
                           requested.describe(), instance=instance)
             call = nova_call
-        session = execution.MigrationSession(
+        session = lm_session.MigrationSession(
             instance, facts, policy, requested, call, nova_call,
             qat_facts.field(migrate_data, 'migration'))
         session.notes.extend(notes)
@@ -426,7 +285,7 @@ class QATMigrationMixin:
         return session
 
     def _qat_session(self, instance: Any,
-                     ) -> Optional[execution.MigrationSession]:
+                     ) -> Optional[lm_session.MigrationSession]:
         uuid = qat_facts.field(instance, 'uuid')
         with self._qat_sessions_lock:
             return self._qat_sessions.get(uuid)
@@ -480,15 +339,8 @@ class QATMigrationMixin:
                 with self._qat_sessions_lock:
                     self._qat_sessions.pop(instance.uuid, None)
 
-    def _qat_watch_job(self, session: execution.MigrationSession,
-                       domain: Any) -> None:
-        """Catch libvirt's statistics of the completed job (see
-        :meth:`.execution.MigrationSession.watch_job`).
-        """
-        session.watch_job(self._host.get_connection, domain)
-
     def _qat_take_lease(self, stack: contextlib.ExitStack,
-                        session: execution.MigrationSession) -> None:
+                        session: lm_session.MigrationSession) -> None:
         """Hold a QAT lease for a plan that needs one, or re-plan without.
 
         The lease is released by ``stack`` on every exit path.
@@ -510,49 +362,17 @@ class QATMigrationMixin:
             session.facts, qat=dataclasses.replace(session.facts.qat,
                                                    free_leases=0))
         session.facts = facts
-        session.call = translate.to_libvirt(session.requested, facts)
-        session.notes.append('no QAT lease free: re-planned to %s'
-                             % session.plan.describe())
+        call = translate.to_libvirt(session.requested, facts)
+        session.replace_call(call, 'no QAT lease free: re-planned to %s'
+                             % call.plan.describe())
         LOG.warning('No QAT lease free; plan degraded to %s',
                     session.plan.describe(), instance=session.instance)
 
-    def _qat_report(self, session: execution.MigrationSession,
+    def _qat_report(self, session: lm_session.MigrationSession,
                     dest: Optional[str] = None,
                     request_id: Optional[str] = None) -> None:
-        if (session.outcome == report.OUTCOME_COMPLETED and
-                session.job_watch is not None):
-            # The event may trail Nova's monitor by a moment.
-            session.completed_event.wait(JOB_EVENT_WAIT_S)
-        try:
-            # The model's predicted remaining data, for the timeline.
-            predicted: list = []
-            record = report.build(
-                instance_uuid=session.instance_uuid,
-                instance_name=qat_facts.field(session.instance, 'name', ''),
-                requested=session.requested, call=session.call,
-                outcome=session.outcome,
-                total_s=time.monotonic() - session.started,
-                last_stats=session.tracker.last,
-                completed_stats=session.completed_stats,
-                summary=session.tracker.summary(),
-                sent_params=session.sent_params,
-                sent_flags=(c.flag_names(session.sent_flags)
-                            if session.sent_flags is not None else None),
-                actions=session.actions, notes=session.notes,
-                # Nova's own plan measures nothing: no facts to report.
-                facts=(None if session.policy.name == NOVA_DEFAULT
-                       else session.facts),
-                host=self._qat_host_name or CONF.host,
-                prediction=_prediction(session, predicted),
-                destination=(qat_facts.field(session.migration,
-                                             'dest_compute') or dest),
-                migration_uuid=qat_facts.field(session.migration, 'uuid'),
-                request_id=request_id)
-            report.emit(record, self._qat_history,
-                        timeline=_timeline(session, record, predicted))
-        except Exception:  # noqa: BLE001 - reporting is best effort
-            LOG.exception('Could not report the migration',
-                          instance=session.instance)
+        finish.report_session(session, self._qat_host_name or CONF.host,
+                              self._qat_history, dest, request_id)
 
     def _live_migration_operation(self, context: Any, instance: Any,
                                   dest: str, block_migration: bool,
@@ -566,11 +386,11 @@ class QATMigrationMixin:
         # planning failed): it must not persist those pairs either.
         if session is not None:
             guest = libvirt_guest.Guest(
-                execution.PlannedDomain(guest._domain, session))
-        elif not isinstance(guest._domain, execution.CleanDomain):
+                lm_operation.PlannedDomain(guest._domain, session))
+        elif not isinstance(guest._domain, lm_operation.CleanDomain):
             # The Guest Nova made for this migration alone: its domain
             # goes out clean whoever calls it.
-            guest._domain = execution.CleanDomain(guest._domain, instance)
+            guest._domain = lm_operation.CleanDomain(guest._domain, instance)
         return super()._live_migration_operation(
             context, instance, dest, block_migration, migrate_data, guest,
             device_names)
@@ -585,11 +405,11 @@ class QATMigrationMixin:
             return super()._live_migration_monitor(
                 context, instance, guest, dest, post_method, recover_method,
                 block_migration, migrate_data, future, disk_paths)
-        domain = execution.MonitoredDomain(guest._domain, session)
+        domain = lm_monitor.MonitoredDomain(guest._domain, session)
         planned_guest = libvirt_guest.Guest(domain)
         domain._qat_guest = planned_guest
 
-        self._qat_watch_job(session, guest._domain)
+        session.watch_job(self._host.get_connection, guest._domain)
 
         # The monitor is where Nova decides the outcome: it calls exactly
         # one of these when the job completes, fails or is cancelled.
@@ -611,48 +431,11 @@ class QATMigrationMixin:
 
     def _get_migration_flags(self, is_block_migration: bool) -> int:
         """This migration's flags inside its monitor, else Nova's."""
+        flags = super()._get_migration_flags(is_block_migration)
         session = getattr(self._qat_local, 'session', None)
         if session is not None:
-            flags = session.call.flags
-            if not is_block_migration:
-                flags &= ~c.VIR_MIGRATE_NON_SHARED_INC
-            return flags
-        return super()._get_migration_flags(is_block_migration)
-
-
-def _prediction(session: execution.MigrationSession,
-                trace: Optional[list] = None) -> Optional[dict]:
-    """The convergence model's prediction for the plan that ran, for the
-    report (what the planner expected beside what happened).
-
-    :param trace: receives the predicted remaining data over time.
-    """
-    if session.policy.name == NOVA_DEFAULT:
-        return None   # Nova's own plan: nothing was measured
-    try:
-        return predictive.predict_dict(CONF, session.facts, session.plan,
-                                       trace=trace)
-    except Exception as exc:  # noqa: BLE001 - informational only
-        LOG.debug('No prediction for the report: %s', exc)
-        if trace is not None:
-            trace.clear()   # no half a line either
-        return None
-
-
-def _timeline(session: execution.MigrationSession, record: dict,
-              predicted: list) -> Optional[dict]:
-    """The migration's timeline for its history entry (None if it cannot
-    be built: the report and the history go on without).
-    """
-    try:
-        return qat_timeline.build(
-            session.tracker.series, record, predicted,
-            display_name=qat_facts.field(session.instance, 'display_name',
-                                         ''))
-    except Exception:  # noqa: BLE001 - informational only
-        LOG.exception('No timeline for the migration history',
-                      instance=session.instance)
-        return None
+            return session.flags_for(flags)
+        return flags
 
 
 class QATLibvirtDriver(QATMigrationMixin, nova_driver.LibvirtDriver):

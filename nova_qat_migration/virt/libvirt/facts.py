@@ -27,13 +27,14 @@ import stat
 from typing import Any, Callable, Optional
 
 from nova.compute import vm_states
+from nova import exception as nova_exception
 from nova import objects
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import hints as qat_hints
-from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import measure
 
@@ -49,7 +50,10 @@ def field(obj: Any, name: str, default: Any = None) -> Any:
     """
     try:
         return getattr(obj, name, default)
-    except Exception:  # noqa: BLE001
+    except (NotImplementedError, nova_exception.NovaException) as exc:
+        # unset, or its lazy load failed (an orphaned object, a record
+        # gone)
+        LOG.debug('Field %s not loaded: %s', name, exc)
         return default
 
 
@@ -57,14 +61,16 @@ def _extra_specs(instance: Any) -> dict:
     flavor = field(instance, 'flavor')
     try:
         return dict(field(flavor, 'extra_specs') or {})
-    except Exception:  # noqa: BLE001 - a lazy-load failure means none
+    except (TypeError, ValueError) as exc:   # not a mapping
+        LOG.debug('Flavor extra specs unreadable: %s', exc)
         return {}
 
 
 def _system_metadata(instance: Any) -> dict:
     try:
         return dict(field(instance, 'system_metadata') or {})
-    except Exception:  # noqa: BLE001
+    except (TypeError, ValueError) as exc:   # not a mapping
+        LOG.debug('Instance system metadata unreadable: %s', exc)
         return {}
 
 
@@ -293,7 +299,7 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
                      '[qat_migration] measurement_reuse_seconds=%(max)d) '
                      'reused: dirty rate %(rate).1f MiB/s; not measured '
                      'again.',
-                     {'when': report.iso_utc(reused.measured_at),
+                     {'when': outcomes.iso_utc(reused.measured_at),
                       'age': reused.age_s(),
                       'max': conf.qat_migration.measurement_reuse_seconds,
                       'rate': reused.dirty_rate_mbps}, instance=instance)

@@ -126,12 +126,6 @@ def clean_params(params: Mapping) -> dict:
     return out
 
 
-def has_globals(domain_xml: str) -> bool:
-    doc = etree.fromstring(domain_xml.encode())
-    return any((arg.get('value') or '').startswith(_GLOBAL_PREFIX)
-               for arg in doc.iter(_Q + 'arg'))
-
-
 class PassthroughError(Exception):
     """QEMU or libvirt refused the monitor command."""
 

@@ -78,15 +78,14 @@ class ProgressTracker:
         (libvirt's default is QEMU's 300 ms; Nova's first step sets less).
     """
 
-    def __init__(self, downtime_ms: int = 0,
-                 xbzrle_cache_mb: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.samples = 0
         self.last: dict = {}
         self.lowest_remaining_mb = float('inf')
         self.lowest_at_s = 0.0
         self.stalled_iterations = 0
-        self.downtime_ms = downtime_ms
-        self.xbzrle_cache_mb = xbzrle_cache_mb
+        self.downtime_ms = 0
+        self.xbzrle_cache_mb = 0.0
         self.post_copy_active = False
         self.max_dirty_rate_mbps = 0.0
         self.max_throttle_pct = 0

@@ -25,14 +25,14 @@ from unittest import mock
 import fixtures
 from nova import objects
 
+from nova_qat_migration import budget as qat_budget
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import escalation
 from nova_qat_migration.policy import static
-from nova_qat_migration.virt.libvirt import budget as qat_budget
-from nova_qat_migration.virt.libvirt import execution
+from nova_qat_migration.virt.libvirt import session as lm_session
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base as test_base
 from tests.unit.virt.libvirt import test_driver
@@ -212,7 +212,7 @@ class SessionCeilingTest(test_base.TestCase):
                               xbzrle_cache_mb=256, xbzrle_cache_max_mb=512)
         instance = mock.Mock(uuid='uuid-1')
         call = translate.to_libvirt(plan, facts)
-        session = execution.MigrationSession(
+        session = lm_session.MigrationSession(
             instance, facts, static.StaticPolicy(CONF), plan, call, call)
         self.assertEqual(512, session.plan.xbzrle_cache_max_mb)
         budget = qat_budget.HostBudget(CONF)
@@ -236,7 +236,7 @@ class SessionCeilingTest(test_base.TestCase):
                                   xbzrle_cache_mb=256,
                                   xbzrle_cache_max_mb=cache)
             call = translate.to_libvirt(plan, seen)
-            session = execution.MigrationSession(
+            session = lm_session.MigrationSession(
                 mock.Mock(uuid='uuid-%d' % i), seen,
                 adaptive.AdaptivePolicy(CONF), plan, call, call)
             budget.reserve(session)
@@ -331,11 +331,11 @@ class DriverBudgetTest(test_driver.DriverTestBase):
 class RecordAndCliTest(test_base.TestCase):
 
     def test_report_records_what_was_held(self):
-        from nova_qat_migration import report
+        from nova_qat_migration.virt.libvirt import report_facts
         held = datamodel.InFlight(migrations=2, link_share=1 / 3.0,
                                   cores_held=2.0, xbzrle_mb_held=512,
                                   qat_leases_held=1)
-        summary = report._facts_summary(
+        summary = report_facts.summary(
             test_base.make_facts(in_flight=held))
         self.assertEqual(
             {'in_flight_migrations': 2, 'link_share': 0.333,

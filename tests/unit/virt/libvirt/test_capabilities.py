@@ -685,7 +685,7 @@ class TestDriverWithoutLocalQEMU(test_driver.DriverTestBase):
             lambda self, tree, nodename, allocations=None: None))
         self.now = 1000.0
         self.useFixture(fixtures.MockPatch(
-            'nova_qat_migration.virt.libvirt.driver.time.monotonic',
+            'nova_qat_migration.virt.libvirt.host.time.monotonic',
             side_effect=lambda: self.now))
 
     def started(self):
@@ -694,11 +694,7 @@ class TestDriverWithoutLocalQEMU(test_driver.DriverTestBase):
         return drvr, drvr._host.get_connection()
 
     def traits(self, drvr):
-        from nova.compute import provider_tree
-        tree = provider_tree.ProviderTree()
-        tree.new_root('node', 'rp-uuid')
-        drvr.update_provider_tree(tree, 'node', allocations={})
-        return tree.data('node').traits
+        return test_driver.provider_traits(drvr)
 
     def test_option_gives_methods_and_traits(self):
         self.flags(hypervisor_multifd_methods=['zlib', 'zstd', 'qatzip'],

@@ -34,7 +34,8 @@ from nova_qat_migration.policy import nova_default
 from nova_qat_migration.policy import static
 from nova_qat_migration.virt.libvirt import constants as c
 from nova_qat_migration.virt.libvirt import driver as qat_driver
-from nova_qat_migration.virt.libvirt import execution
+from nova_qat_migration.virt.libvirt import operation as lm_operation
+from nova_qat_migration.virt.libvirt import session as lm_session
 from nova_qat_migration.virt.libvirt import translate
 
 CAPS = datamodel.HypervisorCaps(multifd_methods=frozenset({'none', 'zlib',
@@ -44,6 +45,15 @@ DEST = datamodel.DestinationCaps(known=True,
                                  multifd=True)
 NOVA_FLAGS = (c.VIR_MIGRATE_LIVE | c.VIR_MIGRATE_PEER2PEER |
               c.VIR_MIGRATE_UNDEFINE_SOURCE | c.VIR_MIGRATE_PERSIST_DEST)
+
+
+def provider_traits(drvr):
+    """The traits ``drvr`` publishes on a provider tree of one node."""
+    from nova.compute import provider_tree
+    tree = provider_tree.ProviderTree()
+    tree.new_root('node', 'rp-uuid')
+    drvr.update_provider_tree(tree, 'node', allocations={})
+    return tree.data('node').traits
 
 
 class DriverTestBase(test.NoDBTestCase):
@@ -129,7 +139,7 @@ def make_session(plan, facts=None, nova_flags=NOVA_FLAGS):
     instance = mock.Mock(uuid='uuid-1', vm_state='active')
     instance.name = 'vm'
     nova_plan = nova_default.NovaDefaultPolicy(CONF).plan(facts)
-    return execution.MigrationSession(
+    return lm_session.MigrationSession(
         instance, facts, static.StaticPolicy(CONF), plan,
         translate.to_libvirt(plan, facts),
         translate.to_libvirt(nova_plan, facts))
@@ -154,7 +164,7 @@ class JobCompletedEventTest(DriverTestBase):
         self.useFixture(fixtures.MockPatchObject(
             drvr._host, 'get_connection', return_value=conn))
         session = make_session(datamodel.Plan(policy='static'))
-        drvr._qat_watch_job(session, mock.sentinel.dom)
+        session.watch_job(drvr._host.get_connection, mock.sentinel.dom)
         dom, event_id, callback, _opaque = \
             conn.domainEventRegisterAny.call_args.args
         self.assertIs(mock.sentinel.dom, dom)
@@ -176,7 +186,7 @@ class JobCompletedEventTest(DriverTestBase):
         self.useFixture(fixtures.MockPatchObject(
             drvr._host, 'get_connection', return_value=conn))
         session = make_session(datamodel.Plan(policy='static'))
-        drvr._qat_watch_job(session, mock.sentinel.dom)
+        session.watch_job(drvr._host.get_connection, mock.sentinel.dom)
         self.assertIsNone(session.job_watch)
         session.unwatch_job()     # nothing to do, no error
 
@@ -213,6 +223,51 @@ class ProviderTreeTest(DriverTestBase):
         # The driver's own traits never include the manager's.
         self.assertNotIn(placement.HOST_TRAIT,
                          capabilities.traits_for(drvr._qat_caps))
+
+
+class IntrospectionTest(DriverTestBase):
+    """The read-only view the lab checks, and its one test hook."""
+
+    def test_introspect_before_and_after_start(self):
+        drvr = self.driver()
+        before = drvr.qat_introspect()
+        self.assertEqual({'capabilities', 'sessions', 'budget', 'history',
+                          'manager'}, set(before))
+        self.assertIsNone(before['capabilities'])     # not probed yet
+        self.assertIsNone(before['history'])
+        drvr.init_host('host')
+        seen = drvr.qat_introspect()
+        self.assertEqual(CAPS, seen['capabilities'])
+        self.assertEqual({}, seen['sessions'])
+        self.assertEqual(0, seen['budget'].snapshot().migrations)
+        self.assertIsNotNone(seen['history'])
+
+    def test_sessions_are_a_copy(self):
+        drvr = self.driver()
+        session = make_session(datamodel.Plan(policy='static'))
+        drvr._qat_sessions['uuid-1'] = session
+        seen = drvr.qat_introspect()['sessions']
+        self.assertEqual({'uuid-1': session}, seen)
+        seen.clear()
+        self.assertIn('uuid-1', drvr.qat_introspect()['sessions'])
+
+    def test_test_capabilities_plan_and_traits_then_restore(self):
+        from nova_qat_migration.virt.libvirt import capabilities
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.driver.LibvirtDriver.update_provider_tree',
+            lambda self, tree, nodename, allocations=None: None))
+        drvr = self.driver()
+        drvr.init_host('host')
+        trait = capabilities.compress_trait('qatzip')
+        self.assertNotIn(trait, provider_traits(drvr))
+        pretend = datamodel.HypervisorCaps(
+            multifd_methods=CAPS.multifd_methods | {'qatzip'})
+        previous = drvr.qat_set_test_capabilities(pretend)
+        self.assertEqual(CAPS, previous)
+        self.assertIs(pretend, drvr.qat_introspect()['capabilities'])
+        self.assertIn(trait, provider_traits(drvr))
+        drvr.qat_set_test_capabilities(previous)
+        self.assertNotIn(trait, provider_traits(drvr))
 
 
 class MonitorFlagsTest(DriverTestBase):
@@ -332,12 +387,12 @@ class PlanningInputTest(DriverTestBase):
         drvr = self.driver()
         drvr.init_host('host')
         self.assertIsInstance(self._operation_domain(drvr),
-                              execution.CleanDomain)
+                              lm_operation.CleanDomain)
         self.flags(enabled=False, group='qat_migration')
         drvr = self.driver()
         drvr.init_host('host')
         self.assertIsInstance(self._operation_domain(drvr),
-                              execution.CleanDomain)
+                              lm_operation.CleanDomain)
 
     def test_planning_failure_runs_nova(self):
         drvr = self.driver()

@@ -23,11 +23,13 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import base
+from nova_qat_migration.policy import escalation
 from nova_qat_migration.policy import nova_default
-from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import constants as c
-from nova_qat_migration.virt.libvirt import execution
+from nova_qat_migration.virt.libvirt import monitor as lm_monitor
+from nova_qat_migration.virt.libvirt import operation as lm_operation
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit.virt.libvirt import test_driver
 
@@ -61,7 +63,7 @@ class PlannedDomainTest(_DomainTestBase):
 
     def test_flags_swapped_params_merged(self):
         session = self._zstd()
-        proxy = execution.PlannedDomain(self.domain, session)
+        proxy = lm_operation.PlannedDomain(self.domain, session)
         proxy.migrateToURI3('qemu+tcp://dest/system', self.nova_params,
                             NOVA_FLAGS)
         sent = self.domain.migrateToURI3.call_args.kwargs
@@ -76,7 +78,7 @@ class PlannedDomainTest(_DomainTestBase):
         session = make_session(datamodel.Plan(
             policy='static', method='xbzrle', xbzrle_cache_mb=128))
         params = dict(self.nova_params, **{'parallel.connections': 4})
-        execution.PlannedDomain(self.domain, session).migrateToURI3(
+        lm_operation.PlannedDomain(self.domain, session).migrateToURI3(
             'uri', params, NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL)
         sent = self.domain.migrateToURI3.call_args.kwargs
         self.assertNotIn('parallel.connections', sent['params'])
@@ -88,7 +90,7 @@ class PlannedDomainTest(_DomainTestBase):
         session = make_session(datamodel.Plan(
             policy='static', method='zstd', parallel_connections=2), facts)
         self.assertTrue(session.call.flags & c.VIR_MIGRATE_NON_SHARED_INC)
-        proxy = execution.PlannedDomain(self.domain, session)
+        proxy = lm_operation.PlannedDomain(self.domain, session)
         proxy.migrateToURI3('uri', self.nova_params, NOVA_FLAGS)
         sent = self.domain.migrateToURI3.call_args.kwargs
         self.assertFalse(sent['flags'] & c.VIR_MIGRATE_NON_SHARED_INC)
@@ -128,13 +130,13 @@ class PlannedDomainTest(_DomainTestBase):
             nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
         params = {'bandwidth': 0, 'destination_xml': stale,
                   'persistent_xml': stale}
-        execution.PlannedDomain(self.domain, session).migrateToURI3(
+        lm_operation.PlannedDomain(self.domain, session).migrateToURI3(
             'uri', params, NOVA_FLAGS)
         sent = self.domain.migrateToURI3.call_args.kwargs
         self.assertEqual(NOVA_FLAGS, sent['flags'])
         self.assertEqual(0, sent['params']['bandwidth'])
         for key in ('destination_xml', 'persistent_xml'):
-            self.assertFalse(passthrough.has_globals(sent['params'][key]))
+            self.assertFalse(passthrough.globals_of(sent['params'][key]))
         # Single stream: the source's default method does not matter.
         self.assertEqual([], calls)
 
@@ -149,27 +151,27 @@ class PlannedDomainTest(_DomainTestBase):
         self.flags(qemu_monitor_passthrough=True, group='qat_migration')
         calls = self._monitor_calls()
         session = make_session(plan)
-        execution.PlannedDomain(self.domain, session).migrateToURI3(
+        lm_operation.PlannedDomain(self.domain, session).migrateToURI3(
             'uri', params, NOVA_FLAGS)
         sent = self.domain.migrateToURI3.call_args.kwargs
         self.assertTrue(sent['flags'] & c.VIR_MIGRATE_PARALLEL)
         self.assertEqual([{'execute': 'migrate-set-parameters',
                            'arguments': {'multifd-compression': 'none'}}],
                          calls)
-        self.assertFalse(passthrough.has_globals(
+        self.assertFalse(passthrough.globals_of(
             sent['params']['destination_xml']))
         # Not allowed: both ends keep the stale method (live XML only).
         self.flags(qemu_monitor_passthrough=False, group='qat_migration')
         del calls[:]
         session = make_session(plan)
-        execution.PlannedDomain(self.domain, session).migrateToURI3(
+        lm_operation.PlannedDomain(self.domain, session).migrateToURI3(
             'uri', params, NOVA_FLAGS)
         sent = self.domain.migrateToURI3.call_args.kwargs
         self.assertEqual([], calls)
         self.assertEqual({'multifd-compression': 'zstd'},
                          passthrough.globals_of(
                              sent['params']['destination_xml']))
-        self.assertFalse(passthrough.has_globals(
+        self.assertFalse(passthrough.globals_of(
             sent['params']['persistent_xml']))
 
     def test_unplanned_migration_gets_a_clean_slate(self):
@@ -183,13 +185,13 @@ class PlannedDomainTest(_DomainTestBase):
         calls = self._monitor_calls()
         params = {'bandwidth': 0, 'destination_xml': stale,
                   'persistent_xml': stale}
-        proxy = execution.CleanDomain(self.domain, mock.Mock(uuid='u'))
+        proxy = lm_operation.CleanDomain(self.domain, mock.Mock(uuid='u'))
         proxy.migrateToURI3('uri', params,
                             NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL)
         sent = self.domain.migrateToURI3.call_args.kwargs
         self.assertEqual(NOVA_FLAGS | c.VIR_MIGRATE_PARALLEL, sent['flags'])
         for key in ('destination_xml', 'persistent_xml'):
-            self.assertFalse(passthrough.has_globals(sent['params'][key]))
+            self.assertFalse(passthrough.globals_of(sent['params'][key]))
         self.assertEqual([{'execute': 'migrate-set-parameters',
                            'arguments': {'multifd-compression': 'none'}}],
                          calls)
@@ -211,7 +213,7 @@ class PlannedDomainTest(_DomainTestBase):
                 hypervisor=facts.hypervisor, destination=DEST))
         calls = self._monitor_calls()
         params = dict(self.nova_params, destination_xml='<not xml')
-        execution.PlannedDomain(self.domain, session).migrateToURI3(
+        lm_operation.PlannedDomain(self.domain, session).migrateToURI3(
             'uri', params, NOVA_FLAGS)
         # Nothing reached the source QEMU; the software plan ran.
         self.assertEqual([], calls)
@@ -226,7 +228,7 @@ class PlannedDomainTest(_DomainTestBase):
             domain = mock.Mock()
             domain.migrateToURI3.side_effect = [_refusal(code), None]
             session = self._zstd()
-            execution.PlannedDomain(domain, session).migrateToURI3(
+            lm_operation.PlannedDomain(domain, session).migrateToURI3(
                 'uri', self.nova_params, NOVA_FLAGS)
             first, second = domain.migrateToURI3.call_args_list
             self.assertIn('compression', first.kwargs['params'])
@@ -241,7 +243,7 @@ class PlannedDomainTest(_DomainTestBase):
         session = self._zstd()
         self.assertRaises(
             fakelibvirt.libvirtError,
-            execution.PlannedDomain(self.domain, session).migrateToURI3,
+            lm_operation.PlannedDomain(self.domain, session).migrateToURI3,
             'uri', self.nova_params, NOVA_FLAGS)
         self.assertEqual(1, self.domain.migrateToURI3.call_count)
         self.assertTrue(session.planned)
@@ -256,18 +258,18 @@ class PlannedDomainTest(_DomainTestBase):
             'VIR_ERR_OPERATION_FAILED')
         self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_RUNNING, 0]
         session = self._zstd()
-        monitor_view = execution.MonitoredDomain(self.domain, session)
+        monitor_view = lm_monitor.MonitoredDomain(self.domain, session)
         monitor_view.abortJob()
         self.domain.abortJob.assert_called_once_with()
         self.assertIsNone(
-            execution.PlannedDomain(self.domain, session).migrateToURI3(
+            lm_operation.PlannedDomain(self.domain, session).migrateToURI3(
                 'uri', self.nova_params, NOVA_FLAGS))
         self.assertIn('aborted as requested', session.notes[-1])
         # A guest that is not running here (post-copy, gone): raised.
         self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_PAUSED, 0]
         self.assertRaises(
             fakelibvirt.libvirtError,
-            execution.PlannedDomain(self.domain, session).migrateToURI3,
+            lm_operation.PlannedDomain(self.domain, session).migrateToURI3,
             'uri', self.nova_params, NOVA_FLAGS)
 
     def test_refusal_of_nova_call_is_raised(self):
@@ -277,7 +279,7 @@ class PlannedDomainTest(_DomainTestBase):
             nova_default.NovaDefaultPolicy(CONF).plan(facts), facts)
         self.assertRaises(
             fakelibvirt.libvirtError,
-            execution.PlannedDomain(self.domain, session).migrateToURI3,
+            lm_operation.PlannedDomain(self.domain, session).migrateToURI3,
             'uri', self.nova_params, NOVA_FLAGS)
         self.assertEqual(1, self.domain.migrateToURI3.call_count)
 
@@ -290,7 +292,7 @@ class PlannedDomainTest(_DomainTestBase):
         self.domain.state.return_value = [fakelibvirt.VIR_DOMAIN_RUNNING, 0]
         session = self._zstd()
         self.assertIsNone(
-            execution.PlannedDomain(self.domain, session).migrateToURI3(
+            lm_operation.PlannedDomain(self.domain, session).migrateToURI3(
                 'uri', self.nova_params, NOVA_FLAGS))
         self.assertEqual(1, self.domain.migrateToURI3.call_count)
         self.assertEqual('migration failed: unsupported', session.notes[-1])
@@ -301,11 +303,11 @@ class PlannedDomainTest(_DomainTestBase):
             self.domain.state.return_value = state
             self.assertRaises(
                 fakelibvirt.libvirtError,
-                execution.PlannedDomain(self.domain, session).migrateToURI3,
+                lm_operation.PlannedDomain(self.domain, session).migrateToURI3,
                 'uri', self.nova_params, NOVA_FLAGS)
 
     def test_other_calls_pass_through(self):
-        proxy = execution.PlannedDomain(self.domain, self._zstd())
+        proxy = lm_operation.PlannedDomain(self.domain, self._zstd())
         proxy.abortJob()
         self.domain.abortJob.assert_called_once_with()
 
@@ -317,7 +319,7 @@ class MonitoredDomainTest(_DomainTestBase):
         self.flags(live_migration_downtime=500, group='libvirt')
         session = make_session(datamodel.Plan(policy='static',
                                               max_downtime_ms=2000))
-        proxy = execution.MonitoredDomain(self.domain, session)
+        proxy = lm_monitor.MonitoredDomain(self.domain, session)
         # Nova's steps climb to 500 ms; the plan's to its target less the
         # headroom QEMU's estimate needs (2000 ms -> 1500 ms).
         proxy.migrateSetMaxDowntime(50)
@@ -335,7 +337,7 @@ class MonitoredDomainTest(_DomainTestBase):
         self.flags(live_migration_downtime=500, group='libvirt')
         session = self._zstd()
         self.assertEqual(300, session.plan.downtime_limit_ms)
-        proxy = execution.MonitoredDomain(self.domain, session)
+        proxy = lm_monitor.MonitoredDomain(self.domain, session)
         proxy.migrateSetMaxDowntime(50)
         self.domain.migrateSetMaxDowntime.assert_called_with(30)
         proxy.migrateSetMaxDowntime(500)
@@ -346,7 +348,7 @@ class MonitoredDomainTest(_DomainTestBase):
         plan = datamodel.Plan(policy='nova_default', max_downtime_ms=500,
                               nova_baseline=True)
         self.assertEqual(500, plan.downtime_limit_ms)
-        proxy = execution.MonitoredDomain(self.domain, make_session(plan))
+        proxy = lm_monitor.MonitoredDomain(self.domain, make_session(plan))
         for step in (50, 275, 500):
             proxy.migrateSetMaxDowntime(step)
             self.domain.migrateSetMaxDowntime.assert_called_with(step)
@@ -364,7 +366,7 @@ class MonitoredDomainTest(_DomainTestBase):
         session.policy = Exploding(CONF)
         self.domain.jobStats.return_value = {'type': 2,
                                              'memory_remaining': 1}
-        proxy = execution.MonitoredDomain(self.domain, session)
+        proxy = lm_monitor.MonitoredDomain(self.domain, session)
         self.assertEqual({'type': 2, 'memory_remaining': 1},
                          proxy.jobStats())
 
@@ -374,15 +376,15 @@ class MonitoredDomainTest(_DomainTestBase):
         # guest keeps running here.
         session = make_session(datamodel.Plan(
             policy='static', post_copy=True, post_copy_after_stalled=2))
-        proxy = execution.MonitoredDomain(self.domain, session)
+        proxy = lm_monitor.MonitoredDomain(self.domain, session)
         stats = {'type': 2, 'memory_processed': 100,
                  'memory_remaining': 50}
         self.domain.jobStats.return_value = stats
         clock = self.useFixture(fixtures.MockPatchObject(
-            execution, 'time')).mock.monotonic
+            lm_monitor, 'time')).mock.monotonic
         clock.return_value = 1000.0
         proxy.jobStats()
-        clock.return_value = 1000.0 + execution.DEAD_LINK_S + 1
+        clock.return_value = 1000.0 + escalation.DEAD_LINK_S + 1
         proxy.jobStats()
         with mock.patch('nova.virt.libvirt.migration.'
                         'trigger_postcopy_switch') as switch:
@@ -399,7 +401,7 @@ class MonitoredDomainTest(_DomainTestBase):
         # (over a cut link that takes until the link returns): abortJob
         # once; a failed abort may be tried again.
         session = self._zstd()
-        proxy = execution.MonitoredDomain(self.domain, session)
+        proxy = lm_monitor.MonitoredDomain(self.domain, session)
         self.domain.abortJob.side_effect = [
             fakelibvirt.make_libvirtError(
                 fakelibvirt.libvirtError, 'busy',
@@ -413,9 +415,9 @@ class MonitoredDomainTest(_DomainTestBase):
     def test_post_copy_while_data_moves(self):
         session = make_session(datamodel.Plan(
             policy='static', post_copy=True, post_copy_after_stalled=2))
-        proxy = execution.MonitoredDomain(self.domain, session)
+        proxy = lm_monitor.MonitoredDomain(self.domain, session)
         clock = self.useFixture(fixtures.MockPatchObject(
-            execution, 'time')).mock.monotonic
+            lm_monitor, 'time')).mock.monotonic
         clock.return_value = 1000.0
         for i in range(10):
             clock.return_value = 1000.0 + i
@@ -456,7 +458,7 @@ class BlockMigrationMonitorTest(_DomainTestBase):
         super().setUp()
         self.session = make_session(datamodel.Plan(
             policy='static', post_copy=True, post_copy_after_stalled=2))
-        self.proxy = execution.MonitoredDomain(self.domain, self.session)
+        self.proxy = lm_monitor.MonitoredDomain(self.domain, self.session)
 
     def _sample(self, stats):
         self.domain.jobStats.return_value = stats
@@ -466,12 +468,12 @@ class BlockMigrationMonitorTest(_DomainTestBase):
         # Nova's force-complete (or its timeout's force_complete action)
         # reaches the monitor's domain through Nova's own Guest.
         migration = mock.Mock(status='running')
-        guest = execution.libvirt_guest.Guest(self.proxy)
+        guest = lm_monitor.libvirt_guest.Guest(self.proxy)
         logs = self.useFixture(fixtures.FakeLogger())
         self._sample(_disk_phase(2048))
         self.assertRaises(fakelibvirt.libvirtError,
                           self.proxy.migrateStartPostCopy)
-        execution.libvirt_migrate.trigger_postcopy_switch(
+        lm_monitor.libvirt_migrate.trigger_postcopy_switch(
             guest, self.session.instance, migration)
         self.domain.migrateStartPostCopy.assert_not_called()
         # Nova logged the refusal and did not mark the migration
@@ -481,7 +483,7 @@ class BlockMigrationMonitorTest(_DomainTestBase):
         # Once the memory migration runs with the mirrors in sync, the
         # switch goes through.
         self._sample(_memory_phase(600))
-        execution.libvirt_migrate.trigger_postcopy_switch(
+        lm_monitor.libvirt_migrate.trigger_postcopy_switch(
             guest, self.session.instance, migration)
         self.domain.migrateStartPostCopy.assert_called_once_with()
         self.assertEqual('running (post-copy)', migration.status)
@@ -537,7 +539,7 @@ class BlockMigrationMonitorTest(_DomainTestBase):
         # memory_processed stays 0 while the disks copy: the disk data
         # moving is what tells a live link from a dead one.
         clock = self.useFixture(fixtures.MockPatchObject(
-            execution, 'time')).mock.monotonic
+            lm_monitor, 'time')).mock.monotonic
         for i in range(5):
             clock.return_value = 1000.0 + 10 * i
             self._sample(_disk_phase(100 * (i + 1)))
@@ -551,23 +553,23 @@ class MigrationSessionTest(_DomainTestBase):
 
     def test_outcome_follows_what_nova_and_we_asked_for(self):
         session = self._zstd()
-        self.assertEqual(report.OUTCOME_FAILED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_FAILED, session.outcome)
         session.completed()
-        self.assertEqual(report.OUTCOME_COMPLETED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_COMPLETED, session.outcome)
         session.rolled_back()
-        self.assertEqual(report.OUTCOME_FAILED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_FAILED, session.outcome)
         session.rolled_back('cancelled')        # Nova's API abort
-        self.assertEqual(report.OUTCOME_CANCELLED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_CANCELLED, session.outcome)
         # Nova's completion timeout, through the monitor's domain.
         session = self._zstd()
-        execution.MonitoredDomain(self.domain, session).abortJob()
+        lm_monitor.MonitoredDomain(self.domain, session).abortJob()
         session.rolled_back('error')
-        self.assertEqual(report.OUTCOME_CANCELLED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_CANCELLED, session.outcome)
         # Our own escalation.
-        execution.MonitoredDomain(self.domain, session)._qat_apply(
+        lm_monitor.MonitoredDomain(self.domain, session)._qat_apply(
             datamodel.Action('abort', reason='progress timeout'))
         session.rolled_back('error')
-        self.assertEqual(report.OUTCOME_ABORTED, session.outcome)
+        self.assertEqual(outcomes.OUTCOME_ABORTED, session.outcome)
 
     def test_no_job_completed_event_id_no_watch(self):
         # Nova's fake libvirt lacks VIR_DOMAIN_EVENT_ID_JOB_COMPLETED.
@@ -582,9 +584,9 @@ class MigrationSessionTest(_DomainTestBase):
         session = self._zstd()
         self.domain.jobStats.return_value = {'type': 2,
                                              'memory_remaining': 1}
-        execution.PlannedDomain(self.domain, session).jobStats()
+        lm_operation.PlannedDomain(self.domain, session).jobStats()
         self.assertEqual({}, session.tracker.last)
-        execution.MonitoredDomain(self.domain, session).jobStats()
+        lm_monitor.MonitoredDomain(self.domain, session).jobStats()
         self.assertEqual(1, session.tracker.last['memory_remaining'])
 
 
@@ -597,7 +599,7 @@ class RefusalCodesTest(test_driver.DriverTestBase):
         self.assertEqual(frozenset(c.REFUSED_ERRORS.values()),
                          c.refused_error_codes(object()))
         for name in c.REFUSED_ERRORS:
-            self.assertTrue(execution._is_refusal(_refusal(name)), name)
-        self.assertFalse(execution._is_refusal(
+            self.assertTrue(lm_operation._is_refusal(_refusal(name)), name)
+        self.assertFalse(lm_operation._is_refusal(
             _refusal('VIR_ERR_OPERATION_FAILED')))
-        self.assertFalse(execution._is_refusal(RuntimeError('other')))
+        self.assertFalse(lm_operation._is_refusal(RuntimeError('other')))

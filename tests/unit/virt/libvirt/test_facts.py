@@ -26,10 +26,11 @@ from nova.virt.libvirt import config as vconfig
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import hints as qat_hints
-from nova_qat_migration import report
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import facts
+from nova_qat_migration.virt.libvirt import report
 
 CAPS = datamodel.HypervisorCaps(multifd_methods=frozenset({'none', 'zstd'}))
 UUID = '11111111-2222-3333-4444-555555555555'
@@ -215,7 +216,7 @@ class ReuseMeasurementTest(_GatherTestBase):
         first = self._gather(_instance(), measured=True)
         plan = datamodel.Plan(policy='adaptive')
         report.emit(report.build(instance_uuid=UUID, requested=plan,
-                                 outcome=report.OUTCOME_COMPLETED,
+                                 outcome=outcomes.OUTCOME_COMPLETED,
                                  facts=first), self.history)
         self.fields.reset_mock()
         second = self._gather(_instance(), measured=True)
@@ -226,7 +227,7 @@ class ReuseMeasurementTest(_GatherTestBase):
                           second.instance.dirty_rate_mbps,
                           second.instance.compress_ratio))
         record = report.build(instance_uuid=UUID, requested=plan,
-                              outcome=report.OUTCOME_COMPLETED,
+                              outcome=outcomes.OUTCOME_COMPLETED,
                               facts=second)
         self.assertTrue([n for n in record['notes']
                          if 'measurement reused' in n], record['notes'])

@@ -167,8 +167,8 @@ class TestGlobals(base.TestCase):
         self.assertEqual(['-global', 'migration.multifd-compression=qatzip',
                           '-global', 'migration.multifd-qatzip-level=3'],
                          _args(xml))
-        self.assertTrue(passthrough.has_globals(xml))
-        self.assertFalse(passthrough.has_globals(PLAIN_XML))
+        self.assertTrue(passthrough.globals_of(xml))
+        self.assertFalse(passthrough.globals_of(PLAIN_XML))
         # The rest of the domain is untouched.
         doc = etree.fromstring(xml.encode())
         self.assertEqual('instance-00000001', doc.findtext('name'))
@@ -189,7 +189,7 @@ class TestGlobals(base.TestCase):
     def test_strip_round_trip(self):
         added = passthrough.add_globals(PLAIN_XML, ARGS)
         stripped = passthrough.strip_globals(added)
-        self.assertFalse(passthrough.has_globals(stripped))
+        self.assertFalse(passthrough.globals_of(stripped))
         doc = etree.fromstring(stripped.encode())
         self.assertIsNone(doc.find('qemu:commandline', NS))
         self.assertEqual('instance-00000001', doc.findtext('name'))
@@ -206,8 +206,8 @@ class TestGlobals(base.TestCase):
         params = {'bandwidth': 0, 'destination_xml': PLAIN_XML,
                   'persistent_xml': PLAIN_XML, 'migrate_disks': ['vda']}
         out = passthrough.rewrite_params(params, ARGS)
-        self.assertTrue(passthrough.has_globals(out['destination_xml']))
-        self.assertFalse(passthrough.has_globals(out['persistent_xml']))
+        self.assertTrue(passthrough.globals_of(out['destination_xml']))
+        self.assertFalse(passthrough.globals_of(out['persistent_xml']))
         self.assertEqual(['vda'], out['migrate_disks'])
         self.assertEqual(PLAIN_XML, params['destination_xml'])
 
@@ -216,7 +216,7 @@ class TestGlobals(base.TestCase):
         once = passthrough.rewrite_params(params, ARGS)
         twice = passthrough.rewrite_params(once, ARGS)
         self.assertEqual(4, len(_args(twice['destination_xml'])))
-        self.assertFalse(passthrough.has_globals(twice['persistent_xml']))
+        self.assertFalse(passthrough.globals_of(twice['persistent_xml']))
 
     def test_rewrite_params_without_xml(self):
         params = {'bandwidth': 0}

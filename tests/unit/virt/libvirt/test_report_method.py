@@ -19,10 +19,11 @@ builds the report from what the session says was sent.
 import json  # noqa: F401 - used by the borrowed _monitor_calls
 
 from nova_qat_migration import datamodel
-from nova_qat_migration import report
+from nova_qat_migration import outcomes
 from nova_qat_migration.virt.libvirt import constants as c
-from nova_qat_migration.virt.libvirt import execution
+from nova_qat_migration.virt.libvirt import operation as lm_operation
 from nova_qat_migration.virt.libvirt import passthrough
+from nova_qat_migration.virt.libvirt import report
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit.virt.libvirt import test_execution
 
@@ -39,11 +40,11 @@ QAT = datamodel.QATState(endpoints=4, free_leases=1, hardware=True)
 def _report(session):
     return report.build(
         instance_uuid='uuid-1', requested=session.requested,
-        call=session.call, outcome=report.OUTCOME_COMPLETED,
+        call=session.call, outcome=outcomes.OUTCOME_COMPLETED,
         sent_params=session.sent_params,
         sent_flags=(c.flag_names(session.sent_flags)
                     if session.sent_flags is not None else None),
-        notes=session.notes)
+        passthrough_globals=session.passthrough, notes=session.notes)
 
 
 class ReportedMethodTest(test_execution._DomainTestBase):
@@ -51,7 +52,7 @@ class ReportedMethodTest(test_execution._DomainTestBase):
     _monitor_calls = test_execution.PlannedDomainTest._monitor_calls
 
     def _run(self, session, params=None):
-        execution.PlannedDomain(self.domain, session).migrateToURI3(
+        lm_operation.PlannedDomain(self.domain, session).migrateToURI3(
             'uri', params or self.nova_params, NOVA_FLAGS)
         return _report(session)
 
@@ -107,6 +108,12 @@ class ReportedMethodTest(test_execution._DomainTestBase):
                          report.qemu_ran(session.sent_params,
                                          c.flag_names(session.sent_flags)))
         self.assertFalse([n for n in record['notes'] if 'QEMU ran' in n])
+        # Structured, beside the prose note.
+        self.assertEqual({'globals': {'multifd-compression': 'qatzip',
+                                      'multifd-qatzip-level': 1}},
+                         record['passthrough'])
+        self.assertEqual('qatzip', record['effective_plan']['method'])
+        self.assertEqual(4, record['effective_plan']['parallel_connections'])
 
     def test_refused_passthrough_reports_the_software_method(self):
         self.flags(qemu_monitor_passthrough=True, group='qat_migration')
@@ -124,6 +131,9 @@ class ReportedMethodTest(test_execution._DomainTestBase):
         record = self._run(session)
         self.assertEqual('zstd', record['method'])
         self.assertEqual('qatzip', record['requested_plan']['method'])
+        # The executed plan, field by field; nothing set on the source.
+        self.assertEqual('zstd', record['effective_plan']['method'])
+        self.assertEqual({}, record['passthrough'])
 
     def test_nothing_sent_reports_the_plan(self):
         session = self._zstd()
