@@ -51,6 +51,7 @@ from typing import Any, Callable, Optional, TextIO
 
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
+from nova_qat_migration import exception
 from nova_qat_migration.policy import hints as hints_mod
 from nova_qat_migration.policy import model
 from nova_qat_migration.policy import predictive
@@ -557,8 +558,8 @@ class Drainer:
         return 0 if ok and not self.refused and not self.failed else 1
 
 
-class CloudConfigError(Exception):
-    """``OS_*`` / ``clouds.yaml`` cannot be made into a connection."""
+#: Defined in :mod:`nova_qat_migration.exception`; importable from here.
+CloudConfigError = exception.CloudConfigError
 
 
 def connect() -> Any:

@@ -11,9 +11,11 @@
 # under the License.
 """Options of nova-qat-migration in nova.conf.
 
-``[qat_migration]`` holds the planner's options; ``[qat_migration_static]``
-holds the ``static`` policy's own options, which
-:class:`nova_qat_migration.policy.static.StaticPolicy` declares as its
+``[qat_migration]`` holds the options shared by every policy;
+``[qat_migration_static]`` and ``[qat_migration_adaptive]`` hold the
+built-in policies' own options, which
+:class:`~nova_qat_migration.policy.static.StaticPolicy` and
+:class:`~nova_qat_migration.policy.adaptive.AdaptivePolicy` declare as their
 ``CONFIG_OPTS``. They are defined here, with the other options, so that the
 start-up check (:func:`nova_qat_migration.conf.check`) reads them without
 importing a policy.
@@ -274,25 +276,6 @@ counts dirtied pages without reading them; ``dirty_rate_sample_seconds``
 turns that off), and plans assume average compressibility and no XBZRLE
 gain.
 """),
-    cfg.BoolOpt('adaptive_model',
-        default=True,
-        help="""
-Let the ``adaptive`` policy predict every candidate plan with the pre-copy
-convergence model (time, downtime, whether it converges) and pick the
-fastest that converges within the downtime target. When False, or when the
-model finds no converging plan, the rule-based choice is used.
-"""),
-    cfg.FloatOpt('gentle_tolerance',
-        default=0.2, min=0.0, max=5.0,
-        help="""
-How much slower (as a share of the fastest prediction) the model may
-predict a gentler plan to be and still prefer it. Among the plans
-predicted to converge, the ``adaptive`` policy takes the least intrusive
-one -- no vCPU throttling, then throttling starting low, then post-copy --
-whose predicted time is within this share of the fastest plan's. 0 picks
-the fastest plan whatever it does to the guest; a large value keeps the
-gentlest converging plan however slow.
-"""),
     cfg.StrOpt('model_calibration',
         default='',
         help="""
@@ -353,6 +336,48 @@ RAM.
 Throttle the guest's vCPUs (auto-converge, from ``[qat_migration]
 auto_converge_initial`` by ``auto_converge_increment``) where the instance
 and ``[qat_migration] permit_auto_converge`` allow it.
+"""),
+]
+
+adaptive_group = cfg.OptGroup(
+    'qat_migration_adaptive',
+    title='The adaptive migration policy',
+    help="""
+Options of the ``adaptive`` policy (``[qat_migration] policy = adaptive``,
+the default). The former names, ``[qat_migration] adaptive_model`` and
+``[qat_migration] gentle_tolerance``, are still read, with a deprecation
+warning. The model's constants (``[qat_migration] model_calibration``) stay
+shared: every policy's tenant check and the CPU-impact gate predict with
+them.
+""")
+
+
+def _formerly_shared(name: str) -> list:
+    """The option's former name, ``[qat_migration] <name>``."""
+    return [cfg.DeprecatedOpt(name, group='qat_migration')]
+
+
+adaptive_opts = [
+    cfg.BoolOpt('adaptive_model',
+        default=True,
+        deprecated_opts=_formerly_shared('adaptive_model'),
+        help="""
+Let the ``adaptive`` policy predict every candidate plan with the pre-copy
+convergence model (time, downtime, whether it converges) and pick the
+fastest that converges within the downtime target. When False, or when the
+model finds no converging plan, the rule-based choice is used.
+"""),
+    cfg.FloatOpt('gentle_tolerance',
+        default=0.2, min=0.0, max=5.0,
+        deprecated_opts=_formerly_shared('gentle_tolerance'),
+        help="""
+How much slower (as a share of the fastest prediction) the model may
+predict a gentler plan to be and still prefer it. Among the plans
+predicted to converge, the ``adaptive`` policy takes the least intrusive
+one -- no vCPU throttling, then throttling starting low, then post-copy --
+whose predicted time is within this share of the fastest plan's. 0 picks
+the fastest plan whatever it does to the guest; a large value keeps the
+gentlest converging plan however slow.
 """),
 ]
 
@@ -463,16 +488,25 @@ ALL_OPTS = planning_opts + qat_opts + state_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register ``[qat_migration]`` and ``[qat_migration_static]``."""
+    """Register ``[qat_migration]`` and the built-in policies' groups
+    (``[qat_migration_static]``, ``[qat_migration_adaptive]``).
+    """
     conf.register_group(qat_migration_group)
     conf.register_opts(ALL_OPTS, group=qat_migration_group)
     register_static_opts(conf)
+    register_adaptive_opts(conf)
 
 
 def register_static_opts(conf: cfg.ConfigOpts) -> None:
     """Register ``[qat_migration_static]`` (again is harmless)."""
     conf.register_group(static_group)
     conf.register_opts(static_opts, group=static_group)
+
+
+def register_adaptive_opts(conf: cfg.ConfigOpts) -> None:
+    """Register ``[qat_migration_adaptive]`` (again is harmless)."""
+    conf.register_group(adaptive_group)
+    conf.register_opts(adaptive_opts, group=adaptive_group)
 
 
 def list_opts() -> dict:

@@ -22,6 +22,7 @@ from nova_qat_migration.policy import base
 
 class NovaDefaultPolicy(base.Policy):
     name = 'nova_default'
+    reproduces_nova = True
 
     def plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         nova = facts.nova

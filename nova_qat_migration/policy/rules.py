@@ -11,7 +11,7 @@
 # under the License.
 """Rank candidate plans by rules of thumb instead of the model.
 
-Used when ``[qat_migration] adaptive_model`` is off, and when the model
+Used when ``[qat_migration_adaptive] adaptive_model`` is off, and when the model
 finds no candidate that converges within the limits (then a plan must
 still be chosen, and these rules pick the one most likely to finish).
 The rules choose among the same candidates (:mod:`.candidates`) with the

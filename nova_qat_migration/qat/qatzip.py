@@ -53,6 +53,8 @@ from typing import Any, Optional, Sequence
 
 from oslo_log import log as logging
 
+from nova_qat_migration import exception
+
 LOG = logging.getLogger(__name__)
 
 SONAME = 'libqatzip.so.3'
@@ -132,17 +134,9 @@ def rc_name(rc: Optional[int]) -> str:
     return '%s(%d)' % (RC_NAMES.get(rc, 'rc'), rc)
 
 
-class QATzipError(Exception):
-    """A QATzip call returned an error code."""
-
-    def __init__(self, call: str, rc: int) -> None:
-        super().__init__('%s failed: %s' % (call, rc_name(rc)))
-        self.call = call
-        self.rc = rc
-
-
-class QATzipMissing(Exception):
-    """cffi or libqatzip could not be loaded."""
+#: Defined in :mod:`nova_qat_migration.exception`; importable from here.
+QATzipError = exception.QATzipError
+QATzipMissing = exception.QATzipMissing
 
 
 _LOAD_LOCK = threading.Lock()
@@ -306,11 +300,11 @@ class Session:
         self.sess = ffi.new('QzSession_T *')
         self.init_rc = lib.qzInit(self.sess, 1 if sw_backup else 0)
         if self.init_rc < 0:
-            raise QATzipError('qzInit', self.init_rc)
+            raise QATzipError('qzInit', self.init_rc, rc_name(self.init_rc))
         rc = lib.qzSetupSession(self.sess, ffi.NULL)
         if rc < 0:
             lib.qzClose(self.sess)
-            raise QATzipError('qzSetupSession', rc)
+            raise QATzipError('qzSetupSession', rc, rc_name(rc))
         self.setup_rc = rc
         self.last_ext_rc = 0
 
@@ -378,9 +372,9 @@ class Session:
                                     1, ext)
         self.last_ext_rc = int(ext[0])
         if rc != QZ_OK:
-            raise QATzipError('qzCompress', rc)
+            raise QATzipError('qzCompress', rc, rc_name(rc))
         if src_len[0] != len(data):
-            raise QATzipError('qzCompress (partial input)', -3)
+            raise QATzipError('qzCompress (partial input)', -3, rc_name(-3))
         return bytes(ffi.buffer(dst, dst_len[0]))
 
     def decompress(self, data: bytes, original_size: int) -> bytes:
@@ -390,7 +384,7 @@ class Session:
         dst_len = ffi.new('unsigned int *', original_size)
         rc = self.lib.qzDecompress(self.sess, data, src_len, dst, dst_len)
         if rc != QZ_OK:
-            raise QATzipError('qzDecompress', rc)
+            raise QATzipError('qzDecompress', rc, rc_name(rc))
         return bytes(ffi.buffer(dst, dst_len[0]))
 
     def close(self) -> None:

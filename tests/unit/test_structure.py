@@ -36,10 +36,14 @@ ROOT = pathlib.Path(nova_qat_migration.__file__).resolve().parent
 #: What each layer may import from the package besides itself.
 LAYERS = {
     'nova_qat_migration.datamodel': [],
-    'nova_qat_migration.conf': ['nova_qat_migration.datamodel'],
-    'nova_qat_migration.qat': ['nova_qat_migration.datamodel'],
+    'nova_qat_migration.exception': [],
+    'nova_qat_migration.conf': ['nova_qat_migration.datamodel',
+                                'nova_qat_migration.exception'],
+    'nova_qat_migration.qat': ['nova_qat_migration.datamodel',
+                               'nova_qat_migration.exception'],
     'nova_qat_migration.policy': ['nova_qat_migration.conf',
-                                  'nova_qat_migration.datamodel'],
+                                  'nova_qat_migration.datamodel',
+                                  'nova_qat_migration.exception'],
 }
 
 #: Imports that break a layer today, each with the reason it stays:
