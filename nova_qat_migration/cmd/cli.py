@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import math
 import sys
 import typing
 from typing import Any, Optional, Sequence
 
+from nova_qat_migration.cmd import drain
+from nova_qat_migration.cmd import errors
+from nova_qat_migration.cmd import qat as qat_cmd
+from nova_qat_migration.cmd import status
+from nova_qat_migration.cmd import timeline
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
@@ -38,11 +42,9 @@ from nova_qat_migration.policy import hints as hints_mod
 from nova_qat_migration.policy import loader
 from nova_qat_migration.virt.libvirt import translate
 
-#: Modules contributing subcommands through ``add_parsers(subparsers)``.
-SUBCOMMAND_MODULES = ('nova_qat_migration.cmd.qat',
-                      'nova_qat_migration.cmd.status',
-                      'nova_qat_migration.cmd.drain',
-                      'nova_qat_migration.cmd.timeline')
+#: Modules contributing subcommands through ``add_parsers(subparsers)``
+#: (imported above: they import nothing of this module).
+SUBCOMMAND_MODULES = (qat_cmd, status, drain, timeline)
 
 
 UsageError = exception.UsageError
@@ -487,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND',
                                        parser_class=_Parser)
     _add_plan_parser(subparsers)
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).add_parsers(subparsers)
+    for module in SUBCOMMAND_MODULES:
+        module.add_parsers(subparsers)
     return parser
 
 
@@ -506,12 +508,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as exc:
         print('nova-qat-migration: error: %s' % exc, file=sys.stderr)
         return 2
-    except Exception as exc:  # config errors and the like: no traceback
-        if type(exc).__module__.startswith('oslo_config'):
-            print('nova-qat-migration: configuration error: %s' % exc,
-                  file=sys.stderr)
-            return 2
-        raise
+    except errors.CONFIG_ERRORS as exc:
+        print('nova-qat-migration: configuration error: %s' % exc,
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

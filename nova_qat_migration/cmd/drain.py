@@ -49,6 +49,10 @@ import sys
 import time
 from typing import Any, Callable, Optional, TextIO
 
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from nova_qat_migration.cmd import errors
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
 from nova_qat_migration import exception
@@ -59,6 +63,10 @@ from nova_qat_migration.policy import rules
 
 QUIET, BUSY, HARD = 'quiet', 'busy', 'hard'
 #: States Nova live-migrates from.
+LOG = logging.getLogger(__name__)
+
+UsageError = exception.UsageError
+
 MIGRATABLE = ('ACTIVE', 'PAUSED')
 #: Conductor events: a failure there happened before the guest was touched
 #: (scheduling, pre-checks) -- Nova refused to move the server.
@@ -197,7 +205,9 @@ def _history_store(conf: Any) -> Any:
     from nova_qat_migration import history
     try:
         return history.HistoryStore.from_conf(conf)
-    except Exception:  # noqa: BLE001 - not a compute host: no history
+    except (cfg.Error, ValueError) as exc:
+        # Not a compute host (no nova.conf read): no history.
+        LOG.debug('No local migration history: %s', exc)
         return None
 
 
@@ -221,7 +231,9 @@ def default_concurrency(conf: Any = CONF) -> int:
     try:
         import nova.conf  # noqa: F401 - registers Nova's options
         value = int(conf.max_concurrent_live_migrations)
-    except Exception:  # noqa: BLE001
+    except (ImportError, cfg.Error, TypeError, ValueError) as exc:
+        LOG.debug('[DEFAULT] max_concurrent_live_migrations unreadable '
+                  '(%s): 1', exc)
         return 1
     return value if value > 0 else 0
 
@@ -291,10 +303,8 @@ class Drainer:
             ram, vcpus, specs = _flavor(self.conn, server)
             history = datamodel.History()
             if store is not None:
-                try:
-                    history = store.get(server.id)
-                except Exception:  # noqa: BLE001 - history is a hint
-                    pass
+                # Never raises (an unreadable file is an empty history).
+                history = store.get(server.id)
             found.append(Guest(
                 id=server.id, name=_get(server, 'name') or server.id,
                 memory_mb=ram, vcpus=vcpus,
@@ -395,7 +405,9 @@ class Drainer:
                     kind = (REFUSED if _get(event, 'event') in
                             REFUSING_EVENTS else FAILED)
                     return kind, '%s: %s' % (_get(event, 'event'), text)
-        except Exception as exc:  # noqa: BLE001 - the reason is a bonus
+        except errors.cloud_errors() as exc:
+            # The reason is a bonus: the migration failed either way.
+            LOG.debug('No instance action events for %s: %s', guest.id, exc)
             return FAILED, 'migration did not complete (%s)' % exc
         return FAILED, 'migration did not complete'
 
@@ -403,7 +415,8 @@ class Drainer:
         """None while migrating, else MOVED, REFUSED or FAILED."""
         try:
             server = self.conn.compute.get_server(guest.id)
-        except Exception as exc:  # noqa: BLE001 - the API hiccuped: ask again
+        except errors.cloud_errors() as exc:
+            # The API hiccuped: ask again on the next poll.
             self.say('  %s: state unknown (%s); asking again'
                      % (guest.name, exc))
             return None
@@ -430,7 +443,9 @@ class Drainer:
         try:
             migrations = [m for m in self.conn.compute.server_migrations(
                 guest.id) if _get(m, 'memory_total_bytes')]
-        except Exception:  # noqa: BLE001 - progress is informational
+        except errors.cloud_errors() as exc:
+            # Progress is informational.
+            LOG.debug('No migration progress for %s: %s', guest.id, exc)
             return
         for m in migrations:
             total = _get(m, 'memory_total_bytes') or 0
@@ -572,7 +587,12 @@ def connect() -> Any:
     import openstack
     try:
         return openstack.connect()
-    except Exception as exc:  # noqa: BLE001 - the SDK's parser, any type
+    except Exception as exc:
+        # NOTE(qat-migration): not a silent handler: any error becomes a
+        # CloudConfigError with its message. openstack.connect() parses
+        # clouds.yaml with whatever that hits first (a YAMLError,
+        # TypeError or AttributeError for ``clouds: 5``), besides its own
+        # exceptions.
         raise CloudConfigError(_describe(exc)) from exc
 
 
@@ -590,7 +610,6 @@ def run(conn: Any, args: argparse.Namespace, conf: Any = CONF,
         a compute node); without it the flavors alone order the servers.
     :raises UsageError: for what the operator can fix (no such service).
     """
-    from nova_qat_migration.cmd import cli
     count, why = concurrency(args.concurrency, conf)
     drainer = Drainer(conn, args.host, concurrency=count,
                       target=args.target, conf=conf, out=out)
@@ -605,7 +624,7 @@ def run(conn: Any, args: argparse.Namespace, conf: Any = CONF,
         try:
             drainer.disable(args.disable_reason)
         except LookupError as exc:
-            raise cli.UsageError(str(exc))
+            raise UsageError(str(exc))
     try:
         return drainer.run(groups, resume, stuck)
     except KeyboardInterrupt:
@@ -614,28 +633,17 @@ def run(conn: Any, args: argparse.Namespace, conf: Any = CONF,
         return 130
 
 
-def is_cloud_error(exc: Exception) -> bool:
-    """Whether ``exc`` comes from the SDK or keystoneauth (no cloud
-    configured, bad credentials, API unreachable).
-    """
-    return type(exc).__module__.split('.')[0] in ('openstack',
-                                                  'keystoneauth1')
-
-
 def cmd_drain(args: argparse.Namespace) -> int:
-    from nova_qat_migration.cmd import cli
     try:
         conn = connect()
         return run(conn, args)
     except CloudConfigError as exc:
-        raise cli.UsageError('cannot connect to Nova\'s API with the '
-                             'OS_* environment or clouds.yaml: %s' % exc)
-    except Exception as exc:
+        raise UsageError('cannot connect to Nova\'s API with the '
+                         'OS_* environment or clouds.yaml: %s' % exc)
+    except errors.cloud_errors() as exc:
         # A message, not a traceback.
-        if is_cloud_error(exc):
-            raise cli.UsageError('cannot list the servers of %s through '
-                                 'Nova\'s API: %s' % (args.host, exc))
-        raise
+        raise UsageError('cannot list the servers of %s through '
+                         'Nova\'s API: %s' % (args.host, exc))
 
 
 def count(text: str) -> int:

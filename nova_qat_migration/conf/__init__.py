@@ -14,7 +14,8 @@
 Options live in Nova's global ``CONF`` (nova.conf): the planner's in
 ``[qat_migration]``, the built-in policies' in ``[qat_migration_static]``
 and ``[qat_migration_adaptive]`` (all registered here; other policies'
-groups, ``[qat_migration_<name>]``, are registered by the policy loader). :func:`check` reads and checks them at start-up.
+groups, ``[qat_migration_<name>]``, are registered by the policy
+loader). :func:`check` reads and checks them at start-up.
 """
 
 import difflib

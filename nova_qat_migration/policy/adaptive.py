@@ -23,9 +23,9 @@ One engine, three steps:
 3. a ranking: the convergence model (:mod:`.predictive`) predicts every
    candidate and keeps the fastest that converges, or a gentler one
    predicted nearly as fast (``gentle_tolerance``);
-   with ``[qat_migration_adaptive] adaptive_model`` off, or when the model finds
-   nothing that converges, the rules (:mod:`.rules`) choose among the same
-   candidates with the same constants.
+   with ``[qat_migration_adaptive] adaptive_model`` off, or when the model
+   finds nothing that converges, the rules (:mod:`.rules`) choose among the
+   same candidates with the same constants.
 
 An image's hints only narrow: its method is chosen among the candidates
 the operator's gates produced, its level and channels only lower theirs,

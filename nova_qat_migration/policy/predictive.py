@@ -16,8 +16,8 @@
 plan that converges with a downtime within the limit and before Nova's
 completion timeout (a block migration's disk copy counted in both),
 unless a gentler one (no throttling, then throttling starting low, then
-post-copy) is predicted within ``[qat_migration_adaptive] gentle_tolerance`` of
-its time. Also the model's view of the guest
+post-copy) is predicted within ``[qat_migration_adaptive]
+gentle_tolerance`` of its time. Also the model's view of the guest
 (:func:`workload`) and of this host's constants (:func:`calibration`),
 which the adaptive policy, the driver's report and the drain command
 share.

@@ -11,8 +11,8 @@
 # under the License.
 """Rank candidate plans by rules of thumb instead of the model.
 
-Used when ``[qat_migration_adaptive] adaptive_model`` is off, and when the model
-finds no candidate that converges within the limits (then a plan must
+Used when ``[qat_migration_adaptive] adaptive_model`` is off, and when the
+model finds no candidate that converges within the limits (then a plan must
 still be chosen, and these rules pick the one most likely to finish).
 The rules choose among the same candidates (:mod:`.candidates`) with the
 same machine constants (:class:`~.datamodel.Calibration`), in the order the
