@@ -28,12 +28,14 @@ import stat
 from typing import Any, Optional
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from nova_qat_migration.conf import qat_migration
 from nova_qat_migration import datamodel
 from nova_qat_migration import exception
 
 CONF = cfg.CONF
+LOG = logging.getLogger(__name__)
 
 qat_migration.register_opts(CONF)
 
@@ -237,7 +239,9 @@ def unknown_options(conf: cfg.ConfigOpts) -> list:
         sections: dict = {}
         try:
             cfg.ConfigParser(path, sections).parse()
-        except Exception:  # noqa: BLE001 - oslo.config reports bad files
+        except (OSError, ValueError, cfg.ParseError) as exc:
+            # oslo.config itself reports a file it cannot read or parse.
+            LOG.debug('Unknown options of %s not looked for: %s', path, exc)
             continue
         for section, values in sections.items():
             group = section.lower()

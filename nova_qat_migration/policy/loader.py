@@ -89,7 +89,7 @@ def load_policy(name: str, conf: Any) -> base.Policy:
     try:
         policy = plugin(options, base.SharedOptions(conf))
         policy.load()
-    except Exception as exc:  # noqa: BLE001 - any plugin error
+    except Exception as exc:
         raise PolicyLoadError('Migration policy %r failed to load: %s'
                               % (name, exc)) from exc
     return policy

@@ -382,7 +382,8 @@ class Scanner:
         """Every QAT PF with its VFs, sorted by PCI address. Never raises."""
         try:
             return self._scan()
-        except Exception:  # noqa: discovery must never break nova-compute
+        except Exception:
+            # Discovery must never break nova-compute (logged, not silent).
             LOG.exception('QAT discovery failed under %s; reporting no QAT',
                           self.sysfs_root)
             return []
