@@ -80,25 +80,27 @@ class AdaptivePolicy(base.Policy):
         lim = common.limits(self.shared, facts)
         cands = candidates.generate(self.shared, facts, lim)
         load = predictive.workload(facts)
+        # The facts both rankings read, worked out once.
+        derived = common.derive(self.shared, facts)
         plan = None
         if self.options.adaptive_model:
             picked = predictive.choose(
                 facts, lim, cands.plans, load, self.calibration,
-                tolerance=self.options.gentle_tolerance)
+                tolerance=self.options.gentle_tolerance, derived=derived)
             if picked is not None:
                 best, prediction, scored, trade = picked
                 notes = [trade] if trade else []
                 cost = predictive.cpu_cost(facts, best, self.calibration)
                 notes += [cost] if cost else []
                 notes += cands.notes
-                if candidates.dirty_rate(facts) is None:
+                if derived.dirty_rate is None:
                     notes.append('dirty rate unknown: predicted as an idle '
                                  'guest')
                 plan = best.because(
                     predictive.explain(best, prediction, scored), *notes)
         if plan is None:
             plan = rules.choose(self.shared, facts, lim, cands, load,
-                                self.calibration)
+                                self.calibration, derived)
             if self.options.adaptive_model:
                 plan = plan.because(
                     'model: no candidate converges within %d ms; rule-based '
