@@ -24,6 +24,7 @@ importing a policy.
 from oslo_config import cfg
 from oslo_config import types
 
+from nova_qat_migration.conf import policies
 from nova_qat_migration import datamodel
 
 qat_migration_group = cfg.OptGroup(
@@ -288,99 +289,6 @@ numbers, otherwise nova-compute does not start.
 """),
 ]
 
-static_group = cfg.OptGroup(
-    'qat_migration_static',
-    title='The static migration policy',
-    help="""
-Options of the ``static`` policy (``[qat_migration] policy = static``): one
-fixed plan for every instance, still bounded per instance by flavor extra
-specs, image properties and ``[qat_migration]`` limits. The former names,
-``[qat_migration] static_<name>``, are still read, with a deprecation
-warning.
-""")
-
-
-def _was(name: str) -> list:
-    """The option's former name, ``[qat_migration] static_<name>``."""
-    return [cfg.DeprecatedOpt('static_' + name, group='qat_migration')]
-
-
-static_opts = [
-    cfg.StrOpt('method',
-        default='none', choices=datamodel.METHODS,
-        deprecated_opts=_was('method'),
-        help="""
-Compression method of every plan. Must be in ``[qat_migration]
-allowed_methods`` (checked at start-up).
-"""),
-    cfg.IntOpt('parallel_connections',
-        default=1, min=1, max=32,
-        deprecated_opts=_was('parallel_connections'),
-        help="""
-Multifd channels (1 = none), at most ``[qat_migration]
-max_parallel_connections``.
-"""),
-    cfg.IntOpt('xbzrle_cache_mb',
-        default=256, min=1,
-        deprecated_opts=_was('xbzrle_cache_mb'),
-        help="""
-XBZRLE cache (MiB) when ``method`` is ``xbzrle``. At most ``[qat_migration]
-xbzrle_cache_max_mb`` and the host's memory above ``[qat_migration]
-memory_headroom_mb`` (checked at start-up), and never more than the guest's
-RAM.
-"""),
-    cfg.BoolOpt('auto_converge',
-        default=False,
-        deprecated_opts=_was('auto_converge'),
-        help="""
-Throttle the guest's vCPUs (auto-converge, from ``[qat_migration]
-auto_converge_initial`` by ``auto_converge_increment``) where the instance
-and ``[qat_migration] permit_auto_converge`` allow it.
-"""),
-]
-
-adaptive_group = cfg.OptGroup(
-    'qat_migration_adaptive',
-    title='The adaptive migration policy',
-    help="""
-Options of the ``adaptive`` policy (``[qat_migration] policy = adaptive``,
-the default). The former names, ``[qat_migration] adaptive_model`` and
-``[qat_migration] gentle_tolerance``, are still read, with a deprecation
-warning. The model's constants (``[qat_migration] model_calibration``) stay
-shared: every policy's tenant check and the CPU-impact gate predict with
-them.
-""")
-
-
-def _formerly_shared(name: str) -> list:
-    """The option's former name, ``[qat_migration] <name>``."""
-    return [cfg.DeprecatedOpt(name, group='qat_migration')]
-
-
-adaptive_opts = [
-    cfg.BoolOpt('adaptive_model',
-        default=True,
-        deprecated_opts=_formerly_shared('adaptive_model'),
-        help="""
-Let the ``adaptive`` policy predict every candidate plan with the pre-copy
-convergence model (time, downtime, whether it converges) and pick the
-fastest that converges within the downtime target. When False, or when the
-model finds no converging plan, the rule-based choice is used.
-"""),
-    cfg.FloatOpt('gentle_tolerance',
-        default=0.2, min=0.0, max=5.0,
-        deprecated_opts=_formerly_shared('gentle_tolerance'),
-        help="""
-How much slower (as a share of the fastest prediction) the model may
-predict a gentler plan to be and still prefer it. Among the plans
-predicted to converge, the ``adaptive`` policy takes the least intrusive
-one -- no vCPU throttling, then throttling starting low, then post-copy --
-whose predicted time is within this share of the fastest plan's. 0 picks
-the fastest plan whatever it does to the guest; a large value keeps the
-gentlest converging plan however slow.
-"""),
-]
-
 qat_opts = [
     cfg.IntOpt('qat_endpoints_for_migration',
         default=1, min=0,
@@ -493,20 +401,17 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     """
     conf.register_group(qat_migration_group)
     conf.register_opts(ALL_OPTS, group=qat_migration_group)
-    register_static_opts(conf)
-    register_adaptive_opts(conf)
+    policies.register_static_opts(conf)
+    policies.register_adaptive_opts(conf)
 
 
-def register_static_opts(conf: cfg.ConfigOpts) -> None:
-    """Register ``[qat_migration_static]`` (again is harmless)."""
-    conf.register_group(static_group)
-    conf.register_opts(static_opts, group=static_group)
-
-
-def register_adaptive_opts(conf: cfg.ConfigOpts) -> None:
-    """Register ``[qat_migration_adaptive]`` (again is harmless)."""
-    conf.register_group(adaptive_group)
-    conf.register_opts(adaptive_opts, group=adaptive_group)
+#: The built-in policies' groups, in :mod:`.policies`; importable from here.
+static_group = policies.static_group
+static_opts = policies.static_opts
+adaptive_group = policies.adaptive_group
+adaptive_opts = policies.adaptive_opts
+register_static_opts = policies.register_static_opts
+register_adaptive_opts = policies.register_adaptive_opts
 
 
 def list_opts() -> dict:

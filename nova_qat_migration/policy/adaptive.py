@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from nova_qat_migration.conf import qat_migration as qat_opts
+from nova_qat_migration.conf import policies as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import candidates

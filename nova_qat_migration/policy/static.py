@@ -15,7 +15,7 @@ For operators who know their workloads and want one predictable plan
 (still per instance where flavors or images say so).
 """
 
-from nova_qat_migration.conf import qat_migration as qat_opts
+from nova_qat_migration.conf import policies as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import candidates

@@ -151,7 +151,7 @@ class DrainTestBase(test_base.TestCase):
         self.flags(link_gbps=1.0)       # ~119 MiB/s
         self.history = FakeHistory({})
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_qat_migration.cmd.drain._history_store',
+            'nova_qat_migration.cmd.drainer._history_store',
             lambda conf: self.history))
 
     def quiet(self, name, ram):
