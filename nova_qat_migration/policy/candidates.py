@@ -378,21 +378,8 @@ def _shapes(conf: Any, facts: datamodel.Facts, lim: common.Limits,
     return shapes
 
 
-def throttle_steps(conf: Any) -> list:
-    """(start, increment) of the throttle schedule's starting steps.
-
-    A plan starts from any step but the last and climbs by the gap to the
-    next one; the last step is where throttling ends up, never where it
-    starts (99% from the first round is a paused guest, not a gentle
-    one). A one-step schedule starts there and climbs by
-    ``auto_converge_increment``.
-    """
-    group = conf.qat_migration
-    schedule = list(group.throttle_schedule)
-    if len(schedule) == 1:
-        return [(schedule[0], max(1, group.auto_converge_increment))]
-    return [(start, schedule[i + 1] - start)
-            for i, start in enumerate(schedule[:-1])]
+#: Shared with the rules, in :mod:`.common`; importable from here.
+throttle_steps = common.throttle_steps
 
 
 def post_copy_possible(facts: datamodel.Facts, lim: common.Limits,

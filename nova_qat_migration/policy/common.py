@@ -278,3 +278,20 @@ def derive(conf: Any, facts: datamodel.Facts) -> Derived:
         dirty_rate=dirty_rate(facts),
         measured_ratio=ratio,
         incompressible=ratio is not None and ratio > INCOMPRESSIBLE_RATIO)
+
+
+def throttle_steps(conf: Any) -> list:
+    """(start, increment) of the throttle schedule's starting steps.
+
+    A plan starts from any step but the last and climbs by the gap to the
+    next one; the last step is where throttling ends up, never where it
+    starts (99% from the first round is a paused guest, not a gentle
+    one). A one-step schedule starts there and climbs by
+    ``auto_converge_increment``.
+    """
+    group = conf.qat_migration
+    schedule = list(group.throttle_schedule)
+    if len(schedule) == 1:
+        return [(schedule[0], max(1, group.auto_converge_increment))]
+    return [(start, schedule[i + 1] - start)
+            for i, start in enumerate(schedule[:-1])]

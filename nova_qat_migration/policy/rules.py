@@ -254,7 +254,7 @@ def _converge(conf: Any, facts: datamodel.Facts, d: common.Derived,
     changes: dict = {}
     if lim.throttle:
         needed = 100.0 * (1.0 - CONVERGE_SHARE * moved / max(dirty, 1e-6))
-        steps = cands_mod.throttle_steps(conf)
+        steps = common.throttle_steps(conf)
         start, step = next(((s, i) for s, i in steps if s >= needed),
                            steps[-1])
         changes.update(throttle_initial=start, throttle_increment=step)
