@@ -32,12 +32,13 @@ import json
 from typing import Any, Mapping, Optional
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import exception
 from nova_qat_migration import outcomes
 from nova_qat_migration.policy import loader
 
 
-class NotAReport(ValueError):
-    """The input holds no report that can be replayed; says why."""
+#: Defined in :mod:`nova_qat_migration.exception`; importable from here.
+NotAReport = exception.NotAReport
 
 
 def facts_from_summary(summary: Mapping[str, Any]) -> datamodel.Facts:

@@ -21,254 +21,38 @@ injection) is a separate command, ``nova-qat-migration-lab``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import json
 import math
 import sys
-import typing
 from typing import Any, Optional, Sequence
 
+from nova_qat_migration.cmd import drain
+from nova_qat_migration.cmd import errors
+from nova_qat_migration.cmd import facts_input
+from nova_qat_migration.cmd import qat as qat_cmd
+from nova_qat_migration.cmd import status
+from nova_qat_migration.cmd import timeline
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
-from nova_qat_migration import datamodel
 from nova_qat_migration import exception
 from nova_qat_migration.policy import base
-from nova_qat_migration.policy import hints as hints_mod
 from nova_qat_migration.policy import loader
 from nova_qat_migration.virt.libvirt import translate
 
-#: Modules contributing subcommands through ``add_parsers(subparsers)``.
-SUBCOMMAND_MODULES = ('nova_qat_migration.cmd.qat',
-                      'nova_qat_migration.cmd.status',
-                      'nova_qat_migration.cmd.drain',
-                      'nova_qat_migration.cmd.timeline')
+#: Modules contributing subcommands through ``add_parsers(subparsers)``
+#: (imported above: they import nothing of this module).
+SUBCOMMAND_MODULES = (qat_cmd, status, drain, timeline)
 
 
 UsageError = exception.UsageError
 
 
-def _version(text: str) -> tuple:
-    try:
-        parts = [int(p) for p in text.split('.')]
-    except ValueError:
-        raise UsageError('bad version %r (expected like 10.0.2)' % text)
-    return tuple((parts + [0, 0, 0])[:3])
-
-
-_NESTED = {
-    'instance': datamodel.InstanceFacts, 'host': datamodel.HostLoad,
-    'qat': datamodel.QATState, 'hypervisor': datamodel.HypervisorCaps,
-    'destination': datamodel.DestinationCaps, 'nova': datamodel.NovaSettings,
-    'history': datamodel.History, 'in_flight': datamodel.InFlight,
-}
-
-#: The largest number any fact may hold: beyond it no field means anything
-#: (1e12 MiB is an exbibyte) and the model's arithmetic stops being exact.
-_MAX_NUMBER = 1e12
-#: ``(minimum, maximum)`` of the numeric facts that have a narrower range
-#: than ``0 .. _MAX_NUMBER``; every number must be finite. A zero link,
-#: guest or CPU count would give a nonsense plan (or divide by zero).
-_BOUNDS = {
-    (datamodel.Facts, 'link_mbps'): (0.001, _MAX_NUMBER),
-    (datamodel.InstanceFacts, 'memory_mb'): (1, _MAX_NUMBER),
-    (datamodel.InstanceFacts, 'vcpus'): (1, 65536),
-    (datamodel.InstanceFacts, 'zero_fraction'): (0.0, 1.0),
-    (datamodel.InstanceFacts, 'compress_ratio'): (0.001, 1.0),
-    (datamodel.InstanceFacts, 'xbzrle_friendly'): (0.0, 1.0),
-    (datamodel.HostLoad, 'cpus'): (1, 65536),
-    (datamodel.HostLoad, 'cpu_idle_pct'): (0.0, 100.0),
-    (datamodel.QATState, 'ratio'): (0.0, 1.0),
-    (datamodel.History, 'compression_ratio'): (0.0, 1e3),
-    (datamodel.History, 'xbzrle_hit_ratio'): (0.0, 1.0),
-    (datamodel.NovaSettings, 'parallel_connections'): (1, 32),
-    (datamodel.NovaSettings, 'downtime_ms'): (1, _MAX_NUMBER),
-    (datamodel.NovaSettings, 'downtime_steps'): (1, 1000),
-    (datamodel.InFlight, 'link_share'): (0.001, 1.0),
-    (datamodel.InFlight, 'migrations'): (0, 65536),
-}
-#: JSON nested deeper than this is refused before it is parsed (the facts
-#: are three levels deep; Python's parser would hit RecursionError).
-_MAX_DEPTH = 32
-
-
-def _check_number(number: Any, bounds: tuple, where: str) -> None:
-    low, high = bounds
-    if not low <= number <= high:
-        raise UsageError('%s must be between %g and %g, got %g'
-                         % (where, low, high, number))
-
-
-def _typed(value: Any, hint: Any, where: str,
-           bounds: tuple = (0, _MAX_NUMBER)) -> Any:
-    """``value`` from JSON as the field type ``hint`` wants, or UsageError.
-
-    A wrong type would otherwise only fail inside a policy, as a traceback;
-    a non-finite or out-of-range number would give a nonsense plan.
-
-    :param bounds: ``(minimum, maximum)`` of a numeric field.
-    """
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is typing.Union and type(None) in args:
-        if value is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    origin = typing.get_origin(hint)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if number and hint in (int, float) and not math.isfinite(value):
-        raise UsageError('%s must be a finite number, got %s'
-                         % (where, json.dumps(value)))
-    if hint is bool and isinstance(value, bool):
-        return value
-    if hint is int and number and value == int(value):
-        _check_number(value, bounds, where)
-        return int(value)
-    if hint is float and number:
-        _check_number(value, bounds, where)
-        return float(value)
-    if hint is str and isinstance(value, str):
-        return value
-    if origin is frozenset and isinstance(value, list) and all(
-            isinstance(v, str) for v in value):
-        return frozenset(value)
-    if origin is tuple:
-        if isinstance(value, str):
-            return _version(value)
-        if isinstance(value, list) and value and all(
-                isinstance(v, int) and not isinstance(v, bool) and
-                0 <= v <= 1000000 for v in value):
-            return tuple((value + [0, 0, 0])[:3])
-    if hint in (bool, int, float, str) or origin in (frozenset, tuple):
-        wanted = {bool: 'true or false', int: 'an integer',
-                  float: 'a number', str: 'a string'}.get(hint) or (
-            'a list of strings' if origin is frozenset else
-            'a version like "10.0.2"')
-        raise UsageError('%s must be %s, got %s'
-                         % (where, wanted, json.dumps(value)))
-    return value
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise UsageError('%s must be an object, got %r' % (where, data))
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    types = typing.get_type_hints(cls)
-    values = {}
-    for name, value in data.items():
-        if name not in fields:
-            raise UsageError('unknown field %s.%s (known: %s)'
-                             % (where, name, ', '.join(sorted(fields))))
-        if name in _NESTED and cls is datamodel.Facts:
-            value = _build(_NESTED[name], value, name)
-        elif name == 'hints':
-            if not isinstance(value, dict):
-                raise UsageError('%s.hints must be an object, got %r'
-                                 % (where, value))
-            value = hints_mod.from_instance(extra_specs={
-                '%s:%s' % (hints_mod.NAMESPACE, k): v
-                for k, v in value.items()})
-        else:
-            value = _typed(value, types[name], '%s.%s' % (where, name),
-                           _BOUNDS.get((cls, name), (0, _MAX_NUMBER)))
-        values[name] = value
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise UsageError('%s: %s' % (where, exc))
-
-
-def _depth(text: str) -> int:
-    """How deep ``text``'s JSON nests, without parsing (strings skipped)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == '\\':
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in '[{':
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in ']}':
-            depth -= 1
-    return deepest
-
-
-def facts_from_json(text: str) -> datamodel.Facts:
-    if _depth(text) > _MAX_DEPTH:
-        raise UsageError('facts nest deeper than %d levels' % _MAX_DEPTH)
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise UsageError('facts are not valid JSON: %s' % exc)
-    try:
-        return _build(datamodel.Facts, data, 'facts')
-    except hints_mod.InvalidHint as exc:
-        raise UsageError(str(exc))
-
-
-def facts_from_args(args: argparse.Namespace) -> datamodel.Facts:
-    if args.facts:
-        try:
-            with open(args.facts, 'rb') as f:
-                raw = f.read(_MAX_FACTS_BYTES + 1)
-        except OSError as exc:
-            raise UsageError('cannot read %s: %s' % (args.facts, exc))
-        if len(raw) > _MAX_FACTS_BYTES:
-            raise UsageError('%s is larger than %d bytes'
-                             % (args.facts, _MAX_FACTS_BYTES))
-        try:
-            text = raw.decode('utf-8')
-        except UnicodeDecodeError as exc:
-            raise UsageError('%s is not UTF-8 text: %s' % (args.facts, exc))
-        facts = facts_from_json(text)
-    else:
-        facts = datamodel.Facts()
-    inst = facts.instance
-    changes = {}
-    for attr, field in (('ram', 'memory_mb'), ('vcpus', 'vcpus'),
-                        ('dirty_rate', 'dirty_rate_mbps')):
-        if getattr(args, attr) is not None:
-            changes[field] = getattr(args, attr)
-    if args.hint:
-        specs = {}
-        for item in args.hint:
-            key, sep, value = item.partition('=')
-            if not sep:
-                raise UsageError('--hint wants KEY=VALUE, got %r' % item)
-            specs['%s:%s' % (hints_mod.NAMESPACE, key)] = value
-        try:
-            changes['hints'] = hints_mod.from_instance(extra_specs=specs)
-        except hints_mod.InvalidHint as exc:
-            raise UsageError(str(exc))
-    if changes:
-        facts = dataclasses.replace(
-            facts, instance=dataclasses.replace(inst, **changes))
-    host = {}
-    if args.cpu_idle is not None:
-        host['cpu_idle_pct'] = args.cpu_idle
-    if args.cpus is not None:
-        host['cpus'] = args.cpus
-    if args.mem_free is not None:
-        host['mem_free_mb'] = args.mem_free
-    if host:
-        facts = dataclasses.replace(
-            facts, host=dataclasses.replace(facts.host, **host))
-    if args.link_gbps is not None:
-        facts = dataclasses.replace(facts,
-                                    link_mbps=args.link_gbps * 1e9 / 8 /
-                                    datamodel.MIB)
-    if args.dest_methods is not None:
-        methods = frozenset(m for m in args.dest_methods.split(',') if m)
-        facts = dataclasses.replace(
-            facts, destination=datamodel.DestinationCaps(
-                known=True, methods=methods, multifd=True))
-    return facts
+#: Reading facts from JSON or options: in :mod:`.facts_input`; importable
+#: from here.
+_NESTED = facts_input.NESTED
+_MAX_NUMBER = facts_input.MAX_NUMBER
+facts_from_json = facts_input.facts_from_json
+facts_from_args = facts_input.facts_from_args
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -308,10 +92,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for reason in call.reasons:
         print('  - %s' % reason)
     return 0
-
-
-#: A facts file is a few hundred bytes; refuse anything absurd unread.
-_MAX_FACTS_BYTES = 1024 * 1024
 
 
 def _number_arg(kind: type, low: float, high: float = _MAX_NUMBER) -> Any:
@@ -487,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND',
                                        parser_class=_Parser)
     _add_plan_parser(subparsers)
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).add_parsers(subparsers)
+    for module in SUBCOMMAND_MODULES:
+        module.add_parsers(subparsers)
     return parser
 
 
@@ -506,12 +286,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as exc:
         print('nova-qat-migration: error: %s' % exc, file=sys.stderr)
         return 2
-    except Exception as exc:  # config errors and the like: no traceback
-        if type(exc).__module__.startswith('oslo_config'):
-            print('nova-qat-migration: configuration error: %s' % exc,
-                  file=sys.stderr)
-            return 2
-        raise
+    except errors.CONFIG_ERRORS as exc:
+        print('nova-qat-migration: configuration error: %s' % exc,
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -30,6 +30,8 @@ from osc_lib.command import command
 from osc_lib import exceptions as osc_exc
 from osc_lib import utils
 
+from nova_qat_migration import exception
+
 LOG = logging.getLogger(__name__)
 
 DEFAULT_API_VERSION = '1'
@@ -79,7 +81,6 @@ class DrainHost(command.Command):
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
-        from nova_qat_migration.cmd import cli
         from nova_qat_migration.cmd import drain
         from nova_qat_migration.conf import CONF
         if parsed_args.nova_config:
@@ -91,5 +92,5 @@ class DrainHost(command.Command):
             return drain.run(conn, parsed_args, conf=CONF,
                              out=self.app.stdout,
                              history=bool(parsed_args.nova_config))
-        except cli.UsageError as exc:
+        except exception.UsageError as exc:
             raise osc_exc.CommandError(str(exc))

@@ -28,7 +28,6 @@ import contextlib
 from importlib import metadata as importlib_metadata
 import os
 import re
-import socket
 import sys
 import tempfile
 import traceback
@@ -38,35 +37,26 @@ from typing import Any, Optional
 import nova.conf  # noqa: F401 - registers compute_driver, [libvirt], ...
 from oslo_upgradecheck import upgradecheck
 
+from nova_qat_migration.cmd import errors
+from nova_qat_migration.cmd import status_host
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import loader
-from nova_qat_migration.virt.libvirt import capabilities
 
 Code = upgradecheck.Code
 Result = upgradecheck.Result
 
 DRIVER = 'qat_migration.QATLibvirtDriver'
-DEFAULT_URI = 'qemu:///system'
-#: Nova 34's own minimums (``nova.virt.libvirt.driver``): below them
-#: nova-compute refuses to start, whatever this package does.
-NOVA_MIN_LIBVIRT = (8, 0, 0)
-NOVA_MIN_QEMU = (6, 2, 0)
-#: libvirt's migration API knows multifd zlib/zstd from 9.4.
-LIBVIRT_MULTIFD_COMPRESSION = (9, 4, 0)
-SELFTEST_BYTES = 1024 * 1024
 #: The Nova releases whose libvirt driver this package hooks:
 #: ``(lowest, first unsupported)`` (as ``nova>=34.0.0,<35`` in
 #: requirements.txt).
 NOVA_SUPPORTED = ((34, 0, 0), (35, 0, 0))
-#: What to set in nova.conf when Placement's credentials are missing.
-PLACEMENT_AUTH_HELP = (
-    'set [placement] auth_type = password, auth_url, username, password, '
-    'project_name, user_domain_name and project_domain_name in nova.conf '
-    '(the credentials nova-compute uses), or pass --no-placement')
-#: Placement microversion with ``GET /resource_providers/{uuid}/traits``.
-PLACEMENT_TRAITS_VERSION = '1.6'
+#: The host's checks' constants, in :mod:`.status_host`; importable here.
+DEFAULT_URI = status_host.DEFAULT_URI
+NOVA_MIN_LIBVIRT = status_host.NOVA_MIN_LIBVIRT
+NOVA_MIN_QEMU = status_host.NOVA_MIN_QEMU
+PLACEMENT_AUTH_HELP = status_host.PLACEMENT_AUTH_HELP
 
 
 def _release(text: str) -> Optional[tuple]:
@@ -79,17 +69,10 @@ def _release(text: str) -> Optional[tuple]:
     return tuple(int(part or 0) for part in found.groups())
 
 
-def _plain_error(exc: BaseException) -> str:
-    """``exc`` in plain words: its message, its type only without one."""
-    text = str(exc).strip()
-    return text or type(exc).__name__
+_plain_error = status_host.plain_error
 
 
-def _methods_text(methods: Any) -> str:
-    return ', '.join(sorted(methods)) or 'none'
-
-
-class Checks(upgradecheck.UpgradeCommands):
+class Checks(status_host.HostChecks, upgradecheck.UpgradeCommands):
     """The readiness checks of one compute host.
 
     :param libvirt_uri: libvirt to ask (default ``[libvirt]
@@ -238,7 +221,8 @@ class Checks(upgradecheck.UpgradeCommands):
         from nova_qat_migration.policy import hints
         try:
             flavors = self._flavors()
-        except Exception as exc:  # noqa: BLE001 - optional: no API here
+        except errors.cloud_errors() as exc:
+            # Optional: no cloud configured here, or its API unreachable.
             return Result(Code.SUCCESS,
                           'flavors not checked: Nova\'s API not reachable '
                           'with the OS_* environment or clouds.yaml (%s)'
@@ -258,227 +242,18 @@ class Checks(upgradecheck.UpgradeCommands):
         return Result(Code.SUCCESS, '%d flavor(s), no invalid '
                       'qat_migration:* key' % len(flavors))
 
-    # -- hypervisor --------------------------------------------------------
-
-    def _uri(self) -> str:
-        return (self.libvirt_uri or CONF.libvirt.connection_uri or
-                DEFAULT_URI)
-
-    def _check_libvirt(self) -> Result:
-        uri = self._uri()
-        try:
-            import libvirt
-        except ImportError:
-            return Result(Code.FAILURE, 'libvirt-python is not installed '
-                                        'in this environment')
-        libvirt.registerErrorHandler(lambda *args: None, None)
-        try:
-            conn = libvirt.openReadOnly(uri)
-        except libvirt.libvirtError as exc:
-            return Result(Code.FAILURE, 'cannot connect to libvirt at %s: '
-                                        '%s' % (uri, exc))
-        try:
-            lv = capabilities._version_tuple(conn.getLibVersion())
-            qv = capabilities._version_tuple(conn.getVersion())
-            try:
-                self.libvirt_hostname = conn.getHostname()
-            except libvirt.libvirtError:
-                self.libvirt_hostname = None
-            if self.qemu_binary is None:
-                try:
-                    self.emulator = capabilities.emulator_from_capabilities(
-                        conn.getCapabilities())
-                except libvirt.libvirtError:
-                    self.emulator = None
-            else:
-                self.emulator = self.qemu_binary
-        except libvirt.libvirtError as exc:
-            return Result(Code.FAILURE, 'libvirt at %s: %s' % (uri, exc))
-        finally:
-            conn.close()
-        self.caps = datamodel.HypervisorCaps(libvirt_version=lv,
-                                             qemu_version=qv,
-                                             multifd_methods=frozenset())
-        text = 'libvirt %s, QEMU %s' % (datamodel.version_str(lv),
-                                        datamodel.version_str(qv))
-        if lv < NOVA_MIN_LIBVIRT or qv < NOVA_MIN_QEMU:
-            return Result(Code.FAILURE, '%s: Nova needs libvirt >= %s and '
-                          'QEMU >= %s' % (text,
-                                          datamodel.version_str(
-                                              NOVA_MIN_LIBVIRT),
-                                          datamodel.version_str(
-                                              NOVA_MIN_QEMU)))
-        notes = []
-        if lv < LIBVIRT_MULTIFD_COMPRESSION:
-            notes.append('libvirt < 9.4 cannot ask for multifd zlib/zstd '
-                         '(only through [qat_migration] '
-                         'qemu_monitor_passthrough)')
-        if not self.caps.postcopy_with_multifd:
-            notes.append('post-copy cannot follow multifd before QEMU 10.1')
-        if lv < LIBVIRT_MULTIFD_COMPRESSION:
-            return Result(Code.WARNING, '%s; %s' % (text, '; '.join(notes)))
-        return Result(Code.SUCCESS, '; '.join([text] + notes))
-
-    def _check_multifd(self) -> Result:
-        binary = (self.emulator or self.qemu_binary or
-                  capabilities.DEFAULT_QEMU)
-        if not os.path.exists(binary):
-            return Result(Code.FAILURE, 'QEMU binary %s not found' % binary)
-        methods = capabilities.probe_multifd_methods(binary)
-        if not methods:
-            return Result(Code.WARNING,
-                          'could not read the multifd compression methods '
-                          'of %s (QMP query-qmp-schema); plans fall back to '
-                          'the libvirt-version rules' % binary)
-        if self.caps is not None:
-            self.caps = datamodel.HypervisorCaps(
-                libvirt_version=self.caps.libvirt_version,
-                qemu_version=self.caps.qemu_version, multifd_methods=methods)
-        allowed = set(CONF.qat_migration.allowed_methods)
-        text = '%s accepts %s' % (binary, _methods_text(methods))
-        missing = sorted(m for m in allowed & {'zlib', 'zstd', 'qatzip'}
-                         if m not in methods)
-        if missing:
-            text += '; allowed but not built in (never planned here): %s' % (
-                ', '.join(missing))
-        return Result(Code.SUCCESS, text)
-
-    # -- QAT ---------------------------------------------------------------
-
-    def _manager(self) -> Any:
-        from nova_qat_migration.qat import manager
-        return manager.QATManager(CONF)
-
-    def _check_qat_devices(self) -> Result:
-        statuses = self._manager().scan()
-        root = CONF.qat_migration.sysfs_root
-        if not statuses:
-            return Result(Code.SUCCESS,
-                          'no QAT devices under %s: qatzip is not planned '
-                          'on this host; software methods are' % root)
-        healthy = [s for s in statuses if s.healthy]
-        endpoints = sum(len(s.compression_endpoints()) for s in healthy)
-        self.qat_healthy = endpoints > 0
-        text = '%d QAT PF(s), %d healthy, %d compression endpoint(s)' % (
-            len(statuses), len(healthy), endpoints)
-        if len(healthy) < len(statuses) or not endpoints:
-            bad = ', '.join(s.pf.address for s in statuses if not s.healthy)
-            return Result(Code.WARNING, '%s; not usable: %s (see '
-                          '`nova-qat-migration devices`)'
-                          % (text, bad or 'no compression endpoints'))
-        return Result(Code.SUCCESS, text)
-
-    def _check_qatzip(self) -> Result:
-        from nova_qat_migration.cmd import qat as qat_cmd
-        with qat_cmd._quiet_c_stderr(True):
-            result = self._manager().selftest(size=SELFTEST_BYTES,
-                                              refresh=True)
-        if (result.ok and self.qat_healthy and not result.hardware and
-                not CONF.qat_migration.qatzip_software_allowed):
-            from nova_qat_migration.qat import manager
-            return Result(Code.WARNING, '%s: %s' % (
-                manager.QATManager.SOFTWARE_ONLY, result.describe()))
-        if result.ok:
-            return Result(Code.SUCCESS, result.describe())
-        text = 'QATzip self-test: %s: %s' % (result.status, result.message)
-        if self.qat_healthy:
-            return Result(Code.FAILURE, '%s; this host has QAT devices but '
-                          'cannot compress with them' % text)
-        return Result(Code.SUCCESS, '%s (not needed: no QAT devices)' % text)
-
-    def _check_passthrough(self) -> Result:
-        if CONF.qat_migration.qemu_monitor_passthrough:
-            return Result(Code.WARNING,
-                          '[qat_migration] qemu_monitor_passthrough = true: '
-                          'libvirt marks every domain that receives a QEMU '
-                          'monitor command as tainted (custom-monitor); '
-                          'this is how qatzip (and zlib/zstd on libvirt < '
-                          '9.4) reaches QEMU')
-        allowed = CONF.qat_migration.allowed_methods
-        if 'qatzip' in allowed and self.qat_healthy:
-            return Result(Code.WARNING,
-                          'passthrough disabled: qatzip is allowed and QAT '
-                          'is present, but libvirt cannot ask QEMU for '
-                          'qatzip without qemu_monitor_passthrough')
-        return Result(Code.SUCCESS, 'disabled: no domain is tainted')
-
-    # -- Placement ---------------------------------------------------------
-
-    def _placement_get(self, path: str) -> Any:
-        """GET from Placement with nova.conf's ``[placement]`` credentials.
-
-        Separate for tests, like ``nova-status``'s own ``_placement_get``.
-        """
-        from nova import utils as nova_utils
-        client = nova_utils.get_ksa_adapter('placement')
-        return client.get(path, raise_exc=True,
-                          microversion=PLACEMENT_TRAITS_VERSION).json()
-
-    def _nodename(self) -> str:
-        return (self.nodename or self.libvirt_hostname or
-                socket.gethostname())
-
-    def _check_placement(self) -> Result:
-        if not self.placement:
-            return Result(Code.SUCCESS,
-                          'not checked on request (--no-placement)')
-        nodename = self._nodename()
-        try:
-            found = self._placement_get('/resource_providers?name=%s'
-                                        % nodename)
-            providers = found.get('resource_providers') or []
-            if not providers:
-                return Result(Code.WARNING,
-                              'no resource provider named %s in Placement: '
-                              'nova-compute has not reported this host yet '
-                              '(or use --nodename)' % nodename)
-            uuid = providers[0]['uuid']
-            traits = set(self._placement_get(
-                '/resource_providers/%s/traits' % uuid).get('traits') or ())
-        except Exception as exc:  # noqa: BLE001 - any ksa/auth/HTTP error
-            from keystoneauth1 import exceptions as ksa_exc
-            if isinstance(exc, ksa_exc.MissingAuthPlugin):
-                return Result(Code.WARNING, 'Placement not checked: no '
-                              'credentials in nova.conf [placement]: %s'
-                              % PLACEMENT_AUTH_HELP)
-            return Result(Code.WARNING, 'Placement unreachable with '
-                          'nova.conf [placement]: %s'
-                          % _plain_error(exc))
-        ours = {t for t in traits
-                if t.startswith(capabilities.TRAIT_PREFIX)}
-        if capabilities.TRAIT_PLANNER not in traits:
-            return Result(Code.WARNING,
-                          'provider %s has no %s: this host does not publish '
-                          'what it can receive (driver not running here '
-                          'yet?); sources send it nothing compressed'
-                          % (nodename, capabilities.TRAIT_PLANNER))
-        if self.caps is None or not self.caps.multifd_methods:
-            return Result(Code.SUCCESS, 'provider %s: %s'
-                          % (nodename, _methods_text(ours)))
-        expected = capabilities.traits_for(self.caps)
-        missing = expected - traits
-        extra = ours - expected
-        if missing or extra:
-            return Result(Code.WARNING,
-                          'provider %s differs from this host: missing %s, '
-                          'stale %s (nova-compute updates them at start-up '
-                          'and in its periodic task)'
-                          % (nodename, _methods_text(missing),
-                             _methods_text(extra)))
-        return Result(Code.SUCCESS, 'provider %s has %s'
-                      % (nodename, _methods_text(expected)))
-
+    _host = status_host.HostChecks
     _upgrade_checks = (
         ('Nova version', _check_nova_version),
         ('Compute driver', _check_driver),
         ('Options and policy', _check_options),
         ('State path', _check_state_path),
-        ('libvirt and QEMU versions', _check_libvirt),
-        ('QEMU multifd compression methods', _check_multifd),
-        ('QAT devices', _check_qat_devices),
-        ('QATzip self-test', _check_qatzip),
-        ('QEMU monitor passthrough', _check_passthrough),
-        ('Placement traits', _check_placement),
+        ('libvirt and QEMU versions', _host._check_libvirt),
+        ('QEMU multifd compression methods', _host._check_multifd),
+        ('QAT devices', _host._check_qat_devices),
+        ('QATzip self-test', _host._check_qatzip),
+        ('QEMU monitor passthrough', _host._check_passthrough),
+        ('Placement traits', _host._check_placement),
         ('Flavor extra specs', _check_flavors),
     )
 
@@ -508,7 +283,10 @@ def run(checks: Checks, as_json: bool = False) -> int:
     try:
         with _json_output(as_json):
             return int(checks.check())
-    except Exception:  # noqa: BLE001 - as upgradecheck.run: report, 255
+    except Exception:
+        # NOTE(qat-migration): as oslo.upgradecheck's own run(): a check
+        # that breaks is reported with its traceback (not silent), exit
+        # code 255.
         print('Error:\n%s' % traceback.format_exc(), file=sys.stderr)
         return 255
 

@@ -32,12 +32,14 @@ import re
 import sys
 from typing import Any, Optional
 
-from nova_qat_migration.cmd import cli
 from nova_qat_migration.conf import CONF
+from nova_qat_migration import exception
 from nova_qat_migration import history
 from nova_qat_migration import timeline
 
 #: Output formats by file name suffix.
+UsageError = exception.UsageError
+
 FORMATS = ('svg', 'png', 'html')
 #: What an operator installs for drawing.
 EXTRA = 'nova-qat-migration[timeline]'
@@ -62,35 +64,35 @@ def history_file(args: argparse.Namespace) -> str:
         CONF(args=[], project='nova', validate_default_values=True)
     path = history.HistoryStore.path_from_conf(CONF)
     if not path:
-        raise cli.UsageError('no [qat_migration] state_path or [DEFAULT] '
-                             'state_path configured: give --history-file')
+        raise UsageError('no [qat_migration] state_path or [DEFAULT] '
+                         'state_path configured: give --history-file')
     return os.path.join(path, history.FILENAME)
 
 
 def load(path: str, max_entries: int) -> list:
     """The valid entries of the history file ``path``.
 
-    :raises cli.UsageError: no file, not a history, or no entries.
+    :raises UsageError: no file, not a history, or no entries.
     """
     limit = history.read_limit(max_entries)
     try:
         with open(path, 'rb') as f:
             raw = f.read(limit + 1)
     except OSError as exc:
-        raise cli.UsageError('cannot read the migration history %s: %s'
-                             % (path, exc.strerror or exc))
+        raise UsageError('cannot read the migration history %s: %s'
+                         % (path, exc.strerror or exc))
     if len(raw) > limit:
-        raise cli.UsageError('%s is larger than %d bytes: not a migration '
-                             'history' % (path, limit))
+        raise UsageError('%s is larger than %d bytes: not a migration '
+                         'history' % (path, limit))
     try:
         items = history.parse(raw)
     except (ValueError, RecursionError, MemoryError) as exc:
-        raise cli.UsageError('%s is not a migration history (%s)'
-                             % (path, str(exc)[:120]))
+        raise UsageError('%s is not a migration history (%s)'
+                         % (path, str(exc)[:120]))
     entries = [e for e in (history.clean_entry(i)[0] for i in items) if e]
     if not entries:
-        raise cli.UsageError('the migration history %s holds no migration'
-                             % path)
+        raise UsageError('the migration history %s holds no migration'
+                         % path)
     return entries
 
 
@@ -98,7 +100,7 @@ def find(entries: list, instance: str, path: str) -> dict:
     """The timeline of ``instance``: a UUID, the libvirt domain name
     (``instance-0000002a``) or the server's name, if only one has it.
 
-    :raises cli.UsageError: unknown, ambiguous, or without a timeline.
+    :raises UsageError: unknown, ambiguous, or without a timeline.
     """
     wanted = instance.strip()
     matches = [e for e in entries if e['uuid'] == wanted]
@@ -114,17 +116,17 @@ def find(entries: list, instance: str, path: str) -> dict:
             if matches:
                 break
     if not matches:
-        raise cli.UsageError('no migration of %s in %s (a UUID, a libvirt '
-                             'domain name or a server name of an instance '
-                             'migrated from this host)' % (wanted, path))
+        raise UsageError('no migration of %s in %s (a UUID, a libvirt '
+                         'domain name or a server name of an instance '
+                         'migrated from this host)' % (wanted, path))
     if len(matches) > 1:
-        raise cli.UsageError('%s names %d instances (%s): give the UUID'
-                             % (wanted, len(matches), ', '.join(
+        raise UsageError('%s names %d instances (%s): give the UUID'
+                         % (wanted, len(matches), ', '.join(
                                  e['uuid'] for e in matches)))
     entry = matches[0]
     data = timeline.clean(entry.get(history.TIMELINE))
     if not data:
-        raise cli.UsageError(
+        raise UsageError(
             'no timeline kept for %s in %s: it was migrated by an older '
             'version, or before the last %d instances migrated from this '
             'host' % (entry['uuid'], path, history.TIMELINES_KEPT))
@@ -225,7 +227,7 @@ def _pyplot() -> Any:
         matplotlib.use('Agg')
         from matplotlib import pyplot
     except ImportError:
-        raise cli.UsageError('drawing needs matplotlib: install %s' % EXTRA)
+        raise UsageError('drawing needs matplotlib: install %s' % EXTRA)
     return pyplot
 
 
@@ -344,14 +346,14 @@ def write(path: str, draw: Any) -> None:
     """Write what ``draw()`` returns to ``path``, opened first: a path
     that cannot be written fails before the drawing is made.
 
-    :raises cli.UsageError: ``path`` cannot be written.
+    :raises UsageError: ``path`` cannot be written.
     """
     try:
         with open(path, 'wb') as f:
             f.write(draw())
     except OSError as exc:
-        raise cli.UsageError('cannot write %s: %s'
-                             % (path, exc.strerror or exc))
+        raise UsageError('cannot write %s: %s'
+                         % (path, exc.strerror or exc))
 
 
 # -- the command --------------------------------------------------------------
@@ -361,8 +363,8 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     if args.output:
         fmt = os.path.splitext(args.output)[1].lstrip('.').lower()
         if fmt not in FORMATS:
-            raise cli.UsageError('--output must end in .%s, got %s'
-                                 % (', .'.join(FORMATS), args.output))
+            raise UsageError('--output must end in .%s, got %s'
+                             % (', .'.join(FORMATS), args.output))
     path = history_file(args)
     data = find(load(path, CONF.qat_migration.history_max_entries),
                 args.instance, path)

@@ -12,8 +12,9 @@
 """Configuration of nova-qat-migration.
 
 Options live in Nova's global ``CONF`` (nova.conf): the planner's in
-``[qat_migration]``, the ``static`` policy's in ``[qat_migration_static]``
-(both registered here; other policies' groups are registered by the policy
+``[qat_migration]``, the built-in policies' in ``[qat_migration_static]``
+and ``[qat_migration_adaptive]`` (all registered here; other policies'
+groups, ``[qat_migration_<name>]``, are registered by the policy
 loader). :func:`check` reads and checks them at start-up.
 """
 
@@ -27,16 +28,20 @@ import stat
 from typing import Any, Optional
 
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from nova_qat_migration.conf import qat_migration
 from nova_qat_migration import datamodel
+from nova_qat_migration import exception
 
 CONF = cfg.CONF
+LOG = logging.getLogger(__name__)
 
 qat_migration.register_opts(CONF)
 
 GROUP = qat_migration.qat_migration_group.name
 STATIC_GROUP = qat_migration.static_group.name
+ADAPTIVE_GROUP = qat_migration.adaptive_group.name
 #: Where the host's total memory is read for the start-up checks.
 MEMINFO = '/proc/meminfo'
 #: A calibration file larger than this is not a calibration file.
@@ -83,11 +88,8 @@ def nova_ceiling(conf: cfg.ConfigOpts, name: str) -> Any:
     return value
 
 
-class ConfigError(ValueError):
-    """An option value that cannot be used.
-
-    The message names the option as ``[group] name``.
-    """
+#: Defined in :mod:`nova_qat_migration.exception`; importable from here.
+ConfigError = exception.ConfigError
 
 
 def _name(option: str, group: str = GROUP) -> str:
@@ -96,8 +98,8 @@ def _name(option: str, group: str = GROUP) -> str:
 
 def check(conf: cfg.ConfigOpts = CONF,
           host_memory_mb: Optional[int] = None) -> None:
-    """Read and check every ``[qat_migration]`` and
-    ``[qat_migration_static]`` option.
+    """Read and check every ``[qat_migration]``, ``[qat_migration_static]``
+    and ``[qat_migration_adaptive]`` option.
 
     Called at driver start-up so a bad value stops nova-compute with a
     message naming the option, instead of surfacing mid-migration as a
@@ -110,8 +112,10 @@ def check(conf: cfg.ConfigOpts = CONF,
     :raises ConfigError: naming the option.
     """
     qat_migration.register_static_opts(conf)
+    qat_migration.register_adaptive_opts(conf)
     values = _read(conf, GROUP, qat_migration.ALL_OPTS)
     static = _read(conf, STATIC_GROUP, qat_migration.static_opts)
+    _read(conf, ADAPTIVE_GROUP, qat_migration.adaptive_opts)
     _check_sane_maxima(values)
     _check_combinations(values, static)
     _check_static_cache(values, static, host_memory_mb)
@@ -213,8 +217,12 @@ def known_options() -> dict:
             names.update((opt.name, opt.dest))
             for old in opt.deprecated_opts:
                 known.setdefault(old.group or name, set()).add(old.name)
-    known.setdefault(STATIC_GROUP, set()).update(
-        o.name for o in qat_migration.static_opts)
+    for group, group_opts in ((STATIC_GROUP, qat_migration.static_opts),
+                              (ADAPTIVE_GROUP, qat_migration.adaptive_opts)):
+        known.setdefault(group, set()).update(o.name for o in group_opts)
+        for opt in group_opts:
+            for old in opt.deprecated_opts:
+                known.setdefault(old.group or group, set()).add(old.name)
     return known
 
 
@@ -231,7 +239,9 @@ def unknown_options(conf: cfg.ConfigOpts) -> list:
         sections: dict = {}
         try:
             cfg.ConfigParser(path, sections).parse()
-        except Exception:  # noqa: BLE001 - oslo.config reports bad files
+        except (OSError, ValueError, cfg.ParseError) as exc:
+            # oslo.config itself reports a file it cannot read or parse.
+            LOG.debug('Unknown options of %s not looked for: %s', path, exc)
             continue
         for section, values in sections.items():
             group = section.lower()

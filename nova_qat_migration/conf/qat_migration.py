@@ -11,9 +11,11 @@
 # under the License.
 """Options of nova-qat-migration in nova.conf.
 
-``[qat_migration]`` holds the planner's options; ``[qat_migration_static]``
-holds the ``static`` policy's own options, which
-:class:`nova_qat_migration.policy.static.StaticPolicy` declares as its
+``[qat_migration]`` holds the options shared by every policy;
+``[qat_migration_static]`` and ``[qat_migration_adaptive]`` hold the
+built-in policies' own options, which
+:class:`~nova_qat_migration.policy.static.StaticPolicy` and
+:class:`~nova_qat_migration.policy.adaptive.AdaptivePolicy` declare as their
 ``CONFIG_OPTS``. They are defined here, with the other options, so that the
 start-up check (:func:`nova_qat_migration.conf.check`) reads them without
 importing a policy.
@@ -22,6 +24,7 @@ importing a policy.
 from oslo_config import cfg
 from oslo_config import types
 
+from nova_qat_migration.conf import policies
 from nova_qat_migration import datamodel
 
 qat_migration_group = cfg.OptGroup(
@@ -274,25 +277,6 @@ counts dirtied pages without reading them; ``dirty_rate_sample_seconds``
 turns that off), and plans assume average compressibility and no XBZRLE
 gain.
 """),
-    cfg.BoolOpt('adaptive_model',
-        default=True,
-        help="""
-Let the ``adaptive`` policy predict every candidate plan with the pre-copy
-convergence model (time, downtime, whether it converges) and pick the
-fastest that converges within the downtime target. When False, or when the
-model finds no converging plan, the rule-based choice is used.
-"""),
-    cfg.FloatOpt('gentle_tolerance',
-        default=0.2, min=0.0, max=5.0,
-        help="""
-How much slower (as a share of the fastest prediction) the model may
-predict a gentler plan to be and still prefer it. Among the plans
-predicted to converge, the ``adaptive`` policy takes the least intrusive
-one -- no vCPU throttling, then throttling starting low, then post-copy --
-whose predicted time is within this share of the fastest plan's. 0 picks
-the fastest plan whatever it does to the guest; a large value keeps the
-gentlest converging plan however slow.
-"""),
     cfg.StrOpt('model_calibration',
         default='',
         help="""
@@ -302,57 +286,6 @@ JSON file with the convergence model's machine constants (fields of
 real migrations. Empty: built-in defaults for server-class hosts. The file
 is checked at start-up: a JSON object of known fields with finite, positive
 numbers, otherwise nova-compute does not start.
-"""),
-]
-
-static_group = cfg.OptGroup(
-    'qat_migration_static',
-    title='The static migration policy',
-    help="""
-Options of the ``static`` policy (``[qat_migration] policy = static``): one
-fixed plan for every instance, still bounded per instance by flavor extra
-specs, image properties and ``[qat_migration]`` limits. The former names,
-``[qat_migration] static_<name>``, are still read, with a deprecation
-warning.
-""")
-
-
-def _was(name: str) -> list:
-    """The option's former name, ``[qat_migration] static_<name>``."""
-    return [cfg.DeprecatedOpt('static_' + name, group='qat_migration')]
-
-
-static_opts = [
-    cfg.StrOpt('method',
-        default='none', choices=datamodel.METHODS,
-        deprecated_opts=_was('method'),
-        help="""
-Compression method of every plan. Must be in ``[qat_migration]
-allowed_methods`` (checked at start-up).
-"""),
-    cfg.IntOpt('parallel_connections',
-        default=1, min=1, max=32,
-        deprecated_opts=_was('parallel_connections'),
-        help="""
-Multifd channels (1 = none), at most ``[qat_migration]
-max_parallel_connections``.
-"""),
-    cfg.IntOpt('xbzrle_cache_mb',
-        default=256, min=1,
-        deprecated_opts=_was('xbzrle_cache_mb'),
-        help="""
-XBZRLE cache (MiB) when ``method`` is ``xbzrle``. At most ``[qat_migration]
-xbzrle_cache_max_mb`` and the host's memory above ``[qat_migration]
-memory_headroom_mb`` (checked at start-up), and never more than the guest's
-RAM.
-"""),
-    cfg.BoolOpt('auto_converge',
-        default=False,
-        deprecated_opts=_was('auto_converge'),
-        help="""
-Throttle the guest's vCPUs (auto-converge, from ``[qat_migration]
-auto_converge_initial`` by ``auto_converge_increment``) where the instance
-and ``[qat_migration] permit_auto_converge`` allow it.
 """),
 ]
 
@@ -463,16 +396,22 @@ ALL_OPTS = planning_opts + qat_opts + state_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register ``[qat_migration]`` and ``[qat_migration_static]``."""
+    """Register ``[qat_migration]`` and the built-in policies' groups
+    (``[qat_migration_static]``, ``[qat_migration_adaptive]``).
+    """
     conf.register_group(qat_migration_group)
     conf.register_opts(ALL_OPTS, group=qat_migration_group)
-    register_static_opts(conf)
+    policies.register_static_opts(conf)
+    policies.register_adaptive_opts(conf)
 
 
-def register_static_opts(conf: cfg.ConfigOpts) -> None:
-    """Register ``[qat_migration_static]`` (again is harmless)."""
-    conf.register_group(static_group)
-    conf.register_opts(static_opts, group=static_group)
+#: The built-in policies' groups, in :mod:`.policies`; importable from here.
+static_group = policies.static_group
+static_opts = policies.static_opts
+adaptive_group = policies.adaptive_group
+adaptive_opts = policies.adaptive_opts
+register_static_opts = policies.register_static_opts
+register_adaptive_opts = policies.register_adaptive_opts
 
 
 def list_opts() -> dict:

@@ -23,9 +23,9 @@ One engine, three steps:
 3. a ranking: the convergence model (:mod:`.predictive`) predicts every
    candidate and keeps the fastest that converges, or a gentler one
    predicted nearly as fast (``gentle_tolerance``);
-   with ``[qat_migration] adaptive_model`` off, or when the model finds
-   nothing that converges, the rules (:mod:`.rules`) choose among the same
-   candidates with the same constants.
+   with ``[qat_migration_adaptive] adaptive_model`` off, or when the model
+   finds nothing that converges, the rules (:mod:`.rules`) choose among the
+   same candidates with the same constants.
 
 An image's hints only narrow: its method is chosen among the candidates
 the operator's gates produced, its level and channels only lower theirs,
@@ -39,8 +39,9 @@ XBZRLE hit rate was poor gets no cache. Every decision is given a reason.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
+from nova_qat_migration.conf import policies as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import candidates
@@ -52,16 +53,21 @@ from nova_qat_migration.policy import tenant
 
 class AdaptivePolicy(base.Policy):
     name = 'adaptive'
+    # Defined with the other options so that the start-up check can read
+    # them without importing this policy.
+    CONFIG_GROUP = qat_opts.adaptive_group
+    CONFIG_OPTS = tuple(qat_opts.adaptive_opts)
 
-    def __init__(self, conf: Any) -> None:
-        super().__init__(conf)
+    def __init__(self, options: Any = None,
+                 shared: Optional[base.SharedOptions] = None) -> None:
+        super().__init__(options, shared)
         self.calibration = datamodel.Calibration()
 
     def load(self) -> None:
         """Read the model's constants (``[qat_migration]
         model_calibration``) before any plan is made.
         """
-        self.calibration = predictive.calibration(self.conf)
+        self.calibration = predictive.calibration(self.shared)
 
     def plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         """The plan for ``facts``; the operator's when the image's hints
@@ -71,29 +77,31 @@ class AdaptivePolicy(base.Policy):
                                          self.calibration)
 
     def _plan(self, facts: datamodel.Facts) -> datamodel.Plan:
-        lim = common.limits(self.conf, facts)
-        cands = candidates.generate(self.conf, facts, lim)
+        lim = common.limits(self.shared, facts)
+        cands = candidates.generate(self.shared, facts, lim)
         load = predictive.workload(facts)
+        # The facts both rankings read, worked out once.
+        derived = common.derive(self.shared, facts)
         plan = None
-        if self.conf.qat_migration.adaptive_model:
+        if self.options.adaptive_model:
             picked = predictive.choose(
                 facts, lim, cands.plans, load, self.calibration,
-                tolerance=self.conf.qat_migration.gentle_tolerance)
+                tolerance=self.options.gentle_tolerance, derived=derived)
             if picked is not None:
                 best, prediction, scored, trade = picked
                 notes = [trade] if trade else []
                 cost = predictive.cpu_cost(facts, best, self.calibration)
                 notes += [cost] if cost else []
                 notes += cands.notes
-                if candidates.dirty_rate(facts) is None:
+                if derived.dirty_rate is None:
                     notes.append('dirty rate unknown: predicted as an idle '
                                  'guest')
                 plan = best.because(
                     predictive.explain(best, prediction, scored), *notes)
         if plan is None:
-            plan = rules.choose(self.conf, facts, lim, cands, load,
-                                self.calibration)
-            if self.conf.qat_migration.adaptive_model:
+            plan = rules.choose(self.shared, facts, lim, cands, load,
+                                self.calibration, derived)
+            if self.options.adaptive_model:
                 plan = plan.because(
                     'model: no candidate converges within %d ms; rule-based '
                     'plan kept' % lim.max_downtime_ms)

@@ -26,11 +26,12 @@ from typing import Any, Optional, Sequence, Union
 from oslo_config import cfg
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import exception
 from nova_qat_migration.policy import escalation
 
 
-class InvalidPlan(ValueError):
-    """A plan no libvirt call can be made from; names the field."""
+#: Defined in :mod:`nova_qat_migration.exception`; importable from here.
+InvalidPlan = exception.InvalidPlan
 
 
 #: ``field: (minimum, maximum)`` of a plan's integer fields (None allowed
@@ -113,20 +114,98 @@ def validate_plan(plan: Any) -> None:
                           % (plan.policy, '; '.join(problems)))
 
 
+#: The prefix of a policy's own option group: ``qat_migration_<name>``.
+GROUP_PREFIX = 'qat_migration_'
+
+
+def group_name(name: str) -> str:
+    """The option group of the policy ``name``: ``qat_migration_<name>``."""
+    return GROUP_PREFIX + name
+
+
+class SharedOptions:
+    """What a policy may read besides its own group, handed to it
+    explicitly by the loader.
+
+    * ``qat_migration``: the ``[qat_migration]`` options every policy
+      shares (the operator's limits: allowed methods, downtime, channels,
+      memory headroom, the model's calibration...);
+    * ``libvirt``: Nova's ``[libvirt]`` options, which ``[qat_migration]``
+      follows while unset (:func:`nova_qat_migration.conf.nova_ceiling`).
+
+    Nothing else of nova.conf is reachable from it: a policy does not read
+    another policy's group. Read-only by construction (oslo.config groups
+    refuse assignment).
+    """
+
+    GROUPS = ('qat_migration', 'libvirt')
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self._conf = conf
+
+    @property
+    def qat_migration(self) -> Any:
+        return self._conf.qat_migration
+
+    @property
+    def libvirt(self) -> Any:
+        return self._conf.libvirt
+
+    def __contains__(self, group: str) -> bool:
+        return group in self.GROUPS and group in self._conf
+
+
+def register_opts(conf: cfg.ConfigOpts, plugin: type) -> Optional[Any]:
+    """Register ``plugin``'s ``CONFIG_OPTS`` in ``[qat_migration_<name>]``.
+
+    Registering the same options again is harmless.
+
+    :returns: the group's values (what the policy gets as ``options``), or
+        None when the policy declares no options.
+    :raises PolicyLoadError: when ``CONFIG_GROUP`` names another group, or
+        the options clash with registered ones.
+    """
+    if not plugin.CONFIG_OPTS:
+        return None
+    name = group_name(plugin.name)
+    group = plugin.CONFIG_GROUP
+    if group is None:
+        group = name
+    if getattr(group, 'name', group) != name:
+        raise exception.PolicyLoadError(
+            'Migration policy %r declares its options in [%s]; they '
+            'belong in [%s]' % (plugin.name, getattr(group, 'name', group),
+                                name))
+    try:
+        conf.register_opts(list(plugin.CONFIG_OPTS), group=group)
+    except (cfg.Error, ValueError, TypeError) as exc:
+        raise exception.PolicyLoadError(
+            'Migration policy %r: its options cannot be registered: %s'
+            % (plugin.name, exc))
+    return conf[name]
+
+
 class Policy(metaclass=abc.ABCMeta):
     """A migration policy: facts in, plan out.
 
-    The contract between a policy and the driver that loads it:
+    The contract between a policy and the driver that loads it (as
+    os-vif's ``PluginBase.load`` and watcher's loader do):
 
-    * **Options.** A policy's own options go in its own group:
-      ``CONFIG_GROUP`` names it (a name or a ``cfg.OptGroup``, e.g.
-      ``qat_migration_<name>``) and ``CONFIG_OPTS`` lists them. The loader
-      registers them on the configuration before constructing the policy,
-      and ``oslo-config-generator`` lists them in the sample file and the
-      configuration reference. ``[qat_migration]`` options are shared by
-      all policies; read them, do not add to them.
-    * **Construction** gets the configuration object and keeps it;
-      reading anything belongs in :meth:`load`.
+    * **Options.** A policy's own options go in its own group,
+      ``[qat_migration_<name>]``: ``CONFIG_OPTS`` lists them, and
+      ``CONFIG_GROUP`` may give that group as a ``cfg.OptGroup`` (for its
+      title and help in the sample file); another group name makes the
+      policy fail to load. The loader registers them before constructing
+      the policy, and ``oslo-config-generator`` lists them in the sample
+      file and the configuration reference. ``[qat_migration]`` options
+      are shared by all policies; read them, do not add to them.
+    * **Construction** gets ``options``, the policy's own group (None when
+      it declares no options), and ``shared``, a :class:`SharedOptions`
+      (``[qat_migration]`` and Nova's ``[libvirt]``): never the whole
+      configuration. Reading anything belongs in :meth:`load`. (Given one
+      ``cfg.ConfigOpts`` instead, as tests and tools do, the policy
+      registers its options and takes both parts from it, as the loader
+      would.)
     * :meth:`load` reads what the policy needs from outside the
       configuration (files such as a calibration). The loader calls it once
       after construction, before the policy's first :meth:`plan`. The
@@ -142,23 +221,35 @@ class Policy(metaclass=abc.ABCMeta):
       :meth:`on_progress` from each running migration's thread. If
       :meth:`plan` raises, or returns a plan :func:`validate_plan`
       refuses, the migration gets Nova's own plan.
+    * ``reproduces_nova`` says the policy's plans are exactly Nova's own
+      (the driver then leaves Nova's flags, monitor and measurements
+      alone); the driver asks this attribute, never a policy's name.
     """
 
     #: The entry-point name, used in plans and logs.
     name: str = ''
 
+    #: ``[qat_migration_<name>]`` as a ``cfg.OptGroup`` (title, help), or
+    #: None (the loader then registers the group by name).
+    CONFIG_GROUP: Optional[Union[str, cfg.OptGroup]] = None
+
+    #: The policy's own options (``cfg.Opt`` instances).
+    CONFIG_OPTS: Sequence[cfg.Opt] = ()
+
     #: Whether this policy's plan is exactly Nova's own (nothing measured,
     #: nothing reported as a planner's prediction).
     reproduces_nova: bool = False
 
-    #: The group of the policy's own options, or None when it has none.
-    CONFIG_GROUP: Optional[Union[str, cfg.OptGroup]] = None
-
-    #: The policy's own options (``cfg.Opt`` instances) in ``CONFIG_GROUP``.
-    CONFIG_OPTS: Sequence[cfg.Opt] = ()
-
-    def __init__(self, conf: Any) -> None:
-        self.conf = conf
+    def __init__(self, options: Any = None,
+                 shared: Optional[SharedOptions] = None) -> None:
+        if isinstance(options, cfg.ConfigOpts):
+            conf = options
+            options = register_opts(conf, type(self))
+            shared = SharedOptions(conf)
+        #: The policy's own group (``[qat_migration_<name>]``) or None.
+        self.options = options
+        #: ``[qat_migration]`` and ``[libvirt]`` (:class:`SharedOptions`).
+        self.shared = shared
 
     def load(self) -> None:
         """Read the policy's inputs from outside nova.conf (files).

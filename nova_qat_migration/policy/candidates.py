@@ -37,8 +37,8 @@ from nova_qat_migration.policy import common
 from nova_qat_migration.policy import predictive
 
 #: Pages that compress worse than this (compressed/original) are not
-#: worth a compressor.
-INCOMPRESSIBLE_RATIO = 0.85
+#: worth a compressor (:data:`.common.INCOMPRESSIBLE_RATIO`).
+INCOMPRESSIBLE_RATIO = common.INCOMPRESSIBLE_RATIO
 #: Plain multifd never uses more channels than this: past a few streams
 #: the copy is no longer the bottleneck.
 PLAIN_MULTIFD_MAX = 4
@@ -70,33 +70,11 @@ class Candidates:
                 if not p.auto_converge and not p.post_copy]
 
 
-# -- what the guest's pages are like -----------------------------------------
-
-def measured_ratio(facts: datamodel.Facts) -> Optional[float]:
-    """Compressibility (compressed/original) from a page sample, else from
-    the last migration when it was compressed; None when nothing says.
-    """
-    if facts.instance.compress_ratio is not None:
-        return facts.instance.compress_ratio
-    hist = facts.history
-    if hist.compression_ratio is not None and \
-            hist.method in datamodel.MULTIFD_METHODS:
-        return hist.compression_ratio
-    return None
-
-
-def incompressible(facts: datamodel.Facts) -> bool:
-    ratio = measured_ratio(facts)
-    return ratio is not None and ratio > INCOMPRESSIBLE_RATIO
-
-
-def dirty_rate(facts: datamodel.Facts) -> Optional[float]:
-    """The guest's dirty rate (MiB/s): measured, else last time's."""
-    if facts.instance.paused:
-        return 0.0
-    if facts.instance.dirty_rate_mbps is not None:
-        return facts.instance.dirty_rate_mbps
-    return facts.history.dirty_rate_mbps
+# -- what the guest's pages are like: in :mod:`.common` (both rankings read
+# them), importable from here.
+measured_ratio = common.measured_ratio
+incompressible = common.incompressible
+dirty_rate = common.dirty_rate
 
 
 # -- which levers are open ---------------------------------------------------
@@ -400,21 +378,8 @@ def _shapes(conf: Any, facts: datamodel.Facts, lim: common.Limits,
     return shapes
 
 
-def throttle_steps(conf: Any) -> list:
-    """(start, increment) of the throttle schedule's starting steps.
-
-    A plan starts from any step but the last and climbs by the gap to the
-    next one; the last step is where throttling ends up, never where it
-    starts (99% from the first round is a paused guest, not a gentle
-    one). A one-step schedule starts there and climbs by
-    ``auto_converge_increment``.
-    """
-    group = conf.qat_migration
-    schedule = list(group.throttle_schedule)
-    if len(schedule) == 1:
-        return [(schedule[0], max(1, group.auto_converge_increment))]
-    return [(start, schedule[i + 1] - start)
-            for i, start in enumerate(schedule[:-1])]
+#: Shared with the rules, in :mod:`.common`; importable from here.
+throttle_steps = common.throttle_steps
 
 
 def post_copy_possible(facts: datamodel.Facts, lim: common.Limits,

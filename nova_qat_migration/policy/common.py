@@ -9,8 +9,13 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""Pieces the built-in policies share: limits from options and hints, and
-this migration's share of the source (what migrations in flight leave).
+"""Pieces the built-in policies share: limits from options and hints,
+this migration's share of the source (what migrations in flight leave),
+what the guest's pages are like, and :class:`Derived`, those quantities
+worked out once per plan.
+
+Below both rankings (:mod:`.predictive`, :mod:`.rules`) and the candidate
+generator, so that none of them borrows a helper from another.
 """
 
 from __future__ import annotations
@@ -130,6 +135,15 @@ def idle_cores(facts: datamodel.Facts) -> float:
     return max(0.0, measured - facts.in_flight.cores_held)
 
 
+def busy_cores(facts: datamodel.Facts) -> float:
+    """The source's cores that are not idle: the guests' vCPUs (the
+    migrating guest's own included), the QEMUs and the compressors of
+    migrations in flight. Software compressors share them
+    (:func:`.model.compressor_cores`).
+    """
+    return max(0.0, facts.host.cpus - idle_cores(facts))
+
+
 def cpu_idle_pct(facts: datamodel.Facts) -> float:
     """:func:`idle_cores` as a percentage of the host's cores."""
     return 100.0 * idle_cores(facts) / max(1, facts.host.cpus)
@@ -186,3 +200,98 @@ def xbzrle_cache_max_mb(conf: Any, facts: datamodel.Facts) -> int:
     spare = spare_mb(conf, facts)
     return datamodel.pow2_floor(max(1, min(group.xbzrle_cache_max_mb,
                                            facts.instance.memory_mb, spare)))
+
+
+# -- what the guest's pages are like -----------------------------------------
+
+#: Compressed/original above which a guest's pages are not worth
+#: compressing.
+INCOMPRESSIBLE_RATIO = 0.85
+
+
+def measured_ratio(facts: datamodel.Facts) -> Optional[float]:
+    """Compressibility (compressed/original) from a page sample, else from
+    the last migration when it was compressed; None when nothing says.
+    """
+    if facts.instance.compress_ratio is not None:
+        return facts.instance.compress_ratio
+    hist = facts.history
+    if hist.compression_ratio is not None and \
+            hist.method in datamodel.MULTIFD_METHODS:
+        return hist.compression_ratio
+    return None
+
+
+def incompressible(facts: datamodel.Facts) -> bool:
+    ratio = measured_ratio(facts)
+    return ratio is not None and ratio > INCOMPRESSIBLE_RATIO
+
+
+def dirty_rate(facts: datamodel.Facts) -> Optional[float]:
+    """The guest's dirty rate (MiB/s): measured, else last time's."""
+    if facts.instance.paused:
+        return 0.0
+    if facts.instance.dirty_rate_mbps is not None:
+        return facts.instance.dirty_rate_mbps
+    return facts.history.dirty_rate_mbps
+
+
+@dataclasses.dataclass(frozen=True)
+class Derived:
+    """What the rankings read of the facts, worked out once per plan.
+
+    A ranking asks these for every candidate it weighs; computed once
+    (:func:`derive`) they are one set of numbers for the whole choice, and
+    the facts are read in one place.
+    """
+
+    #: MiB/s of the link this migration can count on (:func:`link_mbps`).
+    link_mbps: float
+    #: Idle cores not held by migrations in flight (:func:`idle_cores`).
+    idle_cores: float
+    #: Cores that are not idle (:func:`busy_cores`).
+    busy_cores: float
+    #: :attr:`idle_cores` as a percentage of the host's cores.
+    cpu_idle_pct: float
+    #: Memory above the headroom not held by caches in flight (MiB).
+    spare_mb: int
+    #: The guest's dirty rate (MiB/s), or None when nothing measured it.
+    dirty_rate: Optional[float]
+    #: Compressed/original of the guest's pages, or None.
+    measured_ratio: Optional[float]
+    #: Whether the pages are not worth compressing.
+    incompressible: bool
+
+
+def derive(conf: Any, facts: datamodel.Facts) -> Derived:
+    """The :class:`Derived` quantities of ``facts``.
+
+    :param conf: the shared options (``[qat_migration]``).
+    """
+    ratio = measured_ratio(facts)
+    return Derived(
+        link_mbps=link_mbps(facts),
+        idle_cores=idle_cores(facts),
+        busy_cores=busy_cores(facts),
+        cpu_idle_pct=cpu_idle_pct(facts),
+        spare_mb=spare_mb(conf, facts),
+        dirty_rate=dirty_rate(facts),
+        measured_ratio=ratio,
+        incompressible=ratio is not None and ratio > INCOMPRESSIBLE_RATIO)
+
+
+def throttle_steps(conf: Any) -> list:
+    """(start, increment) of the throttle schedule's starting steps.
+
+    A plan starts from any step but the last and climbs by the gap to the
+    next one; the last step is where throttling ends up, never where it
+    starts (99% from the first round is a paused guest, not a gentle
+    one). A one-step schedule starts there and climbs by
+    ``auto_converge_increment``.
+    """
+    group = conf.qat_migration
+    schedule = list(group.throttle_schedule)
+    if len(schedule) == 1:
+        return [(schedule[0], max(1, group.auto_converge_increment))]
+    return [(start, schedule[i + 1] - start)
+            for i, start in enumerate(schedule[:-1])]

@@ -46,6 +46,7 @@ from oslo_log import log as logging
 from oslo_utils import strutils
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import exception
 
 
 LOG = logging.getLogger(__name__)
@@ -138,8 +139,8 @@ KEYS = (
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 
 
-class InvalidHint(ValueError):
-    """A ``qat_migration:*`` value that cannot be used; names the key."""
+#: Defined in :mod:`nova_qat_migration.exception`; importable from here.
+InvalidHint = exception.InvalidHint
 
 
 def parse_value(key: Key, value: Any, source: str = 'extra spec') -> Any:

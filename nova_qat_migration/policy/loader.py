@@ -12,8 +12,9 @@
 """Loading migration policies from the ``nova_qat_migration.policies``
 entry-point namespace (stevedore).
 
-Loading a policy registers its options (``CONFIG_GROUP``/``CONFIG_OPTS``),
-constructs it with the configuration and calls its ``load()``, in that
+Loading a policy registers its options (``CONFIG_OPTS``) in its own group,
+``[qat_migration_<name>]``, constructs it with that group and the shared
+options (:class:`.base.SharedOptions`) and calls its ``load()``, in that
 order (see :class:`.base.Policy`).
 """
 
@@ -28,17 +29,17 @@ from stevedore import extension
 
 from nova_qat_migration.conf import opts as conf_opts
 from nova_qat_migration import datamodel
+from nova_qat_migration import exception
 from nova_qat_migration.policy import base
 
 NAMESPACE = conf_opts.POLICY_NAMESPACE
 
 
-class UnknownPolicy(ValueError):
-    """A policy that cannot be used.
-
-    No installed plugin has the name, or the plugin fails to import,
-    register its options, construct or load.
-    """
+#: Defined in :mod:`nova_qat_migration.exception`; importable from here.
+#: ``UnknownPolicy`` is the base of the two others.
+UnknownPolicy = exception.UnknownPolicy
+PolicyNotFound = exception.PolicyNotFound
+PolicyLoadError = exception.PolicyLoadError
 
 
 def available() -> list:
@@ -47,59 +48,50 @@ def available() -> list:
     return sorted(mgr.names())
 
 
-def register_opts(conf: Any, plugin: type) -> None:
-    """Register ``plugin``'s ``CONFIG_OPTS`` in its ``CONFIG_GROUP``.
-
-    Registering the same options again is harmless.
-
-    :raises UnknownPolicy: when it declares options without a group (they
-        would land in ``[DEFAULT]``), or they clash with registered ones.
+def register_opts(conf: Any, plugin: type) -> Any:
+    """Register ``plugin``'s options in ``[qat_migration_<name>]``; see
+    :func:`.base.register_opts`.
     """
-    if not plugin.CONFIG_OPTS:
-        return
-    if plugin.CONFIG_GROUP is None:
-        raise UnknownPolicy('Migration policy %r declares CONFIG_OPTS '
-                            'without a CONFIG_GROUP' % plugin.name)
-    try:
-        conf.register_opts(list(plugin.CONFIG_OPTS),
-                           group=plugin.CONFIG_GROUP)
-    except Exception as exc:
-        raise UnknownPolicy('Migration policy %r: its options cannot be '
-                            'registered: %s' % (plugin.name, exc))
+    return base.register_opts(conf, plugin)
 
 
 def load_policy(name: str, conf: Any) -> base.Policy:
     """Load the policy ``name``: register its options, construct it with
-    ``conf`` and call its ``load()``.
+    its own group and the shared options, and call its ``load()``.
 
-    :raises UnknownPolicy: naming the installed policies, when ``name`` is
-        not one; when its plugin fails to import, is not a
+    :raises PolicyNotFound: naming the installed policies, when ``name``
+        is not one.
+    :raises PolicyLoadError: when its plugin fails to import, is not a
         :class:`.base.Policy`, or its options, construction or ``load()``
         fail.
     """
     def _failed(manager, entrypoint, exc):
-        raise UnknownPolicy('Migration policy %r failed to load: %s'
-                            % (entrypoint.name, exc))
+        raise PolicyLoadError('Migration policy %r failed to load: %s'
+                              % (entrypoint.name, exc))
 
     try:
         mgr = driver.DriverManager(NAMESPACE, name, invoke_on_load=False,
                                    on_load_failure_callback=_failed)
     except stevedore_exc.NoMatches:
-        raise UnknownPolicy(
+        raise PolicyNotFound(
             'Unknown migration policy %r ([qat_migration] policy or the '
             'qat_migration:policy extra spec); installed policies: %s'
             % (name, ', '.join(available()) or 'none'))
     plugin = mgr.extensions[0].plugin
     if not (isinstance(plugin, type) and issubclass(plugin, base.Policy)):
-        raise UnknownPolicy('Migration policy %r is not a Policy (%r)'
-                            % (name, plugin))
-    register_opts(conf, plugin)
+        raise PolicyLoadError('Migration policy %r is not a Policy (%r)'
+                              % (name, plugin))
+    options = register_opts(conf, plugin)
+    # NOTE(qat-migration): a third-party plugin's constructor and load()
+    # may raise anything; whatever it is, the policy is unusable, and
+    # the caller decides (nova-compute refuses to start, or one instance
+    # gets Nova's plan), so the error is carried, with its message.
     try:
-        policy = plugin(conf)
+        policy = plugin(options, base.SharedOptions(conf))
         policy.load()
     except Exception as exc:
-        raise UnknownPolicy('Migration policy %r failed to load: %s'
-                            % (name, exc))
+        raise PolicyLoadError('Migration policy %r failed to load: %s'
+                              % (name, exc)) from exc
     return policy
 
 

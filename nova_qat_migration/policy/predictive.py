@@ -16,8 +16,8 @@
 plan that converges with a downtime within the limit and before Nova's
 completion timeout (a block migration's disk copy counted in both),
 unless a gentler one (no throttling, then throttling starting low, then
-post-copy) is predicted within ``[qat_migration] gentle_tolerance`` of
-its time. Also the model's view of the guest
+post-copy) is predicted within ``[qat_migration_adaptive]
+gentle_tolerance`` of its time. Also the model's view of the guest
 (:func:`workload`) and of this host's constants (:func:`calibration`),
 which the adaptive policy, the driver's report and the drain command
 share.
@@ -132,32 +132,31 @@ def tier(plan: datamodel.Plan) -> int:
     return 1 if plan.auto_converge else 0
 
 
-def idle_cores(facts: datamodel.Facts) -> float:
-    """Cores the source can spare for copying and compressing.
-
-    What the migrations in flight hold is not spare (see :mod:`.common`).
-    """
-    return common.idle_cores(facts)
-
-
-def busy_cores(facts: datamodel.Facts) -> float:
-    """The source's cores that are not idle: the guests' vCPUs (the
-    migrating guest's own included), the QEMUs and the compressors of
-    migrations in flight. Software compressors share them
-    (:func:`.model.compressor_cores`).
-    """
-    return max(0.0, facts.host.cpus - idle_cores(facts))
+#: In :mod:`.common` (both rankings read them); importable from here.
+idle_cores = common.idle_cores
+busy_cores = common.busy_cores
 
 
 def predict(facts: datamodel.Facts, plan: datamodel.Plan,
             cal: datamodel.Calibration,
             load: Optional[model.Workload] = None,
-            trace: Optional[list] = None) -> model.Prediction:
-    """The model's prediction of ``plan`` on this host for this guest."""
-    return model.predict(plan, load or workload(facts),
-                         common.link_mbps(facts),
-                         idle_cores=idle_cores(facts), cal=cal,
-                         busy_cores=busy_cores(facts), trace=trace)
+            trace: Optional[list] = None,
+            derived: Optional[common.Derived] = None) -> model.Prediction:
+    """The model's prediction of ``plan`` on this host for this guest.
+
+    :param derived: the link and cores of ``facts``, when the caller
+        worked them out already (:func:`.common.derive`).
+    """
+    if derived is None:
+        link, idle, busy = (common.link_mbps(facts),
+                            common.idle_cores(facts),
+                            common.busy_cores(facts))
+    else:
+        link, idle, busy = (derived.link_mbps, derived.idle_cores,
+                            derived.busy_cores)
+    return model.predict(plan, load or workload(facts), link,
+                         idle_cores=idle, cal=cal, busy_cores=busy,
+                         trace=trace)
 
 
 def cpu_impact_pct(facts: datamodel.Facts, plan: datamodel.Plan,
@@ -167,7 +166,8 @@ def cpu_impact_pct(facts: datamodel.Facts, plan: datamodel.Plan,
     """
     return 100.0 * model.cpu_impact(plan, workload(facts),
                                     common.link_mbps(facts), cal,
-                                    idle_cores(facts), busy_cores(facts))
+                                    common.idle_cores(facts),
+                                    common.busy_cores(facts))
 
 
 def intrusion(plan: datamodel.Plan,
@@ -195,6 +195,7 @@ def _cost(plan: datamodel.Plan, pred: model.Prediction) -> tuple:
 def choose(facts: datamodel.Facts, lim: common.Limits,
            candidates: Iterable[datamodel.Plan], load: model.Workload,
            cal: datamodel.Calibration, tolerance: float = 0.2,
+           derived: Optional[common.Derived] = None,
            ) -> Optional[tuple[datamodel.Plan, model.Prediction, list,
                                str]]:
     """The gentlest candidate predicted to be nearly as fast as the best.
@@ -204,11 +205,13 @@ def choose(facts: datamodel.Facts, lim: common.Limits,
     whose predicted time is within ``tolerance`` (a share) of the fastest
     one's, and the fastest of those.
 
+    :param derived: :func:`.common.derive` of ``facts``, read for every
+        candidate (when None, each prediction reads ``facts``).
     :returns: None when no candidate converges, else the plan, its
         prediction, every candidate's prediction and a reason naming the
         trade made (empty when the fastest plan was also the gentlest).
     """
-    scored = [(plan, predict(facts, plan, cal, load))
+    scored = [(plan, predict(facts, plan, cal, load, derived=derived))
               for plan in candidates]
     # Nova aborts a migration at its completion timeout: a plan predicted
     # to need longer does not converge for our purposes. Its timeout and

@@ -11,8 +11,8 @@
 # under the License.
 """Rank candidate plans by rules of thumb instead of the model.
 
-Used when ``[qat_migration] adaptive_model`` is off, and when the model
-finds no candidate that converges within the limits (then a plan must
+Used when ``[qat_migration_adaptive] adaptive_model`` is off, and when the
+model finds no candidate that converges within the limits (then a plan must
 still be chosen, and these rules pick the one most likely to finish).
 The rules choose among the same candidates (:mod:`.candidates`) with the
 same machine constants (:class:`~.datamodel.Calibration`), in the order the
@@ -77,28 +77,36 @@ def _shape(plans: list, **fields: Any) -> Optional[datamodel.Plan]:
                 None)
 
 
-def moved_mbps(facts: datamodel.Facts, plan: datamodel.Plan,
+def moved_mbps(d: common.Derived, plan: datamodel.Plan,
                load: model.Workload, cal: datamodel.Calibration) -> float:
     """Pages per second (MiB/s) the plan re-sends once pre-copy iterates
     (XBZRLE's deltas included).
+
+    :param d: the facts' derived quantities (:func:`.common.derive`).
     """
-    _fresh, resend, _wire = model.rates(plan, load, common.link_mbps(facts),
-                                        cal, predictive.idle_cores(facts),
-                                        predictive.busy_cores(facts))
+    _fresh, resend, _wire = model.rates(plan, load, d.link_mbps, cal,
+                                        d.idle_cores, d.busy_cores)
     return resend
 
 
 def choose(conf: Any, facts: datamodel.Facts, lim: common.Limits,
            cands: cands_mod.Candidates, load: model.Workload,
-           cal: datamodel.Calibration) -> datamodel.Plan:
-    """The rules' plan among ``cands``."""
-    shape = (_forced_shape(facts, lim, cands.shapes) if cands.forced
-             else _pick_shape(conf, facts, lim, cands, load, cal))
-    return _converge(conf, facts, lim, cands, shape, load, cal)
+           cal: datamodel.Calibration,
+           derived: Optional[common.Derived] = None) -> datamodel.Plan:
+    """The rules' plan among ``cands``.
+
+    :param derived: :func:`.common.derive` of ``facts`` (worked out here
+        when None): the rules read the link, cores, memory and pages from
+        it, once.
+    """
+    d = derived if derived is not None else common.derive(conf, facts)
+    shape = (_forced_shape(facts, d, lim, cands.shapes) if cands.forced
+             else _pick_shape(conf, facts, d, lim, cands, load, cal))
+    return _converge(conf, facts, d, lim, cands, shape, load, cal)
 
 
-def _forced_shape(facts: datamodel.Facts, lim: common.Limits,
-                  shapes: list) -> datamodel.Plan:
+def _forced_shape(facts: datamodel.Facts, d: common.Derived,
+                  lim: common.Limits, shapes: list) -> datamodel.Plan:
     """The shape of a method a hint fixed.
 
     A flavor's method leaves one shape; an image's leaves that method's
@@ -112,7 +120,7 @@ def _forced_shape(facts: datamodel.Facts, lim: common.Limits,
         want = cands_mod.qat_channels(facts, lim)
     elif method in ('zstd', 'zlib'):
         want = cands_mod.software_channels(facts, lim)
-    elif (common.link_mbps(facts) >= FAST_LINK_MBPS and
+    elif (d.link_mbps >= FAST_LINK_MBPS and
           facts.host.cpus > 1):
         want = cands_mod.plain_channels(facts, lim)
     else:
@@ -121,19 +129,20 @@ def _forced_shape(facts: datamodel.Facts, lim: common.Limits,
                 shapes[0])
 
 
-def _pick_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
-                cands: cands_mod.Candidates, load: model.Workload,
+def _pick_shape(conf: Any, facts: datamodel.Facts, d: common.Derived,
+                lim: common.Limits, cands: cands_mod.Candidates,
+                load: model.Workload,
                 cal: datamodel.Calibration) -> datamodel.Plan:
     group = conf.qat_migration
     shapes = cands.shapes
-    link = common.link_mbps(facts)
-    dirty = cands_mod.dirty_rate(facts)
+    link = d.link_mbps
+    dirty = d.dirty_rate
     hist = facts.history
-    squeezed = cands_mod.incompressible(facts)
+    squeezed = d.incompressible
     reasons = []
     if squeezed:
         reasons.append('pages compress to %.2f: incompressible'
-                       % cands_mod.measured_ratio(facts))
+                       % d.measured_ratio)
 
     # 1. QAT offload.
     channels = cands_mod.qat_channels(facts, lim)
@@ -163,7 +172,7 @@ def _pick_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
         return xbzrle.because(*reasons, 'busy guest (dirty %.0f MiB/s vs '
                               'link %.0f MiB/s) and %d MiB spare above the '
                               'headroom: XBZRLE cache %d MiB'
-                              % (dirty, link, common.spare_mb(conf, facts),
+                              % (dirty, link, d.spare_mb,
                                  xbzrle.xbzrle_cache_mb))
     if busy and poor:
         reasons.append('XBZRLE hit rate was %.0f%% last time: no cache'
@@ -178,9 +187,9 @@ def _pick_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
     compressed = next((p for p in (
         _shape(shapes, method=m, parallel_connections=channels)
         for m in software) if p), None)
-    idle_pct = common.cpu_idle_pct(facts)
+    idle_pct = d.cpu_idle_pct
     if compressed:
-        effective = moved_mbps(facts, compressed, load, cal)
+        effective = moved_mbps(d, compressed, load, cal)
         if effective > BEAT_LINK * link or busy:
             return compressed.because(
                 *reasons, '%.0f%% CPU idle%s: %s multifd x%d, about '
@@ -189,7 +198,7 @@ def _pick_shape(conf: Any, facts: datamodel.Facts, lim: common.Limits,
                    compressed.method, channels, effective, link))
         reasons.append('compression would not beat the %.0f MiB/s link '
                        'with %.1f idle core(s)'
-                       % (link, common.idle_cores(facts)))
+                       % (link, d.idle_cores))
     elif software and not cands_mod.cpu_ok(conf, facts):
         reasons.append('%.0f%% CPU idle < %d%%: no software compression'
                        % (idle_pct, group.cpu_idle_threshold))
@@ -223,19 +232,19 @@ def _cpu_cost(conf: Any, facts: datamodel.Facts, plan: datamodel.Plan,
     return ' (%s)' % cost.split(': ', 1)[1] if cost else ''
 
 
-def _converge(conf: Any, facts: datamodel.Facts, lim: common.Limits,
-              cands: cands_mod.Candidates, shape: datamodel.Plan,
-              load: model.Workload,
+def _converge(conf: Any, facts: datamodel.Facts, d: common.Derived,
+              lim: common.Limits, cands: cands_mod.Candidates,
+              shape: datamodel.Plan, load: model.Workload,
               cal: datamodel.Calibration) -> datamodel.Plan:
     """``shape``, or its throttled/post-copy variant if it will not
     converge.
     """
-    dirty = cands_mod.dirty_rate(facts)
+    dirty = d.dirty_rate
     failed_before = facts.history.converged is False
     if dirty is None and not failed_before:
         return shape.because('dirty rate unknown: no throttling planned')
     dirty = dirty or 0.0
-    moved = moved_mbps(facts, shape, load, cal)
+    moved = moved_mbps(d, shape, load, cal)
     if dirty < CONVERGE_SHARE * moved and not failed_before:
         return shape.because('converges: %.0f MiB/s dirtied vs %.0f MiB/s '
                              'moved' % (dirty, moved))
@@ -245,7 +254,7 @@ def _converge(conf: Any, facts: datamodel.Facts, lim: common.Limits,
     changes: dict = {}
     if lim.throttle:
         needed = 100.0 * (1.0 - CONVERGE_SHARE * moved / max(dirty, 1e-6))
-        steps = cands_mod.throttle_steps(conf)
+        steps = common.throttle_steps(conf)
         start, step = next(((s, i) for s, i in steps if s >= needed),
                            steps[-1])
         changes.update(throttle_initial=start, throttle_increment=step)

@@ -15,7 +15,7 @@ For operators who know their workloads and want one predictable plan
 (still per instance where flavors or images say so).
 """
 
-from nova_qat_migration.conf import qat_migration as qat_opts
+from nova_qat_migration.conf import policies as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import base
 from nova_qat_migration.policy import candidates
@@ -36,12 +36,12 @@ class StaticPolicy(base.Policy):
         """The static plan; the operator's when the image's hints would
         keep the guest from converging (:mod:`.tenant`).
         """
-        return tenant.plan_any(self.conf, facts, self._plan)
+        return tenant.plan_any(self.shared, facts, self._plan)
 
     def _plan(self, facts: datamodel.Facts) -> datamodel.Plan:
-        group = self.conf.qat_migration
-        static = self.conf[self.CONFIG_GROUP.name]
-        lim = common.limits(self.conf, facts)
+        group = self.shared.qat_migration
+        static = self.options
+        lim = common.limits(self.shared, facts)
         method = lim.forced_method or static.method
         reasons = ['static: [%s] method=%s'
                    % (self.CONFIG_GROUP.name, static.method)]
@@ -51,7 +51,7 @@ class StaticPolicy(base.Policy):
         elif lim.image_method:
             # The tenant chooses only among what the operator's gates
             # allow (CPU idle, memory headroom, QAT, both hosts).
-            why = candidates.closed(self.conf, facts, lim, lim.image_method)
+            why = candidates.closed(self.shared, facts, lim, lim.image_method)
             if why:
                 reasons.append('image property qat_migration:method=%s '
                                'ignored: %s' % (lim.image_method, why))
@@ -75,14 +75,14 @@ class StaticPolicy(base.Policy):
             if method == lim.image_method and not lim.forced_method:
                 # The operator chose no cache: the image's is bounded by
                 # the memory above the headroom now.
-                spare = common.xbzrle_cache_max_mb(self.conf, facts)
+                spare = common.xbzrle_cache_max_mb(self.shared, facts)
                 if spare < xbzrle:
                     xbzrle = spare
                     reasons.append('XBZRLE cache bounded by the memory '
                                    'above the headroom: %d MiB' % xbzrle)
         throttle = static.auto_converge and lim.throttle
         level = (lim.forced_level if lim.forced_level is not None
-                 else common.default_level(self.conf, method))
+                 else common.default_level(self.shared, method))
         return datamodel.Plan(
             policy=self.name,
             method=method,

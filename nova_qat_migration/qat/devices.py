@@ -34,6 +34,8 @@ from typing import Iterable, Optional
 
 from oslo_log import log as logging
 
+from nova_qat_migration.qat import models
+
 LOG = logging.getLogger(__name__)
 
 INTEL_VENDOR = 0x8086
@@ -77,62 +79,12 @@ def read_attribute(path: str, limit: int) -> bytes:
         return f.read(limit)
 
 
-@dataclasses.dataclass(frozen=True)
-class Model:
-    """One QAT product line: PCI IDs and kernel naming.
-
-    :param name: the kernel's device class name, which is also the name of
-        its PCI driver and part of the debugfs directory
-        (``qat_<name>_<BDF>``).
-    """
-
-    name: str
-    generation: int
-    pf_id: int
-    vf_id: int
-
-    @property
-    def vf_name(self) -> str:
-        return self.name + 'vf'
-
-    @property
-    def has_cfg_services(self) -> bool:
-        """Gen4 introduced ``qat/state`` and ``qat/cfg_services``."""
-        return self.generation >= 4
-
-
-#: Every QAT product line the kernel's ``drivers/crypto/intel/qat`` drives,
-#: DH895xCC (Gen1) to 6xxx (Gen6).
-MODELS = (
-    Model('dh895xcc', 1, 0x0435, 0x0443),
-    Model('c6xx', 2, 0x37c8, 0x37c9),      # C62x
-    Model('c3xxx', 2, 0x19e2, 0x19e3),
-    Model('d15xx', 2, 0x6f54, 0x6f55),
-    Model('4xxx', 4, 0x4940, 0x4941),
-    Model('4xxx', 4, 0x4942, 0x4943),      # 401xx (same kernel driver)
-    Model('4xxx', 4, 0x4944, 0x4945),      # 402xx (same kernel driver)
-    Model('420xx', 4, 0x4946, 0x4947),
-    Model('6xxx', 6, 0x4948, 0x4949),
-)
-_BY_ID: dict[int, tuple[Model, bool]] = {}
-for _m in MODELS:
-    _BY_ID[_m.pf_id] = (_m, False)
-    _BY_ID[_m.vf_id] = (_m, True)
-#: Marketing names by PF device ID, for humans only.
-PRODUCT_NAMES = {
-    0x0435: 'DH895xCC', 0x37c8: 'C62x', 0x19e2: 'C3xxx', 0x6f54: 'D15xx',
-    0x4940: '4xxx', 0x4942: '401xx', 0x4944: '402xx', 0x4946: '420xx',
-    0x4948: '6xxx',
-}
-#: Every driver name a QAT kernel driver registers (PF and VF).
-QAT_KERNEL_DRIVERS = frozenset(
-    [m.name for m in MODELS] + [m.vf_name for m in MODELS]
-    + ['qat_' + m.name for m in MODELS] + ['qat_' + m.vf_name for m in MODELS])
-
-
-def lookup(device_id: int) -> Optional[tuple[Model, bool]]:
-    """``(model, is_vf)`` for a PCI device ID, None if not a QAT device."""
-    return _BY_ID.get(device_id)
+#: The product lines, in :mod:`.models`; importable from here.
+Model = models.Model
+MODELS = models.MODELS
+PRODUCT_NAMES = models.PRODUCT_NAMES
+QAT_KERNEL_DRIVERS = models.QAT_KERNEL_DRIVERS
+lookup = models.lookup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,7 +334,8 @@ class Scanner:
         """Every QAT PF with its VFs, sorted by PCI address. Never raises."""
         try:
             return self._scan()
-        except Exception:  # noqa: discovery must never break nova-compute
+        except Exception:
+            # Discovery must never break nova-compute (logged, not silent).
             LOG.exception('QAT discovery failed under %s; reporting no QAT',
                           self.sysfs_root)
             return []

@@ -23,16 +23,7 @@ time, and ``cffi`` itself is imported lazily: a host without cffi or QATzip
 gets a result whose status is "QATzip not installed", never an ImportError
 inside nova-compute.
 
-Finding the library: the ``[qat_migration] qatzip_library`` option (a
-soname or a full path), then the soname through the normal dynamic loader
-search (``LD_LIBRARY_PATH``, ldconfig cache -- Debian 13 installs
-``libqatzip3`` into the system library directory), then the directories in
-``$QATZIP_LIBDIR`` and :data:`SEARCH_DIRS` (where ``tools/setup-host.sh``
-unpacks the Debian 13 packages on Debian 12). The unpacked libraries carry
-no RUNPATH, so when loading from a directory its ``libusdm.so.0`` and
-``libqat.so.4`` are opened first by full path with ``RTLD_GLOBAL``; the
-loader then satisfies ``libqatzip.so.3``'s dependencies by soname from the
-already-loaded objects, and no ``LD_LIBRARY_PATH`` is needed.
+Finding and loading the library is :mod:`.qatzip_lib`'s.
 
 The tests exercise QATzip's software path (no QAT hardware needed); the
 hardware/software decision follows QATzip's documented status codes, its
@@ -45,25 +36,24 @@ makes a self-test ``hardware``: QATzip falls back to software silently.
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-import threading
 import time
 from typing import Any, Optional, Sequence
 
 from oslo_log import log as logging
 
+from nova_qat_migration import exception
+from nova_qat_migration.qat import qatzip_lib
+
 LOG = logging.getLogger(__name__)
 
-SONAME = 'libqatzip.so.3'
-#: Libraries libqatzip.so.3 needs that are not in a stock Debian 12.
-DEPENDENCIES = ('libusdm.so.0', 'libqat.so.4')
-#: Where the QATzip packages may live when not in the loader's path.
-SEARCH_DIRS = (
-    '/opt/nova-qat-migration/qatzip/usr/lib/x86_64-linux-gnu',
-    '/usr/local/lib',
-    '/usr/local/lib64',
-)
+#: Loading the library, in :mod:`.qatzip_lib`; importable from here.
+SONAME = qatzip_lib.SONAME
+DEPENDENCIES = qatzip_lib.DEPENDENCIES
+SEARCH_DIRS = qatzip_lib.SEARCH_DIRS
+CDEF = qatzip_lib.CDEF
+_candidates = qatzip_lib._candidates
+load = qatzip_lib.load
 
 STATUS_OK = 'ok'
 STATUS_MISSING = 'QATzip not installed'
@@ -90,41 +80,6 @@ RC_NAMES = {
     -104: 'QZ_NOSW_LOW_MEM', -105: 'QZ_NO_SW_AVAIL',
 }
 
-CDEF = """
-typedef struct QzSession_S {
-    signed long int hw_session_stat;
-    int thd_sess_stat;
-    void *internal;
-    unsigned long total_in;
-    unsigned long total_out;
-} QzSession_T;
-int qzInit(QzSession_T *sess, unsigned char sw_backup);
-int qzSetupSession(QzSession_T *sess, void *params);
-int qzCompressExt(QzSession_T *sess, const unsigned char *src,
-                  unsigned int *src_len, unsigned char *dest,
-                  unsigned int *dest_len, unsigned int last,
-                  uint64_t *ext_rc);
-int qzDecompress(QzSession_T *sess, const unsigned char *src,
-                 unsigned int *src_len, unsigned char *dest,
-                 unsigned int *dest_len);
-int qzTeardownSession(QzSession_T *sess);
-int qzClose(QzSession_T *sess);
-unsigned int qzMaxCompressedLength(unsigned int src_sz, QzSession_T *sess);
-void qzSetLogLevel(int level);
-typedef struct QzStatus_S {
-    unsigned short int qat_hw_count;
-    unsigned char qat_service_init;
-    unsigned char qat_mem_drvr;
-    unsigned char qat_instance_attach;
-    unsigned long int memory_alloced;
-    unsigned char using_huge_pages;
-    signed long int hw_session_status;
-    unsigned char algo_sw[255];
-    unsigned char algo_hw[255];
-} QzStatus_T;
-int qzGetStatus(QzSession_T *sess, QzStatus_T *status);
-"""
-
 
 def rc_name(rc: Optional[int]) -> str:
     if rc is None:
@@ -132,77 +87,9 @@ def rc_name(rc: Optional[int]) -> str:
     return '%s(%d)' % (RC_NAMES.get(rc, 'rc'), rc)
 
 
-class QATzipError(Exception):
-    """A QATzip call returned an error code."""
-
-    def __init__(self, call: str, rc: int) -> None:
-        super().__init__('%s failed: %s' % (call, rc_name(rc)))
-        self.call = call
-        self.rc = rc
-
-
-class QATzipMissing(Exception):
-    """cffi or libqatzip could not be loaded."""
-
-
-_LOAD_LOCK = threading.Lock()
-_LOADED: dict[str, tuple[Any, Any, str]] = {}
-
-
-def _candidates(library: str,
-                extra_dirs: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """``(path, dependencies to preload)`` in the order to try them."""
-    if '/' in library:
-        d = os.path.dirname(library)
-        return [(library, [os.path.join(d, dep) for dep in DEPENDENCIES])]
-    out: list[tuple[str, list[str]]] = [(library, [])]
-    dirs = []
-    env = os.environ.get('QATZIP_LIBDIR')
-    if env:
-        dirs.extend(env.split(':'))
-    dirs.extend(extra_dirs)
-    dirs.extend(SEARCH_DIRS)
-    for d in dirs:
-        path = os.path.join(d, library)
-        if d and os.path.exists(path):
-            out.append((path, [os.path.join(d, dep) for dep in DEPENDENCIES]))
-    return out
-
-
-def load(library: str = SONAME,
-         extra_dirs: Sequence[str] = ()) -> tuple[Any, Any, str]:
-    """``(ffi, lib, path)`` for QATzip; cached per name.
-
-    :raises QATzipMissing: cffi is not installed or no candidate loads.
-    """
-    with _LOAD_LOCK:
-        key = '%s|%s' % (library, ':'.join(extra_dirs))
-        if key in _LOADED:
-            return _LOADED[key]
-        try:
-            import cffi
-        except ImportError as exc:
-            raise QATzipMissing('cffi is not installed (%s)' % exc)
-        ffi = cffi.FFI()
-        ffi.cdef(CDEF)
-        errors = []
-        for path, deps in _candidates(library, extra_dirs):
-            try:
-                for dep in deps:
-                    if os.path.exists(dep):
-                        # Kept alive by the loader (RTLD_GLOBAL, never
-                        # closed): they satisfy libqatzip's DT_NEEDED.
-                        ffi.dlopen(dep, ffi.RTLD_NOW | ffi.RTLD_GLOBAL)
-                lib = ffi.dlopen(path, ffi.RTLD_NOW)
-                # Touch one symbol: a wrong library fails here, not later.
-                lib.qzInit
-            except (OSError, AttributeError) as exc:
-                errors.append('%s: %s' % (path, exc))
-                continue
-            _LOADED[key] = (ffi, lib, path)
-            return _LOADED[key]
-        raise QATzipMissing('; '.join(errors) or 'no candidate for %s'
-                            % library)
+#: Defined in :mod:`nova_qat_migration.exception`; importable from here.
+QATzipError = exception.QATzipError
+QATzipMissing = exception.QATzipMissing
 
 
 def sample_buffer(size: int, seed: int = 4242) -> bytes:
@@ -306,11 +193,11 @@ class Session:
         self.sess = ffi.new('QzSession_T *')
         self.init_rc = lib.qzInit(self.sess, 1 if sw_backup else 0)
         if self.init_rc < 0:
-            raise QATzipError('qzInit', self.init_rc)
+            raise QATzipError('qzInit', self.init_rc, rc_name(self.init_rc))
         rc = lib.qzSetupSession(self.sess, ffi.NULL)
         if rc < 0:
             lib.qzClose(self.sess)
-            raise QATzipError('qzSetupSession', rc)
+            raise QATzipError('qzSetupSession', rc, rc_name(rc))
         self.setup_rc = rc
         self.last_ext_rc = 0
 
@@ -378,9 +265,9 @@ class Session:
                                     1, ext)
         self.last_ext_rc = int(ext[0])
         if rc != QZ_OK:
-            raise QATzipError('qzCompress', rc)
+            raise QATzipError('qzCompress', rc, rc_name(rc))
         if src_len[0] != len(data):
-            raise QATzipError('qzCompress (partial input)', -3)
+            raise QATzipError('qzCompress (partial input)', -3, rc_name(-3))
         return bytes(ffi.buffer(dst, dst_len[0]))
 
     def decompress(self, data: bytes, original_size: int) -> bytes:
@@ -390,7 +277,7 @@ class Session:
         dst_len = ffi.new('unsigned int *', original_size)
         rc = self.lib.qzDecompress(self.sess, data, src_len, dst, dst_len)
         if rc != QZ_OK:
-            raise QATzipError('qzDecompress', rc)
+            raise QATzipError('qzDecompress', rc, rc_name(rc))
         return bytes(ffi.buffer(dst, dst_len[0]))
 
     def close(self) -> None:

@@ -186,13 +186,15 @@ class TestGenerator(base.TestCase):
 
     def test_list_opts_is_the_group_and_policies_groups(self):
         listed = {getattr(g, 'name', g): opts for g, opts in opts.list_opts()}
-        self.assertEqual(['qat_migration', 'qat_migration_static'],
-                         sorted(listed))
+        self.assertEqual(['qat_migration', 'qat_migration_adaptive',
+                          'qat_migration_static'], sorted(listed))
         self.assertEqual({o.name for o in qat_migration.ALL_OPTS},
                          {o.name for o in listed['qat_migration']})
         self.assertEqual(['method', 'parallel_connections',
                           'xbzrle_cache_mb', 'auto_converge'],
                          [o.name for o in listed['qat_migration_static']])
+        self.assertEqual(['adaptive_model', 'gentle_tolerance'],
+                         [o.name for o in listed['qat_migration_adaptive']])
 
     def test_policies_sharing_a_group_listed_once(self):
         shared = cfg.IntOpt('shared')
@@ -239,6 +241,11 @@ class TestGenerator(base.TestCase):
         self.assertIn('#method = none', static)
         self.assertIn('# Deprecated group/name - [qat_migration]/'
                       'static_method', static)
+        adaptive = result.stdout.split('[qat_migration_adaptive]', 1)[1]
+        adaptive = adaptive.split('\n[', 1)[0]
+        self.assertIn('#adaptive_model = true', adaptive)
+        self.assertIn('# Deprecated group/name - [qat_migration]/'
+                      'gentle_tolerance', adaptive)
         # Bounds are shown to the operator.
         self.assertIn('Maximum value: 32', result.stdout)
 

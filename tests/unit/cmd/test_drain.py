@@ -151,7 +151,7 @@ class DrainTestBase(test_base.TestCase):
         self.flags(link_gbps=1.0)       # ~119 MiB/s
         self.history = FakeHistory({})
         self.useFixture(fixtures.MonkeyPatch(
-            'nova_qat_migration.cmd.drain._history_store',
+            'nova_qat_migration.cmd.drainer._history_store',
             lambda conf: self.history))
 
     def quiet(self, name, ram):
@@ -270,6 +270,29 @@ class DryRunTest(DrainTestBase):
         self.assertEqual(2, cli.main(['drain', HOST, '--dry-run']))
         self.assertIn("cannot list the servers of cmp1 through Nova's API: "
                       "no auth_url", err.getvalue())
+
+    def test_keystoneauth_error_is_a_message(self):
+        from keystoneauth1 import exceptions as ksa_exc
+
+        def connect():
+            raise ksa_exc.ConnectFailure('keystone unreachable')
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.cmd.drain.connect', connect))
+        err = io.StringIO()
+        self.useFixture(fixtures.MonkeyPatch('sys.stderr', err))
+        self.assertEqual(2, cli.main(['drain', HOST, '--dry-run']))
+        self.assertIn('keystone unreachable', err.getvalue())
+
+    def test_a_bug_is_not_a_cloud_error(self):
+        # Caught by class, not by where it was raised: a bug is a
+        # traceback, not "cannot list the servers".
+        def connect():
+            raise KeyError('bug')
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.cmd.drain.connect', connect))
+        self.assertRaises(KeyError, cli.main, ['drain', HOST, '--dry-run'])
 
     def test_concurrency_defaults_to_novas_option(self):
         import nova.conf  # noqa: F401 - registers the option

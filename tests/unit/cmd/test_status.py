@@ -28,6 +28,7 @@ from oslo_upgradecheck import upgradecheck
 from nova_qat_migration.cmd import cli
 from nova_qat_migration.cmd import status
 from nova_qat_migration import datamodel
+from nova_qat_migration import exception
 from nova_qat_migration.virt.libvirt import capabilities
 from tests.fixtures import qat_sysfs
 from tests.unit import base
@@ -53,7 +54,8 @@ class StatusTestCase(base.TestCase):
         # that wants flavors patches its own answer).
         self.useFixture(fixtures.MonkeyPatch(
             'nova_qat_migration.cmd.status.Checks._flavors',
-            mock.Mock(side_effect=RuntimeError('no cloud configured'))))
+            mock.Mock(side_effect=exception.CloudConfigError(
+                'no cloud configured'))))
 
     def write_conf(self, default='', **group):
         values = dict(state_path=self.state, sysfs_root=self.tree.sysfs,

@@ -18,8 +18,11 @@ Expected numbers are worked out in the comments from the facts and the
 option values, not taken from the code's output.
 """
 
+from nova.conf import libvirt as nova_libvirt_conf
+
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
+from nova_qat_migration.policy import loader
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base
 
@@ -860,3 +863,43 @@ class TestWithModel(AdaptiveTestCase):
 
         self.assertLess(cost(second), cost(first))
         self.assertNotEqual('xbzrle', second.method)
+
+
+class TestAdaptiveOptions(base.TestCase):
+    """``[qat_migration_adaptive]``, declared by the policy, old names read
+    (existing nova.conf files keep working).
+    """
+
+    def _policy(self, text):
+        conf = base.conf_from_text(self, text)
+        # The [libvirt] options the shared limits follow while unset.
+        nova_libvirt_conf.register_opts(conf)
+        for name, value in base.WIDENED.items():
+            conf.set_override(name, value, group='qat_migration')
+        return loader.load_policy('adaptive', conf)
+
+    def test_declared_by_the_policy(self):
+        self.assertEqual('qat_migration_adaptive',
+                         adaptive.AdaptivePolicy.CONFIG_GROUP.name)
+        self.assertEqual(['adaptive_model', 'gentle_tolerance'],
+                         sorted(o.name
+                                for o in adaptive.AdaptivePolicy.CONFIG_OPTS))
+
+    def test_former_names_take_effect(self):
+        facts = base.make_facts(instance=dict(dirty_rate_mbps=0.0))
+        new = self._policy('[qat_migration]\n')
+        old = self._policy('[qat_migration]\nadaptive_model = false\n'
+                           'gentle_tolerance = 0.5\n')
+        self.assertEqual((True, 0.2), (new.options.adaptive_model,
+                                       new.options.gentle_tolerance))
+        self.assertEqual((False, 0.5), (old.options.adaptive_model,
+                                        old.options.gentle_tolerance))
+        # The old name changes the plan: the rules choose, not the model.
+        self.assertReason('predicted', new.plan(facts).reasons)
+        self.assertNoReason('predicted', old.plan(facts).reasons)
+
+    def test_new_name_wins_over_former(self):
+        policy = self._policy('[qat_migration]\nadaptive_model = false\n'
+                              '[qat_migration_adaptive]\n'
+                              'adaptive_model = true\n')
+        self.assertTrue(policy.options.adaptive_model)

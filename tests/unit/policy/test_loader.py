@@ -41,10 +41,11 @@ class _OptionsPolicy(_QuietPolicy):
     CONFIG_GROUP = 'qat_migration_withopts'
     CONFIG_OPTS = (cfg.IntOpt('knob', default=7),)
 
-    def __init__(self, conf):
-        super().__init__(conf)
-        # The loader registered the options before constructing.
-        self.events = [('init', conf.qat_migration_withopts.knob)]
+    def __init__(self, options, shared):
+        super().__init__(options, shared)
+        # The loader registered the options before constructing, and
+        # hands over the policy's own group only.
+        self.events = [('init', options.knob)]
 
     def load(self):
         self.events.append('load')
@@ -62,7 +63,17 @@ class _LoadFails(_QuietPolicy):
 
 
 class _NoGroup(_QuietPolicy):
+    """Options without a CONFIG_GROUP: the loader names the group."""
+
     name = 'nogroup'
+    CONFIG_OPTS = (cfg.IntOpt('stray', default=3),)
+
+
+class _OtherGroup(_QuietPolicy):
+    """Options in a group that is not ``[qat_migration_<name>]``."""
+
+    name = 'othergroup'
+    CONFIG_GROUP = 'qat_migration'
     CONFIG_OPTS = (cfg.IntOpt('stray'),)
 
 
@@ -107,13 +118,19 @@ class TestInstalledPolicies(base.TestCase):
                           ('nova_default', nova_default.NovaDefaultPolicy)):
             policy = loader.load_policy(name, self.conf)
             self.assertIsInstance(policy, cls)
-            self.assertIs(self.conf, policy.conf)
+            # Not the whole configuration: the shared groups, and its own.
+            self.assertIsInstance(policy.shared, policy_base.SharedOptions)
+            self.assertEqual(self.conf.qat_migration.policy,
+                             policy.shared.qat_migration.policy)
+            self.assertEqual(cls is nova_default.NovaDefaultPolicy,
+                             policy.reproduces_nova)
             # The entry-point name and the name in plans agree.
             self.assertEqual(name, policy.name)
 
     def test_unknown_lists_installed(self):
-        exc = self.assertRaises(loader.UnknownPolicy, loader.load_policy,
+        exc = self.assertRaises(loader.PolicyNotFound, loader.load_policy,
                                 'agressive', self.conf)
+        self.assertNotIsInstance(exc, loader.PolicyLoadError)
         message = str(exc)
         self.assertIn("'agressive'", message)
         self.assertIn('adaptive, nova_default, static', message)
@@ -134,7 +151,9 @@ class TestWithTestManager(base.TestCase):
         self.assertEqual((loader.NAMESPACE, 'quiet'), args)
         # Constructed by the loader, after registering its options.
         self.assertFalse(kwargs['invoke_on_load'])
-        self.assertIs(self.conf, policy.conf)
+        # No options declared: no group of its own.
+        self.assertIsNone(policy.options)
+        self.assertFalse(policy.reproduces_nova)
 
     def _load(self, name, cls, conf=None):
         conf = conf or self.conf
@@ -150,25 +169,53 @@ class TestWithTestManager(base.TestCase):
         policy.plan(datamodel.Facts())
         self.assertEqual([('init', 7), 'load', 'plan'], policy.events)
 
+    def test_own_group_only(self):
+        conf = cfg.ConfigOpts()
+        conf(args=[])
+        policy = self._load('withopts', _OptionsPolicy, conf)
+        self.assertEqual(7, policy.options.knob)
+        self.assertRaises(cfg.NoSuchOptError, getattr, policy.options,
+                          'policy')
+        # Another policy's group is not reachable from the shared view.
+        self.assertNotIn('qat_migration_withopts', policy.shared)
+        self.assertFalse(hasattr(policy.shared, 'qat_migration_withopts'))
+
     def test_load_failure_becomes_unknown_policy(self):
-        exc = self.assertRaises(loader.UnknownPolicy, self._load,
+        exc = self.assertRaises(loader.PolicyLoadError, self._load,
                                 'loadfails', _LoadFails)
+        self.assertIsInstance(exc, loader.UnknownPolicy)
+        self.assertIsInstance(exc.__cause__, OSError)
         self.assertIn("'loadfails' failed to load", str(exc))
         self.assertIn('calibration unreadable', str(exc))
 
-    def test_options_without_group_refused(self):
-        exc = self.assertRaises(loader.UnknownPolicy, self._load,
-                                'nogroup', _NoGroup)
-        self.assertIn('without a CONFIG_GROUP', str(exc))
+    def test_options_without_group_get_their_own(self):
+        conf = cfg.ConfigOpts()
+        conf(args=[])
+        policy = self._load('nogroup', _NoGroup, conf)
+        self.assertEqual(3, conf.qat_migration_nogroup.stray)
+        self.assertEqual(3, policy.options.stray)
+
+    def test_options_in_another_group_refused(self):
+        exc = self.assertRaises(loader.PolicyLoadError, self._load,
+                                'othergroup', _OtherGroup)
+        self.assertIn('[qat_migration_othergroup]', str(exc))
 
     def test_default_load_is_a_no_op(self):
         self.assertIsNone(_QuietPolicy(self.conf).load())
+
+    def test_constructed_from_a_whole_conf(self):
+        # As tests and tools do: the policy takes its parts from it.
+        conf = cfg.ConfigOpts()
+        conf(args=[])
+        policy = _NoGroup(conf)
+        self.assertEqual(3, policy.options.stray)
+        self.assertIsInstance(policy.shared, policy_base.SharedOptions)
 
     def test_not_a_policy_refused(self):
         mgr = _test_manager('odd', _NotAPolicy)
         with mock.patch.object(loader.driver, 'DriverManager',
                                return_value=mgr):
-            exc = self.assertRaises(loader.UnknownPolicy,
+            exc = self.assertRaises(loader.PolicyLoadError,
                                     loader.load_policy, 'odd', self.conf)
         self.assertIn("'odd'", str(exc))
         self.assertIn('not a Policy', str(exc))
@@ -185,7 +232,7 @@ class TestWithTestManager(base.TestCase):
 
         with mock.patch.object(loader.driver, 'DriverManager',
                                side_effect=fake_manager):
-            exc = self.assertRaises(loader.UnknownPolicy,
+            exc = self.assertRaises(loader.PolicyLoadError,
                                     loader.load_policy, 'broken', self.conf)
         self.assertIn("'broken' failed to load", str(exc))
         self.assertIn('No module named x', str(exc))
@@ -196,7 +243,7 @@ class TestWithTestManager(base.TestCase):
         with mock.patch.object(loader.extension, 'ExtensionManager',
                                return_value=empty):
             self.assertEqual([], loader.available())
-            exc = self.assertRaises(loader.UnknownPolicy,
+            exc = self.assertRaises(loader.PolicyNotFound,
                                     loader.load_policy, 'adaptive-x',
                                     self.conf)
         self.assertIn('installed policies: none', str(exc))
