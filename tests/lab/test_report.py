@@ -249,7 +249,7 @@ class TestSummary(testtools.TestCase):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            self.skipTest('matplotlib not installed (the lab extra)')
+            self.skipTest('matplotlib not installed (lab/requirements.txt)')
         tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, tmp, True)
         path = bench.chart(self._results(), os.path.join(tmp, 'c.png'), 60)

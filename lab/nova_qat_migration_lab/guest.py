@@ -12,10 +12,10 @@
 """The lab guest: kernel + initramfs + a self-checking memory dirtier.
 
 The guest is the host's own Debian kernel booting an initramfs whose /init
-runs ``tools/guest/dirtier.c`` (built static). The dirtier is configured
-from the kernel command line, says ``READY`` on the serial console once its
-memory is filled, and answers ``VERIFY <token>`` with ``VERIFY OK`` or
-``VERIFY FAIL`` (see the C file for the protocol).
+runs this package's ``data/dirtier.c`` (built static). The dirtier is
+configured from the kernel command line, says ``READY`` on the serial
+console once its memory is filled, and answers ``VERIFY <token>`` with
+``VERIFY OK`` or ``VERIFY FAIL`` (see the C file for the protocol).
 
 The serial port is a pty with a log file: the lab reads the guest's output
 from the log (each host writes its own: the destination XML names another
@@ -31,7 +31,6 @@ import re
 import select
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -40,7 +39,6 @@ from typing import Optional
 from xml.sax.saxutils import escape
 
 from nova_qat_migration_lab import qemu_build
-from nova_qat_migration_lab import repo
 
 #: The dirtier's periodic report (see dirtier.c): guest seconds since it
 #: started writing, pages written so far (cumulative: it moves with the
@@ -68,16 +66,10 @@ class StatSample(tuple):
     rate = property(lambda self: self[3])
 
 
-def dirtier_candidates() -> tuple:
-    """Where dirtier.c may be: the repository's ``tools/guest`` (see
-    :mod:`nova_qat_migration_lab.repo`) or the installed data files.
-    """
-    installed = os.path.join(sys.prefix, 'share', 'nova-qat-migration',
-                             'guest', 'dirtier.c')
-    try:
-        return (repo.path('tools', 'guest', 'dirtier.c'), installed)
-    except repo.NoRepository:
-        return (installed,)
+#: The guest's program, this package's data (installed with it, so the
+#: guest builds without a checkout).
+DIRTIER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                              'data', 'dirtier.c')
 
 
 CACHE_DIR = os.environ.get('NQM_LAB_CACHE',
@@ -110,14 +102,14 @@ def find_kernel() -> str:
 
 
 def dirtier_source() -> str:
-    """Path of tools/guest/dirtier.c (``NQM_DIRTIER_SRC`` overrides)."""
-    env = os.environ.get('NQM_DIRTIER_SRC')
-    candidates = ((env,) if env else ()) + dirtier_candidates()
-    for path in candidates:
-        if os.path.exists(path):
-            return path
-    raise GuestError('dirtier.c not found (looked in %s)'
-                     % ', '.join(candidates))
+    """Path of the dirtier's C source.
+
+    ``NQM_DIRTIER_SRC`` overrides :data:`DIRTIER_SOURCE`.
+    """
+    path = os.environ.get('NQM_DIRTIER_SRC') or DIRTIER_SOURCE
+    if not os.path.exists(path):
+        raise GuestError('dirtier.c not found (%s)' % path)
+    return path
 
 
 def build(cache_dir: str = CACHE_DIR, force: bool = False) -> dict:

@@ -11,12 +11,13 @@
 # under the License.
 """Where the lab finds the repository's files.
 
-The lab reads and writes files of the source tree it ships in:
+The lab reads and writes files of the source tree it comes from:
 ``benchmarks/`` (results, calibration), ``tests/fixtures/`` (the fake QAT
-sysfs tree of the QAT fault), ``tools/guest/`` (the guest's dirtier) and
-``lab-run/`` (quick benchmark output). They are found relative to the
-repository root, never relative to the current directory: by default the
-directory above this package (a checkout), or the directory given with
+sysfs tree of the QAT fault), ``etc/`` (the metadefs) and ``lab-run/``
+(quick benchmark output). They are found relative to the repository root,
+never relative to the current directory: by default the checkout this
+package lives in (``<root>/lab/nova_qat_migration_lab``), or the directory
+given with
 ``nova-qat-migration-lab --repo-root`` (needed when the package runs from
 an installed copy, whose parent directory is ``site-packages``). A root
 without the repository's ``setup.cfg`` and ``benchmarks/`` is refused
@@ -31,8 +32,8 @@ import sys
 from types import ModuleType
 from typing import Union
 
-#: The checkout this package lives in.
-DEFAULT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+#: The checkout this package lives in (``<root>/lab/<package>``).
+DEFAULT_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 _root = DEFAULT_ROOT
 
