@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import statistics
 import time
 from typing import Any, Iterable, Optional
@@ -196,14 +195,16 @@ def post_copied(res: dict) -> bool:
 
 
 def downtime_limit_ms(res: dict) -> int:
-    """The run's plan's max downtime (``downtime<=N ms`` in the plan the
-    driver reports), Nova's default without one.
+    """The run's plan's max downtime, Nova's default without one.
+
+    From the report's structured plan: the executed one
+    (``effective_plan``), or, in records older than that field, the
+    requested one (``requested_plan``).
     """
-    for text in (res.get('effective_plan'), (res.get('report') or {}).get(
-            'plan')):
-        found = re.search(r'downtime<=(\d+)\s*ms', text or '')
-        if found:
-            return int(found.group(1))
+    report = res.get('report') or {}
+    for plan in (report.get('effective_plan'), report.get('requested_plan')):
+        if isinstance(plan, dict) and plan.get('max_downtime_ms'):
+            return int(plan['max_downtime_ms'])
     return DEFAULT_DOWNTIME_MS
 
 

@@ -31,7 +31,6 @@ fault x plan cells, each on a freshly booted guest, and
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import dataclasses
 import json
@@ -47,6 +46,7 @@ from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import passthrough
 from nova_qat_migration_lab import cloud as cloud_mod
 from nova_qat_migration_lab import hosts as hosts_mod
+from nova_qat_migration_lab import introspect
 from nova_qat_migration_lab import repo
 from nova_qat_migration_lab import runner
 from nova_qat_migration_lab import scenarios as sc
@@ -228,7 +228,7 @@ def _qemu_query(dom: Any, command: str) -> dict:
 
 def _history(cloud: cloud_mod.LabCloud, server_id: str) -> Optional[dict]:
     for compute in cloud.computes.values():
-        store = getattr(compute.driver, '_qat_history', None)
+        store = introspect.view(compute.driver).get('history')
         if store is not None:
             return dataclasses.asdict(store.get(server_id))
     return None
@@ -501,14 +501,11 @@ class QATUnhealthy(Fault):
         # Both hosts "can" qatzip (Debian's QEMU cannot: the source QEMU
         # refuses the method and the driver runs the software plan, with
         # the lease held all the same).
-        saved = {}
-        for name, compute in ctx.cloud.computes.items():
-            caps = compute.driver._qat_caps
-            saved[name] = caps
-            if caps is not None:
-                compute.driver._qat_caps = dataclasses.replace(
-                    caps, multifd_methods=caps.multifd_methods | {'qatzip'})
-        ctx.state['caps'] = saved
+        pretending = contextlib.ExitStack()
+        pretending.enter_context(introspect.pretend(
+            ctx.cloud.computes,
+            multifd_methods=lambda methods: methods | {'qatzip'}))
+        ctx.state['caps'] = pretending
         ctx.cloud._run_periodics()
         ctx.event('QAT PF %s up with 4 VFs; qatzip advertised' % self.address)
 
@@ -526,17 +523,17 @@ class QATUnhealthy(Fault):
     def restore(self, ctx: FaultContext) -> None:
         from oslo_config import cfg
         src = ctx.cloud.computes.get(ctx.source.name)
-        manager = getattr(getattr(src, 'driver', None), '_qat_manager', None)
+        manager = (introspect.manager(src.driver) if src is not None
+                   else None)
         if manager is not None:
             state = manager.state()
             ctx.state['qat_after'] = dataclasses.asdict(state)
             ctx.event('QAT state after: %s' % ctx.state['qat_after'])
         for name in QAT_FIXTURE_OPTIONS:
             cfg.CONF.clear_override(name, group='qat_migration')
-        for name, caps in ctx.state.get('caps', {}).items():
-            compute = ctx.cloud.computes.get(name)
-            if compute is not None:
-                compute.driver._qat_caps = caps
+        pretending = ctx.state.get('caps')
+        if pretending is not None:
+            pretending.close()
         tree = ctx.state.get('tree')
         if tree is not None:
             tree.cleanUp()
@@ -637,7 +634,7 @@ def restart_compute(cloud: cloud_mod.LabCloud,
 def _leases_in_use(cloud: cloud_mod.LabCloud) -> int:
     total = 0
     for compute in cloud.computes.values():
-        manager = getattr(compute.driver, '_qat_manager', None)
+        manager = introspect.manager(compute.driver)
         if manager is not None:
             total += manager.pool.in_use
     return total
@@ -783,17 +780,12 @@ def expected_globals(before: dict, record: Optional[dict],
 
     A guest that stayed keeps what its QEMU was started with; one that
     moved was started by this migration: the plan's passthrough pairs
-    (``passthrough {...}`` in the report's notes), or none.
+    (the report's ``passthrough`` field), or none.
     """
     if not moved:
         return dict(before)
-    for note in (record or {}).get('notes') or ():
-        if note.startswith('passthrough {'):
-            try:
-                return dict(ast.literal_eval(note[len('passthrough '):]))
-            except (ValueError, SyntaxError):
-                break
-    return {}
+    done = (record or {}).get('passthrough') or {}
+    return dict(done.get('globals') or {})
 
 
 def _check_definitions(ctx: FaultContext, where: dict,
@@ -862,7 +854,7 @@ def _check_released(ctx: FaultContext, timeout: float = 15) -> Check:
     deadline = time.monotonic() + timeout
     while True:
         leases = _leases_in_use(ctx.cloud)
-        sessions = sum(len(getattr(c.driver, '_qat_sessions', {}) or {})
+        sessions = sum(len(introspect.view(c.driver).get('sessions') or {})
                        for c in ctx.cloud.computes.values())
         budgets = sum(_budget_held(c.driver)
                       for c in ctx.cloud.computes.values())
@@ -877,13 +869,8 @@ def _check_released(ctx: FaultContext, timeout: float = 15) -> Check:
 def _budget_held(driver: Any) -> int:
     """Migrations the driver's host budget still counts (0 without one).
     """
-    budget = getattr(driver, '_qat_budget', None)
-    if budget is None:
-        return 0
-    try:
-        return len(budget.shares())
-    except Exception:  # noqa: BLE001 - another version of the budget
-        return 0
+    budget = introspect.view(driver).get('budget')
+    return len(budget.shares()) if budget is not None else 0
 
 
 def judge_report(status: Optional[str], record: Optional[dict],
@@ -927,23 +914,11 @@ def plan_setup(nlab: runner.NovaLab, spec: sc.PlanSpec) -> Iterator[None]:
     itself), so that zstd goes through the QEMU monitor passthrough, as
     qatzip would (Debian's QEMU has no qatzip).
     """
-    saved = {}
-    if spec.name == PASSTHROUGH_ZSTD.name:
-        for name, compute in nlab.cloud.computes.items():
-            caps = getattr(compute.driver, '_qat_caps', None)
-            if caps is not None:
-                saved[name] = caps
-                compute.driver._qat_caps = dataclasses.replace(
-                    caps, libvirt_version=(9, 3, 0))
-    try:
+    with contextlib.ExitStack() as stack:
+        if spec.name == PASSTHROUGH_ZSTD.name:
+            stack.enter_context(introspect.pretend(
+                nlab.cloud.computes, libvirt_version=(9, 3, 0)))
         yield
-    finally:
-        for name, caps in saved.items():
-            compute = nlab.cloud.computes.get(name)
-            if compute is not None:
-                compute.driver._qat_caps = dataclasses.replace(
-                    compute.driver._qat_caps or caps,
-                    libvirt_version=caps.libvirt_version)
 
 
 def run_fault(nlab: runner.NovaLab, session: runner.GuestSession,

@@ -51,6 +51,7 @@ from unittest import mock
 import testtools
 
 from nova_qat_migration import datamodel
+from nova_qat_migration_lab import introspect
 from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import repo
 from nova_qat_migration_lab import scenarios as sc
@@ -138,7 +139,8 @@ class TestQatzipPath(test_migration.NovaLabTestCase):
         trait = capabilities.compress_trait('qatzip')
         self.assertEqual('CUSTOM_MIGRATION_COMPRESS_QATZIP', trait)
         for host in self.nlab.lab.hosts:
-            caps = self.cloud.computes[host.name].driver._qat_caps
+            caps = introspect.capabilities(
+                self.cloud.computes[host.name].driver)
             self.assertIn('qatzip', caps.multifd_methods, host.name)
             self.assertIn(trait, self.cloud._get_provider_traits(
                 self.cloud.provider_uuid(host.name)), host.name)

@@ -148,6 +148,7 @@ class TestSummary(testtools.TestCase):
                     r['converged'], r['total_s'] = False, None
                     r['outcome'] = 'timeout'
                 r['effective_plan'] = 'adaptive[none] downtime<=300ms'
+                r['report'] = {'effective_plan': {'max_downtime_ms': 300}}
                 r['downtime_ms'] = 350 if r['repeat'] == 2 else 100
             if r['scenario'] == 's2' and r['plan'] == 'adaptive':
                 r['total_s'] = 25.0
