@@ -21,7 +21,6 @@ rebuilt from a committed ``results.jsonl``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import statistics
@@ -30,6 +29,7 @@ from typing import Any, Iterable, Optional
 
 from oslo_log import log as logging
 
+from nova_qat_migration_lab import jsonlines
 from nova_qat_migration_lab import runner
 from nova_qat_migration_lab import scenarios as sc
 
@@ -118,8 +118,7 @@ def _run_scenario(nlab: runner.NovaLab, scenario: sc.Scenario,
                 # The guest may be in any state: start afresh.
                 session.destroy()
                 session.boot()
-            out.write(json.dumps(res, default=str) + '\n')
-            out.flush()
+            jsonlines.write(out, res)
             results.append(res)
             echo('[%s]   %-14s %-9s %6s s  downtime %5s ms  wire %6s MB  '
                  'cpu %5s s  integrity %s  %s' % (
@@ -132,7 +131,7 @@ def _run_scenario(nlab: runner.NovaLab, scenario: sc.Scenario,
         LOG.exception('scenario %s failed', scenario.name)
         res = runner.RunResult(scenario=scenario.name, plan='(boot)',
                                repeat=repeat, error=repr(exc)).to_dict()
-        out.write(json.dumps(res, default=str) + '\n')
+        jsonlines.write(out, res)
         results.append(res)
         echo('  scenario failed: %r' % exc)
     finally:
@@ -150,11 +149,6 @@ def _fmt(value: Optional[float], digits: int = 1) -> str:
     if value is None:
         return '-'
     return '%.*f' % (digits, value)
-
-
-def load(path: str) -> list:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _median(values: list) -> Optional[float]:

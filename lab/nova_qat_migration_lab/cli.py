@@ -36,6 +36,7 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
+from nova_qat_migration_lab import jsonlines
 from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import repo
 from nova_qat_migration_lab import scenarios as sc
@@ -190,7 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          qat_options=_lab_options(), qemu=args.qemu,
                          cloud=args.cloud)
         print('bench: done in %.1f min' % ((time.time() - started) / 60))
-    results = bench.load(jsonl)
+    results = jsonlines.load(jsonl)
     meta = _meta(args, scenarios, plans, repeats)
     if not args.report_only:
         meta['cloud'] = args.cloud
@@ -323,7 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, 'w') as f:
             for r in results:
-                f.write(json.dumps(r.to_dict(), default=str) + '\n')
+                jsonlines.write(f, r.to_dict())
     return 0
 
 
@@ -496,7 +497,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
                               append=args.append or i > 0,
                               qat_options=_lab_options())
         print('faults: done in %.1f min' % ((time.time() - started) / 60))
-    rows = faults.load(jsonl)
+    rows = jsonlines.load(jsonl)
     path = faults.write_summary(rows, out_dir)
     print('wrote %s' % path)
     bad = [r for r in rows if not r.get('skipped') and not r.get('passed')]

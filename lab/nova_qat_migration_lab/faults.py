@@ -47,6 +47,7 @@ from nova_qat_migration.virt.libvirt import passthrough
 from nova_qat_migration_lab import cloud as cloud_mod
 from nova_qat_migration_lab import hosts as hosts_mod
 from nova_qat_migration_lab import introspect
+from nova_qat_migration_lab import jsonlines
 from nova_qat_migration_lab import repo
 from nova_qat_migration_lab import runner
 from nova_qat_migration_lab import scenarios as sc
@@ -90,6 +91,13 @@ STRICT_PARAMS = ('multifd-compression', 'multifd-zlib-level',
                  'multifd-zstd-level', 'multifd-qatzip-level')
 #: Parameters that never say anything about a migration's leftovers.
 _VOLATILE_PARAMS = ('tls-creds', 'tls-hostname', 'tls-authz')
+#: The source QEMU's migration parameters compared before and after a
+#: fault: the multifd ones (:data:`STRICT_PARAMS`, judged) and those a
+#: plan sets through libvirt (reported).
+WATCHED_PARAMS = STRICT_PARAMS + (
+    'multifd-channels', 'downtime-limit', 'max-bandwidth',
+    'max-postcopy-bandwidth', 'xbzrle-cache-size', 'cpu-throttle-initial',
+    'cpu-throttle-increment', 'cpu-throttle-tailslow')
 
 TERMINAL = cloud_mod.TERMINAL_MIGRATION
 DRIVER_NOVA = 'libvirt.LibvirtDriver'
@@ -156,7 +164,7 @@ class FaultContext:
         dom = self.source_domain()
         self.domain_name = dom.name()
         self.source_pid = self.source.qemu_pid(self.domain_name)
-        self.params_before = _qemu_query(dom, 'query-migrate-parameters')
+        self.params_before = _source_params(dom)
         self.globals_before = passthrough.globals_of(dom.XMLDesc(0))
         self.migrations_before = {m['id'] for m in
                                   self.cloud.migrations(self.server_id)}
@@ -214,15 +222,15 @@ class FaultContext:
         self._conn = self._src_dom = None
 
 
-def _qemu_query(dom: Any, command: str) -> dict:
-    """A QMP query through libvirt's monitor passthrough ({} if refused)."""
+def _source_params(dom: Any) -> dict:
+    """:data:`WATCHED_PARAMS` of the QEMU running ``dom``, asked as the
+    driver asks it (:func:`passthrough.query_source`); {} when QEMU cannot
+    be asked (e.g. it is gone).
+    """
     try:
-        import libvirt_qemu
-        reply = libvirt_qemu.qemuMonitorCommand(
-            dom, json.dumps({'execute': command}), 0)
-        return dict(json.loads(reply).get('return') or {})
-    except Exception as exc:  # noqa: BLE001 - e.g. no QEMU any more
-        LOG.info('%s failed: %s', command, exc)
+        return passthrough.query_source(dom, WATCHED_PARAMS)
+    except passthrough.PassthroughError as exc:
+        LOG.info('query-migrate-parameters failed: %s', exc)
         return {}
 
 
@@ -829,8 +837,7 @@ def _check_params(ctx: FaultContext, here: Optional[str],
     host = ctx.lab.host(here)
     conn = ctx.lab.connect(host)
     try:
-        params = _qemu_query(conn.lookupByUUIDString(ctx.server_id),
-                             'query-migrate-parameters')
+        params = _source_params(conn.lookupByUUIDString(ctx.server_id))
     finally:
         conn.close()
     same_qemu = (here == ctx.source.name and
@@ -1081,8 +1088,7 @@ def run_matrix(faults: list, plans: list, out_dir: str,
                     row = _run_cell(nlab, fault, spec, timeout_s)
                 rows.append(row)
                 with open(jsonl, 'a') as f:
-                    f.write(json.dumps(row, default=str, sort_keys=True)
-                            + '\n')
+                    jsonlines.write(f, row, sort_keys=True)
                 say('%-26s %-17s %-5s %s' % (
                     fault.name, spec.name, row['driver'],
                     'skipped: %s' % row['skipped'] if row['skipped'] else
@@ -1116,18 +1122,6 @@ def _run_cell(nlab: runner.NovaLab, fault: Fault, spec: sc.PlanSpec,
             session.console.close()
             session.console = None
         force_cleanup(nlab, session.server_id)
-
-
-def load(path: str) -> list:
-    rows = []
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    rows.append(json.loads(line))
-    except OSError:
-        pass
-    return rows
 
 
 def write_summary(rows: list, out_dir: str) -> str:

@@ -45,6 +45,7 @@ from typing import Any, Callable, Optional
 
 from oslo_log import log as logging
 
+from nova_qat_migration import datamodel
 from nova_qat_migration_lab import guest as guest_mod
 from nova_qat_migration_lab import hosts as hosts_mod
 from nova_qat_migration_lab import scenarios as sc
@@ -195,24 +196,27 @@ def log_written(path: str, offset: int) -> dict:
                 if QATZIP_FALLBACK_LINE.search(line))}
 
 
+def nova_timeout_s(per_gib: float, memory_mb: int,
+                   copied_disks: int = 0) -> float:
+    """Seconds after which Nova aborts a migration, for
+    ``[libvirt] live_migration_completion_timeout = per_gib``.
+
+    The memory's share is the product's own rule
+    (:meth:`~nova_qat_migration.datamodel.NovaSettings.completion_timeout_s`);
+    a block migration adds each copied disk, at least 2 GiB each.
+    """
+    settings = datamodel.NovaSettings(completion_timeout_s_per_gib=per_gib)
+    return (settings.completion_timeout_s(memory_mb) +
+            per_gib * NOVA_MIN_DATA_GB * copied_disks)
+
+
 def completion_timeout_per_gib(timeout_s: float, memory_mb: int,
                                copied_disks: int = 0) -> int:
-    """``[libvirt] live_migration_completion_timeout`` for ``timeout_s``.
-
-    Nova multiplies the option by the instance's data size (its memory,
-    at least 2 GiB, plus in a block migration each copied disk, at least
-    2 GiB each) and aborts the job after that many seconds.
+    """``[libvirt] live_migration_completion_timeout`` for ``timeout_s``
+    (the inverse of :func:`nova_timeout_s`).
     """
-    return max(1, int(round(timeout_s / nova_data_gb(memory_mb,
-                                                     copied_disks))))
-
-
-def nova_data_gb(memory_mb: int, copied_disks: int = 0) -> float:
-    """The GiB Nova scales its completion timeout by (its memory, at least
-    2 GiB, plus at least 2 GiB per copied disk).
-    """
-    return (max(NOVA_MIN_DATA_GB, memory_mb / 1024.0) +
-            NOVA_MIN_DATA_GB * copied_disks)
+    return max(1, int(round(
+        timeout_s / nova_timeout_s(1, memory_mb, copied_disks))))
 
 
 #: The lab never waits less than this for a migration (the clouds'
@@ -616,8 +620,8 @@ class GuestSession:
                    completion_timeout_per_gib(
                        timeout_s, self.scenario.memory_mb,
                        copied_disks=disks))
-        wait_s = timeout * nova_data_gb(self.scenario.memory_mb, disks) + \
-            NOVA_TIMEOUT_SLACK_S
+        wait_s = (nova_timeout_s(timeout, self.scenario.memory_mb, disks) +
+                  NOVA_TIMEOUT_SLACK_S)
         dom = cloud.domain(self.server_id)
         dom_name = dom.name()
         found = re.search(r'<emulator>([^<]+)</emulator>', dom.XMLDesc(0))

@@ -68,7 +68,9 @@ class Scenario:
         """
         if self.timeout_s_per_gib is None:
             return default_s
-        return self.timeout_s_per_gib * max(2.0, self.memory_mb / 1024.0)
+        return datamodel.NovaSettings(
+            completion_timeout_s_per_gib=self.timeout_s_per_gib,
+        ).completion_timeout_s(self.memory_mb)
 
     @property
     def link_mbps(self) -> float:

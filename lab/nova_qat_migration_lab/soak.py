@@ -40,6 +40,7 @@ import os
 import time
 from typing import Any, Optional
 
+from nova_qat_migration_lab import jsonlines
 from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import runner
 from nova_qat_migration_lab import scenarios as sc
@@ -127,8 +128,7 @@ def run(migrations: int, out_path: str, echo: Any = print) -> list:
                     n += 1
                     row = _one(cloud, session, name, spec, n)
                     rows.append(row)
-                    out.write(json.dumps(row, default=str) + '\n')
-                    out.flush()
+                    jsonlines.write(out, row)
                     echo('soak %3d %-12s %s -> %s %s %.1f s verify=%s '
                          'held=%s rss=%s' % (
                              n, name, row['source'], row['dest'],

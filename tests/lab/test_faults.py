@@ -52,14 +52,14 @@ class TestFaultChecks(testtools.TestCase):
         self.assertEqual(before, faults.expected_globals(before, None,
                                                          moved=False))
         # Moved with a passthrough plan: the plan's pairs.
-        record = {'notes': ["passthrough {'multifd-compression': 'zstd', "
-                            "'multifd-zstd-level': 1}"]}
+        record = {'passthrough': {'globals': {
+            'multifd-compression': 'zstd', 'multifd-zstd-level': 1}}}
         self.assertEqual({'multifd-compression': 'zstd',
                           'multifd-zstd-level': 1},
                          faults.expected_globals({}, record, moved=True))
         # Moved otherwise: none.
-        self.assertEqual({}, faults.expected_globals(before, {'notes': []},
-                                                     moved=True))
+        self.assertEqual({}, faults.expected_globals(
+            before, {'passthrough': {}, 'notes': []}, moved=True))
 
     def test_param_diff(self):
         self.assertEqual(
