@@ -92,7 +92,7 @@ LAB_QAT_OPTIONS = {'permit_auto_converge': True,
 #: What QATzip (its ``[Error]``/``[Warning]`` lines name ``qatzip.c``)
 #: and qatlib (``Cannot open /dev/vfio``) print to QEMU's stderr each time
 #: QATzip looks for a QAT device and falls back to software: two or three
-#: lines per multifd packet, on both ends (see ``doc/source/qat.rst``).
+#: lines per multifd packet, on both ends (see ``doc/source/admin/qat.rst``).
 QATZIP_FALLBACK_LINE = re.compile(
     r'\(qatzip\.c:\d+\)|Cannot open /dev/vfio')
 

@@ -750,7 +750,7 @@ class ServiceCloud:
         # refuses it ("Image does not pass safety check"); the boot path
         # caches the same file without that check. Operators whose
         # instances boot from AKI/ARI images and block-migrate need this
-        # workaround (see doc/source/lab.rst).
+        # workaround (see doc/source/contributor/lab.rst).
         conf['workarounds'] = {'disable_deep_image_inspection': True}
         conf['nova_sys_admin'] = {'helper_command': '%s --config-file %s' % (
             _bin('privsep-helper'), host.conf_file)}

@@ -21,7 +21,7 @@ command on the source compute's own configuration::
 
 and the same without ``--output`` into ``timeline-example.txt`` beside it
 (the text table), and what the run was into ``timeline-example.inc``.
-``doc/source/timeline.rst`` shows the three.
+``doc/source/admin/timeline.rst`` shows the three.
 """
 
 from __future__ import annotations
