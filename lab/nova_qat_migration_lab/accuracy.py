@@ -33,6 +33,7 @@ import statistics
 from typing import Iterable, Optional
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import outcomes
 from nova_qat_migration.policy import model
 from nova_qat_migration.policy import predictive
 
@@ -98,7 +99,7 @@ def _usable(records: Iterable[dict]) -> list:
     # A record without the requested plan in full (or without measured
     # facts, as Nova's own plan) cannot be replayed.
     return [r for r in records
-            if r.get('outcome') in ('completed', 'timeout') and
+            if r.get('outcome') in (outcomes.OUTCOME_COMPLETED, 'timeout') and
             isinstance(r.get('requested_plan'), dict) and
             r.get('requested_plan') and r.get('facts')]
 
@@ -129,7 +130,7 @@ def score(pairs: list, timeout_s: float) -> dict:
     errors = []
     right = 0
     for r, p in pairs:
-        measured_ok = r['outcome'] == 'completed'
+        measured_ok = r['outcome'] == outcomes.OUTCOME_COMPLETED
         predicted_ok = p.converges and p.total_s <= timeout_s
         right += measured_ok == predicted_ok
         if measured_ok and predicted_ok:
@@ -181,12 +182,13 @@ def table_markdown(pairs: list, timeout_s: float) -> str:
         predicted_ok = p.converges and p.total_s <= timeout_s
         pred = ('%.1f s' % p.total_s if predicted_ok else
                 'no convergence')
-        meas = ('%.1f s' % r['total_s'] if r['outcome'] == 'completed'
+        completed = r['outcome'] == outcomes.OUTCOME_COMPLETED
+        meas = ('%.1f s' % r['total_s'] if completed
                 else 'no convergence (%s)' % r['outcome'])
-        if r['outcome'] == 'completed' and predicted_ok:
+        if completed and predicted_ok:
             err = '%+.0f%%' % (100 * (p.total_s - r['total_s']) /
                                r['total_s'])
-        elif (r['outcome'] == 'completed') == predicted_ok:
+        elif completed == predicted_ok:
             err = 'ok'
         else:
             err = 'WRONG'

@@ -84,7 +84,8 @@ from nova.virt.libvirt import host as libvirt_host  # noqa: E402
 from oslo_log import log as oslo_logging  # noqa: E402
 
 from nova_qat_migration import conf as qat_conf  # noqa: E402,F401
-from nova_qat_migration import report  # noqa: E402
+from nova_qat_migration import outcomes  # noqa: E402
+from nova_qat_migration.virt.libvirt import report  # noqa: E402
 from nova_qat_migration_lab import guest as guest_mod  # noqa: E402
 from nova_qat_migration_lab import hosts as hosts_mod  # noqa: E402
 from nova_qat_migration_lab import qemu_build  # noqa: E402
@@ -199,10 +200,10 @@ class ReportCollector(logging.Handler):
             text = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad record is not ours
             return
-        if not text.startswith(report.PREFIX):
+        if not text.startswith(outcomes.PREFIX):
             return
         try:
-            data = json.loads(text[len(report.PREFIX):])
+            data = json.loads(text[len(outcomes.PREFIX):])
         except ValueError:
             return
         with self.cond:
@@ -334,12 +335,11 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
                 existing.setLevel(root.level or logging.WARNING)
         root.addHandler(handler)
         root.setLevel(min(root.level or logging.INFO, logging.INFO))
-        logging.getLogger('nova_qat_migration.report').addHandler(
-            self.reports)
+        logging.getLogger(report.__name__).addHandler(self.reports)
         self.addCleanup(root.removeHandler, handler)
         self.addCleanup(handler.close)
-        self.addCleanup(logging.getLogger(
-            'nova_qat_migration.report').removeHandler, self.reports)
+        self.addCleanup(logging.getLogger(report.__name__).removeHandler,
+                        self.reports)
 
     def setUp(self) -> None:
         super().setUp()

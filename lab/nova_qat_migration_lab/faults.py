@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator, Optional
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import outcomes
 from nova_qat_migration.virt.libvirt import passthrough
 from nova_qat_migration_lab import cloud as cloud_mod
 from nova_qat_migration_lab import hosts as hosts_mod
@@ -892,9 +893,10 @@ def judge_report(status: Optional[str], record: Optional[dict],
                           for a in record.get('actions') or ()],
         record.get('notes'))
     if status == 'completed':
-        return outcome == 'completed', detail
+        return outcome == outcomes.OUTCOME_COMPLETED, detail
     if status in ('error', 'failed', 'cancelled'):
-        return outcome in ('failed', 'cancelled', 'aborted'), detail
+        return outcome in (outcomes.OUTCOME_FAILED, outcomes.OUTCOME_CANCELLED,
+                           outcomes.OUTCOME_ABORTED), detail
     return False, detail
 
 

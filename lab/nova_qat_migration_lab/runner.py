@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import outcomes
 from nova_qat_migration_lab import guest as guest_mod
 from nova_qat_migration_lab import hosts as hosts_mod
 from nova_qat_migration_lab import scenarios as sc
@@ -73,9 +74,12 @@ VIR_DOMAIN_SHUTOFF = 5
 VIR_DOMAIN_PAUSED_MIGRATION = 2
 VIR_DOMAIN_PAUSED_POSTCOPY = 12
 
-OUTCOME_COMPLETED = 'completed'
+#: How a lab run ended: the report's own outcomes where the driver's
+#: report says it, and the lab's (timeout, rejected, error) where it does
+#: not.
+OUTCOME_COMPLETED = outcomes.OUTCOME_COMPLETED
 OUTCOME_TIMEOUT = 'timeout'       # Nova's completion timeout aborted it
-OUTCOME_ABORTED = 'aborted'       # the driver's progress timeout
+OUTCOME_ABORTED = outcomes.OUTCOME_ABORTED   # the progress timeout
 OUTCOME_REJECTED = 'rejected'     # refused before it started
 OUTCOME_ERROR = 'error'
 
@@ -760,8 +764,8 @@ class GuestSession:
             result.outcome = OUTCOME_REJECTED
         else:
             outcome = (record or {}).get('outcome')
-            result.outcome = {'cancelled': OUTCOME_TIMEOUT,
-                              'aborted': OUTCOME_ABORTED}.get(
+            result.outcome = {outcomes.OUTCOME_CANCELLED: OUTCOME_TIMEOUT,
+                              outcomes.OUTCOME_ABORTED: OUTCOME_ABORTED}.get(
                                   outcome, OUTCOME_ERROR)
             result.error = result.error or 'migration %s (%s)' % (
                 status, outcome)

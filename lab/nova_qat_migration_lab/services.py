@@ -68,7 +68,7 @@ import uuid
 
 from oslo_log import log as logging
 
-from nova_qat_migration import report
+from nova_qat_migration import outcomes
 from nova_qat_migration_lab import horizon
 from nova_qat_migration_lab import hosts as hosts_mod
 from nova_qat_migration_lab import neutron
@@ -1486,12 +1486,12 @@ class LogReports:
             end = data.rfind(b'\n') + 1
             self._offsets[path] = offset + end
             for line in data[:end].decode(errors='replace').splitlines():
-                at = line.find(report.PREFIX)
+                at = line.find(outcomes.PREFIX)
                 if at < 0:
                     continue
                 try:
                     self._records.append(json.loads(
-                        line[at + len(report.PREFIX):]))
+                        line[at + len(outcomes.PREFIX):]))
                 except ValueError:
                     continue
 

@@ -176,7 +176,7 @@ def _one(cloud: services.ServiceCloud, session: runner.GuestSession,
 
 def summarize(rows: list) -> dict:
     """The run against the issue's bar."""
-    failed = [r['n'] for r in rows if r['outcome'] != 'completed']
+    failed = [r['n'] for r in rows if r['outcome'] != runner.OUTCOME_COMPLETED]
     lost = [r['n'] for r in rows if r['integrity'] != 'ok']
     leaked = [r['n'] for r in rows
               if any(v for v in (r.get('held') or {}).values())
