@@ -463,13 +463,16 @@ def cmd_cloud(args: argparse.Namespace) -> int:
 def cmd_faults(args: argparse.Namespace) -> int:
     _nova_env()
     from nova_qat_migration_lab import cloud
-    from nova_qat_migration_lab import faults
+    from nova_qat_migration_lab.faults import context
+    from nova_qat_migration_lab.faults import injectors
+    from nova_qat_migration_lab.faults import matrix
+    from nova_qat_migration_lab.faults import summary
     _logging(args.verbose)
     _exit_on_signals()
-    names = _csv(args.faults) if args.faults else list(faults.FAULTS)
-    plans = _csv(args.plans) if args.plans else list(faults.MATRIX_PLANS)
-    if (_unknown('fault', names, list(faults.FAULTS)) or
-            _unknown('plan', plans, list(faults.MATRIX_PLANS) + ['qatzip'])):
+    names = _csv(args.faults) if args.faults else list(injectors.FAULTS)
+    plans = _csv(args.plans) if args.plans else list(context.MATRIX_PLANS)
+    if (_unknown('fault', names, list(injectors.FAULTS)) or
+            _unknown('plan', plans, list(context.MATRIX_PLANS) + ['qatzip'])):
         return 2
     out_dir = args.out or repo.path(*FAULTS_OUT)
     jsonl = os.path.join(out_dir, 'results.jsonl')
@@ -487,18 +490,18 @@ def cmd_faults(args: argparse.Namespace) -> int:
         if not args.nova_only:
             runs.append((cloud.DRIVER, plans))
         if args.nova or args.nova_only:
-            runs.append((faults.DRIVER_NOVA, ['nova_default']))
+            runs.append((context.DRIVER_NOVA, ['nova_default']))
         started = time.time()
         for i, (driver, driver_plans) in enumerate(runs):
             print('faults: %s x %s with %s -> %s' % (
                 ','.join(names), ','.join(driver_plans), driver, jsonl))
-            faults.run_matrix(names, driver_plans, out_dir, driver=driver,
+            matrix.run_matrix(names, driver_plans, out_dir, driver=driver,
                               prefix=prefix, timeout_s=args.timeout,
                               append=args.append or i > 0,
                               qat_options=_lab_options())
         print('faults: done in %.1f min' % ((time.time() - started) / 60))
     rows = jsonlines.load(jsonl)
-    path = faults.write_summary(rows, out_dir)
+    path = summary.write_summary(rows, out_dir)
     print('wrote %s' % path)
     bad = [r for r in rows if not r.get('skipped') and not r.get('passed')]
     return 1 if bad else 0

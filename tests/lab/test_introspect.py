@@ -19,7 +19,7 @@ import testtools
 
 from nova_qat_migration import datamodel
 from nova_qat_migration_lab import bench
-from nova_qat_migration_lab import faults
+from nova_qat_migration_lab.faults import checks
 from nova_qat_migration_lab import introspect
 
 
@@ -74,13 +74,13 @@ class TestStructuredReport(testtools.TestCase):
         record = {'passthrough': {'globals': {
             'migration.multifd-compression': 'qatzip'}},
             'notes': ["passthrough {'not': 'read'}"]}
-        self.assertEqual(before, faults.expected_globals(before, record,
+        self.assertEqual(before, checks.expected_globals(before, record,
                                                          False))
         self.assertEqual({'migration.multifd-compression': 'qatzip'},
-                         faults.expected_globals(before, record, True))
-        self.assertEqual({}, faults.expected_globals(
+                         checks.expected_globals(before, record, True))
+        self.assertEqual({}, checks.expected_globals(
             before, {'passthrough': {}}, True))
-        self.assertEqual({}, faults.expected_globals(before, None, True))
+        self.assertEqual({}, checks.expected_globals(before, None, True))
 
     def test_downtime_limit_from_the_plan_fields(self):
         self.assertEqual(300, bench.downtime_limit_ms({'report': {
