@@ -152,7 +152,9 @@ def _logging(verbose: bool) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     _nova_env()
-    from nova_qat_migration_lab import bench
+    from nova_qat_migration_lab.bench import matrix
+    from nova_qat_migration_lab.bench import report
+    from nova_qat_migration_lab.bench import scale
     _logging(args.verbose)
     _exit_on_signals()
     if args.scale_link_mbit:
@@ -186,7 +188,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               'timeout %.0f s, %s QEMU -> %s' % (
                   len(scenarios), len(plans), repeats, args.timeout,
                   args.qemu, jsonl))
-        bench.run_matrix(None, scenarios, plans, repeats, jsonl,
+        matrix.run_matrix(None, scenarios, plans, repeats, jsonl,
                          args.timeout, prefix=args.prefix,
                          qat_options=_lab_options(), qemu=args.qemu,
                          cloud=args.cloud)
@@ -202,21 +204,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           % (len(results), jsonl,
                              len({r.get('repeat') for r in results})))
     if args.scenario_set == 'link-calibration':
-        text = bench.link_calibration_markdown(results)
+        text = scale.link_calibration_markdown(results)
         with open(os.path.join(out_dir, 'summary.md'), 'w') as f:
             f.write(text)
         print(text)
         return 0
-    report = bench.write_reports(results, out_dir, args.timeout,
-                                 title='nova-qat-migration lab benchmark'
-                                 + (' (quick)' if args.quick else '') +
-                                 ('' if args.scenario_set == 'default' else
-                                  ' (%s)' % args.scenario_set),
-                                 meta=meta)
-    print(report['text'])
-    print('wrote %s%s' % (report['summary'], ', %s' % report['chart']
-                          if report['chart'] else ''))
-    bad = bench.failures(results)
+    written = report.write_reports(results, out_dir, args.timeout,
+                                  title='nova-qat-migration lab benchmark'
+                                  + (' (quick)' if args.quick else '') +
+                                  ('' if args.scenario_set == 'default' else
+                                   ' (%s)' % args.scenario_set),
+                                  meta=meta)
+    print(written['text'])
+    print('wrote %s%s' % (written['summary'], ', %s' % written['chart']
+                          if written['chart'] else ''))
+    bad = report.failures(results)
     if bad:
         print('bench: %d run(s) failed integrity, were rejected by libvirt '
               'or errored:' % len(bad), file=sys.stderr)

@@ -18,7 +18,7 @@ import types
 import testtools
 
 from nova_qat_migration import datamodel
-from nova_qat_migration_lab import bench
+from nova_qat_migration_lab.bench import stats
 from nova_qat_migration_lab.faults import checks
 from nova_qat_migration_lab import introspect
 
@@ -83,11 +83,11 @@ class TestStructuredReport(testtools.TestCase):
         self.assertEqual({}, checks.expected_globals(before, None, True))
 
     def test_downtime_limit_from_the_plan_fields(self):
-        self.assertEqual(300, bench.downtime_limit_ms({'report': {
+        self.assertEqual(300, stats.downtime_limit_ms({'report': {
             'effective_plan': {'max_downtime_ms': 300},
             'requested_plan': {'max_downtime_ms': 500},
             'plan': 'x downtime<=900ms'}}))
-        self.assertEqual(500, bench.downtime_limit_ms({'report': {
+        self.assertEqual(500, stats.downtime_limit_ms({'report': {
             'requested_plan': {'max_downtime_ms': 500}}}))
-        self.assertEqual(bench.DEFAULT_DOWNTIME_MS, bench.downtime_limit_ms(
+        self.assertEqual(stats.DEFAULT_DOWNTIME_MS, stats.downtime_limit_ms(
             {'effective_plan': 'x downtime<=900ms'}))
