@@ -52,7 +52,7 @@ class Scenario:
     link_mbit: int = 1000
     description: str = ''
     #: seconds between the dirtier's ``STAT`` reports (the resolution of
-    #: the guest-impact measurement, see ``runner.guest_impact``)
+    #: the guest-impact measurement, see ``measure.guest_impact``)
     stat_s: int = 1
     #: Nova's completion timeout per GiB for this scenario's migrations
     #: (``[libvirt] live_migration_completion_timeout``); None: the

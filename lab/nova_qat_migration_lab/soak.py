@@ -41,6 +41,7 @@ import time
 from typing import Any, Optional
 
 from nova_qat_migration_lab import jsonlines
+from nova_qat_migration_lab import measure
 from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import runner
 from nova_qat_migration_lab import scenarios as sc
@@ -176,7 +177,8 @@ def _one(cloud: services.ServiceCloud, session: runner.GuestSession,
 
 def summarize(rows: list) -> dict:
     """The run against the issue's bar."""
-    failed = [r['n'] for r in rows if r['outcome'] != runner.OUTCOME_COMPLETED]
+    failed = [r['n'] for r in rows
+              if r['outcome'] != measure.OUTCOME_COMPLETED]
     lost = [r['n'] for r in rows if r['integrity'] != 'ok']
     leaked = [r['n'] for r in rows
               if any(v for v in (r.get('held') or {}).values())

@@ -30,7 +30,7 @@ from nova_qat_migration_lab.faults import context
 from nova_qat_migration_lab.faults import injectors
 from nova_qat_migration_lab.faults import matrix
 from nova_qat_migration_lab.faults import summary
-from nova_qat_migration_lab import runner
+from nova_qat_migration_lab import measure
 from tests.lab import test_migration
 
 
@@ -143,7 +143,7 @@ class TestFaultsOnTheRealPath(test_migration.NovaLabTestCase):
         # The driver's progress timeout ended it (the link came back only
         # after it), the guest stayed where it was.
         self.assertEqual('aborted', row['report']['outcome'])
-        self.assertEqual(runner.OUTCOME_ABORTED, row['outcome'])
+        self.assertEqual(measure.OUTCOME_ABORTED, row['outcome'])
         reasons = [a['reason'] for a in row['report']['actions']
                    if a['kind'] == 'abort']
         self.assertEqual(1, len(reasons), row['report']['actions'])

@@ -150,7 +150,7 @@ class TestQatzipPath(test_migration.NovaLabTestCase):
         self.addDetail('run', testtools.content.text_content(json.dumps(
             {k: v for k, v in res.to_dict().items() if k != 'report'},
             default=str)))
-        self.assertEqual(self.runner.OUTCOME_COMPLETED, res.outcome,
+        self.assertEqual(self.measure.OUTCOME_COMPLETED, res.outcome,
                          'migration did not complete: %s' % res.error)
         self.assertEqual('completed', res.migration_status)
         self.assertEqual('completed', res.report['outcome'])

@@ -26,13 +26,14 @@ from nova_qat_migration.virt.libvirt import translate
 from nova_qat_migration_lab.bench import report
 from nova_qat_migration_lab.bench import stats
 from nova_qat_migration_lab import guest
+from nova_qat_migration_lab import measure
 from nova_qat_migration_lab import runner
 from nova_qat_migration_lab import scenarios as sc
 
 
 def _run(scenario, plan, converged, total=None, integrity='ok',
          outcome=None, repeat=0):
-    res = runner.RunResult(scenario=scenario, plan=plan, repeat=repeat)
+    res = measure.RunResult(scenario=scenario, plan=plan, repeat=repeat)
     res.converged = converged
     res.total_s = total
     res.outcome = outcome or ('completed' if converged else 'timeout')
@@ -203,7 +204,7 @@ class TestSummary(testtools.TestCase):
         samples += [(100 + k, 50.0 + k, 100000 + 250 * k, 250.0)
                     for k in range(1, 7)]
         samples.append((112.0, 62.0, 101500 + 500, 83.0))
-        out = runner.guest_impact(
+        out = measure.guest_impact(
             samples, start=100.2, end=110.0, nominal=2000, stat_s=1,
             postcopy_at=106.5,
             report={'monitor': {'max_throttle_pct': 0, 'post_copy': True}})
@@ -226,7 +227,7 @@ class TestSummary(testtools.TestCase):
         samples = [(t, t, 1200 * t, 1200.0) for t in range(7, 11)]
         samples += [(10 + k, 10.0 + k, 12000 + 800 * k, 800.0)
                     for k in range(1, 6)]
-        out = runner.guest_impact(samples, start=10.1, end=15.0,
+        out = measure.guest_impact(samples, start=10.1, end=15.0,
                                   nominal=1000)
         self.assertAlmostEqual(1200.0, out['before_rate'])
         self.assertEqual(1000.0, out['reference_rate'])
@@ -234,7 +235,7 @@ class TestSummary(testtools.TestCase):
         self.assertEqual(1.0, out['lost_s'])
 
     def test_guest_impact_without_samples(self):
-        out = runner.guest_impact([], 10.0, 20.0, nominal=5)
+        out = measure.guest_impact([], 10.0, 20.0, nominal=5)
         self.assertIsNone(out['during_rate'])
         self.assertIsNone(out['before_rate'])
 

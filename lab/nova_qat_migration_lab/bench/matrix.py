@@ -27,6 +27,7 @@ from oslo_log import log as logging
 
 from nova_qat_migration_lab.bench import stats
 from nova_qat_migration_lab import jsonlines
+from nova_qat_migration_lab import measure
 from nova_qat_migration_lab import runner
 from nova_qat_migration_lab import scenarios as sc
 
@@ -97,7 +98,7 @@ def _run_scenario(nlab: runner.NovaLab, scenario: sc.Scenario,
                                       repeat=repeat).to_dict()
             except Exception as exc:  # noqa: BLE001 - recorded, not hidden
                 LOG.exception('run %s/%s failed', scenario.name, name)
-                res = runner.RunResult(scenario=scenario.name, plan=name,
+                res = measure.RunResult(scenario=scenario.name, plan=name,
                                        repeat=repeat, error=repr(exc),
                                        started_at=time.time()).to_dict()
                 # The guest may be in any state: start afresh.
@@ -115,7 +116,7 @@ def _run_scenario(nlab: runner.NovaLab, scenario: sc.Scenario,
                      res['effective_plan']))
     except Exception as exc:  # noqa: BLE001
         LOG.exception('scenario %s failed', scenario.name)
-        res = runner.RunResult(scenario=scenario.name, plan='(boot)',
+        res = measure.RunResult(scenario=scenario.name, plan='(boot)',
                                repeat=repeat, error=repr(exc)).to_dict()
         jsonlines.write(out, res)
         results.append(res)

@@ -23,7 +23,7 @@ from oslo_log import log as logging
 
 from nova_qat_migration_lab.bench import scale
 from nova_qat_migration_lab.bench import stats
-from nova_qat_migration_lab import runner
+from nova_qat_migration_lab import measure
 from nova_qat_migration_lab import scenarios as sc
 
 LOG = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def summary_markdown(results: list, title: str = 'Benchmark',
                         'faster' if gm <= 1 else 'slower'))
     bad = [r for r in results if r.get('integrity') in stats.BAD_INTEGRITY]
     rejected = [r for r in results
-                if r.get('outcome') == runner.OUTCOME_REJECTED]
+                if r.get('outcome') == measure.OUTCOME_REJECTED]
     lines.append('Integrity failures: %d. Plans rejected by libvirt: %d.'
                  % (len(bad), len(rejected)))
     for r in bad + rejected:
@@ -218,6 +218,6 @@ def failures(results: list) -> list:
     """Runs that must fail CI: integrity errors and libvirt refusals."""
     return [r for r in results
             if r.get('integrity') in stats.BAD_INTEGRITY or
-            r.get('outcome') in (runner.OUTCOME_REJECTED,
-                                 runner.OUTCOME_ERROR) or
+            r.get('outcome') in (measure.OUTCOME_REJECTED,
+                                 measure.OUTCOME_ERROR) or
             r.get('plan') == '(boot)']

@@ -19,7 +19,7 @@ import math
 import statistics
 from typing import Optional
 
-from nova_qat_migration_lab import runner
+from nova_qat_migration_lab import measure
 from nova_qat_migration_lab import scenarios as sc
 
 
@@ -126,9 +126,9 @@ def aggregate(results: list) -> dict:
                 'integrity_ok': sum(r['integrity'] == 'ok' for r in runs),
                 'integrity_bad': sum(r['integrity'] in BAD_INTEGRITY
                                      for r in runs),
-                'rejected': sum(r['outcome'] == runner.OUTCOME_REJECTED
+                'rejected': sum(r['outcome'] == measure.OUTCOME_REJECTED
                                 for r in runs),
-                'errors': sum(r['outcome'] == runner.OUTCOME_ERROR
+                'errors': sum(r['outcome'] == measure.OUTCOME_ERROR
                               for r in runs),
                 # guest impact, over the converged runs
                 'guest_vs_before': median([_guest(r, 'vs_before')

@@ -31,10 +31,10 @@ from nova_qat_migration_lab.faults.context import Check
 from nova_qat_migration_lab.faults.context import FaultContext
 from nova_qat_migration_lab.faults import injectors
 from nova_qat_migration_lab import introspect
-from nova_qat_migration_lab import runner
+from nova_qat_migration_lab import measure
 
 
-def check(ctx: FaultContext, res: Optional[runner.RunResult]) -> list:
+def check(ctx: FaultContext, res: Optional[measure.RunResult]) -> list:
     """Everything that must hold after a fault, whatever it was.
 
     * ``one_host``: the guest runs (not paused) on exactly one host and is
@@ -156,7 +156,7 @@ def _last_migration(ctx: FaultContext) -> Optional[dict]:
     return max(new, key=lambda m: m['id']) if new else None
 
 
-def _report(ctx: FaultContext, res: Optional[runner.RunResult],
+def _report(ctx: FaultContext, res: Optional[measure.RunResult],
             ) -> Optional[dict]:
     if res is not None and res.report:
         return res.report
@@ -284,7 +284,7 @@ def judge_report(status: Optional[str], record: Optional[dict],
 
 
 def post_copy_permitted(record: Optional[dict],
-                        res: Optional[runner.RunResult],
+                        res: Optional[measure.RunResult],
                         options: dict) -> tuple[bool, str]:
     """Post-copy (flag or switch) only where ``permit_post_copy`` is on."""
     flags = list((record or {}).get('flags') or (res.flags if res else ()))

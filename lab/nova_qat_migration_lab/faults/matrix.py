@@ -33,6 +33,7 @@ from nova_qat_migration_lab.faults.context import FaultContext
 from nova_qat_migration_lab.faults import injectors
 from nova_qat_migration_lab import introspect
 from nova_qat_migration_lab import jsonlines
+from nova_qat_migration_lab import measure
 from nova_qat_migration_lab import runner
 from nova_qat_migration_lab import scenarios as sc
 
@@ -123,7 +124,7 @@ def run_fault(nlab: runner.NovaLab, session: runner.GuestSession,
 
 
 def make_row(fault: injectors.Fault, spec: sc.PlanSpec, driver: str,
-             ctx: Optional[FaultContext], res: Optional[runner.RunResult],
+             ctx: Optional[FaultContext], res: Optional[measure.RunResult],
              found: list, started: float, skipped: str = '') -> dict:
     run = res.to_dict() if res is not None else {}
     record = run.pop('report', None) or {}
