@@ -156,6 +156,8 @@ class TestDistributions(testtools.TestCase):
     def test_lab_wheel_carries_the_lab_and_its_guest(self):
         names = self._wheel(CHECKOUT / 'lab').namelist()
         self.assertIn(LAB + '/cli.py', names)
+        self.assertIn(LAB + '/faults/checks.py', names)
+        self.assertIn(LAB + '/bench/stats.py', names)
         self.assertIn(LAB + '/data/dirtier.c', names)
         self.assertEqual([], [n for n in names
                               if n.startswith('nova_qat_migration/')])
