@@ -100,6 +100,15 @@ if "$VENV/bin/sphinx-build" -q -W --keep-going -b html doc/source \
 else
     echo "=== docs: FAILED"; failed=$((failed + 1)); rc=1
 fi
+# The release notes as reno's Sphinx extension renders them
+# (tox -e releasenotes).
+echo "=== release notes (reno lint, sphinx-build -W)"
+if "$VENV/bin/reno" lint >/dev/null && "$VENV/bin/sphinx-build" -q -W \
+        --keep-going -b html releasenotes/source "$docs_out/releasenotes"; then
+    passed=$((passed + 1))
+else
+    echo "=== release notes: FAILED"; failed=$((failed + 1)); rc=1
+fi
 rm -rf "$docs_out"
 rm -f "$log"
 [ -z "$qatzip_failure" ] || echo "=== $qatzip_failure"

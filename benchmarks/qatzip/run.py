@@ -47,6 +47,7 @@ os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'lab'))   # the lab's distribution
 
 from nova_qat_migration import datamodel  # noqa: E402
 from nova_qat_migration_lab import qemu_build  # noqa: E402

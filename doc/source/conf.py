@@ -16,8 +16,10 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-# The checkout first (what is being documented), then local extensions.
+# The checkout first (what is being documented: the product and the lab,
+# its own distribution under lab/), then local extensions.
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, 'lab'))
 sys.path.insert(0, os.path.join(HERE, '_exts'))
 
 extensions = [

@@ -36,6 +36,7 @@ import time
 import testtools
 
 from nova_qat_migration_lab import guest as guest_mod
+from nova_qat_migration_lab import measure
 from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import repo
 from nova_qat_migration_lab import runner
@@ -193,7 +194,7 @@ class CloudTestCase(testtools.TestCase):
         self.addDetail('run', testtools.content.text_content(json.dumps(
             {k: v for k, v in res.to_dict().items() if k != 'report'},
             default=str)))
-        self.assertEqual(runner.OUTCOME_COMPLETED, res.outcome, res.error)
+        self.assertEqual(measure.OUTCOME_COMPLETED, res.outcome, res.error)
         self.assertEqual('completed', res.report.get('outcome'))
         self.assertTrue(res.effective_plan, res.report)
         if policy:
@@ -346,7 +347,7 @@ class TestQATPlacement(CloudTestCase):
             # Back with the same options (no restart): the destination
             # has no QAT, so its plan does without.
             back = session.migrate(_qatzip_plan(), timeout_s=TIMEOUT_S)
-            self.assertEqual(runner.OUTCOME_COMPLETED, back.outcome,
+            self.assertEqual(measure.OUTCOME_COMPLETED, back.outcome,
                              back.error)
             # Its notification too, so the next hop reads its own.
             self.assertIsNotNone(_cloud['listener'].wait_for(

@@ -14,7 +14,7 @@
 One guest, booted by Nova, goes through three faults with the adaptive
 plan: its destination QEMU killed during pre-copy, the link cut for longer
 than a short progress timeout, and its dirty rate jumping after the plan
-was made. After each, every check of :func:`faults.check` must hold (the
+was made. After each, every check of :func:`checks.check` must hold (the
 guest on exactly one host with its memory intact, Nova's records, clean
 definitions and QEMU parameters, no QAT lease or session left, the
 driver's report and history). The whole matrix (every fault x plan, and
@@ -25,8 +25,12 @@ import json
 
 import testtools
 
-from nova_qat_migration_lab import faults
-from nova_qat_migration_lab import runner
+from nova_qat_migration_lab.faults import checks
+from nova_qat_migration_lab.faults import context
+from nova_qat_migration_lab.faults import injectors
+from nova_qat_migration_lab.faults import matrix
+from nova_qat_migration_lab.faults import summary
+from nova_qat_migration_lab import measure
 from tests.lab import test_migration
 
 
@@ -34,37 +38,37 @@ class TestFaultChecks(testtools.TestCase):
     """The checks' pure parts (no lab needed)."""
 
     def test_report_matches_nova(self):
-        ok, _ = faults.judge_report('completed', {'outcome': 'completed'})
+        ok, _ = checks.judge_report('completed', {'outcome': 'completed'})
         self.assertTrue(ok)
-        ok, _ = faults.judge_report('error', {'outcome': 'aborted'})
+        ok, _ = checks.judge_report('error', {'outcome': 'aborted'})
         self.assertTrue(ok)
-        ok, _ = faults.judge_report('completed', {'outcome': 'failed'})
+        ok, _ = checks.judge_report('completed', {'outcome': 'failed'})
         self.assertFalse(ok)
-        ok, _ = faults.judge_report('running', {'outcome': 'failed'})
+        ok, _ = checks.judge_report('running', {'outcome': 'failed'})
         self.assertFalse(ok)
-        ok, detail = faults.judge_report('failed', None)
+        ok, detail = checks.judge_report('failed', None)
         self.assertFalse(ok)
         self.assertIn('no qat_migration report', detail)
 
     def test_expected_globals(self):
         before = {'multifd-compression': 'zstd'}
         # Stayed: what its QEMU was started with.
-        self.assertEqual(before, faults.expected_globals(before, None,
+        self.assertEqual(before, checks.expected_globals(before, None,
                                                          moved=False))
         # Moved with a passthrough plan: the plan's pairs.
-        record = {'notes': ["passthrough {'multifd-compression': 'zstd', "
-                            "'multifd-zstd-level': 1}"]}
+        record = {'passthrough': {'globals': {
+            'multifd-compression': 'zstd', 'multifd-zstd-level': 1}}}
         self.assertEqual({'multifd-compression': 'zstd',
                           'multifd-zstd-level': 1},
-                         faults.expected_globals({}, record, moved=True))
+                         checks.expected_globals({}, record, moved=True))
         # Moved otherwise: none.
-        self.assertEqual({}, faults.expected_globals(before, {'notes': []},
-                                                     moved=True))
+        self.assertEqual({}, checks.expected_globals(
+            before, {'passthrough': {}, 'notes': []}, moved=True))
 
     def test_param_diff(self):
         self.assertEqual(
             {'multifd-compression': ['none', 'zstd']},
-            faults.param_diff({'multifd-compression': 'none', 'a': 1,
+            checks.param_diff({'multifd-compression': 'none', 'a': 1,
                                'tls-creds': ''},
                               {'multifd-compression': 'zstd', 'a': 1,
                                'tls-creds': 'x'}))
@@ -72,20 +76,20 @@ class TestFaultChecks(testtools.TestCase):
     def test_post_copy_only_where_permitted(self):
         used = {'flags': ['LIVE', 'POSTCOPY'], 'actions': []}
         switched = {'flags': ['LIVE'], 'actions': [{'kind': 'post_copy'}]}
-        self.assertFalse(faults.post_copy_permitted(used, None, {})[0])
-        self.assertFalse(faults.post_copy_permitted(switched, None, {})[0])
-        self.assertTrue(faults.post_copy_permitted(
+        self.assertFalse(checks.post_copy_permitted(used, None, {})[0])
+        self.assertFalse(checks.post_copy_permitted(switched, None, {})[0])
+        self.assertTrue(checks.post_copy_permitted(
             used, None, {'permit_post_copy': True})[0])
-        self.assertTrue(faults.post_copy_permitted(
+        self.assertTrue(checks.post_copy_permitted(
             {'flags': ['LIVE'], 'actions': []}, None, {})[0])
 
     def test_every_fault_is_described_and_postcopy_needs_permission(self):
-        for fault in faults.FAULTS.values():
+        for fault in injectors.FAULTS.values():
             self.assertTrue(fault.title and fault.expect, fault.name)
-        pc = faults.FAULTS['postcopy-link-cut']
-        self.assertIsNotNone(pc.skip(faults.MATRIX_PLANS['adaptive'],
+        pc = injectors.FAULTS['postcopy-link-cut']
+        self.assertIsNotNone(pc.skip(context.MATRIX_PLANS['adaptive'],
                                      'qat_migration.QATLibvirtDriver'))
-        self.assertIsNone(pc.skip(faults.MATRIX_PLANS['postcopy'],
+        self.assertIsNone(pc.skip(context.MATRIX_PLANS['postcopy'],
                                   'qat_migration.QATLibvirtDriver'))
 
     def test_summary_explains_failures_with_plain_nova(self):
@@ -101,7 +105,7 @@ class TestFaultChecks(testtools.TestCase):
              'checks': [{'name': 'nova_record', 'ok': False,
                          'detail': 'status ERROR'}]},
         ]
-        text = faults.summary_markdown(rows)
+        text = summary.summary_markdown(rows)
         self.assertIn('| dest-qemu-killed | FAIL (error) | FAIL (error) |',
                       text)
         self.assertIn('plain Nova, same fault: FAIL (error)', text)
@@ -110,12 +114,12 @@ class TestFaultChecks(testtools.TestCase):
 class TestFaultsOnTheRealPath(test_migration.NovaLabTestCase):
     """Three faults, the adaptive plan, one guest (about 3 minutes)."""
 
-    scenario = faults.FAULT_SCENARIO
+    scenario = context.FAULT_SCENARIO
     rows: dict = {}
 
-    def run_fault(self, name, plan='adaptive', timeout_s=faults.TIMEOUT_S):
-        row = faults.run_fault(self.nlab, self.session, faults.FAULTS[name],
-                               faults.MATRIX_PLANS[plan], timeout_s)
+    def run_fault(self, name, plan='adaptive', timeout_s=context.TIMEOUT_S):
+        row = matrix.run_fault(self.nlab, self.session, injectors.FAULTS[name],
+                               context.MATRIX_PLANS[plan], timeout_s)
         type(self).rows[name] = row
         self.addDetail('fault-%s' % name, testtools.content.text_content(
             json.dumps(row, default=str, indent=1)))
@@ -139,7 +143,7 @@ class TestFaultsOnTheRealPath(test_migration.NovaLabTestCase):
         # The driver's progress timeout ended it (the link came back only
         # after it), the guest stayed where it was.
         self.assertEqual('aborted', row['report']['outcome'])
-        self.assertEqual(runner.OUTCOME_ABORTED, row['outcome'])
+        self.assertEqual(measure.OUTCOME_ABORTED, row['outcome'])
         reasons = [a['reason'] for a in row['report']['actions']
                    if a['kind'] == 'abort']
         self.assertEqual(1, len(reasons), row['report']['actions'])

@@ -28,7 +28,7 @@ clicks what an operator and a tenant click:
 Each test saves screenshots (dialogs and the moved instance) into
 ``$NQM_SCREENSHOT_DIR`` (default: a temporary directory, named in the test's
 details); ``NQM_SCREENSHOT_DIR=doc/source/_static/horizon`` refreshes the
-ones the docs show (``doc/source/horizon.rst``).
+ones the docs show (``doc/source/admin/horizon.rst``).
 """
 
 import os

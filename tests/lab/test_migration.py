@@ -95,7 +95,9 @@ class NovaLabTestCase(testtools.TestCase):
         if cls.skip_reason:
             return
         from nova_qat_migration_lab import cloud
+        from nova_qat_migration_lab import measure
         from nova_qat_migration_lab import runner
+        cls.measure = measure
         cls.runner = runner
         try:
             cls.prepare()
@@ -143,7 +145,7 @@ class NovaLabTestCase(testtools.TestCase):
         return res
 
     def assertCompletedIntact(self, res):
-        self.assertEqual(self.runner.OUTCOME_COMPLETED, res.outcome,
+        self.assertEqual(self.measure.OUTCOME_COMPLETED, res.outcome,
                          'migration did not complete: %s' % res.error)
         self.assertEqual('completed', res.migration_status)
         self.assertEqual('ok', res.integrity, res.verdict)

@@ -51,6 +51,7 @@ from unittest import mock
 import testtools
 
 from nova_qat_migration import datamodel
+from nova_qat_migration_lab import introspect
 from nova_qat_migration_lab import qemu_build
 from nova_qat_migration_lab import repo
 from nova_qat_migration_lab import scenarios as sc
@@ -138,7 +139,8 @@ class TestQatzipPath(test_migration.NovaLabTestCase):
         trait = capabilities.compress_trait('qatzip')
         self.assertEqual('CUSTOM_MIGRATION_COMPRESS_QATZIP', trait)
         for host in self.nlab.lab.hosts:
-            caps = self.cloud.computes[host.name].driver._qat_caps
+            caps = introspect.capabilities(
+                self.cloud.computes[host.name].driver)
             self.assertIn('qatzip', caps.multifd_methods, host.name)
             self.assertIn(trait, self.cloud._get_provider_traits(
                 self.cloud.provider_uuid(host.name)), host.name)
@@ -148,7 +150,7 @@ class TestQatzipPath(test_migration.NovaLabTestCase):
         self.addDetail('run', testtools.content.text_content(json.dumps(
             {k: v for k, v in res.to_dict().items() if k != 'report'},
             default=str)))
-        self.assertEqual(self.runner.OUTCOME_COMPLETED, res.outcome,
+        self.assertEqual(self.measure.OUTCOME_COMPLETED, res.outcome,
                          'migration did not complete: %s' % res.error)
         self.assertEqual('completed', res.migration_status)
         self.assertEqual('completed', res.report['outcome'])

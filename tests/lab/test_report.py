@@ -23,15 +23,17 @@ import testtools
 
 from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import translate
-from nova_qat_migration_lab import bench
+from nova_qat_migration_lab.bench import report
+from nova_qat_migration_lab.bench import stats
 from nova_qat_migration_lab import guest
+from nova_qat_migration_lab import measure
 from nova_qat_migration_lab import runner
 from nova_qat_migration_lab import scenarios as sc
 
 
 def _run(scenario, plan, converged, total=None, integrity='ok',
          outcome=None, repeat=0):
-    res = runner.RunResult(scenario=scenario, plan=plan, repeat=repeat)
+    res = measure.RunResult(scenario=scenario, plan=plan, repeat=repeat)
     res.converged = converged
     res.total_s = total
     res.outcome = outcome or ('completed' if converged else 'timeout')
@@ -91,7 +93,7 @@ class TestSummary(testtools.TestCase):
         return out
 
     def test_aggregate(self):
-        table = bench.aggregate(self._results())
+        table = stats.aggregate(self._results())
         cell = table['s1']['adaptive']
         self.assertEqual((3, 3, 11.0, 10.0, 12.0),
                          (cell['n'], cell['converged'], cell['median_s'],
@@ -102,7 +104,7 @@ class TestSummary(testtools.TestCase):
     def test_best_fixed_must_always_converge(self):
         # zstd1x4 is faster but failed once: the best fixed plan is the
         # fastest among those that always converged.
-        rat = bench.ratios(bench.aggregate(self._results()))
+        rat = stats.ratios(stats.aggregate(self._results()))
         self.assertEqual('xbzrle512', rat['s1']['best_fixed'])
         self.assertAlmostEqual(11.0 / 10.0, rat['s1']['adaptive_vs_best'])
         self.assertNotIn('adaptive_vs_nova', rat['s1'])
@@ -112,16 +114,16 @@ class TestSummary(testtools.TestCase):
         results = self._results()
         results.append(_run('s2', 'plain', True, 30.0, integrity='FAIL'))
         results.append(_run('s2', 'zlib1x4', False, outcome='rejected'))
-        text = bench.summary_markdown(results)
+        text = report.summary_markdown(results)
         self.assertIn('**1 FAILED**', text)
         self.assertIn('Integrity failures: 1. Plans rejected by libvirt: 1.',
                       text)
         self.assertIn('Geometric mean of adaptive/nova_default over the 1',
                       text)
-        self.assertEqual(2, len(bench.failures(results)))
+        self.assertEqual(2, len(report.failures(results)))
 
     def _done(self, results, scope, number):
-        return [c for c in bench.done_checks(results)
+        return [c for c in stats.done_checks(results)
                 if c['scope'] == scope and c['check'] == number][0]
 
     def test_done_checks(self):
@@ -136,7 +138,7 @@ class TestSummary(testtools.TestCase):
         self.assertIn('geomean 5.00x over 1 scenario(s)', check['detail'])
         self.assertTrue(self._done(results, 'overall', 4)['passed'])
         self.assertTrue(self._done(results, 'overall', 5)['passed'])
-        text = bench.summary_markdown(results)
+        text = report.summary_markdown(results)
         self.assertIn('## Done checks', text)
         self.assertNotIn('**FAIL**', text.split('## Done checks')[1])
 
@@ -148,6 +150,7 @@ class TestSummary(testtools.TestCase):
                     r['converged'], r['total_s'] = False, None
                     r['outcome'] = 'timeout'
                 r['effective_plan'] = 'adaptive[none] downtime<=300ms'
+                r['report'] = {'effective_plan': {'max_downtime_ms': 300}}
                 r['downtime_ms'] = 350 if r['repeat'] == 2 else 100
             if r['scenario'] == 's2' and r['plan'] == 'adaptive':
                 r['total_s'] = 25.0
@@ -171,7 +174,7 @@ class TestSummary(testtools.TestCase):
         self.assertFalse(check['passed'])
         self.assertIn('plain', check['detail'])
         self.assertNotIn('nova_default', check['detail'])
-        self.assertIn('| overall | 5.', bench.summary_markdown(results))
+        self.assertIn('| overall | 5.', report.summary_markdown(results))
 
     def test_guest_impact_columns(self):
         results = self._results()
@@ -182,13 +185,13 @@ class TestSummary(testtools.TestCase):
             if r['plan'] == 'xbzrle512':
                 r['guest'].update(post_copy=True, postcopy_s=2.5,
                                   max_throttle_pct=30)
-        table = bench.aggregate(results)
+        table = stats.aggregate(results)
         cell = table['s1']['xbzrle512']
         self.assertEqual((0.5, 3.0, 30, 3, 2.5),
                          (cell['guest_vs_before'], cell['guest_lost_s'],
                           cell['max_throttle_pct'], cell['post_copy'],
                           cell['postcopy_s']))
-        text = bench.summary_markdown(results)
+        text = report.summary_markdown(results)
         self.assertIn('| xbzrle512 | 50% | 40% | 3.0 | 100 | 30% | '
                       '3/3 (2.5 s) |', text)
 
@@ -201,7 +204,7 @@ class TestSummary(testtools.TestCase):
         samples += [(100 + k, 50.0 + k, 100000 + 250 * k, 250.0)
                     for k in range(1, 7)]
         samples.append((112.0, 62.0, 101500 + 500, 83.0))
-        out = runner.guest_impact(
+        out = measure.guest_impact(
             samples, start=100.2, end=110.0, nominal=2000, stat_s=1,
             postcopy_at=106.5,
             report={'monitor': {'max_throttle_pct': 0, 'post_copy': True}})
@@ -224,7 +227,7 @@ class TestSummary(testtools.TestCase):
         samples = [(t, t, 1200 * t, 1200.0) for t in range(7, 11)]
         samples += [(10 + k, 10.0 + k, 12000 + 800 * k, 800.0)
                     for k in range(1, 6)]
-        out = runner.guest_impact(samples, start=10.1, end=15.0,
+        out = measure.guest_impact(samples, start=10.1, end=15.0,
                                   nominal=1000)
         self.assertAlmostEqual(1200.0, out['before_rate'])
         self.assertEqual(1000.0, out['reference_rate'])
@@ -232,7 +235,7 @@ class TestSummary(testtools.TestCase):
         self.assertEqual(1.0, out['lost_s'])
 
     def test_guest_impact_without_samples(self):
-        out = runner.guest_impact([], 10.0, 20.0, nominal=5)
+        out = measure.guest_impact([], 10.0, 20.0, nominal=5)
         self.assertIsNone(out['during_rate'])
         self.assertIsNone(out['before_rate'])
 
@@ -249,10 +252,10 @@ class TestSummary(testtools.TestCase):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            self.skipTest('matplotlib not installed (the lab extra)')
+            self.skipTest('matplotlib not installed (lab/requirements.txt)')
         tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, tmp, True)
-        path = bench.chart(self._results(), os.path.join(tmp, 'c.png'), 60)
+        path = report.chart(self._results(), os.path.join(tmp, 'c.png'), 60)
         with open(path, 'rb') as f:
             self.assertEqual(b'\x89PNG', f.read(4))
 

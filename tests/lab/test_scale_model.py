@@ -20,7 +20,8 @@ import dataclasses
 
 import testtools
 
-from nova_qat_migration_lab import bench
+from nova_qat_migration_lab.bench import report
+from nova_qat_migration_lab.bench import scale
 from nova_qat_migration_lab import drain_bench
 from nova_qat_migration_lab import scenarios as sc
 
@@ -72,8 +73,8 @@ class ScaleScenariosTest(testtools.TestCase):
         self.assertTrue(sc.check_scale_scenario(sc.SCENARIOS['text-rewrite']))
 
     def test_completion_timeout_is_novas_per_gib(self):
-        scale = sc.SCENARIOS['scale-text']
-        self.assertEqual(800 * 2.0, scale.completion_timeout_s(60.0))
+        scenario = sc.SCENARIOS['scale-text']
+        self.assertEqual(800 * 2.0, scenario.completion_timeout_s(60.0))
         zero = sc.SCENARIOS['scale-zero']
         self.assertEqual(800 * 2.0, zero.completion_timeout_s(60.0))
         self.assertEqual(60.0, sc.SCENARIOS['text-rewrite']
@@ -94,16 +95,16 @@ class FloorTest(testtools.TestCase):
         scenario = sc.SCENARIOS['scale-text']
         expected = (1280 + 384) * 0.3 / (250e6 / 8 / 2 ** 20)
         self.assertAlmostEqual(expected,
-                               bench.physical_floor_s(scenario, 0.3))
+                               scale.physical_floor_s(scenario, 0.3))
         self.assertAlmostEqual(16.75, expected, places=1)
 
     def test_best_ratio_is_the_smallest_measured(self):
         runs = [_run('scale-text', 'adaptive', 30, ratio=0.45),
                 _run('scale-text', 'plain', 90, ratio=0.31),
                 _run('scale-random', 'plain', 90, ratio=0.97)]
-        self.assertEqual(0.31, bench.best_ratio(runs, 'scale-text'))
-        self.assertEqual(0.97, bench.best_ratio(runs, 'scale-random'))
-        self.assertEqual(1.0, bench.best_ratio(runs, 'scale-zero'))
+        self.assertEqual(0.31, scale.best_ratio(runs, 'scale-text'))
+        self.assertEqual(0.97, scale.best_ratio(runs, 'scale-random'))
+        self.assertEqual(1.0, scale.best_ratio(runs, 'scale-zero'))
 
 
 class OracleTest(testtools.TestCase):
@@ -125,7 +126,7 @@ class OracleTest(testtools.TestCase):
         return out
 
     def test_median_min_max_and_the_two_best_fixed(self):
-        entry = bench.oracle(self.runs())['scale-text']
+        entry = scale.oracle(self.runs())['scale-text']
         rows = {r['plan']: r for r in entry['rows']}
         self.assertEqual(['adaptive', 'nova_default', 'zstd1x4',
                           'xbzrle512'], [r['plan'] for r in entry['rows']])
@@ -136,21 +137,21 @@ class OracleTest(testtools.TestCase):
         self.assertEqual('zstd1x4', entry['best_fixed'])
         self.assertAlmostEqual(31.0 / 30.4, entry['adaptive_vs_oracle'])
         self.assertEqual(3, entry['repeats'])
-        floor = bench.physical_floor_s(sc.SCENARIOS['scale-text'], 0.3)
+        floor = scale.physical_floor_s(sc.SCENARIOS['scale-text'], 0.3)
         self.assertAlmostEqual(31.0 / floor, rows['adaptive']['vs_floor'])
 
     def test_markdown_shows_the_noise_and_too_few_repeats(self):
-        text = '\n'.join(bench.oracle_markdown(self.runs()))
+        text = '\n'.join(scale.oracle_markdown(self.runs()))
         self.assertIn('| adaptive | 31.0 | 30.0-33.0 | 3/3 |', text)
         self.assertIn('adaptive / oracle (zstd1x4): 1.02', text)
         self.assertNotIn('only', text)
         one = [r for r in self.runs() if r['repeat'] == 0]
         self.assertIn('only 1 repeat(s)',
-                      '\n'.join(bench.oracle_markdown(one)))
+                      '\n'.join(scale.oracle_markdown(one)))
 
     def test_in_the_summary(self):
         self.assertIn('## Oracle and physical floor',
-                      bench.summary_markdown(self.runs()))
+                      report.summary_markdown(self.runs()))
 
 
 class LinkCalibrationTest(testtools.TestCase):
@@ -166,7 +167,7 @@ class LinkCalibrationTest(testtools.TestCase):
         return out
 
     def test_wire_rate_against_link(self):
-        rows = bench.link_calibration(self.runs((0.95, 0.93, 0.6, 0.3)))
+        rows = scale.link_calibration(self.runs((0.95, 0.93, 0.6, 0.3)))
         zstd = [r for r in rows if r['plan'] == 'zstd1x4']
         self.assertEqual([100, 250, 500, 1000],
                          [r['link_mbit'] for r in zstd])
@@ -174,11 +175,11 @@ class LinkCalibrationTest(testtools.TestCase):
         self.assertAlmostEqual(232.5, zstd[1]['wire_mbit'])
 
     def test_knee(self):
-        rows = bench.link_calibration(self.runs((0.95, 0.93, 0.6, 0.3)))
-        self.assertEqual(250, bench.cores_not_bottleneck_below(rows))
-        rows = bench.link_calibration(self.runs((0.5, 0.93, 0.9, 0.9)))
-        self.assertIsNone(bench.cores_not_bottleneck_below(rows))
-        self.assertIn('up to: 250 Mbit/s', bench.link_calibration_markdown(
+        rows = scale.link_calibration(self.runs((0.95, 0.93, 0.6, 0.3)))
+        self.assertEqual(250, scale.cores_not_bottleneck_below(rows))
+        rows = scale.link_calibration(self.runs((0.5, 0.93, 0.9, 0.9)))
+        self.assertIsNone(scale.cores_not_bottleneck_below(rows))
+        self.assertIn('up to: 250 Mbit/s', scale.link_calibration_markdown(
             self.runs((0.95, 0.93, 0.6, 0.3))))
 
 

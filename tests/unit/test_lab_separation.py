@@ -14,11 +14,18 @@
 ``nova_qat_migration`` is what nova-compute loads; the real-migration lab
 (``nova_qat_migration_lab``: Nova's test harness, root, network
 namespaces) builds on it and must never be pulled in by it, not even
-behind a ``try``.
+behind a ``try``. Nor is it shipped with it: the lab is a distribution of
+its own (``lab/setup.cfg``), and the product's wheel carries neither the
+lab nor the guest's C source.
 """
 
 import ast
+import configparser
 import pathlib
+import subprocess
+import sys
+import tempfile
+import zipfile
 
 import testtools
 
@@ -26,6 +33,25 @@ import nova_qat_migration
 
 LAB = 'nova_qat_migration_lab'
 PRODUCT = pathlib.Path(nova_qat_migration.__file__).resolve().parent
+CHECKOUT = PRODUCT.parent
+
+
+def build_wheel(source: pathlib.Path, out: str) -> zipfile.ZipFile:
+    """The wheel ``pip wheel`` builds from ``source`` (as ``pip install``
+    would install it).
+    """
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pip', 'wheel', '--quiet', '--no-deps',
+         '--wheel-dir', out, str(source)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=300)
+    if proc.returncode:
+        raise AssertionError('pip wheel %s failed:\n%s'
+                             % (source, proc.stdout[-4000:]))
+    wheels = list(pathlib.Path(out).glob('*.whl'))
+    if len(wheels) != 1:
+        raise AssertionError('expected one wheel in %s: %s' % (out, wheels))
+    return zipfile.ZipFile(wheels[0])
 
 
 def _names(node):
@@ -101,3 +127,49 @@ class TestLabSeparation(testtools.TestCase):
                        'import nova_qat_migration_laboratory',
                        'from . import cli'):
             self.assertEqual([], lab_imports(source), source)
+
+
+class TestDistributions(testtools.TestCase):
+    """What ``pip install .`` puts on a compute node, and what the lab's
+    own distribution carries.
+    """
+
+    def _wheel(self, source):
+        out = tempfile.mkdtemp(prefix='nqm-wheel-')
+        self.addCleanup(subprocess.run, ['rm', '-rf', out])
+        wheel = build_wheel(source, out)
+        self.addCleanup(wheel.close)
+        return wheel
+
+    def test_product_wheel_has_no_lab_and_no_c_source(self):
+        wheel = self._wheel(CHECKOUT)
+        names = wheel.namelist()
+        self.assertIn('nova_qat_migration/cmd/cli.py', names)
+        self.assertIn('nova/virt/qat_migration.py', names)
+        self.assertEqual([], [n for n in names if LAB in n])
+        self.assertEqual([], [n for n in names if n.endswith(('.c', '.h'))])
+        entry_points = [n for n in names if n.endswith('entry_points.txt')]
+        self.assertEqual(1, len(entry_points))
+        self.assertNotIn('nova-qat-migration-lab',
+                         wheel.read(entry_points[0]).decode())
+
+    def test_lab_wheel_carries_the_lab_and_its_guest(self):
+        names = self._wheel(CHECKOUT / 'lab').namelist()
+        self.assertIn(LAB + '/cli.py', names)
+        self.assertIn(LAB + '/faults/checks.py', names)
+        self.assertIn(LAB + '/bench/stats.py', names)
+        self.assertIn(LAB + '/data/dirtier.c', names)
+        self.assertEqual([], [n for n in names
+                              if n.startswith('nova_qat_migration/')])
+
+    def test_setup_cfgs_declare_one_package_each(self):
+        product = configparser.ConfigParser()
+        product.read(CHECKOUT / 'setup.cfg')
+        lab = configparser.ConfigParser()
+        lab.read(CHECKOUT / 'lab' / 'setup.cfg')
+        self.assertEqual(['nova_qat_migration'],
+                         product['files']['packages'].split())
+        self.assertEqual([LAB], lab['files']['packages'].split())
+        self.assertNotIn('tools/guest', product['files']['data_files'])
+        self.assertIn('nova-qat-migration-lab = nova_qat_migration_lab.cli',
+                      lab['entry_points']['console_scripts'])
