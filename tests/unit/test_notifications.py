@@ -112,7 +112,7 @@ class PayloadTest(testtools.TestCase):
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 #: One committed sample per event (its payload version inside), shown in
-#: doc/source/notifications.rst.
+#: doc/source/admin/notifications.rst.
 SAMPLE = os.path.join(ROOT, 'doc', 'notification_samples',
                       'qat_migration-live_migration-end.json')
 

@@ -72,9 +72,6 @@ LAYERS = {
         _EXC, 'nova_qat_migration.history', _OUT, _POLICY,
         'nova_qat_migration.qat', 'nova_qat_migration.replay', _TIMELINE,
         'nova_qat_migration.virt'],
-    # Transition shim for the lab (re-exports virt.libvirt.report); the
-    # lead removes it when the lab reads the new path.
-    'nova_qat_migration.report': [_OUT, 'nova_qat_migration.virt'],
 }
 
 #: Imports that break a layer today, each with the reason it stays:
