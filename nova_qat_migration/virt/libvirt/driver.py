@@ -428,6 +428,12 @@ class QATMigrationMixin(host.QATHostMixin):
                 block_migration, migrate_data, future, disk_paths)
         finally:
             self._qat_local.session = None
+            # NOTE(qat-migration): the proxy and its Guest refer to each
+            # other; the cycle would keep the session (its facts, XMLs,
+            # time series) alive until a full garbage collection, which a
+            # nova-compute with millions of long-lived objects runs
+            # rarely: its memory grew with every migration.
+            domain._qat_guest = None
 
     def _get_migration_flags(self, is_block_migration: bool) -> int:
         """This migration's flags inside its monitor, else Nova's."""
