@@ -16,5 +16,9 @@ fi
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
 "$VENV/bin/pip" install -q -c constraints.txt -r requirements.txt \
     -r test-requirements.txt -r doc/requirements.txt -r lab/requirements.txt
-"$VENV/bin/pip" install -q --no-deps -c constraints.txt . ./lab
+# The product first, then the lab: upgrading a venv whose product still
+# carried the lab (before it became its own distribution) must not let the
+# product's uninstall remove the lab just installed.
+"$VENV/bin/pip" install -q --no-deps -c constraints.txt .
+"$VENV/bin/pip" install -q --no-deps -c constraints.txt ./lab
 echo "bootstrap: $("$VENV/bin/python" --version), nova $("$VENV/bin/python" -c 'import nova.version as v; print(v.version_string())')"
