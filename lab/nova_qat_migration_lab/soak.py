@@ -214,7 +214,10 @@ def summarize(rows: list) -> dict:
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument('--migrations', type=int, default=52)
+    parser.add_argument('--migrations', type=int, default=52,
+                        help='live migrations to run back and forth '
+                             '(default 52; the bar is measured from the '
+                             '10th to the last)')
     parser.add_argument('--out', help='output directory (default '
                                       'benchmarks/soak below the '
                                       'repository root)')
