@@ -44,6 +44,7 @@ from oslo_log import log as logging
 
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
+from nova_qat_migration import exception
 from nova_qat_migration.qat import placement
 from nova_qat_migration.virt.libvirt import passthrough
 
@@ -205,7 +206,7 @@ def _qmp_exchange(binary: str, commands: list,
     return replies[1:]
 
 
-class QMPReplyError(ValueError):
+class QMPReplyError(exception.QATMigrationError, ValueError):
     """A QMP reply that does not answer the question asked."""
 
 

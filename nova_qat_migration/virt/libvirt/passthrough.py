@@ -28,6 +28,8 @@ from typing import Any, Mapping, Optional
 
 from lxml import etree
 
+from nova_qat_migration import exception
+
 QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
 _Q = '{%s}' % QEMU_NS
 _GLOBAL_PREFIX = 'migration.multifd-'
@@ -126,7 +128,7 @@ def clean_params(params: Mapping) -> dict:
     return out
 
 
-class PassthroughError(Exception):
+class PassthroughError(exception.QATMigrationError):
     """QEMU or libvirt refused the monitor command."""
 
 
