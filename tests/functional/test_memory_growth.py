@@ -16,9 +16,9 @@ migration to the 52nd. RSS on a shared machine is noisy and mixes in
 Nova's, eventlet's and the allocator's own behaviour; this test measures
 what matters here instead: the Python objects allocated by
 ``nova_qat_migration`` and still reachable after many migrations back and
-forth (``tracemalloc``, after a collection), with the soak's mix of guests (the adaptive
-policy, the static policy with zstd, Nova's own plan, and a static
-qatzip hop through the monitor passthrough).
+forth (``tracemalloc``, after a collection), with the soak's mix of
+guests (the adaptive policy, the static policy with zstd, Nova's own
+plan, and a static qatzip hop through the monitor passthrough).
 
 The cyclic garbage collector is off while the migrations run: a
 nova-compute holds millions of long-lived objects, so its full
