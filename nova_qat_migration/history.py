@@ -552,7 +552,7 @@ class HistoryStore:
             stack.enter_context(lockutils.lock(
                 LOCKNAME, external=True, lock_path=self.path,
                 do_log=False))
-        except Exception as exc:  # noqa: BLE001 - never fail a migration
+        except Exception as exc:  # never fail a migration
             why = str(exc)[:200]
             if self._degraded is None:
                 LOG.warning('Migration history %(file)s cannot be shared '

@@ -243,7 +243,7 @@ def _meta(args: argparse.Namespace, scenarios: list, plans: list,
     try:
         import libvirt
         meta['libvirt-python'] = libvirt.getVersion()
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:  # informational only
         pass
     return meta
 

@@ -198,7 +198,7 @@ class ReportCollector(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad record is not ours
+        except Exception:  # a bad record is not ours
             return
         if not text.startswith(outcomes.PREFIX):
             return
@@ -304,11 +304,11 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
             try:
                 compute.driver._host._conn_event_handler_queue.put(
                     _stop_thread)
-            except Exception:  # noqa: BLE001 - no such queue: nothing waits
+            except Exception:  # no such queue: nothing waits
                 pass
         try:
             self.doCleanups()
-        except Exception:  # noqa: BLE001 - tear-down is best effort
+        except Exception:  # tear-down is best effort
             LOG.exception('cloud clean-up failed')
 
     def __enter__(self) -> 'LabCloud':
@@ -508,14 +508,14 @@ class LabCloud(integrated_helpers._IntegratedTestBase):
     def delete(self, server_id: str, timeout: float = 120) -> None:
         try:
             self.api.delete_server(server_id)
-        except Exception as exc:  # noqa: BLE001 - already gone
+        except Exception as exc:  # already gone
             LOG.info('delete %s: %s', server_id, exc)
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 self.api.get_server(server_id)
-            except Exception:  # noqa: BLE001 - 404: deleted
+            except Exception:  # 404: deleted
                 return
             time.sleep(0.5)
 

@@ -298,7 +298,7 @@ class SourceWatch:
         now = time.monotonic()
         try:
             state, reason = self.dom.state()[:2]
-        except Exception:  # noqa: BLE001 - libvirtError: the domain left
+        except Exception:  # libvirtError: the domain left
             self.gone_at = now
             return False
         if state == VIR_DOMAIN_SHUTOFF:

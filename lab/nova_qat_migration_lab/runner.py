@@ -298,7 +298,7 @@ class GuestSession:
                     self.server_id))
             console.open()
             return console
-        except Exception:  # noqa: BLE001 - only a measurement
+        except Exception:  # only a measurement
             LOG.exception('destination console of %s', self.server_id)
             return None
 
@@ -417,7 +417,7 @@ class GuestSession:
             postcopy_console.close()
         try:
             self.reattach()
-        except Exception as exc:  # noqa: BLE001 - no domain anywhere
+        except Exception as exc:  # no domain anywhere
             result.integrity = 'lost'
             result.error = result.error or 'guest not found: %s' % exc
             return result
@@ -439,7 +439,7 @@ class GuestSession:
                 stat_s=self.scenario.stat_s, postcopy_at=watch.postcopy_at,
                 paused_at=watch.paused_at, report=result.report,
                 before_from=free_from)
-        except Exception as exc:  # noqa: BLE001 - a measurement, not the run
+        except Exception as exc:  # a measurement, not the run
             LOG.exception('guest impact of %s', spec.name)
             result.guest = {'error': repr(exc)}
         ok, verdict = self.verify()

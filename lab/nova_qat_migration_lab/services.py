@@ -410,7 +410,7 @@ class ServiceCloud:
         try:
             if self._api_answers('nova-api'):
                 done += self._delete_servers()
-        except Exception as exc:  # noqa: BLE001 - best effort
+        except Exception as exc:  # best effort
             done.append('servers not deleted: %s' % exc)
         for conn in self._conns.values():
             with contextlib.suppress(Exception):
@@ -515,7 +515,7 @@ class ServiceCloud:
         try:
             for svc in self.compute_services():
                 out['compute %s' % svc['host']] = svc['state']
-        except Exception as exc:  # noqa: BLE001 - informational
+        except Exception as exc:  # informational
             out['compute services'] = 'unknown: %s' % exc
         return out
 
@@ -1529,7 +1529,7 @@ class _Background:
         def target() -> None:
             try:
                 self._value = func(*args)
-            except BaseException as exc:  # noqa: BLE001 - re-raised
+            except BaseException as exc:  # re-raised
                 self._error = exc
 
         self._thread = threading.Thread(target=target, daemon=True)
@@ -1545,7 +1545,7 @@ class _Background:
 def _find_or_create_role(ks: Any, name: str) -> Any:
     try:
         return ks.roles.find(name=name)
-    except Exception:  # noqa: BLE001 - keystoneclient's NotFound
+    except Exception:  # keystoneclient's NotFound
         return ks.roles.create(name)
 
 

@@ -141,7 +141,7 @@ def run(migrations: int, out_path: str, echo: Any = print) -> list:
         for session in sessions.values():
             try:
                 session.destroy()
-            except Exception:  # noqa: BLE001 - tear-down
+            except Exception:  # tear-down
                 pass
         if tree is not None:
             cloud.compute_extra.get(cloud.lab.hosts[0].name, {}).pop(
@@ -170,7 +170,7 @@ def _one(cloud: services.ServiceCloud, session: runner.GuestSession,
     }
     try:
         row['globals'] = _globals(cloud, session.server_id)
-    except Exception as exc:  # noqa: BLE001 - recorded
+    except Exception as exc:  # recorded
         row['globals'] = {'error': repr(exc)}
     return row
 

@@ -119,7 +119,7 @@ class Notifications:
         try:
             self.listener.stop()
             self.listener.wait()
-        except Exception:  # noqa: BLE001 - at exit
+        except Exception:  # at exit
             pass
 
     def wait_for(self, instance_uuid, timeout=60.0):

@@ -462,7 +462,7 @@ def _returns_within(test, seconds, func, *args, fifos=()):
     def run():
         try:
             out.append((func(*args), None))
-        except BaseException as exc:  # noqa: BLE001 - handed back below
+        except BaseException as exc:  # handed back below
             out.append((None, exc))
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -569,7 +569,7 @@ class SaneBoundsTest(base.TestCase):
     def _raised(self, func, *args, fifos=()):
         try:
             _returns_within(self, 10, func, *args, fifos=fifos)
-        except Exception as exc:  # noqa: BLE001 - handed to the test
+        except Exception as exc:  # handed to the test
             return exc
         return None
 

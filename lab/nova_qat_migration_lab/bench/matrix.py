@@ -96,7 +96,7 @@ def _run_scenario(nlab: runner.NovaLab, scenario: sc.Scenario,
             try:
                 res = session.migrate(sc.PLANS[name], timeout_s=timeout_s,
                                       repeat=repeat).to_dict()
-            except Exception as exc:  # noqa: BLE001 - recorded, not hidden
+            except Exception as exc:  # recorded, not hidden
                 LOG.exception('run %s/%s failed', scenario.name, name)
                 res = measure.RunResult(scenario=scenario.name, plan=name,
                                        repeat=repeat, error=repr(exc),
@@ -114,7 +114,7 @@ def _run_scenario(nlab: runner.NovaLab, scenario: sc.Scenario,
                      stats.fmt(stats.mb(res['wire_bytes']), 0),
                      stats.fmt(res['src_cpu_s']), res['integrity'],
                      res['effective_plan']))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         LOG.exception('scenario %s failed', scenario.name)
         res = measure.RunResult(scenario=scenario.name, plan='(boot)',
                                repeat=repeat, error=repr(exc)).to_dict()

@@ -133,12 +133,12 @@ def _where(ctx: FaultContext) -> dict:
         info: dict = {'defined': False, 'running': False}
         try:
             conn = ctx.lab.connect(host)
-        except Exception as exc:  # noqa: BLE001 - a daemon down
+        except Exception as exc:  # a daemon down
             out[host.name] = {'error': str(exc)}
             continue
         try:
             dom = conn.lookupByUUIDString(ctx.server_id)
-        except Exception:  # noqa: BLE001 - not there
+        except Exception:  # not there
             dom = None
         if dom is not None:
             state = tuple(dom.state())

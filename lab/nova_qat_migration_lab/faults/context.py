@@ -172,7 +172,7 @@ class FaultContext:
         """The source's migration job statistics ({} when none runs)."""
         try:
             stats = self.source_domain().jobStats()
-        except Exception:  # noqa: BLE001 - the domain left: no job
+        except Exception:  # the domain left: no job
             return {}
         return stats if stats.get('type') == 2 else {}
 
@@ -189,7 +189,7 @@ class FaultContext:
     def source_state(self) -> tuple:
         try:
             return tuple(self.source_domain().state())
-        except Exception:  # noqa: BLE001
+        except Exception:
             return (0, 0)
 
     def in_post_copy(self) -> bool:
@@ -200,7 +200,7 @@ class FaultContext:
         if self._conn is not None:
             try:
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - a killed daemon's socket
+            except Exception:  # a killed daemon's socket
                 pass
         self._conn = self._src_dom = None
 

@@ -207,7 +207,7 @@ class SourceComputeRestarted(Fault):
         try:
             restart_compute(ctx.cloud, ctx.source)
             ctx.event('nova-compute on %s started again' % ctx.source.name)
-        except Exception as exc:  # noqa: BLE001 - recorded, checked after
+        except Exception as exc:  # recorded, checked after
             LOG.exception('compute restart failed')
             ctx.event('nova-compute restart failed: %s' % exc)
             ctx.state['restart_error'] = str(exc)
@@ -377,7 +377,7 @@ def _restore_later(ctx: FaultContext, delay: float,
     def run() -> None:
         try:
             restore(ctx)
-        except Exception as exc:  # noqa: BLE001 - recorded
+        except Exception as exc:  # recorded
             ctx.event('restore failed: %s' % exc)
     timer = threading.Timer(delay, run)
     timer.daemon = True
@@ -391,7 +391,7 @@ def _restore_rate(ctx: FaultContext) -> None:
         ctx.session.reattach()
         ctx.session.console.set_rate(ctx.session.scenario.rate, timeout=20)
         ctx.event('guest back to RATE %d' % ctx.session.scenario.rate)
-    except Exception as exc:  # noqa: BLE001 - the guest may be gone
+    except Exception as exc:  # the guest may be gone
         ctx.event('could not restore the guest rate: %s' % exc)
 
 
@@ -402,7 +402,7 @@ def _wait_nova_connection(ctx: FaultContext, host: hosts_mod.LabHost,
         try:
             ctx.cloud.connection(host).getVersion()
             return
-        except Exception:  # noqa: BLE001 - reconnecting
+        except Exception:  # reconnecting
             time.sleep(0.5)
     ctx.event('Nova\'s compute on %s did not reconnect' % host.name)
 
@@ -438,7 +438,7 @@ def restart_compute(cloud: cloud_mod.LabCloud,
     try:
         old.driver._host._conn_event_handler_queue.put(
             cloud_mod._stop_thread)
-    except Exception:  # noqa: BLE001 - no such thread
+    except Exception:  # no such thread
         pass
     return cloud.start_lab_compute(host)
 

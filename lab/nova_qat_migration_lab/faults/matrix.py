@@ -86,7 +86,7 @@ def run_fault(nlab: runner.NovaLab, session: runner.GuestSession,
                     return
                 try:
                     fault.inject(ctx, elapsed)
-                except Exception as exc:  # noqa: BLE001 - recorded
+                except Exception as exc:  # recorded
                     # Not a fault that happened: the row says fired False.
                     LOG.exception('fault %s failed', fault.name)
                     ctx.state['fault_error'] = str(exc)
@@ -94,31 +94,31 @@ def run_fault(nlab: runner.NovaLab, session: runner.GuestSession,
 
             res = session.migrate(run_spec, timeout_s=timeout_s,
                                   during=during)
-        except Exception as exc:  # noqa: BLE001 - the checks say what
+        except Exception as exc:  # the checks say what
             LOG.exception('fault run %s/%s', fault.name, spec.name)
             ctx.error = '%s: %s' % (type(exc).__name__, exc)
             ctx.event('run raised %s' % ctx.error)
         finally:
             try:
                 fault.restore(ctx)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 LOG.exception('restore of %s failed', fault.name)
                 ctx.event('restore failed: %s' % exc)
             ctx.close()
         if res is None:
             try:
                 session.reattach()
-            except Exception:  # noqa: BLE001 - the guest may be gone
+            except Exception:  # the guest may be gone
                 pass
         try:
             found = checks.check(ctx, res)
-        except Exception as exc:  # noqa: BLE001 - e.g. a domain vanished
+        except Exception as exc:  # e.g. a domain vanished
             LOG.exception('checks after %s/%s', fault.name, spec.name)
             found = [Check('checks', False, 'the checks raised %s: %s'
                             % (type(exc).__name__, exc))]
         try:
             found += fault.checks(ctx)
-        except Exception as exc:  # noqa: BLE001 - a check that broke
+        except Exception as exc:  # a check that broke
             found.append(Check('%s_checks' % fault.name, False, str(exc)))
     return make_row(fault, spec, nlab.driver, ctx, res, found, started)
 
@@ -164,20 +164,20 @@ def force_cleanup(nlab: runner.NovaLab, server_id: str) -> None:
     """
     try:
         nlab.cloud.delete(server_id)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         LOG.warning('delete %s: %s', server_id, exc)
     for host in nlab.lab.hosts:
         try:
             conn = nlab.lab.connect(host)
             dom = conn.lookupByUUIDString(server_id)
-        except Exception:  # noqa: BLE001 - gone: good
+        except Exception:  # gone: good
             continue
         try:
             if dom.isActive():
                 dom.destroy()
             if dom.isPersistent():
                 dom.undefine()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             LOG.warning('cleanup of %s on %s: %s', server_id, host.name, exc)
         finally:
             conn.close()
@@ -233,7 +233,7 @@ def _run_cell(nlab: runner.NovaLab, fault: injectors.Fault, spec: sc.PlanSpec,
         name='fault-%s-%s' % (fault.name, spec.name))
     try:
         session.boot()
-    except Exception as exc:  # noqa: BLE001 - recorded as the cell's
+    except Exception as exc:  # recorded as the cell's
         row = make_row(fault, spec, nlab.driver, None, None,
                        [Check('boot', False, str(exc))], time.time())
         if session.server_id:
@@ -241,7 +241,7 @@ def _run_cell(nlab: runner.NovaLab, fault: injectors.Fault, spec: sc.PlanSpec,
         return row
     try:
         return run_fault(nlab, session, fault, spec, timeout_s)
-    except Exception as exc:  # noqa: BLE001 - the next cell still runs
+    except Exception as exc:  # the next cell still runs
         LOG.exception('cell %s/%s', fault.name, spec.name)
         return make_row(fault, spec, nlab.driver, None, None,
                         [Check('run', False, '%s: %s' % (

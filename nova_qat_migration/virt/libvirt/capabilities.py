@@ -332,7 +332,7 @@ def _ask_domain(domain: Any, command: str) -> Any:
         # The one sender of QMP through libvirt (and the tests' seam).
         reply = passthrough._monitor(domain,
                                      json.dumps({'execute': command}))
-    except Exception as exc:  # noqa: BLE001 - libvirtError, no binding
+    except Exception as exc:  # libvirtError, no binding
         raise QMPReplyError('%s: %s' % (command, exc))
     try:
         answer = json.loads(reply)
@@ -345,7 +345,7 @@ def _ask_domain(domain: Any, command: str) -> Any:
 def _domain_name(domain: Any) -> str:
     try:
         return domain.name()
-    except Exception as exc:  # noqa: BLE001 - libvirtError; only for a log
+    except Exception as exc:  # libvirtError; only for a log
         LOG.debug('Domain name unreadable: %s', exc)
         return '?'
 
@@ -385,7 +385,7 @@ def _idle(domain: Any) -> bool:
     """
     try:
         return domain.jobInfo()[0] == VIR_DOMAIN_JOB_NONE
-    except Exception as exc:  # noqa: BLE001 - libvirtError: gone, or
+    except Exception as exc:  # libvirtError: gone, or
         # cannot tell (the binding's error class is not imported here)
         LOG.debug('Domain job unreadable, domain skipped: %s', exc)
         return False
@@ -403,7 +403,7 @@ def probe_running_domains(conn: Any, qemu_version: tuple[int, int, int],
     """
     try:
         domains = conn.listAllDomains(VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         LOG.warning('Could not list the running domains to ask their QEMU '
                     'for its multifd compression methods: %s', exc)
         return None
@@ -468,7 +468,7 @@ def probe_local_binary(binary: Optional[str],
 def _libvirt_emulator(conn: Any) -> Optional[str]:
     try:
         return emulator_from_capabilities(conn.getCapabilities())
-    except Exception as exc:  # noqa: BLE001 - any libvirt failure
+    except Exception as exc:  # any libvirt failure
         LOG.warning('Could not read libvirt capabilities: %s', exc)
         return None
 

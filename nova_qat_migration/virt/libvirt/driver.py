@@ -165,7 +165,7 @@ class QATMigrationMixin(host.QATHostMixin):
                 if self._qat_policies is None:
                     try:
                         self._qat_start()
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         LOG.warning('Live-migration planner unavailable '
                                     '(%s); Nova\'s own plan is used.', exc)
                         return False
@@ -259,7 +259,7 @@ class QATMigrationMixin(host.QATHostMixin):
             requested = policy.plan(facts)
             # A plugin's plan is checked before anything translates it.
             base.validate_plan(requested)
-        except Exception:  # noqa: BLE001 - a plugin bug must not fail LM
+        except Exception:  # a plugin bug must not fail LM
             LOG.exception('Migration policy %s failed; using %s',
                           policy.name, NOVA_DEFAULT, instance=instance)
             policy = nova_policy
@@ -268,7 +268,7 @@ class QATMigrationMixin(host.QATHostMixin):
         nova_call = translate.to_libvirt(nova_plan, facts)
         try:
             call = translate.to_libvirt(requested, facts)
-        except Exception:  # noqa: BLE001
+        except Exception:
             LOG.exception('Could not translate plan %s; using Nova\'s',
                           requested.describe(), instance=instance)
             call = nova_call
@@ -315,7 +315,7 @@ class QATMigrationMixin(host.QATHostMixin):
                     self._qat_budget.reserve(session)
                     session.budget = self._qat_budget
                     stack.callback(self._qat_budget.release, session)
-            except Exception:  # noqa: BLE001 - never worse than Nova
+            except Exception:  # never worse than Nova
                 LOG.exception('Live-migration planning failed; Nova\'s own '
                               'plan is used.', instance=instance)
                 stack.close()
@@ -352,7 +352,7 @@ class QATMigrationMixin(host.QATHostMixin):
             try:
                 lease = stack.enter_context(
                     self._qat_manager.lease(session.instance_uuid))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 LOG.warning('QAT lease failed: %s', exc,
                             instance=session.instance)
         if lease is not None:

@@ -117,7 +117,7 @@ def destination(context: Any, reportclient: Any, dest: str,
             traits |= set(reportclient.get_provider_traits(
                 context, cn.uuid).traits)
         return capabilities.destination_from_traits(traits)
-    except Exception as exc:  # noqa: BLE001 - unknown is a valid answer
+    except Exception as exc:  # unknown is a valid answer
         LOG.warning('Could not read the traits of destination %(dest)s '
                     '(%(exc)s): only plans needing nothing from it.',
                     {'dest': dest, 'exc': exc})
@@ -204,13 +204,13 @@ def local_disks(instance: Any, migrate_data: Any,
             copied += disk_copied
             sizes.append(size)
         return copied, tuple(sizes), 'disks'
-    except Exception as exc:  # noqa: BLE001 - a bound will do
+    except Exception as exc:  # a bound will do
         LOG.info('Local disks not read (%s): the flavor\'s disk sizes '
                  'bound the block migration\'s copy.', exc,
                  instance=instance)
     try:
         return _flavor_disks(instance, migrate_data)
-    except Exception as exc:  # noqa: BLE001 - unknown is a valid answer
+    except Exception as exc:  # unknown is a valid answer
         LOG.info('Block migration\'s disk size unknown: %s', exc,
                  instance=instance)
         return NO_DISKS
@@ -231,7 +231,7 @@ def reusable_measurement(conf: Any, instance_uuid: str, memory_mb: int,
         return None
     try:
         found = history.measurement(instance_uuid)
-    except Exception as exc:  # noqa: BLE001 - the history is optional
+    except Exception as exc:  # the history is optional
         LOG.warning('Migration history unreadable (%s): measuring.', exc)
         return None
     if found is None:
@@ -309,12 +309,12 @@ def gather(conf: Any, context: Any, instance: Any, dest: str,
                     guest()._domain, memory_mb, seconds,
                     **({} if conf.qat_migration.sample_guest_memory
                        else {'sample_pages': 0}))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 LOG.info('Guest not measured: %s', exc, instance=instance)
         if qat_manager is not None:
             try:
                 qat = qat_manager.state()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 LOG.warning('QAT state unavailable: %s', exc)
     inst = datamodel.InstanceFacts(
         uuid=instance.uuid, name=field(instance, 'name', ''),

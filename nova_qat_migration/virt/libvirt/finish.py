@@ -83,7 +83,7 @@ def report_session(session: lm_session.MigrationSession, host: str,
             request_id=request_id)
         report.emit(record, history,
                     timeline=_timeline(session, record, predicted))
-    except Exception:  # noqa: BLE001 - reporting is best effort
+    except Exception:  # reporting is best effort
         LOG.exception('Could not report the migration',
                       instance=session.instance)
 
@@ -100,7 +100,7 @@ def _prediction(session: lm_session.MigrationSession,
     try:
         return predictive.predict_dict(CONF, session.facts, session.plan,
                                        trace=trace)
-    except Exception as exc:  # noqa: BLE001 - informational only
+    except Exception as exc:  # informational only
         LOG.debug('No prediction for the report: %s', exc)
         if trace is not None:
             trace.clear()   # no half a line either
@@ -117,7 +117,7 @@ def _timeline(session: lm_session.MigrationSession, record: dict,
             session.tracker.series, record, predicted,
             display_name=qat_facts.field(session.instance, 'display_name',
                                          ''))
-    except Exception:  # noqa: BLE001 - informational only
+    except Exception:  # informational only
         LOG.exception('No timeline for the migration history',
                       instance=session.instance)
         return None

@@ -65,7 +65,7 @@ class QATHostMixin(introspect.QATIntrospectionMixin):
                                    capabilities.REPROBE_INTERVAL_S)
         try:
             return self.qat_probe_hypervisor(self._host.get_connection())
-        except Exception as exc:  # noqa: BLE001 - degrade, never fail start
+        except Exception as exc:  # degrade, never fail start
             LOG.warning('Could not probe migration capabilities (%s); only '
                         'plans that need no hypervisor feature are used.',
                         exc)
@@ -96,7 +96,7 @@ class QATHostMixin(introspect.QATIntrospectionMixin):
         try:
             self._qat_caps = capabilities.reprobe(
                 self._host.get_connection(), caps)
-        except Exception as exc:  # noqa: BLE001 - periodic, best effort
+        except Exception as exc:  # periodic, best effort
             LOG.warning('Could not re-probe the multifd compression '
                         'methods: %s', exc)
 
@@ -116,7 +116,7 @@ class QATHostMixin(introspect.QATIntrospectionMixin):
             domain = self._host.get_guest(instance)._domain
             found = capabilities.reprobe(self._host.get_connection(), caps,
                                          domain=domain)
-        except Exception as exc:  # noqa: BLE001 - plan with what we have
+        except Exception as exc:  # plan with what we have
             LOG.warning('Could not read the multifd compression methods '
                         'through the migrating domain: %s', exc,
                         instance=instance)
@@ -140,7 +140,7 @@ class QATHostMixin(introspect.QATIntrospectionMixin):
             try:
                 self._qat_manager.update_provider_tree(
                     provider_tree, nodename, allocations)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 LOG.warning('QAT inventory not updated: %s', exc)
         ours = capabilities.traits_for(self._qat_caps) if enabled else set()
         try:
@@ -162,7 +162,7 @@ class QATHostMixin(introspect.QATIntrospectionMixin):
     def _qat_make_history() -> qat_history.HistoryStore:
         try:
             return qat_history.HistoryStore.from_conf(CONF)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             LOG.warning('Migration history unavailable (%s); kept in memory',
                         exc)
             return qat_history.HistoryStore(
@@ -172,7 +172,7 @@ class QATHostMixin(introspect.QATIntrospectionMixin):
     def _qat_make_manager() -> Any:
         try:
             return qat_manager.QATManager(CONF)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             LOG.warning('QAT device manager failed to start (%s): plans use '
                         'no QAT.', exc)
             return None

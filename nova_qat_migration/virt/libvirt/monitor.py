@@ -66,7 +66,7 @@ class MonitoredDomain(lm_session.DomainProxy):
         try:
             self._qat_note_sent(stats)
             self._qat_escalate(stats)
-        except Exception:  # noqa: BLE001 - never break Nova's monitor
+        except Exception:  # never break Nova's monitor
             LOG.exception('Migration escalation failed; Nova\'s monitor '
                           'continues without it.',
                           instance=self._qat_session.instance)

@@ -57,7 +57,7 @@ class PlannedDomain(lm_session.DomainProxy):
         call = session.call
         try:
             sent_params, sent_flags = self._qat_build(call, params, flags)
-        except Exception as exc:  # noqa: BLE001 - e.g. an XML that fails
+        except Exception as exc:  # e.g. an XML that fails
             call = self._qat_degrade(call, 'plan %s could not be built (%s)'
                                      % (call.plan.describe(), exc))
             sent_params, sent_flags = self._qat_build(call, params, flags)

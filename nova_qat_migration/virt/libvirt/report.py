@@ -387,7 +387,7 @@ def emit(record: Mapping[str, Any], history: Any = None,
         # really emitted (nova-compute), not by every user of build().
         from nova_qat_migration import notifications
         notifications.emit_report(record)
-    except Exception:   # noqa: BLE001 - best effort, see docstring
+    except Exception:   # best effort, see docstring
         LOG.exception('Could not send the %s notification for %s',
                       'qat_migration.live_migration.end',
                       record.get('instance'))
@@ -396,6 +396,6 @@ def emit(record: Mapping[str, Any], history: Any = None,
             values = history_values(record)
             values['timeline'] = timeline
             history.record(record['instance'], values)
-        except Exception:   # noqa: BLE001 - best effort, see docstring
+        except Exception:   # best effort, see docstring
             LOG.exception('Could not record migration history for %s',
                           record.get('instance'))

@@ -232,7 +232,7 @@ class MigrationSession:
             conn = connect()
             self.job_watch = (conn, conn.domainEventRegisterAny(
                 domain, event_id, completed, None))
-        except Exception as exc:  # noqa: BLE001 - statistics are optional
+        except Exception as exc:  # statistics are optional
             LOG.debug('No job-completed event: %s', exc,
                       instance=self.instance)
 
@@ -244,7 +244,7 @@ class MigrationSession:
         self.job_watch = None
         try:
             conn.domainEventDeregisterAny(callback_id)
-        except Exception as exc:  # noqa: BLE001 - connection gone
+        except Exception as exc:  # connection gone
             LOG.debug('Job-completed event not deregistered: %s', exc)
 
 
