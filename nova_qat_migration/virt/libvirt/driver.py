@@ -407,7 +407,6 @@ class QATMigrationMixin(host.QATHostMixin):
                 block_migration, migrate_data, future, disk_paths)
         domain = lm_monitor.MonitoredDomain(guest._domain, session)
         planned_guest = libvirt_guest.Guest(domain)
-        domain._qat_guest = planned_guest
 
         session.watch_job(self._host.get_connection, guest._domain)
 
@@ -421,6 +420,8 @@ class QATMigrationMixin(host.QATHostMixin):
             session.rolled_back(kwargs.get('migration_status'))
             return recover_method(*args, **kwargs)
 
+        # The cycle this makes is broken in ``finally``, below.
+        domain._qat_guest = planned_guest
         self._qat_local.session = session
         try:
             return super()._live_migration_monitor(
