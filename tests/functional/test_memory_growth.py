@@ -41,7 +41,7 @@ from tests.functional import test_qat_passthrough
 
 #: Migrations in all (traced from :data:`WARM` on: tracing Nova's whole
 #: stack makes each migration several times slower).
-MIGRATIONS = 24
+MIGRATIONS = 16
 #: The first migrations warm up what is loaded once (policies, Nova's and
 #: oslo's lazy state); growth is measured from here to the last.
 WARM = 8
@@ -75,7 +75,8 @@ class MemoryGrowthTest(test_qat_passthrough.QATPassthroughBase):
     """Many live migrations back and forth: what our code keeps."""
 
     POLICY = 'adaptive'
-    #: 24 migrations through Nova's whole stack, 16 of them traced.
+    #: 16 migrations through Nova's whole stack, 8 of them traced (each
+    #: guest out and back once).
     TIMEOUT_SCALING_FACTOR = 8
 
     def setUp(self):

@@ -426,8 +426,8 @@ class TestLongBlockMigration(CloudTestCase):
     scenario = sc.Scenario('cloud-disk', memory_mb=256, touch_mb=16,
                            hot_mb=8, rate=200, pattern='small',
                            link_mbit=12)
-    DISK_MB = 144
-    PROGRESS_TIMEOUT_S = 60
+    DISK_MB = 64
+    PROGRESS_TIMEOUT_S = 20
 
     @classmethod
     def setUpClass(cls):
