@@ -94,7 +94,7 @@ SHARED_CONSTANTS = {
     'TRAIT_PREFIX':
         'two trait families: CUSTOM_QAT_ (a QAT device provider\'s traits, '
         'qat.placement) and CUSTOM_MIGRATION_ (what a host can receive, '
-        'virt.libvirt.capabilities)',
+        'virt.libvirt.migration_traits)',
 }
 
 

@@ -67,6 +67,7 @@ from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import facts as qat_facts
 from nova_qat_migration.virt.libvirt import finish
 from nova_qat_migration.virt.libvirt import host
+from nova_qat_migration.virt.libvirt import migration_traits
 from nova_qat_migration.virt.libvirt import monitor as lm_monitor
 from nova_qat_migration.virt.libvirt import operation as lm_operation
 from nova_qat_migration.virt.libvirt import session as lm_session
@@ -124,7 +125,7 @@ class QATMigrationMixin(host.QATHostMixin):
                  'traits %(traits)s',
                  {'policy': CONF.qat_migration.policy,
                   'traits': ', '.join(sorted(
-                      capabilities.traits_for(self._qat_caps)))})
+                      migration_traits.traits_for(self._qat_caps)))})
         return result
 
     def _qat_start(self) -> None:
