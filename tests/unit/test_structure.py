@@ -18,11 +18,12 @@ start-up of Nova or libvirt.
 The layers, bottom up (:data:`LAYERS`, which names every module):
 :mod:`nova_qat_migration.datamodel`, ``outcomes`` and ``exception`` import
 nothing from the package; ``conf``, ``qat``, ``timeline`` build on the data
-model only; ``history`` adds the timeline, ``notifications`` the outcomes;
-``policy`` builds on ``conf`` and the data model and never reaches into
-``virt`` (a policy is pure: the driver gathers facts and executes plans);
-``budget``, ``replay`` and ``api`` sit on ``policy``; ``virt`` on all of
-those; only ``cmd`` imports ``cmd``.
+model only; ``history_format`` (the history file's format) adds the
+timeline, ``history`` (its store) that format, ``notifications`` the
+outcomes; ``policy`` builds on ``conf`` and the data model and never
+reaches into ``virt`` (a policy is pure: the driver gathers facts and
+executes plans); ``budget``, ``replay`` and ``api`` sit on ``policy``;
+``virt`` on all of those; only ``cmd`` imports ``cmd``.
 
 An import counts wherever it is written (inside a function too) and so
 does a module named by a string in a module that imports by name
@@ -46,6 +47,7 @@ _EXC = 'nova_qat_migration.exception'
 _CONF = 'nova_qat_migration.conf'
 _POLICY = 'nova_qat_migration.policy'
 _TIMELINE = 'nova_qat_migration.timeline'
+_HISTORY_FORMAT = 'nova_qat_migration.history_format'
 
 #: What each layer may import from the package besides itself. Every
 #: module of the package is under one of these
@@ -57,7 +59,8 @@ LAYERS = {
     _CONF: [_DM, _EXC],
     'nova_qat_migration.qat': [_DM, _EXC],
     _TIMELINE: [_DM],
-    'nova_qat_migration.history': [_DM, _OUT, _TIMELINE],
+    _HISTORY_FORMAT: [_DM, _TIMELINE],
+    'nova_qat_migration.history': [_DM, _HISTORY_FORMAT, _OUT, _TIMELINE],
     'nova_qat_migration.notifications': [_DM, _OUT],
     _POLICY: [_CONF, _DM, _EXC],
     'nova_qat_migration.budget': [_CONF, _DM, _POLICY],
@@ -69,7 +72,7 @@ LAYERS = {
         _OUT, _POLICY, 'nova_qat_migration.qat', _TIMELINE],
     'nova_qat_migration.cmd': [
         'nova_qat_migration.api', 'nova_qat_migration.budget', _CONF, _DM,
-        _EXC, 'nova_qat_migration.history', _OUT, _POLICY,
+        _EXC, 'nova_qat_migration.history', _HISTORY_FORMAT, _OUT, _POLICY,
         'nova_qat_migration.qat', 'nova_qat_migration.replay', _TIMELINE,
         'nova_qat_migration.virt'],
 }

@@ -63,6 +63,7 @@ from nova_qat_migration.conf import CONF
 from nova_qat_migration.conf import qat_migration as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration import history
+from nova_qat_migration import history_format
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import hints
@@ -485,7 +486,8 @@ class HistoryContentsTest(base.TestCase):
     def test_record_with_bad_values_never_raises(self):
         store = history.HistoryStore(self.path)
         for value in WEIRD_VALUES:
-            store.record('a', {name: value for name in history._FIELDS})
+            store.record('a', {name: value
+                               for name in history_format.HISTORY_FIELDS})
         got = store.get('a')
         self.assertEqual(len(WEIRD_VALUES), got.migrations)
         self._assert_heals(store)
