@@ -168,13 +168,14 @@ class QATMigrationMixin(planning.QATPlanningMixin):
                         return False
         return True
 
+    # -- Nova's live-migration path ---------------------------------------
+
     def _qat_session(self, instance: Any,
                      ) -> Optional[lm_session.MigrationSession]:
+        """The session of ``instance``'s migration while it runs here."""
         uuid = qat_facts.field(instance, 'uuid')
         with self._qat_sessions_lock:
             return self._qat_sessions.get(uuid)
-
-    # -- Nova's live-migration path ---------------------------------------
 
     def _live_migration(self, context: Any, instance: Any, dest: str,
                         post_method: Any, recover_method: Any,
