@@ -15,10 +15,12 @@ The adaptive policy plans better when it knows how the instance behaved
 last time (dirty rate, compressibility, whether it converged); an
 operator looking at a slow migration wants its timeline
 (``nova-qat-migration timeline``). The store is one small JSON file under
-``[qat_migration] state_path``:
+``[qat_migration] state_path`` (its format and checks:
+:mod:`nova_qat_migration.history_format`):
 
 * bounded: at most ``history_max_entries`` instances, least recently
-  migrated dropped first; only the :data:`TIMELINES_KEPT` most recently
+  migrated dropped first; only the
+  :data:`~nova_qat_migration.history_format.TIMELINES_KEPT` most recently
   migrated keep their last migration's timeline (a bounded series,
   :mod:`nova_qat_migration.timeline`);
 * shared: threads record through one lock, and processes sharing the
@@ -27,16 +29,13 @@ operator looking at a slow migration wants its timeline
   the other's updates;
 * crash-safe: written to a temporary file, fsynced, renamed over the old
   one, and the directory fsynced so the rename survives a power cut;
-* forgiving: whatever the file holds -- binary garbage, a JSON list, NaN,
-  numbers beyond any range or with thousands of digits, nesting deep
-  enough to exhaust the parser's recursion -- is read as far as it is
-  valid: each entry is checked field by field, a bad field is dropped (a
-  bad entry entirely), a warning is logged, and the next write heals the
-  file. A file that is not a history at all is moved aside
-  (``history.json.corrupt``) before the next write replaces it, so an
-  operator can still look at it. When the lock or the directory cannot be
-  used, the history is kept in memory with a warning. Nothing in it can
-  fail a migration or make ``record()`` raise.
+* forgiving: whatever the file holds is read as far as it is valid, a
+  warning is logged, and the next write heals the file. A file that is not
+  a history at all is moved aside (``history.json.corrupt``) before the
+  next write replaces it, so an operator can still look at it. When the
+  lock or the directory cannot be used, the history is kept in memory
+  with a warning. Nothing in it can fail a migration or make ``record()``
+  raise.
 """
 
 from __future__ import annotations
@@ -44,8 +43,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import json
-import math
 import os
 import tempfile
 import threading
@@ -57,7 +54,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
-from nova_qat_migration import timeline as timeline_mod
+from nova_qat_migration import history_format
 
 
 LOG = logging.getLogger(__name__)
@@ -68,247 +65,6 @@ LOCKNAME = 'history.json.lock'
 #: Where a file that is not a history is moved before it is replaced
 #: (one copy: the latest).
 CORRUPT_SUFFIX = '.corrupt'
-#: No valid number in the history has more digits than this; a longer one
-#: is read as invalid (Python refuses ints of more than 4300 digits, which
-#: would cost the whole file).
-_MAX_DIGITS = 64
-#: Valid entries nest three deep (file, instances, entry); anything nested
-#: deeper than this is read as null when the file is too deep to parse.
-_MAX_DEPTH = 8
-_FORMAT_VERSION = 1
-#: A history file larger than this is not read (a bounded store of small
-#: entries never grows to it: about 2 KiB per entry at most).
-_BYTES_PER_ENTRY = 2048
-_MIN_READ_BYTES = 1024 * 1024
-#: Entries that keep their last migration's timeline (what
-#: ``nova-qat-migration timeline`` draws, up to
-#: :data:`~nova_qat_migration.timeline.MAX_BYTES` each): the most recently
-#: migrated instances'. An older entry keeps its numbers without it, so
-#: the file stays small whatever ``history_max_entries`` is.
-TIMELINES_KEPT = 20
-#: The entry field holding the timeline.
-TIMELINE = 'timeline'
-
-#: Numeric fields of :class:`~nova_qat_migration.datamodel.History` and
-#: the range a real migration can produce. Anything outside (NaN,
-#: infinity, a negative rate, 1e300) is a corrupt value, not a measurement.
-_NUMBERS = {
-    'dirty_rate_mbps': (0.0, 1e7),     # MiB/s: 10 TiB/s is no guest
-    'wire_mbps': (0.0, 1e7),
-    'compression_ratio': (0.0, 1e3),   # wire bytes / RAM bytes
-    'xbzrle_hit_ratio': (0.0, 1.0),
-    'total_s': (0.0, 1e7),
-}
-#: Fields kept per instance (``migrations`` is a counter the store
-#: maintains itself).
-_FIELDS = tuple(_NUMBERS) + ('method', 'converged')
-#: The guest measurement taken before the last migration (see
-#: :class:`Measurement`), kept so the next plan may reuse it; a
-#: measurement is replaced whole, never merged with an older one.
-_MEASURED = {
-    'measured_at': (0.0, 1e11),        # seconds since the epoch
-    'measured_memory_mb': (1.0, 1e9),
-    'measured_dirty_rate_mbps': (0.0, 1e7),
-    'measured_zero_fraction': (0.0, 1.0),
-    'measured_compress_ratio': (0.0, 1.0),
-    'measured_xbzrle_friendly': (0.0, 1.0),
-}
-#: Every field an entry keeps.
-_STORED = _FIELDS + tuple(_MEASURED)
-_MAX_MIGRATIONS = 10 ** 9
-_MAX_UUID = 255
-
-
-def _clean_field(name: str, value: Any) -> Any:
-    """``value`` if valid for the History field ``name``, else None."""
-    if name in _NUMBERS or name in _MEASURED:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        low, high = _NUMBERS.get(name) or _MEASURED[name]
-        try:
-            number = float(value)
-        except OverflowError:   # an int beyond float
-            return None
-        if not (math.isfinite(number) and low <= number <= high):
-            return None
-        return number
-    if name == 'method':
-        known = isinstance(value, str) and value in datamodel.METHODS
-        return value if known else None
-    if name == 'converged':
-        return value if isinstance(value, bool) else None
-    return None
-
-
-class _Invalid:
-    """A value read from the file that no field accepts (a number of
-    thousands of digits): dropped by :func:`clean_entry`.
-    """
-
-    def __repr__(self) -> str:
-        return 'invalid'
-
-
-_INVALID = _Invalid()
-
-
-def _parse_int(text: str) -> Any:
-    if len(text) > _MAX_DIGITS:
-        return _INVALID
-    return int(text)
-
-
-def _loads(text: str) -> Any:
-    return json.loads(text, parse_int=_parse_int)
-
-
-def _prune(text: str, limit: int = _MAX_DEPTH) -> str:
-    """``text`` with every array or object nested deeper than ``limit``
-    replaced by ``null``.
-
-    Python's parser gives up on the whole document at a few thousand
-    levels; pruning first costs only the values that nest that deep.
-    Strings are skipped (brackets in them are text), and a text that is
-    not JSON stays not JSON.
-    """
-    out = []
-    depth = 0
-    keep_from = 0
-    pruned_at = None        # depth of the container being dropped
-    in_string = escaped = False
-    for i, char in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == '\\':
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in '[{':
-            depth += 1
-            if depth > limit and pruned_at is None:
-                out.append(text[keep_from:i])
-                out.append('null')
-                pruned_at = depth
-        elif char in ']}':
-            if pruned_at is not None and depth == pruned_at:
-                pruned_at = None
-                keep_from = i + 1
-            depth -= 1
-    if pruned_at is None:
-        out.append(text[keep_from:])
-    return ''.join(out)
-
-
-def clean_entry(item: Any) -> tuple[Optional[dict], list]:
-    """A valid history entry from ``item``, and the fields dropped.
-
-    :returns: ``(entry, dropped)``; ``entry`` is None when ``item`` is not
-        an object with a usable ``uuid``.
-    """
-    if not isinstance(item, dict):
-        return None, ['entry is not an object']
-    uuid = item.get('uuid')
-    if not isinstance(uuid, str) or not 0 < len(uuid) <= _MAX_UUID:
-        return None, ['entry without a valid uuid']
-    entry: dict = {'uuid': uuid}
-    dropped = []
-    migrations = item.get('migrations', 0)
-    if (isinstance(migrations, int) and not isinstance(migrations, bool) and
-            0 <= migrations <= _MAX_MIGRATIONS):
-        entry['migrations'] = migrations
-    else:
-        entry['migrations'] = 0
-        dropped.append('migrations')
-    updated = item.get('updated_at')
-    if updated is not None:
-        if (isinstance(updated, (int, float)) and
-                not isinstance(updated, bool) and
-                0 <= updated < 1e11):     # seconds: until the year 5138
-            entry['updated_at'] = float(updated)
-        else:
-            dropped.append('updated_at')
-    for name in _STORED:
-        if name not in item or item[name] is None:
-            continue
-        value = _clean_field(name, item[name])
-        if value is None:
-            dropped.append(name)
-        else:
-            entry[name] = value
-    if item.get(TIMELINE) is not None:
-        series = timeline_mod.checked(item[TIMELINE])
-        if series is None:
-            dropped.append(TIMELINE)
-        else:
-            entry[TIMELINE] = series
-    unknown = set(item) - set(_STORED) - {'uuid', 'migrations',
-                                          'updated_at', TIMELINE}
-    dropped.extend(sorted(str(k)[:40] for k in unknown))
-    return entry, dropped
-
-
-def clean_values(values: Mapping[str, Any]) -> dict:
-    """The ``History`` fields of one migration's report that are valid."""
-    out = {}
-    for name in _STORED:
-        value = values.get(name)
-        if value is None:
-            continue
-        value = _clean_field(name, value)
-        if value is None:
-            LOG.warning('Migration history: %(name)s=%(value)r is not a '
-                        'valid value, not recorded.',
-                        {'name': name, 'value': values.get(name)})
-        else:
-            out[name] = value
-    if values.get(TIMELINE) is not None:
-        series = timeline_mod.checked(values[TIMELINE])
-        if series is None:
-            LOG.warning('Migration history: the timeline is not valid, not '
-                        'recorded.')
-        else:
-            out[TIMELINE] = series
-    return out
-
-
-def read_limit(max_entries: int) -> int:
-    """The largest history file read for ``max_entries`` entries."""
-    return (max(_MIN_READ_BYTES, max_entries * _BYTES_PER_ENTRY) +
-            TIMELINES_KEPT * timeline_mod.MAX_BYTES)
-
-
-def parse(raw: bytes) -> list:
-    """The entries (not yet checked) of a history file's bytes.
-
-    :raises ValueError: the bytes are not a history (not JSON, or not
-        ``{"instances": [...]}``).
-    :raises RecursionError: nesting too deep even once pruned.
-    """
-    # A byte that is not UTF-8 costs the string it is in.
-    text = raw.decode('utf-8', errors='replace')
-    try:
-        data = _loads(text)
-    except RecursionError:
-        data = _loads(_prune(text))
-    if not isinstance(data, dict):
-        raise ValueError('not a JSON object')
-    items = data.get('instances')
-    if not isinstance(items, list):
-        raise ValueError('instances is not a list')
-    return items
-
-
-def _drop_old_timelines(entries: collections.OrderedDict) -> None:
-    """Only the :data:`TIMELINES_KEPT` newest entries keep a timeline."""
-    kept = 0
-    for entry in reversed(entries.values()):
-        if TIMELINE in entry:
-            kept += 1
-            if kept > TIMELINES_KEPT:
-                del entry[TIMELINE]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -405,13 +161,13 @@ class HistoryStore:
         self._seen = self._stat()
         if self._seen is None:
             return None
-        limit = read_limit(self.max_entries)
+        limit = history_format.read_limit(self.max_entries)
         try:
             with open(self.filename, 'rb') as f:
                 raw = f.read(limit + 1)
             if len(raw) > limit:
                 raise ValueError('larger than %d bytes' % limit)
-            items = parse(raw)
+            items = history_format.parse(raw)
         except (OSError, ValueError, RecursionError, MemoryError) as exc:
             # NOTE(qat-migration): the history is an optimisation; losing it
             # costs one less informed plan, refusing to start would cost
@@ -427,7 +183,7 @@ class HistoryStore:
         bad_entries = 0
         dropped_fields = set()
         for item in items:
-            entry, dropped = clean_entry(item)
+            entry, dropped = history_format.clean_entry(item)
             if entry is None:
                 bad_entries += 1
                 continue
@@ -443,7 +199,7 @@ class HistoryStore:
                          'none'})
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
-        _drop_old_timelines(entries)
+        history_format.drop_old_timelines(entries)
         return entries
 
     def _move_aside(self) -> Optional[str]:
@@ -472,7 +228,7 @@ class HistoryStore:
             if not entry:
                 return datamodel.History()
             entry = dict(entry)
-        kwargs = {k: entry.get(k) for k in _FIELDS}
+        kwargs = {k: entry.get(k) for k in history_format.HISTORY_FIELDS}
         try:
             return datamodel.History(
                 migrations=int(entry.get('migrations', 0)), **kwargs)
@@ -513,7 +269,7 @@ class HistoryStore:
         (:func:`~nova_qat_migration.timeline.build`) replaces the last
         migration's, or removes it when this migration has none.
         """
-        clean = clean_values(values)
+        clean = history_format.clean_values(values)
         with self._lock, contextlib.ExitStack() as stack:
             shared = self._take_file_lock(stack)
             if shared:
@@ -524,19 +280,19 @@ class HistoryStore:
                     self._entries = loaded
             entry = dict(self._entries.pop(instance_uuid, {}))
             entry['uuid'] = instance_uuid
-            entry['migrations'] = min(
-                _MAX_MIGRATIONS, int(entry.get('migrations', 0)) + 1)
+            entry['migrations'] = min(history_format.MAX_MIGRATIONS,
+                                      int(entry.get('migrations', 0)) + 1)
             entry['updated_at'] = time.time()
             if 'measured_at' in clean:
-                for name in _MEASURED:
+                for name in history_format.MEASURED_FIELDS:
                     entry.pop(name, None)
             # The timeline is the last migration's, or none.
-            entry.pop(TIMELINE, None)
+            entry.pop(history_format.TIMELINE, None)
             entry.update(clean)
             self._entries[instance_uuid] = entry
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
-            _drop_old_timelines(self._entries)
+            history_format.drop_old_timelines(self._entries)
             if shared:
                 self._write(list(self._entries.values()))
 
@@ -571,8 +327,7 @@ class HistoryStore:
         if not self.filename:
             return
         try:
-            text = json.dumps({'version': _FORMAT_VERSION,
-                               'instances': entries}, allow_nan=False)
+            text = history_format.dumps(entries)
         except ValueError as exc:   # a NaN despite the checks: a bug
             LOG.error('Migration history not written: %s', exc)
             return

@@ -26,6 +26,8 @@ from nova_qat_migration.cmd import errors
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration.virt.libvirt import migration_traits
+from nova_qat_migration.virt.libvirt import qemu_probe
 
 Code = upgradecheck.Code
 Result = upgradecheck.Result
@@ -125,10 +127,10 @@ class HostChecks:
 
     def _check_multifd(self) -> Result:
         binary = (self.emulator or self.qemu_binary or
-                  capabilities.DEFAULT_QEMU)
+                  qemu_probe.DEFAULT_QEMU)
         if not os.path.exists(binary):
             return Result(Code.FAILURE, 'QEMU binary %s not found' % binary)
-        methods = capabilities.probe_multifd_methods(binary)
+        methods = qemu_probe.probe_multifd_methods(binary)
         if not methods:
             return Result(Code.WARNING,
                           'could not read the multifd compression methods '
@@ -252,17 +254,17 @@ class HostChecks:
                           'nova.conf [placement]: %s'
                           % plain_error(exc))
         ours = {t for t in traits
-                if t.startswith(capabilities.TRAIT_PREFIX)}
-        if capabilities.TRAIT_PLANNER not in traits:
+                if t.startswith(migration_traits.TRAIT_PREFIX)}
+        if migration_traits.TRAIT_PLANNER not in traits:
             return Result(Code.WARNING,
                           'provider %s has no %s: this host does not publish '
                           'what it can receive (driver not running here '
                           'yet?); sources send it nothing compressed'
-                          % (nodename, capabilities.TRAIT_PLANNER))
+                          % (nodename, migration_traits.TRAIT_PLANNER))
         if self.caps is None or not self.caps.multifd_methods:
             return Result(Code.SUCCESS, 'provider %s: %s'
                           % (nodename, _methods_text(ours)))
-        expected = capabilities.traits_for(self.caps)
+        expected = migration_traits.traits_for(self.caps)
         missing = expected - traits
         extra = ours - expected
         if missing or extra:

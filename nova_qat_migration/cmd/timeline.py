@@ -35,6 +35,7 @@ from typing import Any, Optional
 from nova_qat_migration.conf import CONF
 from nova_qat_migration import exception
 from nova_qat_migration import history
+from nova_qat_migration import history_format
 from nova_qat_migration import timeline
 
 #: Output formats by file name suffix.
@@ -74,7 +75,7 @@ def load(path: str, max_entries: int) -> list:
 
     :raises UsageError: no file, not a history, or no entries.
     """
-    limit = history.read_limit(max_entries)
+    limit = history_format.read_limit(max_entries)
     try:
         with open(path, 'rb') as f:
             raw = f.read(limit + 1)
@@ -85,11 +86,12 @@ def load(path: str, max_entries: int) -> list:
         raise UsageError('%s is larger than %d bytes: not a migration '
                          'history' % (path, limit))
     try:
-        items = history.parse(raw)
+        items = history_format.parse(raw)
     except (ValueError, RecursionError, MemoryError) as exc:
         raise UsageError('%s is not a migration history (%s)'
                          % (path, str(exc)[:120]))
-    entries = [e for e in (history.clean_entry(i)[0] for i in items) if e]
+    entries = [e for e in (history_format.clean_entry(i)[0] for i in items)
+               if e]
     if not entries:
         raise UsageError('the migration history %s holds no migration'
                          % path)
@@ -111,8 +113,8 @@ def find(entries: list, instance: str, path: str) -> dict:
     if not matches:
         for key in ('name', 'display_name'):
             matches = [e for e in entries
-                       if isinstance(e.get(history.TIMELINE), dict) and
-                       e[history.TIMELINE].get(key) == wanted]
+                       if isinstance(e.get(history_format.TIMELINE), dict) and
+                       e[history_format.TIMELINE].get(key) == wanted]
             if matches:
                 break
     if not matches:
@@ -124,12 +126,12 @@ def find(entries: list, instance: str, path: str) -> dict:
                          % (wanted, len(matches), ', '.join(
                                  e['uuid'] for e in matches)))
     entry = matches[0]
-    data = timeline.clean(entry.get(history.TIMELINE))
+    data = timeline.clean(entry.get(history_format.TIMELINE))
     if not data:
         raise UsageError(
             'no timeline kept for %s in %s: it was migrated by an older '
             'version, or before the last %d instances migrated from this '
-            'host' % (entry['uuid'], path, history.TIMELINES_KEPT))
+            'host' % (entry['uuid'], path, history_format.TIMELINES_KEPT))
     return data
 
 

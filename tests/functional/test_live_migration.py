@@ -20,7 +20,7 @@ import threading
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.api import client
 
-from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration.virt.libvirt import migration_traits
 from tests.functional import base
 
 
@@ -115,12 +115,12 @@ class AdaptiveTest(base.QATMigrationTestBase):
         src = self._get_provider_traits(self.compute_rp_uuids['src'])
         dest = self._get_provider_traits(self.compute_rp_uuids['dest'])
         for traits in (src, dest):
-            self.assertIn(capabilities.TRAIT_PLANNER, traits)
-            self.assertIn(capabilities.compress_trait('zlib'), traits)
+            self.assertIn(migration_traits.TRAIT_PLANNER, traits)
+            self.assertIn(migration_traits.compress_trait('zlib'), traits)
             # Nova's own traits survive ours.
             self.assertIn('COMPUTE_NET_ATTACH_INTERFACE', traits)
-        self.assertIn(capabilities.compress_trait('zstd'), src)
-        self.assertNotIn(capabilities.compress_trait('zstd'), dest)
+        self.assertIn(migration_traits.compress_trait('zstd'), src)
+        self.assertNotIn(migration_traits.compress_trait('zstd'), dest)
 
 
 class ExtraSpecTest(base.QATMigrationTestBase):
@@ -261,5 +261,5 @@ class DisabledTest(base.QATMigrationTestBase):
                          self.without_xml(call['params']))
         traits = self._get_provider_traits(self.compute_rp_uuids['src'])
         self.assertFalse([t for t in traits
-                          if t.startswith(capabilities.TRAIT_PREFIX)])
+                          if t.startswith(migration_traits.TRAIT_PREFIX)])
         self.assertNotIn('qat_migration report', self.stdlog.logger.output)

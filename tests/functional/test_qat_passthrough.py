@@ -26,7 +26,7 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 
 from nova_qat_migration import datamodel
 from nova_qat_migration.qat import placement
-from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration.virt.libvirt import migration_traits
 from nova_qat_migration.virt.libvirt import passthrough
 from tests.fixtures import qat_sysfs
 from tests.functional import base
@@ -100,7 +100,7 @@ class QATPassthroughTest(QATPassthroughBase):
         self.start_qat_compute('src', caps=QATZIP)
         self.start_qat_compute('dest', caps=QATZIP)
         traits = self._get_provider_traits(self.compute_rp_uuids['dest'])
-        self.assertIn(capabilities.compress_trait('qatzip'), traits)
+        self.assertIn(migration_traits.compress_trait('qatzip'), traits)
         self.assertIn(placement.HOST_TRAIT, traits)
 
         server = self.migrate(self.server_on('src'), 'dest')

@@ -9,20 +9,23 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""The package's structure: no import cycles, layers, constants defined once.
+"""The package's structure: no import cycles, layers, constants defined
+once, no module longer than :data:`MAX_LINES`.
 
 Every module of ``nova_qat_migration`` is read with :mod:`ast`, never
 imported, so these checks see function-local imports too and cost no
 start-up of Nova or libvirt.
 
 The layers, bottom up (:data:`LAYERS`, which names every module):
-:mod:`nova_qat_migration.datamodel`, ``outcomes`` and ``exception`` import
-nothing from the package; ``conf``, ``qat``, ``timeline`` build on the data
-model only; ``history`` adds the timeline, ``notifications`` the outcomes;
-``policy`` builds on ``conf`` and the data model and never reaches into
-``virt`` (a policy is pure: the driver gathers facts and executes plans);
-``budget``, ``replay`` and ``api`` sit on ``policy``; ``virt`` on all of
-those; only ``cmd`` imports ``cmd``.
+:mod:`nova_qat_migration.datamodel` (a package), ``outcomes`` and
+``exception`` import nothing from the rest of the package; ``conf``,
+``qat``, ``timeline`` build on the data model only; ``history_format``
+(the history file's format) adds the timeline, ``history`` (its store)
+that format, ``notifications`` the outcomes; ``policy`` builds on
+``conf`` and the data model and never reaches into ``virt`` (a policy is
+pure: the driver gathers facts and executes plans); ``budget``,
+``replay`` and ``api`` sit on ``policy``; ``virt`` on all of those; only
+``cmd`` imports ``cmd``.
 
 An import counts wherever it is written (inside a function too) and so
 does a module named by a string in a module that imports by name
@@ -33,6 +36,7 @@ import ast
 import collections
 import pathlib
 
+import fixtures
 import testtools
 
 import nova_qat_migration
@@ -46,6 +50,7 @@ _EXC = 'nova_qat_migration.exception'
 _CONF = 'nova_qat_migration.conf'
 _POLICY = 'nova_qat_migration.policy'
 _TIMELINE = 'nova_qat_migration.timeline'
+_HISTORY_FORMAT = 'nova_qat_migration.history_format'
 
 #: What each layer may import from the package besides itself. Every
 #: module of the package is under one of these
@@ -57,7 +62,8 @@ LAYERS = {
     _CONF: [_DM, _EXC],
     'nova_qat_migration.qat': [_DM, _EXC],
     _TIMELINE: [_DM],
-    'nova_qat_migration.history': [_DM, _OUT, _TIMELINE],
+    _HISTORY_FORMAT: [_DM, _TIMELINE],
+    'nova_qat_migration.history': [_DM, _HISTORY_FORMAT, _OUT, _TIMELINE],
     'nova_qat_migration.notifications': [_DM, _OUT],
     _POLICY: [_CONF, _DM, _EXC],
     'nova_qat_migration.budget': [_CONF, _DM, _POLICY],
@@ -69,7 +75,7 @@ LAYERS = {
         _OUT, _POLICY, 'nova_qat_migration.qat', _TIMELINE],
     'nova_qat_migration.cmd': [
         'nova_qat_migration.api', 'nova_qat_migration.budget', _CONF, _DM,
-        _EXC, 'nova_qat_migration.history', _OUT, _POLICY,
+        _EXC, 'nova_qat_migration.history', _HISTORY_FORMAT, _OUT, _POLICY,
         'nova_qat_migration.qat', 'nova_qat_migration.replay', _TIMELINE,
         'nova_qat_migration.virt'],
 }
@@ -85,6 +91,10 @@ LAYER_EXCEPTIONS: dict = {}
 CYCLE_EXCEPTIONS: dict = {
 }
 
+#: The most lines a module of the package may have: past it, split it
+#: along a seam into modules named for what they do.
+MAX_LINES = 450
+
 #: Calls that import a module named by a string.
 DYNAMIC_IMPORTS = frozenset({'import_module', '__import__'})
 
@@ -94,8 +104,22 @@ SHARED_CONSTANTS = {
     'TRAIT_PREFIX':
         'two trait families: CUSTOM_QAT_ (a QAT device provider\'s traits, '
         'qat.placement) and CUSTOM_MIGRATION_ (what a host can receive, '
-        'virt.libvirt.capabilities)',
+        'virt.libvirt.migration_traits)',
 }
+
+
+def long_files(root, limit=MAX_LINES):
+    """``['path: N lines', ...]`` for the ``.py`` files under ``root``
+    longer than ``limit`` lines (paths relative to ``root``'s parent).
+    """
+    found = []
+    for path in sorted(root.rglob('*.py')):
+        with open(path, encoding='utf-8') as f:
+            count = sum(1 for _line in f)
+        if count > limit:
+            found.append('%s: %d lines' % (path.relative_to(root.parent),
+                                           count))
+    return found
 
 
 def module_name(path):
@@ -365,7 +389,12 @@ class TestStructure(testtools.TestCase):
         self.assertEqual({}, self.graph[PACKAGE])
 
     def test_datamodel_imports_nothing_from_the_package(self):
-        self.assertEqual({}, self.graph['nova_qat_migration.datamodel'])
+        outside = {name: sorted(t for t in imported if not _under(t, _DM))
+                   for name, imported in self.graph.items()
+                   if _under(name, _DM)}
+        self.assertIn(_DM, outside)
+        self.assertIn(_DM + '.plan', outside)
+        self.assertEqual({name: [] for name in outside}, outside)
 
     def test_layers(self):
         bad = []
@@ -394,6 +423,11 @@ class TestStructure(testtools.TestCase):
                     for m, targets in self.graph.items()),
                 'layer exception %s -> %s no longer needed'
                 % (importer, imported))
+
+    def test_no_module_too_long(self):
+        self.assertEqual([], long_files(ROOT),
+                         'modules over %d lines: split each along a seam'
+                         % MAX_LINES)
 
     def test_each_literal_constant_defined_once(self):
         twins = {name: places
@@ -457,6 +491,14 @@ class TestChecksThemselves(testtools.TestCase):
         self.assertEqual({}, string_imports(
             'nova_qat_migration.history', tree,
             {'nova_qat_migration.cmd.drain': None}))
+
+    def test_long_file_named_with_its_length(self):
+        root = pathlib.Path(self.useFixture(fixtures.TempDir()).path, 'pkg')
+        (root / 'sub').mkdir(parents=True)
+        (root / 'short.py').write_text('x = 1\n' * 450)
+        (root / 'sub' / 'long.py').write_text('x = 1\n' * 451)
+        (root / 'notes.txt').write_text('x\n' * 1000)
+        self.assertEqual(['pkg/sub/long.py: 451 lines'], long_files(root))
 
     def test_literal_constants(self):
         tree = ast.parse('A = 1\nB: int = -2.5\nC = ("x", 1)\n'

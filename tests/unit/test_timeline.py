@@ -22,6 +22,7 @@ import testtools
 
 from nova_qat_migration import datamodel
 from nova_qat_migration import history
+from nova_qat_migration import history_format
 from nova_qat_migration.policy import model
 from nova_qat_migration import timeline
 from nova_qat_migration.virt.libvirt import tracker as tracker_mod
@@ -307,7 +308,7 @@ class HistoryTimelineTest(testtools.TestCase):
 
     def test_only_the_newest_entries_keep_one(self):
         store = history.HistoryStore(self.path)
-        count = history.TIMELINES_KEPT + 5
+        count = history_format.TIMELINES_KEPT + 5
         for i in range(count):
             store.record('u%d' % i, {'method': 'none',
                                      'timeline': self.data})
@@ -319,12 +320,12 @@ class HistoryTimelineTest(testtools.TestCase):
         store.record('u0', {'method': 'none', 'timeline': self.data})
         kept = [e['uuid'] for e in self.read_file()['instances']
                 if 'timeline' in e]
-        self.assertEqual(history.TIMELINES_KEPT, len(kept))
+        self.assertEqual(history_format.TIMELINES_KEPT, len(kept))
         self.assertEqual('u0', kept[-1])
         self.assertNotIn('u5', kept)
         self.assertLess(os.path.getsize(os.path.join(
             self.path, history.FILENAME)),
-            history.read_limit(store.max_entries))
+            history_format.read_limit(store.max_entries))
 
     def test_a_migration_without_one_drops_the_old_one(self):
         store = history.HistoryStore(self.path)

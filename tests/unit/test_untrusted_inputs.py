@@ -63,14 +63,15 @@ from nova_qat_migration.conf import CONF
 from nova_qat_migration.conf import qat_migration as qat_opts
 from nova_qat_migration import datamodel
 from nova_qat_migration import history
+from nova_qat_migration import history_format
 from nova_qat_migration.policy import adaptive
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import hints
 from nova_qat_migration.policy import loader
 from nova_qat_migration.policy import nova_default
 from nova_qat_migration.policy import static
-from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import passthrough
+from nova_qat_migration.virt.libvirt import qemu_probe
 from nova_qat_migration.virt.libvirt import translate
 from tests.unit import base
 from tests.unit.virt.libvirt import test_driver
@@ -485,7 +486,8 @@ class HistoryContentsTest(base.TestCase):
     def test_record_with_bad_values_never_raises(self):
         store = history.HistoryStore(self.path)
         for value in WEIRD_VALUES:
-            store.record('a', {name: value for name in history._FIELDS})
+            store.record('a', {name: value
+                               for name in history_format.HISTORY_FIELDS})
         got = store.get('a')
         self.assertEqual(len(WEIRD_VALUES), got.migrations)
         self._assert_heals(store)
@@ -829,22 +831,22 @@ class QMPReplyTest(base.TestCase):
 _PROBER = textwrap.dedent('''
     import sys
     sys.path.insert(0, %(repo)r)
-    from nova_qat_migration.virt.libvirt import capabilities
-    capabilities._qmp_exchange(%(binary)r, [], timeout=120)
+    from nova_qat_migration.virt.libvirt import qemu_probe
+    qemu_probe._qmp_exchange(%(binary)r, [], timeout=120)
 ''')
 
 
 class ProbeProcessTest(base.TestCase):
 
     def test_no_python_runs_between_fork_and_exec(self):
-        with mock.patch.object(capabilities.subprocess, 'Popen',
+        with mock.patch.object(qemu_probe.subprocess, 'Popen',
                                side_effect=OSError('stop')) as popen:
-            self.assertRaises(OSError, capabilities._qmp_exchange,
+            self.assertRaises(OSError, qemu_probe._qmp_exchange,
                               '/bin/true', [])
         self.assertNotIn('preexec_fn', popen.call_args.kwargs)
 
     def test_probe_qemu_dies_with_its_prober(self):
-        if not capabilities._death_signal_prefix():
+        if not qemu_probe._death_signal_prefix():
             self.skipTest('setpriv --pdeathsig not available')
         tmp = self.useFixture(fixtures.TempDir()).path
         pidfile = os.path.join(tmp, 'pid')

@@ -9,14 +9,14 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
-"""What a host's libvirt and QEMU can do for migrations, and its traits.
+"""What a host's libvirt and QEMU can do for migrations.
 
 Probed at start-up: versions from libvirt, and which multifd compression
 methods the QEMU that libvirt runs was built with (:func:`probe_methods`
 says from where, in which order, and when a provisional answer is probed
-again). Each host publishes the result as ``CUSTOM_MIGRATION_*`` traits on
-its compute-node resource provider so a source can tell what the
-destination can decode before choosing a plan.
+again). Each host publishes the result as ``CUSTOM_MIGRATION_*`` traits
+(:mod:`.migration_traits`) on its compute-node resource provider so a
+source can tell what the destination can decode before choosing a plan.
 
 QEMU need not live inside nova-compute's filesystem: kolla-ansible runs it
 in the ``nova_libvirt`` container, where nova-compute cannot execute it.
@@ -25,40 +25,33 @@ method: neither its capabilities nor its domain capabilities have a
 migration-compression element (libvirt 11.3's ``capability.rng`` and
 ``domaincaps.rng``). So the methods come from the operator, from a running
 QEMU asked through libvirt's QEMU monitor, or from a local binary shown to
-be libvirt's.
+be libvirt's. How a QEMU is asked, either way, is :mod:`.qemu_probe`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import os
-import shutil
-import subprocess
-import sys
-import time
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from oslo_log import log as logging
 
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
-from nova_qat_migration import exception
-from nova_qat_migration.qat import placement
-from nova_qat_migration.virt.libvirt import passthrough
+from nova_qat_migration.virt.libvirt import migration_traits
+from nova_qat_migration.virt.libvirt import qemu_probe
 
 
 LOG = logging.getLogger(__name__)
 
-TRAIT_PREFIX = 'CUSTOM_MIGRATION_'
-TRAIT_MULTIFD = TRAIT_PREFIX + 'MULTIFD'
-TRAIT_POSTCOPY_MULTIFD = TRAIT_PREFIX + 'POSTCOPY_MULTIFD'
-#: Marks a host that runs this planner (its other traits are meaningful).
-TRAIT_PLANNER = TRAIT_PREFIX + 'PLANNER'
-
-DEFAULT_QEMU = '/usr/bin/qemu-system-x86_64'
-PROBE_TIMEOUT = 20.0
+# Kept here under their old names: the lab's tests (tests/lab) use them
+# from this module.
+DEFAULT_QEMU = qemu_probe.DEFAULT_QEMU
+_qmp_exchange = qemu_probe._qmp_exchange
+probe_multifd_methods = qemu_probe.probe_multifd_methods
+compress_trait = migration_traits.compress_trait
+traits_for = migration_traits.traits_for
+destination_from_traits = migration_traits.destination_from_traits
 
 #: Where :attr:`datamodel.HypervisorCaps.multifd_methods` came from.
 #: ``[qat_migration] hypervisor_multifd_methods``
@@ -87,199 +80,9 @@ VIR_DOMAIN_JOB_NONE = 0
 OPTION_NAME = '[qat_migration] hypervisor_multifd_methods'
 
 
-def compress_trait(method: str) -> str:
-    return '%sCOMPRESS_%s' % (TRAIT_PREFIX, method.upper())
-
-
 def _version_tuple(number: int) -> tuple[int, int, int]:
     """libvirt encodes versions as major * 1,000,000 + minor * 1000 + micro."""
     return (number // 1000000, (number // 1000) % 1000, number % 1000)
-
-
-def _native_io() -> tuple:
-    """``os`` and ``select`` as the interpreter made them.
-
-    nova-compute may run under eventlet's monkey patching, whose green
-    pipes never wake up for a peer that already exited. The probe runs once
-    at start-up and is bounded by a timeout, so plain blocking I/O is
-    right here in both modes.
-    """
-    import select
-    if 'eventlet' not in sys.modules:   # nothing can have patched them
-        return os, select
-    from eventlet import patcher
-    return patcher.original('os'), patcher.original('select')
-
-
-#: util-linux's setpriv, which can set the parent-death signal and exec.
-SETPRIV = 'setpriv'
-
-
-@functools.lru_cache(maxsize=1)
-def _death_signal_prefix() -> tuple:
-    """argv that makes the probe's QEMU die with its prober, or ``()``.
-
-    A ``-machine none`` QEMU does not exit when its QMP stdin closes, so a
-    prober killed hard (a test timeout, an OOM kill) would leave it running
-    for ever. ``PR_SET_PDEATHSIG`` must be set in the child between fork
-    and exec; doing that from Python (``preexec_fn``) is unsafe in a
-    threaded nova-compute (the child may deadlock on a lock another thread
-    held at fork time), so a tiny exec wrapper does it: ``setpriv
-    --pdeathsig KILL`` (util-linux 2.33+). Without it the probe still
-    kills QEMU itself on every normal exit path.
-    """
-    path = shutil.which(SETPRIV)
-    if not path:
-        return ()
-    try:
-        result = subprocess.run([path, '--help'], capture_output=True,
-                                text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    if '--pdeathsig' not in result.stdout:
-        return ()
-    return (path, '--pdeathsig', 'KILL', '--')
-
-
-def _qmp_exchange(binary: str, commands: list,
-                  timeout: float = PROBE_TIMEOUT) -> list:
-    """Run ``binary`` with QMP on stdio and return one reply per command.
-
-    Each command is sent only after the previous reply arrived, and the
-    process is killed once the last reply is in (a ``quit`` could race a
-    large reply).
-    """
-    n_os, n_select = _native_io()
-    argv = list(_death_signal_prefix()) + [
-        binary, '-machine', 'none', '-nodefaults', '-nographic',
-        '-display', 'none', '-qmp', 'stdio']
-    # NOTE(qat-migration): no preexec_fn (Python between fork and exec is
-    # unsafe with threads); the death signal comes from the exec wrapper,
-    # and the finally below kills QEMU on every exit path of ours.
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            close_fds=True)
-    out_fd, in_fd = proc.stdout.fileno(), proc.stdin.fileno()
-    deadline = time.monotonic() + timeout
-    replies = []
-    buf = b''
-
-    def read_reply() -> dict:
-        nonlocal buf
-        while True:
-            while b'\n' in buf:
-                line, buf = buf.split(b'\n', 1)
-                if not line.strip():
-                    continue
-                msg = json.loads(line)
-                if 'return' in msg or 'error' in msg:
-                    return msg
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError('QEMU QMP probe timed out')
-            ready, _, _ = n_select.select([out_fd], [], [], left)
-            if ready:
-                try:
-                    chunk = n_os.read(out_fd, 1 << 20)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    raise EOFError('QEMU exited during the QMP probe')
-                buf += chunk
-
-    try:
-        for command in [{'execute': 'qmp_capabilities'}] + commands:
-            try:
-                n_os.write(in_fd, json.dumps(command).encode() + b'\n')
-            except (BrokenPipeError, BlockingIOError):
-                raise EOFError('QEMU exited during the QMP probe')
-            replies.append(read_reply())
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            try:
-                pipe.close()
-            except OSError:
-                pass
-    return replies[1:]
-
-
-class QMPReplyError(exception.QATMigrationError, ValueError):
-    """A QMP reply that does not answer the question asked."""
-
-
-def _clip(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + '...'
-
-
-def _qmp_return(reply: Any, command: str) -> Any:
-    """The ``return`` member of QMP's success reply to ``command``.
-
-    :raises QMPReplyError: for an error reply or anything but an object
-        with ``return``.
-    """
-    if not isinstance(reply, dict):
-        raise QMPReplyError('%s: not a QMP reply object: %s'
-                            % (command, _clip(reply)))
-    if 'error' in reply:
-        error = reply['error']
-        desc = error.get('desc') if isinstance(error, dict) else None
-        raise QMPReplyError('%s: %s' % (command, desc or _clip(error)))
-    if 'return' not in reply:
-        raise QMPReplyError('%s: reply without "return": %s'
-                            % (command, _clip(reply)))
-    return reply['return']
-
-
-def qemu_version_from_reply(version: Any) -> tuple[int, int, int]:
-    """``(major, minor, micro)`` from a ``query-version`` return."""
-    try:
-        qemu = version['qemu']
-        return (int(qemu['major']), int(qemu['minor']), int(qemu['micro']))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise QMPReplyError('query-version: unexpected return %s (%s)'
-                            % (_clip(version), exc))
-
-
-def multifd_methods_from_schema(schema: list) -> frozenset[str]:
-    """Values of ``multifd-compression`` in a ``query-qmp-schema`` reply.
-
-    Empty for a QEMU without multifd compression (before 5.0).
-
-    :raises QMPReplyError: when ``schema`` is not a QMP schema.
-    """
-    if not isinstance(schema, list) or not schema:
-        raise QMPReplyError('query-qmp-schema: not a schema: %s'
-                            % _clip(schema))
-    try:
-        by_name = {entry['name']: entry for entry in schema}
-        command = by_name.get('migrate-set-parameters')
-        if not command:
-            return frozenset()
-        args = by_name.get(command.get('arg-type'), {})
-        for member in args.get('members', []):
-            if member.get('name') == 'multifd-compression':
-                enum = by_name.get(member.get('type'), {})
-                return frozenset(str(v) for v in enum.get('values', []))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise QMPReplyError('query-qmp-schema: malformed schema (%s)' % exc)
-    return frozenset()
-
-
-def probe_multifd_methods(binary: str = DEFAULT_QEMU) -> frozenset[str]:
-    """Multifd compression methods ``binary`` accepts; empty if unknown."""
-    try:
-        reply, = _qmp_exchange(binary, [{'execute': 'query-qmp-schema'}])
-        return multifd_methods_from_schema(
-            _qmp_return(reply, 'query-qmp-schema'))
-    except (OSError, ValueError, TimeoutError, EOFError) as exc:
-        LOG.warning('Could not probe the multifd compression methods of '
-                    '%(bin)s: %(exc)s; only libvirt-version rules apply.',
-                    {'bin': binary, 'exc': exc})
-        return frozenset()
 
 
 def emulator_from_capabilities(caps_xml: str) -> Optional[str]:
@@ -322,26 +125,6 @@ def configured_methods(conf: Any = None) -> frozenset[str]:
     return listed | {'none'} if listed else frozenset()
 
 
-def _ask_domain(domain: Any, command: str) -> Any:
-    """``command``'s return from ``domain``'s QEMU, through libvirt.
-
-    :raises QMPReplyError: when libvirt or QEMU fails, or the reply is not
-        QMP's success reply.
-    """
-    try:
-        # The one sender of QMP through libvirt (and the tests' seam).
-        reply = passthrough._monitor(domain,
-                                     json.dumps({'execute': command}))
-    except Exception as exc:  # libvirtError, no binding
-        raise QMPReplyError('%s: %s' % (command, exc))
-    try:
-        answer = json.loads(reply)
-    except (TypeError, ValueError, RecursionError):
-        raise QMPReplyError('%s: malformed QMP reply %s'
-                            % (command, _clip(reply)))
-    return _qmp_return(answer, command)
-
-
 def _domain_name(domain: Any) -> str:
     try:
         return domain.name()
@@ -365,11 +148,11 @@ def probe_domain(domain: Any) -> Optional[MethodsProbe]:
     """
     name = _domain_name(domain)
     try:
-        version = qemu_version_from_reply(_ask_domain(domain,
-                                                      'query-version'))
-        methods = multifd_methods_from_schema(
-            _ask_domain(domain, 'query-qmp-schema'))
-    except QMPReplyError as exc:
+        version = qemu_probe.qemu_version_from_reply(
+            qemu_probe.ask_domain(domain, 'query-version'))
+        methods = qemu_probe.multifd_methods_from_schema(
+            qemu_probe.ask_domain(domain, 'query-qmp-schema'))
+    except qemu_probe.QMPReplyError as exc:
         LOG.warning('Could not read the multifd compression methods of '
                     'domain %(dom)s through libvirt\'s QEMU monitor: '
                     '%(exc)s', {'dom': name, 'exc': exc})
@@ -442,13 +225,7 @@ def probe_local_binary(binary: Optional[str],
                  'container): not run.', binary)
         return None
     try:
-        version_reply, schema_reply = _qmp_exchange(
-            binary, [{'execute': 'query-version'},
-                     {'execute': 'query-qmp-schema'}])
-        version = qemu_version_from_reply(
-            _qmp_return(version_reply, 'query-version'))
-        methods = multifd_methods_from_schema(
-            _qmp_return(schema_reply, 'query-qmp-schema'))
+        version, methods = qemu_probe.query_binary(binary)
     except (OSError, ValueError, TimeoutError, EOFError) as exc:
         LOG.warning('Could not probe the multifd compression methods of '
                     '%(bin)s: %(exc)s', {'bin': binary, 'exc': exc})
@@ -596,46 +373,3 @@ def reprobe(conn: Any, caps: datamodel.HypervisorCaps,
                                methods_source=found.source)
     _log_caps(caps, found)
     return caps
-
-
-def traits_for(caps: datamodel.HypervisorCaps) -> set[str]:
-    """The ``CUSTOM_MIGRATION_*`` traits a host publishes about itself.
-
-    They describe what the host can *receive*: QEMU decodes a multifd
-    method whenever its binary has it, whatever libvirt knows.
-    """
-    traits = {TRAIT_PLANNER, TRAIT_MULTIFD, compress_trait('xbzrle')}
-    receivable = set(caps.multifd_methods) - {'none'}
-    if not caps.multifd_methods:
-        receivable = {m for m in ('zlib', 'zstd')
-                      if caps.accepts(m) and m in caps.libvirt_methods}
-    traits |= {compress_trait(m) for m in receivable}
-    if caps.has_mt:
-        traits.add(compress_trait('mt'))
-    if caps.postcopy_with_multifd:
-        traits.add(TRAIT_POSTCOPY_MULTIFD)
-    # Whether the host can lend QAT (placement.HOST_TRAIT) is published by
-    # the QAT device manager alone.
-    return traits
-
-
-def destination_from_traits(traits: Optional[Iterable[str]],
-                            ) -> datamodel.DestinationCaps:
-    """Destination capabilities from its provider traits.
-
-    ``None`` (traits unreadable) or a host without the planner's traits
-    gives ``known=False``: only plans needing nothing from it are used.
-    """
-    if traits is None:
-        return datamodel.DestinationCaps()
-    traits = set(traits)
-    if TRAIT_PLANNER not in traits:
-        return datamodel.DestinationCaps()
-    prefix = TRAIT_PREFIX + 'COMPRESS_'
-    methods = frozenset(t[len(prefix):].lower() for t in traits
-                        if t.startswith(prefix))
-    return datamodel.DestinationCaps(
-        known=True, methods=methods,
-        multifd=TRAIT_MULTIFD in traits,
-        postcopy_with_multifd=TRAIT_POSTCOPY_MULTIFD in traits,
-        qat=placement.HOST_TRAIT in traits)

@@ -23,9 +23,10 @@ copying any of its methods:
     refuses a migration: it is ignored with a warning naming it (log,
     report notes, notification) when the migration is planned.
 ``_live_migration`` (the caller's thread)
-    gathers the facts (:mod:`.facts`), runs the policy, translates the
-    plan, takes a QAT lease when the plan wants one, reserves the
-    migration's share of the host (:mod:`.budget`) and registers a
+    plans the migration (:mod:`.planning`: gathers the facts, runs the
+    policy, translates the plan, takes a QAT lease when the plan wants
+    one), reserves the migration's share of the host (:mod:`.budget`) and
+    registers a
     :class:`~.session.MigrationSession` under the instance UUID for the
     duration of this migration only; then Nova's ``_live_migration`` runs
     unchanged, and the report is emitted when it returns.
@@ -48,7 +49,6 @@ concurrent migrations each see only their own plan.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from typing import Any, Optional
 
@@ -61,24 +61,21 @@ from nova_qat_migration import budget as qat_budget
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
-from nova_qat_migration.policy import base
 from nova_qat_migration.policy import loader
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import facts as qat_facts
 from nova_qat_migration.virt.libvirt import finish
-from nova_qat_migration.virt.libvirt import host
+from nova_qat_migration.virt.libvirt import migration_traits
 from nova_qat_migration.virt.libvirt import monitor as lm_monitor
 from nova_qat_migration.virt.libvirt import operation as lm_operation
+from nova_qat_migration.virt.libvirt import planning
 from nova_qat_migration.virt.libvirt import session as lm_session
-from nova_qat_migration.virt.libvirt import translate
 
 CONF = qat_conf.CONF
 LOG = logging.getLogger(__name__)
 
-NOVA_DEFAULT = 'nova_default'
 
-
-class QATMigrationMixin(host.QATHostMixin):
+class QATMigrationMixin(planning.QATPlanningMixin):
     """Per-instance live-migration planning for ``LibvirtDriver``.
 
     Mix in before ``LibvirtDriver``. With ``[qat_migration] enabled =
@@ -124,7 +121,7 @@ class QATMigrationMixin(host.QATHostMixin):
                  'traits %(traits)s',
                  {'policy': CONF.qat_migration.policy,
                   'traits': ', '.join(sorted(
-                      capabilities.traits_for(self._qat_caps)))})
+                      migration_traits.traits_for(self._qat_caps)))})
         return result
 
     def _qat_start(self) -> None:
@@ -136,7 +133,7 @@ class QATMigrationMixin(host.QATHostMixin):
         qat_conf.check(CONF)
         policies = loader.PolicySet(CONF)
         # Load the fallback now so a broken install fails at start-up.
-        policies.get(NOVA_DEFAULT)
+        policies.get(planning.NOVA_DEFAULT)
         for name in CONF.qat_migration.image_policies:
             try:
                 policies.get(name)
@@ -171,126 +168,14 @@ class QATMigrationMixin(host.QATHostMixin):
                         return False
         return True
 
-    # -- hints ---------------------------------------------------------------
-
-    def _qat_check_hints(self, instance: Any) -> datamodel.Hints:
-        """The hints of ``instance``; what cannot be used is ignored.
-
-        Never refuses: a bad flavor extra spec (one that reached the
-        flavor below microversion 2.86, or where nova-api lacks this
-        package's validator) or image property, or a policy that is not
-        installed, is ignored with a warning naming it, and the rest of
-        the hints stand. A typo must not block a migration (a host drain)
-        that Nova itself would run.
-        """
-        ignored: list = []
-        hints = qat_facts.instance_hints(CONF, instance, ignored)
-        return self._qat_known_policy(hints, ignored, instance)
-
-    def _qat_known_policy(self, hints: datamodel.Hints, ignored: list,
-                          instance: Any) -> datamodel.Hints:
-        """``hints`` without a ``policy`` that is not installed (named in
-        ``ignored``): the configured policy plans instead.
-        """
-        if not hints.policy or self._qat_policies is None:
-            return hints
-        try:
-            self._qat_policies.get(hints.policy)
-        except loader.UnknownPolicy as exc:
-            message = ('hint not used as given: qat_migration:policy=%s '
-                       'ignored (%s); [qat_migration] policy %s plans'
-                       % (hints.policy, exc, CONF.qat_migration.policy))
-            LOG.warning('Live-migration %s', message, instance=instance)
-            ignored.append(message)
-            operator = hints.operator
-            if operator is not None and operator.policy == hints.policy:
-                operator = dataclasses.replace(operator, policy=None)
-            hints = dataclasses.replace(hints, policy=None,
-                                        operator=operator)
-        return hints
-
-    # -- planning ----------------------------------------------------------
-
-    def _qat_gather(self, context: Any, instance: Any, dest: str,
-                    migrate_data: Any) -> tuple:
-        """``(policy, facts, notes)`` for one migration; the facts'
-        ``in_flight`` is filled in by :meth:`_qat_plan`, under the plan
-        lock. ``notes`` name the hints that were ignored (for the report).
-        """
-        policies = self._qat_policies
-        nova_policy = policies.get(NOVA_DEFAULT)
-        ignored: list = []
-        hints = self._qat_known_policy(
-            qat_facts.instance_hints(CONF, instance, ignored), ignored,
-            instance)
-        try:
-            policy = policies.for_hints(hints)
-        except loader.UnknownPolicy as exc:
-            # The configured policy itself went away (a SIGHUP'd name).
-            LOG.warning('%s; using %s', exc, NOVA_DEFAULT, instance=instance)
-            ignored.append('%s; %s planned' % (exc, NOVA_DEFAULT))
-            policy = nova_policy
-        # NOTE(qat-migration): Nova's own plan needs no measurement; skip
-        # the ~1 s of sampling so nova_default costs what Nova costs.
-        measured = not policy.reproduces_nova
-        facts = qat_facts.gather(
-            CONF, context, instance, dest, migrate_data, hints, measured,
-            caps=self._qat_source_caps(instance), host=self._host,
-            qat_manager=self._qat_manager, history=self._qat_history,
-            reportclient=getattr(self.virtapi, 'reportclient', None),
-            in_flight=datamodel.InFlight())
-        return policy, facts, ignored
-
-    def _qat_plan(self, context: Any, instance: Any, dest: str,
-                  migrate_data: Any, gathered: Optional[tuple] = None,
-                  ) -> lm_session.MigrationSession:
-        """The session of one migration, planned against what the
-        migrations in flight hold now.
-
-        :param gathered: :meth:`_qat_gather`'s result (gathered here when
-            None).
-        """
-        policy, facts, notes = gathered or self._qat_gather(
-            context, instance, dest, migrate_data)
-        nova_policy = self._qat_policies.get(NOVA_DEFAULT)
-        facts = dataclasses.replace(facts,
-                                    in_flight=self._qat_budget.snapshot())
-        try:
-            requested = policy.plan(facts)
-            # A plugin's plan is checked before anything translates it.
-            base.validate_plan(requested)
-        except Exception:  # a plugin bug must not fail LM
-            LOG.exception('Migration policy %s failed; using %s',
-                          policy.name, NOVA_DEFAULT, instance=instance)
-            policy = nova_policy
-            requested = nova_policy.plan(facts)
-        nova_plan = nova_policy.plan(facts)
-        nova_call = translate.to_libvirt(nova_plan, facts)
-        try:
-            call = translate.to_libvirt(requested, facts)
-        except Exception:
-            LOG.exception('Could not translate plan %s; using Nova\'s',
-                          requested.describe(), instance=instance)
-            call = nova_call
-        session = lm_session.MigrationSession(
-            instance, facts, policy, requested, call, nova_call,
-            qat_facts.field(migrate_data, 'migration'))
-        session.notes.extend(notes)
-        if call.backend == translate.BACKEND_PASSTHROUGH:
-            # What runs if the monitor command is refused: the same plan
-            # with only the methods libvirt knows.
-            session.software_call = translate.to_libvirt(
-                requested, dataclasses.replace(facts,
-                                               passthrough_allowed=False))
-        return session
+    # -- Nova's live-migration path ---------------------------------------
 
     def _qat_session(self, instance: Any,
                      ) -> Optional[lm_session.MigrationSession]:
+        """The session of ``instance``'s migration while it runs here."""
         uuid = qat_facts.field(instance, 'uuid')
         with self._qat_sessions_lock:
             return self._qat_sessions.get(uuid)
-
-    # -- Nova's live-migration path ---------------------------------------
 
     def _live_migration(self, context: Any, instance: Any, dest: str,
                         post_method: Any, recover_method: Any,
@@ -338,35 +223,6 @@ class QATMigrationMixin(host.QATHostMixin):
                 session.unwatch_job()
                 with self._qat_sessions_lock:
                     self._qat_sessions.pop(instance.uuid, None)
-
-    def _qat_take_lease(self, stack: contextlib.ExitStack,
-                        session: lm_session.MigrationSession) -> None:
-        """Hold a QAT lease for a plan that needs one, or re-plan without.
-
-        The lease is released by ``stack`` on every exit path.
-        """
-        if not session.plan.qat_lease:
-            return
-        lease = None
-        if self._qat_manager is not None:
-            try:
-                lease = stack.enter_context(
-                    self._qat_manager.lease(session.instance_uuid))
-            except Exception as exc:
-                LOG.warning('QAT lease failed: %s', exc,
-                            instance=session.instance)
-        if lease is not None:
-            session.notes.append('holding QAT lease %s' % (lease,))
-            return
-        facts = dataclasses.replace(
-            session.facts, qat=dataclasses.replace(session.facts.qat,
-                                                   free_leases=0))
-        session.facts = facts
-        call = translate.to_libvirt(session.requested, facts)
-        session.replace_call(call, 'no QAT lease free: re-planned to %s'
-                             % call.plan.describe())
-        LOG.warning('No QAT lease free; plan degraded to %s',
-                    session.plan.describe(), instance=session.instance)
 
     def _qat_report(self, session: lm_session.MigrationSession,
                     dest: Optional[str] = None,

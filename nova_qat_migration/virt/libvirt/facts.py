@@ -35,8 +35,8 @@ from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
 from nova_qat_migration import outcomes
 from nova_qat_migration.policy import hints as qat_hints
-from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import measure
+from nova_qat_migration.virt.libvirt import migration_traits
 
 LOG = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def destination(context: Any, reportclient: Any, dest: str,
         for cn in nodes:
             traits |= set(reportclient.get_provider_traits(
                 context, cn.uuid).traits)
-        return capabilities.destination_from_traits(traits)
+        return migration_traits.destination_from_traits(traits)
     except Exception as exc:  # unknown is a valid answer
         LOG.warning('Could not read the traits of destination %(dest)s '
                     '(%(exc)s): only plans needing nothing from it.',

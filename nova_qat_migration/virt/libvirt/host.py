@@ -33,6 +33,7 @@ from nova_qat_migration import history as qat_history
 from nova_qat_migration.qat import manager as qat_manager
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import introspect
+from nova_qat_migration.virt.libvirt import migration_traits
 
 CONF = qat_conf.CONF
 LOG = logging.getLogger(__name__)
@@ -142,7 +143,8 @@ class QATHostMixin(introspect.QATIntrospectionMixin):
                     provider_tree, nodename, allocations)
             except Exception as exc:
                 LOG.warning('QAT inventory not updated: %s', exc)
-        ours = capabilities.traits_for(self._qat_caps) if enabled else set()
+        ours = (migration_traits.traits_for(self._qat_caps) if enabled
+                else set())
         try:
             current = set(provider_tree.data(nodename).traits)
         except ValueError as exc:   # the provider is not in the tree
@@ -152,7 +154,7 @@ class QATHostMixin(introspect.QATIntrospectionMixin):
         # Nova's traits (and an operator's) survive; stale ones of ours
         # (e.g. after a QEMU downgrade or disabling the planner) do not.
         stale = {t for t in current
-                 if t.startswith(capabilities.TRAIT_PREFIX)} - ours
+                 if t.startswith(migration_traits.TRAIT_PREFIX)} - ours
         if ours:
             provider_tree.add_traits(nodename, *sorted(ours))
         if stale:

@@ -29,7 +29,7 @@ from nova_qat_migration.cmd import cli
 from nova_qat_migration.cmd import status
 from nova_qat_migration import datamodel
 from nova_qat_migration import exception
-from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration.virt.libvirt import migration_traits
 from tests.fixtures import qat_sysfs
 from tests.unit import base
 
@@ -298,13 +298,13 @@ class TestPlacementTraits(StatusTestCase):
             return checks._check_placement()
 
     def test_all_traits_present(self):
-        expected = capabilities.traits_for(MODERN)
+        expected = migration_traits.traits_for(MODERN)
         result = self._run(expected | {'COMPUTE_NET_ATTACH_INTERFACE'})
         self.assertEqual(Code.SUCCESS, result.code)
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZSTD', result.details)
 
     def test_missing_and_stale_traits(self):
-        expected = capabilities.traits_for(MODERN)
+        expected = migration_traits.traits_for(MODERN)
         traits = (expected - {'CUSTOM_MIGRATION_COMPRESS_ZSTD'}) | {
             'CUSTOM_MIGRATION_COMPRESS_QATZIP'}
         result = self._run(traits)
@@ -316,7 +316,7 @@ class TestPlacementTraits(StatusTestCase):
     def test_no_planner_trait(self):
         result = self._run({'COMPUTE_NET_ATTACH_INTERFACE'})
         self.assertEqual(Code.WARNING, result.code)
-        self.assertIn(capabilities.TRAIT_PLANNER, result.details)
+        self.assertIn(migration_traits.TRAIT_PLANNER, result.details)
 
     def test_provider_not_found(self):
         result = self._run(set(), nodename='other')

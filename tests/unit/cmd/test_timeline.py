@@ -26,6 +26,7 @@ from lxml import etree
 from nova_qat_migration.cmd import cli
 from nova_qat_migration.cmd import timeline as timeline_cmd
 from nova_qat_migration import history
+from nova_qat_migration import history_format
 from tests.unit import base
 from tests.unit import timeline_data
 
@@ -245,7 +246,7 @@ class TimelineCLITest(base.TestCase):
     def test_history_too_large(self):
         path = os.path.join(self.tmp, 'huge.json')
         with open(path, 'wb') as f:
-            f.truncate(history.read_limit(1000) + 1)
+            f.truncate(history_format.read_limit(1000) + 1)
         self.assertExit2(self.run_cli(UUID, history_file=path),
                          'is larger than')
 

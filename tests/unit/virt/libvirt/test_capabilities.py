@@ -31,6 +31,8 @@ from nova_qat_migration.conf import qat_migration
 from nova_qat_migration import datamodel
 from nova_qat_migration.qat import placement
 from nova_qat_migration.virt.libvirt import capabilities as caps_mod
+from nova_qat_migration.virt.libvirt import migration_traits
+from nova_qat_migration.virt.libvirt import qemu_probe
 from tests.unit import base
 from tests.unit.virt.libvirt import test_driver
 
@@ -138,7 +140,7 @@ class NoLocalQEMU(fixtures.Fixture):
         self.useFixture(fixtures.MockPatch('os.path.exists',
                                            side_effect=exists))
         self.useFixture(fixtures.MockPatchObject(
-            caps_mod, '_qmp_exchange',
+            qemu_probe, '_qmp_exchange',
             side_effect=AssertionError('a QEMU binary was run')))
 
 
@@ -160,18 +162,18 @@ class TestSchema(base.TestCase):
 
     def test_methods_from_schema(self):
         self.assertEqual(frozenset({'none', 'zlib', 'zstd', 'qatzip'}),
-                         caps_mod.multifd_methods_from_schema(SCHEMA))
+                         qemu_probe.multifd_methods_from_schema(SCHEMA))
 
     def test_old_qemu_without_multifd_compression(self):
         schema = [dict(e) for e in SCHEMA]
         schema[3] = {'name': '42', 'meta-type': 'object', 'members': [
             {'name': 'multifd-channels', 'type': 'int'}]}
         self.assertEqual(frozenset(),
-                         caps_mod.multifd_methods_from_schema(schema))
+                         qemu_probe.multifd_methods_from_schema(schema))
 
     def test_no_command(self):
         self.assertEqual(frozenset(),
-                         caps_mod.multifd_methods_from_schema(SCHEMA[2:]))
+                         qemu_probe.multifd_methods_from_schema(SCHEMA[2:]))
 
     def test_not_a_schema(self):
         members_not_a_list = [
@@ -179,16 +181,16 @@ class TestSchema(base.TestCase):
             {'name': '42', 'members': 'multifd-compression'}]
         for bad in ([], {}, 'schema', None, 42, [1, 2], [{'no-name': 1}],
                     members_not_a_list):
-            self.assertRaises(caps_mod.QMPReplyError,
-                              caps_mod.multifd_methods_from_schema, bad)
+            self.assertRaises(qemu_probe.QMPReplyError,
+                              qemu_probe.multifd_methods_from_schema, bad)
 
     def test_qemu_version_from_reply(self):
-        self.assertEqual((10, 0, 2), caps_mod.qemu_version_from_reply(
+        self.assertEqual((10, 0, 2), qemu_probe.qemu_version_from_reply(
             version_return((10, 0, 2))))
         for bad in (None, {}, {'qemu': {'major': 10}}, {'qemu': 'ten'},
                     {'qemu': {'major': 'x', 'minor': 0, 'micro': 0}}):
-            self.assertRaises(caps_mod.QMPReplyError,
-                              caps_mod.qemu_version_from_reply, bad)
+            self.assertRaises(qemu_probe.QMPReplyError,
+                              qemu_probe.qemu_version_from_reply, bad)
 
     def test_version_tuple(self):
         self.assertEqual((11, 3, 0), caps_mod._version_tuple(11003000))
@@ -222,7 +224,7 @@ class TestProbe(base.TestCase):
     def test_probe_hypervisor_versions_and_schema(self):
         binary = self.create_tempfiles([('qemu', '')])[0]
         replies = [{'return': version_return((8, 2, 1))}, {'return': SCHEMA}]
-        with mock.patch.object(caps_mod, '_qmp_exchange',
+        with mock.patch.object(qemu_probe, '_qmp_exchange',
                                return_value=replies) as qmp:
             got = caps_mod.probe_hypervisor(self._conn(), qemu_binary=binary)
         self.assertEqual((9, 4, 0), got.libvirt_version)
@@ -238,7 +240,7 @@ class TestProbe(base.TestCase):
     def test_probe_uses_emulator_from_capabilities(self):
         xml = CAPS_XML.replace('/usr/bin/qemu-system-x86_64',
                                '/nonexistent/qemu-kvm')
-        with mock.patch.object(caps_mod, '_qmp_exchange') as qmp:
+        with mock.patch.object(qemu_probe, '_qmp_exchange') as qmp:
             got = caps_mod.probe_hypervisor(self._conn(xml))
         # The binary is not there: no probe, methods unknown.
         qmp.assert_not_called()
@@ -250,7 +252,7 @@ class TestProbe(base.TestCase):
         binary = self.create_tempfiles([('qemu', '')])[0]
         replies = [{'return': version_return((7, 2, 0))}, {'return': SCHEMA}]
         logs = self.useFixture(fixtures.FakeLogger(level=logging.WARNING))
-        with mock.patch.object(caps_mod, '_qmp_exchange',
+        with mock.patch.object(qemu_probe, '_qmp_exchange',
                                return_value=replies):
             got = caps_mod.probe_hypervisor(self._conn(), qemu_binary=binary)
         self.assertEqual(frozenset(), got.multifd_methods)
@@ -261,7 +263,7 @@ class TestProbe(base.TestCase):
         binary = self.create_tempfiles([('qemu', '')])[0]
         replies = [{'return': version_return((8, 2, 1))},
                    {'error': {'class': 'CommandNotFound', 'desc': 'nope'}}]
-        with mock.patch.object(caps_mod, '_qmp_exchange',
+        with mock.patch.object(qemu_probe, '_qmp_exchange',
                                return_value=replies):
             got = caps_mod.probe_hypervisor(self._conn(), qemu_binary=binary)
         self.assertEqual(caps_mod.SOURCE_UNKNOWN, got.methods_source)
@@ -270,26 +272,26 @@ class TestProbe(base.TestCase):
         binary = self.create_tempfiles([('qemu', '')])[0]
         for exc in (OSError('boom'), TimeoutError('slow'), EOFError('gone'),
                     ValueError('bad json')):
-            with mock.patch.object(caps_mod, '_qmp_exchange',
+            with mock.patch.object(qemu_probe, '_qmp_exchange',
                                    side_effect=exc):
                 self.assertEqual(frozenset(),
-                                 caps_mod.probe_multifd_methods(binary))
+                                 qemu_probe.probe_multifd_methods(binary))
 
     def test_probe_of_a_non_qemu_binary(self):
         # /bin/true exits at once: EOF before any reply.
         if not os.path.exists('/bin/true'):
             self.skipTest('/bin/true missing')
         self.assertEqual(frozenset(),
-                         caps_mod.probe_multifd_methods('/bin/true'))
+                         qemu_probe.probe_multifd_methods('/bin/true'))
 
     def test_probe_of_a_missing_binary(self):
         self.assertEqual(frozenset(),
-                         caps_mod.probe_multifd_methods('/nonexistent/qemu'))
+                         qemu_probe.probe_multifd_methods('/nonexistent/qemu'))
 
     def test_real_qemu(self):
-        if not os.path.exists(caps_mod.DEFAULT_QEMU):
-            self.skipTest('%s not installed' % caps_mod.DEFAULT_QEMU)
-        methods = caps_mod.probe_multifd_methods(caps_mod.DEFAULT_QEMU)
+        if not os.path.exists(qemu_probe.DEFAULT_QEMU):
+            self.skipTest('%s not installed' % qemu_probe.DEFAULT_QEMU)
+        methods = qemu_probe.probe_multifd_methods(qemu_probe.DEFAULT_QEMU)
         self.assertIn('none', methods)
         self.assertTrue(methods <= set(datamodel.QEMU_MULTIFD_COMPRESSION),
                         methods)
@@ -297,11 +299,11 @@ class TestProbe(base.TestCase):
     def test_real_qemu_is_used_when_libvirt_reports_its_version(self):
         # The installed QEMU answers query-version and query-qmp-schema
         # itself; libvirt (here a mock) reports the same version.
-        if not os.path.exists(caps_mod.DEFAULT_QEMU):
-            self.skipTest('%s not installed' % caps_mod.DEFAULT_QEMU)
-        (reply,) = caps_mod._qmp_exchange(caps_mod.DEFAULT_QEMU,
+        if not os.path.exists(qemu_probe.DEFAULT_QEMU):
+            self.skipTest('%s not installed' % qemu_probe.DEFAULT_QEMU)
+        (reply,) = qemu_probe._qmp_exchange(qemu_probe.DEFAULT_QEMU,
                                           [{'execute': 'query-version'}])
-        version = caps_mod.qemu_version_from_reply(reply['return'])
+        version = qemu_probe.qemu_version_from_reply(reply['return'])
         conn = self._conn()
         conn.getVersion.return_value = (version[0] * 1000000 +
                                         version[1] * 1000 + version[2])
@@ -316,7 +318,7 @@ class TestTraits(base.TestCase):
         hv = datamodel.HypervisorCaps(
             qemu_version=(10, 1, 0),
             multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip'}))
-        traits = caps_mod.traits_for(hv)
+        traits = migration_traits.traits_for(hv)
         self.assertEqual({
             'CUSTOM_MIGRATION_PLANNER', 'CUSTOM_MIGRATION_MULTIFD',
             'CUSTOM_MIGRATION_COMPRESS_XBZRLE',
@@ -330,7 +332,7 @@ class TestTraits(base.TestCase):
         hv = datamodel.HypervisorCaps(
             libvirt_version=(9, 0, 0), qemu_version=(8, 2, 0),
             multifd_methods=frozenset({'none', 'zlib'}))
-        traits = caps_mod.traits_for(hv)
+        traits = migration_traits.traits_for(hv)
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_MT', traits)
         # QEMU decodes zlib whatever this libvirt can send.
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZLIB', traits)
@@ -340,13 +342,13 @@ class TestTraits(base.TestCase):
 
     def test_traits_without_schema(self):
         hv = datamodel.HypervisorCaps(multifd_methods=frozenset())
-        traits = caps_mod.traits_for(hv)
+        traits = migration_traits.traits_for(hv)
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZSTD', traits)
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZLIB', traits)
         self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_QATZIP', traits)
 
     def test_no_trait_for_none(self):
-        traits = caps_mod.traits_for(datamodel.HypervisorCaps())
+        traits = migration_traits.traits_for(datamodel.HypervisorCaps())
         self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_NONE', traits)
 
     def test_trait_names_valid_for_placement(self):
@@ -354,7 +356,7 @@ class TestTraits(base.TestCase):
             qemu_version=(9, 0, 0),
             multifd_methods=frozenset({'none', 'zlib', 'zstd', 'qatzip',
                                        'qpl', 'uadk'}))
-        for trait in caps_mod.traits_for(hv):
+        for trait in migration_traits.traits_for(hv):
             self.assertTrue(CUSTOM_TRAIT.match(trait), trait)
             self.assertLessEqual(len(trait), 255)
 
@@ -372,8 +374,8 @@ class TestTraits(base.TestCase):
         for hv, qat in cases:
             # The QAT device manager adds its trait beside the driver's.
             qat_trait = {placement.HOST_TRAIT} if qat else set()
-            dest = caps_mod.destination_from_traits(
-                caps_mod.traits_for(hv) | qat_trait |
+            dest = migration_traits.destination_from_traits(
+                migration_traits.traits_for(hv) | qat_trait |
                 {'HW_CPU_X86_AVX2', 'COMPUTE_STATUS_DISABLED'})
             self.assertTrue(dest.known)
             self.assertTrue(dest.multifd)
@@ -390,7 +392,7 @@ class TestTraits(base.TestCase):
     def test_unknown_destination(self):
         for traits in (None, set(), {'CUSTOM_MIGRATION_COMPRESS_ZSTD',
                                      'CUSTOM_MIGRATION_MULTIFD'}):
-            dest = caps_mod.destination_from_traits(traits)
+            dest = migration_traits.destination_from_traits(traits)
             self.assertFalse(dest.known, traits)
             self.assertFalse(dest.accepts('zstd'))
             self.assertFalse(dest.accepts('qatzip'))
@@ -398,7 +400,7 @@ class TestTraits(base.TestCase):
             self.assertTrue(dest.accepts('none'))
 
     def test_traits_from_a_list(self):
-        dest = caps_mod.destination_from_traits(
+        dest = migration_traits.destination_from_traits(
             ['CUSTOM_MIGRATION_PLANNER', 'CUSTOM_MIGRATION_COMPRESS_ZSTD'])
         self.assertTrue(dest.known)
         self.assertEqual(frozenset({'zstd'}), dest.methods)
@@ -411,7 +413,7 @@ class TestOneQATTrait(base.TestCase):
         # The QAT device manager is the one writer of its host trait.
         hv = datamodel.HypervisorCaps(
             multifd_methods=frozenset({'none', 'zstd', 'qatzip'}))
-        self.assertNotIn(placement.HOST_TRAIT, caps_mod.traits_for(hv))
+        self.assertNotIn(placement.HOST_TRAIT, migration_traits.traits_for(hv))
 
 
 class LibvirtProbeBase(base.TestCase):
@@ -444,7 +446,7 @@ class TestProbeOrder(LibvirtProbeBase):
         self.assertEqual([('instance-00000001', 'query-version'),
                           ('instance-00000001', 'query-qmp-schema')],
                          monitor.calls)
-        traits = caps_mod.traits_for(got)
+        traits = migration_traits.traits_for(got)
         for method in ('ZLIB', 'ZSTD', 'QATZIP'):
             self.assertIn('CUSTOM_MIGRATION_COMPRESS_' + method, traits)
 
@@ -458,7 +460,7 @@ class TestProbeOrder(LibvirtProbeBase):
         self.assertEqual(frozenset({'none', 'zlib', 'zstd'}),
                          got.multifd_methods)
         self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_QATZIP',
-                         caps_mod.traits_for(got))
+                         migration_traits.traits_for(got))
 
     def test_one_domain_is_asked(self):
         # Each asked domain is tainted: one answer is enough.
@@ -559,7 +561,7 @@ class TestProbeOrder(LibvirtProbeBase):
         # Versions still come from libvirt.
         self.assertEqual((11, 3, 0), got.libvirt_version)
         self.assertEqual((10, 0, 2), got.qemu_version)
-        traits = caps_mod.traits_for(got)
+        traits = migration_traits.traits_for(got)
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_ZSTD', traits)
         self.assertIn('CUSTOM_MIGRATION_COMPRESS_QATZIP', traits)
         self.assertNotIn('CUSTOM_MIGRATION_COMPRESS_ZLIB', traits)
@@ -758,7 +760,7 @@ class TestDriverWithoutLocalQEMU(test_driver.DriverTestBase):
         with mock.patch.object(drvr._host, 'get_connection',
                                side_effect=RuntimeError('libvirt down')):
             traits = self.traits(drvr)
-        self.assertIn(caps_mod.TRAIT_PLANNER, traits)
+        self.assertIn(migration_traits.TRAIT_PLANNER, traits)
         self.assertIn('libvirt down', logs.output)
 
     def test_no_reprobe_without_passthrough(self):

@@ -197,7 +197,7 @@ class ProviderTreeTest(DriverTestBase):
         from nova.compute import provider_tree
 
         from nova_qat_migration.qat import placement
-        from nova_qat_migration.virt.libvirt import capabilities
+        from nova_qat_migration.virt.libvirt import migration_traits
         self.useFixture(fixtures.MonkeyPatch(
             'nova.virt.libvirt.driver.LibvirtDriver.update_provider_tree',
             lambda self, tree, nodename, allocations=None: None))
@@ -205,7 +205,7 @@ class ProviderTreeTest(DriverTestBase):
         drvr.init_host('host')
         tree = provider_tree.ProviderTree()
         tree.new_root('node', 'rp-uuid')
-        stale = capabilities.compress_trait('gone')
+        stale = migration_traits.compress_trait('gone')
         tree.add_traits('node', stale, 'CUSTOM_OPERATOR')
         manager = mock.Mock()
         manager.update_provider_tree.side_effect = (
@@ -216,13 +216,13 @@ class ProviderTreeTest(DriverTestBase):
         manager.update_provider_tree.assert_called_once_with(tree, 'node',
                                                              {})
         traits = tree.data('node').traits
-        self.assertIn(capabilities.TRAIT_PLANNER, traits)
+        self.assertIn(migration_traits.TRAIT_PLANNER, traits)
         self.assertIn(placement.HOST_TRAIT, traits)       # the manager's
         self.assertIn('CUSTOM_OPERATOR', traits)
         self.assertNotIn(stale, traits)
         # The driver's own traits never include the manager's.
         self.assertNotIn(placement.HOST_TRAIT,
-                         capabilities.traits_for(drvr._qat_caps))
+                         migration_traits.traits_for(drvr._qat_caps))
 
 
 class IntrospectionTest(DriverTestBase):
@@ -252,13 +252,13 @@ class IntrospectionTest(DriverTestBase):
         self.assertIn('uuid-1', drvr.qat_introspect()['sessions'])
 
     def test_test_capabilities_plan_and_traits_then_restore(self):
-        from nova_qat_migration.virt.libvirt import capabilities
+        from nova_qat_migration.virt.libvirt import migration_traits
         self.useFixture(fixtures.MonkeyPatch(
             'nova.virt.libvirt.driver.LibvirtDriver.update_provider_tree',
             lambda self, tree, nodename, allocations=None: None))
         drvr = self.driver()
         drvr.init_host('host')
-        trait = capabilities.compress_trait('qatzip')
+        trait = migration_traits.compress_trait('qatzip')
         self.assertNotIn(trait, provider_traits(drvr))
         pretend = datamodel.HypervisorCaps(
             multifd_methods=CAPS.multifd_methods | {'qatzip'})

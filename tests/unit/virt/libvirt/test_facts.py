@@ -28,8 +28,8 @@ from nova_qat_migration import datamodel
 from nova_qat_migration import history as qat_history
 from nova_qat_migration import outcomes
 from nova_qat_migration.policy import hints as qat_hints
-from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import facts
+from nova_qat_migration.virt.libvirt import migration_traits
 from nova_qat_migration.virt.libvirt import report
 
 CAPS = datamodel.HypervisorCaps(multifd_methods=frozenset({'none', 'zstd'}))
@@ -372,8 +372,8 @@ class DestinationTest(test.NoDBTestCase):
         super().setUp()
         self.reportclient = mock.Mock()
         self.reportclient.get_provider_traits.return_value = _traits(
-            capabilities.TRAIT_PLANNER, capabilities.TRAIT_MULTIFD,
-            capabilities.compress_trait('zstd'))
+            migration_traits.TRAIT_PLANNER, migration_traits.TRAIT_MULTIFD,
+            migration_traits.compress_trait('zstd'))
 
     def test_traits_of_the_destination_node(self):
         node = mock.Mock(uuid='rp-1')
