@@ -134,9 +134,9 @@ class TestQatzipPath(test_migration.NovaLabTestCase):
                          '%(major)d.%(minor)d.%(micro)d' % version)
 
     def test_2_probe_and_traits_list_qatzip(self):
-        from nova_qat_migration.virt.libvirt import capabilities
+        from nova_qat_migration.virt.libvirt import migration_traits
         self.cloud._run_periodics()
-        trait = capabilities.compress_trait('qatzip')
+        trait = migration_traits.compress_trait('qatzip')
         self.assertEqual('CUSTOM_MIGRATION_COMPRESS_QATZIP', trait)
         for host in self.nlab.lab.hosts:
             caps = introspect.capabilities(

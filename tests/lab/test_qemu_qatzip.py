@@ -31,7 +31,8 @@ import fixtures
 import testtools
 
 from nova_qat_migration import datamodel
-from nova_qat_migration.virt.libvirt import capabilities
+from nova_qat_migration.virt.libvirt import migration_traits
+from nova_qat_migration.virt.libvirt import qemu_probe
 from nova_qat_migration_lab import cli
 from nova_qat_migration_lab import guest
 from nova_qat_migration_lab import hosts
@@ -224,20 +225,20 @@ class TestBuiltQemu(testtools.TestCase):
             self.skipTest(qemu_build.missing_reason())
 
     def test_probe_lists_qatzip(self):
-        methods = capabilities.probe_multifd_methods(self.binary)
+        methods = qemu_probe.probe_multifd_methods(self.binary)
         self.assertIn('qatzip', methods)
         self.assertTrue({'none', 'zlib', 'zstd'} <= methods, methods)
         caps = datamodel.HypervisorCaps(
             libvirt_version=(11, 3, 0), qemu_version=(10, 0, 0),
             multifd_methods=methods)
-        self.assertIn(capabilities.compress_trait('qatzip'),
-                      capabilities.traits_for(caps))
+        self.assertIn(migration_traits.compress_trait('qatzip'),
+                      migration_traits.traits_for(caps))
 
     def test_version_matches_the_distro_qemu(self):
-        distro = qemu_build.qemu_version(capabilities.DEFAULT_QEMU)
+        distro = qemu_build.qemu_version(qemu_probe.DEFAULT_QEMU)
         if distro is None:
             self.skipTest('no distro QEMU at %s to compare with'
-                          % capabilities.DEFAULT_QEMU)
+                          % qemu_probe.DEFAULT_QEMU)
         self.assertEqual(distro, qemu_build.qemu_version(self.binary))
 
     def test_starts_without_ld_library_path(self):
@@ -250,7 +251,7 @@ class TestBuiltQemu(testtools.TestCase):
                              % self.binary)
 
     def test_machine_none_answers_qmp(self):
-        version, status = capabilities._qmp_exchange(
+        version, status = qemu_probe._qmp_exchange(
             self.binary, [{'execute': 'query-version'},
                           {'execute': 'query-status'}])
         qemu = version['return']['qemu']

@@ -319,6 +319,6 @@ class TestTables(testtools.TestCase):
 
 
 def capabilities_dest():
-    from nova_qat_migration.virt.libvirt import capabilities
-    return capabilities.destination_from_traits(
-        capabilities.traits_for(datamodel.HypervisorCaps()))
+    from nova_qat_migration.virt.libvirt import migration_traits
+    return migration_traits.destination_from_traits(
+        migration_traits.traits_for(datamodel.HypervisorCaps()))

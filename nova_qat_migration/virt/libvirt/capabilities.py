@@ -38,20 +38,10 @@ from oslo_log import log as logging
 
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
-from nova_qat_migration.virt.libvirt import migration_traits
 from nova_qat_migration.virt.libvirt import qemu_probe
 
 
 LOG = logging.getLogger(__name__)
-
-# Kept here under their old names: the lab's tests (tests/lab) use them
-# from this module.
-DEFAULT_QEMU = qemu_probe.DEFAULT_QEMU
-_qmp_exchange = qemu_probe._qmp_exchange
-probe_multifd_methods = qemu_probe.probe_multifd_methods
-compress_trait = migration_traits.compress_trait
-traits_for = migration_traits.traits_for
-destination_from_traits = migration_traits.destination_from_traits
 
 #: Where :attr:`datamodel.HypervisorCaps.multifd_methods` came from.
 #: ``[qat_migration] hypervisor_multifd_methods``
