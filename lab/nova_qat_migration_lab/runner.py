@@ -224,6 +224,10 @@ class GuestSession:
     :param extra_specs: flavor extra specs.
     """
 
+    #: How long to wait for the driver's report after Nova's record ends
+    #: (0: a run on Nova's own driver, which writes none).
+    report_wait_s: float = 30
+
     def __init__(self, nlab: NovaLab, scenario: sc.Scenario,
                  name: str = 'lab-guest', seed: int = 1,
                  extra_specs: Optional[dict] = None,
@@ -395,7 +399,8 @@ class GuestSession:
         result.qemu_log = {end: measure.log_written(path, log_offsets[end])
                            for end, path in logs.items()}
         result.commands = cloud.cli_log[n_cli:]
-        record = (cloud.reports.wait_for(self.server_id, n_reports, 30)
+        record = (cloud.reports.wait_for(self.server_id, n_reports,
+                                         self.report_wait_s)
                   if migration is not None else None)
         if migration is not None:
             result.migration_status = migration['status']

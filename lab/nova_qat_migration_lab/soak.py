@@ -26,7 +26,7 @@ each migration it records, from the outside:
 * the ``-global`` entries of the destination's live and persistent
   definitions (persistent: none ever; live: only after a passthrough
   hop);
-* each nova-compute's RSS and open file descriptors (``/proc``).
+* each nova-compute's RSS, open file descriptors and threads (``/proc``).
 
 :func:`summarize` judges the run against the issue's bar: no failed or lost
 guest, no leaked lease, share or ``-global``, nova-compute RSS growth under
@@ -75,6 +75,13 @@ def _proc(pid: Optional[int]) -> dict:
         out['fds'] = len(os.listdir('/proc/%d/fd' % pid))
     except OSError:
         out['fds'] = None
+    # Nova's and oslo.messaging's thread pools start a worker per task
+    # until they are full and keep it: each thread adds a stack and its
+    # allocator cache to the RSS, so growth is read against this count.
+    try:
+        out['threads'] = len(os.listdir('/proc/%d/task' % pid))
+    except OSError:
+        out['threads'] = None
     return out
 
 
@@ -87,8 +94,21 @@ def _globals(cloud: services.ServiceCloud, server_id: str) -> dict:
                 dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))}
 
 
-def run(migrations: int, out_path: str, echo: Any = print) -> list:
-    """Run the soak on the cloud that is up (or one started here)."""
+#: Nova's own libvirt driver, for the baseline (``--driver``).
+NOVA_DRIVER = 'libvirt.LibvirtDriver'
+
+
+def run(migrations: int, out_path: str, echo: Any = print,
+        driver: Optional[str] = None) -> list:
+    """Run the soak on the cloud that is up (or one started here).
+
+    :param driver: both computes' ``compute_driver`` for this run
+        (default: the cloud's, this project's driver). With Nova's own
+        driver (:data:`NOVA_DRIVER`), the same guests and migrations
+        measure what nova-compute's memory does without this project:
+        the flavors' ``qat_migration:`` specs are then ignored, no guest
+        takes the qatzip hop, and nothing reports a plan.
+    """
     nlab = runner.NovaLab(link_mbit=SCENARIO.link_mbit, cloud='services',
                           qat_options=dict(runner.LAB_QAT_OPTIONS))
     nlab.__enter__()
@@ -96,9 +116,15 @@ def run(migrations: int, out_path: str, echo: Any = print) -> list:
     sessions: dict = {}
     tree = None
     cloud = nlab.cloud
+    saved_extra = json.loads(json.dumps(cloud.compute_extra))
     try:
         guests = dict(GUESTS)
-        if cloud.lab.qemu == qemu_build.QATZIP:
+        if driver:
+            for host in cloud.lab.hosts:
+                cloud.compute_extra.setdefault(host.name, {}).setdefault(
+                    'DEFAULT', {})['compute_driver'] = driver
+            cloud.apply()
+        if cloud.lab.qemu == qemu_build.QATZIP and not driver:
             # The first host lends QAT (the sysfs fixture; QATzip runs in
             # software: no QAT hardware here).
             from nova_qat_migration_lab import repo
@@ -116,6 +142,8 @@ def run(migrations: int, out_path: str, echo: Any = print) -> list:
         for name, extra_specs in guests.items():
             session = runner.GuestSession(nlab, SCENARIO, name='soak-' + name,
                                           extra_specs=extra_specs)
+            if driver == NOVA_DRIVER:
+                session.report_wait_s = 0
             session.boot()
             sessions[name] = session
         echo('soak: %d guests (%s) on %s; %d migrations' % (
@@ -143,10 +171,10 @@ def run(migrations: int, out_path: str, echo: Any = print) -> list:
                 session.destroy()
             except Exception:  # tear-down
                 pass
-        if tree is not None:
-            cloud.compute_extra.get(cloud.lab.hosts[0].name, {}).pop(
-                'qat_migration', None)
+        if tree is not None or driver:
+            cloud.compute_extra = saved_extra
             cloud.apply()
+        if tree is not None:
             tree.cleanUp()
         nlab.__exit__()
     return rows
@@ -202,6 +230,8 @@ def summarize(rows: list) -> dict:
             'rss_kib_last': last.get('rss_kib'),
             'rss_growth': round(growth, 4) if growth is not None else None,
             'fds_at_10': first.get('fds'), 'fds_last': last.get('fds'),
+            'threads_at_10': first.get('threads'),
+            'threads_last': last.get('threads'),
             'fds_max': max(r['computes'][host].get('fds') or 0
                            for r in rows[start:])}
     out['passed'] = (not failed and not lost and not leaked and
@@ -221,6 +251,10 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument('--out', help='output directory (default '
                                       'benchmarks/soak below the '
                                       'repository root)')
+    parser.add_argument('--driver', help='both computes\' compute_driver '
+                        'for this run (default: the cloud\'s); %s is '
+                        'Nova\'s own driver, the baseline of nova-compute\'s '
+                        'memory' % NOVA_DRIVER)
 
 
 def main(args: Any) -> int:
@@ -229,8 +263,9 @@ def main(args: Any) -> int:
     os.makedirs(out_dir, exist_ok=True)
     jsonl = os.path.join(out_dir, 'results.jsonl')
     started = time.time()
-    rows = run(args.migrations, jsonl)
+    rows = run(args.migrations, jsonl, driver=args.driver)
     summary = summarize(rows)
+    summary['driver'] = args.driver or services.DRIVER
     summary['minutes'] = round((time.time() - started) / 60, 1)
     with open(os.path.join(out_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1)
