@@ -141,8 +141,7 @@ def make_session(plan, facts=None, nova_flags=NOVA_FLAGS):
     nova_plan = nova_default.NovaDefaultPolicy(CONF).plan(facts)
     return lm_session.MigrationSession(
         instance, facts, static.StaticPolicy(CONF), plan,
-        translate.to_libvirt(plan, facts),
-        translate.to_libvirt(nova_plan, facts))
+        translate.to_libvirt(plan, facts), nova_plan)
 
 
 class JobCompletedEventTest(DriverTestBase):
