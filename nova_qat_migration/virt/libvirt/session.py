@@ -86,6 +86,8 @@ class MigrationSession:
     ``job_watch``                 the caller thread (:meth:`watch_job`
                                   from the monitor hook,
                                   :meth:`unwatch_job` after it)
+    ``monitor_thread``            the caller thread, in the monitor hook
+                                  (set while Nova's monitor runs)
     ``completed_stats``,          libvirt's event-loop thread, in the
     ``completed_event``           job-completed callback (the caller
                                   thread waits on the event, then reads)
@@ -143,6 +145,9 @@ class MigrationSession:
         self.completed_event = threading.Event()
         #: (connection, callback id) of the job-completed event watch
         self.job_watch: Optional[tuple] = None
+        #: the thread Nova's monitor runs in, while it runs: how the
+        #: driver's ``_get_migration_flags`` finds this session
+        self.monitor_thread: Optional[int] = None
         self.aborted_by_us = False
         #: an abort of the job was asked for (by Nova or by us)
         self.abort_requested = False
