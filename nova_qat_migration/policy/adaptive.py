@@ -67,7 +67,7 @@ class AdaptivePolicy(base.Policy):
         """Read the model's constants (``[qat_migration]
         model_calibration``) before any plan is made.
         """
-        self.calibration = predictive.calibration(self.shared)
+        self.calibration = common.calibration(self.shared)
 
     def plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         """The plan for ``facts``; the operator's when the image's hints
@@ -79,9 +79,9 @@ class AdaptivePolicy(base.Policy):
     def _plan(self, facts: datamodel.Facts) -> datamodel.Plan:
         lim = common.limits(self.shared, facts)
         cands = candidates.generate(self.shared, facts, lim)
-        load = predictive.workload(facts)
         # The facts both rankings read, worked out once.
         derived = common.derive(self.shared, facts)
+        load = derived.load
         plan = None
         if self.options.adaptive_model:
             picked = predictive.choose(
@@ -90,7 +90,8 @@ class AdaptivePolicy(base.Policy):
             if picked is not None:
                 best, prediction, scored, trade = picked
                 notes = [trade] if trade else []
-                cost = predictive.cpu_cost(facts, best, self.calibration)
+                cost = common.cpu_cost(facts, best, self.calibration,
+                                       derived)
                 notes += [cost] if cost else []
                 notes += cands.notes
                 if derived.dirty_rate is None:

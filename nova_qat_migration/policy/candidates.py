@@ -34,7 +34,6 @@ from typing import Any, Optional
 
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import common
-from nova_qat_migration.policy import predictive
 
 #: Pages that compress worse than this (compressed/original) are not
 #: worth a compressor (:data:`.common.INCOMPRESSIBLE_RATIO`).
@@ -110,14 +109,13 @@ def impact_closed(conf: Any, facts: datamodel.Facts,
 
     The compressors share busy cores with the guests' vCPUs (the
     migrating guest's own included); the share of CPU time that work is
-    predicted to lose (:func:`.predictive.cpu_impact_pct`) must stay within
+    predicted to lose (:func:`.common.cpu_impact_pct`) must stay within
     ``[qat_migration] max_guest_cpu_impact_pct``.
     """
     if plan.method not in ('zlib', 'zstd'):
         return None
     cap = conf.qat_migration.max_guest_cpu_impact_pct
-    impact = predictive.cpu_impact_pct(facts, plan,
-                                       predictive.calibration(conf))
+    impact = common.cpu_impact_pct(facts, plan, common.calibration(conf))
     if impact <= cap:
         return None
     return ('%s x%d: %.0f%% CPU idle, the compressors would take %.0f%% of '

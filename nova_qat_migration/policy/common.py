@@ -11,8 +11,10 @@
 # under the License.
 """Pieces the built-in policies share: limits from options and hints,
 this migration's share of the source (what migrations in flight leave),
-what the guest's pages are like, and :class:`Derived`, those quantities
-worked out once per plan.
+what the guest's pages are like, the model's view of the guest
+(:func:`workload`) and of this host (:func:`calibration`), what software
+compressors cost the busy vCPUs (:func:`cpu_impact_pct`), and
+:class:`Derived`, those quantities worked out once per plan.
 
 Below both rankings (:mod:`.predictive`, :mod:`.rules`) and the candidate
 generator, so that none of them borrows a helper from another.
@@ -21,10 +23,16 @@ generator, so that none of them borrows a helper from another.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional
+
+from oslo_log import log as logging
 
 from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
+from nova_qat_migration.policy import model
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +244,113 @@ def dirty_rate(facts: datamodel.Facts) -> Optional[float]:
     return facts.history.dirty_rate_mbps
 
 
+# -- the model's view of the guest and of this host ---------------------------
+
+#: Clamp of the compressed/original ratio the model uses: nothing
+#: compresses to nothing, nothing grows past its size.
+RATIO_RANGE = (0.02, 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def load_calibration(path: str) -> datamodel.Calibration:
+    """The model's constants from a ``model_calibration`` file.
+
+    The file is checked as at start-up (:func:`conf.check_calibration
+    <nova_qat_migration.conf.check_calibration>`); one that became
+    unusable since (edited, removed) gives the built-in constants, with
+    a warning, rather than failing migrations.
+    """
+    if not path:
+        return datamodel.Calibration()
+    try:
+        return datamodel.Calibration(**qat_conf.check_calibration(path))
+    except qat_conf.ConfigError as exc:
+        LOG.warning('Model calibration unusable (%(exc)s): using built-in '
+                    'constants.', {'exc': exc})
+        return datamodel.Calibration()
+
+
+def calibration(conf: Any) -> datamodel.Calibration:
+    return load_calibration(conf.qat_migration.model_calibration or '')
+
+
+def workload(facts: datamodel.Facts) -> model.Workload:
+    """The model's view of the guest, from measurements and history.
+
+    What nothing measured keeps :class:`~.model.Workload`'s defaults; a
+    block migration's disk bytes come from the facts (none when unknown).
+    """
+    inst = facts.instance
+    hist = facts.history
+    dirty = 0.0 if inst.paused else (
+        inst.dirty_rate_mbps if inst.dirty_rate_mbps is not None
+        else hist.dirty_rate_mbps or 0.0)
+    fields: dict = {}
+    if hist.compression_ratio is not None and \
+            hist.method in datamodel.MULTIFD_METHODS:
+        fields['compress_ratio'] = hist.compression_ratio
+    elif hist.compression_ratio is not None and hist.method in (None,
+                                                                'none'):
+        # Uncompressed wire bytes below RAM size mean zero pages.
+        fields['zero_fraction'] = max(0.0, min(
+            0.95, 1.0 - hist.compression_ratio))
+    if hist.xbzrle_hit_ratio is not None:
+        fields['xbzrle_friendly'] = hist.xbzrle_hit_ratio
+    # A sample of the guest's pages, taken just now, beats history.
+    if inst.compress_ratio is not None:
+        fields['compress_ratio'] = inst.compress_ratio
+    if inst.zero_fraction is not None:
+        fields['zero_fraction'] = max(0.0, min(0.99, inst.zero_fraction))
+    if inst.xbzrle_friendly is not None:
+        fields['xbzrle_friendly'] = inst.xbzrle_friendly
+    if 'compress_ratio' in fields:
+        low, high = RATIO_RANGE
+        fields['compress_ratio'] = max(low, min(high,
+                                                fields['compress_ratio']))
+    if facts.block_migration and facts.disk_bytes:
+        # The disks a block migration copies before the memory.
+        fields['disk_mb'] = facts.disk_bytes / float(datamodel.MIB)
+    return model.Workload(
+        ram_mb=float(inst.memory_mb), dirty_mbps=float(dirty),
+        working_set_mb=(float(inst.hints.working_set_mb)
+                        if inst.hints.working_set_mb else None), **fields)
+
+
+def cpu_impact_pct(facts: datamodel.Facts, plan: datamodel.Plan,
+                   cal: datamodel.Calibration,
+                   derived: Optional[Derived] = None) -> float:
+    """Percent of CPU time the source's busy work is predicted to lose to
+    ``plan``'s software compressors (:func:`.model.cpu_impact`).
+
+    :param derived: :func:`derive` of ``facts``, when the caller worked
+        it out already (a ranking); else ``facts`` is read here.
+    """
+    if derived is None:
+        load, link, idle, busy = (workload(facts), link_mbps(facts),
+                                  idle_cores(facts), busy_cores(facts))
+    else:
+        load, link, idle, busy = (derived.load, derived.link_mbps,
+                                  derived.idle_cores, derived.busy_cores)
+    return 100.0 * model.cpu_impact(plan, load, link, cal, idle, busy)
+
+
+def cpu_cost(facts: datamodel.Facts, plan: datamodel.Plan,
+             cal: datamodel.Calibration,
+             derived: Optional[Derived] = None) -> Optional[str]:
+    """A reason saying what ``plan``'s compressors take from the busy
+    vCPUs, or None when they run on idle cores alone.
+
+    :param derived: as for :func:`cpu_impact_pct`.
+    """
+    impact = cpu_impact_pct(facts, plan, cal, derived)
+    if impact < 0.5:
+        return None
+    idle_pct = (derived.cpu_idle_pct if derived is not None
+                else cpu_idle_pct(facts))
+    return ('%.0f%% CPU idle: the compressors share busy cores, about '
+            '%.0f%% of the busy vCPUs\' time' % (idle_pct, impact))
+
+
 @dataclasses.dataclass(frozen=True)
 class Derived:
     """What the rankings read of the facts, worked out once per plan.
@@ -261,6 +376,8 @@ class Derived:
     measured_ratio: Optional[float]
     #: Whether the pages are not worth compressing.
     incompressible: bool
+    #: The model's view of the guest (:func:`workload`).
+    load: model.Workload
 
 
 def derive(conf: Any, facts: datamodel.Facts) -> Derived:
@@ -277,7 +394,8 @@ def derive(conf: Any, facts: datamodel.Facts) -> Derived:
         spare_mb=spare_mb(conf, facts),
         dirty_rate=dirty_rate(facts),
         measured_ratio=ratio,
-        incompressible=ratio is not None and ratio > INCOMPRESSIBLE_RATIO)
+        incompressible=ratio is not None and ratio > INCOMPRESSIBLE_RATIO,
+        load=workload(facts))
 
 
 def throttle_steps(conf: Any) -> list:

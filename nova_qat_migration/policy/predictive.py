@@ -17,107 +17,21 @@ plan that converges with a downtime within the limit and before Nova's
 completion timeout (a block migration's disk copy counted in both),
 unless a gentler one (no throttling, then throttling starting low, then
 post-copy) is predicted within ``[qat_migration_adaptive]
-gentle_tolerance`` of its time. Also the model's view of the guest
-(:func:`workload`) and of this host's constants (:func:`calibration`),
-which the adaptive policy, the driver's report and the drain command
-share.
+gentle_tolerance`` of its time.
+
+The model's view of the guest (``workload``), of this host's constants
+(``calibration``) and of what compressors cost (``cpu_cost``) live in
+:mod:`.common`, below both rankings and the candidates; they stay
+importable from here for the report, the drain command and the lab.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Iterable, Optional
 
-from oslo_log import log as logging
-
-from nova_qat_migration import conf as qat_conf
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import model
-
-LOG = logging.getLogger(__name__)
-
-#: Clamp of the compressed/original ratio the model uses: nothing
-#: compresses to nothing, nothing grows past its size.
-RATIO_RANGE = (0.02, 1.0)
-
-
-@functools.lru_cache(maxsize=8)
-def load_calibration(path: str) -> datamodel.Calibration:
-    """The model's constants from a ``model_calibration`` file.
-
-    The file is checked as at start-up (:func:`conf.check_calibration
-    <nova_qat_migration.conf.check_calibration>`); one that became
-    unusable since (edited, removed) gives the built-in constants, with
-    a warning, rather than failing migrations.
-    """
-    if not path:
-        return datamodel.Calibration()
-    try:
-        return datamodel.Calibration(**qat_conf.check_calibration(path))
-    except qat_conf.ConfigError as exc:
-        LOG.warning('Model calibration unusable (%(exc)s): using built-in '
-                    'constants.', {'exc': exc})
-        return datamodel.Calibration()
-
-
-def calibration(conf: Any) -> datamodel.Calibration:
-    return load_calibration(conf.qat_migration.model_calibration or '')
-
-
-def workload(facts: datamodel.Facts) -> model.Workload:
-    """The model's view of the guest, from measurements and history.
-
-    What nothing measured keeps :class:`~.model.Workload`'s defaults; a
-    block migration's disk bytes come from the facts (none when unknown).
-    """
-    inst = facts.instance
-    hist = facts.history
-    dirty = 0.0 if inst.paused else (
-        inst.dirty_rate_mbps if inst.dirty_rate_mbps is not None
-        else hist.dirty_rate_mbps or 0.0)
-    fields: dict = {}
-    if hist.compression_ratio is not None and \
-            hist.method in datamodel.MULTIFD_METHODS:
-        fields['compress_ratio'] = hist.compression_ratio
-    elif hist.compression_ratio is not None and hist.method in (None,
-                                                                'none'):
-        # Uncompressed wire bytes below RAM size mean zero pages.
-        fields['zero_fraction'] = max(0.0, min(
-            0.95, 1.0 - hist.compression_ratio))
-    if hist.xbzrle_hit_ratio is not None:
-        fields['xbzrle_friendly'] = hist.xbzrle_hit_ratio
-    # A sample of the guest's pages, taken just now, beats history.
-    if inst.compress_ratio is not None:
-        fields['compress_ratio'] = inst.compress_ratio
-    if inst.zero_fraction is not None:
-        fields['zero_fraction'] = max(0.0, min(0.99, inst.zero_fraction))
-    if inst.xbzrle_friendly is not None:
-        fields['xbzrle_friendly'] = inst.xbzrle_friendly
-    if 'compress_ratio' in fields:
-        low, high = RATIO_RANGE
-        fields['compress_ratio'] = max(low, min(high,
-                                                fields['compress_ratio']))
-    if facts.block_migration and facts.disk_bytes:
-        # The disks a block migration copies before the memory.
-        fields['disk_mb'] = facts.disk_bytes / float(datamodel.MIB)
-    return model.Workload(
-        ram_mb=float(inst.memory_mb), dirty_mbps=float(dirty),
-        working_set_mb=(float(inst.hints.working_set_mb)
-                        if inst.hints.working_set_mb else None), **fields)
-
-
-def cpu_cost(facts: datamodel.Facts, plan: datamodel.Plan,
-             cal: datamodel.Calibration) -> Optional[str]:
-    """A reason saying what ``plan``'s compressors take from the busy
-    vCPUs, or None when they run on idle cores alone.
-    """
-    impact = cpu_impact_pct(facts, plan, cal)
-    if impact < 0.5:
-        return None
-    return ('%.0f%% CPU idle: the compressors share busy cores, about '
-            '%.0f%% of the busy vCPUs\' time' % (common.cpu_idle_pct(facts),
-                                                 impact))
 
 
 def tier(plan: datamodel.Plan) -> int:
@@ -132,9 +46,15 @@ def tier(plan: datamodel.Plan) -> int:
     return 1 if plan.auto_converge else 0
 
 
-#: In :mod:`.common` (both rankings read them); importable from here.
+#: In :mod:`.common` (both rankings and the candidates read them);
+#: importable from here.
 idle_cores = common.idle_cores
 busy_cores = common.busy_cores
+workload = common.workload
+cpu_cost = common.cpu_cost
+cpu_impact_pct = common.cpu_impact_pct
+calibration = common.calibration
+load_calibration = common.load_calibration
 
 
 def predict(facts: datamodel.Facts, plan: datamodel.Plan,
@@ -157,17 +77,6 @@ def predict(facts: datamodel.Facts, plan: datamodel.Plan,
     return model.predict(plan, load or workload(facts), link,
                          idle_cores=idle, cal=cal, busy_cores=busy,
                          trace=trace)
-
-
-def cpu_impact_pct(facts: datamodel.Facts, plan: datamodel.Plan,
-                   cal: datamodel.Calibration) -> float:
-    """Percent of CPU time the source's busy work is predicted to lose to
-    ``plan``'s software compressors (:func:`.model.cpu_impact`).
-    """
-    return 100.0 * model.cpu_impact(plan, workload(facts),
-                                    common.link_mbps(facts), cal,
-                                    common.idle_cores(facts),
-                                    common.busy_cores(facts))
 
 
 def intrusion(plan: datamodel.Plan,

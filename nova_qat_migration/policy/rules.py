@@ -41,7 +41,6 @@ from nova_qat_migration import datamodel
 from nova_qat_migration.policy import candidates as cands_mod
 from nova_qat_migration.policy import common
 from nova_qat_migration.policy import model
-from nova_qat_migration.policy import predictive
 
 #: A guest dirtying less than this share of the link counts as quiet.
 QUIET_SHARE = 0.1
@@ -194,7 +193,7 @@ def _pick_shape(conf: Any, facts: datamodel.Facts, d: common.Derived,
             return compressed.because(
                 *reasons, '%.0f%% CPU idle%s: %s multifd x%d, about '
                 '%.0f MiB/s of pages over a %.0f MiB/s link'
-                % (idle_pct, _cpu_cost(conf, facts, compressed, cal),
+                % (idle_pct, _cpu_cost(conf, facts, d, compressed, cal),
                    compressed.method, channels, effective, link))
         reasons.append('compression would not beat the %.0f MiB/s link '
                        'with %.1f idle core(s)'
@@ -222,13 +221,13 @@ def _pick_shape(conf: Any, facts: datamodel.Facts, d: common.Derived,
     return plain.because(*reasons, 'plain pre-copy')
 
 
-def _cpu_cost(conf: Any, facts: datamodel.Facts, plan: datamodel.Plan,
-              cal: datamodel.Calibration) -> str:
+def _cpu_cost(conf: Any, facts: datamodel.Facts, d: common.Derived,
+              plan: datamodel.Plan, cal: datamodel.Calibration) -> str:
     """What running ``plan``'s compressors costs, for its reason."""
     threshold = conf.qat_migration.cpu_idle_threshold
     if threshold is not None:
         return ' (>= %d%%)' % threshold
-    cost = predictive.cpu_cost(facts, plan, cal)
+    cost = common.cpu_cost(facts, plan, cal, d)
     return ' (%s)' % cost.split(': ', 1)[1] if cost else ''
 
 

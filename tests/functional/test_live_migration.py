@@ -17,6 +17,7 @@ params), on the server's state and host afterwards, and on Placement.
 
 import threading
 
+import fixtures
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional.api import client
 
@@ -244,6 +245,54 @@ class ConcurrentTest(base.QATMigrationTestBase):
                          fakelibvirt.VIR_MIGRATE_PERSIST_DEST,
                          driver._live_migration_flags)
         self.assertEqual({}, driver._qat_sessions)
+
+
+class BothThreadsOneFlagsTest(base.QATMigrationTestBase):
+    """Nova's monitor and its operation thread run with the same planned
+    flags, each migration with its own (the session registry is the one
+    channel to both).
+    """
+
+    POLICY = 'static'
+    CAST_AS_CALL = False
+
+    def test_monitor_sees_the_flags_the_operation_sent(self):
+        self.flags(max_concurrent_live_migrations=2)
+        self.start_qat_compute('src')
+        self.start_qat_compute('dest')
+        driver = self.driver_of('src')
+        monitor_flags = {}
+        real = type(driver)._get_migration_flags
+
+        def recording(self_, is_block_migration):
+            flags = real(self_, is_block_migration)
+            session = self_._qat_monitored_session()
+            monitor_flags[session and session.instance_uuid] = flags
+            return flags
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_qat_migration.virt.libvirt.driver.QATMigrationMixin.'
+            '_get_migration_flags', recording))
+        post_copy = self.flavor(**{'qat_migration:allow_post_copy': 'true'})
+        a = self.server_on('src', post_copy)
+        b = self.server_on('src', self.flavor(
+            **{'qat_migration:allow_post_copy': 'false'}))
+        self.flags(permit_post_copy=True, group='qat_migration')
+        self.barrier = threading.Barrier(2)
+        for server in (a, b):
+            self.api.post_server_action(
+                server['id'], {'os-migrateLive': {'host': 'dest',
+                                                  'block_migration': 'auto'}})
+        for server in (a, b):
+            self._wait_for_migration_status(server, ['completed'])
+        self.wait_for_driver_cleanup('src')
+        self.assertEqual({a['id'], b['id']}, set(monitor_flags))
+        for server, post_copy in ((a, True), (b, False)):
+            sent = self.last_call(server)['flags']
+            self.assertEqual(sent, monitor_flags[server['id']])
+            self.assertEqual(post_copy, 'POSTCOPY' in base.flag_set(sent))
+        # Outside a monitor: Nova's own flags.
+        self.assertEqual(driver._live_migration_flags,
+                         driver._get_migration_flags(False))
 
 
 class DisabledTest(base.QATMigrationTestBase):

@@ -35,9 +35,15 @@ copying any of its methods:
     :class:`~.operation.PlannedDomain`: Nova builds its params and flags as
     always and the proxy sends the planned call instead.
 ``_live_migration_monitor`` (the caller's thread)
-    the monitor sees this migration's flags through a thread-local read by
-    ``_get_migration_flags``, and an :class:`~.monitor.MonitoredDomain`
-    that runs the policy's escalations and scales Nova's downtime steps.
+    hands Nova's monitor a Guest whose domain is an
+    :class:`~.monitor.MonitoredDomain` (it runs the policy's escalations
+    and scales Nova's downtime steps) and marks the session as monitored
+    in this thread: ``_get_migration_flags``, where Nova's monitor asks
+    for its flags, finds the session in the same registry.
+
+Both threads reach the session through one channel, the registry keyed
+by instance UUID (:meth:`QATMigrationMixin._qat_session`), and both get
+their flags from :meth:`~.session.MigrationSession.flags_for`.
 
 Checks from outside (the lab) read the planner's state through
 :meth:`~.introspect.QATIntrospectionMixin.qat_introspect`.
@@ -94,7 +100,6 @@ class QATMigrationMixin(planning.QATPlanningMixin):
         self._qat_budget = qat_budget.HostBudget(CONF)
         #: plans are made one at a time, each against the others' shares
         self._qat_plan_lock = threading.Lock()
-        self._qat_local = threading.local()
         self._qat_policies: Optional[loader.PolicySet] = None
         self._qat_caps: Optional[datamodel.HypervisorCaps] = None
         #: when provisional multifd methods may be re-probed (monotonic s)
@@ -172,10 +177,32 @@ class QATMigrationMixin(planning.QATPlanningMixin):
 
     def _qat_session(self, instance: Any,
                      ) -> Optional[lm_session.MigrationSession]:
-        """The session of ``instance``'s migration while it runs here."""
+        """The session of ``instance``'s migration while it runs here.
+
+        The one channel from Nova's threads to a session: the operation
+        hook and the monitor hook look it up here, and
+        ``_get_migration_flags`` in the same registry
+        (:meth:`_qat_monitored_session`). The proxies around Nova's
+        domain carry it no further than the domain calls: Nova's monitor
+        asks for its flags naming neither the instance nor the guest, and
+        only a wrapper around its ``migrate_data`` (a versioned object
+        Nova hands on to the compute manager) could carry the session
+        there. The registry also bounds every lookup to the migration's
+        own lifetime (``_live_migration``).
+        """
         uuid = qat_facts.field(instance, 'uuid')
         with self._qat_sessions_lock:
             return self._qat_sessions.get(uuid)
+
+    def _qat_monitored_session(self,
+                               ) -> Optional[lm_session.MigrationSession]:
+        """The registered session whose monitor runs in this thread."""
+        here = threading.get_ident()
+        with self._qat_sessions_lock:
+            for session in self._qat_sessions.values():
+                if session.monitor_thread == here:
+                    return session
+        return None
 
     def _live_migration(self, context: Any, instance: Any, dest: str,
                         post_method: Any, recover_method: Any,
@@ -278,13 +305,13 @@ class QATMigrationMixin(planning.QATPlanningMixin):
 
         # The cycle this makes is broken in ``finally``, below.
         domain._qat_guest = planned_guest
-        self._qat_local.session = session
+        session.monitor_thread = threading.get_ident()
         try:
             return super()._live_migration_monitor(
                 context, instance, planned_guest, dest, post, recover,
                 block_migration, migrate_data, future, disk_paths)
         finally:
-            self._qat_local.session = None
+            session.monitor_thread = None
             # NOTE(qat-migration): the proxy and its Guest refer to each
             # other; the cycle would keep the session (its facts, XMLs,
             # time series) alive until a full garbage collection, which a
@@ -293,9 +320,14 @@ class QATMigrationMixin(planning.QATPlanningMixin):
             domain._qat_guest = None
 
     def _get_migration_flags(self, is_block_migration: bool) -> int:
-        """This migration's flags inside its monitor, else Nova's."""
+        """This migration's flags inside its monitor, else Nova's.
+
+        Nova's monitor reads them here once, when it starts (Nova 34 has
+        no other caller); the operation thread gets them from the same
+        :meth:`~.session.MigrationSession.flags_for`, through its proxy.
+        """
         flags = super()._get_migration_flags(is_block_migration)
-        session = getattr(self._qat_local, 'session', None)
+        session = self._qat_monitored_session()
         if session is not None:
             return session.flags_for(flags)
         return flags

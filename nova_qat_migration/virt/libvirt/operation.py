@@ -177,8 +177,7 @@ class PlannedDomain(lm_session.DomainProxy):
         session = self._qat_session
         LOG.warning('%s; running the next plan down.', why,
                     instance=session.instance)
-        if (call.backend == translate.BACKEND_PASSTHROUGH and
-                session.software_call is not None):
+        if call.backend == translate.BACKEND_PASSTHROUGH:
             session.fall_back_to_software(why + ': software plan')
         else:
             session.fall_back_to_nova(why + ': Nova\'s plan')
@@ -207,14 +206,13 @@ class PlannedDomain(lm_session.DomainProxy):
         try:
             passthrough.apply_source(self._qat_domain, call.passthrough)
         except passthrough.PassthroughError as exc:
+            session.fall_back_to_software(
+                'monitor passthrough refused (%s): software plan' % exc)
             LOG.warning('QEMU refused %(args)s through the monitor '
                         'passthrough (%(exc)s); running %(plan)s instead.',
                         {'args': call.passthrough, 'exc': exc,
-                         'plan': (session.software_call or
-                                  session.nova_call).plan.describe()},
+                         'plan': session.call.plan.describe()},
                         instance=session.instance)
-            session.fall_back_to_software(
-                'monitor passthrough refused (%s): software plan' % exc)
             return {}, {}
         LOG.info('Source QEMU set to %s through the monitor passthrough '
                  '(libvirt marks the domain tainted)', call.passthrough,

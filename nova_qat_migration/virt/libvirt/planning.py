@@ -156,23 +156,18 @@ class QATPlanningMixin(host.QATHostMixin):
             policy = nova_policy
             requested = nova_policy.plan(facts)
         nova_plan = nova_policy.plan(facts)
-        nova_call = translate.to_libvirt(nova_plan, facts)
+        # One translation: the session translates Nova's plan, or this
+        # one without the monitor passthrough, only when it falls back.
         try:
             call = translate.to_libvirt(requested, facts)
         except Exception:
             LOG.exception('Could not translate plan %s; using Nova\'s',
                           requested.describe(), instance=instance)
-            call = nova_call
+            call = translate.to_libvirt(nova_plan, facts)
         session = lm_session.MigrationSession(
-            instance, facts, policy, requested, call, nova_call,
+            instance, facts, policy, requested, call, nova_plan,
             qat_facts.field(migrate_data, 'migration'))
         session.notes.extend(notes)
-        if call.backend == translate.BACKEND_PASSTHROUGH:
-            # What runs if the monitor command is refused: the same plan
-            # with only the methods libvirt knows.
-            session.software_call = translate.to_libvirt(
-                requested, dataclasses.replace(facts,
-                                               passthrough_allowed=False))
         return session
 
     def _qat_take_lease(self, stack: contextlib.ExitStack,

@@ -63,15 +63,17 @@ class MigrationSession:
     ============================  =======================================
     ``instance``, ``facts``,      the caller thread in ``_live_migration``
     ``policy``, ``requested``,    while planning (policy, QAT lease,
-    ``nova_call``,                budget), before the session is
-    ``software_call``,            registered; read-only afterwards
+    ``nova_plan``,                budget), before the session is
+    ``nova_flags``,               registered; read-only afterwards
     ``migration``, ``budget``,
     ``started``
     ``call``, ``notes``,          Nova's operation thread, in
     ``sent_params``,              ``operation.PlannedDomain.migrateToURI3``
     ``sent_flags``,               (``call`` only through
-    ``passthrough``               :meth:`replace_call`, under ``lock``:
-                                  the fall-backs); before registration
+    ``passthrough``,              :meth:`replace_call`, under ``lock``:
+    ``software_call``,            the fall-backs, which translate the
+    ``nova_call``                 plan they fall back to the first time
+                                  it is needed); before registration
                                   the caller thread (lease re-plan,
                                   through :meth:`replace_call` too)
     ``tracker``, ``actions``,     Nova's monitor (the caller thread):
@@ -84,6 +86,8 @@ class MigrationSession:
     ``job_watch``                 the caller thread (:meth:`watch_job`
                                   from the monitor hook,
                                   :meth:`unwatch_job` after it)
+    ``monitor_thread``            the caller thread, in the monitor hook
+                                  (set while Nova's monitor runs)
     ``completed_stats``,          libvirt's event-loop thread, in the
     ``completed_event``           job-completed callback (the caller
                                   thread waits on the event, then reads)
@@ -95,12 +99,18 @@ class MigrationSession:
 
     ``lock`` makes ``call`` and the plan read from it consistent for the
     monitor while the operation thread falls back.
+
+    One translation per plan: the driver translates the plan it runs
+    (``call``), and again only when that plan is replaced (the lease
+    re-plan). Nova's plan and the plan without the monitor passthrough
+    are translated here when a fall-back first runs them: most
+    migrations never do.
     """
 
     def __init__(self, instance: Any, facts: datamodel.Facts,
                  policy: base.Policy, requested: datamodel.Plan,
                  call: translate.MigrationCall,
-                 nova_call: translate.MigrationCall,
+                 nova_plan: datamodel.Plan,
                  migration: Any = None) -> None:
         self.instance = instance
         self.instance_uuid = instance.uuid
@@ -108,13 +118,21 @@ class MigrationSession:
         self.policy = policy
         self.requested = requested
         self.call = call
-        self.nova_call = nova_call
+        #: Nova's own plan: what :meth:`fall_back_to_nova` runs
+        self.nova_plan = nova_plan
+        #: Nova's own flags for this migration (:meth:`flags_for`)
+        self.nova_flags = translate.baseline_flags(facts)
+        #: Nova's call, once translated (the running one when it is
+        #: Nova's plan already)
+        self._nova_call: Optional[translate.MigrationCall] = (
+            call if call.plan == nova_plan else None)
         self.migration = migration
         self.tracker = tracker.ProgressTracker()
         self.started = time.monotonic()
         self.actions: list = []
         self.notes: list = []
         #: the plan with libvirt's methods only, for a refused passthrough
+        #: (translated by :meth:`fall_back_to_software` when needed)
         self.software_call: Optional[translate.MigrationCall] = None
         self.sent_params: Optional[dict] = None
         self.sent_flags: Optional[int] = None
@@ -127,6 +145,9 @@ class MigrationSession:
         self.completed_event = threading.Event()
         #: (connection, callback id) of the job-completed event watch
         self.job_watch: Optional[tuple] = None
+        #: the thread Nova's monitor runs in, while it runs: how the
+        #: driver's ``_get_migration_flags`` finds this session
+        self.monitor_thread: Optional[int] = None
         self.aborted_by_us = False
         #: an abort of the job was asked for (by Nova or by us)
         self.abort_requested = False
@@ -162,12 +183,34 @@ class MigrationSession:
             self.notes.append(why)
             self.call = call
 
+    @property
+    def nova_call(self) -> translate.MigrationCall:
+        """Nova's own call, translated the first time it is asked for."""
+        if self._nova_call is None:
+            self._nova_call = translate.to_libvirt(self.nova_plan,
+                                                   self.facts)
+        return self._nova_call
+
     def fall_back_to_nova(self, why: str) -> None:
         """Run the rest of this migration as Nova would have."""
         self.replace_call(self.nova_call, why)
 
     def fall_back_to_software(self, why: str) -> None:
-        """Drop the QEMU passthrough: the plan with libvirt's methods."""
+        """Drop the QEMU passthrough: the plan with libvirt's methods.
+
+        Translated here, the first time (a refused passthrough is rare);
+        Nova's call if that translation fails.
+        """
+        if self.software_call is None:
+            try:
+                self.software_call = translate.to_libvirt(
+                    self.requested, dataclasses.replace(
+                        self.facts, passthrough_allowed=False))
+            except Exception:  # never worse than Nova
+                LOG.exception('Could not translate plan %s without the '
+                              'monitor passthrough; using Nova\'s',
+                              self.requested.describe(),
+                              instance=self.instance)
         self.replace_call(self.software_call or self.nova_call, why)
 
     def flags_for(self, nova_flags: int) -> int:
@@ -187,7 +230,7 @@ class MigrationSession:
             return nova_flags
         flags = (nova_flags & ~c.PLANNED_FLAGS |
                  call.flags & c.PLANNED_FLAGS)
-        if (self.nova_call.flags & c.VIR_MIGRATE_POSTCOPY and
+        if (self.nova_flags & c.VIR_MIGRATE_POSTCOPY and
                 not nova_flags & c.VIR_MIGRATE_POSTCOPY):
             flags &= ~c.VIR_MIGRATE_POSTCOPY
         return flags

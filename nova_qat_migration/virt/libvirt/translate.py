@@ -126,13 +126,25 @@ def merge_params(nova_built: dict, call: MigrationCall) -> dict:
     return params
 
 
-def _baseline(plan: datamodel.Plan, facts: datamodel.Facts) -> MigrationCall:
+def baseline_flags(facts: datamodel.Facts) -> int:
+    """The flags of Nova's own call for this migration.
+
+    What :func:`to_libvirt` gives Nova's plan, without translating it: the
+    session asks for them on every migration, Nova's plan is translated
+    only when a migration falls back to it.
+    """
     flags = nova_flags(facts.nova, facts.block_migration)
-    notes: tuple[str, ...] = ()
-    if facts.instance.paused and flags & c.VIR_MIGRATE_POSTCOPY:
+    if facts.instance.paused:
         # Nova drops post-copy for paused guests in
         # _live_migration_operation; do the same so the call is identical.
         flags &= ~c.VIR_MIGRATE_POSTCOPY
+    return flags
+
+
+def _baseline(plan: datamodel.Plan, facts: datamodel.Facts) -> MigrationCall:
+    flags = baseline_flags(facts)
+    notes: tuple[str, ...] = ()
+    if flags != nova_flags(facts.nova, facts.block_migration):
         notes = ('post-copy unset: the instance is paused (as Nova does)',)
     return MigrationCall(flags=flags, params=nova_params(facts.nova),
                          plan=plan, degradations=notes)

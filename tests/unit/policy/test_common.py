@@ -11,11 +11,16 @@
 # under the License.
 """The quantities both rankings read, worked out once per plan."""
 
+import ast
+import inspect
 from unittest import mock
 
 from nova_qat_migration import datamodel
 from nova_qat_migration.policy import adaptive
+from nova_qat_migration.policy import candidates
 from nova_qat_migration.policy import common
+from nova_qat_migration.policy import predictive
+from nova_qat_migration.policy import rules
 from tests.unit import base
 
 
@@ -53,3 +58,46 @@ class TestDerived(base.TestCase):
                                    wraps=common.derive) as derive:
                 policy.plan(self.facts)
             self.assertEqual(1, derive.call_count, model)
+
+    def test_load_is_the_workload(self):
+        d = common.derive(self.conf, self.facts)
+        self.assertEqual(common.workload(self.facts), d.load)
+
+    def test_model_ranking_reads_only_the_derived_quantities(self):
+        # With the facts worked out once, the model's ranking and the
+        # cost note read nothing of the facts' load, link or cores again.
+        facts = base.make_facts(
+            host=dict(cpus=4, cpu_idle_pct=10.0),
+            instance=dict(dirty_rate_mbps=300.0),
+            destination=datamodel.DestinationCaps(
+                known=True, methods=frozenset({'xbzrle', 'zlib', 'zstd'}),
+                multifd=True))
+        d = common.derive(self.conf, facts)
+        lim = common.limits(self.conf, facts)
+        cands = candidates.generate(self.conf, facts, lim)
+        cal = datamodel.Calibration()
+        zstd = [p for p in cands.plans if p.method == 'zstd']
+        self.assertTrue(zstd)
+        expected = [common.cpu_cost(facts, p, cal) for p in zstd]
+        reread = mock.Mock(side_effect=AssertionError('facts read again'))
+        with mock.patch.multiple(common, workload=reread, link_mbps=reread,
+                                 idle_cores=reread, busy_cores=reread,
+                                 cpu_idle_pct=reread):
+            picked = predictive.choose(facts, lim, cands.plans, d.load, cal,
+                                       derived=d)
+            costs = [common.cpu_cost(facts, p, cal, d) for p in zstd]
+        self.assertIsNotNone(picked)
+        self.assertEqual(expected, costs)
+        self.assertTrue(any(costs), costs)
+
+
+class TestNoBorrowing(base.TestCase):
+    """Helpers both rankings use live below both (:mod:`.common`)."""
+
+    def test_rules_and_candidates_do_not_import_predictive(self):
+        for module in (rules, candidates):
+            tree = ast.parse(inspect.getsource(module))
+            imported = {alias.name for node in ast.walk(tree)
+                        if isinstance(node, ast.ImportFrom)
+                        for alias in node.names}
+            self.assertNotIn('predictive', imported, module.__name__)

@@ -213,7 +213,7 @@ class SessionCeilingTest(test_base.TestCase):
         instance = mock.Mock(uuid='uuid-1')
         call = translate.to_libvirt(plan, facts)
         session = lm_session.MigrationSession(
-            instance, facts, static.StaticPolicy(CONF), plan, call, call)
+            instance, facts, static.StaticPolicy(CONF), plan, call, plan)
         self.assertEqual(512, session.plan.xbzrle_cache_max_mb)
         budget = qat_budget.HostBudget(CONF)
         budget.reserve(session)
@@ -238,7 +238,7 @@ class SessionCeilingTest(test_base.TestCase):
             call = translate.to_libvirt(plan, seen)
             session = lm_session.MigrationSession(
                 mock.Mock(uuid='uuid-%d' % i), seen,
-                adaptive.AdaptivePolicy(CONF), plan, call, call)
+                adaptive.AdaptivePolicy(CONF), plan, call, plan)
             budget.reserve(session)
             session.budget = budget
             sessions.append(session)

@@ -141,8 +141,7 @@ def make_session(plan, facts=None, nova_flags=NOVA_FLAGS):
     nova_plan = nova_default.NovaDefaultPolicy(CONF).plan(facts)
     return lm_session.MigrationSession(
         instance, facts, static.StaticPolicy(CONF), plan,
-        translate.to_libvirt(plan, facts),
-        translate.to_libvirt(nova_plan, facts))
+        translate.to_libvirt(plan, facts), nova_plan)
 
 
 class JobCompletedEventTest(DriverTestBase):
@@ -283,7 +282,11 @@ class MonitorFlagsTest(DriverTestBase):
         def other_thread():
             seen['other'] = drvr._get_migration_flags(False)
 
-        drvr._qat_local.session = session
+        drvr._qat_sessions['uuid-1'] = session
+        # Registered but not monitored yet: Nova's flags.
+        self.assertEqual(drvr._live_migration_flags,
+                         drvr._get_migration_flags(False))
+        session.monitor_thread = threading.get_ident()
         try:
             self.assertEqual(session.call.flags,
                              drvr._get_migration_flags(False))
@@ -291,7 +294,8 @@ class MonitorFlagsTest(DriverTestBase):
             t.start()
             t.join()
         finally:
-            drvr._qat_local.session = None
+            session.monitor_thread = None
+            drvr._qat_sessions.pop('uuid-1')
         self.assertEqual(drvr._live_migration_flags, seen['other'])
         self.assertEqual(drvr._live_migration_flags,
                          drvr._get_migration_flags(False))

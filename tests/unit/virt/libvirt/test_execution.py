@@ -208,9 +208,6 @@ class PlannedDomainTest(_DomainTestBase):
             policy='static', method='zstd', level=1, parallel_connections=4),
             facts)
         self.assertEqual(translate.BACKEND_PASSTHROUGH, session.call.backend)
-        session.software_call = translate.to_libvirt(
-            session.requested, datamodel.Facts(
-                hypervisor=facts.hypervisor, destination=DEST))
         calls = self._monitor_calls()
         params = dict(self.nova_params, destination_xml='<not xml')
         lm_operation.PlannedDomain(self.domain, session).migrateToURI3(

@@ -125,9 +125,6 @@ class ReportedMethodTest(test_execution._DomainTestBase):
                               parallel_connections=4, qat_lease=True,
                               fallbacks=('zstd',))
         session = make_session(plan, facts)
-        session.software_call = translate.to_libvirt(
-            plan, datamodel.Facts(hypervisor=QATZIP_CAPS,
-                                  destination=QATZIP_DEST, qat=QAT))
         record = self._run(session)
         self.assertEqual('zstd', record['method'])
         self.assertEqual('qatzip', record['requested_plan']['method'])
