@@ -55,6 +55,10 @@ FROZEN = {
         "the soak's guests are planned by their flavors' extra specs and "
         "the soak's own options (nova_qat_migration_lab/soak.py), which "
         'its rows do not carry',
+    'benchmarks/soak-nova-baseline/results.jsonl':
+        "the soak on Nova's own libvirt driver (soak --driver "
+        "libvirt.LibvirtDriver), the baseline of nova-compute's memory: "
+        'nothing planned, no report',
     'benchmarks/faults/results.jsonl':
         "the fault matrix's rows use the option sets of "
         'nova_qat_migration_lab/faults.py, and its nova_default rows carry '
