@@ -38,6 +38,7 @@ from typing import Any, Mapping, Optional
 from oslo_log import log as logging
 
 from nova_qat_migration import datamodel
+from nova_qat_migration import jsontext
 from nova_qat_migration import timeline as timeline_mod
 
 
@@ -139,46 +140,6 @@ def _loads(text: str) -> Any:
     return json.loads(text, parse_int=_parse_int)
 
 
-def _prune(text: str, limit: int = _MAX_DEPTH) -> str:
-    """``text`` with every array or object nested deeper than ``limit``
-    replaced by ``null``.
-
-    Python's parser gives up on the whole document at a few thousand
-    levels; pruning first costs only the values that nest that deep.
-    Strings are skipped (brackets in them are text), and a text that is
-    not JSON stays not JSON.
-    """
-    out = []
-    depth = 0
-    keep_from = 0
-    pruned_at = None        # depth of the container being dropped
-    in_string = escaped = False
-    for i, char in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == '\\':
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in '[{':
-            depth += 1
-            if depth > limit and pruned_at is None:
-                out.append(text[keep_from:i])
-                out.append('null')
-                pruned_at = depth
-        elif char in ']}':
-            if pruned_at is not None and depth == pruned_at:
-                pruned_at = None
-                keep_from = i + 1
-            depth -= 1
-    if pruned_at is None:
-        out.append(text[keep_from:])
-    return ''.join(out)
-
-
 def clean_entry(item: Any) -> tuple[Optional[dict], list]:
     """A valid history entry from ``item``, and the fields dropped.
 
@@ -269,7 +230,7 @@ def parse(raw: bytes) -> list:
     try:
         data = _loads(text)
     except RecursionError:
-        data = _loads(_prune(text))
+        data = _loads(jsontext.prune(text, _MAX_DEPTH))
     if not isinstance(data, dict):
         raise ValueError('not a JSON object')
     items = data.get('instances')

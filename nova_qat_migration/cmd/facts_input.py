@@ -25,6 +25,7 @@ from typing import Any
 
 from nova_qat_migration import datamodel
 from nova_qat_migration import exception
+from nova_qat_migration import jsontext
 from nova_qat_migration.policy import hints as hints_mod
 
 UsageError = exception.UsageError
@@ -162,30 +163,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
         raise UsageError('%s: %s' % (where, exc))
 
 
-def _depth(text: str) -> int:
-    """How deep ``text``'s JSON nests, without parsing (strings skipped)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == '\\':
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in '[{':
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in ']}':
-            depth -= 1
-    return deepest
-
-
 def facts_from_json(text: str) -> datamodel.Facts:
-    if _depth(text) > _MAX_DEPTH:
+    if jsontext.max_depth(text) > _MAX_DEPTH:
         raise UsageError('facts nest deeper than %d levels' % _MAX_DEPTH)
     try:
         data = json.loads(text)

@@ -51,6 +51,7 @@ _CONF = 'nova_qat_migration.conf'
 _POLICY = 'nova_qat_migration.policy'
 _TIMELINE = 'nova_qat_migration.timeline'
 _HISTORY_FORMAT = 'nova_qat_migration.history_format'
+_JSONTEXT = 'nova_qat_migration.jsontext'
 
 #: What each layer may import from the package besides itself. Every
 #: module of the package is under one of these
@@ -59,10 +60,11 @@ LAYERS = {
     _DM: [],
     _OUT: [],
     _EXC: [],
+    _JSONTEXT: [],
     _CONF: [_DM, _EXC],
     'nova_qat_migration.qat': [_DM, _EXC],
     _TIMELINE: [_DM],
-    _HISTORY_FORMAT: [_DM, _TIMELINE],
+    _HISTORY_FORMAT: [_DM, _JSONTEXT, _TIMELINE],
     'nova_qat_migration.history': [_DM, _HISTORY_FORMAT, _OUT, _TIMELINE],
     'nova_qat_migration.notifications': [_DM, _OUT],
     _POLICY: [_CONF, _DM, _EXC],
@@ -75,7 +77,8 @@ LAYERS = {
         _OUT, _POLICY, 'nova_qat_migration.qat', _TIMELINE],
     'nova_qat_migration.cmd': [
         'nova_qat_migration.api', 'nova_qat_migration.budget', _CONF, _DM,
-        _EXC, 'nova_qat_migration.history', _HISTORY_FORMAT, _OUT, _POLICY,
+        _EXC, 'nova_qat_migration.history', _HISTORY_FORMAT, _JSONTEXT, _OUT,
+        _POLICY,
         'nova_qat_migration.qat', 'nova_qat_migration.replay', _TIMELINE,
         'nova_qat_migration.virt'],
 }
