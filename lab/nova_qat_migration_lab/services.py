@@ -290,6 +290,8 @@ class ServiceCloud:
         self.libvirt_options = dict(libvirt_options or {})
         self.qemu_visible = dict(qemu_visible or {})
         self.compute_extra = dict(compute_extra or {})
+        #: per API service, the server error it last answered with
+        self._api_errors: dict = {}
         self.processes: dict = {}
         self.started_system: list = []
         self.reports = LogReports(self)
@@ -948,6 +950,7 @@ class ServiceCloud:
             self.processes[proc.name] = proc
         deadline = time.monotonic() + 120
         waiting = [p.name for p in apis if p.name in PORTS]
+        self._api_errors.clear()
         while waiting:
             for name in list(waiting):
                 if not self.processes[name].alive():
@@ -955,22 +958,32 @@ class ServiceCloud:
                 if self._api_answers(name):
                     waiting.remove(name)
             if waiting and time.monotonic() > deadline:
-                raise CloudError('%s not answering after 120 s; %s' % (
-                    ', '.join(waiting), self.processes[waiting[0]].failure()
-                    .replace('is not running', 'is running but silent')))
+                first = waiting[0]
+                raise CloudError('%s not answering after 120 s (%s); %s' % (
+                    ', '.join(waiting),
+                    self._api_errors.get(first, 'no answer'),
+                    self.processes[first].failure().replace(
+                        'is not running', 'is running but failing')))
             time.sleep(0.3)
         for proc in apis:
             if not proc.alive():
                 raise CloudError(proc.failure())
 
     def _api_answers(self, service: str) -> bool:
+        """Whether ``service`` answers ``/`` without a server error (a
+        401 or 300 is an answer; a 500, e.g. Horizon missing a module for
+        its session cache, is a service that is up and broken).
+        """
         import urllib.error
         import urllib.request
         try:
             urllib.request.urlopen(self.url(service, '/'), timeout=3)
             return True
-        except urllib.error.HTTPError:
-            return True        # it answered (e.g. 401, 300)
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500:
+                self._api_errors[service] = 'HTTP %d on /' % exc.code
+                return False
+            return True
         except (OSError, ValueError):
             return False
 
