@@ -29,6 +29,10 @@ failures_of_last_run() {
     "$PY" -m stestr last --subunit 2>/dev/null \
         | "$PY" tools/stestr-failures.py "$@"
 }
+# A count from the totals of the stestr run logged in $log ("" if none).
+stestr_count() {
+    sed -n "s/^ - $1: \([0-9]*\).*/\1/p" "$log" | tail -1
+}
 run_suite() {
     local name=$1; shift
     echo "=== $name"
@@ -37,9 +41,8 @@ run_suite() {
     local st=${PIPESTATUS[0]}
     echo "=== $name: $(( $(date +%s) - t0 )) s"
     local p f s
-    p=$(sed -n 's/^ - Passed: \([0-9]*\).*/\1/p' "$log" | tail -1)
-    f=$(sed -n 's/^ - Failed: \([0-9]*\).*/\1/p' "$log" | tail -1)
-    s=$(sed -n 's/^ - Skipped: \([0-9]*\).*/\1/p' "$log" | tail -1)
+    p=$(stestr_count Passed); f=$(stestr_count Failed)
+    s=$(stestr_count Skipped)
     # The lab's tests drive real QEMU guests on two shared cores: a test
     # that fails is run once more, on its own, and one that then passes
     # is counted as passed but named FLAKY in the summary (never hidden).
@@ -54,8 +57,7 @@ run_suite() {
             2>&1 | tee "$log"
         st=${PIPESTATUS[0]}
         local p2 f2
-        p2=$(sed -n 's/^ - Passed: \([0-9]*\).*/\1/p' "$log" | tail -1)
-        f2=$(sed -n 's/^ - Failed: \([0-9]*\).*/\1/p' "$log" | tail -1)
+        p2=$(stestr_count Passed); f2=$(stestr_count Failed)
         p=$((p + ${p2:-0})); f=${f2:-$f}
         local again
         again=$(failures_of_last_run --ids)

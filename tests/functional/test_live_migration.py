@@ -25,6 +25,20 @@ from nova_qat_migration.virt.libvirt import migration_traits
 from tests.functional import base
 
 
+def _migrate_together(test, servers, host):
+    """Live-migrate ``servers`` to ``host`` at once (the recording stubs
+    wait at ``test.barrier`` until all are in flight) and wait until each
+    migration completed.
+    """
+    test.barrier = threading.Barrier(len(servers))
+    for server in servers:
+        test.api.post_server_action(
+            server['id'], {'os-migrateLive': {'host': host,
+                                              'block_migration': 'auto'}})
+    for server in servers:
+        test._wait_for_migration_status(server, ['completed'])
+
+
 class NovaDefaultIdenticalTest(base.QATMigrationTestBase):
     """(a) ``nova_default`` hands libvirt exactly what plain Nova does."""
 
@@ -223,13 +237,7 @@ class ConcurrentTest(base.QATMigrationTestBase):
         a = self.server_on('src', zstd)
         b = self.server_on('src', xbzrle)
         # Both stubs wait until the other migration is in flight too.
-        self.barrier = threading.Barrier(2)
-        for server in (a, b):
-            self.api.post_server_action(
-                server['id'], {'os-migrateLive': {'host': 'dest',
-                                                  'block_migration': 'auto'}})
-        for server in (a, b):
-            self._wait_for_migration_status(server, ['completed'])
+        _migrate_together(self, (a, b), 'dest')
         self.assertFalse(self.barrier.broken)
         call_a, call_b = self.last_call(a), self.last_call(b)
         self.assertEqual('zstd', call_a['params']['compression'])
@@ -277,13 +285,7 @@ class BothThreadsOneFlagsTest(base.QATMigrationTestBase):
         b = self.server_on('src', self.flavor(
             **{'qat_migration:allow_post_copy': 'false'}))
         self.flags(permit_post_copy=True, group='qat_migration')
-        self.barrier = threading.Barrier(2)
-        for server in (a, b):
-            self.api.post_server_action(
-                server['id'], {'os-migrateLive': {'host': 'dest',
-                                                  'block_migration': 'auto'}})
-        for server in (a, b):
-            self._wait_for_migration_status(server, ['completed'])
+        _migrate_together(self, (a, b), 'dest')
         self.wait_for_driver_cleanup('src')
         self.assertEqual({a['id'], b['id']}, set(monitor_flags))
         for server, post_copy in ((a, True), (b, False)):
