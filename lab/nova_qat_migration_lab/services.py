@@ -204,19 +204,7 @@ class Process:
 
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM its process group, SIGKILL after ``timeout``."""
-        if self.pid is None:
-            return
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and _group_alive(self.pid):
-                time.sleep(0.2)
-            if not _group_alive(self.pid):
-                break
-        self.pid = None
+        stop_all([self], timeout)
 
     def failure(self) -> str:
         """Why it is not running, with the last lines it logged."""
@@ -225,6 +213,29 @@ class Process:
             text = _tail(self.console_log)
         return '%s is not running; last lines of %s:\n%s' % (
             self.name, self.log, text)
+
+
+def stop_all(processes: list, timeout: float = 20) -> None:
+    """SIGTERM every process group at once, SIGKILL what is left after
+    ``timeout``: one shared wait, not one per process (two gunicorns that
+    outlive SIGTERM cost 20 s each, one after the other).
+    """
+    running = [p for p in processes if p.pid is not None]
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5)):
+        for proc in list(running):
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                running.remove(proc)
+        deadline = time.monotonic() + wait
+        while running and time.monotonic() < deadline:
+            running = [p for p in running if _group_alive(p.pid)]
+            if running:
+                time.sleep(0.2)
+        if not running:
+            break
+    for proc in processes:
+        proc.pid = None
 
 
 def _group_alive(pgid: int) -> bool:
@@ -418,9 +429,13 @@ class ServiceCloud:
             with contextlib.suppress(Exception):
                 conn.close()
         self._conns = {}
-        for name in reversed(list(self.processes)):
-            self.processes[name].stop()
-            done.append('stopped %s' % name)
+        # The computes first (their shutdown may still call the
+        # conductor), then every other service at once.
+        names = list(reversed(list(self.processes)))
+        computes = [n for n in names if n.startswith('nova-compute')]
+        for wave in (computes, [n for n in names if n not in computes]):
+            stop_all([self.processes[n] for n in wave])
+            done += ['stopped %s' % n for n in wave]
         self.processes = {}
         # What the services started themselves (privsep daemons) names
         # their configuration files.
@@ -911,6 +926,9 @@ class ServiceCloud:
             # Longer than the clients' idle gaps (gunicorn's default, 2 s,
             # races a client reusing the connection).
             keepalive = 75
+            # On SIGTERM, a worker holding an idle kept-alive connection
+            # would keep its default 30 s; a lab has nothing to finish.
+            graceful_timeout = 3
             control_socket_disable = True
             accesslog = %(access)r
             errorlog = %(error)r

@@ -337,22 +337,23 @@ class TestQATPlacement(CloudTestCase):
         # migrations: the second holds the lease only if the first gave
         # it back.
         session = self.boot()
-        for hop in range(2):
-            self.assertEqual(self.source, session.host)
-            res = session.migrate(_qatzip_plan(), timeout_s=TIMEOUT_S)
-            self.assert_planned(res, session, 'static')
-            self.assertEqual('qatzip', res.report['method'], res.notes)
-            self.assertTrue(any(n.startswith('holding QAT lease')
-                                for n in res.notes), res.notes)
-            # Back with the same options (no restart): the destination
-            # has no QAT, so its plan does without.
-            back = session.migrate(_qatzip_plan(), timeout_s=TIMEOUT_S)
-            self.assertEqual(measure.OUTCOME_COMPLETED, back.outcome,
-                             back.error)
-            # Its notification too, so the next hop reads its own.
-            self.assertIsNotNone(_cloud['listener'].wait_for(
-                session.server_id))
-            session.reattach()
+        self._migrate_holding_the_lease(session)
+        # Back with the same options (no restart): the destination has no
+        # QAT, so its plan does without.
+        back = session.migrate(_qatzip_plan(), timeout_s=TIMEOUT_S)
+        self.assertEqual(measure.OUTCOME_COMPLETED, back.outcome, back.error)
+        # Its notification too, so the next hop reads its own.
+        self.assertIsNotNone(_cloud['listener'].wait_for(session.server_id))
+        session.reattach()
+        self._migrate_holding_the_lease(session)
+
+    def _migrate_holding_the_lease(self, session):
+        self.assertEqual(self.source, session.host)
+        res = session.migrate(_qatzip_plan(), timeout_s=TIMEOUT_S)
+        self.assert_planned(res, session, 'static')
+        self.assertEqual('qatzip', res.report['method'], res.notes)
+        self.assertTrue(any(n.startswith('holding QAT lease')
+                            for n in res.notes), res.notes)
 
 
 def _qatzip_plan():
