@@ -7,15 +7,40 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+# The Debian packages install while pip fetches the Python ones: on a fresh
+# machine each takes minutes, mostly waiting on the network. Only
+# libvirt-python waits for them (it builds against libvirt-dev).
+host_log=
 if [ -z "${SKIP_SETUP_HOST:-}" ]; then
-    bash tools/setup-host.sh
+    host_log=$(mktemp)
+    bash tools/setup-host.sh >"$host_log" 2>&1 &
+    host_pid=$!
 fi
+wait_for_host() {
+    [ -n "$host_log" ] || return 0
+    local st=0
+    wait "$host_pid" || st=$?
+    cat "$host_log"
+    rm -f "$host_log"
+    host_log=
+    if [ "$st" != 0 ]; then
+        echo "tools/setup-host.sh failed (exit $st)" >&2
+        exit "$st"
+    fi
+}
+trap wait_for_host EXIT
 if [ ! -x "$VENV/bin/python" ]; then
+    python3 -c 'import ensurepip' 2>/dev/null || wait_for_host
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null 2>&1 || true
-"$VENV/bin/pip" install -q -c constraints.txt -r requirements.txt \
+without_libvirt=$(mktemp)
+grep -v '^libvirt-python' requirements.txt >"$without_libvirt"
+"$VENV/bin/pip" install -q -c constraints.txt -r "$without_libvirt" \
     -r test-requirements.txt -r doc/requirements.txt -r lab/requirements.txt
+rm -f "$without_libvirt"
+wait_for_host
+"$VENV/bin/pip" install -q -c constraints.txt -r requirements.txt
 # The product first, then the lab: upgrading a venv whose product still
 # carried the lab (before it became its own distribution) must not let the
 # product's uninstall remove the lab just installed.

@@ -191,7 +191,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         matrix.run_matrix(None, scenarios, plans, repeats, jsonl,
                          args.timeout, prefix=args.prefix,
                          qat_options=_lab_options(), qemu=args.qemu,
-                         cloud=args.cloud)
+                         cloud=args.cloud, first_repeat=args.repeat_from)
         print('bench: done in %.1f min' % ((time.time() - started) / 60))
     results = jsonlines.load(jsonl)
     meta = _meta(args, scenarios, plans, repeats)
@@ -199,7 +199,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         meta['cloud'] = args.cloud
         meta['qemu'] = ('%s (%s)' % (args.qemu, qemu_build.emulator(
             args.qemu)))
-    if args.report_only:
+    if args.report_only or args.append:
         meta['matrix'] = ('%d runs read from %s (repeats completed: %d)'
                           % (len(results), jsonl,
                              len({r.get('repeat') for r in results})))
@@ -567,6 +567,10 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument('--plans', help='comma-separated: %s'
                    % ','.join(sc.PLANS))
     p.add_argument('--repeats', type=int, default=0)
+    p.add_argument('--repeat-from', type=int, default=0,
+                   help='index of the first repeat (with --append: later '
+                        'repeats, e.g. of only the best plans, get their '
+                        'own guest seeds and plan order)')
     p.add_argument('--timeout', type=float,
                    default=runner_timeout(),
                    help='completion timeout per migration (s); a '

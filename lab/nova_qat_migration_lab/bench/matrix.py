@@ -43,7 +43,7 @@ def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
                prefix: Optional[str] = None, echo=_echo,
                qat_options: Optional[dict] = None,
                qemu: Optional[str] = None,
-               cloud: str = 'services') -> list:
+               cloud: str = 'services', first_repeat: int = 0) -> list:
     """Run the matrix through Nova, appending one JSON line per migration
     to ``out_path``. Returns the result dicts.
 
@@ -53,6 +53,9 @@ def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
         :class:`~nova_qat_migration_lab.runner.NovaLab`).
     :param cloud: ``services`` (the operator's cloud, every service its
         own process; logs under /var/log/nqm-cloud) or ``inprocess``.
+    :param first_repeat: the index of the first repeat: a later run
+        appending repeats (of fewer plans) keeps its own seeds and plan
+        order instead of repeating the first run's.
     """
     scenarios = list(scenarios)
     plans = list(plans)
@@ -71,7 +74,7 @@ def run_matrix(conf: Any, scenarios: Iterable[str], plans: Iterable[str],
                  cloud, nlab.cloud.api_url,
                  log_path if cloud == 'inprocess' else
                  '/var/log/nqm-cloud'))
-        for repeat in range(repeats):
+        for repeat in range(first_repeat, first_repeat + repeats):
             for name in scenarios:
                 scenario = sc.SCENARIOS[name]
                 shift = repeat % len(plans)
