@@ -1368,6 +1368,12 @@ class ServiceCloud:
         finally:
             self.qat_options, self.libvirt_options, self.compute_extra = \
                 saved
+            # apply() saved the overridden options: the next process that
+            # attaches (the next benchmark, test or demo) must read the
+            # cloud's own, not the last plan's (a static plan's
+            # ``allowed_methods`` would narrow every later adaptive run).
+            if self.running():
+                self._save()
 
     def apply(self, restart: tuple = ()) -> list:
         """Rewrite the computes' nova.conf; restart those that changed
