@@ -231,12 +231,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _timeouts(scenarios: list, default_s: float) -> str:
+    """The completion timeouts the runs had: ``--timeout``, or a
+    scenario's own (the scale model's: Nova's, per GiB).
+    """
+    by_value: dict = {}
+    for name in scenarios:
+        value = sc.SCENARIOS[name].completion_timeout_s(default_s)
+        by_value.setdefault(value, []).append(name)
+    if len(by_value) == 1:
+        return '%.0f s' % next(iter(by_value))
+    return '; '.join('%.0f s (%s)' % (value, ', '.join(names))
+                     for value, names in sorted(by_value.items()))
+
+
 def _meta(args: argparse.Namespace, scenarios: list, plans: list,
           repeats: int) -> dict:
     import platform
     meta = {'matrix': '%d scenarios x %d plans x %d repeats'
                       % (len(scenarios), len(plans), repeats),
-            'completion timeout': '%.0f s' % args.timeout,
+            'completion timeout': _timeouts(scenarios, args.timeout),
             'machine': '%s, %d CPUs, TCG guests (1 vCPU)'
                        % (platform.node() and 'Linux ' + platform.release(),
                           os.cpu_count() or 0)}
