@@ -12,7 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 major=$(cut -d. -f1 /etc/debian_version)
 APT="apt-get -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 
-common_pkgs=(pkg-config gcc libc6-dev make iproute2 busybox-static cpio gzip
+common_pkgs=(pkg-config gcc libc6-dev python3-dev python3-venv make iproute2 busybox-static cpio gzip
              linux-image-amd64 kmod procps
              # The lab's operator cloud (nova-qat-migration-lab cloud up):
              # its database, message bus and token cache.
