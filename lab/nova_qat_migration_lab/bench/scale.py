@@ -90,7 +90,9 @@ def oracle(results: list) -> dict:
             'adaptive_vs_oracle': (
                 ada['median_s'] / plans[best]['median_s']
                 if best and ada and ada['median_s'] is not None else None),
-            'repeats': min(c['n'] for c in plans.values())}
+            # The plans the oracle compares (later repeats may run only
+            # these), not every plan of the first repeat.
+            'repeats': min(row['n'] for row in rows)}
     return out
 
 
