@@ -1385,13 +1385,8 @@ class ServiceCloud:
         if not changed:
             return []
         since = time.time()
-        stops = [threading.Thread(
-            target=self.processes['nova-compute-%s' % h.name].stop)
-            for h in changed]
-        for thread in stops:
-            thread.start()
-        for thread in stops:
-            thread.join()
+        stop_all([self.processes['nova-compute-%s' % h.name]
+                  for h in changed])
         for host in changed:
             proc = self.compute_process(host)
             proc.start()
