@@ -82,6 +82,8 @@ class Checks(status_host.HostChecks, upgradecheck.UpgradeCommands):
     :param nodename: compute node provider name in Placement (default:
         libvirt's host name, as Nova uses it, else this host's name).
     :param placement: whether to ask Placement at all.
+    :param proc_sys: where the kernel's settings are read (the TCP send
+        buffers of the migration connections).
     """
 
     display_title = 'nova-qat-migration Readiness Check Results'
@@ -89,11 +91,13 @@ class Checks(status_host.HostChecks, upgradecheck.UpgradeCommands):
     def __init__(self, libvirt_uri: Optional[str] = None,
                  qemu_binary: Optional[str] = None,
                  nodename: Optional[str] = None,
-                 placement: bool = True) -> None:
+                 placement: bool = True,
+                 proc_sys: str = '/proc/sys') -> None:
         self.libvirt_uri = libvirt_uri
         self.qemu_binary = qemu_binary
         self.nodename = nodename
         self.placement = placement
+        self.proc_sys = proc_sys
         #: HypervisorCaps once the libvirt check connected.
         self.caps: Optional[datamodel.HypervisorCaps] = None
         self.libvirt_hostname: Optional[str] = None
@@ -252,6 +256,7 @@ class Checks(status_host.HostChecks, upgradecheck.UpgradeCommands):
         ('QEMU multifd compression methods', _host._check_multifd),
         ('QAT devices', _host._check_qat_devices),
         ('QATzip self-test', _host._check_qatzip),
+        ('Migration socket queues', _host._check_socket_queues),
         ('QEMU monitor passthrough', _host._check_passthrough),
         ('Placement traits', _host._check_placement),
         ('Flavor extra specs', _check_flavors),

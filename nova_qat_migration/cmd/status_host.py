@@ -20,6 +20,7 @@ import os
 import socket
 from typing import Any
 
+from oslo_config import cfg
 from oslo_upgradecheck import upgradecheck
 
 from nova_qat_migration.cmd import errors
@@ -28,6 +29,7 @@ from nova_qat_migration import datamodel
 from nova_qat_migration.virt.libvirt import capabilities
 from nova_qat_migration.virt.libvirt import migration_traits
 from nova_qat_migration.virt.libvirt import qemu_probe
+from nova_qat_migration.virt.libvirt import socket_queues
 
 Code = upgradecheck.Code
 Result = upgradecheck.Result
@@ -191,6 +193,23 @@ class HostChecks:
             return Result(Code.FAILURE, '%s; this host has QAT devices but '
                           'cannot compress with them' % text)
         return Result(Code.SUCCESS, '%s (not needed: no QAT devices)' % text)
+
+    def _check_socket_queues(self) -> Result:
+        """Whether a switch-over pause can outlast QEMU's limit by what
+        waits in the migration connections' send buffers
+        (:mod:`~nova_qat_migration.virt.libvirt.socket_queues`).
+        """
+        try:
+            warning = socket_queues.advice_from_conf(CONF, self.proc_sys)
+        except (cfg.Error, ValueError) as exc:
+            return Result(Code.WARNING, 'not checked: the options it needs '
+                          'are invalid (%s)' % plain_error(exc))
+        if warning:
+            return Result(Code.WARNING, warning)
+        return Result(Code.SUCCESS, 'a migration connection holds at most '
+                      '%d KiB unsent (net.ipv4.tcp_notsent_lowat, tcp_wmem)'
+                      % (socket_queues.unsent_cap_bytes(self.proc_sys)
+                         // 1024))
 
     def _check_passthrough(self) -> Result:
         if CONF.qat_migration.qemu_monitor_passthrough:

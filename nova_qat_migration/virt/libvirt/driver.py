@@ -76,6 +76,7 @@ from nova_qat_migration.virt.libvirt import monitor as lm_monitor
 from nova_qat_migration.virt.libvirt import operation as lm_operation
 from nova_qat_migration.virt.libvirt import planning
 from nova_qat_migration.virt.libvirt import session as lm_session
+from nova_qat_migration.virt.libvirt import socket_queues
 
 CONF = qat_conf.CONF
 LOG = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class QATMigrationMixin(planning.QATPlanningMixin):
                  {'policy': CONF.qat_migration.policy,
                   'traits': ', '.join(sorted(
                       migration_traits.traits_for(self._qat_caps)))})
+        warning = socket_queues.advice_from_conf(CONF)
+        if warning:
+            LOG.warning(warning)
         return result
 
     def _qat_start(self) -> None:

@@ -263,6 +263,21 @@ class TestNothingInstalled(StatusTestCase):
         self.assertEqual(Code.WARNING, result)
         self.assertIn('0000:6b:00.0', details)
 
+    def test_socket_queues(self):
+        from tests.unit.virt.libvirt import test_socket_queues as tsq
+        proc_sys = self.useFixture(fixtures.TempDir()).path
+        tsq.write_proc_sys(proc_sys)
+        self.write_conf('', link_gbps='0.25', max_parallel_connections='4')
+        result = self.checks(proc_sys=proc_sys)._check_socket_queues()
+        self.assertEqual(Code.WARNING, result.code)
+        self.assertIn('tcp_notsent_lowat = 131072', result.details)
+        self.assertIn('4 connection(s) on a 0.25 Gbit/s link',
+                      result.details)
+        tsq.write_proc_sys(proc_sys, lowat='131072')
+        result = self.checks(proc_sys=proc_sys)._check_socket_queues()
+        self.assertEqual(Code.SUCCESS, result.code)
+        self.assertIn('at most 128 KiB unsent', result.details)
+
     def test_crashing_check_is_255(self):
         def crash(checks):
             raise RuntimeError('boom')
