@@ -216,9 +216,11 @@ def run(args: argparse.Namespace) -> int:
     from nova_qat_migration_lab import runner
     guests, link_mbit, default_out = guests_and_link(args)
     out = args.out or repo.path(*default_out)
-    from oslo_config import cfg
-    # The computes size their live-migration executor when they start.
-    cfg.CONF.set_override('max_concurrent_live_migrations', MAX_CONCURRENT)
+    # Nova's options (registered when nova.conf is imported): the
+    # computes size their live-migration executor when they start.
+    import nova.conf
+    nova.conf.CONF.set_override('max_concurrent_live_migrations',
+                                MAX_CONCURRENT)
     os.makedirs(out, exist_ok=True)
     results = []
     with open(os.path.join(out, 'drain.log'), 'w') as log, \
