@@ -45,7 +45,7 @@ class TestStatusOnLabHost(testtools.TestCase):
         self.tmp = tempfile.mkdtemp(prefix='nqmst-')
         self.addCleanup(subprocess.run, ['rm', '-rf', self.tmp])
 
-    def _status(self, *options):
+    def _status(self, *options, netns=None):
         conf = os.path.join(self.tmp, 'nova.conf')
         with open(conf, 'w') as f:
             f.write('[DEFAULT]\ncompute_driver = qat_migration.'
@@ -53,8 +53,9 @@ class TestStatusOnLabHost(testtools.TestCase):
                     'sysfs_root = %s\n%s'
                     % (self.tmp, self.tmp, ''.join(o + '\n'
                                                     for o in options)))
+        prefix = ['ip', 'netns', 'exec', netns] if netns else []
         proc = subprocess.run(
-            [sys.executable, '-m', 'nova_qat_migration.cmd.cli',
+            prefix + [sys.executable, '-m', 'nova_qat_migration.cmd.cli',
              '--config-file', conf, 'status', '--json', '--no-placement',
              '--connection-uri', self.lab.source.local_uri],
             cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -87,3 +88,13 @@ class TestStatusOnLabHost(testtools.TestCase):
         result, details = results['QEMU monitor passthrough']
         self.assertEqual(1, result)
         self.assertIn('tainted', details)
+
+    def test_lab_host_caps_socket_queues(self):
+        # The lab's hosts carry the tuning the installation guide asks
+        # for; the check reads the kernel of the namespace QEMU runs in.
+        code, results = self._status(
+            'link_gbps = 0.25', 'max_parallel_connections = 4',
+            netns=self.lab.source.name)
+        result, details = results['Migration socket queues']
+        self.assertEqual(0, result, details)
+        self.assertIn('at most 128 KiB unsent', details)

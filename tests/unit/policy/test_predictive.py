@@ -64,6 +64,7 @@ class ChooseTest(base.TestCase):
         self.assertLessEqual(low.total_s, plain.total_s)
 
     def test_zero_tolerance_takes_the_fastest(self):
+        # The operator asked for the fastest prediction: no slack either.
         fastest = min((PLAIN, THROTTLE_20, THROTTLE_60),
                       key=lambda p: self.predicted(p).total_s)
         plan, pred, scored, trade = self.choose(0.0)
@@ -81,7 +82,15 @@ class ChooseTest(base.TestCase):
         if ratio > 1.0:
             self.assertIn('gentler than the fastest', trade)
 
+    def known_working_set(self):
+        """The hint of the working set the model assumes anyway: the
+        predictions stay, the slack for an assumed one does not apply.
+        """
+        self.load = dataclasses.replace(
+            self.load, working_set_mb=model.working_set(self.load))
+
     def test_just_outside_tolerance_the_gentlest_throttle_in_it(self):
+        self.known_working_set()
         preds = {p: self.predicted(p).total_s
                  for p in (PLAIN, THROTTLE_20, THROTTLE_60)}
         fastest = min(preds.values())
@@ -96,6 +105,44 @@ class ChooseTest(base.TestCase):
         self.assertEqual(min(inside, key=lambda p: p.throttle_initial), plan)
         self.assertIn('no gentler plan predicted within', trade)
         self.assertIn('plain predicted', trade)
+
+    def _plain_ratio(self):
+        preds = [self.predicted(p).total_s
+                 for p in (PLAIN, THROTTLE_20, THROTTLE_60)]
+        ratio = preds[0] / min(preds)
+        if ratio <= 1.02:
+            self.skipTest('plain is predicted as fast as throttling')
+        return ratio
+
+    def test_assumed_working_set_keeps_plain_within_the_slack(self):
+        # Outside the gentle tolerance, inside it plus the slack: with the
+        # working set assumed the model overstates plain's passes most.
+        self.assertIsNone(self.load.working_set_mb)
+        ratio = self._plain_ratio()
+        self.assertLess(ratio, 1.0 + predictive.ASSUMED_WORKING_SET_SLACK)
+        plan, pred, _scored, trade = self.choose(ratio - 1.0 - 0.01)
+        self.assertEqual(PLAIN, plan)
+        self.assertEqual(self.predicted(PLAIN).total_s, pred.total_s)
+        self.assertIn('no throttle: the working set is assumed', trade)
+        # The same tolerance with the working set known: a throttle.
+        self.known_working_set()
+        plan, *_ = self.choose(ratio - 1.0 - 0.01)
+        self.assertTrue(plan.auto_converge)
+
+    def test_beyond_the_slack_the_throttle_stays(self):
+        # 110 MiB/s: plain predicted at about 1.9x the fastest throttle.
+        self.facts = base.make_facts(
+            instance=dict(memory_mb=4096, dirty_rate_mbps=110.0,
+                          compress_ratio=1.0, xbzrle_friendly=0.0),
+            host=dict(cpu_idle_pct=0.0, cpus=2), link_mbps=LINK_1G)
+        self.load = predictive.workload(self.facts)
+        ratio = self._plain_ratio()
+        self.assertGreater(
+            ratio, 1.0 + predictive.ASSUMED_WORKING_SET_SLACK + 0.1)
+        plan, _pred, _scored, trade = self.choose(
+            ratio - 1.0 - predictive.ASSUMED_WORKING_SET_SLACK - 0.01)
+        self.assertTrue(plan.auto_converge)
+        self.assertNotIn('working set is assumed', trade)
 
     def test_post_copy_is_last(self):
         plan, *_ = self.choose(10.0, cands=(POST_COPY, THROTTLE_60))
