@@ -38,13 +38,17 @@ class ChooseTest(base.TestCase):
         super().setUp()
         # A 4 GiB guest dirtying 80 MiB/s of incompressible pages over
         # 1 Gbit/s: plain pre-copy converges slowly, throttling sooner.
+        self.dirtying(80.0)
+        self.lim = common.limits(self.conf, self.facts)
+        self.cal = datamodel.Calibration()
+
+    def dirtying(self, mbps):
+        """A 4 GiB guest of incompressible pages dirtying ``mbps``."""
         self.facts = base.make_facts(
-            instance=dict(memory_mb=4096, dirty_rate_mbps=80.0,
+            instance=dict(memory_mb=4096, dirty_rate_mbps=mbps,
                           compress_ratio=1.0, xbzrle_friendly=0.0),
             host=dict(cpu_idle_pct=0.0, cpus=2), link_mbps=LINK_1G)
-        self.lim = common.limits(self.conf, self.facts)
         self.load = predictive.workload(self.facts)
-        self.cal = datamodel.Calibration()
 
     def predicted(self, plan):
         return model.predict(plan, self.load, LINK_1G,
@@ -131,11 +135,7 @@ class ChooseTest(base.TestCase):
 
     def test_beyond_the_slack_the_throttle_stays(self):
         # 110 MiB/s: plain predicted at about 1.9x the fastest throttle.
-        self.facts = base.make_facts(
-            instance=dict(memory_mb=4096, dirty_rate_mbps=110.0,
-                          compress_ratio=1.0, xbzrle_friendly=0.0),
-            host=dict(cpu_idle_pct=0.0, cpus=2), link_mbps=LINK_1G)
-        self.load = predictive.workload(self.facts)
+        self.dirtying(110.0)
         ratio = self._plain_ratio()
         self.assertGreater(
             ratio, 1.0 + predictive.ASSUMED_WORKING_SET_SLACK + 0.1)
@@ -157,11 +157,7 @@ class ChooseTest(base.TestCase):
                         predictive.intrusion(POST_COPY))
 
     def test_nothing_converges(self):
-        self.facts = base.make_facts(
-            instance=dict(memory_mb=4096, dirty_rate_mbps=5000.0,
-                          compress_ratio=1.0, xbzrle_friendly=0.0),
-            host=dict(cpu_idle_pct=0.0, cpus=2), link_mbps=LINK_1G)
-        self.load = predictive.workload(self.facts)
+        self.dirtying(5000.0)
         self.assertIsNone(self.choose(0.2, cands=(PLAIN,)))
 
 
