@@ -199,8 +199,9 @@ class HostChecks:
         waits in the migration connections' send buffers
         (:mod:`~nova_qat_migration.virt.libvirt.socket_queues`).
         """
+        cap = socket_queues.unsent_cap_bytes(self.proc_sys)
         try:
-            warning = socket_queues.advice_from_conf(CONF, self.proc_sys)
+            warning = socket_queues.advice_from_conf(CONF, cap)
         except (cfg.Error, ValueError) as exc:
             return Result(Code.WARNING, 'not checked: the options it needs '
                           'are invalid (%s)' % plain_error(exc))
@@ -208,8 +209,7 @@ class HostChecks:
             return Result(Code.WARNING, warning)
         return Result(Code.SUCCESS, 'a migration connection holds at most '
                       '%d KiB unsent (net.ipv4.tcp_notsent_lowat, tcp_wmem)'
-                      % (socket_queues.unsent_cap_bytes(self.proc_sys)
-                         // 1024))
+                      % (cap // 1024))
 
     def _check_passthrough(self) -> Result:
         if CONF.qat_migration.qemu_monitor_passthrough:

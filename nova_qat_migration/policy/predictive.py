@@ -157,7 +157,7 @@ def choose(facts: datamodel.Facts, lim: common.Limits,
     # or not.
     if (tier(best_plan) > 0 and tolerance > 0 and
             load.working_set_mb is None):
-        wider = fastest[1].total_s * (1.0 + max(0.0, tolerance) +
+        wider = fastest[1].total_s * (1.0 + tolerance +
                                       ASSUMED_WORKING_SET_SLACK)
         gentle = [item for item in good
                   if tier(item[0]) == 0 and item[1].total_s <= wider]

@@ -128,7 +128,8 @@ class QATMigrationMixin(planning.QATPlanningMixin):
                  {'policy': CONF.qat_migration.policy,
                   'traits': ', '.join(sorted(
                       migration_traits.traits_for(self._qat_caps)))})
-        warning = socket_queues.advice_from_conf(CONF)
+        warning = socket_queues.advice_from_conf(
+            CONF, socket_queues.unsent_cap_bytes())
         if warning:
             LOG.warning(warning)
         return result

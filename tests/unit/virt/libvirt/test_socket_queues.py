@@ -74,7 +74,8 @@ class TestSocketQueues(base.TestCase):
 
     def test_advice_names_the_sysctl_and_the_bound(self):
         write_proc_sys(self.root)
-        text = socket_queues.advice(4, 0.25, 500, self.root)
+        text = socket_queues.advice(
+            socket_queues.unsent_cap_bytes(self.root), 4, 0.25, 500)
         self.assertIn('net.ipv4.tcp_notsent_lowat = 131072', text)
         self.assertIn('4096 KiB each', text)
         self.assertIn('537 ms', text)
@@ -83,4 +84,5 @@ class TestSocketQueues(base.TestCase):
     def test_no_advice_when_capped(self):
         write_proc_sys(self.root, lowat=str(
             socket_queues.RECOMMENDED_NOTSENT_LOWAT))
-        self.assertIsNone(socket_queues.advice(4, 0.25, 500, self.root))
+        self.assertIsNone(socket_queues.advice(
+            socket_queues.unsent_cap_bytes(self.root), 4, 0.25, 500))
